@@ -1,0 +1,179 @@
+"""The encoder contract.
+
+An encoder turns raw samples of one modality into a float32 matrix. It works in two steps so
+that decoding can run per item (and, later, in a pool of workers) while the model runs on
+batches:
+
+* ``prepare(item)`` decodes and preprocesses one raw item (a path, an array, a string, a
+  ``(waveform, rate)`` pair) into whatever the model eats. It raises
+  :class:`~mmfuse.InputError` naming the item when the item is unreadable.
+* ``embed(prepared)`` maps a list of prepared items to an ``(n, dim)`` float32 array.
+
+Stateful encoders (TF-IDF) learn in ``fit_prepared``; ``stateless = True`` tells the
+evaluation code it may extract once for every fold, because nothing is learned from data.
+
+``fit(samples)`` / ``transform(samples)`` are the scikit-learn style entry points: missing
+items (``None``, NaN, ``""``) give NaN rows, and ``on_error`` decides what an unreadable
+item does (``"raise"``, or ``"skip"``: a NaN row, reported in ``errors_``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._errors import InputError
+
+MODALITIES = ("image", "text", "audio")
+ON_ERROR = ("raise", "skip")
+
+
+def is_missing(item: Any) -> bool:
+    """True for the values that mean "this modality is absent for this sample"."""
+    if item is None:
+        return True
+    if isinstance(item, float) and math.isnan(item):
+        return True
+    if isinstance(item, str) and item.strip() == "":
+        return True
+    try:
+        import pandas as pd
+
+        if item is pd.NA or item is pd.NaT:
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+def describe_item(item: Any) -> str:
+    """A short human description of a raw item for error messages."""
+    if isinstance(item, str):
+        return repr(item if len(item) <= 80 else item[:77] + "...")
+    if isinstance(item, np.ndarray):
+        return f"array of shape {item.shape}"
+    if isinstance(item, tuple) and len(item) == 2:
+        return "(waveform, rate) pair"
+    return type(item).__name__
+
+
+class MissingItem(Exception):
+    """Raised by ``prepare`` when an item turns out empty (e.g. text that is blank after
+    cleaning): the row is treated as missing, not as an error."""
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """One item that could not be used, as reported when ``on_error="skip"``."""
+
+    row: int
+    column: str | None
+    item: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" + (f", column {self.column!r}" if self.column else "")
+        return f"{where}: {self.message}"
+
+
+class Encoder:
+    """Base class of every encoder (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = "encoder"
+    modality: ClassVar[str] = "image"
+    stateless: ClassVar[bool] = True
+
+    # -- to implement -------------------------------------------------------------------
+    def prepare(self, item: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def embed(self, prepared: Sequence[Any]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit_prepared(self, prepared: Sequence[Any]) -> "Encoder":
+        return self
+
+    @property
+    def dim(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Everything that changes the output for a given input (goes into the fingerprint)."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+
+    def weights_hash(self) -> str:
+        """Hash of the pretrained weights; classical encoders have none."""
+        return ""
+
+    # -- provided -----------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """Stable identity of this encoder's output: name + weights hash + config."""
+        payload = json.dumps(
+            {"name": self.name, "weights": self.weights_hash(), "config": self.config()},
+            sort_keys=True,
+            default=str,
+        )
+        return f"{self.name}-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+    def prepare_all(
+        self, samples: Sequence[Any], on_error: str = "raise", column: str | None = None
+    ) -> tuple[list[Any], np.ndarray, list[ItemError]]:
+        """Prepare every item: returns (prepared items of present rows, present mask, errors)."""
+        if on_error not in ON_ERROR:
+            raise InputError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
+        samples = list(samples)
+        present = np.zeros(len(samples), dtype=bool)
+        prepared: list[Any] = []
+        errors: list[ItemError] = []
+        for row, item in enumerate(samples):
+            if is_missing(item):
+                continue
+            try:
+                prepared.append(self.prepare(item))
+            except MissingItem:
+                continue
+            except InputError as exc:
+                if on_error == "raise":
+                    where = f"row {row}" + (f", column {column!r}" if column else "")
+                    raise InputError(f"{where}: {exc}") from exc
+                errors.append(ItemError(row, column, describe_item(item), str(exc)))
+                continue
+            present[row] = True
+        return prepared, present, errors
+
+    def fit(self, samples: Sequence[Any], y: Any = None, on_error: str = "raise") -> "Encoder":
+        prepared, _, self.errors_ = self.prepare_all(samples, on_error)
+        return self.fit_prepared(prepared)
+
+    def transform(self, samples: Sequence[Any], on_error: str = "raise") -> np.ndarray:
+        prepared, present, self.errors_ = self.prepare_all(samples, on_error)
+        return self.assemble(prepared, present)
+
+    def fit_transform(self, samples: Sequence[Any], y: Any = None, on_error: str = "raise") -> np.ndarray:
+        prepared, present, self.errors_ = self.prepare_all(samples, on_error)
+        self.fit_prepared(prepared)
+        return self.assemble(prepared, present)
+
+    def assemble(self, prepared: Sequence[Any], present: np.ndarray) -> np.ndarray:
+        """Embed the present rows and put them into an (n, dim) matrix with NaN rows elsewhere."""
+        out = np.full((len(present), self.dim), np.nan, dtype=np.float32)
+        if len(prepared):
+            emb = np.asarray(self.embed(prepared), dtype=np.float32)
+            if emb.shape != (len(prepared), self.dim):
+                raise RuntimeError(
+                    f"encoder {self.name!r} returned shape {emb.shape}, "
+                    f"expected ({len(prepared)}, {self.dim})"
+                )
+            out[present] = emb
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"

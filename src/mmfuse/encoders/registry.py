@@ -1,0 +1,58 @@
+"""Encoders are created by name: ``create_encoder("hog")``; ``list_encoders()`` shows them all."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .._registry import Registry
+from .base import Encoder
+
+ENCODERS: Registry[Encoder] = Registry("encoder")
+
+
+def register_encoder(name: str, *, modality: str, dim: int | None, description: str = "",
+                     extra: str | None = None) -> Callable:
+    """Decorator registering an encoder builder (a class or a function returning an Encoder).
+
+    ``dim`` is the output dimension (None when it depends on the data, e.g. TF-IDF).
+    ``extra`` names the ``mmfuse[extra]`` the encoder needs, if any.
+    """
+    return ENCODERS.register(name, modality=modality, dim=dim, description=description,
+                             extra=extra)
+
+
+def create_encoder(name: str | Encoder, **kwargs: Any) -> Encoder:
+    """Build a fresh encoder by registered name (an Encoder instance is returned as a copy)."""
+    _load_builtin()
+    if isinstance(name, Encoder):
+        import copy
+
+        return copy.deepcopy(name)
+    return ENCODERS.create(name, **kwargs)
+
+
+def list_encoders(modality: str | None = None) -> list[dict[str, Any]]:
+    """Registered encoders as dicts: name, modality, dim, description, extra."""
+    _load_builtin()
+    rows = []
+    for name in ENCODERS.names():
+        meta = ENCODERS.entry(name).meta
+        if modality is None or meta["modality"] == modality:
+            rows.append({"name": name, **meta})
+    return rows
+
+
+def encoder_modality(name: str) -> str:
+    _load_builtin()
+    return ENCODERS.entry(name).meta["modality"]
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers their encoders; pretrained ones import heavy packages
+    # only when an encoder is built, so this stays cheap.
+    import importlib
+    import importlib.util
+
+    for module in ("classical", "pretrained"):
+        if importlib.util.find_spec(f"{__package__}.{module}") is not None:
+            importlib.import_module(f"{__package__}.{module}")

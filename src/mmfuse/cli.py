@@ -1,0 +1,321 @@
+"""The mmfuse command line (typer). The only module that prints or exits."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._errors import MissingDependencyError, MmfuseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Multimodal fusion for image recognition: image, text and audio, "
+                       "fused honestly.")
+console = Console()
+err_console = Console(stderr=True)
+
+MODALITY_OPTIONS = ("image", "text", "audio")
+DEFAULT_ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Library exceptions become a message and an exit code, never a traceback."""
+    try:
+        yield
+    except MissingDependencyError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(3) from None
+    except MmfuseError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _parse_pairs(text: Optional[str], what: str) -> dict[str, str]:
+    """``"image=hog,text=tfidf"`` -> dict; a clear error for anything else."""
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise typer.BadParameter(f"expected NAME=VALUE pairs separated by commas; got {part!r}",
+                                     param_hint=what)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _parse_strategies(text: str) -> list[str]:
+    from .evaluate import BASELINE, DEFAULT_STRATEGIES
+    from .fusion import list_fusions
+
+    if text == "all":
+        extra = [f["name"] for f in list_fusions()
+                 if f["name"] not in DEFAULT_STRATEGIES and f["name"] != BASELINE]
+        return list(DEFAULT_STRATEGIES) + extra
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+class _Progress:
+    """A rich progress bar fed by the library's ``progress(stage, done, total)`` callback."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Callable[[str, int, int], None] | None:
+        if not self.enabled:
+            return None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=err_console, transient=True)
+        self._bar.__enter__()
+        return self.update
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bar.add_task(stage, total=total)
+        self._bar.update(self._tasks[stage], completed=done, total=total)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def print_results(result: Any, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col, kw in [("name", {}), ("kind", {}), ("accuracy", {"justify": "right"}),
+                    ("95% CI", {"justify": "right"}), ("macro-F1", {"justify": "right"}),
+                    ("weights", {}), ("seconds", {"justify": "right"})]:
+        table.add_column(col, **kw)
+    best = result.best.name
+    for r in result.rows:
+        weights = ""
+        if r.modality_weights:
+            weights = " ".join(f"{m}={w:.2f}" for m, w in r.modality_weights.items())
+        style = "bold green" if r.name == best else None
+        table.add_row(r.name, r.kind, f"{r.accuracy:.3f}",
+                      f"{r.accuracy_ci95[0]:.3f}-{r.accuracy_ci95[1]:.3f}", f"{r.macro_f1:.3f}",
+                      weights, f"{r.seconds:.1f}", style=style)
+    console.print(table)
+    cv = result.cv
+    console.print(f"{result.n_samples} samples, {result.n_classes} classes, "
+                  f"cv: {cv['kind']} ({cv['n_splits']} folds"
+                  + (f" x {cv['n_repeats']}" if "n_repeats" in cv else "") + f"); best: {best}")
+    if result.errors:
+        err_console.print(f"[yellow]{len(result.errors)} item(s) skipped:[/yellow]")
+        for e in result.errors[:20]:
+            err_console.print(f"  {e}", highlight=False)
+        if len(result.errors) > 20:
+            err_console.print(f"  ... and {len(result.errors) - 20} more (see --json)")
+
+
+def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path],
+                   title: str) -> None:
+    from ._io import atomic_write_json
+
+    if json_out:
+        doc = result.to_dict()
+        if result.errors:
+            doc["skipped"] = [str(e) for e in result.errors]
+        atomic_write_json(json_out, doc)
+        console.print(f"wrote {json_out}")
+    if report:
+        from .report import write_report
+
+        write_report(result, report, title=title)
+        console.print(f"wrote {report}")
+
+
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")]
+ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report.")]
+FusionOpt = Annotated[str, typer.Option(help="Strategies, comma-separated, or 'all'.")]
+WeightsOpt = Annotated[str, typer.Option(help="Modality weights: cv, relative or equal.")]
+OnErrorOpt = Annotated[str, typer.Option("--on-error", help="raise or skip unreadable items.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")]
+
+
+@app.command()
+def run(
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Parquet, one row per sample.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Manifest column with the label.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Column with groups (speaker...) for grouped CV.")] = None,
+    views: Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="labels.npy for --views.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).")] = None,
+    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc (or 'auto').")] = None,
+    fusion: FusionOpt = "early,weighted,late,stacking",
+    weights: WeightsOpt = "cv",
+    cv: Annotated[Optional[str], typer.Option(help="Folds (int) or 'loso'. Default: the dataset's, else 5.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    on_error: OnErrorOpt = "raise",
+    json_out: JsonOpt = None,
+    report: ReportOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Compare every single modality, every fusion strategy and the seed baseline."""
+    with _errors():
+        sources = [s for s in (manifest, views, dataset) if s]
+        if len(sources) != 1:
+            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset")
+        enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
+        X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
+                                                      views, labels, dataset)
+        encoder_spec = _encoder_spec(X, enc)
+        cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
+        _evaluate_and_print(X, y, groups, encoder_spec, _parse_strategies(fusion), weights,
+                            cv_spec, seed, on_error, json_out, report, progress, title)
+
+
+def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
+                        json_out, report, progress, title) -> Any:
+    from .evaluate import evaluate
+
+    with _Progress(progress) as bar:
+        result = evaluate(X, y, encoders=encoder_spec, groups=groups, strategies=strategies,
+                          weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,
+                          progress=bar)
+    print_results(result, title)
+    _write_outputs(result, json_out, report, title)
+    return result
+
+
+def _encoder_spec(X: Any, enc: Any) -> Any:
+    import pandas as pd
+
+    if not isinstance(X, pd.DataFrame):
+        return None  # pre-extracted arrays: passthrough
+    if enc == "auto":
+        return "auto"
+    spec = {m: DEFAULT_ENCODERS[m] for m in MODALITY_OPTIONS if m in X.columns}
+    spec.update(enc or {})
+    return spec
+
+
+def _load_input(manifest, image, text, audio, label, group, views, labels, dataset):
+    import numpy as np
+
+    from ._errors import InputError
+
+    if dataset:
+        from .data.datasets import dataset_info, load_dataset
+
+        X, y, groups = load_dataset(dataset)
+        info = dataset_info(dataset)
+        mods = [m for m in MODALITY_OPTIONS if m in X.columns]
+        return X[mods], y, groups, info.get("cv", 5), f"dataset {dataset}"
+    if views:
+        from .data.manifest import load_arrays
+
+        if labels is None:
+            raise InputError("--views needs --labels labels.npy")
+        arrays = load_arrays(_parse_pairs(views, "--views"))
+        y = load_arrays({"__labels__": labels})["__labels__"]
+        return arrays, np.asarray(y).reshape(-1), None, 5, "pre-extracted views"
+    from .data.manifest import read_manifest
+
+    mapping = {m: c for m, c in zip(MODALITY_OPTIONS, (image, text, audio)) if c}
+    if not mapping:
+        raise InputError("name at least one modality column: --image COL, --text COL or --audio COL")
+    if not label:
+        raise InputError("--label COL is required with --manifest")
+    df = read_manifest(manifest, label=label, columns=list(mapping.values()), group=group,
+                       path_columns=[c for m, c in mapping.items() if m != "text"])
+    X = df[list(mapping.values())].rename(columns={c: m for m, c in mapping.items()})
+    groups = df[group].to_numpy() if group else None
+    return X, df[label].to_numpy(), groups, 5, f"manifest {manifest}"
+
+
+@app.command("encoders")
+def encoders_cmd(
+    modality: Annotated[Optional[str], typer.Option(help="Only this modality.")] = None,
+) -> None:
+    """List the registered encoders with their modality and output dimension."""
+    from .encoders import list_encoders
+
+    with _errors():
+        table = Table(title="encoders", title_justify="left")
+        for col in ("name", "modality", "dim", "needs", "description"):
+            table.add_column(col)
+        for e in list_encoders(modality):
+            needs = f'pip install "mmfuse[{e["extra"]}]"' if e.get("extra") else ""
+            table.add_row(e["name"], e["modality"], "data" if e["dim"] is None else str(e["dim"]),
+                          needs, e.get("description", ""))
+        console.print(table)
+
+
+@app.command("strategies")
+def strategies_cmd() -> None:
+    """List the registered fusion strategies."""
+    from .fusion import list_fusions
+
+    table = Table(title="fusion strategies", title_justify="left")
+    table.add_column("name")
+    table.add_column("description")
+    for f in list_fusions():
+        table.add_row(f["name"], f.get("description", ""))
+    console.print(table)
+
+
+@app.command("datasets")
+def datasets_cmd() -> None:
+    """List the bundled real datasets: modalities, size, licence, citation."""
+    from .data.datasets import list_datasets
+
+    with _errors():
+        table = Table(title="datasets", title_justify="left", show_lines=True)
+        for col in ("name", "modalities", "samples", "classes", "cv", "licence", "citation"):
+            table.add_column(col)
+        for d in list_datasets():
+            cv = d.get("cv", {})
+            cv_text = cv.get("kind", "") if isinstance(cv, dict) else str(cv)
+            table.add_row(d["name"], ", ".join(d["modalities"]), str(d.get("n_samples", "")),
+                          str(d.get("n_classes", "")), cv_text, d.get("licence", ""),
+                          d.get("citation", ""))
+        console.print(table)
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(help="Bundled dataset to run on.")] = "av-digits",
+    json_out: JsonOpt = None,
+    report: ReportOpt = None,
+    fusion: FusionOpt = "early,weighted,late,stacking",
+    progress: ProgressOpt = True,
+) -> None:
+    """The main job: single modalities vs every fusion strategy vs the seed baseline, on real data."""
+    with _errors():
+        X, y, groups, default_cv, title = _load_input(None, None, None, None, None, None, None,
+                                                      None, dataset)
+        _evaluate_and_print(X, y, groups, _encoder_spec(X, None), _parse_strategies(fusion), "cv",
+                            default_cv, 0, "raise", json_out, report, progress,
+                            f"mmfuse demo: {title}")
+
+
+@app.callback(invoke_without_command=True)
+def _main(version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False) -> None:
+    if version:
+        from . import __version__
+
+        console.print(f"mmfuse {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

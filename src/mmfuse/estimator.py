@@ -1,0 +1,264 @@
+"""MultimodalClassifier: raw multimodal samples in, fused predictions out (scikit-learn API)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._errors import InputError
+from .encoders.base import ON_ERROR, Encoder, ItemError
+from .views import Present, Views, check_views
+
+PASSTHROUGH = "passthrough"
+
+
+def _as_columns(X: Any) -> tuple[Mapping[str, Any], int]:
+    """The columns of a DataFrame, a dict of arrays/lists, or a 2-D array (one view ``"x"``)."""
+    if isinstance(X, pd.DataFrame):
+        return X, len(X)
+    if isinstance(X, Mapping):
+        if not X:
+            raise InputError("X is an empty dict; expected modality name -> samples")
+        lengths = {k: len(v) for k, v in X.items()}
+        if len(set(lengths.values())) > 1:
+            raise InputError(f"all modalities must have the same number of samples; got {lengths}")
+        return X, next(iter(lengths.values()))
+    if isinstance(X, (np.ndarray, list)) or hasattr(X, "__array__"):
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise InputError(
+                f"X must be a DataFrame, a dict of modality -> samples, or a 2-D array; "
+                f"got an array of shape {arr.shape}"
+            )
+        return {"x": arr}, arr.shape[0]
+    raise InputError(
+        f"X must be a DataFrame, a dict of modality -> samples, or a 2-D array; "
+        f"got {type(X).__name__}"
+    )
+
+
+def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """Map each used column to an encoder spec (a registered name, an Encoder, or passthrough)."""
+    from .encoders.registry import create_encoder
+
+    if encoders is None:
+        if isinstance(columns, pd.DataFrame):
+            raise InputError(
+                "encoders is required for a DataFrame: e.g. encoders={'image': 'hog', "
+                "'text': 'tfidf'} (keys are column names); see `mmfuse encoders`"
+            )
+        return {k: PASSTHROUGH for k in sorted(columns)}
+    if isinstance(encoders, str):
+        if encoders != "auto":
+            raise InputError(f"encoders must be a dict or 'auto'; got {encoders!r}")
+        from .encoders.base import MODALITIES
+
+        cols = [c for c in columns if c in MODALITIES]
+        if not cols:
+            raise InputError(
+                f"encoders='auto' picks an encoder for columns named {list(MODALITIES)}; "
+                f"the data has {sorted(map(str, columns))}"
+            )
+        return {c: _best_available(c) for c in sorted(cols)}
+    if not isinstance(encoders, Mapping) or not encoders:
+        raise InputError(f"encoders must be a non-empty dict of column -> encoder; got {encoders!r}")
+    missing = sorted(set(encoders) - set(columns))
+    if missing:
+        raise InputError(
+            f"encoders name columns the data does not have: {missing}; "
+            f"available columns: {sorted(map(str, columns))}"
+        )
+    out = {}
+    for col in sorted(encoders):
+        spec = encoders[col]
+        if spec == PASSTHROUGH or isinstance(spec, Encoder):
+            out[col] = spec
+        elif isinstance(spec, str):
+            create_encoder(spec)  # fail early on unknown names, with the list
+            out[col] = spec
+        else:
+            raise InputError(f"encoder for column {col!r} must be a name or an Encoder; got {spec!r}")
+    return out
+
+
+def _best_available(modality: str) -> str:
+    try:
+        from .encoders.pretrained import best_available_encoder
+    except ImportError:
+        return {"image": "hog", "text": "tfidf", "audio": "mfcc"}[modality]
+    return best_available_encoder(modality)
+
+
+def _passthrough_view(col: str, values: Any) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        values = values.tolist()
+    try:
+        arr = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"column {col!r} is 'passthrough' and must hold numeric feature vectors of equal "
+            f"length; give it an encoder (e.g. 'hog', 'tfidf', 'mfcc') for raw files"
+        ) from None
+    return arr.reshape(len(arr), -1)
+
+
+class MultimodalClassifier(ClassifierMixin, BaseEstimator):
+    """Classify samples that carry several modalities by fusing their features.
+
+    Parameters
+    ----------
+    encoders : dict or "auto", default=None
+        Column name -> encoder name (see ``mmfuse encoders``), Encoder instance, or
+        ``"passthrough"`` for pre-extracted feature arrays. None with a dict of arrays means
+        every array is passthrough. ``"auto"`` picks the best installed encoder for columns
+        named image, text and audio.
+    fusion : str, default="late"
+        A registered strategy: early, weighted, late, stacking, seed-baseline, ...
+    weights : {"cv", "relative", "equal"} or dict, default="cv"
+        Modality weights, learned on the training data only (out-of-fold).
+    classifier : estimator, default=None
+        Per-modality / fused classifier; None means LogisticRegression.
+    cv : int, default=5
+        Inner folds used to learn weights (grouped when ``fit`` gets groups).
+    random_state : int or None, default=None
+    on_error : {"raise", "skip"}, default="raise"
+        What an unreadable item does: raise, or count the modality as missing for that row
+        (reported in ``errors_``). Rows left with no modality at all are dropped from
+        training and listed in ``skipped_rows_``.
+    fusion_params : dict or None, default=None
+        Extra parameters for the strategy (e.g. ``{"projection": "pca"}``).
+
+    Attributes
+    ----------
+    classes_ : ndarray of labels
+    encoders_ : dict of column -> fitted Encoder (or "passthrough")
+    fusion_ : fitted strategy
+    modality_weights_ : dict of column -> weight (sum 1), or None
+    errors_ : list of ItemError from the last fit/predict
+    skipped_rows_ : list of int, training rows dropped for having no modality
+
+    Examples
+    --------
+    >>> clf = MultimodalClassifier(encoders={"image": "hog", "text": "tfidf"}, fusion="late")
+    >>> clf.fit(df, df["label"]).predict(df)  # doctest: +SKIP
+    """
+
+    def __init__(self, encoders: Any = None, fusion: str = "late", weights: Any = "cv",
+                 classifier: Any = None, cv: int = 5, random_state: Any = None,
+                 on_error: str = "raise", fusion_params: dict | None = None):
+        self.encoders = encoders
+        self.fusion = fusion
+        self.weights = weights
+        self.classifier = classifier
+        self.cv = cv
+        self.random_state = random_state
+        self.on_error = on_error
+        self.fusion_params = fusion_params
+
+    # -- features ---------------------------------------------------------------------
+    def _encode(self, X: Any, *, fit: bool) -> tuple[Views, Present]:
+        from .encoders.registry import create_encoder
+
+        if self.on_error not in ON_ERROR:
+            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
+        columns, n = _as_columns(X)
+        if fit:
+            specs = resolve_encoders(self.encoders, columns)
+            self.encoders_ = {c: s if s == PASSTHROUGH else create_encoder(s)
+                              for c, s in specs.items()}
+        else:
+            missing = sorted(set(self.encoders_) - set(columns))
+            if missing:
+                raise InputError(
+                    f"X lacks the columns the model was trained on: {missing}; "
+                    f"got {sorted(map(str, columns))} (use None cells for a missing modality)"
+                )
+        views: Views = {}
+        present: Present = {}
+        self.errors_: list[ItemError] = []
+        for col, enc in self.encoders_.items():
+            values = columns[col]
+            if enc == PASSTHROUGH:
+                views[col] = _passthrough_view(col, values)
+                continue
+            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
+            prepared, mask, errors = enc.prepare_all(samples, self.on_error, column=col)
+            if fit:
+                enc.fit_prepared(prepared)
+            views[col] = enc.assemble(prepared, mask)
+            present[col] = mask
+            self.errors_ += errors
+        return check_views(views, present or None)
+
+    # -- scikit-learn API -----------------------------------------------------------------
+    def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
+        """Encode every modality, then fit the fusion strategy (weights learned out-of-fold)."""
+        from .fusion import create_fusion
+
+        views, present = self._encode(X, fit=True)
+        y = np.asarray(y)
+        n = next(iter(views.values())).shape[0]
+        if y.ndim != 1 or len(y) != n:
+            raise InputError(f"y must be 1-D with one label per sample ({n}); got shape {y.shape}")
+        any_present = np.any(np.stack(list(present.values())), axis=0)
+        self.skipped_rows_ = np.flatnonzero(~any_present).tolist()
+        if self.skipped_rows_:
+            if self.on_error == "raise":
+                raise InputError(
+                    f"row {self.skipped_rows_[0]} has no modality at all "
+                    f"({len(self.skipped_rows_)} such rows); drop them or use on_error='skip'"
+                )
+            keep = any_present
+            views = {k: v[keep] for k, v in views.items()}
+            present = {k: p[keep] for k, p in present.items()}
+            y = y[keep]
+            groups = None if groups is None else np.asarray(groups)[keep]
+        params = dict(self.fusion_params or {})
+        params.setdefault("classifier", self.classifier)
+        params.setdefault("weights", self.weights)
+        params.setdefault("cv", self.cv)
+        params.setdefault("random_state", self.random_state)
+        self.fusion_ = create_fusion(self.fusion, **params)
+        self.fusion_.fit(views, y, present, groups)
+        self.classes_ = self.fusion_.classes_
+        self.modality_weights_ = self.fusion_.modality_weights_
+        self.n_features_in_ = sum(v.shape[1] for v in views.values())
+        return self
+
+    def transform_views(self, X: Any) -> tuple[Views, Present]:
+        """The fitted encoders' features for X: ``(views, present)``."""
+        check_is_fitted(self, "fusion_")
+        return self._encode(X, fit=False)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities.
+
+        A row with no usable modality is an error with ``on_error="raise"``; with
+        ``"skip"`` it gets the training class prior and is listed in ``errors_``.
+        """
+        views, present = self.transform_views(X)
+        known = [present[m] for m in self.fusion_.modalities_ if m in present]
+        empty = ~np.any(np.stack(known), axis=0) if known else np.zeros(0, bool)
+        if empty.any():
+            rows = np.flatnonzero(empty).tolist()
+            if self.on_error == "raise":
+                raise InputError(
+                    f"row {rows[0]} has no usable modality ({len(rows)} such rows); "
+                    f"nothing to predict from (use on_error='skip' to get the class prior)"
+                )
+            self.errors_ += [ItemError(r, None, "", "no usable modality: predicted the class prior")
+                             for r in rows]
+        return self.fusion_.predict_proba(views, present)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags

@@ -1,0 +1,368 @@
+"""Honest evaluation: cross-validation that cannot leak, with every single modality, every
+fused strategy and the seed baseline side by side.
+
+Features from stateless encoders are extracted once (nothing is learned from data, so this
+cannot leak); stateful encoders (TF-IDF) and everything the strategies learn (scalers,
+weights, meta-models) are fit on each training fold only. Fold work is a pure function of
+(views, fold, configuration) so it can later be shipped to Dask workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.model_selection import (GroupKFold, LeaveOneGroupOut, RepeatedStratifiedKFold,
+                                     StratifiedKFold)
+
+from ._errors import InputError
+from .encoders.base import ON_ERROR, ItemError
+from .estimator import PASSTHROUGH, _as_columns, _passthrough_view, resolve_encoders
+from .views import Present, Views, check_views
+
+DEFAULT_STRATEGIES = ("early", "weighted", "late", "stacking")
+BASELINE = "seed-baseline"
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Config:
+    """One row of the results table."""
+
+    name: str
+    kind: str  # "single", "fused" or "baseline"
+    modalities: tuple[str, ...]
+    fusion: str
+    weights: Any = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str
+    modalities: list[str]
+    fusion: str | None
+    weights: Any
+    accuracy: float
+    accuracy_ci95: list[float]
+    macro_f1: float
+    seconds: float
+    fold_accuracy: list[float] = field(default_factory=list)
+    modality_weights: dict[str, float] | None = None
+
+
+@dataclass
+class EvaluationResult:
+    n_samples: int
+    n_classes: int
+    classes: list[Any]
+    cv: dict[str, Any]
+    rows: list[Row]
+    predictions: dict[str, np.ndarray]
+    y: np.ndarray
+    errors: list[ItemError] = field(default_factory=list)
+    feature_seconds: float = 0.0
+
+    @property
+    def best(self) -> Row:
+        return max(self.rows, key=lambda r: (r.accuracy, r.macro_f1))
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no row named {name!r}; rows: {[r.name for r in self.rows]}")
+
+    def confusion(self, name: str | None = None) -> np.ndarray:
+        """Confusion matrix (rows: true class) of the out-of-fold predictions of ``name``."""
+        name = self.best.name if name is None else name
+        pred = self.predictions[name]
+        done = pred >= 0
+        return confusion_matrix(self.y[done], pred[done], labels=np.arange(self.n_classes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``mmfuse run --json``."""
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            for extra in ("fold_accuracy", "modality_weights"):
+                d.pop(extra)
+            rows.append(d)
+        return {"n_samples": self.n_samples, "n_classes": self.n_classes, "cv": dict(self.cv),
+                "rows": rows, "best": self.best.name}
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(r) for r in self.rows])
+
+
+def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_STRATEGIES,
+                 weights: Any = "cv", singles: bool = True, baseline: bool = True,
+                 fusion_params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Config]:
+    """Every single modality, each strategy over all modalities, and the seed baseline."""
+    from .fusion import list_fusions
+
+    mods = tuple(sorted(modalities))
+    known = {f["name"] for f in list_fusions()}
+    unknown = [s for s in strategies if s not in known]
+    if unknown:
+        raise InputError(f"unknown fusion strategy {unknown}; valid: {sorted(known)}")
+    params = fusion_params or {}
+    configs = []
+    if singles:
+        configs += [Config(m, "single", (m,), "early", None) for m in mods]
+    if len(mods) > 1:
+        for s in strategies:
+            if s == BASELINE:
+                continue
+            w = None if s == "stacking" else (weights if s != "early" else "equal")
+            configs.append(Config(s, "fused", mods, s, w, dict(params.get(s, {}))))
+        if baseline:
+            configs.append(Config(BASELINE, "baseline", mods, BASELINE, "equal"))
+    return configs
+
+
+def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
+                ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """Outer splits: grouped whenever groups exist, stratified otherwise.
+
+    ``cv`` is an int (folds), ``"loso"`` (leave one group out), a dict such as
+    ``{"kind": "repeated-stratified", "n_splits": 5, "n_repeats": 2}``, or a splitter.
+    """
+    dummy = np.zeros(len(y))
+    if hasattr(cv, "split"):
+        splits = list(cv.split(dummy, y, groups))
+        return splits, {"kind": type(cv).__name__, "n_splits": len(splits)}
+    spec = dict(cv) if isinstance(cv, Mapping) else {"n_splits": cv}
+    n_splits = spec.get("n_splits", 5)
+    kind = spec.get("kind")
+    if groups is not None:
+        if kind not in (None, "group"):
+            raise InputError(f"groups were given, so the split must be grouped; got kind {kind!r}")
+        n_groups = len(np.unique(groups))
+        if n_groups < 2:
+            raise InputError(f"grouped cross-validation needs at least 2 groups; got {n_groups}")
+        if n_splits == "loso" or (isinstance(n_splits, int) and n_splits >= n_groups):
+            splitter: Any = LeaveOneGroupOut()
+            n_splits = n_groups
+        else:
+            splitter = GroupKFold(n_splits=int(n_splits))
+        splits = list(splitter.split(dummy, y, groups))
+        return splits, {"kind": "group", "n_splits": len(splits)}
+    if n_splits == "loso":
+        raise InputError("cv='loso' needs a group column (e.g. --group speaker)")
+    counts = np.unique(y, return_counts=True)[1]
+    if counts.min() < int(n_splits):
+        raise InputError(
+            f"the smallest class has {counts.min()} samples, fewer than cv={n_splits} folds; "
+            f"use fewer folds"
+        )
+    seed = 0 if random_state is None else random_state
+    if kind == "repeated-stratified":
+        n_repeats = int(spec.get("n_repeats", 2))
+        splitter = RepeatedStratifiedKFold(n_splits=int(n_splits), n_repeats=n_repeats,
+                                           random_state=seed)
+        splits = list(splitter.split(dummy, y))
+        return splits, {"kind": "repeated-stratified", "n_splits": int(n_splits),
+                        "n_repeats": n_repeats}
+    if kind not in (None, "stratified"):
+        raise InputError(f"unknown cv kind {kind!r}; valid: group, stratified, repeated-stratified")
+    splitter = StratifiedKFold(n_splits=int(n_splits), shuffle=True, random_state=seed)
+    return list(splitter.split(dummy, y)), {"kind": "stratified", "n_splits": int(n_splits)}
+
+
+def mean_ci95(scores: Sequence[float]) -> tuple[float, list[float]]:
+    """Mean over folds and a t-interval for it (degenerate for a single fold)."""
+    a = np.asarray(scores, dtype=float)
+    mean = float(a.mean())
+    if len(a) < 2:
+        return mean, [mean, mean]
+    half = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+    return mean, [max(0.0, mean - half), min(1.0, mean + half)]
+
+
+class FeatureTable:
+    """Per-column features for a whole table, computed once where that cannot leak.
+
+    Stateless encoders are embedded once; stateful ones keep their prepared items and are
+    fit per training fold by :meth:`fold_views`.
+    """
+
+    def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
+                 progress: Progress | None = None, extract: Callable | None = None):
+        from .encoders.registry import create_encoder
+
+        if on_error not in ON_ERROR:
+            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+        columns, self.n = _as_columns(X)
+        specs = resolve_encoders(encoders, columns)
+        self.views: Views = {}
+        self.present: Present = {}
+        self.stateful: dict[str, tuple[Any, list[Any]]] = {}
+        self.errors: list[ItemError] = []
+        self.encoder_names: dict[str, str] = {}
+        for i, (col, spec) in enumerate(specs.items()):
+            if progress:
+                progress(f"features: {col}", i, len(specs))
+            values = columns[col]
+            if spec == PASSTHROUGH:
+                self.views[col] = _passthrough_view(col, values)
+                self.encoder_names[col] = PASSTHROUGH
+                continue
+            enc = create_encoder(spec)
+            self.encoder_names[col] = enc.name
+            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
+            if enc.stateless and extract is not None:
+                view, mask, errors = extract(enc, samples, on_error=on_error, column=col)
+            else:
+                prepared, mask, errors = enc.prepare_all(samples, on_error, column=col)
+                if enc.stateless:
+                    view = enc.assemble(prepared, mask)
+                else:
+                    self.stateful[col] = (enc, prepared)
+                    view = np.full((self.n, 1), np.nan, np.float32)  # placeholder until fit
+            self.views[col], self.present[col] = view, mask
+            self.errors += errors
+        if progress:
+            progress("features", len(specs), len(specs))
+        self.views, self.present = check_views(self.views, self.present)
+
+    def fold_views(self, train: np.ndarray) -> tuple[Views, Present]:
+        """Views for every row, with stateful encoders fit on the ``train`` rows only."""
+        views = dict(self.views)
+        for col, (enc, prepared) in self.stateful.items():
+            mask = self.present[col]
+            # position of each present row in the prepared list
+            index = np.cumsum(mask) - 1
+            train_items = [prepared[index[r]] for r in train if mask[r]]
+            fold_enc = copy.deepcopy(enc).fit_prepared(train_items)
+            views[col] = fold_enc.assemble(prepared, mask)
+        return views, self.present
+
+
+def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
+             test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
+             random_state: Any) -> list[tuple[str, np.ndarray, float, dict | None]]:
+    """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds, weights)."""
+    from .fusion import create_fusion
+
+    g_train = None if groups is None else np.asarray(groups)[train]
+    out = []
+    for c in configs:
+        params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
+        if c.weights is not None:
+            params["weights"] = c.weights
+        start = time.perf_counter()
+        strategy = create_fusion(c.fusion, **params)
+        v = {m: views[m][train] for m in c.modalities}
+        p = {m: present[m][train] for m in c.modalities}
+        keep = np.any(np.stack(list(p.values())), axis=0)
+        strategy.fit({m: a[keep] for m, a in v.items()}, y[train][keep],
+                     {m: a[keep] for m, a in p.items()},
+                     None if g_train is None else g_train[keep])
+        vt = {m: views[m][test] for m in c.modalities}
+        pt = {m: present[m][test] for m in c.modalities}
+        pred = strategy.predict(vt, pt)
+        out.append((c.name, pred, time.perf_counter() - start, strategy.modality_weights_))
+    return out
+
+
+def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
+             strategies: Sequence[str] = DEFAULT_STRATEGIES, weights: Any = "cv",
+             cv: Any = 5, classifier: Any = None, inner_cv: int = 5, random_state: Any = 0,
+             on_error: str = "raise", singles: bool = True, baseline: bool = True,
+             fusion_params: Mapping[str, Mapping[str, Any]] | None = None,
+             progress: Progress | None = None, features: FeatureTable | None = None,
+             ) -> EvaluationResult:
+    """Cross-validate every single modality, every fused strategy and the seed baseline.
+
+    Parameters
+    ----------
+    X : DataFrame, dict of arrays, or 2-D array
+        Raw samples (one column per modality) or pre-extracted views.
+    y : array-like of labels
+    encoders : dict or "auto", default=None
+        As in :class:`~mmfuse.MultimodalClassifier`.
+    groups : array-like or None, default=None
+        Group of each sample (speaker, author): outer *and* inner splits are then grouped.
+    strategies : sequence of str, default=("early", "weighted", "late", "stacking")
+    weights : {"cv", "relative", "equal"} or dict, default="cv"
+    cv : int, "loso", dict or splitter, default=5
+    inner_cv : int, default=5
+        Folds used inside each training fold to learn weights and meta-models.
+    on_error : {"raise", "skip"}, default="raise"
+        Unreadable items raise, or count as missing and are reported in ``result.errors``.
+        A row left with no modality at all is excluded from scoring, and reported too.
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise InputError(f"y must be 1-D; got shape {y.shape}")
+    started = time.perf_counter()
+    table = features or FeatureTable(X, encoders, on_error, progress)
+    feature_seconds = time.perf_counter() - started
+    if len(y) != table.n:
+        raise InputError(f"X has {table.n} samples but y has {len(y)} labels")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(y):
+            raise InputError(f"groups has {len(groups)} entries; expected {len(y)}")
+    classes, y_enc = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise InputError(f"need at least 2 classes; y has only {classes.tolist()}")
+
+    usable = np.any(np.stack(list(table.present.values())), axis=0)
+    errors = list(table.errors)
+    if not usable.all():
+        rows = np.flatnonzero(~usable).tolist()
+        if on_error == "raise":
+            raise InputError(f"row {rows[0]} has no modality at all ({len(rows)} such rows)")
+        errors += [ItemError(r, None, "", "no modality left: excluded from evaluation")
+                   for r in rows]
+    configs = make_configs(list(table.views), strategies, weights, singles, baseline,
+                           fusion_params)
+    splits, cv_info = make_splits(y_enc, groups, cv, random_state)
+    preds = {c.name: np.full(len(y), -1, dtype=int) for c in configs}
+    fold_acc: dict[str, list[float]] = {c.name: [] for c in configs}
+    fold_f1: dict[str, list[float]] = {c.name: [] for c in configs}
+    seconds = {c.name: 0.0 for c in configs}
+    fold_weights: dict[str, list[dict]] = {c.name: [] for c in configs}
+    for i, (train, test) in enumerate(splits):
+        if progress:
+            progress("cross-validation", i, len(splits))
+        train, test = train[usable[train]], test[usable[test]]
+        views, present = table.fold_views(train)
+        for name, pred, secs, w in run_fold(views, present, y_enc, groups, train, test, configs,
+                                            classifier, inner_cv, random_state):
+            preds[name][test] = pred
+            fold_acc[name].append(float(np.mean(pred == y_enc[test])))
+            fold_f1[name].append(float(f1_score(y_enc[test], pred, average="macro",
+                                                labels=np.unique(y_enc[test]), zero_division=0)))
+            seconds[name] += secs
+            if w:
+                fold_weights[name].append(w)
+    if progress:
+        progress("cross-validation", len(splits), len(splits))
+
+    rows = []
+    for c in configs:
+        acc, ci = mean_ci95(fold_acc[c.name])
+        mw = None
+        if fold_weights[c.name] and c.kind != "single":
+            mw = {m: float(np.mean([w[m] for w in fold_weights[c.name]])) for m in c.modalities}
+        rows.append(Row(c.name, c.kind, list(c.modalities), None if c.kind == "single" else c.fusion,
+                        c.weights if isinstance(c.weights, (str, type(None))) else dict(c.weights),
+                        acc, ci, float(np.mean(fold_f1[c.name])), round(seconds[c.name], 3),
+                        fold_acc[c.name], mw))
+    return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
+                            errors, feature_seconds)

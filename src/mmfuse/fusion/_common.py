@@ -1,0 +1,201 @@
+"""Pieces shared by the strategies: classifiers, scaling, inner splits, per-modality experts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+from .._errors import InputError
+from ..views import Present, Views
+
+EPS = 1e-6
+
+
+def make_classifier(classifier: Any, random_state: Any = None) -> Any:
+    """A fresh copy of ``classifier``; None means LogisticRegression (the seed's choice)."""
+    if classifier is None:
+        return LogisticRegression(max_iter=2000, C=1.0)
+    if not hasattr(classifier, "fit") or not hasattr(classifier, "predict_proba"):
+        raise InputError(
+            f"classifier must be a scikit-learn classifier with predict_proba; got {classifier!r}"
+        )
+    est = clone(classifier)
+    if random_state is not None and "random_state" in est.get_params():
+        if est.get_params()["random_state"] is None:
+            est.set_params(random_state=random_state)
+    return est
+
+
+class ViewScaler:
+    """Standardise one view on its present training rows; missing rows become 0 (the mean)."""
+
+    def fit(self, x: np.ndarray, present: np.ndarray) -> "ViewScaler":
+        rows = x[present] if present.any() else np.zeros((1, x.shape[1]), np.float32)
+        self.mean_ = rows.mean(axis=0)
+        std = rows.std(axis=0)
+        self.scale_ = np.where(std > EPS, std, 1.0).astype(np.float32)
+        return self
+
+    def transform(self, x: np.ndarray, present: np.ndarray) -> np.ndarray:
+        z = (x - self.mean_) / self.scale_
+        z[~present] = 0.0
+        return z.astype(np.float32, copy=False)
+
+
+def inner_splits(y: np.ndarray, groups: Any, n_splits: int, random_state: Any,
+                 rows: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inner CV splits over ``rows`` (indices into y), grouped whenever groups are given.
+
+    Returned indices are positions in ``rows`` order. Falls back to fewer splits when a
+    class or the number of groups is too small, and never to an ungrouped split when groups
+    exist (that would leak: see DESIGN.md, "Evaluation protocol").
+    """
+    rows = np.arange(len(y)) if rows is None else rows
+    ys = y[rows]
+    if groups is not None:
+        gs = np.asarray(groups)[rows]
+        k = min(n_splits, len(np.unique(gs)))
+        if k < 2:
+            return []
+        return list(GroupKFold(n_splits=k).split(np.zeros(len(ys)), ys, gs))
+    counts = np.bincount(ys)
+    k = min(n_splits, int(counts[counts > 0].min()))
+    if k < 2:
+        return []
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=_seed(random_state))
+    return list(cv.split(np.zeros(len(ys)), ys))
+
+
+def _seed(random_state: Any) -> int | None:
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        return random_state
+    return int(np.random.RandomState(random_state).randint(2**31 - 1))
+
+
+def aligned_proba(model: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """predict_proba with one column per class 0..K-1, even if a fold lacked some classes."""
+    proba = model.predict_proba(x)
+    out = np.zeros((x.shape[0], n_classes))
+    out[:, np.asarray(model.classes_, dtype=int)] = proba
+    return out
+
+
+class ModalityExpert:
+    """Scaler + classifier for one modality, trained on the rows that have it."""
+
+    def __init__(self, classifier: Any, random_state: Any = None):
+        self.classifier = classifier
+        self.random_state = random_state
+
+    def fit(self, x: np.ndarray, y: np.ndarray, present: np.ndarray, n_classes: int):
+        self.n_classes_ = n_classes
+        self.scaler_ = ViewScaler().fit(x, present)
+        rows = np.flatnonzero(present)
+        self.prior_ = np.bincount(y, minlength=n_classes) / len(y)
+        if len(np.unique(y[rows])) < 2:  # too few labels for a model: predict the prior
+            self.model_ = None
+            return self
+        self.model_ = make_classifier(self.classifier, self.random_state)
+        self.model_.fit(self.scaler_.transform(x[rows], present[rows]), y[rows])
+        return self
+
+    def predict_proba(self, x: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """Probabilities for every row; rows without the modality get NaN."""
+        out = np.full((x.shape[0], self.n_classes_), np.nan)
+        if present.any():
+            if self.model_ is None:
+                out[present] = self.prior_
+            else:
+                z = self.scaler_.transform(x[present], present[present])
+                out[present] = aligned_proba(self.model_, z, self.n_classes_)
+        return out
+
+
+def out_of_fold_probas(views: Views, y: np.ndarray, present: Present, groups: Any,
+                       classifier: Any, n_splits: int, random_state: Any) -> dict[str, np.ndarray]:
+    """Out-of-fold probabilities of each modality's expert (NaN where the modality is missing).
+
+    Inner splits are shared by all modalities and grouped like the outer ones.
+    """
+    n_classes = int(y.max()) + 1
+    splits = inner_splits(y, groups, n_splits, random_state)
+    if not splits:
+        raise InputError(
+            "too few samples (or groups) per class to learn fusion weights out-of-fold; "
+            "use weights='equal' or more data"
+        )
+    oof = {m: np.full((len(y), n_classes), np.nan) for m in views}
+    for train, test in splits:
+        for m, x in views.items():
+            expert = ModalityExpert(classifier, random_state)
+            expert.fit(x[train], y[train], present[m][train], n_classes)
+            oof[m][test] = expert.predict_proba(x[test], present[m][test])
+    return oof
+
+
+def fit_experts(views: Views, y: np.ndarray, present: Present, classifier: Any,
+                random_state: Any) -> dict[str, ModalityExpert]:
+    n_classes = int(y.max()) + 1
+    return {m: ModalityExpert(classifier, random_state).fit(x, y, present[m], n_classes)
+            for m, x in views.items()}
+
+
+def normalise_weights(raw: Mapping[str, float]) -> dict[str, float]:
+    total = float(sum(max(v, 0.0) for v in raw.values()))
+    if total <= 0:
+        return {m: 1.0 / len(raw) for m in raw}
+    return {m: max(float(v), 0.0) / total for m, v in raw.items()}
+
+
+def check_weight_spec(weights: Any, modalities: list[str], allowed: tuple[str, ...]) -> Any:
+    """Validate ``weights``: one of ``allowed`` names or a dict over exactly the modalities."""
+    if isinstance(weights, str):
+        if weights not in allowed:
+            raise InputError(f"weights must be one of {list(allowed)} or a dict; got {weights!r}")
+        return weights
+    if isinstance(weights, Mapping):
+        unknown = sorted(set(weights) - set(modalities))
+        if unknown:
+            raise InputError(
+                f"weights name modalities the data does not have: {unknown}; "
+                f"modalities are {modalities}"
+            )
+        values = {m: float(weights.get(m, 0.0)) for m in modalities}
+        if any(v < 0 or not np.isfinite(v) for v in values.values()) or sum(values.values()) <= 0:
+            raise InputError(f"weights must be finite, >= 0 and not all 0; got {dict(weights)}")
+        return values
+    raise InputError(f"weights must be one of {list(allowed)} or a dict; got {weights!r}")
+
+
+def relative_weights(oof: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    """Weights proportional to each modality's out-of-fold accuracy above chance.
+
+    Chance is the majority-class rate; a modality at or below chance gets weight 0.
+    """
+    chance = np.bincount(y).max() / len(y)
+    raw = {}
+    for m, p in oof.items():
+        rows = ~np.isnan(p).any(axis=1)
+        acc = float(np.mean(p[rows].argmax(1) == y[rows])) if rows.any() else 0.0
+        raw[m] = max(acc - chance, 0.0)
+    return normalise_weights(raw)
+
+
+def simplex_grid(n: int, step: float) -> np.ndarray:
+    """All weight vectors of ``n`` non-negative entries that are multiples of ``step`` and sum to 1."""
+    k = int(round(1 / step))
+
+    def rec(remaining: int, parts: int):
+        if parts == 1:
+            yield (remaining,)
+            return
+        for i in range(remaining + 1):
+            for rest in rec(remaining - i, parts - 1):
+                yield (i,) + rest
+
+    return np.array(list(rec(k, n)), dtype=float) / k

@@ -1,0 +1,104 @@
+"""The fusion-strategy contract and its registry.
+
+A strategy is a scikit-learn style estimator over *views*:
+``fit(views, y, present=None, groups=None) -> self`` and
+``predict_proba(views, present=None) -> (n, n_classes)``. ``groups`` is used only to build
+inner splits (weights and meta-models are learned out-of-fold with the same grouping as the
+outer evaluation). Every fitted strategy exposes ``classes_`` and ``modality_weights_``
+(a dict summing to 1, or None when the strategy has no per-modality weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .._errors import InputError
+from .._registry import Registry
+from ..views import Present, Views, check_views
+
+FUSIONS: Registry[Any] = Registry("fusion strategy")
+
+
+def register_fusion(name: str, *, description: str = "", extra: str | None = None) -> Callable:
+    """Decorator registering a fusion strategy class under ``name``."""
+    return FUSIONS.register(name, description=description, extra=extra)
+
+
+def create_fusion(name: str, **params: Any) -> "FusionStrategy":
+    """A fresh, unfitted strategy by registered name; unknown names list the valid ones."""
+    _load_builtin()
+    return FUSIONS.create(name, **params)
+
+
+def list_fusions() -> list[dict[str, Any]]:
+    _load_builtin()
+    return [{"name": n, **FUSIONS.entry(n).meta} for n in FUSIONS.names()]
+
+
+def _load_builtin() -> None:
+    import importlib
+    import importlib.util
+
+    for module in ("early", "weighted", "late", "stacking", "baseline", "neural", "auto"):
+        if importlib.util.find_spec(f"{__package__}.{module}") is not None:
+            importlib.import_module(f"{__package__}.{module}")
+
+
+class FusionStrategy(ClassifierMixin, BaseEstimator):
+    """Base class: validation, class bookkeeping and ``predict``; subclasses do the fusion."""
+
+    def fit(self, views: Views, y: Any, present: Present | None = None,
+            groups: Any = None) -> "FusionStrategy":
+        views, present = check_views(views, present)
+        y = np.asarray(y)
+        n = next(iter(views.values())).shape[0]
+        if y.ndim != 1 or y.shape[0] != n:
+            raise InputError(f"y must be 1-D with {n} labels (one per sample); got shape {y.shape}")
+        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise InputError(
+                f"need at least 2 classes to train a classifier; y has only {self.classes_.tolist()}"
+            )
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape[0] != n:
+                raise InputError(f"groups has {groups.shape[0]} entries; expected {n}")
+        usable = {k: v for k, v in views.items() if present[k].any()}
+        if not usable:
+            raise InputError("every modality is missing for every training sample")
+        self.dropped_modalities_ = sorted(set(views) - set(usable))
+        self.modalities_ = sorted(usable)
+        self._fit(usable, y_enc, {k: present[k] for k in usable}, groups)
+        return self
+
+    def predict_proba(self, views: Views, present: Present | None = None) -> np.ndarray:
+        check_is_fitted(self, "classes_")
+        views, present = check_views(views, present)
+        missing = [m for m in self.modalities_ if m not in views]
+        if missing:
+            raise InputError(
+                f"views lack modalities the model was trained on: {missing}; "
+                f"got {sorted(views)} (pass NaN rows for a missing modality)"
+            )
+        views = {m: views[m] for m in self.modalities_}
+        present = {m: present[m] for m in self.modalities_}
+        proba = self._predict_proba(views, present)
+        return np.asarray(proba, dtype=np.float64)
+
+    def predict(self, views: Views, present: Present | None = None) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(views, present), axis=1)]
+
+    def score(self, views: Views, y: Any, present: Present | None = None) -> float:
+        return float(np.mean(self.predict(views, present) == np.asarray(y)))
+
+    # subclasses implement these on validated views (sorted, only usable modalities) and
+    # integer-encoded labels 0..K-1
+    def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
+        raise NotImplementedError
+
+    def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
+        raise NotImplementedError

@@ -1,0 +1,51 @@
+"""The seed's code as written: the reference row of every results table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from ..views import Present, Views
+from .base import FusionStrategy, register_fusion
+
+
+@register_fusion("seed-baseline", description="the seed: StandardScaler, fixed equal-weight sum, LogisticRegression")
+class SeedBaseline(FusionStrategy):
+    """StandardScaler per view, F = 0.5·f1 + 0.5·f2 (1/M each for M views), LogisticRegression.
+
+    The seed sums raw feature vectors, which needs equal dimensions; views of different
+    widths are zero-padded to the widest one (the smallest change that makes the seed's
+    formula defined). Missing rows are imputed at the mean (0 after scaling). Parameters are
+    accepted for a common signature and ignored: the baseline is fixed on purpose.
+    """
+
+    def __init__(self, classifier: Any = None, weights: Any = None, cv: int = 5,
+                 random_state: Any = None):
+        self.classifier = classifier
+        self.weights = weights
+        self.cv = cv
+        self.random_state = random_state
+
+    def _sum(self, views: Views, present: Present) -> np.ndarray:
+        width = max(v.shape[1] for v in views.values())
+        total = np.zeros((next(iter(views.values())).shape[0], width))
+        for m in sorted(views):
+            z = np.zeros_like(views[m])
+            if present[m].any():
+                z[present[m]] = self.scalers_[m].transform(views[m][present[m]])
+            total[:, : z.shape[1]] += z / len(views)
+        return total
+
+    def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
+        self.scalers_ = {m: StandardScaler().fit(views[m][present[m]]) for m in sorted(views)}
+        self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
+        self.model_ = LogisticRegression(max_iter=1000).fit(self._sum(views, present), y)
+
+    def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
+        proba = self.model_.predict_proba(self._sum(views, present))
+        out = np.zeros((len(proba), len(self.classes_)))
+        out[:, np.asarray(self.model_.classes_, dtype=int)] = proba
+        return out

@@ -1,0 +1,96 @@
+"""Early fusion: standardise each view, concatenate, one classifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..views import Present, Views
+from ._common import (ViewScaler, check_weight_spec, inner_splits, make_classifier,
+                      normalise_weights, out_of_fold_probas, relative_weights, simplex_grid)
+from .base import FusionStrategy, register_fusion
+
+
+@register_fusion("early", description="standardise each view, concatenate, one classifier")
+class EarlyFusion(FusionStrategy):
+    """Feature-level fusion.
+
+    Parameters
+    ----------
+    classifier : estimator, default=None
+        None means LogisticRegression.
+    weights : {"equal", "relative", "cv"} or dict, default="equal"
+        Each standardised block is multiplied by sqrt(M·w_m) (equal weights change nothing).
+        ``"cv"`` searches a coarse simplex grid (step 0.25) by inner CV of the whole model.
+    block_scaling : bool, default=False
+        Divide each block by sqrt(its dimension) so a 2,000-d view does not drown a 40-d one.
+    cv : int, default=5
+    random_state : int or None, default=None
+
+    Rows missing a modality get that block at its training mean (0 after scaling) plus a
+    presence flag, so the classifier can learn that the block is absent.
+    """
+
+    def __init__(self, classifier: Any = None, weights: Any = "equal",
+                 block_scaling: bool = False, cv: int = 5, random_state: Any = None):
+        self.classifier = classifier
+        self.weights = weights
+        self.block_scaling = block_scaling
+        self.cv = cv
+        self.random_state = random_state
+
+    def _design(self, views: Views, present: Present, weights: dict[str, float]) -> np.ndarray:
+        mods = sorted(views)
+        blocks = []
+        for m in mods:
+            z = self.scalers_[m].transform(views[m], present[m])
+            factor = np.sqrt(len(mods) * weights[m])
+            if self.block_scaling:
+                factor /= np.sqrt(z.shape[1])
+            blocks.append(z * factor)
+        if self.presence_flags_:
+            blocks.append(np.stack([present[m] for m in mods], axis=1).astype(np.float32))
+        return np.hstack(blocks)
+
+    def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
+        mods = sorted(views)
+        spec = check_weight_spec(self.weights, mods, ("equal", "relative", "cv"))
+        self.scalers_ = {m: ViewScaler().fit(views[m], present[m]) for m in mods}
+        self.presence_flags_ = len(mods) > 1 and not all(present[m].all() for m in mods)
+        if spec == "equal":
+            weights = {m: 1.0 / len(mods) for m in mods}
+        elif isinstance(spec, dict):
+            weights = normalise_weights(spec)
+        elif spec == "relative":
+            oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
+                                     self.random_state)
+            weights = relative_weights(oof, y)
+        else:
+            weights = self._search_weights(views, present, y, groups)
+        self.modality_weights_ = weights
+        self.model_ = make_classifier(self.classifier, self.random_state)
+        self.model_.fit(self._design(views, present, weights), y)
+
+    def _search_weights(self, views, present, y, groups) -> dict[str, float]:
+        mods = sorted(views)
+        grid = simplex_grid(len(mods), 0.25) if len(mods) > 1 else np.ones((1, 1))
+        splits = inner_splits(y, groups, self.cv, self.random_state)
+        if not splits or len(grid) == 1:
+            return dict(zip(mods, grid[0])) if len(grid) == 1 else {m: 1 / len(mods) for m in mods}
+        scores = []
+        for w in grid:
+            x = self._design(views, present, dict(zip(mods, w)))
+            correct = 0
+            for train, test in splits:
+                model = make_classifier(self.classifier, self.random_state).fit(x[train], y[train])
+                correct += int(np.sum(model.predict(x[test]) == y[test]))
+            scores.append(correct)
+        return {m: float(w) for m, w in zip(mods, grid[int(np.argmax(scores))])}
+
+    def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
+        x = self._design(views, present, self.modality_weights_)
+        proba = self.model_.predict_proba(x)
+        out = np.zeros((len(x), len(self.classes_)))
+        out[:, np.asarray(self.model_.classes_, dtype=int)] = proba
+        return out

@@ -1,0 +1,81 @@
+"""Stacking: a meta-classifier on out-of-fold per-modality probabilities plus presence flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from ..views import Present, Views
+from ._common import fit_experts, make_classifier, normalise_weights, out_of_fold_probas
+from .base import FusionStrategy, register_fusion
+from .late import LOG_FLOOR
+
+
+@register_fusion("stacking", description="meta-classifier on out-of-fold per-modality probabilities")
+class StackingFusion(FusionStrategy):
+    """Stacked generalisation over modalities (the scikit-learn StackingClassifier rule,
+    with grouped inner splits and missing modalities handled).
+
+    Parameters
+    ----------
+    classifier : estimator, default=None
+        Per-modality classifier (cloned); None means LogisticRegression.
+    meta_classifier : estimator, default=None
+        Fitted on out-of-fold log-probabilities and presence flags; None means a
+        LogisticRegression.
+    weights : ignored, default="cv"
+        Stacking learns its own combination; kept so every strategy shares one signature.
+    cv : int, default=5
+    random_state : int or None, default=None
+
+    Attributes
+    ----------
+    experts_, meta_ : fitted per-modality experts and meta-classifier
+    modality_weights_ : dict, share of the meta-classifier's absolute coefficients per modality
+    """
+
+    def __init__(self, classifier: Any = None, meta_classifier: Any = None, weights: Any = "cv",
+                 cv: int = 5, random_state: Any = None):
+        self.classifier = classifier
+        self.meta_classifier = meta_classifier
+        self.weights = weights
+        self.cv = cv
+        self.random_state = random_state
+
+    def _meta_features(self, probas: dict[str, np.ndarray]) -> np.ndarray:
+        cols = []
+        for m in sorted(probas):
+            p = probas[m]
+            has = ~np.isnan(p).any(axis=1)
+            logp = np.tile(np.log(self.prior_), (len(p), 1))
+            logp[has] = np.log(np.clip(p[has], LOG_FLOOR, 1.0))
+            cols += [logp, has[:, None].astype(float)]
+        return np.hstack(cols)
+
+    def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
+        k = len(self.classes_)
+        self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
+        oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
+                                 self.random_state)
+        self.meta_ = (LogisticRegression(max_iter=2000, C=1.0) if self.meta_classifier is None
+                      else make_classifier(self.meta_classifier, self.random_state))
+        self.meta_.fit(self._meta_features(oof), y)
+        self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
+        coef = getattr(self.meta_, "coef_", None)
+        if coef is not None:
+            width = k + 1
+            self.modality_weights_ = normalise_weights({
+                m: float(np.abs(coef[:, i * width:(i + 1) * width - 1]).sum())
+                for i, m in enumerate(sorted(views))
+            })
+        else:
+            self.modality_weights_ = None
+
+    def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
+        probas = {m: self.experts_[m].predict_proba(views[m], present[m]) for m in views}
+        proba = self.meta_.predict_proba(self._meta_features(probas))
+        out = np.zeros((len(proba), len(self.classes_)))
+        out[:, np.asarray(self.meta_.classes_, dtype=int)] = proba
+        return out

@@ -8,7 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from scipy.sparse import issparse
+from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._errors import InputError
 from .encoders.base import ON_ERROR, Encoder, ItemError
@@ -17,9 +20,14 @@ from .views import Present, Views, check_views
 PASSTHROUGH = "passthrough"
 
 
-def _as_columns(X: Any) -> tuple[Mapping[str, Any], int]:
+def _as_columns(X: Any, encoders_given: bool = True) -> tuple[Mapping[str, Any], int]:
     """The columns of a DataFrame, a dict of arrays/lists, or a 2-D array (one view ``"x"``)."""
+    if issparse(X):  # before Mapping: a dok matrix is a dict
+        check_array(X, accept_sparse=False)
     if isinstance(X, pd.DataFrame):
+        if encoders_given is False and len(X.columns) and all(
+                pd.api.types.is_numeric_dtype(t) for t in X.dtypes):
+            return {"x": check_array(X.to_numpy(), ensure_all_finite="allow-nan")}, len(X)
         return X, len(X)
     if isinstance(X, Mapping):
         if not X:
@@ -28,13 +36,10 @@ def _as_columns(X: Any) -> tuple[Mapping[str, Any], int]:
         if len(set(lengths.values())) > 1:
             raise InputError(f"all modalities must have the same number of samples; got {lengths}")
         return X, next(iter(lengths.values()))
-    if isinstance(X, (np.ndarray, list)) or hasattr(X, "__array__"):
-        arr = np.asarray(X)
-        if arr.ndim != 2:
-            raise InputError(
-                f"X must be a DataFrame, a dict of modality -> samples, or a 2-D array; "
-                f"got an array of shape {arr.shape}"
-            )
+    if isinstance(X, (np.ndarray, list)) or hasattr(X, "__array__") or issparse(X):
+        # A plain feature matrix is one pre-extracted view named "x" (scikit-learn's usual
+        # input); check_array gives the standard messages for sparse, complex or 1-D input.
+        arr = check_array(X, ensure_all_finite="allow-nan", dtype="numeric")
         return {"x": arr}, arr.shape[0]
     raise InputError(
         f"X must be a DataFrame, a dict of modality -> samples, or a 2-D array; "
@@ -166,7 +171,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
 
         if self.on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
-        columns, n = _as_columns(X)
+        columns, n = _as_columns(X, encoders_given=self.encoders is not None)
         if fit:
             specs = resolve_encoders(self.encoders, columns)
             self.encoders_ = {c: s if s == PASSTHROUGH else create_encoder(s)
@@ -193,6 +198,14 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             views[col] = enc.assemble(prepared, mask)
             present[col] = mask
             self.errors_ += errors
+        if not fit:
+            for col, dim in self.view_dims_.items():
+                if views[col].shape[1] != dim:
+                    where = "" if col == "x" else f" in column {col!r}"
+                    raise InputError(
+                        f"X has {views[col].shape[1]} features{where}, but "
+                        f"{type(self).__name__} is expecting {dim} features as input"
+                    )
         return check_views(views, present or None)
 
     # -- scikit-learn API -----------------------------------------------------------------
@@ -200,11 +213,14 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         """Encode every modality, then fit the fusion strategy (weights learned out-of-fold)."""
         from .fusion import create_fusion
 
+        if y is None:
+            raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         views, present = self._encode(X, fit=True)
-        y = np.asarray(y)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
         n = next(iter(views.values())).shape[0]
-        if y.ndim != 1 or len(y) != n:
-            raise InputError(f"y must be 1-D with one label per sample ({n}); got shape {y.shape}")
+        if len(y) != n:
+            raise InputError(f"X has {n} samples but y has {len(y)} labels")
         any_present = np.any(np.stack(list(present.values())), axis=0)
         self.skipped_rows_ = np.flatnonzero(~any_present).tolist()
         if self.skipped_rows_:
@@ -228,6 +244,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.fusion_.classes_
         self.modality_weights_ = self.fusion_.modality_weights_
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
+        self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self
 
     def transform_views(self, X: Any) -> tuple[Views, Present]:
@@ -256,9 +273,13 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         return self.fusion_.predict_proba(views, present)
 
     def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "fusion_")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
+    def save(self, path: Any, **kwargs: Any) -> Any:
+        """Write the fitted model to ``path`` (see :func:`mmfuse.persist.save`); load it back
+        with :func:`mmfuse.load`. Returns the path written."""
+        from .persist import save
+
+        return save(self, path, **kwargs)
+

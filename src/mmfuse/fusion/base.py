@@ -6,10 +6,16 @@ A strategy is a scikit-learn style estimator over *views*:
 inner splits (weights and meta-models are learned out-of-fold with the same grouping as the
 outer evaluation). Every fitted strategy exposes ``classes_`` and ``modality_weights_``
 (a dict summing to 1, or None when the strategy has no per-modality weights).
+
+Missing modalities: any subset of a sample's modalities may be missing. A training row with
+no modality at all is an error; at prediction such a row gets ``class_prior_``. A modality
+missing for every training sample is dropped with a warning and listed in
+``dropped_modalities_``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -53,7 +59,8 @@ class FusionStrategy(ClassifierMixin, BaseEstimator):
 
     def fit(self, views: Views, y: Any, present: Present | None = None,
             groups: Any = None) -> "FusionStrategy":
-        views, present = check_views(views, present)
+        # a training row with no modality at all carries nothing to learn from
+        views, present = check_views(views, present, allow_all_missing_rows=False)
         y = np.asarray(y)
         n = next(iter(views.values())).shape[0]
         if y.ndim != 1 or y.shape[0] != n:
@@ -61,16 +68,23 @@ class FusionStrategy(ClassifierMixin, BaseEstimator):
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise InputError(
-                f"need at least 2 classes to train a classifier; y has only {self.classes_.tolist()}"
+                f"need at least 2 classes to train a classifier; got 1 class: {self.classes_.tolist()}"
             )
         if groups is not None:
             groups = np.asarray(groups)
             if groups.shape[0] != n:
                 raise InputError(f"groups has {groups.shape[0]} entries; expected {n}")
+        self.class_prior_ = np.bincount(y_enc, minlength=len(self.classes_)) / n
         usable = {k: v for k, v in views.items() if present[k].any()}
         if not usable:
             raise InputError("every modality is missing for every training sample")
         self.dropped_modalities_ = sorted(set(views) - set(usable))
+        if self.dropped_modalities_:
+            warnings.warn(
+                f"modalities missing for every training sample were dropped: "
+                f"{self.dropped_modalities_} (see dropped_modalities_)", UserWarning,
+                stacklevel=2,
+            )
         self.modalities_ = sorted(usable)
         self._fit(usable, y_enc, {k: present[k] for k in usable}, groups)
         return self
@@ -86,8 +100,13 @@ class FusionStrategy(ClassifierMixin, BaseEstimator):
             )
         views = {m: views[m] for m in self.modalities_}
         present = {m: present[m] for m in self.modalities_}
-        proba = self._predict_proba(views, present)
-        return np.asarray(proba, dtype=np.float64)
+        proba = np.asarray(self._predict_proba(views, present), dtype=np.float64)
+        # a row with none of the model's modalities: nothing to go on but the class prior
+        # (MultimodalClassifier raises on such rows unless on_error="skip")
+        empty = ~np.any(np.stack(list(present.values())), axis=0)
+        if empty.any():
+            proba[empty] = self.class_prior_
+        return proba
 
     def predict(self, views: Views, present: Present | None = None) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(views, present), axis=1)]

@@ -61,15 +61,20 @@ class StackingFusion(FusionStrategy):
                                  self.random_state)
         self.meta_ = (LogisticRegression(max_iter=2000, C=1.0) if self.meta_classifier is None
                       else make_classifier(self.meta_classifier, self.random_state))
-        self.meta_.fit(self._meta_features(oof), y)
+        meta_x = self._meta_features(oof)
+        self.meta_.fit(meta_x, y)
         self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
         coef = getattr(self.meta_, "coef_", None)
         if coef is not None:
+            # A modality's weight is how much its block moves the meta-model's scores
+            # (spread of its contribution over the training rows), not the raw coefficient
+            # size: a near-constant input can carry big coefficients and change nothing.
             width = k + 1
-            self.modality_weights_ = normalise_weights({
-                m: float(np.abs(coef[:, i * width:(i + 1) * width - 1]).sum())
-                for i, m in enumerate(sorted(views))
-            })
+            spread = {}
+            for i, m in enumerate(sorted(views)):
+                cols = slice(i * width, (i + 1) * width)
+                spread[m] = float((meta_x[:, cols] @ coef[:, cols].T).std(axis=0).mean())
+            self.modality_weights_ = normalise_weights(spread)
         else:
             self.modality_weights_ = None
 

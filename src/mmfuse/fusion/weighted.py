@@ -85,6 +85,10 @@ class WeightedSumFusion(FusionStrategy):
             oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
                                      self.random_state)
             projected = {m: _class_scores(oof[m]) for m in mods}
+            # One scale per modality so that a weight means the same for every view: a
+            # modality whose scores barely move would otherwise get any weight for free.
+            self.score_scale_ = {m: float(projected[m][present[m]].std()) or 1.0 for m in mods}
+            projected = {m: projected[m] / self.score_scale_[m] for m in mods}
             self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
         else:
             n_present = min(int(present[m].sum()) for m in mods)
@@ -141,7 +145,7 @@ class WeightedSumFusion(FusionStrategy):
     def _project(self, views: Views, present: Present) -> dict[str, np.ndarray]:
         if self.projection == "class-scores":
             return {m: _class_scores(self.experts_[m].predict_proba(views[m], present[m]))
-                    for m in views}
+                    / self.score_scale_[m] for m in views}
         return {m: self._pca_project(m, views[m], present[m]) for m in views}
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:

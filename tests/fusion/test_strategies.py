@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from conftest import make_views
+from mmfuse import InputError
+from mmfuse.fusion import create_fusion, list_fusions
+from mmfuse.fusion._common import inner_splits, simplex_grid
+
+CLASSICAL = ["early", "weighted", "late", "stacking", "seed-baseline"]
+
+
+def split(views, y, n_train):
+    tr = {k: v[:n_train] for k, v in views.items()}
+    te = {k: v[n_train:] for k, v in views.items()}
+    return tr, y[:n_train], te, y[n_train:]
+
+
+@pytest.mark.parametrize("name", CLASSICAL)
+def test_strategy_fits_predicts_and_fuses(name):
+    views, y = make_views(n=500)
+    tr, ytr, te, yte = split(views, y, 350)
+    labels = np.array(["cat", "dog", "eel", "fox"])
+    f = create_fusion(name, random_state=0).fit(tr, labels[ytr])
+    proba = f.predict_proba(te)
+    assert proba.shape == (150, 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert set(f.predict(te)) <= set(labels)
+    assert f.classes_.tolist() == labels.tolist()
+    assert f.modality_weights_ is None or abs(sum(f.modality_weights_.values()) - 1) < 1e-6
+    if name != "seed-baseline":
+        # each view alone is at most ~0.5 accurate (it sees half the label); fusion must combine them
+        assert f.score(te, labels[yte]) > 0.65
+
+
+def test_registry_lists_and_rejects_unknown():
+    names = {f["name"] for f in list_fusions()}
+    assert set(CLASSICAL) <= names
+    with pytest.raises(InputError, match="unknown fusion strategy 'magic'; valid names: .*late"):
+        create_fusion("magic")
+
+
+@pytest.mark.parametrize("name", ["late", "weighted", "stacking"])
+def test_cv_weights_ignore_a_noise_modality(name):
+    views, y = make_views(n=600, noise_view=True)
+    f = create_fusion(name, random_state=0).fit(views, y)
+    w = f.modality_weights_
+    assert w["noise"] < min(w["a"], w["b"])
+
+
+def test_relative_and_dict_weights():
+    views, y = make_views(n=400, noise_view=True)
+    rel = create_fusion("late", weights="relative", random_state=0).fit(views, y)
+    assert rel.modality_weights_["noise"] < 0.1
+    fixed = create_fusion("late", weights={"a": 3, "b": 1, "noise": 0}).fit(views, y)
+    assert fixed.modality_weights_ == pytest.approx({"a": 0.75, "b": 0.25, "noise": 0.0})
+
+
+@pytest.mark.parametrize("weights, match", [
+    ("magic", "weights must be one of"),
+    ({"zzz": 1.0}, "does not have: \\['zzz'\\]"),
+    ({"a": -1.0, "b": 1.0}, ">= 0"),
+])
+def test_bad_weights(weights, match):
+    views, y = make_views(n=100)
+    with pytest.raises(InputError, match=match):
+        create_fusion("late", weights=weights).fit(views, y)
+
+
+def test_late_cv_falls_back_to_best_single_when_fusion_does_not_help():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    good = rng.normal(size=(300, 4)) + 3 * np.eye(3)[y] @ rng.normal(size=(3, 4))
+    views = {"good": good, "noise": rng.normal(size=(300, 30))}
+    f = create_fusion("late", random_state=0).fit(views, y)
+    # the guard chose something at least as accurate out-of-fold as the best single modality
+    assert max(f.oof_accuracy_.values()) == f.oof_accuracy_[max(
+        f.oof_accuracy_, key=f.oof_accuracy_.get)]
+    assert f.modality_weights_["good"] > 0.9
+
+
+def test_one_class_and_bad_y_are_clear_errors():
+    views, y = make_views(n=50)
+    with pytest.raises(InputError, match="at least 2 classes"):
+        create_fusion("late").fit(views, np.zeros(50))
+    with pytest.raises(InputError, match="y must be 1-D with 50 labels"):
+        create_fusion("late").fit(views, np.zeros(49))
+
+
+def test_predict_needs_training_modalities():
+    views, y = make_views(n=120)
+    f = create_fusion("early").fit(views, y)
+    with pytest.raises(InputError, match="lack modalities the model was trained on: \\['b'\\]"):
+        f.predict({"a": views["a"]})
+
+
+def test_custom_classifier_is_cloned_not_fitted_in_place():
+    views, y = make_views(n=200)
+    rf = RandomForestClassifier(n_estimators=10, random_state=0)
+    create_fusion("late", classifier=rf, weights="equal").fit(views, y)
+    assert not hasattr(rf, "estimators_")
+
+
+def test_inner_splits_are_grouped():
+    y = np.repeat([0, 1], 30)
+    groups = np.tile(np.arange(6), 10)
+    for train, test in inner_splits(y, groups, 3, 0):
+        assert not set(groups[train]) & set(groups[test])
+
+
+def test_simplex_grid():
+    g = simplex_grid(3, 0.5)
+    assert len(g) == 6
+    np.testing.assert_allclose(g.sum(axis=1), 1.0)
+
+
+def test_missing_rows_are_renormalised_in_late_fusion():
+    views, y = make_views(n=400)
+    f = create_fusion("late", random_state=0).fit(views, y)
+    te = {k: v[:20].copy() for k, v in views.items()}
+    te["b"][:10] = np.nan  # first ten rows have only view a
+    proba = f.predict_proba(te)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    only_a = f.experts_["a"].predict_proba(te["a"][:10], np.ones(10, bool))
+    # with one modality present, the fused prediction follows that modality's ranking
+    assert (proba[:10].argmax(1) == only_a.argmax(1)).all()

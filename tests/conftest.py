@@ -37,3 +37,66 @@ def make_views(n: int = 400, n_classes: int = 4, seed: int = 0, noise_view: bool
 @pytest.fixture
 def two_views():
     return make_views()
+
+
+# -- fake encoders (registered once) for tests about the pipeline, not about features --------
+from mmfuse import InputError  # noqa: E402
+from mmfuse.encoders import Encoder, MissingItem, register_encoder  # noqa: E402
+from mmfuse.encoders.registry import ENCODERS  # noqa: E402
+
+
+class NumberEncoder(Encoder):
+    """Text like "3.5" -> [value, value**2]; "bad" items raise, "   " after strip is missing."""
+
+    name = "test-number"
+    modality = "text"
+
+    def prepare(self, item):
+        if not isinstance(item, str):
+            raise InputError(f"expected a string, got {type(item).__name__}")
+        item = item.strip()
+        if item == "-":
+            raise MissingItem
+        try:
+            return float(item)
+        except ValueError:
+            raise InputError(f"cannot parse {item!r} as a number") from None
+
+    def embed(self, prepared):
+        x = np.asarray(prepared, dtype=np.float32)
+        return np.stack([x, x**2], axis=1)
+
+    @property
+    def dim(self):
+        return 2
+
+
+class VocabEncoder(NumberEncoder):
+    """Stateful: remembers the values seen in fit (to test that fitting happens per fold)."""
+
+    name = "test-vocab"
+    stateless = False
+    fitted_on: list = []
+
+    def fit_prepared(self, prepared):
+        self.vocab_ = sorted(set(prepared))
+        VocabEncoder.fitted_on.append(len(prepared))
+        return self
+
+    def embed(self, prepared):
+        return np.array([[p in self.vocab_, p] for p in prepared], dtype=np.float32)
+
+
+if "test-number" not in ENCODERS:
+    register_encoder("test-number", modality="text", dim=2)(NumberEncoder)
+    register_encoder("test-vocab", modality="text", dim=2)(VocabEncoder)
+
+
+def number_frame(n: int = 300, seed: int = 0):
+    """A DataFrame with two numeric-text columns that each see half of a 4-class label."""
+    import pandas as pd
+
+    views, y = make_views(n=n, seed=seed)
+    df = pd.DataFrame({"left": [f"{v:.4f}" for v in views["a"][:, 0]],
+                       "right": [f"{v:.4f}" for v in views["b"][:, 0]]})
+    return df, y

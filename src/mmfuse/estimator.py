@@ -52,7 +52,8 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
     from .encoders.registry import create_encoder
 
     if encoders is None:
-        if isinstance(columns, pd.DataFrame):
+        if isinstance(columns, pd.DataFrame) and not all(
+                _holds_vectors(columns[c]) for c in columns.columns):
             raise InputError(
                 "encoders is required for a DataFrame: e.g. encoders={'image': 'hog', "
                 "'text': 'tfidf'} (keys are column names); see `mmfuse encoders`"
@@ -91,6 +92,16 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def _holds_vectors(column: pd.Series) -> bool:
+    """True when a DataFrame column holds pre-extracted feature vectors (see views_to_frame)."""
+    from .encoders.base import is_missing
+
+    for value in column:
+        if not (isinstance(value, float) and np.isnan(value)) and not is_missing(value):
+            return isinstance(value, (np.ndarray, list, tuple))
+    return False
+
+
 def _best_available(modality: str) -> str:
     try:
         from .encoders.pretrained import best_available_encoder
@@ -102,6 +113,11 @@ def _best_available(modality: str) -> str:
 def _passthrough_view(col: str, values: Any) -> np.ndarray:
     if isinstance(values, pd.Series):
         values = values.tolist()
+        if any(isinstance(v, (np.ndarray, list, tuple)) for v in values):
+            # a column of vectors: missing cells become NaN rows of the right width
+            width = next(len(np.ravel(v)) for v in values if isinstance(v, (np.ndarray, list, tuple)))
+            values = [np.full(width, np.nan) if not isinstance(v, (np.ndarray, list, tuple))
+                      else np.ravel(v) for v in values]
     try:
         arr = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError):

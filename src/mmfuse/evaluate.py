@@ -137,8 +137,8 @@ def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
     ``{"kind": "repeated-stratified", "n_splits": 5, "n_repeats": 2}``, or a splitter.
     """
     dummy = np.zeros(len(y))
-    if hasattr(cv, "split"):
-        splits = list(cv.split(dummy, y, groups))
+    if hasattr(cv, "split") and not isinstance(cv, str):
+        splits = list(cv.split(dummy, y, groups=groups))
         return splits, {"kind": type(cv).__name__, "n_splits": len(splits)}
     spec = dict(cv) if isinstance(cv, Mapping) else {"n_splits": cv}
     n_splits = spec.get("n_splits", 5)
@@ -154,7 +154,7 @@ def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
             n_splits = n_groups
         else:
             splitter = GroupKFold(n_splits=int(n_splits))
-        splits = list(splitter.split(dummy, y, groups))
+        splits = list(splitter.split(dummy, y, groups=groups))
         return splits, {"kind": "group", "n_splits": len(splits)}
     if n_splits == "loso":
         raise InputError("cv='loso' needs a group column (e.g. --group speaker)")
@@ -232,7 +232,12 @@ class FeatureTable:
             self.errors += errors
         if progress:
             progress("features", len(specs), len(specs))
-        self.views, self.present = check_views(self.views, self.present)
+        fixed = {c: v for c, v in self.views.items() if c not in self.stateful}
+        if fixed:
+            checked, present = check_views(fixed, {c: p for c, p in self.present.items() if c in fixed})
+            self.views.update(checked)
+            self.present.update(present)
+        self.views = dict(sorted(self.views.items()))
 
     def fold_views(self, train: np.ndarray) -> tuple[Views, Present]:
         """Views for every row, with stateful encoders fit on the ``train`` rows only."""

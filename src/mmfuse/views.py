@@ -89,3 +89,17 @@ def n_samples_of(views: Mapping[str, np.ndarray]) -> int:
 def subset(views: Views, present: Present, rows: np.ndarray) -> tuple[Views, Present]:
     """Rows ``rows`` of every view and presence mask."""
     return ({k: v[rows] for k, v in views.items()}, {k: p[rows] for k, p in present.items()})
+
+
+def views_to_frame(views: Mapping[str, object], present: Mapping[str, object] | None = None):
+    """Pre-extracted views as a DataFrame with one column of row vectors per modality.
+
+    scikit-learn's model selection (``cross_val_score``, ``GridSearchCV``) indexes rows of
+    its input, which a dict of arrays does not allow; a DataFrame does. Missing rows become
+    ``None`` cells.
+    """
+    import pandas as pd
+
+    views, pres = check_views(views, present)
+    return pd.DataFrame({m: [row if ok else None for row, ok in zip(v, pres[m])]
+                         for m, v in views.items()})

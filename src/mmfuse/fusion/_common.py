@@ -62,7 +62,7 @@ def inner_splits(y: np.ndarray, groups: Any, n_splits: int, random_state: Any,
         k = min(n_splits, len(np.unique(gs)))
         if k < 2:
             return []
-        return list(GroupKFold(n_splits=k).split(np.zeros(len(ys)), ys, gs))
+        return list(GroupKFold(n_splits=k).split(np.zeros(len(ys)), ys, groups=gs))
     counts = np.bincount(ys)
     k = min(n_splits, int(counts[counts > 0].min()))
     if k < 2:

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+from sklearn.model_selection import KFold
+
+from conftest import VocabEncoder, make_views, number_frame
+from mmfuse import InputError
+from mmfuse.evaluate import evaluate, make_configs, make_splits, mean_ci95
+
+JSON_ROW_KEYS = {"name", "kind", "modalities", "fusion", "weights", "accuracy", "accuracy_ci95",
+                 "macro_f1", "seconds"}
+
+
+def test_table_has_singles_every_strategy_and_the_baseline():
+    views, y = make_views(n=300)
+    result = evaluate(views, y, cv=3)
+    names = [r.name for r in result.rows]
+    assert names == ["a", "b", "early", "weighted", "late", "stacking", "seed-baseline"]
+    kinds = {r.name: r.kind for r in result.rows}
+    assert kinds["a"] == "single" and kinds["late"] == "fused" and kinds["seed-baseline"] == "baseline"
+    doc = result.to_dict()
+    assert set(doc) == {"n_samples", "n_classes", "cv", "rows", "best"}
+    assert doc["cv"] == {"kind": "stratified", "n_splits": 3}
+    assert all(set(r) == JSON_ROW_KEYS for r in doc["rows"])
+    assert doc["best"] in names
+    for r in result.rows:
+        assert r.accuracy_ci95[0] <= r.accuracy <= r.accuracy_ci95[1]
+    # each view sees half the label; the learned fusions must beat both singles
+    best_single = max(result.row("a").accuracy, result.row("b").accuracy)
+    for name in ("late", "stacking", "weighted"):
+        assert result.row(name).accuracy > best_single + 0.15
+
+
+def test_grouped_outer_splits_never_share_a_group():
+    y = np.repeat(np.arange(3), 40)
+    groups = np.tile(np.arange(6), 20)
+    splits, info = make_splits(y, groups, 3, 0)
+    assert info == {"kind": "group", "n_splits": 3}
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+    splits, info = make_splits(y, groups, "loso", 0)
+    assert info == {"kind": "group", "n_splits": 6}
+
+
+def test_split_specs_and_errors():
+    y = np.repeat([0, 1], 10)
+    _, info = make_splits(y, None, {"kind": "repeated-stratified", "n_splits": 2, "n_repeats": 3}, 0)
+    assert info == {"kind": "repeated-stratified", "n_splits": 2, "n_repeats": 3}
+    splits, info = make_splits(y, None, KFold(4), 0)
+    assert len(splits) == 4
+    with pytest.raises(InputError, match="smallest class has 10 samples, fewer than cv=11"):
+        make_splits(y, None, 11, 0)
+    with pytest.raises(InputError, match="needs a group column"):
+        make_splits(y, None, "loso", 0)
+    with pytest.raises(InputError, match="at least 2 groups"):
+        make_splits(y, np.zeros(20), 5, 0)
+
+
+def test_stateful_encoders_are_fit_on_training_folds_only():
+    df, y = number_frame(n=120)
+    VocabEncoder.fitted_on.clear()
+    evaluate(df, y, encoders={"left": "test-vocab", "right": "test-number"}, cv=4,
+             strategies=["late"], baseline=False)
+    # once per outer fold, on the 90 training rows only (never on all 120)
+    assert VocabEncoder.fitted_on == [90, 90, 90, 90]
+
+
+def test_skip_reports_bad_items_and_excludes_empty_rows():
+    df, y = number_frame(n=120)
+    df.loc[5, "left"] = "bad"
+    df.loc[6, ["left", "right"]] = None
+    enc = {"left": "test-number", "right": "test-number"}
+    with pytest.raises(InputError, match="row 5, column 'left'"):
+        evaluate(df, y, encoders=enc, cv=3)
+    result = evaluate(df, y, encoders=enc, cv=3, on_error="skip", strategies=["late"])
+    assert [(e.row, e.column) for e in result.errors] == [(5, "left"), (6, None)]
+    assert (result.predictions["late"][6] == -1) and (result.predictions["late"][5] >= 0)
+
+
+def test_confusion_matrix_of_best():
+    views, y = make_views(n=200)
+    result = evaluate(views, y, cv=2, strategies=["late"])
+    cm = result.confusion()
+    assert cm.shape == (4, 4) and cm.sum() == 200
+
+
+def test_configs_reject_unknown_strategy():
+    with pytest.raises(InputError, match="unknown fusion strategy \\['nope'\\]"):
+        make_configs(["a", "b"], ["late", "nope"])
+    assert [c.name for c in make_configs(["a"], ["late"])] == ["a"]  # nothing to fuse
+
+
+def test_mean_ci95():
+    mean, ci = mean_ci95([0.5, 0.7])
+    assert mean == pytest.approx(0.6) and ci[0] < 0.6 < ci[1]
+    assert mean_ci95([0.8]) == (0.8, [0.8, 0.8])

@@ -93,9 +93,9 @@ class _Progress:
 
 def print_results(result: Any, title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for col, kw in [("name", {}), ("kind", {}), ("accuracy", {"justify": "right"}),
+    for col, kw in [("name", {"no_wrap": True}), ("kind", {"no_wrap": True}), ("accuracy", {"justify": "right"}),
                     ("95% CI", {"justify": "right"}), ("macro-F1", {"justify": "right"}),
-                    ("weights", {}), ("seconds", {"justify": "right"})]:
+                    ("weights", {"overflow": "fold"}), ("seconds", {"justify": "right"})]:
         table.add_column(col, **kw)
     best = result.best.name
     for r in result.rows:

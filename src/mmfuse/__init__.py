@@ -9,7 +9,7 @@ from ._errors import InputError, MissingDependencyError, MmfuseError
 __version__ = "0.1.0"
 
 __all__ = ["InputError", "MissingDependencyError", "MmfuseError", "MultimodalClassifier",
-           "__version__"]
+           "__version__", "load"]
 
 
 def __getattr__(name: str):
@@ -18,4 +18,8 @@ def __getattr__(name: str):
         from .estimator import MultimodalClassifier
 
         return MultimodalClassifier
+    if name == "load":
+        from .persist import load
+
+        return load
     raise AttributeError(f"module 'mmfuse' has no attribute {name!r}")

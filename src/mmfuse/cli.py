@@ -142,6 +142,7 @@ FusionOpt = Annotated[str, typer.Option(help="Strategies, comma-separated, or 'a
 WeightsOpt = Annotated[str, typer.Option(help="Modality weights: cv, relative or equal.")]
 OnErrorOpt = Annotated[str, typer.Option("--on-error", help="raise or skip unreadable items.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", help="Worker processes for the folds (-1: one per core).")]
 
 
 @app.command()
@@ -164,6 +165,7 @@ def run(
     json_out: JsonOpt = None,
     report: ReportOpt = None,
     progress: ProgressOpt = True,
+    jobs: JobsOpt = -1,
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline."""
     with _errors():
@@ -176,17 +178,17 @@ def run(
         encoder_spec = _encoder_spec(X, enc)
         cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
         _evaluate_and_print(X, y, groups, encoder_spec, _parse_strategies(fusion), weights,
-                            cv_spec, seed, on_error, json_out, report, progress, title)
+                            cv_spec, seed, on_error, json_out, report, progress, title, jobs)
 
 
 def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
-                        json_out, report, progress, title) -> Any:
+                        json_out, report, progress, title, jobs=-1) -> Any:
     from .evaluate import evaluate
 
     with _Progress(progress) as bar:
         result = evaluate(X, y, encoders=encoder_spec, groups=groups, strategies=strategies,
                           weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,
-                          progress=bar)
+                          progress=bar, n_jobs=jobs)
     print_results(result, title)
     _write_outputs(result, json_out, report, title)
     return result
@@ -236,6 +238,99 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
     X = df[list(mapping.values())].rename(columns={c: m for m, c in mapping.items()})
     groups = df[group].to_numpy() if group else None
     return X, df[label].to_numpy(), groups, 5, f"manifest {manifest}"
+
+
+@app.command()
+def train(
+    save_model: Annotated[Path, typer.Option("--save-model", help="Where to write the fitted model (.mmfuse).")],
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Parquet, one row per sample.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Manifest column with the label.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Column with groups, for grouped inner splits.")] = None,
+    views: Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="labels.npy for --views.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).")] = None,
+    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc (or 'auto').")] = None,
+    fusion: Annotated[str, typer.Option(help="One strategy (see `mmfuse strategies`).")] = "late",
+    weights: WeightsOpt = "cv",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    on_error: OnErrorOpt = "raise",
+) -> None:
+    """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`)."""
+    from .estimator import MultimodalClassifier
+
+    with _errors():
+        sources = [s for s in (manifest, views, dataset) if s]
+        if len(sources) != 1:
+            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset")
+        enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
+        X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
+                                             labels, dataset)
+        model = MultimodalClassifier(encoders=_encoder_spec(X, enc), fusion=fusion,
+                                     weights=weights, random_state=seed, on_error=on_error)
+        model.fit(X, y, groups=groups)
+        model.save(save_model)
+        weights_text = ", ".join(f"{m}={w:.2f}" for m, w in (model.modality_weights_ or {}).items())
+        console.print(f"trained {fusion} on {len(y)} samples of {title}"
+                      + (f" (weights: {weights_text})" if weights_text else ""))
+        for e in model.errors_[:20]:
+            err_console.print(f"  skipped {e}", highlight=False)
+        console.print(f"wrote {save_model}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A model file written by `mmfuse train`.")],
+    manifest: Annotated[Path, typer.Option(help="CSV, JSONL or Parquet, one row per sample.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write predictions (.csv, .tsv or .jsonl).")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Manifest column for the model's image column, if named otherwise.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column for the model's text column, if named otherwise.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column for the model's audio column, if named otherwise.")] = None,
+    keep: Annotated[Optional[str], typer.Option(help="Manifest columns to copy into the output, e.g. id,label.")] = None,
+    on_error: Annotated[Optional[str], typer.Option("--on-error", help="raise or skip unreadable items (default: the model's).")] = None,
+) -> None:
+    """Predict labels and per-class probabilities for every row of a manifest."""
+    from .predict import predict_manifest, write_predictions
+
+    with _errors():
+        columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
+        table = predict_manifest(model, manifest, columns=columns,
+                                 keep=[k.strip() for k in (keep or "").split(",") if k.strip()],
+                                 on_error=on_error)
+        if out:
+            write_predictions(table, out)
+            console.print(f"wrote {len(table)} predictions to {out}")
+        else:
+            view = Table(title=f"predictions ({len(table)} rows)", title_justify="left")
+            shown = [c for c in table.columns if not c.startswith("proba_")]
+            for col in shown:
+                view.add_column(col)
+            for _, row in table.head(50).iterrows():
+                view.add_row(*[str(row[c]) for c in shown])
+            console.print(view)
+            if len(table) > 50:
+                console.print(f"... {len(table) - 50} more rows (use --out)")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="A model file written by `mmfuse train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload per file, MiB.")] = 10.0,
+    max_text_chars: Annotated[int, typer.Option(help="Longest accepted text field.")] = 10_000,
+    batch_max: Annotated[int, typer.Option(help="Most requests fused into one model batch.")] = 16,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.")] = 5.0,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /model, /docs."""
+    from .serve import run_server
+
+    with _errors():
+        run_server(model, host, port, max_upload_bytes=int(max_upload_mb * 2**20),
+                   max_text_chars=max_text_chars, batch_max=batch_max,
+                   batch_wait_ms=batch_wait_ms)
 
 
 @app.command("encoders")
@@ -294,6 +389,7 @@ def demo(
     report: ReportOpt = None,
     fusion: FusionOpt = "early,weighted,late,stacking",
     progress: ProgressOpt = True,
+    jobs: JobsOpt = -1,
 ) -> None:
     """The main job: single modalities vs every fusion strategy vs the seed baseline, on real data."""
     with _errors():
@@ -301,7 +397,7 @@ def demo(
                                                       None, dataset)
         _evaluate_and_print(X, y, groups, _encoder_spec(X, None), _parse_strategies(fusion), "cv",
                             default_cv, 0, "raise", json_out, report, progress,
-                            f"mmfuse demo: {title}")
+                            f"mmfuse demo: {title}", jobs)
 
 
 @app.callback(invoke_without_command=True)

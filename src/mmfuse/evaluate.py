@@ -257,26 +257,59 @@ def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: 
              random_state: Any) -> list[tuple[str, np.ndarray, float, dict | None]]:
     """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds, weights)."""
     from .fusion import create_fusion
+    from .fusion._common import shared_experts
 
     g_train = None if groups is None else np.asarray(groups)[train]
     out = []
-    for c in configs:
-        params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
-        if c.weights is not None:
-            params["weights"] = c.weights
-        start = time.perf_counter()
-        strategy = create_fusion(c.fusion, **params)
-        v = {m: views[m][train] for m in c.modalities}
-        p = {m: present[m][train] for m in c.modalities}
-        keep = np.any(np.stack(list(p.values())), axis=0)
-        strategy.fit({m: a[keep] for m, a in v.items()}, y[train][keep],
-                     {m: a[keep] for m, a in p.items()},
-                     None if g_train is None else g_train[keep])
-        vt = {m: views[m][test] for m in c.modalities}
-        pt = {m: present[m][test] for m in c.modalities}
-        pred = strategy.predict(vt, pt)
-        out.append((c.name, pred, time.perf_counter() - start, strategy.modality_weights_))
+    with shared_experts():
+        for c in configs:
+            out.append(_fit_predict(c, views, present, y, g_train, train, test, classifier, cv,
+                                    random_state, create_fusion))
     return out
+
+
+def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
+             test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
+             random_state: Any) -> list[tuple[str, np.ndarray, float, Any, np.ndarray]]:
+    """One outer fold, start to finish: fold-fitted features, then every configuration."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        views, present = table.fold_views(train)
+        return [(*r, test) for r in run_fold(views, present, y, groups, train, test, configs,
+                                              classifier, cv, random_state)]
+
+
+def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n_jobs, progress):
+    from joblib import Parallel, delayed
+
+    total = len(folds)
+    if progress:
+        progress("cross-validation", 0, total)
+    jobs = (delayed(fold_job)(table, y, groups, train, test, configs, classifier, cv,
+                              random_state) for train, test in folds)
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    for done, fold in enumerate(parallel(jobs), start=1):
+        if progress:
+            progress("cross-validation", done, total)
+        yield from fold
+
+
+def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
+                 train: np.ndarray, test: np.ndarray, classifier: Any, cv: int,
+                 random_state: Any, create_fusion: Callable) -> tuple[str, np.ndarray, float, Any]:
+    params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
+    if c.weights is not None:
+        params["weights"] = c.weights
+    start = time.perf_counter()
+    strategy = create_fusion(c.fusion, **params)
+    p = {m: present[m][train] for m in c.modalities}
+    keep = np.any(np.stack(list(p.values())), axis=0)  # rows with none of these modalities
+    strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
+                 {m: a[keep] for m, a in p.items()}, None if g_train is None else g_train[keep])
+    pred = strategy.predict({m: views[m][test] for m in c.modalities},
+                            {m: present[m][test] for m in c.modalities})
+    return c.name, pred, time.perf_counter() - start, strategy.modality_weights_
 
 
 def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
@@ -285,7 +318,7 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
              on_error: str = "raise", singles: bool = True, baseline: bool = True,
              fusion_params: Mapping[str, Mapping[str, Any]] | None = None,
              progress: Progress | None = None, features: FeatureTable | None = None,
-             ) -> EvaluationResult:
+             n_jobs: int | None = None) -> EvaluationResult:
     """Cross-validate every single modality, every fused strategy and the seed baseline.
 
     Parameters
@@ -305,6 +338,12 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     on_error : {"raise", "skip"}, default="raise"
         Unreadable items raise, or count as missing and are reported in ``result.errors``.
         A row left with no modality at all is excluded from scoring, and reported too.
+    n_jobs : int or None, default=None
+        Folds run in this many worker processes (joblib; -1 = one per core). Each fold
+        uses one BLAS thread: the models are small, and oversubscribed BLAS threads are
+        several times slower than one.
+    features : FeatureTable, optional
+        Features already extracted for X (then X is ignored).
 
     Returns
     -------
@@ -342,29 +381,24 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     fold_f1: dict[str, list[float]] = {c.name: [] for c in configs}
     seconds = {c.name: 0.0 for c in configs}
     fold_weights: dict[str, list[dict]] = {c.name: [] for c in configs}
-    for i, (train, test) in enumerate(splits):
-        if progress:
-            progress("cross-validation", i, len(splits))
-        train, test = train[usable[train]], test[usable[test]]
-        views, present = table.fold_views(train)
-        for name, pred, secs, w in run_fold(views, present, y_enc, groups, train, test, configs,
-                                            classifier, inner_cv, random_state):
-            preds[name][test] = pred
-            fold_acc[name].append(float(np.mean(pred == y_enc[test])))
-            fold_f1[name].append(float(f1_score(y_enc[test], pred, average="macro",
-                                                labels=np.unique(y_enc[test]), zero_division=0)))
-            seconds[name] += secs
-            if w:
-                fold_weights[name].append(w)
-    if progress:
-        progress("cross-validation", len(splits), len(splits))
+    folds = [(train[usable[train]], test[usable[test]]) for train, test in splits]
+    for name, pred, secs, w, test in _run_folds(table, y_enc, groups, folds, configs, classifier,
+                                                 inner_cv, random_state, n_jobs, progress):
+        preds[name][test] = pred
+        fold_acc[name].append(float(np.mean(pred == y_enc[test])))
+        fold_f1[name].append(float(f1_score(y_enc[test], pred, average="macro",
+                                            labels=np.unique(y_enc[test]), zero_division=0)))
+        seconds[name] += secs
+        if w:
+            fold_weights[name].append(w)
 
     rows = []
     for c in configs:
         acc, ci = mean_ci95(fold_acc[c.name])
         mw = None
         if fold_weights[c.name] and c.kind != "single":
-            mw = {m: float(np.mean([w[m] for w in fold_weights[c.name]])) for m in c.modalities}
+            mw = {m: float(np.mean([w.get(m, 0.0) for w in fold_weights[c.name]]))
+                  for m in c.modalities}  # a dropped modality has no weight: 0
         rows.append(Row(c.name, c.kind, list(c.modalities), None if c.kind == "single" else c.fusion,
                         c.weights if isinstance(c.weights, (str, type(None))) else dict(c.weights),
                         acc, ci, float(np.mean(fold_f1[c.name])), round(seconds[c.name], 3),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import contextvars
+import hashlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,6 +17,42 @@ from .._errors import InputError
 from ..views import Present, Views
 
 EPS = 1e-6
+
+# Several strategies fitted on the same training fold need the same per-modality experts and
+# out-of-fold probabilities. Inside `shared_experts()` they are computed once; outside it
+# (the default) nothing is remembered, so no state leaks between fits.
+_MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mmfuse_memo", default=None)
+
+
+@contextlib.contextmanager
+def shared_experts() -> Iterator[None]:
+    """Reuse per-modality experts and out-of-fold probabilities within this block."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _digest(*arrays: Any) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+        else:
+            a = np.ascontiguousarray(a)
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+    return h.hexdigest()
+
+
+def _memo(key: tuple, compute: Any) -> Any:
+    memo = _MEMO.get()
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def make_classifier(classifier: Any, random_state: Any = None) -> Any:
@@ -123,25 +162,36 @@ def out_of_fold_probas(views: Views, y: np.ndarray, present: Present, groups: An
     Inner splits are shared by all modalities and grouped like the outer ones.
     """
     n_classes = int(y.max()) + 1
+    base = (repr(classifier), n_splits, repr(random_state), _digest(y, groups))
+    return {m: _memo(("oof", m, _digest(x, present[m])) + base,
+                     lambda m=m, x=x: _oof_one(x, y, present[m], groups, classifier, n_splits,
+                                               random_state, n_classes))
+            for m, x in views.items()}
+
+
+def _oof_one(x: np.ndarray, y: np.ndarray, present: np.ndarray, groups: Any, classifier: Any,
+             n_splits: int, random_state: Any, n_classes: int) -> np.ndarray:
     splits = inner_splits(y, groups, n_splits, random_state)
     if not splits:
         raise InputError(
             "too few samples (or groups) per class to learn fusion weights out-of-fold; "
             "use weights='equal' or more data"
         )
-    oof = {m: np.full((len(y), n_classes), np.nan) for m in views}
+    oof = np.full((len(y), n_classes), np.nan)
     for train, test in splits:
-        for m, x in views.items():
-            expert = ModalityExpert(classifier, random_state)
-            expert.fit(x[train], y[train], present[m][train], n_classes)
-            oof[m][test] = expert.predict_proba(x[test], present[m][test])
+        expert = ModalityExpert(classifier, random_state)
+        expert.fit(x[train], y[train], present[train], n_classes)
+        oof[test] = expert.predict_proba(x[test], present[test])
     return oof
 
 
 def fit_experts(views: Views, y: np.ndarray, present: Present, classifier: Any,
                 random_state: Any) -> dict[str, ModalityExpert]:
     n_classes = int(y.max()) + 1
-    return {m: ModalityExpert(classifier, random_state).fit(x, y, present[m], n_classes)
+    base = (repr(classifier), repr(random_state), _digest(y))
+    return {m: _memo(("expert", m, _digest(x, present[m])) + base,
+                     lambda m=m, x=x: ModalityExpert(classifier, random_state)
+                     .fit(x, y, present[m], n_classes))
             for m, x in views.items()}
 
 

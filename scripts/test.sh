@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run the whole suite. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+
+# The report's browser test renders the page in Debian's headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "warning: could not install chromium; the browser test will be skipped" >&2
+  fi
+fi
+
+# The real datasets live beside the repo in this workplace (../shared/data).
+if [ -z "${MMFUSE_DATA:-}" ] && [ -d ../shared/data ]; then
+  export MMFUSE_DATA="$(cd ../shared/data && pwd)"
+fi
+# A private cache so tests never read features or exported models of another run.
+export MMFUSE_CACHE="${MMFUSE_CACHE:-$(mktemp -d)}"
+exec python3 -m pytest -q "$@"

@@ -1,0 +1,293 @@
+"""Predictions as a table: label, per-class probabilities, the modalities each row used, and
+what went wrong per row.
+
+The functions here read the fitted model and never change it, so one model can serve
+several threads (the HTTP service relies on that).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.validation import check_is_fitted
+
+from ._errors import InputError
+from .encoders.base import ON_ERROR, ItemError
+from .views import Present, Views, check_views
+
+PROBA_PREFIX = "proba_"
+
+
+def model_columns(model: Any) -> list[str]:
+    """The input columns of a fitted model, sorted (its encoders' keys)."""
+    check_is_fitted(model, "fusion_")
+    return sorted(model.encoders_)
+
+
+def used_modalities(model: Any) -> list[str]:
+    """The columns the fitted fusion strategy uses (a column missing from every training row
+    is dropped by the strategy and never used)."""
+    return list(getattr(model.fusion_, "modalities_", model_columns(model)))
+
+
+def column_kind(model: Any, column: str) -> str:
+    """``"image"``, ``"text"`` or ``"audio"`` for an encoded column, ``"features"`` for a
+    passthrough column (pre-extracted feature vectors)."""
+    from .estimator import PASSTHROUGH
+
+    enc = model.encoders_[column]
+    return "features" if isinstance(enc, str) and enc == PASSTHROUGH else enc.modality
+
+
+def view_dim(model: Any, column: str) -> int | None:
+    """Width of ``column``'s view, or None when the model does not record it."""
+    from .estimator import PASSTHROUGH
+
+    dims = getattr(model, "view_dims_", None)
+    if dims and column in dims:
+        return int(dims[column])
+    enc = model.encoders_[column]
+    if not (isinstance(enc, str) and enc == PASSTHROUGH):
+        try:
+            return int(enc.dim)
+        except Exception:  # an encoder whose dim is unknown until fitted
+            return None
+    others = [c for c in model.encoders_ if c != column]
+    known = [view_dim(model, c) for c in others
+             if not (isinstance(model.encoders_[c], str) and model.encoders_[c] == PASSTHROUGH)]
+    if getattr(model, "n_features_in_", None) is not None and None not in known:
+        # the only passthrough column: its width is what the encoders leave of the total
+        n_pass = sum(1 for c in model.encoders_
+                     if isinstance(model.encoders_[c], str) and model.encoders_[c] == PASSTHROUGH)
+        if n_pass == 1:
+            return int(model.n_features_in_) - sum(known)
+    return None
+
+
+def encode(model: Any, columns: Mapping[str, Sequence[Any]], n_rows: int,
+           on_error: str = "raise") -> tuple[Views, Present, list[ItemError]]:
+    """The fitted encoders' views of raw columns, without touching the model's state.
+
+    ``columns`` maps each model column to ``n_rows`` raw items (missing items: None, NaN,
+    ""). A column absent from ``columns`` is missing for every row.
+    """
+    from .estimator import PASSTHROUGH
+
+    if on_error not in ON_ERROR:
+        raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+    views: Views = {}
+    present: Present = {}
+    errors: list[ItemError] = []
+    for col in model_columns(model):
+        enc = model.encoders_[col]
+        values = columns.get(col)
+        if values is None:
+            values = [None] * n_rows
+        values = values.tolist() if isinstance(values, pd.Series) else list(values)
+        if isinstance(enc, str) and enc == PASSTHROUGH:
+            views[col], present[col] = _passthrough_rows(model, col, values)
+            continue
+        prepared, mask, errs = enc.prepare_all(values, on_error, column=col)
+        views[col] = enc.assemble(prepared, mask)
+        present[col] = mask
+        errors += errs
+    views, present = check_views(views, present)
+    return views, present, errors
+
+
+def _passthrough_rows(model: Any, col: str, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    from .encoders.base import is_missing
+    from .estimator import _passthrough_view
+
+    mask = np.array([not _missing_vector(v, is_missing) for v in values], dtype=bool)
+    dim = view_dim(model, col)
+    if mask.all():
+        view = _passthrough_view(col, values)
+    else:
+        rows = [v for v, m in zip(values, mask) if m]
+        width = dim if dim is not None else (_passthrough_view(col, rows).shape[1] if rows else 1)
+        view = np.full((len(values), width), np.nan, dtype=np.float32)
+        if rows:
+            view[mask] = _passthrough_view(col, rows)
+    if dim is not None and view.shape[1] != dim:
+        raise InputError(f"column {col!r} has {view.shape[1]} features; the model was trained "
+                         f"with {dim}")
+    return view, mask
+
+
+def _missing_vector(value: Any, is_missing: Any) -> bool:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return len(value) == 0
+    return is_missing(value)
+
+
+def predict_views(model: Any, views: Views, present: Present) -> np.ndarray:
+    """Class probabilities (n, n_classes) of views built by :func:`encode`; rows with no
+    usable modality get the strategy's answer for an empty row (the class prior)."""
+    return model.fusion_.predict_proba(views, present)
+
+
+def modalities_used(model: Any, present: Present) -> list[list[str]]:
+    """Per row, the sorted columns that were present and used by the fusion strategy."""
+    used = used_modalities(model)
+    n = len(next(iter(present.values()))) if present else 0
+    return [[m for m in used if m in present and bool(present[m][i])] for i in range(n)]
+
+
+def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
+                  on_error: str | None = None, keep: Sequence[str] = (),
+                  missing_columns: str = "error") -> pd.DataFrame:
+    """Predict every row of a table.
+
+    Parameters
+    ----------
+    model : MultimodalClassifier
+        A fitted (or loaded) model.
+    df : DataFrame or dict of column -> items
+        One row per sample, one column per model column (see ``model.encoders_``); missing
+        items are None, NaN or "".
+    on_error : {"raise", "skip"} or None, default=None
+        None uses the model's ``on_error``. ``"raise"``: an unreadable item, or a row with no
+        usable modality, raises :class:`~mmfuse.InputError` naming the row and column.
+        ``"skip"``: the item counts as missing and its message goes to the row's ``error``
+        column; a row with no usable modality gets the class prior and an error.
+    keep : sequence of str, default=()
+        Columns of ``df`` copied to the front of the result (an id, a path...).
+    missing_columns : {"error", "absent"}, default="error"
+        What a model column that ``df`` lacks does: an error, or the modality is missing for
+        every row.
+
+    Returns
+    -------
+    DataFrame
+        Same index as ``df``: the kept columns, ``label``, one ``proba_<class>`` column per
+        class, ``modalities_used`` (the columns used, joined by "+"), and ``error`` ("" when
+        none).
+
+    Examples
+    --------
+    >>> predict_table(mmfuse.load("m.mmfuse"), df).head()  # doctest: +SKIP
+    """
+    check_is_fitted(model, "fusion_")
+    on_error = model.on_error if on_error is None else on_error
+    if on_error not in ON_ERROR:
+        raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+    if missing_columns not in ("error", "absent"):
+        raise InputError(f"missing_columns must be 'error' or 'absent'; got {missing_columns!r}")
+    if not isinstance(df, pd.DataFrame):
+        if not isinstance(df, Mapping):
+            raise InputError(f"expected a DataFrame or a dict of columns; got {type(df).__name__}")
+        df = pd.DataFrame(dict(df))
+    cols = model_columns(model)
+    missing = [c for c in cols if c not in df.columns]
+    if missing and missing_columns == "error":
+        raise InputError(
+            f"the table lacks the model's columns {missing}; it has {sorted(map(str, df.columns))} "
+            f"(the model's columns are {cols}; add empty columns to predict without them)"
+        )
+    unknown_keep = [c for c in keep if c not in df.columns]
+    if unknown_keep:
+        raise InputError(f"keep names columns the table does not have: {unknown_keep}")
+
+    n = len(df)
+    columns = {c: df[c] for c in cols if c in df.columns}
+    views, present, errors = encode(model, columns, n, on_error)
+    used = modalities_used(model, present)
+    empty = [i for i, u in enumerate(used) if not u]
+    if empty and on_error == "raise":
+        raise InputError(
+            f"row {df.index[empty[0]]!r} has no usable modality ({len(empty)} such rows); "
+            f"nothing to predict from (use on_error='skip' to get the class prior)"
+        )
+    proba = predict_views(model, views, present) if n else np.zeros((0, len(model.classes_)))
+
+    messages: list[list[str]] = [[] for _ in range(n)]
+    for e in errors:
+        messages[e.row].append(f"{e.column}: {e.message}" if e.column else e.message)
+    for i in empty:
+        messages[i].append("no usable modality: predicted the class prior")
+
+    out = pd.DataFrame(index=df.index)
+    for c in keep:
+        out[c] = df[c].to_numpy()
+    classes = np.asarray(model.classes_)
+    out["label"] = classes[np.argmax(proba, axis=1)] if n else classes[:0]
+    for k, cls in enumerate(classes):
+        out[f"{PROBA_PREFIX}{cls}"] = proba[:, k]
+    out["modalities_used"] = ["+".join(u) for u in used]
+    out["error"] = ["; ".join(m) for m in messages]
+    return out
+
+
+def predict_manifest(model: Any, manifest: str | os.PathLike, *,
+                     columns: Mapping[str, str] | None = None, keep: Sequence[str] = (),
+                     on_error: str | None = None, trusted: Sequence[str] = ()) -> pd.DataFrame:
+    """Predict every row of a manifest file (CSV, TSV, JSONL or Parquet).
+
+    Parameters
+    ----------
+    model : MultimodalClassifier, str or path-like
+        A fitted model, or the path of a model file (loaded with :func:`mmfuse.load`).
+    manifest : str or path-like
+        One row per sample. Relative file paths are resolved against the manifest's folder.
+    columns : dict, default=None
+        Model column -> manifest column, for the model columns whose manifest column has
+        another name (e.g. ``{"image": "photo"}``); the others are looked up by their name.
+    keep : sequence of str, default=()
+        Manifest columns copied to the front of the result (an id, the true label...); one
+        whose name clashes with a result column gets an ``input_`` prefix.
+    on_error : {"raise", "skip"} or None, default=None
+        As in :func:`predict_table`.
+    trusted : sequence of str, default=()
+        Passed to :func:`mmfuse.load` when ``model`` is a path.
+
+    Returns
+    -------
+    DataFrame
+        The kept columns, then what :func:`predict_table` returns.
+    """
+    from .data.manifest import read_manifest
+
+    if isinstance(model, (str, os.PathLike)):
+        from .persist import load
+
+        model = load(model, trusted=trusted)
+    cols = model_columns(model)
+    mapping = dict(columns or {})
+    unknown = sorted(set(mapping) - set(cols))
+    if unknown:
+        raise InputError(f"columns maps {unknown}, which the model does not use; its columns "
+                         f"are {cols}")
+    source = {c: mapping.get(c, c) for c in cols}
+    files = [source[c] for c in cols if column_kind(model, c) in ("image", "audio")]
+    df = read_manifest(manifest, columns=list(dict.fromkeys([*source.values(), *keep])),
+                       path_columns=files)
+    table = pd.DataFrame({c: df[source[c]].to_numpy(dtype=object) for c in cols}, index=df.index)
+    out = predict_table(model, table, on_error=on_error)
+    for position, name in enumerate(keep):
+        target = f"input_{name}" if name in out.columns else name
+        out.insert(position, target, df[name].to_numpy())
+    return out
+
+
+def write_predictions(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a prediction table atomically as CSV (``.csv``), TSV (``.tsv``) or JSON Lines
+    (``.jsonl``); returns the path."""
+    from ._io import atomic_write_text
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ""):
+        text = table.to_csv(index=False)
+    elif suffix == ".tsv":
+        text = table.to_csv(index=False, sep="\t")
+    elif suffix == ".jsonl":
+        text = table.to_json(orient="records", lines=True, force_ascii=False)
+    else:
+        raise InputError(f"unknown output extension {path.suffix!r}; use .csv, .tsv or .jsonl")
+    return atomic_write_text(path, text)

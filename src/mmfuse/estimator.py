@@ -208,10 +208,17 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                 views[col] = _passthrough_view(col, values)
                 continue
             samples = values.tolist() if isinstance(values, pd.Series) else list(values)
-            prepared, mask, errors = enc.prepare_all(samples, self.on_error, column=col)
-            if fit:
-                enc.fit_prepared(prepared)
-            views[col] = enc.assemble(prepared, mask)
+            if enc.stateless:
+                # streamed, and cached on disk by content hash (see mmfuse.extract)
+                from .extract import extract_features
+
+                views[col], mask, errors = extract_features(enc, samples, on_error=self.on_error,
+                                                            column=col)
+            else:
+                prepared, mask, errors = enc.prepare_all(samples, self.on_error, column=col)
+                if fit:
+                    enc.fit_prepared(prepared)
+                views[col] = enc.assemble(prepared, mask)
             present[col] = mask
             self.errors_ += errors
         if not fit:

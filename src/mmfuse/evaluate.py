@@ -191,12 +191,13 @@ def mean_ci95(scores: Sequence[float]) -> tuple[float, list[float]]:
 class FeatureTable:
     """Per-column features for a whole table, computed once where that cannot leak.
 
-    Stateless encoders are embedded once; stateful ones keep their prepared items and are
-    fit per training fold by :meth:`fold_views`.
+    Stateless encoders are embedded once (streamed, and cached on disk unless
+    ``cache=None``); stateful ones keep their prepared items and are fit per training fold
+    by :meth:`fold_views`.
     """
 
     def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
-                 progress: Progress | None = None, extract: Callable | None = None):
+                 progress: Progress | None = None, cache: Any = True):
         from .encoders.registry import create_encoder
 
         if on_error not in ON_ERROR:
@@ -209,8 +210,6 @@ class FeatureTable:
         self.errors: list[ItemError] = []
         self.encoder_names: dict[str, str] = {}
         for i, (col, spec) in enumerate(specs.items()):
-            if progress:
-                progress(f"features: {col}", i, len(specs))
             values = columns[col]
             if spec == PASSTHROUGH:
                 self.views[col] = _passthrough_view(col, values)
@@ -219,8 +218,15 @@ class FeatureTable:
             enc = create_encoder(spec)
             self.encoder_names[col] = enc.name
             samples = values.tolist() if isinstance(values, pd.Series) else list(values)
-            if enc.stateless and extract is not None:
-                view, mask, errors = extract(enc, samples, on_error=on_error, column=col)
+            if enc.stateless:
+                # streamed (decode overlaps the model) and cached on disk by content hash
+                from .extract import extract_features
+
+                tick = None if progress is None else (
+                    lambda done, total, col=col: progress(f"features: {col}", done, total))
+                view, mask, errors = extract_features(enc, samples, cache=cache,
+                                                      on_error=on_error, column=col,
+                                                      progress=tick)
             else:
                 prepared, mask, errors = enc.prepare_all(samples, on_error, column=col)
                 if enc.stateless:
@@ -230,8 +236,6 @@ class FeatureTable:
                     view = np.full((self.n, 1), np.nan, np.float32)  # placeholder until fit
             self.views[col], self.present[col] = view, mask
             self.errors += errors
-        if progress:
-            progress("features", len(specs), len(specs))
         fixed = {c: v for c, v in self.views.items() if c not in self.stateful}
         if fixed:
             checked, present = check_views(fixed, {c: p for c, p in self.present.items() if c in fixed})

@@ -86,3 +86,55 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "mmfuse", "--version"], capture_output=True,
                          text=True, check=True)
     assert out.stdout.startswith("mmfuse ")
+
+
+@pytest.fixture
+def seed_arrays(tmp_path):
+    views, y = make_views(n=160)
+    for name, arr in (("a", views["a"]), ("b", views["b"]), ("y", y)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    return tmp_path, ["--views", f"a={tmp_path/'a.npy'},b={tmp_path/'b.npy'}",
+                      "--labels", str(tmp_path / "y.npy")]
+
+
+def test_evaluate_with_missing_adds_robustness(seed_arrays):
+    tmp, source = seed_arrays
+    out = tmp / "r.json"
+    result = runner.invoke(app, ["evaluate", *source, "--cv", "3", "--fusion", "late",
+                                 "--missing", "0,0.5", "--missing-modality", "a",
+                                 "--json", str(out), "--no-progress", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    rob = json.loads(out.read_text())["robustness"]
+    assert rob["missing_modality"] == "a" and rob["levels"] == [0.0, 0.5]
+    assert {r["name"] for r in rob["rows"]} >= {"a", "b", "late"}
+
+
+def test_train_then_predict(seed_arrays):
+    tmp, source = seed_arrays
+    model = tmp / "m.mmfuse"
+    result = runner.invoke(app, ["train", *source, "--fusion", "stacking", "--save-model", str(model)])
+    assert result.exit_code == 0, result.output
+    views, y = make_views(n=160)
+    manifest = tmp / "new.jsonl"
+    import pandas as pd
+
+    pd.DataFrame({"a": [list(map(float, r)) for r in views["a"][:10]],
+                  "b": [list(map(float, r)) for r in views["b"][:10]],
+                  "id": range(10)}).to_json(manifest, orient="records", lines=True)
+    out = tmp / "preds.csv"
+    result = runner.invoke(app, ["predict", str(model), "--manifest", str(manifest),
+                                 "--keep", "id", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    preds = pd.read_csv(out)
+    assert len(preds) == 10 and "label" in preds and preds["id"].tolist() == list(range(10))
+    assert any(c.startswith("proba_") for c in preds.columns)
+    result = runner.invoke(app, ["predict", str(tmp / "nope.mmfuse"), "--manifest", str(manifest)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_cache_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMFUSE_CACHE", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["cache", "info"])
+    assert result.exit_code == 0 and "cache:" in result.output
+    result = runner.invoke(app, ["cache", "clear", "--models"])
+    assert result.exit_code == 0 and "removed 0 feature rows" in result.output

@@ -372,6 +372,44 @@ def serve(
                    batch_wait_ms=batch_wait_ms)
 
 
+cache_app = typer.Typer(help="The on-disk feature cache ($MMFUSE_CACHE, else the user cache dir).",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info_cmd() -> None:
+    """Where the cache is and what it holds, per encoder."""
+    from .cache import cache_info
+
+    with _errors():
+        info = cache_info()
+        console.print(f"cache: {info['root']}")
+        console.print(f"{info['entries']} feature rows, {info['bytes'] / 2**20:.1f} MiB; "
+                      f"{len(info['models'])} exported model(s); total "
+                      f"{info['total_bytes'] / 2**20:.1f} MiB")
+        if info["encoders"]:
+            table = Table(title="features by encoder", title_justify="left")
+            for col in ("encoder fingerprint", "rows", "dim", "MiB"):
+                table.add_column(col)
+            for fp, e in sorted(info["encoders"].items()):
+                table.add_row(fp, str(e["entries"]), str(e["dim"]), f"{e['bytes'] / 2**20:.1f}")
+            console.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear_cmd(
+    encoder: Annotated[Optional[str], typer.Option(help="Only this encoder's rows (name or fingerprint).")] = None,
+    models: Annotated[bool, typer.Option("--models/--no-models", help="Also delete exported ONNX models.")] = False,
+) -> None:
+    """Delete cached features (they are recomputed on next use)."""
+    from .cache import clear_cache
+
+    with _errors():
+        removed = clear_cache(encoder=encoder, models=models)
+        console.print(f"removed {removed['entries']} feature rows and {removed['models']} model(s)")
+
+
 @app.command("encoders")
 def encoders_cmd(
     modality: Annotated[Optional[str], typer.Option(help="Only this modality.")] = None,

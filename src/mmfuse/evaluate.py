@@ -209,7 +209,7 @@ class FeatureTable:
         self.stateful: dict[str, tuple[Any, list[Any]]] = {}
         self.errors: list[ItemError] = []
         self.encoder_names: dict[str, str] = {}
-        for i, (col, spec) in enumerate(specs.items()):
+        for col, spec in specs.items():
             values = columns[col]
             if spec == PASSTHROUGH:
                 self.views[col] = _passthrough_view(col, values)

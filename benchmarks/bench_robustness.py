@@ -1,0 +1,255 @@
+"""Learned fusion heads, ``auto``, and robustness to a missing modality (issue 5).
+
+Two measurements, written to ``benchmarks/results/robustness.md`` (+ ``.json``) and the
+matching section of ``benchmarks/RESULTS.md``:
+
+1. **Training time** of each learned head (gmu, attention, lowrank; default parameters,
+   one torch thread) on 5,000 samples x 3 modalities of seeded synthetic features with the
+   classical encoders' widths (image 1764 = HOG, text 2000 ~ TF-IDF, audio 104 = MFCC).
+   Median of ``--repeats`` fits.
+2. **Robustness**, per bundled dataset (av-digits, sign-av, tuxpaint; classical encoders
+   hog / tfidf / mfcc, the dataset's own cross-validation): every single modality, the
+   classical strategies (early, weighted, late, stacking), the learned heads, ``auto`` and
+   the seed baseline, with 0, 10, 30 and 50% of the samples losing the *best* single
+   modality at test time (:func:`mmfuse.robustness.evaluate_robustness`; models fitted on
+   complete training rows; which samples lose it is seeded and nested across levels).
+
+Targets checked (PASS/FAIL in the output): heads train in under 60 s; with 50% of the
+best modality missing, the best strategy stays above the second-best single modality on
+each dataset; on tuxpaint a learned head or ``auto`` beats the best classical fusion.
+
+Usage::
+
+    PYTHONPATH=src MMFUSE_DATA=../shared/data python benchmarks/bench_robustness.py
+    python benchmarks/bench_robustness.py tuxpaint --skip-timing   # one dataset
+    python benchmarks/bench_robustness.py --train-missing           # drop at training too
+
+Results of datasets not rerun are kept from the previous JSON, so the script can resume.
+``auto`` selects with 3 inner folds here (``cv=3``) to keep the run short; everything else
+uses the library defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import _common  # noqa: F401  (puts src/ on the path)
+import numpy as np
+
+os.environ.setdefault("MMFUSE_DATA", str(_common.HERE.parent.parent / "shared" / "data"))
+
+DATASETS = ["av-digits", "sign-av", "tuxpaint"]
+ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
+CLASSICAL = ["early", "weighted", "late", "stacking"]
+LEARNED = ["gmu", "attention", "lowrank"]
+STRATEGIES = CLASSICAL + LEARNED + ["auto"]
+LEVELS = [0.0, 0.1, 0.3, 0.5]
+FUSION_PARAMS = {"auto": {"cv": 3}}
+TIMING_DIMS = {"audio": 104, "image": 1764, "text": 2000}
+TIME_LIMIT_S = 60.0
+JSON_PATH = _common.RESULTS_DIR / "robustness.json"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- 1. training time ---------------------------------------------------------------------------
+
+def timing(repeats: int) -> dict:
+    from mmfuse.fusion import create_fusion
+
+    rng = np.random.default_rng(0)
+    n, k = 5000, 10
+    y = rng.integers(0, k, n)
+    views = {}
+    for m, d in TIMING_DIMS.items():
+        centres = rng.normal(size=(k, d))
+        views[m] = (0.15 * centres[y] + rng.normal(size=(n, d))).astype(np.float32)
+    out = {}
+    for head in LEARNED:
+        walls, cpus, epochs = [], [], []
+        for r in range(repeats):
+            wall, cpu = time.perf_counter(), time.process_time()
+            f = create_fusion(head, random_state=r).fit(views, y)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+            epochs.append(sum(f.n_epochs_))
+            log(f"timing {head} #{r}: {walls[-1]:.1f} s wall, {cpus[-1]:.1f} s cpu")
+        out[head] = {"median_wall_s": statistics.median(walls), "walls_s": walls,
+                     "median_cpu_s": statistics.median(cpus),
+                     "median_epochs": statistics.median(epochs),
+                     "n_members": int(f.architecture_["n_members"])}
+    return {"n_samples": n, "dims": TIMING_DIMS, "n_classes": k, "repeats": repeats,
+            "load_avg": os.getloadavg(), "heads": out}
+
+
+# -- 2. robustness ------------------------------------------------------------------------------
+
+def robustness(name: str, train_missing: bool) -> dict:
+    from mmfuse.data.datasets import dataset_info, load_dataset
+    from mmfuse.evaluate import FeatureTable
+    from mmfuse.robustness import evaluate_robustness
+
+    start = time.perf_counter()
+    X, y, groups = load_dataset(name)
+    cv = dataset_info(name)["cv"]
+    encoders = {c: e for c, e in ENCODERS.items() if c in X.columns}
+    table = FeatureTable(X, encoders, on_error="skip")  # stateless features cached on disk
+    feature_s = time.perf_counter() - start
+
+    def progress(stage, done, total):
+        log(f"{name}: {stage} {done}/{total}")
+
+    res = evaluate_robustness(table, y, groups=groups, strategies=STRATEGIES,
+                              missing_levels=LEVELS, missing_modality="best",
+                              train_missing=train_missing, cv=cv, random_state=0,
+                              on_error="skip", fusion_params=FUSION_PARAMS, progress=progress)
+    doc = res.to_dict()
+    doc.update(dataset=name, encoders=encoders, feature_seconds=feature_s,
+               wall_seconds=time.perf_counter() - start, peak_rss_mib=_common.peak_rss_mib(),
+               skipped=[str(e) for e in table.errors],
+               load_avg=os.getloadavg())
+    return doc
+
+
+# -- targets and report ---------------------------------------------------------------------------
+
+def _rows(doc: dict) -> dict:
+    return {r["name"]: r for r in doc["rows"]}
+
+
+def targets(results: dict) -> list[tuple[str, bool, str]]:
+    out = []
+    t = results.get("timing")
+    if t:
+        for head, r in t["heads"].items():
+            out.append((f"train {head} on 5,000 x 3 modalities < {TIME_LIMIT_S:.0f} s",
+                        r["median_wall_s"] < TIME_LIMIT_S,
+                        f"median {r['median_wall_s']:.1f} s wall ({r['median_cpu_s']:.1f} s cpu)"))
+    for key, doc in results.get("datasets", {}).items():
+        rows = _rows(doc)
+        i0, i50 = doc["levels"].index(0.0), doc["levels"].index(0.5)
+        singles = sorted((r for r in doc["rows"] if r["kind"] == "single"),
+                         key=lambda r: -r["accuracy"][i0])
+        if len(singles) >= 2:
+            second = singles[1]
+            best = max((r for r in doc["rows"] if r["kind"] != "single"),
+                       key=lambda r: r["accuracy"][i50])
+            out.append((f"{key}: 50% of {doc['missing_modality']} missing, best strategy > "
+                        f"second-best single",
+                        best["accuracy"][i50] > second["accuracy"][i0],
+                        f"{best['name']} {best['accuracy'][i50]:.3f} vs {second['name']} "
+                        f"{second['accuracy'][i0]:.3f}"))
+        if doc["dataset"] == "tuxpaint":
+            classical = max((rows[s] for s in CLASSICAL if s in rows),
+                            key=lambda r: r["accuracy"][i0])
+            learned = max((rows[s] for s in LEARNED + ["auto"] if s in rows),
+                          key=lambda r: r["accuracy"][i0])
+            out.append((f"{key}: a learned head or auto beats the best classical fusion",
+                        learned["accuracy"][i0] > classical["accuracy"][i0],
+                        f"{learned['name']} {learned['accuracy'][i0]:.3f} vs "
+                        f"{classical['name']} {classical['accuracy'][i0]:.3f}"))
+    return out
+
+
+def markdown(results: dict, checks) -> str:
+    from _common import machine, stamp
+
+    lines = ["## Learned fusion, auto, and robustness to a missing modality", "",
+             f"`python benchmarks/bench_robustness.py`, {stamp()}; machine: {machine()}.", ""]
+    t = results.get("timing")
+    if t:
+        load = ", ".join(f"{v:.1f}" for v in t["load_avg"])
+        lines += ["### Training time of the learned heads", "",
+                  f"{t['n_samples']} samples x 3 modalities (widths "
+                  + ", ".join(f"{m} {d}" for m, d in t["dims"].items())
+                  + f"), {t['n_classes']} classes, default parameters (an ensemble of "
+                  f"{next(iter(t['heads'].values()))['n_members']} members, each early-stopped "
+                  f"on its own inner fold; one torch thread); median of {t['repeats']} fits; "
+                  f"load average at the end {load} (the machine is shared).", "",
+                  "| head | median wall s | median cpu s | epochs (all members) |",
+                  "|---|---|---|---|"]
+        for head, r in t["heads"].items():
+            lines.append(f"| {head} | {r['median_wall_s']:.1f} | {r['median_cpu_s']:.1f} | "
+                         f"{r['median_epochs']:.0f} |")
+        lines.append("")
+    for key, doc in results.get("datasets", {}).items():
+        cv = doc["cv"]
+        cv_text = f"{cv['kind']}, {cv['n_splits']} folds" + (
+            f" x {cv['n_repeats']}" if "n_repeats" in cv else "")
+        enc = ", ".join(f"{m}={e}" for m, e in doc["encoders"].items())
+        levels = doc["levels"]
+        lines += [f"### {key}", "",
+                  f"{doc['n_samples']} samples, {doc['n_classes']} classes, cv: {cv_text}; "
+                  f"encoders: {enc}; modality dropped: **{doc['missing_modality']}** (the best "
+                  f"single modality), at test time"
+                  + (" and at training time" if doc["train_missing"] else " only")
+                  + f"; wall {doc['wall_seconds']:.0f} s; items skipped (modality missing for "
+                  f"that row): {len(doc.get('skipped', []))}.", "",
+                  "| configuration | kind | " + " | ".join(f"{lv:.0%} missing" for lv in levels)
+                  + " | 95% CI at 50% | fit s |",
+                  "|---|---|" + "---|" * len(levels) + "---|---|"]
+        i50 = levels.index(0.5)
+        best = {i: max(doc["rows"], key=lambda r: r["accuracy"][i])["name"]
+                for i in range(len(levels))}
+        for r in doc["rows"]:
+            cells = [f"**{a:.3f}**" if best[i] == r["name"] else f"{a:.3f}"
+                     for i, a in enumerate(r["accuracy"])]
+            lo, hi = r["accuracy_ci95"][i50]
+            lines.append(f"| {r['name']} | {r['kind']} | " + " | ".join(cells)
+                         + f" | {lo:.3f}–{hi:.3f} | {r['seconds']:.0f} |")
+        auto = _rows(doc).get("auto")
+        if auto and auto.get("chosen"):
+            counts = {c: auto["chosen"].count(c) for c in sorted(set(auto["chosen"]))}
+            lines += ["", "`auto` chose, per outer fold: "
+                      + ", ".join(f"{c} x{n}" for c, n in counts.items()) + "."]
+        if doc.get("notes"):
+            lines += [""] + [f"- note: {n}" for n in doc["notes"]]
+        lines.append("")
+    lines += ["### Targets", "", "| target | result | measured |", "|---|---|---|"]
+    lines += [f"| {t} | {'PASS' if ok else 'FAIL'} | {d} |" for t, ok, d in checks]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="*", default=DATASETS)
+    parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-missing", action="store_true",
+                        help="drop the modality from the training rows too")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.datasets) - set(DATASETS))
+    if unknown:
+        parser.error(f"unknown dataset(s) {unknown}; valid: {DATASETS}")
+
+    from mmfuse._io import atomic_write_json
+
+    results = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
+    results.setdefault("datasets", {})
+    if not args.skip_timing:
+        results["timing"] = timing(args.repeats)
+        atomic_write_json(JSON_PATH, results)
+    for name in args.datasets:
+        key = name + (" (training too)" if args.train_missing else "")
+        log(f"robustness: {key}")
+        results["datasets"][key] = robustness(name, args.train_missing)
+        atomic_write_json(JSON_PATH, results)
+    order = [d + s for s in ("", " (training too)") for d in DATASETS]
+    results["datasets"] = {k: results["datasets"][k] for k in order if k in results["datasets"]}
+    checks = targets(results)
+    _common.write_section("robustness", markdown(results, checks))
+    atomic_write_json(JSON_PATH, results)
+    for t, ok, d in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {t}: {d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -92,16 +92,19 @@ class _Progress:
 
 
 def print_results(result: Any, title: str) -> None:
-    table = Table(title=title, title_justify="left")
-    for col, kw in [("name", {"no_wrap": True}), ("kind", {"no_wrap": True}), ("accuracy", {"justify": "right"}),
-                    ("95% CI", {"justify": "right"}), ("macro-F1", {"justify": "right"}),
-                    ("weights", {"overflow": "fold"}), ("seconds", {"justify": "right"})]:
+    mods = sorted({m for r in result.rows for m in r.modalities})
+    table = Table(title=title, title_justify="left", caption_justify="left",
+                  caption=f"acc: accuracy (mean over folds), F1: macro-F1, weights: {'/'.join(mods)}")
+    right = {"justify": "right", "no_wrap": True}
+    for col, kw in [("name", {"no_wrap": True}), ("kind", {"no_wrap": True}),
+                    ("acc", right), ("95% CI", {"no_wrap": True}), ("F1", right),
+                    ("weights", {"no_wrap": True}), ("secs", right)]:
         table.add_column(col, **kw)
     best = result.best.name
     for r in result.rows:
         weights = ""
         if r.modality_weights:
-            weights = " ".join(f"{m}={w:.2f}" for m, w in r.modality_weights.items())
+            weights = "/".join(f"{r.modality_weights.get(m, 0.0):.2f}" for m in mods)
         style = "bold green" if r.name == best else None
         table.add_row(r.name, r.kind, f"{r.accuracy:.3f}",
                       f"{r.accuracy_ci95[0]:.2f}-{r.accuracy_ci95[1]:.2f}", f"{r.macro_f1:.3f}",

@@ -22,12 +22,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ._errors import InputError
 from .encoders.base import ItemError
 from .evaluate import (DEFAULT_STRATEGIES, Config, FeatureTable, make_configs, make_splits,
                        mean_ci95)
 from .fusion._common import _seed
+
+try:  # shared per-modality experts within a block (fusion/_common.py)
+    from .fusion._common import shared_experts
+except ImportError:  # pragma: no cover - older _common without the memo
+    from contextlib import nullcontext as shared_experts
 from .views import Present, Views
 
 DEFAULT_LEVELS = (0.0, 0.1, 0.3, 0.5)
@@ -182,32 +188,39 @@ def fit_configs(views: Views, present: Present, y: np.ndarray, groups: Any, trai
 
     g_train = None if groups is None else np.asarray(groups)[train]
     fitted: dict[str, tuple[Any, float]] = {}
-    for c in configs:
-        params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
-        if c.weights is not None:
-            params["weights"] = c.weights
-        start = time.perf_counter()
-        p = {m: present[m][train] for m in c.modalities}
-        keep = np.any(np.stack(list(p.values())), axis=0)
-        if not keep.any():
-            if notes is not None:
-                notes.append(f"{c.name}: no training row has {list(c.modalities)} in a fold; "
-                             f"it predicts the majority class there")
-            fitted[c.name] = (_Prior(y[train]), 0.0)
-            continue
-        strategy = create_fusion(c.fusion, **params)
-        with warnings.catch_warnings():
-            # reported once in the notes instead of once per fold and level
-            warnings.filterwarnings("ignore", message="modalities missing for every training")
-            strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
-                         {m: a[keep] for m, a in p.items()},
-                         None if g_train is None else g_train[keep])
-        dropped = getattr(strategy, "dropped_modalities_", None)
-        if dropped and notes is not None:
-            notes.append(f"{c.name}: {dropped} missing from every training row of a fold, "
-                         f"dropped there")
-        fitted[c.name] = (strategy, time.perf_counter() - start)
+    with shared_experts():  # strategies on one fold share their per-modality experts
+        for c in configs:
+            fitted[c.name] = _fit_config(c, views, present, y, g_train, train, classifier, cv,
+                                         random_state, notes, create_fusion)
     return fitted
+
+
+def _fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
+                train: np.ndarray, classifier: Any, cv: int, random_state: Any,
+                notes: list[str] | None, create_fusion: Callable) -> tuple[Any, float]:
+    params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
+    if c.weights is not None:
+        params["weights"] = c.weights
+    start = time.perf_counter()
+    p = {m: present[m][train] for m in c.modalities}
+    keep = np.any(np.stack(list(p.values())), axis=0)
+    if not keep.any():
+        if notes is not None:
+            notes.append(f"{c.name}: no training row has {list(c.modalities)} in a fold; "
+                         f"it predicts the majority class there")
+        return _Prior(y[train]), 0.0
+    strategy = create_fusion(c.fusion, **params)
+    with warnings.catch_warnings():
+        # reported once in the notes instead of once per fold and level
+        warnings.filterwarnings("ignore", message="modalities missing for every training")
+        strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
+                     {m: a[keep] for m, a in p.items()},
+                     None if g_train is None else g_train[keep])
+    dropped = getattr(strategy, "dropped_modalities_", None)
+    if dropped and notes is not None:
+        notes.append(f"{c.name}: {dropped} missing from every training row of a fold, "
+                     f"dropped there")
+    return strategy, time.perf_counter() - start
 
 
 def _predict(fitted: Mapping[str, tuple[Any, float]], configs: Sequence[Config], views: Views,
@@ -323,6 +336,22 @@ def evaluate_robustness(X: Any, y: Any, *, encoders: Any = None, groups: Any = N
     splits, cv_info = make_splits(y_enc, groups, cv, random_state)
     splits = [(tr[usable[tr]], te[usable[te]]) for tr, te in splits]
     draws = {m: _row_draws(len(y), m, random_state) for m in targets}
+    n_steps = len(splits) * (2 if train_missing else 1)
+    # one BLAS thread: the models are small and oversubscribed BLAS threads are far slower
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run(table, y_enc, groups, splits, cv_info, configs, levels, targets,
+                    missing_modality, modalities, train_missing, draws, classifier, inner_cv,
+                    random_state, progress, n_steps, len(classes), errors)
+
+
+def _run(table: FeatureTable, y_enc: np.ndarray, groups: Any,
+         splits: list[tuple[np.ndarray, np.ndarray]], cv_info: dict[str, Any],
+         configs: list[Config], levels: list[float], targets: list[str],
+         missing_modality: str, modalities: list[str], train_missing: bool,
+         draws: dict[str, np.ndarray], classifier: Any, inner_cv: int, random_state: Any,
+         progress: Progress | None, n_steps: int, n_classes: int,
+         errors: list[ItemError]) -> RobustnessResult:
+    """The folds of :func:`evaluate_robustness`, its arguments already checked."""
     notes: list[str] = []
     # scores[target][level][config] -> accuracy per fold
     scores = {t: {lv: {c.name: [] for c in configs} for lv in levels} for t in targets}
@@ -333,7 +362,6 @@ def evaluate_robustness(X: Any, y: Any, *, encoders: Any = None, groups: Any = N
         for name, pred in preds.items():
             scores[target][level][name].append(float(np.mean(pred == y_enc[test])))
 
-    n_steps = len(splits) * (2 if train_missing else 1)
     # pass 1: fit on complete training rows; level 0, and every level unless train_missing
     for i, (train, test) in enumerate(splits):
         if progress:
@@ -387,5 +415,5 @@ def evaluate_robustness(X: Any, y: Any, *, encoders: Any = None, groups: Any = N
         rows.append(RobustnessRow(c.name, c.kind, list(c.modalities),
                                   None if c.kind == "single" else c.fusion, accs, cis, folds,
                                   round(seconds[c.name], 3), chosen[c.name]))
-    return RobustnessResult(target, levels, bool(train_missing), len(y), len(classes), cv_info,
+    return RobustnessResult(target, levels, bool(train_missing), len(y_enc), n_classes, cv_info,
                             rows, random_state, errors, sorted(set(notes)))

@@ -5,8 +5,10 @@ Each head sees the *features* of the encoders (never raw files): every view is s
 on its present training rows, a small MLP projects it to a common width, and a fusion module
 combines the per-modality vectors under a presence mask, so a sample may miss any modality
 but not all of them. Training uses AdamW, modality dropout (present modalities are hidden at
-random, always keeping one) and early stopping on an inner validation split made like every
-other inner split (grouped when groups are given). Everything is seeded.
+random, always keeping one), auxiliary per-modality losses, and early stopping on inner
+validation splits made like every other inner split (grouped when groups are given): the
+head is a small ensemble whose member ``i`` trains on inner fold ``i``'s training rows and
+stops on its held-out rows. Everything is seeded.
 
 PyTorch is optional (``pip install "mmfuse[torch]"``) and imported only when a head is fitted
 or used, so ``import mmfuse`` and the strategy registry stay light. The fitted state is plain
@@ -30,6 +32,7 @@ from ._common import EPS, _seed, inner_splits
 from .base import FusionStrategy, register_fusion
 
 DEVICES = ("auto", "cpu", "cuda")
+HEADS = ("gmu", "attention", "lowrank")
 #: Standardised features are clipped here: a near-constant TF-IDF column would otherwise
 #: produce huge values on the rare rows where it fires.
 CLIP = 8.0
@@ -94,10 +97,18 @@ def _modules() -> dict[str, Any]:
                 [Projection(int(arch["dims"][m]), width, dropout) for m in self.modalities])
             self.drop = nn.Dropout(dropout)
             self.classifier = nn.Linear(width, int(arch["n_classes"]))
+            # one linear classifier per modality: the auxiliary losses keep every projection
+            # discriminative on its own, which is what a sample left with one modality needs
+            self.aux = nn.ModuleList(
+                [nn.Linear(width, int(arch["n_classes"])) for _ in self.modalities])
 
-        def forward(self, xs, mask):
-            fused, _ = self.fuse([p(x) for p, x in zip(self.proj, xs)], mask)
-            return self.classifier(self.drop(fused))
+        def forward(self, xs, mask, with_aux: bool = False):
+            hs = [p(x) for p, x in zip(self.proj, xs)]
+            fused, _ = self.fuse(hs, mask)
+            logits = self.classifier(self.drop(fused))
+            if not with_aux:
+                return logits
+            return logits, [head(self.drop(h)) for head, h in zip(self.aux, hs)]
 
         def fuse(self, hs, mask):  # -> (fused (B, W), per-modality weights (B, M) or None)
             raise NotImplementedError
@@ -125,7 +136,7 @@ def _modules() -> dict[str, Any]:
 
     class AttentionNet(FusionNet):
         """Modality tokens (projection + modality embedding), one pre-norm self-attention
-        block with missing tokens masked out, then attention pooling with a learned query."""
+        layer with missing tokens masked out, then attention pooling with a learned query."""
 
         def __init__(self, arch):
             super().__init__(arch)
@@ -135,9 +146,6 @@ def _modules() -> dict[str, Any]:
             self.norm1 = nn.LayerNorm(w)
             self.attn = nn.MultiheadAttention(w, int(arch["n_heads"]), dropout=dropout,
                                               batch_first=True)
-            self.norm2 = nn.LayerNorm(w)
-            self.ff = nn.Sequential(nn.Linear(w, 2 * w), nn.GELU(), nn.Dropout(dropout),
-                                    nn.Linear(2 * w, w))
             self.query = nn.Parameter(torch.randn(w) * 0.02)
             self.key = nn.Linear(w, w)
             self.norm_out = nn.LayerNorm(w)
@@ -146,8 +154,7 @@ def _modules() -> dict[str, Any]:
             t = torch.stack(hs, dim=1) + self.embed[None]  # (B, M, W)
             a = self.norm1(t)
             att, _ = self.attn(a, a, a, key_padding_mask=~mask, need_weights=False)
-            t = t + self.drop(att)
-            t = t + self.drop(self.ff(self.norm2(t)))
+            t = t + self.drop(att)  # (no feed-forward block: the projections are MLPs already)
             scores = self.key(t) @ self.query / t.shape[-1] ** 0.5  # (B, M)
             alpha = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
             return self.norm_out((alpha[:, :, None] * t).sum(dim=1)), alpha
@@ -180,14 +187,39 @@ def _modules() -> dict[str, Any]:
             fused = torch.einsum("r,bro->bo", self.rank_weights[0], out) + self.bias
             return self.norm_out(fused), None
 
-    return {"gmu": GMUNet, "attention": AttentionNet, "lowrank": LowRankNet}
+    class Ensemble(nn.Module):
+        """The members trained on different inner folds; predicts their mean probability."""
+
+        def __init__(self, arch):
+            super().__init__()
+            net = {"gmu": GMUNet, "attention": AttentionNet, "lowrank": LowRankNet}[arch["head"]]
+            self.members = nn.ModuleList([net(arch) for _ in range(int(arch["n_members"]))])
+
+        def forward(self, xs, mask):
+            return torch.stack([torch.softmax(m(xs, mask), dim=1) for m in self.members]).mean(0)
+
+        def modality_weights(self, xs, mask):
+            """Mean per-sample modality weights of the members (None for lowrank)."""
+            out = []
+            for m in self.members:
+                _, w = m.fuse([p(x) for p, x in zip(m.proj, xs)], mask)
+                if w is None:
+                    return None
+                out.append(w)
+            return torch.stack(out).mean(0)
+
+    return {"gmu": GMUNet, "attention": AttentionNet, "lowrank": LowRankNet,
+            "ensemble": Ensemble}
 
 
 def build_module(architecture: dict[str, Any], state_dict: dict[str, np.ndarray] | None = None):
-    """The torch module described by ``architecture``, loaded with ``state_dict`` if given."""
+    """The torch module (an ensemble of ``n_members`` heads) described by ``architecture``,
+    loaded with ``state_dict`` (name -> numpy array) if given."""
     torch = _torch()
-    head = architecture["head"]
-    module = _modules()[head](architecture)
+    if architecture.get("head") not in HEADS:
+        raise InputError(f"architecture['head'] must be one of {list(HEADS)}; "
+                         f"got {architecture.get('head')!r}")
+    module = _modules()["ensemble"](architecture)
     if state_dict is not None:
         module.load_state_dict({k: torch.from_numpy(np.array(v, copy=True))
                                 for k, v in state_dict.items()})
@@ -199,51 +231,61 @@ def build_module(architecture: dict[str, Any], state_dict: dict[str, np.ndarray]
 class NeuralFusion(FusionStrategy):
     """Shared training and prediction of the learned heads (not registered itself).
 
+    The head is a small ensemble: member ``i`` trains on the training part of inner fold
+    ``i`` and stops early on its held-out part (inner folds grouped like every inner split),
+    so every training row is learned from and the members' mean is steadier than any one.
+
     Parameters
     ----------
     width : int, default=64
         Common width of the modality projections and of the fused vector.
     dropout : float, default=0.2
-        Dropout inside the projections and before the classifier.
+        Dropout inside the projections and before the classifiers.
     modality_dropout : float, default=0.3
         Probability of hiding each present modality of a training sample per step (one
         present modality is always kept), so the head learns to cope with holes.
+    aux_weight : float, default=0.5
+        Weight of the auxiliary per-modality classification losses (each projection must
+        also classify on its own, which keeps a lone modality useful).
     lr : float, default=2e-3
         AdamW learning rate.
     weight_decay : float, default=1e-2
         AdamW weight decay.
     batch_size : int, default=128
     max_epochs : int, default=200
-    patience : int, default=15
-        Stop after this many epochs without a lower validation loss; the best epoch's
-        weights are kept.
+    patience : int, default=10
+        A member stops after this many epochs without a lower validation loss and keeps
+        its best epoch's weights.
+    n_members : int, default=3
+        Ensemble members, one per inner fold (at most ``cv``).
     device : {"auto", "cpu", "cuda"}, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU.
-    n_threads : int or None, default=2
+    n_threads : int or None, default=1
         torch intra-op threads while fitting and predicting (None leaves torch's setting).
+        One is the fastest for heads this small: on a busy 2-core machine a second thread
+        made each step 30x slower (measured), as the threads wait on each other.
     classifier, weights : ignored
         Accepted so every strategy shares one signature; the head is its own classifier
         and learns its own modality weighting.
     cv : int, default=5
-        The validation split for early stopping is one fold of ``cv`` inner folds (grouped
-        when groups are given).
+        Inner folds from which the members' train/validation splits are taken.
     random_state : int or None, default=None
-        Seed of initialisation, shuffling, dropout and the validation split; None means 0,
-        so fits are reproducible by default.
+        Seed of the initialisation, shuffling, dropout and inner folds; None means 0, so
+        fits are reproducible by default (on one device and torch version).
 
     Attributes
     ----------
     architecture_ : dict
-        Everything needed to rebuild the module (head, modalities, dims, width, ...).
+        Everything needed to rebuild the module (head, modalities, dims, width, members...).
     state_dict_ : dict of str -> ndarray
-        The trained weights, as numpy arrays.
+        The trained weights as numpy arrays (``build_module(architecture_, state_dict_)``).
     input_mean_, input_scale_ : dict of str -> ndarray
         Per-modality standardisation learned on the present training rows.
     modality_weights_ : dict or None
         Mean gate (``gmu``) or attention (``attention``) weight of each modality on the
         training rows; None for ``lowrank``.
-    best_epoch_, n_epochs_ : int
-    history_ : dict with ``train_loss`` and ``val_loss`` per epoch
+    best_epoch_, n_epochs_ : list of int, per member
+    history_ : list of dict, per member: ``train_loss`` and ``val_loss`` per epoch
     device_ : str
     fit_seconds_ : float
     """
@@ -254,23 +296,21 @@ class NeuralFusion(FusionStrategy):
         return {}
 
     def _check_params(self) -> None:
-        checks = {
-            "width": (self.width, int, 1),
-            "batch_size": (self.batch_size, int, 1),
-            "max_epochs": (self.max_epochs, int, 1),
-            "patience": (self.patience, int, 1),
-        }
-        for name, (value, kind, low) in checks.items():
+        for name, low in (("width", 1), ("batch_size", 1), ("max_epochs", 1), ("patience", 1),
+                          ("n_members", 1)):
+            value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise InputError(f"{name} must be an integer >= {low}; got {value!r}")
         for name in ("dropout", "modality_dropout"):
             value = getattr(self, name)
-            if not 0.0 <= float(value) < 1.0:
+            if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
                 raise InputError(f"{name} must be in [0, 1); got {value!r}")
-        for name in ("lr", "weight_decay"):
+        for name, strict in (("lr", True), ("weight_decay", False), ("aux_weight", False)):
             value = getattr(self, name)
-            if not np.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                raise InputError(f"{name} must be a finite number > 0; got {value!r}")
+            if (not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0
+                    or (strict and value == 0)):
+                bound = "> 0" if strict else ">= 0"
+                raise InputError(f"{name} must be a finite number {bound}; got {value!r}")
 
     # -- fitting ------------------------------------------------------------------------
     def _standardise(self, views: Views, present: Present) -> list[np.ndarray]:
@@ -284,7 +324,9 @@ class NeuralFusion(FusionStrategy):
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         self._check_params()
+        extra = self._params()
         torch = _torch()
+        self.device_ = resolve_device(self.device)
         started = time.perf_counter()
         mods = sorted(views)
         self.input_mean_, self.input_scale_ = {}, {}
@@ -295,46 +337,50 @@ class NeuralFusion(FusionStrategy):
             self.input_scale_[m] = np.where(std > EPS, std, 1.0).astype(np.float32)
         xs = self._standardise(views, present)
         mask = np.stack([present[m] for m in mods], axis=1)
-        n_classes = len(self.classes_)
+        seed = _seed(self.random_state)
+        seed = 0 if seed is None else int(seed)
+        splits = inner_splits(y, groups, self.cv, seed)[: int(self.n_members)]
+        if not splits:  # too little data to hold any out: one member on every row
+            splits = [(np.arange(len(y)), np.zeros(0, dtype=int))]
         self.architecture_ = {
             "head": self._head, "modalities": mods,
             "dims": {m: int(views[m].shape[1]) for m in mods}, "width": int(self.width),
-            "n_classes": n_classes, "dropout": float(self.dropout), **self._params(),
+            "n_classes": len(self.classes_), "dropout": float(self.dropout),
+            "n_members": len(splits), **extra,
         }
-        seed = _seed(self.random_state)
-        seed = 0 if seed is None else int(seed)
-        splits = inner_splits(y, groups, self.cv, seed)
-        if splits:
-            train, val = splits[0]
-        else:  # too little data to hold some out: train for a fixed budget
-            train, val = np.arange(len(y)), np.zeros(0, dtype=int)
-        self.device_ = resolve_device(self.device)
+        self.history_, self.best_epoch_, self.n_epochs_ = [], [], []
         with _threads(torch, self.n_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if self.device_ == "cuda":
                 torch.cuda.manual_seed_all(seed)
-            module = build_module(self.architecture_).to(self.device_)
-            self._train(torch, module, xs, mask, y, train, val, seed)
+            ensemble = build_module(self.architecture_).to(self.device_)
+            data = _Tensors(torch, xs, mask, y, self.device_)
+            for i, (train, val) in enumerate(splits):
+                history, best = self._train(torch, ensemble.members[i], data, train, val,
+                                            seed + i)
+                self.history_.append(history)
+                self.best_epoch_.append(best)
+                self.n_epochs_.append(len(history["train_loss"]))
+            ensemble.eval()
             self.state_dict_ = {k: v.detach().cpu().numpy().copy()
-                                for k, v in module.state_dict().items()}
-            self._module = module.eval()
-            self.modality_weights_ = self._mean_weights(torch, module, xs, mask)
+                                for k, v in ensemble.state_dict().items()}
+            self._module = ensemble
+            self.modality_weights_ = self._mean_weights(torch, ensemble, xs, mask)
         self.fit_seconds_ = time.perf_counter() - started
 
-    def _train(self, torch: Any, module: Any, xs: list[np.ndarray], mask: np.ndarray,
-               y: np.ndarray, train: np.ndarray, val: np.ndarray, seed: int) -> None:
+    def _train(self, torch: Any, module: Any, data: "_Tensors", train: np.ndarray,
+               val: np.ndarray, seed: int) -> tuple[dict[str, list[float]], int]:
+        """Train one member on ``train`` rows, early-stopped on ``val`` rows."""
         dev = self.device_
-        x_all = [torch.from_numpy(x).to(dev) for x in xs]
-        m_all = torch.from_numpy(mask).to(dev)
-        y_all = torch.from_numpy(y.astype(np.int64)).to(dev)
         tr = torch.from_numpy(train.astype(np.int64)).to(dev)
         va = torch.from_numpy(val.astype(np.int64)).to(dev)
+        torch.manual_seed(seed)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
         optimiser = torch.optim.AdamW(module.parameters(), lr=float(self.lr),
                                       weight_decay=float(self.weight_decay))
         loss_fn = torch.nn.CrossEntropyLoss()
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        batch = int(self.batch_size)
-        p_drop = float(self.modality_dropout)
+        batch, p_drop = int(self.batch_size), float(self.modality_dropout)
+        aux_weight = float(self.aux_weight)
         best_loss, best_state, best_epoch, waited = np.inf, None, 0, 0
         history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
         epochs = int(self.max_epochs) if len(val) else min(int(self.max_epochs), 50)
@@ -344,13 +390,20 @@ class NeuralFusion(FusionStrategy):
             total = 0.0
             for start in range(0, len(order), batch):
                 idx = order[start : start + batch]
-                if len(idx) < 2 and len(order) > 1:
-                    continue  # a batch of one breaks nothing here but adds only noise
-                m = m_all[idx]
+                if len(idx) < 2 <= len(order):
+                    continue  # a batch of one adds only noise
+                m = data.mask[idx]
                 if p_drop > 0 and m.shape[1] > 1:
                     m = _drop_modalities(torch, m, p_drop, generator)
-                logits = module([x[idx] for x in x_all], m)
-                loss = loss_fn(logits, y_all[idx])
+                yb = data.y[idx]
+                logits, aux = module([x[idx] for x in data.xs], m, with_aux=True)
+                loss = loss_fn(logits, yb)
+                if aux_weight > 0:
+                    for j, aux_logits in enumerate(aux):
+                        rows = m[:, j]
+                        if bool(rows.any()):
+                            loss = loss + aux_weight / len(aux) * loss_fn(aux_logits[rows],
+                                                                          yb[rows])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -361,7 +414,8 @@ class NeuralFusion(FusionStrategy):
                 continue
             module.eval()
             with torch.no_grad():
-                val_loss = float(loss_fn(module([x[va] for x in x_all], m_all[va]), y_all[va]))
+                logits = module([x[va] for x in data.xs], data.mask[va])
+                val_loss = float(loss_fn(logits, data.y[va]))
             history["val_loss"].append(val_loss)
             if val_loss < best_loss - 1e-4:
                 best_loss, best_epoch, waited = val_loss, epoch + 1, 0
@@ -372,9 +426,7 @@ class NeuralFusion(FusionStrategy):
                     break
         if best_state is not None:
             module.load_state_dict(best_state)
-        self.best_epoch_ = best_epoch
-        self.n_epochs_ = len(history["train_loss"])
-        self.history_ = history
+        return history, best_epoch
 
     def _mean_weights(self, torch: Any, module: Any, xs: list[np.ndarray],
                       mask: np.ndarray) -> dict[str, float] | None:
@@ -399,27 +451,24 @@ class NeuralFusion(FusionStrategy):
     def _forward(self, torch: Any, module: Any, xs: list[np.ndarray], mask: np.ndarray,
                  want_weights: bool = False) -> np.ndarray | None:
         dev = next(module.parameters()).device
-        n = mask.shape[0]
-        # rows with no modality would give NaN through masked softmaxes; they are answered
-        # with the prior by the caller, so feed them a harmless all-present mask
+        # rows with no modality would give NaN through the masked softmaxes; they are
+        # answered with the class prior (base class), so feed them a harmless mask
         mask = mask.copy()
         mask[~mask.any(axis=1)] = True
         outs = []
         module.eval()
         with torch.no_grad():
-            for start in range(0, n, PREDICT_BATCH):
+            for start in range(0, mask.shape[0], PREDICT_BATCH):
                 sl = slice(start, start + PREDICT_BATCH)
                 xb = [torch.from_numpy(np.ascontiguousarray(x[sl])).to(dev) for x in xs]
                 mb = torch.from_numpy(mask[sl]).to(dev)
-                if want_weights:
-                    hs = [p(x) for p, x in zip(module.proj, xb)]
-                    _, w = module.fuse(hs, mb)
-                    if w is None:
-                        return None
-                    outs.append(w.cpu().numpy())
-                else:
-                    outs.append(torch.softmax(module(xb, mb), dim=1).cpu().numpy())
-        return np.concatenate(outs, axis=0) if outs else np.zeros((0, len(self.classes_)))
+                out = module.modality_weights(xb, mb) if want_weights else module(xb, mb)
+                if out is None:
+                    return None
+                outs.append(out.cpu().numpy())
+        if not outs:
+            return np.zeros((0, len(self.modalities_) if want_weights else len(self.classes_)))
+        return np.concatenate(outs, axis=0)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         torch = _torch()
@@ -427,12 +476,22 @@ class NeuralFusion(FusionStrategy):
         mask = np.stack([present[m] for m in self.modalities_], axis=1)
         with _threads(torch, self.n_threads):
             proba = self._forward(torch, self.module(), xs, mask).astype(np.float64)
-        return proba
+        return proba / proba.sum(axis=1, keepdims=True)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_module", None)  # rebuilt from state_dict_ on demand
         return state
+
+
+class _Tensors:
+    """The standardised training data as tensors on the training device."""
+
+    def __init__(self, torch: Any, xs: list[np.ndarray], mask: np.ndarray, y: np.ndarray,
+                 device: str):
+        self.xs = [torch.from_numpy(x).to(device) for x in xs]
+        self.mask = torch.from_numpy(mask).to(device)
+        self.y = torch.from_numpy(y.astype(np.int64)).to(device)
 
 
 def _drop_modalities(torch: Any, mask: Any, p: float, generator: Any) -> Any:
@@ -463,19 +522,22 @@ class GMUFusion(NeuralFusion):
 
     _head = "gmu"
 
-    def __init__(self, width: int = 64, dropout: float = 0.2, modality_dropout: float = 0.3,
-                 lr: float = 2e-3, weight_decay: float = 1e-2, batch_size: int = 128,
-                 max_epochs: int = 200, patience: int = 15, device: str = "auto",
-                 n_threads: int | None = 2, classifier: Any = None, weights: Any = None,
+    def __init__(self, width: int = 64, dropout: float = 0.2,
+                 modality_dropout: float = 0.3, aux_weight: float = 0.5, lr: float = 2e-3,
+                 weight_decay: float = 1e-2, batch_size: int = 128, max_epochs: int = 200,
+                 patience: int = 10, n_members: int = 3, device: str = "auto",
+                 n_threads: int | None = 1, classifier: Any = None, weights: Any = None,
                  cv: int = 5, random_state: Any = None):
         self.width = width
         self.dropout = dropout
         self.modality_dropout = modality_dropout
+        self.aux_weight = aux_weight
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.n_members = n_members
         self.device = device
         self.n_threads = n_threads
         self.classifier = classifier
@@ -500,19 +562,22 @@ class AttentionFusion(NeuralFusion):
     _head = "attention"
 
     def __init__(self, width: int = 64, n_heads: int = 4, dropout: float = 0.2,
-                 modality_dropout: float = 0.3, lr: float = 2e-3, weight_decay: float = 1e-2,
-                 batch_size: int = 128, max_epochs: int = 200, patience: int = 15,
-                 device: str = "auto", n_threads: int | None = 2, classifier: Any = None,
-                 weights: Any = None, cv: int = 5, random_state: Any = None):
+                 modality_dropout: float = 0.3, aux_weight: float = 0.5, lr: float = 2e-3,
+                 weight_decay: float = 1e-2, batch_size: int = 128, max_epochs: int = 200,
+                 patience: int = 10, n_members: int = 3, device: str = "auto",
+                 n_threads: int | None = 1, classifier: Any = None, weights: Any = None,
+                 cv: int = 5, random_state: Any = None):
         self.width = width
         self.n_heads = n_heads
         self.dropout = dropout
         self.modality_dropout = modality_dropout
+        self.aux_weight = aux_weight
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.n_members = n_members
         self.device = device
         self.n_threads = n_threads
         self.classifier = classifier
@@ -544,19 +609,22 @@ class LowRankFusion(NeuralFusion):
     _head = "lowrank"
 
     def __init__(self, width: int = 64, rank: int = 4, dropout: float = 0.2,
-                 modality_dropout: float = 0.3, lr: float = 2e-3, weight_decay: float = 1e-2,
-                 batch_size: int = 128, max_epochs: int = 200, patience: int = 15,
-                 device: str = "auto", n_threads: int | None = 2, classifier: Any = None,
-                 weights: Any = None, cv: int = 5, random_state: Any = None):
+                 modality_dropout: float = 0.3, aux_weight: float = 0.5, lr: float = 2e-3,
+                 weight_decay: float = 1e-2, batch_size: int = 128, max_epochs: int = 200,
+                 patience: int = 10, n_members: int = 3, device: str = "auto",
+                 n_threads: int | None = 1, classifier: Any = None, weights: Any = None,
+                 cv: int = 5, random_state: Any = None):
         self.width = width
         self.rank = rank
         self.dropout = dropout
         self.modality_dropout = modality_dropout
+        self.aux_weight = aux_weight
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.n_members = n_members
         self.device = device
         self.n_threads = n_threads
         self.classifier = classifier

@@ -1,0 +1,285 @@
+"""``auto``: choose the fusion strategy (and its weights) by inner cross-validation.
+
+Every candidate — each fused strategy with its weight option, and each single modality
+alone — is scored on the same inner splits of the training data (grouped when groups are
+given, like the outer splits); the best one is refit on all the training data and used.
+Because every single modality is a candidate, the choice is never below the best single
+modality on the inner folds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError, MissingDependencyError
+from ..views import Present, Views
+from ._common import inner_splits
+
+try:  # shared per-modality experts within a block (fusion/_common.py)
+    from ._common import shared_experts
+except ImportError:  # pragma: no cover - older _common without the memo
+    from contextlib import nullcontext as shared_experts
+from .base import FusionStrategy, create_fusion, register_fusion
+
+#: Classical candidates: (strategy, parameters). Weight variants are separate candidates.
+CLASSICAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("early", {"weights": "equal"}),
+    ("weighted", {"weights": "cv", "step": 0.25}),  # a coarse grid: scored 5x over
+    ("late", {"weights": "cv"}),
+    ("late", {"weights": "equal"}),
+    ("stacking", {}),
+)
+#: Learned heads, added when PyTorch is installed (``neural="auto"``).
+NEURAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("gmu", {}), ("attention", {}), ("lowrank", {}),
+)
+#: Strategies whose ``weights`` parameter changes the model (the others ignore it).
+WEIGHTED = ("early", "weighted", "late")
+SINGLE_PREFIX = "single:"
+PROBA_FLOOR = 1e-12
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    fusion: str
+    modalities: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _label(fusion: str, params: Mapping[str, Any]) -> str:
+    w = params.get("weights")
+    if w is None:
+        return fusion
+    return f"{fusion}[{w}]" if isinstance(w, str) else f"{fusion}[custom]"
+
+
+def _torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+@register_fusion("auto", description="picks the strategy and weights by inner cross-validation "
+                 "(every single modality is a candidate)")
+class AutoFusion(FusionStrategy):
+    """Pick among fusion strategies, weight options and single modalities by inner CV.
+
+    Parameters
+    ----------
+    classifier : estimator, default=None
+        Passed to every candidate (None means LogisticRegression).
+    weights : {"cv", "relative", "equal"} or dict, default="cv"
+        ``"cv"`` lets the selection choose among the weight options of the candidate list
+        (e.g. late fusion with learned and with equal weights); anything else fixes the
+        weights of every candidate that takes them.
+    cv : int, default=5
+        Inner folds of the selection (grouped when groups are given).
+    candidate_cv : int or None, default=3
+        Folds each classical candidate uses for its own out-of-fold work (weights,
+        meta-model), in the selection and in the final refit alike, so the refit model is
+        the one that was scored; None means ``cv``. Selection fits every candidate ``cv``
+        times, which is why this defaults lower. The learned heads use ``cv``.
+    candidates : sequence or None, default=None
+        Fused candidates as strategy names or ``(name, params)`` pairs; None means the
+        classical strategies (early, weighted, late with cv and equal weights, stacking)
+        plus the learned heads when ``neural`` allows. Every single modality is always a
+        candidate as well.
+    neural : bool or "auto", default="auto"
+        Add the learned heads (gmu, attention, lowrank) to the default candidates:
+        ``"auto"`` when PyTorch is installed, True always (an error without it).
+    candidate_params : dict or None, default=None
+        Extra parameters per strategy name, e.g. ``{"gmu": {"max_epochs": 50}}``.
+    random_state : int or None, default=None
+
+    Attributes
+    ----------
+    chosen_ : fitted strategy refit on all the training data
+    chosen_name_ : str
+        E.g. ``"late[cv]"``, ``"gmu"`` or ``"single:image"``.
+    inner_scores_ : dict of candidate name -> inner-CV accuracy
+    inner_log_loss_ : dict of candidate name -> inner-CV log-loss (breaks accuracy ties)
+    failed_candidates_ : dict of candidate name -> why it could not be scored
+    modality_weights_ : dict over every modality (0 for those the choice does not use), or None
+    selection_seconds_ : float
+
+    Examples
+    --------
+    >>> clf = MultimodalClassifier(encoders={"image": "hog", "text": "tfidf"}, fusion="auto")
+    >>> clf.fit(df, df["label"]).fusion_.chosen_name_  # doctest: +SKIP
+    'late[cv]'
+    """
+
+    def __init__(self, classifier: Any = None, weights: Any = "cv", cv: int = 5,
+                 candidate_cv: int | None = 3, candidates: Sequence[Any] | None = None,
+                 neural: Any = "auto",
+                 candidate_params: Mapping[str, Mapping[str, Any]] | None = None,
+                 random_state: Any = None):
+        self.classifier = classifier
+        self.weights = weights
+        self.cv = cv
+        self.candidate_cv = candidate_cv
+        self.candidates = candidates
+        self.neural = neural
+        self.candidate_params = candidate_params
+        self.random_state = random_state
+
+    # -- candidates -----------------------------------------------------------------------
+    def _fused_candidates(self, modalities: tuple[str, ...]) -> list[Candidate]:
+        from .base import FUSIONS, _load_builtin
+
+        _load_builtin()
+        if self.neural not in (True, False, "auto"):
+            raise InputError(f"neural must be True, False or 'auto'; got {self.neural!r}")
+        if self.candidates is None:
+            specs = list(CLASSICAL_CANDIDATES)
+            if self.neural is True or (self.neural == "auto" and _torch_installed()):
+                specs += list(NEURAL_CANDIDATES)
+        else:
+            if isinstance(self.candidates, str):
+                raise InputError(
+                    f"candidates must be a list of strategy names or (name, params) pairs; "
+                    f"got the string {self.candidates!r}"
+                )
+            specs = []
+            for spec in self.candidates:
+                if isinstance(spec, str):
+                    specs.append((spec, {}))
+                elif (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)
+                      and isinstance(spec[1], Mapping)):
+                    specs.append((spec[0], dict(spec[1])))
+                else:
+                    raise InputError(
+                        f"each candidate must be a strategy name or a (name, params) pair; "
+                        f"got {spec!r}"
+                    )
+        extra = dict(self.candidate_params or {})
+        out, seen = [], set()
+        for fusion, params in specs:
+            if fusion == "auto":
+                raise InputError("'auto' cannot be one of its own candidates")
+            FUSIONS.entry(fusion)  # unknown names fail with the valid list
+            params = {**params, **dict(extra.get(fusion, {}))}
+            if fusion in WEIGHTED and (not isinstance(self.weights, str) or self.weights != "cv"
+                                       or "weights" not in params):
+                params["weights"] = self.weights  # fixed weights override the list's
+            name = _label(fusion, params)
+            if name in seen:
+                continue
+            seen.add(name)
+            out.append(Candidate(name, fusion, modalities, params))
+        return out
+
+    def _all_candidates(self, modalities: list[str]) -> list[Candidate]:
+        mods = tuple(sorted(modalities))
+        fused = self._fused_candidates(mods) if len(mods) > 1 else []
+        # Fused first, so an exact tie favours fusion (it copes with missing modalities). A
+        # single modality is its per-modality expert (late fusion over one modality), which
+        # the fused candidates fitted on the same rows share.
+        singles = [Candidate(SINGLE_PREFIX + m, "late", (m,), {"weights": "equal"})
+                   for m in mods]
+        return fused + singles
+
+    def _build(self, c: Candidate) -> FusionStrategy:
+        # the learned heads take only their validation splits from cv (no nested
+        # out-of-fold work), so they keep the larger training share of ``cv`` folds
+        learned = c.fusion in {f for f, _ in NEURAL_CANDIDATES}
+        cv = self.cv if self.candidate_cv is None or learned else self.candidate_cv
+        params = {"classifier": self.classifier, "cv": cv,
+                  "random_state": self.random_state, **dict(c.params)}
+        return create_fusion(c.fusion, **params)
+
+    @staticmethod
+    def _fit_candidate(est: FusionStrategy, c: Candidate, views: Views, y: np.ndarray,
+                       present: Present, groups: Any) -> FusionStrategy:
+        v = {m: views[m] for m in c.modalities}
+        p = {m: present[m] for m in c.modalities}
+        keep = np.any(np.stack(list(p.values())), axis=0)
+        if not keep.any():
+            raise InputError(f"no training row has any of {list(c.modalities)}")
+        est.fit({m: a[keep] for m, a in v.items()}, y[keep], {m: a[keep] for m, a in p.items()},
+                None if groups is None else np.asarray(groups)[keep])
+        return est
+
+    def _proba(self, est: FusionStrategy, c: Candidate, views: Views,
+               present: Present) -> np.ndarray:
+        """Probabilities over all classes 0..K-1 (a candidate may have seen fewer)."""
+        p = est.predict_proba({m: views[m] for m in c.modalities},
+                              {m: present[m] for m in c.modalities})
+        out = np.zeros((p.shape[0], len(self.classes_)))
+        out[:, np.asarray(est.classes_, dtype=int)] = p
+        return out
+
+    # -- fit / predict ----------------------------------------------------------------------
+    def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
+        started = time.perf_counter()
+        candidates = self._all_candidates(list(views))
+        splits = inner_splits(y, groups, self.cv, self.random_state)
+        self.failed_candidates_: dict[str, str] = {}
+        self.inner_scores_: dict[str, float] = {}
+        self.inner_log_loss_: dict[str, float] = {}
+        if splits:
+            correct = {c.name: 0 for c in candidates}
+            loss = {c.name: 0.0 for c in candidates}
+            scored = {c.name: 0 for c in candidates}
+            for train, test in splits:
+                with shared_experts():  # candidates on one inner fold share their experts
+                    self._score_fold(candidates, views, y, present, groups, train, test,
+                                     correct, loss, scored)
+            for c in candidates:
+                if c.name not in self.failed_candidates_ and scored[c.name]:
+                    self.inner_scores_[c.name] = correct[c.name] / scored[c.name]
+                    self.inner_log_loss_[c.name] = loss[c.name] / scored[c.name]
+        if self.inner_scores_:
+            # highest accuracy, then lowest log-loss, then list order (fused before single)
+            order = {c.name: i for i, c in enumerate(candidates)}
+            best = min(self.inner_scores_, key=lambda n: (-self.inner_scores_[n],
+                                                          self.inner_log_loss_[n], order[n]))
+            chosen = next(c for c in candidates if c.name == best)
+        else:
+            # too little data for inner CV: early fusion with equal weights needs none
+            chosen = Candidate("early[equal]", "early", tuple(sorted(views)), {"weights": "equal"})
+        self.chosen_candidate_ = chosen
+        self.chosen_name_ = chosen.name
+        self.chosen_ = self._fit_candidate(self._build(chosen), chosen, views, y, present, groups)
+        inner = getattr(self.chosen_, "modality_weights_", None)
+        if inner is None:
+            self.modality_weights_ = None
+        else:
+            self.modality_weights_ = {m: float(inner.get(m, 0.0)) for m in sorted(views)}
+        self.selection_seconds_ = time.perf_counter() - started
+
+    def _score_fold(self, candidates: list[Candidate], views: Views, y: np.ndarray,
+                    present: Present, groups: Any, train: np.ndarray, test: np.ndarray,
+                    correct: dict[str, int], loss: dict[str, float],
+                    scored: dict[str, int]) -> None:
+        """Fit every candidate on one inner fold's training rows and score its test rows."""
+        v_tr = {m: a[train] for m, a in views.items()}
+        p_tr = {m: a[train] for m, a in present.items()}
+        v_te = {m: a[test] for m, a in views.items()}
+        p_te = {m: a[test] for m, a in present.items()}
+        g_tr = None if groups is None else np.asarray(groups)[train]
+        for c in candidates:
+            if c.name in self.failed_candidates_:
+                continue
+            try:
+                with warnings.catch_warnings():
+                    # a modality absent from one inner fold is expected here
+                    warnings.filterwarnings("ignore", message="modalities missing for every")
+                    est = self._fit_candidate(self._build(c), c, v_tr, y[train], p_tr, g_tr)
+            except (InputError, MissingDependencyError) as exc:
+                self.failed_candidates_[c.name] = str(exc)
+                continue
+            proba = self._proba(est, c, v_te, p_te)
+            correct[c.name] += int(np.sum(proba.argmax(axis=1) == y[test]))
+            truth = np.clip(proba[np.arange(len(test)), y[test]], PROBA_FLOOR, 1.0)
+            loss[c.name] += float(-np.log(truth).sum())
+            scored[c.name] += len(test)
+
+    def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
+        return self._proba(self.chosen_, self.chosen_candidate_, views, present)

@@ -1,0 +1,129 @@
+"""fusion="auto": selection by inner cross-validation, never below the best single modality."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conftest import make_views
+from mmfuse import InputError, MultimodalClassifier
+from mmfuse.fusion import auto as auto_module
+from mmfuse.fusion import create_fusion
+
+CLASSICAL_ONLY = {"neural": False, "cv": 3}
+
+
+def best_single(f):
+    return max(v for k, v in f.inner_scores_.items() if k.startswith("single:"))
+
+
+def test_complementary_views_choose_a_fusion():
+    views, y = make_views(n=400)
+    f = create_fusion("auto", random_state=0, **CLASSICAL_ONLY).fit(views, y)
+    assert not f.chosen_name_.startswith("single:")
+    assert f.inner_scores_[f.chosen_name_] == max(f.inner_scores_.values())
+    assert f.inner_scores_[f.chosen_name_] > best_single(f) + 0.1
+    assert {"early[equal]", "weighted[cv]", "late[cv]", "late[equal]", "stacking",
+            "single:a", "single:b"} <= set(f.inner_scores_)
+    assert f.score(views, y) > 0.65
+    assert set(f.modality_weights_) == {"a", "b"}
+
+
+def test_one_informative_view_among_noise_is_never_beaten_by_a_worse_choice():
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, 3, n)
+    good = rng.normal(size=(n, 4)).astype(np.float32)
+    good[:, 0] += 3.0 * y
+    views = {"good": good, "noise1": rng.normal(size=(n, 30)).astype(np.float32),
+             "noise2": rng.normal(size=(n, 30)).astype(np.float32)}
+    f = create_fusion("auto", random_state=0, **CLASSICAL_ONLY).fit(views, y)
+    # the guarantee: on the inner folds the choice is at least the best single modality
+    assert f.inner_scores_[f.chosen_name_] >= best_single(f)
+    assert f.inner_scores_["single:good"] == best_single(f)
+    assert sum(f.modality_weights_.values()) == pytest.approx(1.0)
+    assert set(f.modality_weights_) == {"good", "noise1", "noise2"}
+
+
+def test_inner_splits_are_grouped(monkeypatch):
+    seen = []
+    real = auto_module.inner_splits
+
+    def spy(y, groups, n_splits, random_state, rows=None):
+        splits = real(y, groups, n_splits, random_state, rows)
+        seen.append((groups, splits))
+        return splits
+
+    monkeypatch.setattr(auto_module, "inner_splits", spy)
+    views, y = make_views(n=240)
+    groups = np.repeat(np.arange(6), 40)
+    create_fusion("auto", random_state=0, **CLASSICAL_ONLY).fit(views, y, groups=groups)
+    groups_seen, splits = seen[0]
+    assert groups_seen is not None
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+
+
+def test_candidates_and_fixed_weights():
+    views, y = make_views(n=240, noise_view=True)
+    f = create_fusion("auto", candidates=["late", ("early", {"weights": "equal"})],
+                      weights="relative", cv=3, random_state=0).fit(views, y)
+    assert set(f.inner_scores_) == {"late[relative]", "early[relative]", "single:a", "single:b",
+                                    "single:noise"}
+
+
+def test_candidate_params_reach_the_candidates():
+    views, y = make_views(n=200)
+    f = create_fusion("auto", candidates=["weighted"], candidate_params={
+        "weighted": {"projection": "pca", "dim": 3}}, cv=3, random_state=0).fit(views, y)
+    if f.chosen_name_.startswith("weighted"):
+        assert f.chosen_.projection == "pca"
+    assert "weighted[cv]" in f.inner_scores_
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"candidates": ["magic"]}, "unknown fusion strategy 'magic'; valid names"),
+    ({"candidates": ["auto"]}, "'auto' cannot be one of its own candidates"),
+    ({"candidates": "late"}, "candidates must be a list"),
+    ({"candidates": [3]}, "each candidate must be a strategy name or a"),
+    ({"neural": "yes"}, "neural must be True, False or 'auto'"),
+])
+def test_bad_candidates(params, match):
+    views, y = make_views(n=100)
+    with pytest.raises(InputError, match=match):
+        create_fusion("auto", **params).fit(views, y)
+
+
+def test_reproducible():
+    views, y = make_views(n=200, noise_view=True)
+    params = {"candidates": ["late", "stacking"], "cv": 3, "random_state": 1}
+    a = create_fusion("auto", **params).fit(views, y)
+    b = create_fusion("auto", **params).fit(views, y)
+    assert a.chosen_name_ == b.chosen_name_ and a.inner_scores_ == b.inner_scores_
+
+
+def test_too_little_data_falls_back_to_early_fusion():
+    views, y = make_views(n=40)
+    y = np.r_[np.zeros(39, int), 1]  # one sample of class 1: no inner split is possible
+    f = create_fusion("auto", **CLASSICAL_ONLY).fit(views, y)
+    assert f.chosen_name_ == "early[equal]" and f.inner_scores_ == {}
+
+
+def test_through_the_classifier_reports_the_choice():
+    views, y = make_views(n=300)
+    clf = MultimodalClassifier(fusion="auto", cv=3, random_state=0,
+                               fusion_params={"neural": False})
+    clf.fit(views, y)
+    assert clf.fusion_.chosen_name_ in clf.fusion_.inner_scores_
+    assert clf.score(views, y) > 0.65
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_learned_heads_are_candidates_when_torch_is_installed():
+    views, y = make_views(n=200)
+    fast = {"max_epochs": 20, "patience": 4}
+    f = create_fusion("auto", candidates=["late"], cv=3, random_state=0).fit(views, y)
+    assert "gmu" not in f.inner_scores_  # an explicit list is taken as given
+    f = create_fusion("auto", cv=3, random_state=0, candidate_params={
+        "gmu": fast, "attention": fast, "lowrank": fast}).fit(views, y)
+    assert {"gmu", "attention", "lowrank"} <= set(f.inner_scores_)

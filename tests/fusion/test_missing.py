@@ -170,3 +170,40 @@ def test_nan_or_inf_in_a_present_row_names_modality_and_row(name, bad):
     f.fit(good, y)
     with pytest.raises(InputError, match="view 'b' has NaN or inf in row 13"):
         f.predict(views, present)
+
+
+def correlated_views(n=300, seed=0):
+    """b is a noisy linear function of a: a missing b can be predicted from a."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    a = rng.normal(size=(n, 6)).astype(np.float32)
+    a[:, 0] += 2.0 * y
+    b = (a @ rng.normal(size=(6, 4)) + 0.1 * rng.normal(size=(n, 4))).astype(np.float32)
+    return {"a": a, "b": b}, y
+
+
+def test_block_imputer_predicts_a_missing_block_from_the_others():
+    from mmfuse.fusion._common import BlockImputer
+
+    views, _ = correlated_views()
+    present = {"a": np.ones(300, bool), "b": np.r_[np.ones(200, bool), np.zeros(100, bool)]}
+    blocks = {"a": views["a"], "b": np.where(present["b"][:, None], views["b"], 0.0)}
+    imputer = BlockImputer().fit(blocks, present)
+    filled = imputer.transform(blocks, present)
+    np.testing.assert_array_equal(filled["b"][:200], views["b"][:200])  # present: untouched
+    err = filled["b"][200:] - views["b"][200:]
+    assert np.mean(err**2) < 0.05 * np.var(views["b"])
+    np.testing.assert_array_equal(filled["a"], blocks["a"])
+
+
+@pytest.mark.parametrize("name", ["early", "stacking"])
+def test_early_and_stacking_use_learned_imputation(name):
+    views, y = correlated_views()
+    f = create_fusion(name, random_state=0).fit(views, y)
+    assert set(f.imputer_.models_) == {"a", "b"}
+    off = create_fusion(name, random_state=0, impute=False).fit(views, y)
+    assert off.imputer_ is None
+    only_b = {"a": np.full_like(views["a"], np.nan), "b": views["b"]}
+    # b carries a's information, so with a missing the imputed model keeps most accuracy
+    assert f.score(only_b, y) >= off.score(only_b, y) - 0.02
+    assert f.score(only_b, y) > 0.6

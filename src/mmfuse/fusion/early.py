@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 from ..views import Present, Views
-from ._common import (ViewScaler, check_weight_spec, inner_splits, make_classifier,
-                      normalise_weights, out_of_fold_probas, relative_weights, simplex_grid)
+from ._common import (BlockImputer, ViewScaler, check_weight_spec, inner_splits,
+                      make_classifier, normalise_weights, out_of_fold_probas, relative_weights,
+                      simplex_grid)
 from .base import FusionStrategy, register_fusion
 
 
@@ -27,24 +28,33 @@ class EarlyFusion(FusionStrategy):
         Divide each block by sqrt(its dimension) so a 2,000-d view does not drown a 40-d one.
     cv : int, default=5
     random_state : int or None, default=None
+    impute : bool, default=True
+        Learned imputation: a row missing a modality gets that block predicted from the
+        blocks it has (:class:`~mmfuse.fusion._common.BlockImputer`, fit on training rows);
+        False leaves it at the training mean (0 after scaling).
 
-    Rows missing a modality get that block at its training mean (0 after scaling) plus a
-    presence flag, so the classifier can learn that the block is absent.
+    Rows missing a modality also get presence flags (when training rows miss some), so the
+    classifier can learn that a block is absent.
     """
 
     def __init__(self, classifier: Any = None, weights: Any = "equal",
-                 block_scaling: bool = False, cv: int = 5, random_state: Any = None):
+                 block_scaling: bool = False, cv: int = 5, random_state: Any = None,
+                 impute: bool = True):
         self.classifier = classifier
         self.weights = weights
         self.block_scaling = block_scaling
         self.cv = cv
         self.random_state = random_state
+        self.impute = impute
 
     def _design(self, views: Views, present: Present, weights: dict[str, float]) -> np.ndarray:
         mods = sorted(views)
+        scaled = {m: self.scalers_[m].transform(views[m], present[m]) for m in mods}
+        if getattr(self, "imputer_", None) is not None:
+            scaled = self.imputer_.transform(scaled, present)
         blocks = []
         for m in mods:
-            z = self.scalers_[m].transform(views[m], present[m])
+            z = scaled[m]
             factor = np.sqrt(len(mods) * weights[m])
             if self.block_scaling:
                 factor /= np.sqrt(z.shape[1])
@@ -57,6 +67,10 @@ class EarlyFusion(FusionStrategy):
         mods = sorted(views)
         spec = check_weight_spec(self.weights, mods, ("equal", "relative", "cv"))
         self.scalers_ = {m: ViewScaler().fit(views[m], present[m]) for m in mods}
+        self.imputer_ = None
+        if self.impute and len(mods) > 1:
+            self.imputer_ = BlockImputer().fit(
+                {m: self.scalers_[m].transform(views[m], present[m]) for m in mods}, present)
         self.presence_flags_ = len(mods) > 1 and not all(present[m].all() for m in mods)
         if spec == "equal":
             weights = {m: 1.0 / len(mods) for m in mods}

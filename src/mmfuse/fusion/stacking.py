@@ -8,7 +8,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from ..views import Present, Views
-from ._common import fit_experts, make_classifier, normalise_weights, out_of_fold_probas
+from ._common import (BlockImputer, fit_experts, make_classifier, normalise_weights,
+                      out_of_fold_probas)
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -29,29 +30,47 @@ class StackingFusion(FusionStrategy):
         Stacking learns its own combination; kept so every strategy shares one signature.
     cv : int, default=5
     random_state : int or None, default=None
+    impute : bool, default=True
+        Learned imputation: a missing modality's log-probabilities are predicted from the
+        other modalities' (:class:`~mmfuse.fusion._common.BlockImputer`, fit on the
+        out-of-fold training probabilities); False uses the class prior. The presence flags
+        are meta-features either way.
 
     Attributes
     ----------
     experts_, meta_ : fitted per-modality experts and meta-classifier
+    imputer_ : BlockImputer or None
     modality_weights_ : dict, share of the meta-classifier's absolute coefficients per modality
     """
 
     def __init__(self, classifier: Any = None, meta_classifier: Any = None, weights: Any = "cv",
-                 cv: int = 5, random_state: Any = None):
+                 cv: int = 5, random_state: Any = None, impute: bool = True):
         self.classifier = classifier
         self.meta_classifier = meta_classifier
         self.weights = weights
         self.cv = cv
         self.random_state = random_state
+        self.impute = impute
 
-    def _meta_features(self, probas: dict[str, np.ndarray]) -> np.ndarray:
-        cols = []
+    def _meta_features(self, probas: dict[str, np.ndarray], fit_imputer: bool = False
+                       ) -> np.ndarray:
+        logps, flags = {}, {}
         for m in sorted(probas):
             p = probas[m]
             has = ~np.isnan(p).any(axis=1)
             logp = np.tile(np.log(self.prior_), (len(p), 1))
             logp[has] = np.log(np.clip(p[has], LOG_FLOOR, 1.0))
-            cols += [logp, has[:, None].astype(float)]
+            logps[m], flags[m] = logp, has
+        if fit_imputer:
+            self.imputer_ = (BlockImputer().fit(logps, flags)
+                             if self.impute and len(probas) > 1 else None)
+        if getattr(self, "imputer_", None) is not None:
+            # a missing modality's log-probabilities, predicted from the others' (learned
+            # out-of-fold), rather than the class prior
+            logps = self.imputer_.transform(logps, flags)
+        cols = []
+        for m in sorted(probas):
+            cols += [logps[m], flags[m][:, None].astype(float)]
         return np.hstack(cols)
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
@@ -61,7 +80,7 @@ class StackingFusion(FusionStrategy):
                                  self.random_state)
         self.meta_ = (LogisticRegression(max_iter=2000, C=1.0) if self.meta_classifier is None
                       else make_classifier(self.meta_classifier, self.random_state))
-        meta_x = self._meta_features(oof)
+        meta_x = self._meta_features(oof, fit_imputer=True)
         self.meta_.fit(meta_x, y)
         self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
         coef = getattr(self.meta_, "coef_", None)

@@ -27,6 +27,7 @@ The data comes from ``$MMFUSE_DATA`` (default ``../shared/data``), read only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -262,10 +263,11 @@ def bench_cache(quick: bool, repeats: int) -> list[dict]:
             root = tempfile.mkdtemp(prefix="mmfuse-bench-cache-")
             try:
                 store = FeatureCache(root)
-                cold.append(timed(lambda: extract_features(enc, items, cache=store)))
+                cold.append(timed(functools.partial(extract_features, enc, items,
+                                                    cache=store)))
                 stats: dict = {}
-                warm.append(timed(lambda: extract_features(enc, items, cache=store,
-                                                           stats=stats)))
+                warm.append(timed(functools.partial(extract_features, enc, items,
+                                                    cache=store, stats=stats)))
                 assert stats["cache_hits"] == stats["present"], stats
                 store.close()
             finally:

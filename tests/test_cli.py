@@ -132,6 +132,17 @@ def test_train_then_predict(seed_arrays):
     assert result.exit_code == 2 and "Traceback" not in result.output
 
 
+def test_train_auto_says_what_it_chose(seed_arrays):
+    tmp, source = seed_arrays
+    model = tmp / "auto.mmfuse"
+    result = runner.invoke(app, ["train", *source, "--fusion", "auto", "--save-model", str(model)])
+    assert result.exit_code == 0, result.output
+    import mmfuse
+
+    chosen = mmfuse.load(model).fusion_.chosen_name_
+    assert f"trained auto (chose {chosen}) on 160 samples" in " ".join(result.output.split())
+
+
 def test_cache_commands(tmp_path, monkeypatch):
     monkeypatch.setenv("MMFUSE_CACHE", str(tmp_path / "cache"))
     result = runner.invoke(app, ["cache", "info"])

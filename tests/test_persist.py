@@ -89,10 +89,11 @@ def views_model():
 # Cheap weight learning where the default searches a grid: the round trip is what is tested.
 @pytest.mark.parametrize("fusion, weights", [("early", "equal"), ("weighted", "relative"),
                                              ("late", "cv"), ("stacking", "cv"),
-                                             ("seed-baseline", "cv")])
+                                             ("seed-baseline", "cv"), ("auto", "cv")])
 def test_loaded_model_predicts_bit_for_bit(tmp_path, fusion, weights):
     views, y = make_views(n=100, noise_view=True)
-    model = MultimodalClassifier(fusion=fusion, weights=weights, cv=3,
+    params = {"neural": False} if fusion == "auto" else None  # (heads: test_neural.py)
+    model = MultimodalClassifier(fusion=fusion, weights=weights, cv=3, fusion_params=params,
                                  random_state=0).fit(views, y)
     path = model.save(tmp_path / "m.mmfuse")
     loaded = mmfuse.load(path)

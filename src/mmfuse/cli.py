@@ -315,8 +315,10 @@ def train(
         model.fit(X, y, groups=groups)
         model.save(save_model)
         weights_text = ", ".join(f"{m}={w:.2f}" for m, w in (model.modality_weights_ or {}).items())
-        console.print(f"trained {fusion} on {len(y)} samples of {title}"
-                      + (f" (weights: {weights_text})" if weights_text else ""))
+        chosen = getattr(model.fusion_, "chosen_name_", None)  # fusion="auto"
+        console.print(f"trained {fusion}" + (f" (chose {chosen})" if chosen else "")
+                      + f" on {len(y)} samples of {title}"
+                      + (f" (weights: {weights_text})" if weights_text else ""), highlight=False)
         for e in model.errors_[:20]:
             err_console.print(f"  skipped {e}", highlight=False)
         console.print(f"wrote {save_model}")

@@ -68,8 +68,9 @@ def test_candidates_and_fixed_weights():
     views, y = make_views(n=240, noise_view=True)
     f = create_fusion("auto", candidates=["late", ("early", {"weights": "equal"})],
                       weights="relative", cv=3, random_state=0).fit(views, y)
-    assert set(f.inner_scores_) == {"late[relative]", "early[relative]", "single:a", "single:b",
-                                    "single:noise"}
+    scored = {k for k in f.inner_scores_ if not k.startswith("ensemble(")}
+    assert scored == {"late[relative]", "early[relative]", "single:a", "single:b",
+                      "single:noise"}
 
 
 def test_candidate_params_reach_the_candidates():
@@ -127,3 +128,64 @@ def test_learned_heads_are_candidates_when_torch_is_installed():
     f = create_fusion("auto", cv=3, random_state=0, candidate_params={
         "gmu": fast, "attention": fast, "lowrank": fast}).fit(views, y)
     assert {"gmu", "attention", "lowrank"} <= set(f.inner_scores_)
+
+
+# -- ensemble selection ------------------------------------------------------------------------
+
+def test_ensemble_is_used_only_when_at_least_as_accurate_as_the_best_candidate():
+    views, y = make_views(n=400, noise_view=True)
+    f = create_fusion("auto", random_state=0, **CLASSICAL_ONLY).fit(views, y)
+    single = {k: v for k, v in f.inner_scores_.items() if not k.startswith("ensemble(")}
+    assert f.inner_scores_[f.chosen_name_] >= max(single.values())
+    assert sum(f.ensemble_weights_.values()) == pytest.approx(1.0)
+    assert len(f.members_) == len(f.ensemble_weights_)
+    if len(f.members_) > 1:
+        assert f.chosen_name_ == "ensemble(" + "+".join(sorted(f.ensemble_weights_)) + ")"
+
+
+def test_ensemble_false_picks_one_candidate():
+    views, y = make_views(n=300, noise_view=True)
+    f = create_fusion("auto", ensemble=False, random_state=0, **CLASSICAL_ONLY).fit(views, y)
+    assert len(f.members_) == 1 and f.ensemble_weights_ == {f.chosen_name_: 1.0}
+    assert not any(k.startswith("ensemble(") for k in f.inner_scores_)
+    assert f.members_[0] is f.chosen_
+
+
+def _forced_ensemble(monkeypatch, counts):
+    monkeypatch.setattr(auto_module.AutoFusion, "_select_ensemble",
+                        lambda self, oof, y, best: dict(counts))
+    views, y = make_views(n=240)
+    return views, y, create_fusion("auto", candidates=["late"], random_state=0,
+                                   **CLASSICAL_ONLY).fit(views, y)
+
+
+def test_ensemble_predicts_the_weighted_mean_of_its_members(monkeypatch):
+    views, y, f = _forced_ensemble(monkeypatch, {"late[cv]": 3, "single:b": 1})
+    assert f.chosen_name_ == "ensemble(late[cv]+single:b)"
+    assert f.ensemble_weights_ == {"late[cv]": 0.75, "single:b": 0.25}
+    assert f.chosen_name_ != "single:b" and f.chosen_.__class__.__name__ == "LateFusion"
+    late, single_b = f.members_
+    expected = 0.75 * late.predict_proba(views) + 0.25 * single_b.predict_proba({"b": views["b"]})
+    np.testing.assert_allclose(f.predict_proba(views), expected, atol=1e-12)
+    assert f.modality_weights_["a"] + f.modality_weights_["b"] == pytest.approx(1.0)
+
+
+def test_ensemble_member_that_sees_nothing_of_a_row_gets_no_say(monkeypatch):
+    views, y, f = _forced_ensemble(monkeypatch, {"late[cv]": 1, "single:b": 1})
+    present = {"a": np.ones(len(y), bool), "b": np.ones(len(y), bool)}
+    present["b"][:10] = False
+    proba = f.predict_proba(views, present)
+    late = f.members_[0].predict_proba(views, present)
+    # without b, only late fusion (on a) speaks: single:b would answer with the class prior
+    np.testing.assert_allclose(proba[:10], late[:10], atol=1e-12)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"ensemble": "yes"}, "ensemble must be True or False"),
+    ({"ensemble_size": 0}, "ensemble_size must be an integer >= 1"),
+])
+def test_bad_ensemble_parameters(params, match):
+    views, y = make_views(n=100)
+    with pytest.raises(InputError, match=match):
+        create_fusion("auto", **params).fit(views, y)

@@ -5,6 +5,13 @@ alone — is scored on the same inner splits of the training data (grouped when 
 given, like the outer splits); the best one is refit on all the training data and used.
 Because every single modality is a candidate, the choice is never below the best single
 modality on the inner folds.
+
+With ``ensemble=True`` (the default) the candidates' inner out-of-fold probabilities are
+also combined by greedy ensemble selection with replacement (Caruana et al., "Ensemble
+selection from libraries of models", ICML 2004): starting from the candidate with the
+lowest inner log-loss, the candidate whose addition lowers the log-loss of the averaged
+probabilities most is added, until none does. The ensemble replaces the single best
+candidate only when its inner accuracy is at least as high, so the guarantee above holds.
 """
 
 from __future__ import annotations
@@ -43,7 +50,10 @@ NEURAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
 #: Strategies whose ``weights`` parameter changes the model (the others ignore it).
 WEIGHTED = ("early", "weighted", "late")
 SINGLE_PREFIX = "single:"
+ENSEMBLE_PREFIX = "ensemble"
 PROBA_FLOOR = 1e-12
+#: A candidate joins the ensemble only if it lowers the inner log-loss by at least this much.
+ENSEMBLE_TOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,8 @@ def _torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-@register_fusion("auto", description="picks the strategy and weights by inner cross-validation "
-                 "(every single modality is a candidate)")
+@register_fusion("auto", description="picks the strategy and weights, or a greedy ensemble of "
+                 "them, by inner cross-validation (every single modality is a candidate)")
 class AutoFusion(FusionStrategy):
     """Pick among fusion strategies, weight options and single modalities by inner CV.
 
@@ -95,14 +105,26 @@ class AutoFusion(FusionStrategy):
         ``"auto"`` when PyTorch is installed, True always (an error without it).
     candidate_params : dict or None, default=None
         Extra parameters per strategy name, e.g. ``{"gmu": {"max_epochs": 50}}``.
+    ensemble : bool, default=True
+        Also consider a weighted average of candidates chosen by greedy ensemble selection
+        on the inner out-of-fold probabilities (see the module docstring); it is used when
+        its inner accuracy is at least the best candidate's. False picks one candidate.
+    ensemble_size : int, default=20
+        Most selection rounds (members counted with repetition; a weight is a count / total).
     random_state : int or None, default=None
 
     Attributes
     ----------
-    chosen_ : fitted strategy refit on all the training data
+    chosen_ : fitted strategy refit on all the training data (for an ensemble, its
+        heaviest member)
     chosen_name_ : str
-        E.g. ``"late[cv]"``, ``"gmu"`` or ``"single:image"``.
-    inner_scores_ : dict of candidate name -> inner-CV accuracy
+        E.g. ``"late[cv]"``, ``"gmu"``, ``"single:image"``, or for an ensemble
+        ``"ensemble(attention+early[equal])"`` (members in name order).
+    members_ : list of fitted strategies
+        What predicts: the chosen candidate alone, or the ensemble's members.
+    ensemble_weights_ : dict of candidate name -> weight
+        Weight of each member in the average of probabilities ({name: 1.0} for one).
+    inner_scores_ : dict of candidate name -> inner-CV accuracy (the ensemble included)
     inner_log_loss_ : dict of candidate name -> inner-CV log-loss (breaks accuracy ties)
     failed_candidates_ : dict of candidate name -> why it could not be scored
     modality_weights_ : dict over every modality (0 for those the choice does not use), or None
@@ -119,7 +141,7 @@ class AutoFusion(FusionStrategy):
                  candidate_cv: int | None = 3, candidates: Sequence[Any] | None = None,
                  neural: Any = "auto",
                  candidate_params: Mapping[str, Mapping[str, Any]] | None = None,
-                 random_state: Any = None):
+                 ensemble: bool = True, ensemble_size: int = 20, random_state: Any = None):
         self.classifier = classifier
         self.weights = weights
         self.cv = cv
@@ -127,6 +149,8 @@ class AutoFusion(FusionStrategy):
         self.candidates = candidates
         self.neural = neural
         self.candidate_params = candidate_params
+        self.ensemble = ensemble
+        self.ensemble_size = ensemble_size
         self.random_state = random_state
 
     # -- candidates -----------------------------------------------------------------------
@@ -218,11 +242,17 @@ class AutoFusion(FusionStrategy):
     # -- fit / predict ----------------------------------------------------------------------
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         started = time.perf_counter()
+        if not isinstance(self.ensemble, (bool, np.bool_)):
+            raise InputError(f"ensemble must be True or False; got {self.ensemble!r}")
+        if (not isinstance(self.ensemble_size, (int, np.integer))
+                or isinstance(self.ensemble_size, bool) or self.ensemble_size < 1):
+            raise InputError(f"ensemble_size must be an integer >= 1; got {self.ensemble_size!r}")
         candidates = self._all_candidates(list(views))
         splits = inner_splits(y, groups, self.cv, self.random_state)
         self.failed_candidates_: dict[str, str] = {}
         self.inner_scores_: dict[str, float] = {}
         self.inner_log_loss_: dict[str, float] = {}
+        oof = {c.name: np.full((len(y), len(self.classes_)), np.nan) for c in candidates}
         if splits:
             correct = {c.name: 0 for c in candidates}
             loss = {c.name: 0.0 for c in candidates}
@@ -230,34 +260,91 @@ class AutoFusion(FusionStrategy):
             for train, test in splits:
                 with shared_experts():  # candidates on one inner fold share their experts
                     self._score_fold(candidates, views, y, present, groups, train, test,
-                                     correct, loss, scored)
+                                     correct, loss, scored, oof)
             for c in candidates:
                 if c.name not in self.failed_candidates_ and scored[c.name]:
                     self.inner_scores_[c.name] = correct[c.name] / scored[c.name]
                     self.inner_log_loss_[c.name] = loss[c.name] / scored[c.name]
+        by_name = {c.name: c for c in candidates}
         if self.inner_scores_:
             # highest accuracy, then lowest log-loss, then list order (fused before single)
             order = {c.name: i for i, c in enumerate(candidates)}
             best = min(self.inner_scores_, key=lambda n: (-self.inner_scores_[n],
                                                           self.inner_log_loss_[n], order[n]))
-            chosen = next(c for c in candidates if c.name == best)
+            counts = {best: 1}
+            if self.ensemble:
+                counts = self._select_ensemble(oof, y, best)
         else:
             # too little data for inner CV: early fusion with equal weights needs none
-            chosen = Candidate("early[equal]", "early", tuple(sorted(views)), {"weights": "equal"})
-        self.chosen_candidate_ = chosen
-        self.chosen_name_ = chosen.name
-        self.chosen_ = self._fit_candidate(self._build(chosen), chosen, views, y, present, groups)
-        inner = getattr(self.chosen_, "modality_weights_", None)
-        if inner is None:
-            self.modality_weights_ = None
-        else:
-            self.modality_weights_ = {m: float(inner.get(m, 0.0)) for m in sorted(views)}
+            early = Candidate("early[equal]", "early", tuple(sorted(views)), {"weights": "equal"})
+            by_name[early.name] = early
+            counts = {early.name: 1}
+        total = sum(counts.values())
+        names = sorted(counts)
+        self.ensemble_weights_ = {n: counts[n] / total for n in names}
+        self.member_candidates_ = [by_name[n] for n in names]
+        self.members_ = [self._fit_candidate(self._build(c), c, views, y, present, groups)
+                         for c in self.member_candidates_]
+        heaviest = max(range(len(names)), key=lambda i: (counts[names[i]], -i))
+        self.chosen_candidate_ = self.member_candidates_[heaviest]
+        self.chosen_ = self.members_[heaviest]
+        self.chosen_name_ = (names[0] if len(names) == 1
+                             else f"{ENSEMBLE_PREFIX}({'+'.join(names)})")
+        self.modality_weights_ = self._modality_weights(sorted(views))
         self.selection_seconds_ = time.perf_counter() - started
+
+    def _select_ensemble(self, oof: dict[str, np.ndarray], y: np.ndarray,
+                         best: str) -> dict[str, int]:
+        """Greedy ensemble selection with replacement on the inner out-of-fold
+        probabilities; ``{best: 1}`` unless the ensemble is at least as accurate."""
+        names = [n for n in self.inner_scores_ if not np.isnan(oof[n]).any()]
+        if best not in names or len(names) < 2:
+            return {best: 1}
+        rows = np.arange(len(y))
+
+        def log_loss(p: np.ndarray) -> float:
+            return float(-np.log(np.clip(p[rows, y], PROBA_FLOOR, 1.0)).mean())
+
+        start = min(names, key=lambda n: (log_loss(oof[n]), n))
+        counts, total, size = {start: 1}, oof[start].copy(), 1
+        current = log_loss(total)
+        while size < int(self.ensemble_size):
+            scores = {n: log_loss((total + oof[n]) / (size + 1)) for n in names}
+            pick = min(names, key=lambda n: (scores[n], n))
+            if scores[pick] > current - ENSEMBLE_TOL:
+                break
+            counts[pick] = counts.get(pick, 0) + 1
+            total += oof[pick]
+            size += 1
+            current = scores[pick]
+        if len(counts) < 2:
+            return {best: 1}
+        accuracy = float(np.mean(total.argmax(axis=1) == y))
+        name = f"{ENSEMBLE_PREFIX}({'+'.join(sorted(counts))})"
+        self.inner_scores_[name] = accuracy
+        self.inner_log_loss_[name] = current
+        if accuracy < self.inner_scores_[best]:
+            return {best: 1}
+        return counts
+
+    def _modality_weights(self, modalities: list[str]) -> dict[str, float] | None:
+        """Each member's modality weights (uniform over its modalities when it has none),
+        averaged with the ensemble weights; None for a lone member without weights."""
+        out = dict.fromkeys(modalities, 0.0)
+        for c, est in zip(self.member_candidates_, self.members_):
+            inner = getattr(est, "modality_weights_", None)
+            if inner is None:
+                if len(self.members_) == 1:
+                    return None
+                inner = {m: 1.0 / len(c.modalities) for m in c.modalities}
+            for m in modalities:
+                out[m] += self.ensemble_weights_[c.name] * float(inner.get(m, 0.0))
+        return out
 
     def _score_fold(self, candidates: list[Candidate], views: Views, y: np.ndarray,
                     present: Present, groups: Any, train: np.ndarray, test: np.ndarray,
                     correct: dict[str, int], loss: dict[str, float],
-                    scored: dict[str, int]) -> None:
+                    scored: dict[str, int], oof: dict[str, np.ndarray]) -> None:
         """Fit every candidate on one inner fold's training rows and score its test rows."""
         v_tr = {m: a[train] for m, a in views.items()}
         p_tr = {m: a[train] for m, a in present.items()}
@@ -276,10 +363,26 @@ class AutoFusion(FusionStrategy):
                 self.failed_candidates_[c.name] = str(exc)
                 continue
             proba = self._proba(est, c, v_te, p_te)
+            oof[c.name][test] = proba
             correct[c.name] += int(np.sum(proba.argmax(axis=1) == y[test]))
             truth = np.clip(proba[np.arange(len(test)), y[test]], PROBA_FLOOR, 1.0)
             loss[c.name] += float(-np.log(truth).sum())
             scored[c.name] += len(test)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
-        return self._proba(self.chosen_, self.chosen_candidate_, views, present)
+        if len(self.members_) == 1:
+            return self._proba(self.members_[0], self.member_candidates_[0], views, present)
+        n = next(iter(views.values())).shape[0]
+        out = np.zeros((n, len(self.classes_)))
+        weight = np.zeros(n)
+        for c, est in zip(self.member_candidates_, self.members_):
+            # a member that sees none of a row's modalities would answer with the class
+            # prior: its weight goes to the members that see something
+            sees = np.any(np.stack([present[m] for m in c.modalities]), axis=0)
+            w = self.ensemble_weights_[c.name] * sees
+            out += w[:, None] * self._proba(est, c, views, present)
+            weight += w
+        blind = weight == 0  # (rows with no modality at all are answered by the base class)
+        out[blind] = 1.0 / len(self.classes_)
+        weight[blind] = 1.0
+        return out / weight[:, None]

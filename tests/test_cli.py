@@ -143,6 +143,14 @@ def test_train_auto_says_what_it_chose(seed_arrays):
     assert f"trained auto (chose {chosen}) on 160 samples" in " ".join(result.output.split())
 
 
+def test_error_text_with_brackets_is_printed_verbatim(seed_arrays):
+    # rich would read "[cv]" as a style tag and drop it
+    tmp, source = seed_arrays
+    result = runner.invoke(app, ["run", *source, "--fusion", "late[cv]", "--no-progress"])
+    assert result.exit_code == 2
+    assert "late[cv]" in result.output and "Traceback" not in result.output
+
+
 def test_cache_commands(tmp_path, monkeypatch):
     monkeypatch.setenv("MMFUSE_CACHE", str(tmp_path / "cache"))
     result = runner.invoke(app, ["cache", "info"])

@@ -93,3 +93,14 @@ def test_mean_ci95():
     mean, ci = mean_ci95([0.5, 0.7])
     assert mean == pytest.approx(0.6) and ci[0] < 0.6 < ci[1]
     assert mean_ci95([0.8]) == (0.8, [0.8, 0.8])
+
+
+def test_auto_reports_its_choice_per_outer_fold():
+    views, y = make_views(n=240)
+    result = evaluate(views, y, cv=3, strategies=["late", "auto"],
+                      fusion_params={"auto": {"neural": False, "cv": 3}}, n_jobs=1)
+    auto = result.row("auto")
+    assert len(auto.chosen) == 3 and all(isinstance(c, str) and c for c in auto.chosen)
+    assert result.row("late").chosen == []
+    rows = {r["name"]: r for r in result.to_dict()["rows"]}
+    assert rows["auto"]["chosen"] == auto.chosen and "chosen" not in rows["late"]

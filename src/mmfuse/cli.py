@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._errors import MissingDependencyError, MmfuseError
@@ -30,10 +31,10 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except MissingDependencyError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(3) from None
     except MmfuseError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -114,10 +115,16 @@ def print_results(result: Any, title: str) -> None:
     console.print(f"{result.n_samples} samples, {result.n_classes} classes, "
                   f"cv: {cv['kind']} ({cv['n_splits']} folds"
                   + (f" x {cv['n_repeats']}" if "n_repeats" in cv else "") + f"); best: {best}")
+    for r in result.rows:
+        if r.chosen:  # fusion="auto": what it picked in each outer fold
+            picks = {c: r.chosen.count(c) for c in dict.fromkeys(r.chosen)}
+            console.print(f"{r.name} chose: " + ", ".join(
+                f"{c}" + (f" x{n}" if n > 1 else "") for c, n in picks.items()),
+                markup=False, highlight=False)
     if result.errors:
         err_console.print(f"[yellow]{len(result.errors)} item(s) skipped:[/yellow]")
         for e in result.errors[:20]:
-            err_console.print(f"  {e}", highlight=False)
+            err_console.print(f"  {escape(str(e))}", highlight=False)
         if len(result.errors) > 20:
             err_console.print(f"  ... and {len(result.errors) - 20} more (see --json)")
 
@@ -228,7 +235,7 @@ def print_robustness(rob: Any) -> None:
         table.add_row(r.name, *[f"{a:.3f}" for a in r.accuracy])
     console.print(table)
     for note in rob.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {escape(str(note))}", highlight=False)
 
 
 def _encoder_spec(X: Any, enc: Any) -> Any:
@@ -318,9 +325,10 @@ def train(
         chosen = getattr(model.fusion_, "chosen_name_", None)  # fusion="auto"
         console.print(f"trained {fusion}" + (f" (chose {chosen})" if chosen else "")
                       + f" on {len(y)} samples of {title}"
-                      + (f" (weights: {weights_text})" if weights_text else ""), highlight=False)
+                      + (f" (weights: {weights_text})" if weights_text else ""),
+                      markup=False, highlight=False)
         for e in model.errors_[:20]:
-            err_console.print(f"  skipped {e}", highlight=False)
+            err_console.print(f"  skipped {escape(str(e))}", highlight=False)
         console.print(f"wrote {save_model}")
 
 

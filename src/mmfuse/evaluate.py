@@ -57,6 +57,7 @@ class Row:
     seconds: float
     fold_accuracy: list[float] = field(default_factory=list)
     modality_weights: dict[str, float] | None = None
+    chosen: list[str] = field(default_factory=list)  # per outer fold, for fusion="auto"
 
 
 @dataclass
@@ -95,6 +96,8 @@ class EvaluationResult:
             d = asdict(r)
             for extra in ("fold_accuracy", "modality_weights"):
                 d.pop(extra)
+            if not d["chosen"]:
+                d.pop("chosen")
             rows.append(d)
         return {"n_samples": self.n_samples, "n_classes": self.n_classes, "cv": dict(self.cv),
                 "rows": rows, "best": self.best.name}
@@ -258,8 +261,9 @@ class FeatureTable:
 
 def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
              test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
-             random_state: Any) -> list[tuple[str, np.ndarray, float, dict | None]]:
-    """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds, weights)."""
+             random_state: Any) -> list[tuple[str, np.ndarray, float, dict | None, str | None]]:
+    """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds,
+    modality weights, what ``auto`` chose or None)."""
     from .fusion import create_fusion
     from .fusion._common import shared_experts
 
@@ -274,7 +278,7 @@ def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: 
 
 def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
              test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
-             random_state: Any) -> list[tuple[str, np.ndarray, float, Any, np.ndarray]]:
+             random_state: Any) -> list[tuple[str, np.ndarray, float, Any, Any, np.ndarray]]:
     """One outer fold, start to finish: fold-fitted features, then every configuration."""
     from threadpoolctl import threadpool_limits
 
@@ -301,7 +305,8 @@ def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n
 
 def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                  train: np.ndarray, test: np.ndarray, classifier: Any, cv: int,
-                 random_state: Any, create_fusion: Callable) -> tuple[str, np.ndarray, float, Any]:
+                 random_state: Any, create_fusion: Callable
+                 ) -> tuple[str, np.ndarray, float, Any, str | None]:
     params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
     if c.weights is not None:
         params["weights"] = c.weights
@@ -313,7 +318,8 @@ def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_tra
                  {m: a[keep] for m, a in p.items()}, None if g_train is None else g_train[keep])
     pred = strategy.predict({m: views[m][test] for m in c.modalities},
                             {m: present[m][test] for m in c.modalities})
-    return c.name, pred, time.perf_counter() - start, strategy.modality_weights_
+    return (c.name, pred, time.perf_counter() - start, strategy.modality_weights_,
+            getattr(strategy, "chosen_name_", None))
 
 
 def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
@@ -385,9 +391,13 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     fold_f1: dict[str, list[float]] = {c.name: [] for c in configs}
     seconds = {c.name: 0.0 for c in configs}
     fold_weights: dict[str, list[dict]] = {c.name: [] for c in configs}
+    chosen: dict[str, list[str]] = {c.name: [] for c in configs}
     folds = [(train[usable[train]], test[usable[test]]) for train, test in splits]
-    for name, pred, secs, w, test in _run_folds(table, y_enc, groups, folds, configs, classifier,
-                                                 inner_cv, random_state, n_jobs, progress):
+    for name, pred, secs, w, pick, test in _run_folds(table, y_enc, groups, folds, configs,
+                                                       classifier, inner_cv, random_state,
+                                                       n_jobs, progress):
+        if pick is not None:
+            chosen[name].append(pick)
         preds[name][test] = pred
         fold_acc[name].append(float(np.mean(pred == y_enc[test])))
         fold_f1[name].append(float(f1_score(y_enc[test], pred, average="macro",
@@ -406,6 +416,6 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
         rows.append(Row(c.name, c.kind, list(c.modalities), None if c.kind == "single" else c.fusion,
                         c.weights if isinstance(c.weights, (str, type(None))) else dict(c.weights),
                         acc, ci, float(np.mean(fold_f1[c.name])), round(seconds[c.name], 3),
-                        fold_acc[c.name], mw))
+                        fold_acc[c.name], mw, chosen[c.name]))
     return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
                             errors, feature_seconds)

@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from _common import write_section  # noqa: E402
 from mmfuse.cache import FeatureCache  # noqa: E402
 from mmfuse.encoders import create_encoder  # noqa: E402
 from mmfuse.extract import extract_features, iter_features  # noqa: E402
@@ -53,8 +54,6 @@ from mmfuse.extract import extract_features, iter_features  # noqa: E402
 DATA = Path(os.environ.get("MMFUSE_DATA", REPO.parent / "shared" / "data"))
 RESULTS_MD = HERE / "results" / "extraction.md"
 RESULTS_JSON = HERE / "results" / "extraction.json"
-SECTION_BEGIN = "<!-- begin: extraction (benchmarks/bench_extraction.py) -->"
-SECTION_END = "<!-- end: extraction -->"
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -427,19 +426,12 @@ def render(results: dict) -> str:
 
 
 def write_results(results: dict) -> None:
-    RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
-    text = render(results)
-    RESULTS_MD.write_text(text, encoding="utf-8")
-    RESULTS_JSON.write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
-    summary = HERE / "RESULTS.md"
-    section = f"{SECTION_BEGIN}\n{text}{SECTION_END}\n"
-    old = summary.read_text(encoding="utf-8") if summary.exists() else "# Benchmark results\n\n"
-    if SECTION_BEGIN in old and SECTION_END in old:
-        head, rest = old.split(SECTION_BEGIN, 1)
-        new = head + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    summary.write_text(new, encoding="utf-8")
+    """Write this benchmark's JSON and section; RESULTS.md is rebuilt from the sections."""
+    from mmfuse._io import atomic_write_text
+
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1, default=float))
+    write_section("extraction", render(results))
 
 
 def main() -> None:
@@ -486,7 +478,7 @@ def main() -> None:
             results[key] = old[key]
     if all(k in results for k in ("throughput", "end_to_end", "cache")):
         write_results(results)
-        print(f"wrote {RESULTS_MD} and its section in {HERE / 'RESULTS.md'}")
+        print(f"wrote {RESULTS_MD} and rebuilt {HERE / 'RESULTS.md'}")
     else:
         print(json.dumps(results, indent=1, default=float))
 

@@ -27,13 +27,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("MMFUSE_DATA", str(REPO.parent / "shared" / "data"))
 
+from _common import write_section  # noqa: E402
+from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import dataset_info, load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate  # noqa: E402
 
 RESULTS_MD = HERE / "results" / "pretrained_accuracy.md"
 RESULTS_JSON = HERE / "results" / "pretrained_accuracy.json"
-SECTION_BEGIN = "<!-- begin: pretrained accuracy (benchmarks/bench_pretrained_accuracy.py) -->"
-SECTION_END = "<!-- end: pretrained accuracy -->"
 
 ENCODER_SETS = {
     "classical": {"image": "hog", "text": "tfidf", "audio": "mfcc"},
@@ -101,19 +101,10 @@ def render(results: list[dict]) -> str:
 
 
 def write(results: list[dict]) -> None:
-    RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
-    text = render(results)
-    RESULTS_MD.write_text(text, encoding="utf-8")
-    RESULTS_JSON.write_text(json.dumps(results, indent=1), encoding="utf-8")
-    summary = HERE / "RESULTS.md"
-    section = f"{SECTION_BEGIN}\n{text}{SECTION_END}\n"
-    old = summary.read_text(encoding="utf-8") if summary.exists() else "# Benchmark results\n\n"
-    if SECTION_BEGIN in old and SECTION_END in old:
-        head, rest = old.split(SECTION_BEGIN, 1)
-        new = head + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    summary.write_text(new, encoding="utf-8")
+    """Write this benchmark's JSON and section; RESULTS.md is rebuilt from the sections."""
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))
+    write_section("pretrained_accuracy", render(results))
 
 
 def main() -> None:
@@ -134,9 +125,9 @@ def main() -> None:
                 continue
             results.append(run(dataset, kind, strategies))
             RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS_JSON.write_text(json.dumps(results, indent=1), encoding="utf-8")
+            atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))  # resumable
     write(results)
-    print(f"wrote {RESULTS_MD} and its section in {HERE / 'RESULTS.md'}")
+    print(f"wrote {RESULTS_MD} and rebuilt {HERE / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":

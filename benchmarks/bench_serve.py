@@ -51,12 +51,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from _common import rebuild_results  # noqa: E402
+from mmfuse._io import atomic_write_text  # noqa: E402
+
 DATA = Path(os.environ.get("MMFUSE_DATA", REPO.parent / "shared" / "data"))
 RESULTS_MD = HERE / "results" / "serve.md"
 RESULTS_JSON = HERE / "results" / "serve.json"
-RESULTS_ALL = HERE / "RESULTS.md"
-SECTION_BEGIN = "<!-- begin: serve (benchmarks/bench_serve.py) -->"
-SECTION_END = "<!-- end: serve -->"
 CLASSICAL = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 MODALITIES = ("audio", "image", "text")
 
@@ -270,19 +270,6 @@ def render_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def update_results_section(markdown: str) -> None:
-    body = markdown.replace("# Serving benchmark", "## Serving benchmark", 1)
-    section = f"{SECTION_BEGIN}\n{body}{SECTION_END}\n"
-    text = RESULTS_ALL.read_text() if RESULTS_ALL.exists() else "# Benchmark results\n\n"
-    if SECTION_BEGIN in text and SECTION_END in text:
-        head, rest = text.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS_ALL.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoders", choices=("auto", "pretrained", "classical"), default="auto")
@@ -365,10 +352,10 @@ def main() -> None:
     }
     markdown = render_markdown(result)
     RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_MD.write_text(markdown)
-    RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(RESULTS_MD, markdown)
+    atomic_write_text(RESULTS_JSON, json.dumps(result, indent=2) + "\n")
     if args.update_results:
-        update_results_section(markdown)
+        rebuild_results()  # RESULTS.md from every section in benchmarks/results/
     print(markdown)
 
 

@@ -39,6 +39,20 @@ def two_views():
     return make_views()
 
 
+def spy_inner_splits(monkeypatch, module):
+    """Record ``(groups, splits)`` of every ``inner_splits`` call made through ``module``."""
+    seen = []
+    real = module.inner_splits
+
+    def spy(y, groups, n_splits, random_state, rows=None):
+        splits = real(y, groups, n_splits, random_state, rows)
+        seen.append((groups, splits))
+        return splits
+
+    monkeypatch.setattr(module, "inner_splits", spy)
+    return seen
+
+
 # -- fake encoders (registered once) for tests about the pipeline, not about features --------
 from mmfuse import InputError  # noqa: E402
 from mmfuse.encoders import Encoder, MissingItem, register_encoder  # noqa: E402

@@ -1,4 +1,4 @@
-"""Small I/O helpers: never leave half a file behind."""
+"""Small I/O helpers: read input files with a clear error; never leave half a file behind."""
 
 from __future__ import annotations
 
@@ -27,6 +27,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_input_file(path: str, what: str) -> bytes:
+    """The bytes of an input file, or an :class:`~mmfuse.InputError` naming it (``what``:
+    e.g. ``"image"``) and why it could not be read."""
+    from ._errors import InputError
+
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InputError(f"{what} file not found: {path!r}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} file {path!r}: {exc}") from exc
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

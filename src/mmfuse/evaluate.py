@@ -322,6 +322,41 @@ def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_tra
             getattr(strategy, "chosen_name_", None))
 
 
+def checked_inputs(X: Any, y: Any, features: FeatureTable | None, encoders: Any, groups: Any,
+                   on_error: str, progress: Progress | None
+                   ) -> tuple[FeatureTable, np.ndarray, Any, np.ndarray, np.ndarray]:
+    """Validate ``y`` and ``groups`` against the features (built from ``X`` unless given):
+    ``(table, y, groups, classes, encoded y)``."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise InputError(f"y must be 1-D; got shape {y.shape}")
+    table = features or FeatureTable(X, encoders, on_error, progress)
+    if len(y) != table.n:
+        raise InputError(f"X has {table.n} samples but y has {len(y)} labels")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(y):
+            raise InputError(f"groups has {len(groups)} entries; expected {len(y)}")
+    classes, y_enc = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise InputError(f"need at least 2 classes; y has only {classes.tolist()}")
+    return table, y, groups, classes, y_enc
+
+
+def usable_rows(table: FeatureTable, on_error: str) -> tuple[np.ndarray, list[ItemError]]:
+    """Rows with at least one modality, and the table's errors plus one per other row (or an
+    error with ``on_error="raise"``)."""
+    usable = np.any(np.stack(list(table.present.values())), axis=0)
+    errors = list(table.errors)
+    if not usable.all():
+        rows = np.flatnonzero(~usable).tolist()
+        if on_error == "raise":
+            raise InputError(f"row {rows[0]} has no modality at all ({len(rows)} such rows)")
+        errors += [ItemError(r, None, "", "no modality left: excluded from evaluation")
+                   for r in rows]
+    return usable, errors
+
+
 def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
              strategies: Sequence[str] = DEFAULT_STRATEGIES, weights: Any = "cv",
              cv: Any = 5, classifier: Any = None, inner_cv: int = 5, random_state: Any = 0,
@@ -359,30 +394,11 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     -------
     EvaluationResult
     """
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise InputError(f"y must be 1-D; got shape {y.shape}")
     started = time.perf_counter()
-    table = features or FeatureTable(X, encoders, on_error, progress)
+    table, y, groups, classes, y_enc = checked_inputs(X, y, features, encoders, groups,
+                                                      on_error, progress)
     feature_seconds = time.perf_counter() - started
-    if len(y) != table.n:
-        raise InputError(f"X has {table.n} samples but y has {len(y)} labels")
-    if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != len(y):
-            raise InputError(f"groups has {len(groups)} entries; expected {len(y)}")
-    classes, y_enc = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise InputError(f"need at least 2 classes; y has only {classes.tolist()}")
-
-    usable = np.any(np.stack(list(table.present.values())), axis=0)
-    errors = list(table.errors)
-    if not usable.all():
-        rows = np.flatnonzero(~usable).tolist()
-        if on_error == "raise":
-            raise InputError(f"row {rows[0]} has no modality at all ({len(rows)} such rows)")
-        errors += [ItemError(r, None, "", "no modality left: excluded from evaluation")
-                   for r in rows]
+    usable, errors = usable_rows(table, on_error)
     configs = make_configs(list(table.views), strategies, weights, singles, baseline,
                            fusion_params)
     splits, cv_info = make_splits(y_enc, groups, cv, random_state)

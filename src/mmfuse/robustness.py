@@ -26,8 +26,8 @@ from threadpoolctl import threadpool_limits
 
 from ._errors import InputError
 from .encoders.base import ItemError
-from .evaluate import (DEFAULT_STRATEGIES, Config, FeatureTable, make_configs, make_splits,
-                       mean_ci95)
+from .evaluate import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, make_configs,
+                       make_splits, mean_ci95, usable_rows)
 from .fusion._common import _seed
 
 try:  # shared per-modality experts within a block (fusion/_common.py)
@@ -296,21 +296,10 @@ def evaluate_robustness(X: Any, y: Any, *, encoders: Any = None, groups: Any = N
     >>> res = evaluate_robustness(views, y, missing_modality="text")  # doctest: +SKIP
     >>> res.accuracy("late", 0.5)  # doctest: +SKIP
     """
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise InputError(f"y must be 1-D; got shape {y.shape}")
     if features is None and isinstance(X, FeatureTable):
         features = X
-    table = features or FeatureTable(X, encoders, on_error, progress)
-    if len(y) != table.n:
-        raise InputError(f"X has {table.n} samples but y has {len(y)} labels")
-    if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != len(y):
-            raise InputError(f"groups has {len(groups)} entries; expected {len(y)}")
-    classes, y_enc = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise InputError(f"need at least 2 classes; y has only {classes.tolist()}")
+    table, y, groups, classes, y_enc = checked_inputs(X, y, features, encoders, groups,
+                                                      on_error, progress)
     levels = _check_levels(missing_levels)
     modalities = sorted(table.views)
     if missing_modality == BEST:
@@ -324,14 +313,7 @@ def evaluate_robustness(X: Any, y: Any, *, encoders: Any = None, groups: Any = N
         raise InputError(f"missing_modality must be one of {modalities} or 'best'; "
                          f"got {missing_modality!r}")
 
-    usable = np.any(np.stack([table.present[m] for m in modalities]), axis=0)
-    errors = list(table.errors)
-    if not usable.all():
-        rows = np.flatnonzero(~usable).tolist()
-        if on_error == "raise":
-            raise InputError(f"row {rows[0]} has no modality at all ({len(rows)} such rows)")
-        errors += [ItemError(r, None, "", "no modality left: excluded from evaluation")
-                   for r in rows]
+    usable, errors = usable_rows(table, on_error)
     configs = make_configs(modalities, strategies, weights, singles, baseline, fusion_params)
     splits, cv_info = make_splits(y_enc, groups, cv, random_state)
     splits = [(tr[usable[tr]], te[usable[te]]) for tr, te in splits]

@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from conftest import make_views
+from conftest import make_views, spy_inner_splits
 from mmfuse import InputError, MultimodalClassifier
 from mmfuse.fusion import auto as auto_module
 from mmfuse.fusion import create_fusion
@@ -46,15 +46,7 @@ def test_one_informative_view_among_noise_is_never_beaten_by_a_worse_choice():
 
 
 def test_inner_splits_are_grouped(monkeypatch):
-    seen = []
-    real = auto_module.inner_splits
-
-    def spy(y, groups, n_splits, random_state, rows=None):
-        splits = real(y, groups, n_splits, random_state, rows)
-        seen.append((groups, splits))
-        return splits
-
-    monkeypatch.setattr(auto_module, "inner_splits", spy)
+    seen = spy_inner_splits(monkeypatch, auto_module)
     views, y = make_views(n=240)
     groups = np.repeat(np.arange(6), 40)
     create_fusion("auto", random_state=0, **CLASSICAL_ONLY).fit(views, y, groups=groups)

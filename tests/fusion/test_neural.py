@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from conftest import make_views
+from conftest import make_views, spy_inner_splits
 from mmfuse import InputError, MissingDependencyError
 from mmfuse.fusion import create_fusion, list_fusions
 
@@ -112,15 +112,7 @@ def test_clone_and_params():
 def test_groups_make_grouped_validation_splits(monkeypatch):
     from mmfuse.fusion import neural
 
-    seen = []
-    real = neural.inner_splits
-
-    def spy(y, groups, n_splits, random_state, rows=None):
-        splits = real(y, groups, n_splits, random_state, rows)
-        seen.append((groups, splits))
-        return splits
-
-    monkeypatch.setattr(neural, "inner_splits", spy)
+    seen = spy_inner_splits(monkeypatch, neural)
     views, y = make_views(n=240)
     groups = np.repeat(np.arange(8), 30)
     f = create_fusion("gmu", random_state=0, **FAST).fit(views, y, groups=groups)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from .._io import read_input_file
 
 LENGTH_MODES = ("pad", "trim", "both", "none")
 
@@ -57,13 +58,7 @@ def load_audio(item: Any, *, rate: int, max_seconds: float | None = 600.0) -> np
     elif isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
         label = repr(path)
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            raise InputError(f"audio file not found: {path!r}") from None
-        except OSError as exc:
-            raise InputError(f"cannot read audio file {path!r}: {exc}") from exc
+        data = read_input_file(path, "audio")
         wave, source_rate = _decode(data, label, max_seconds)
     else:
         raise InputError("expected an audio path, encoded bytes or a (waveform, sample_rate) "

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .._errors import InputError, require
+from .._io import read_input_file
 
 Size = int | tuple[int, int]
 
@@ -85,13 +86,7 @@ def load_image(
         return _decode(bytes(item), "(given as bytes)", None, max_pixels, allow_unsafe_svg, size_hint)
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            raise InputError(f"image file not found: {path!r}") from None
-        except OSError as exc:
-            raise InputError(f"cannot read image file {path!r}: {exc}") from exc
+        data = read_input_file(path, "image")
         return _decode(data, repr(path), path, max_pixels, allow_unsafe_svg, size_hint)
     raise InputError(
         "expected an image path, encoded bytes, a PIL image or a numpy array; "

@@ -89,24 +89,34 @@ _file_hash_memo: dict[tuple[str, int, int], str] = {}
 _file_hash_lock = threading.Lock()
 
 
-def hash_file(path: str | os.PathLike, *, memo: bool = False) -> str:
+def hash_file(path: str | os.PathLike, *, memo: bool = False, what: str | None = None,
+              max_bytes: int | None = None) -> str:
     """Hex digest of a file's bytes, read in chunks (memory stays flat for big files).
+
+    Only a regular file is read (symlinks judged by their target), never past the size
+    ``os.stat`` gave, and a file that changes while it is read raises
+    :class:`~mmfuse.InputError` rather than giving the digest of a mix (see
+    :func:`mmfuse._io.iter_regular_file`). ``what`` names the kind of file in errors and
+    picks its size limit (default: ``"weights"`` with ``memo=True``, no limit; ``"input"``
+    otherwise); ``max_bytes`` overrides the limit.
 
     ``memo=True`` remembers the digest by (path, size, mtime) for the life of the process:
     right for model weights (hashed once, read many times), not for data files, which are
     hashed by content precisely so that an edit is always seen.
     """
+    from ._io import check_regular_file, iter_regular_file
+
     path = os.fspath(path)
-    stat = os.stat(path)
+    what = what or ("weights" if memo else "input")
+    stat = check_regular_file(path, what, max_bytes)
     token = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if memo:
         with _file_hash_lock:
             if token in _file_hash_memo:
                 return _file_hash_memo[token]
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
+    for chunk in iter_regular_file(path, what, max_bytes):
+        digest.update(chunk)
     value = digest.hexdigest()
     if memo:
         with _file_hash_lock:
@@ -126,7 +136,7 @@ def content_key(item: Any, modality: str) -> str | None:
         if isinstance(item, str) and modality == "text":
             digest.update(b"text\0" + item.encode("utf-8", "surrogatepass"))
         elif isinstance(item, (str, os.PathLike)):
-            return "file:" + hash_file(item)
+            return "file:" + hash_file(item, what=modality)
         elif isinstance(item, (bytes, bytearray, memoryview)):
             digest.update(b"bytes\0")
             digest.update(item)
@@ -142,7 +152,8 @@ def content_key(item: Any, modality: str) -> str | None:
         else:
             return None
     except (OSError, ValueError, TypeError):
-        # Unreadable now: prepare() will raise the proper, item-naming error.
+        # Unreadable now (InputError is a ValueError: not a regular file, too large, changed
+        # while read): prepare() will raise the proper, item-naming error.
         return None
     return digest.hexdigest()
 

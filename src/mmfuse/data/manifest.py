@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError, require
+from .._io import MAX_FILE_BYTES, check_regular_file
 from ..encoders.base import is_missing
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -31,8 +32,9 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
     group : optional group column, checked to exist and be complete
     """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise InputError(f"manifest {str(path)!r} does not exist")
+    check_regular_file(path, "manifest")  # never open a pipe or a device
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise InputError(
@@ -93,6 +95,8 @@ def load_arrays(paths: Mapping[str, str | os.PathLike]) -> dict[str, np.ndarray]
     """
     out = {}
     for name, p in sorted(paths.items()):
+        check_regular_file(p, f"array ({name!r})" if name != "__labels__" else "labels array",
+                           MAX_FILE_BYTES["array"])
         try:
             arr = np.load(p, allow_pickle=False)
         except FileNotFoundError:

@@ -63,6 +63,22 @@ def describe_item(item: Any) -> str:
     return type(item).__name__
 
 
+def failure_message(exc: BaseException, item: Any) -> str:
+    """The message of an item error: an :class:`~mmfuse.InputError` says it all (it names the
+    file); any other exception is a failure of the decoder/encoder on this item, reported
+    with the item and the exception's type."""
+    if isinstance(exc, InputError):
+        return str(exc)
+    text = str(exc) or "(no message)"
+    return f"{describe_item(item)} could not be processed: {type(exc).__name__}: {text}"
+
+
+def raise_item_error(exc: BaseException, row: int, column: str | None, item: Any) -> None:
+    """Raise the :class:`~mmfuse.InputError` of ``on_error="raise"`` for one item."""
+    where = f"row {row}" + (f", column {column!r}" if column else "")
+    raise InputError(f"{where}: {failure_message(exc, item)}") from exc
+
+
 class MissingItem(Exception):
     """Raised by ``prepare`` when an item turns out empty (e.g. text that is blank after
     cleaning): the row is treated as missing, not as an error."""
@@ -139,11 +155,13 @@ class Encoder:
                 prepared.append(self.prepare(item))
             except MissingItem:
                 continue
-            except InputError as exc:
+            except (MemoryError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad item never ends the run
                 if on_error == "raise":
-                    where = f"row {row}" + (f", column {column!r}" if column else "")
-                    raise InputError(f"{where}: {exc}") from exc
-                errors.append(ItemError(row, column, describe_item(item), str(exc)))
+                    raise_item_error(exc, row, column, item)
+                errors.append(ItemError(row, column, describe_item(item),
+                                        failure_message(exc, item)))
                 continue
             present[row] = True
         return prepared, present, errors

@@ -219,7 +219,11 @@ class FeatureCache:
         self._local = threading.local()
         self._generation = 0  # bumped on rebuild so every thread reopens
         self._rebuild_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self.disabled_reason: str | None = None
+        #: Features that could not be written (the run goes on; they are recomputed next
+        #: time). Reported in the run's JSON (``cache.features_not_cached``).
+        self.not_cached = 0
 
     @property
     def path(self) -> Path:
@@ -244,12 +248,19 @@ class FeatureCache:
             conn.close()
         self.root.mkdir(parents=True, exist_ok=True)
         try:
-            conn = self._open_checked()
+            conn = self._open_locked()
         except CacheCorrupt as exc:
             self._rebuild(str(exc))
-            conn = self._open_checked()
+            conn = self._open_locked()
         local.conn, local.generation = conn, self._generation
         return conn
+
+    def _open_locked(self) -> sqlite3.Connection:
+        """Open under the cache's file lock: creating the database, its schema and the
+        switch to WAL are serialised across processes (two processes creating a new
+        cache at once made SQLite answer "database is locked" without waiting)."""
+        with _FileLock(self.root / (DB_NAME + ".lock")):
+            return self._open_checked()
 
     def _open_checked(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
@@ -293,7 +304,8 @@ class FeatureCache:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def _rebuild(self, reason: str) -> None:
@@ -326,25 +338,37 @@ class FeatureCache:
 
     # -- reads and writes ----------------------------------------------------------------
     def _guarded(self, operation: str, func: Any, default: Any) -> Any:
-        """Run ``func(conn)``; rebuild on damage, degrade to no-cache on other failures."""
+        """Run ``func(conn)``; rebuild on damage, wait and retry while another process holds
+        the database (up to ``timeout`` seconds), degrade to no-cache on other failures."""
         if self.disabled_reason is not None:
             return default
-        for attempt in (0, 1):
+        rebuilt = False
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
             try:
                 return func(self._connect())
             except sqlite3.DatabaseError as exc:
-                if _is_corrupt(exc) and attempt == 0:
+                if _is_corrupt(exc) and not rebuilt:
+                    rebuilt = True
                     self._rebuild(f"{self.path} is damaged ({exc}) during {operation}")
+                    continue
+                if _is_busy(exc) and time.monotonic() < deadline:
+                    # SQLite gives up without waiting in a few cases (a lock upgrade that
+                    # could deadlock, WAL recovery): wait and try again, as a writer should.
+                    self.close()
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
                     continue
                 self._disable(f"{operation} failed: {exc}")
                 return default
             except OSError as exc:
                 self._disable(f"{operation} failed: {exc}")
                 return default
-        return default
 
     def _disable(self, reason: str) -> None:
-        log.warning("feature cache at %s disabled for this run: %s", self.root, reason)
+        if self.disabled_reason is None:  # said once per run
+            log.warning("feature cache at %s disabled for this run: %s", self.root, reason)
         self.disabled_reason = reason
 
     def get_many(self, encoder: str, keys: Sequence[str], dim: int) -> dict[str, np.ndarray]:
@@ -401,11 +425,16 @@ class FeatureCache:
                 conn.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?)", rows)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return len(rows)
 
-        return self._guarded("write", write, 0)
+        written = self._guarded("write", write, 0)
+        if written < len(rows):
+            with self._count_lock:
+                self.not_cached += len(rows) - written
+        return written
 
     # -- housekeeping --------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -444,7 +473,8 @@ class FeatureCache:
                         (encoder, _like_prefix(encoder) + "-%"))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return cursor.rowcount
 
@@ -466,6 +496,14 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
         return True
     text = str(exc).lower()
     return "malformed" in text or "not a database" in text
+
+
+def _is_busy(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return True
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
 
 
 def _like_prefix(text: str) -> str:

@@ -130,11 +130,13 @@ def print_results(result: Any, title: str) -> None:
 
 
 def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path],
-                   title: str, robustness: Any = None) -> None:
+                   title: str, robustness: Any = None, not_cached: int | None = None) -> None:
     from ._io import atomic_write_json
 
     if json_out:
         doc = result.to_dict()
+        if not_cached is not None:
+            doc["cache"] = {"features_not_cached": int(not_cached)}
         if robustness is not None:
             doc["robustness"] = robustness.to_dict()
         if result.errors:
@@ -220,7 +222,10 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
     print_results(result, title)
     if robustness is not None:
         print_robustness(robustness)
-    _write_outputs(result, json_out, report, title, robustness)
+    if table.not_cached:
+        err_console.print(f"[yellow]warning:[/yellow] the feature cache could not store "
+                          f"{table.not_cached} feature row(s); they will be recomputed next time")
+    _write_outputs(result, json_out, report, title, robustness, not_cached=table.not_cached)
     return result
 
 

@@ -108,7 +108,7 @@ def extract_features(
         Chunks decoded ahead of the model (default ``workers + 1``); bounds memory.
     stats : dict, optional
         Filled with counts (``rows``, ``present``, ``cache_hits``, ``computed``,
-        ``errors``) and ``seconds``.
+        ``errors``, ``not_cached``: features the cache failed to store) and ``seconds``.
 
     Returns
     -------
@@ -167,9 +167,11 @@ def iter_features(
         raise InputError(f"prefetch must be a positive int; got {prefetch!r}")
     store = _resolve_cache(cache, encoder)
     total = len(samples)
-    counts = {"rows": total, "present": 0, "cache_hits": 0, "computed": 0, "errors": 0}
+    counts = {"rows": total, "present": 0, "cache_hits": 0, "computed": 0, "errors": 0,
+              "not_cached": 0}
     started = time.perf_counter()
     job = _Job(encoder, store, on_error, column)
+    unsaved_before = store.not_cached if store is not None else 0
     if store is not None:
         job.fingerprint = encoder.fingerprint  # hashes the weights once, up front
 
@@ -229,6 +231,8 @@ def iter_features(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if store is not None:
+            counts["not_cached"] = store.not_cached - unsaved_before
         if stats is not None:
             stats.update(counts, seconds=time.perf_counter() - started)
     if progress is not None and total == 0:

@@ -169,7 +169,7 @@ def run_and_train(folder: Path, name: str) -> dict:
                                   "--fusion", "early", "--save-model",
                                   str(folder / f"{name}.mmfuse")], cache)
     _, rc_pred, err_p = run_cli(["predict", str(folder / f"{name}.mmfuse"), "--manifest",
-                                 str(folder / "clean.csv"), "--out",
+                                 str(folder / "clean.csv"), "--image", "path", "--out",
                                  str(folder / f"{name}-pred.csv")], cache)
     doc = json.loads((folder / f"{name}.json").read_text()) if rc_run == 0 else {}
     return {"seconds_run": t_run, "exit_codes": [rc_run, rc_train, rc_pred], "doc": doc,

@@ -43,8 +43,15 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
         )
     try:
         if kind in ("csv", "tsv"):
-            df = pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str,
-                             keep_default_na=False, na_values=[""], encoding="utf-8")
+            _check_header(path, "," if kind == "csv" else "\t")
+            import warnings
+
+            with warnings.catch_warnings():
+                # a row longer than the header: pandas would make its first cells the index
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str,
+                                 keep_default_na=False, na_values=[""], encoding="utf-8",
+                                 index_col=False)
         elif kind == "jsonl":
             df = _read_jsonl(path)
         else:
@@ -52,14 +59,15 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
             df = pd.read_parquet(path)
     except UnicodeDecodeError as exc:
         raise InputError(f"manifest {str(path)!r} is not valid UTF-8 (byte {exc.start})") from None
+    except pd.errors.ParserWarning:
+        raise InputError(f"manifest {str(path)!r} could not be parsed as {kind}: a row has more "
+                         "fields than the header has columns") from None
     except (ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"manifest {str(path)!r} could not be parsed as {kind}: {exc}") from None
     except ImportError:
         raise
     except Exception as exc:  # pyarrow raises its own error types
         raise InputError(f"manifest {str(path)!r} could not be read: {exc}") from None
-    if kind in ("csv", "tsv"):
-        _check_header(path, "," if kind == "csv" else "\t")
     if df.empty:
         raise InputError(f"manifest {str(path)!r} has no rows (only a header)"
                          if len(df.columns) else f"manifest {str(path)!r} is empty")
@@ -126,6 +134,11 @@ def _check_header(path: Path, sep: str) -> None:
     or ``Unnamed: 3`` and go on with the wrong column)."""
     import csv
 
+    with open(path, "rb") as raw:
+        head = raw.read(1 << 16)
+    if b"\x00" in head:
+        raise InputError(f"manifest {str(path)!r} is a binary file (it holds NUL bytes), not "
+                         f"{'CSV' if sep == ',' else 'TSV'} text")
     with open(path, newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle, delimiter=sep), [])
     names = [h.strip() for h in header]

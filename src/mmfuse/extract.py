@@ -33,8 +33,8 @@ import numpy as np
 from ._errors import InputError
 from ._io import read_and_hash
 from .cache import FeatureCache, content_key
-from .encoders.base import (ON_ERROR, Encoder, ItemError, MissingItem, describe_item,
-                            failure_message, is_missing, raise_item_error)
+from .encoders.base import (NOT_ITEM_ERRORS, ON_ERROR, Encoder, ItemError, MissingItem,
+                            describe_item, failure_message, is_missing, raise_item_error)
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class _Job:
             for row, item in live:
                 try:
                     item, keys[row] = self._key(item)
-                except (MemoryError, KeyboardInterrupt, SystemExit):
+                except NOT_ITEM_ERRORS:
                     raise
                 except Exception as exc:  # noqa: BLE001 - not a regular file, too large...
                     out.append(self._fail(row, item, exc))
@@ -303,7 +303,7 @@ class _Job:
                 out.append((row, _PREPARED, encoder.prepare(item), key))
             except MissingItem:
                 continue
-            except (MemoryError, KeyboardInterrupt, SystemExit):
+            except NOT_ITEM_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad item never ends the run
                 out.append(self._fail(row, item, exc, key))
@@ -328,7 +328,7 @@ def _embed(job: _Job, rows: list[int], prepared: list[Any], keys: list[str | Non
     encoder = job.encoder
     try:
         vectors = _embed_checked(encoder, prepared)
-    except (MemoryError, KeyboardInterrupt, SystemExit):
+    except NOT_ITEM_ERRORS:
         raise
     except Exception:  # noqa: BLE001 - find the culprit(s) below
         vectors = None
@@ -342,7 +342,7 @@ def _embed(job: _Job, rows: list[int], prepared: list[Any], keys: list[str | Non
                 if not np.all(np.isfinite(vector)):
                     raise InputError(f"encoder {encoder.name!r} gave NaN or infinite features "
                                      "for this item")
-            except (MemoryError, KeyboardInterrupt, SystemExit):
+            except NOT_ITEM_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001
                 if job.on_error == "raise":

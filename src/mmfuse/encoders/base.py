@@ -28,7 +28,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import InputError
+from .._errors import InputError, MissingDependencyError
+
+#: Exceptions never turned into an item error: they are about the machine or the
+#: installation, not about one item (a missing package would otherwise skip every item).
+NOT_ITEM_ERRORS = (MemoryError, KeyboardInterrupt, SystemExit, MissingDependencyError)
 
 MODALITIES = ("image", "text", "audio")
 ON_ERROR = ("raise", "skip")
@@ -155,7 +159,7 @@ class Encoder:
                 prepared.append(self.prepare(item))
             except MissingItem:
                 continue
-            except (MemoryError, KeyboardInterrupt, SystemExit):
+            except NOT_ITEM_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad item never ends the run
                 if on_error == "raise":

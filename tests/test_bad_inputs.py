@@ -352,3 +352,69 @@ def test_cli_run_with_every_bad_file_among_good_rows(folder, good_images, good_a
     result = runner.invoke(app, base)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert any(f"row {row}, column '{col}'" in result.output for row, col in bad_cells)
+
+
+# -- failures inside an encoder ---------------------------------------------------------------
+
+
+class _Fragile:
+    """An encoder whose model fails on some items (as a real model can: a shape it cannot
+    take, a NaN it produces), or whose package is missing."""
+
+    def __new__(cls, mode: str):
+        from mmfuse.encoders.base import Encoder
+
+        class Fragile(Encoder):
+            name, modality = "fragile", "text"
+
+            def __init__(self, mode: str = "embed"):
+                self.mode = mode
+
+            @property
+            def dim(self) -> int:
+                return 2
+
+            def prepare(self, item):
+                if self.mode == "missing-package":
+                    from mmfuse import MissingDependencyError
+
+                    raise MissingDependencyError("'onnxruntime' is needed; pip install ...")
+                if self.mode == "prepare" and item == "boom":
+                    return {}["no such key"]
+                return item
+
+            def embed(self, prepared):
+                if self.mode == "embed" and "boom" in prepared:
+                    raise RuntimeError("model failed on this batch")
+                return np.array([[len(p), np.nan if p == "nan" else 1.0] for p in prepared],
+                                np.float32)
+
+        return Fragile(mode)
+
+
+@pytest.mark.parametrize("mode, words", [
+    ("embed", "encoder 'fragile' failed on this item: RuntimeError: model failed"),
+    ("prepare", "could not be processed: KeyError"),
+])
+def test_a_failure_inside_the_encoder_is_one_item_error(mode, words):
+    enc = _Fragile(mode)
+    items = ["ok", "fine", "boom", "nan", "good"]
+    X, present, errors = extract_features(enc, items, on_error="skip", column="t",
+                                          batch_size=8, cache=False)
+    assert present.tolist() == [True, True, False, False, True]
+    np.testing.assert_array_equal(X[[0, 1, 4]], [[2, 1], [4, 1], [4, 1]])
+    assert [(e.row, e.column) for e in errors] == [(2, "t"), (3, "t")]
+    assert words in errors[0].message
+    assert "NaN or infinite features" in errors[1].message
+    with pytest.raises(InputError, match=r"row 2, column 't': .*" + words.split(":")[0]):
+        extract_features(enc, items, on_error="raise", column="t", cache=False)
+
+
+def test_a_missing_package_is_not_an_item_error():
+    from mmfuse import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError):
+        extract_features(_Fragile("missing-package"), ["a", "b"], on_error="skip",
+                         cache=False)
+    with pytest.raises(MissingDependencyError):
+        _Fragile("missing-package").prepare_all(["a"], "skip")

@@ -404,8 +404,9 @@ def test_a_failure_inside_the_encoder_is_one_item_error(mode, words):
     assert present.tolist() == [True, True, False, False, True]
     np.testing.assert_array_equal(X[[0, 1, 4]], [[2, 1], [4, 1], [4, 1]])
     assert [(e.row, e.column) for e in errors] == [(2, "t"), (3, "t")]
-    assert words in errors[0].message
+    assert words in errors[0].message and errors[0].message.startswith("'boom'")
     assert "NaN or infinite features" in errors[1].message
+    assert errors[1].message.startswith("'nan': ") and errors[1].item == "'nan'"
     with pytest.raises(InputError, match=r"row 2, column 't': .*" + words.split(":")[0]):
         extract_features(enc, items, on_error="raise", column="t", cache=False)
 

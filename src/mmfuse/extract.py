@@ -266,6 +266,7 @@ class _Job:
         self.on_error = on_error
         self.column = column
         self.fingerprint = ""
+        self.described: dict[int, str] = {}
 
     def _fail(self, row: int, item: Any, exc: BaseException, key: str | None = None
               ) -> tuple[int, int, Any, str | None]:
@@ -301,6 +302,7 @@ class _Job:
                 continue
             try:
                 out.append((row, _PREPARED, encoder.prepare(item), key))
+                self.described[row] = describe_item(item)  # named if the model fails on it
             except MissingItem:
                 continue
             except NOT_ITEM_ERRORS:
@@ -347,12 +349,16 @@ def _embed(job: _Job, rows: list[int], prepared: list[Any], keys: list[str | Non
             except Exception as exc:  # noqa: BLE001
                 if job.on_error == "raise":
                     where = f"row {row}" + (f", column {job.column!r}" if job.column else "")
-                    cause = str(exc) if isinstance(exc, InputError) else \
-                        f"encoder {encoder.name!r} failed on this item: {type(exc).__name__}: {exc}"
+                    cause = f"{job.described.get(row, '(prepared item)')}: " + (
+                        str(exc) if isinstance(exc, InputError) else
+                        f"encoder {encoder.name!r} failed on this item: "
+                        f"{type(exc).__name__}: {exc}")
                     raise InputError(f"{where}: {cause}") from exc
-                cause = str(exc) if isinstance(exc, InputError) else \
-                    f"encoder {encoder.name!r} failed on this item: {type(exc).__name__}: {exc}"
-                errors.append(ItemError(row, job.column, "(prepared item)", cause))
+                described = job.described.get(row, "(prepared item)")
+                cause = f"{described}: " + (str(exc) if isinstance(exc, InputError) else
+                                            f"encoder {encoder.name!r} failed on this item: "
+                                            f"{type(exc).__name__}: {exc}")
+                errors.append(ItemError(row, job.column, described, cause))
                 continue
             keep_rows.append(row)
             keep_vectors.append(vector)
@@ -360,6 +366,10 @@ def _embed(job: _Job, rows: list[int], prepared: list[Any], keys: list[str | Non
         rows, keys = keep_rows, keep_keys
         vectors = np.stack(keep_vectors) if keep_vectors else \
             np.empty((0, encoder.dim), np.float32)
+    for row in rows:
+        job.described.pop(row, None)
+    for error in errors:
+        job.described.pop(error.row, None)
     if job.store is not None and len(rows):
         job.store.put_many(job.fingerprint, keys, vectors)
     return FeatureBatch(np.asarray(rows, dtype=np.intp), vectors, errors)

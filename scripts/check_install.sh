@@ -10,14 +10,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-VENV=${KEEP_VENV:-$(mktemp -d)/venv}
+if [ -n "${KEEP_VENV:-}" ]; then
+  VENV=$KEEP_VENV
+else
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  VENV=$WORK/venv
+fi
 "$PY" -m venv "$VENV"
 pip_install() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"; }
 pip_install torch==2.13.0
 pip_install ".[all]"
 # Everything below runs from outside the source tree: the installed mmfuse, not src/.
-cd "$(mktemp -d)"
-MMFUSE_CACHE="$(mktemp -d)" "$VENV/bin/python" - <<'PY'
+cd "$VENV"
+MMFUSE_CACHE="$VENV/mmfuse-cache" "$VENV/bin/python" - <<'PY'
 import importlib.util
 import numpy as np
 

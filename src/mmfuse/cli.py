@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Multimodal fusion for image recognition: image, text and audio, "
                        "fused honestly.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable
 
 MODALITY_OPTIONS = ("image", "text", "audio")
 DEFAULT_ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}

@@ -23,7 +23,8 @@ pytest.importorskip("uvicorn")
 
 from mmfuse import InputError, MultimodalClassifier, load  # noqa: E402
 from mmfuse.predict import PROBA_PREFIX, predict_table  # noqa: E402
-from mmfuse.serve import ServerThread, create_app  # noqa: E402
+from mmfuse.serve import create_app  # noqa: E402
+from server_harness import ServerThread, free_port, start_cli_server  # noqa: E402
 
 MAX_UPLOAD = 200_000
 MAX_TEXT = 300

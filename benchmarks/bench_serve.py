@@ -419,7 +419,7 @@ def render_markdown(r: dict) -> str:
         f"| loaded model's predictions equal the original's, bit for bit | "
         f"{'yes' if r['bit_identical'] else 'NO'} ({r['n_train']} training samples) |",
         "",
-        "## Production behaviour",
+        "### Production behaviour",
         "",
         "Each scenario runs the real `mmfuse serve` (CLI) in its own process; access log on.",
         "",

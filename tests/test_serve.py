@@ -511,6 +511,24 @@ def test_overload_is_answered_at_once_and_timeouts_are_503(service):
         assert samples[("mmfuse_predict_in_progress", ())] == 0
 
 
+def test_a_body_that_never_arrives_gets_408(service):
+    _, model, _, _ = service
+    app = create_app(model, request_timeout=1.0, warm_up=False)
+    with ServerThread(app) as server, socket.create_connection((server.host, server.port),
+                                                               timeout=30) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 100\r\n\r\n{\"text\": ")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        with httpx.Client(base_url=server.url) as c:
+            samples = _metric_samples(c.get("/metrics").text)
+        assert samples[("mmfuse_predict_rejected_total", (("reason", "body_timeout"),))] == 1
+
+
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     import datetime
     import ipaddress
@@ -539,66 +557,55 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_cli_serves_https_with_api_keys(service, tmp_path):
-    _, model, X, path = service
+def test_cli_https_keys_and_graceful_sigterm(service, tmp_path):
+    """The production set-up in one real `mmfuse serve` process: HTTPS, keys from a file and
+    from $MMFUSE_API_KEYS. 20 requests wait in a 5 s batch window; on SIGTERM the service
+    refuses new connections, answers all 20 with 200 and exits 0; its log holds no key and
+    no text."""
+    import signal
+
     pytest.importorskip("cryptography")
+    _, model, X, path = service
     cert, key = _self_signed(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
     keys = tmp_path / "keys.txt"
     keys.write_text(KEYS[0] + "\n")
     proc, url = start_cli_server(path, "--api-key-file", str(keys), "--ssl-certfile", str(cert),
-                                 "--ssl-keyfile", str(key), env={"MMFUSE_API_KEYS": KEYS[1]},
+                                 "--ssl-keyfile", str(key), "--batch-max", "32",
+                                 "--batch-wait-ms", "5000", env={"MMFUSE_API_KEYS": KEYS[1]},
                                  scheme="https", verify=trust)
-    row = X.iloc[2]
+    port = int(url.rsplit(":", 1)[1])
+    rows = [X.iloc[i % len(X)] for i in range(20)]
+    auth = [{"Authorization": f"Bearer {KEYS[0]}"}, {"X-API-Key": KEYS[1]}]
     try:
         with httpx.Client(base_url=url, verify=trust, timeout=60) as c:
             assert c.get("/health").json()["status"] == "ok"
-            assert c.post("/predict", **_text_request(row)).status_code == 401
-            for headers in ({"Authorization": f"Bearer {KEYS[0]}"}, {"X-API-Key": KEYS[1]}):
-                response = c.post("/predict", headers=headers, **_text_request(row))
-                assert response.status_code == 200
-                _check_answer(response.json(), _expected(model, row, ("text",)), model,
-                              ("text",))
+            assert c.post("/predict", **_text_request(rows[0])).status_code == 401
+            assert c.get("/metrics").status_code == 401
         with pytest.raises(httpx.TransportError):  # plain HTTP gets no answer
-            httpx.get(url.replace("https://", "http://") + "/health", timeout=5)
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
         with pytest.raises(httpx.ConnectError):  # an unknown certificate is not trusted
             httpx.get(url + "/health", timeout=5)
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=60)[0].decode()
-    assert proc.returncode == 0, output
-    assert "API keys required (2 accepted)" in output and "https://" in output
-    assert "POST /predict 200" in output and "POST /predict 401" in output
-    for secret in (*KEYS, row["text"]):
-        assert secret not in output
 
+        def ask(i):
+            with httpx.Client(base_url=url, verify=trust, timeout=60, headers=auth[i % 2]) as c:
+                return c.post("/predict", **_text_request(rows[i]))
 
-def test_sigterm_drains_requests_in_flight(service):
-    """20 requests wait in a 5 s batch window; SIGTERM: no new connections, all 20 answered
-    200, exit status 0."""
-    import signal
+        def in_progress() -> float:
+            text = httpx.get(url + "/metrics", verify=trust, headers=auth[0]).text
+            return _metric_samples(text)[("mmfuse_predict_in_progress", ())]
 
-    _, model, X, path = service
-    proc, url = start_cli_server(path, "--batch-max", "32", "--batch-wait-ms", "5000")
-    rows = [X.iloc[i % len(X)] for i in range(20)]
-    try:
         with ThreadPoolExecutor(20) as pool:
-            def ask(row):
-                with httpx.Client(base_url=url, timeout=60) as own:
-                    return own.post("/predict", **_text_request(row))
-
-            futures = [pool.submit(ask, row) for row in rows]
+            futures = [pool.submit(ask, i) for i in range(20)]
             deadline = time.monotonic() + 30
-            while _metric_samples(httpx.get(url + "/metrics").text)[
-                    ("mmfuse_predict_in_progress", ())] < 20:
+            while in_progress() < 20:
                 assert time.monotonic() < deadline, "the 20 requests never arrived"
                 time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
             refused = False
             while not all(f.done() for f in futures) and not refused:
                 try:
-                    socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])),
-                                             timeout=1).close()
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     time.sleep(0.02)
                 except OSError:
                     refused = True
@@ -612,7 +619,11 @@ def test_sigterm_drains_requests_in_flight(service):
         if proc.poll() is None:
             proc.kill()
         output = proc.communicate()[0].decode()
-    assert "stopped after SIGTERM" in output, output
+    assert "API keys required (2 accepted)" in output and "https://" in output, output
+    assert "POST /predict 200" in output and "POST /predict 401" in output
+    assert "stopped after SIGTERM" in output
+    for secret in (*KEYS, *(row["text"] for row in rows)):
+        assert secret not in output
 
 
 def test_cli_serve_refuses_bad_keys_and_certificates(service, tmp_path):

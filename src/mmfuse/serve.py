@@ -284,7 +284,7 @@ class _Front:
             return
         start = time.perf_counter()
         path, method = scope["path"], scope["method"]
-        sent = {"status": 500, "bytes": 0}
+        sent = {"status": 0, "bytes": 0}
 
         async def send_and_note(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -300,10 +300,13 @@ class _Front:
                 await self.app(scope, receive, send_and_note)
             else:
                 await _unauthorized(verdict, send_and_note)
+        except asyncio.CancelledError:
+            sent["status"] = sent["status"] or 499  # client gone, or cut at the drain timeout
+            raise
         finally:
             elapsed = time.perf_counter() - start
             label = path if path in self.known_paths else "other"
-            status = sent["status"]
+            status = sent["status"] or 500  # an error the outer middleware answers
             self.metrics.requests.labels(label, method, str(status)).inc()
             self.metrics.latency.labels(label).observe(elapsed)
             if self.access_log:
@@ -707,7 +710,8 @@ async def _parse_multipart(body: bytes, content_type: str, limits: _BodyLimits) 
     parser = MultiPartParser(Headers({"content-type": content_type}), stream(),
                              max_files=limits.max_parts, max_fields=limits.max_parts,
                              max_part_size=limits.part)
-    parser.spool_max_size = limits.part  # files stay in memory: no temporary files
+    # the whole body is in memory already: files stay there too, never in temporary files
+    parser.spool_max_size = limits.multipart + 1
     try:
         form = await parser.parse()
     except MultiPartException as exc:

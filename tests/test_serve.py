@@ -476,7 +476,7 @@ def test_overload_is_answered_at_once_and_timeouts_are_503(service):
     get 503 + Retry-After at once; the two time out (503) before the batch would run."""
     client, model, X, _ = service
     row = X.iloc[1]
-    app = create_app(model, max_queue=2, request_timeout=4.0, batch_max=3, batch_wait_ms=10_000)
+    app = create_app(model, max_queue=2, request_timeout=6.0, batch_max=3, batch_wait_ms=10_000)
     with ServerThread(app) as server, ThreadPoolExecutor(12) as pool:
         def ask(_=None, **kwargs):
             with httpx.Client(base_url=server.url, timeout=60) as own:
@@ -559,7 +559,7 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_cli_https_keys_and_graceful_sigterm(service, tmp_path):
     """The production set-up in one real `mmfuse serve` process: HTTPS, keys from a file and
-    from $MMFUSE_API_KEYS. 20 requests wait in a 5 s batch window; on SIGTERM the service
+    from $MMFUSE_API_KEYS. 20 requests wait in an 8 s batch window; on SIGTERM the service
     refuses new connections, answers all 20 with 200 and exits 0; its log holds no key and
     no text."""
     import signal
@@ -572,7 +572,7 @@ def test_cli_https_keys_and_graceful_sigterm(service, tmp_path):
     keys.write_text(KEYS[0] + "\n")
     proc, url = start_cli_server(path, "--api-key-file", str(keys), "--ssl-certfile", str(cert),
                                  "--ssl-keyfile", str(key), "--batch-max", "32",
-                                 "--batch-wait-ms", "5000", env={"MMFUSE_API_KEYS": KEYS[1]},
+                                 "--batch-wait-ms", "8000", env={"MMFUSE_API_KEYS": KEYS[1]},
                                  scheme="https", verify=trust)
     port = int(url.rsplit(":", 1)[1])
     rows = [X.iloc[i % len(X)] for i in range(20)]

@@ -18,12 +18,24 @@ What it does, on this machine:
 
    Clients and server share the machine's cores, as they would on a one-box deployment.
 
-Writes ``benchmarks/results/serve.md`` and ``serve.json``; with ``--update-results`` also
-the serving section of ``benchmarks/RESULTS.md``. Numbers come from this script only.
+4. Production behaviour (issue 18), each on its own real ``mmfuse serve`` process:
+
+   * API keys: requests alternate between a server without keys and one with a key
+     (``$MMFUSE_API_KEYS``), the order flipping every pair; p50 with keys / p50 without,
+     overall and per block (target: within 1.1x);
+   * overload: bursts of 10 x ``--max-queue`` concurrent requests against
+     ``--max-queue 8 --request-timeout 10``: every request answered 200 or 503 within the
+     timeout, none hung, no other status, and the service healthy afterwards;
+   * SIGTERM with 20 requests in flight (held in a 2 s batch window so that all 20 are in
+     the service when the signal comes): all 20 answered 200, new connections refused
+     while draining, exit status 0.
+
+Writes ``benchmarks/results/serve.md`` (through ``_common.write_section``, which rebuilds
+``benchmarks/RESULTS.md``) and ``serve.json``. Numbers come from this script only.
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/bench_serve.py            # ~3-6 min
+    PYTHONPATH=src python benchmarks/bench_serve.py            # ~6-10 min
     PYTHONPATH=src python benchmarks/bench_serve.py --quick    # smoke run
     PYTHONPATH=src python benchmarks/bench_serve.py --encoders classical
 
@@ -44,6 +56,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,11 +64,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from _common import rebuild_results  # noqa: E402
+from _common import machine, stamp, write_section  # noqa: E402
 from mmfuse._io import atomic_write_text  # noqa: E402
 
 DATA = Path(os.environ.get("MMFUSE_DATA", REPO.parent / "shared" / "data"))
-RESULTS_MD = HERE / "results" / "serve.md"
 RESULTS_JSON = HERE / "results" / "serve.json"
 CLASSICAL = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 MODALITIES = ("audio", "image", "text")
@@ -151,14 +163,17 @@ def measure_load(path: Path, repeats: int) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]} | {"repeats": repeats}
 
 
-def start_server(path: Path, port: int) -> subprocess.Popen:
+def start_server(path: Path, port: int, *options: str, env: dict | None = None,
+                 log: Path | None = None) -> subprocess.Popen:
+    """``mmfuse serve`` in its own process (the real CLI); waits until /health answers."""
     import httpx
 
-    code = ("import sys; from mmfuse.serve import run_server; "
-            f"run_server(sys.argv[1], '127.0.0.1', {port}, log_level='warning')")
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env)
-    deadline = time.monotonic() + 120
+    full_env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **(env or {}))
+    out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "mmfuse", "serve", str(path), "--port",
+                             str(port), *options], env=full_env, stdout=out,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
@@ -169,6 +184,11 @@ def start_server(path: Path, port: int) -> subprocess.Popen:
             proc.kill()
             sys.exit("the server did not start")
         time.sleep(0.2)
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    proc.terminate()
+    return proc.wait(60)
 
 
 def sample_request(row) -> dict:
@@ -225,12 +245,150 @@ def concurrent(url: str, request: dict, clients: int, per_client: int) -> tuple[
     return elapsed, latencies
 
 
+BENCH_KEY = "bench-7f3c2a9e41d84b06"
+
+
+def metric(url: str, name: str, headers: dict | None = None) -> float:
+    """One unlabelled sample from the service's /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", headers=headers or {}, timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return sample.value
+    raise KeyError(name)
+
+
+def auth_overhead(url_off: str, url_on: str, request: dict, pairs: int,
+                  block: int) -> dict[str, Any]:
+    """Sequential requests alternating between the server without keys and the one with
+    keys (the order flips every pair), so that load drift hits both alike; p50 per block of
+    ``block`` pairs and overall."""
+    import httpx
+
+    off: list[float] = []
+    on: list[float] = []
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"}
+    with httpx.Client(base_url=url_off, timeout=120) as a, \
+            httpx.Client(base_url=url_on, timeout=120, headers=headers) as b:
+        for client in (a, b):
+            for _ in range(20):
+                client.post("/predict", **request).raise_for_status()  # same warm-up for both
+        for i in range(pairs):
+            order = ((a, off), (b, on)) if i % 2 == 0 else ((b, on), (a, off))
+            for client, times in order:
+                start = time.perf_counter()
+                response = client.post("/predict", **request)
+                times.append(time.perf_counter() - start)
+                response.raise_for_status()
+        refused = httpx.post(url_on + "/predict", **request, timeout=60).status_code
+    ratios = [float(np.median(on[k:k + block]) / np.median(off[k:k + block]))
+              for k in range(0, pairs - block + 1, block)]
+    return {"pairs": pairs, "block": block, "p50_off_ms": 1000 * float(np.median(off)),
+            "p50_on_ms": 1000 * float(np.median(on)),
+            "ratio_overall": float(np.median(on) / np.median(off)),
+            "block_ratios": ratios, "ratio_median_of_blocks": float(np.median(ratios)),
+            "without_key_status": refused}
+
+
+def burst(url: str, request: dict, n: int, client_timeout: float) -> dict[str, Any]:
+    """``n`` concurrent requests released at once (one connection each, opened beforehand)."""
+    import httpx
+
+    barrier = threading.Barrier(n + 1)
+    results: list[tuple[int | str, float]] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=client_timeout) as client:
+            client.get("/health")
+            barrier.wait()
+            start = time.perf_counter()
+            try:
+                status: int | str = client.post("/predict", **request).status_code
+            except httpx.TimeoutException:
+                status = "hung"
+            except httpx.TransportError as exc:
+                status = type(exc).__name__
+            with lock:
+                results.append((status, time.perf_counter() - start))
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    statuses = [s for s, _ in results]
+    times = [t for _, t in results]
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[str(s)] = counts.get(str(s), 0) + 1
+    return {"n": n, "counts": counts, "max_s": max(times),
+            "p50_503_ms": 1000 * float(np.median([t for s, t in results if s == 503] or [0])),
+            "p50_200_ms": 1000 * float(np.median([t for s, t in results if s == 200] or [0]))}
+
+
+def sigterm_drain(path: Path, port: int, request: dict, n: int, batch_wait_ms: int,
+                  log: Path) -> dict[str, Any]:
+    """``n`` requests held in flight (a ``batch_wait_ms`` batch window), then SIGTERM."""
+    import signal
+
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(path, port, "--batch-max", str(2 * n), "--batch-wait-ms",
+                        str(batch_wait_ms), log=log)
+    statuses: list[int | str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            try:
+                status: int | str = client.post("/predict", **request).status_code
+            except httpx.TransportError as exc:
+                status = type(exc).__name__
+            with lock:
+                statuses.append(status)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while (in_flight := metric(url, "mmfuse_predict_in_progress")) < n:
+        if time.monotonic() > deadline:
+            proc.kill()
+            sys.exit(f"only {in_flight} of {n} requests reached the service")
+        time.sleep(0.02)
+    signalled = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    refused = False
+    while any(t.is_alive() for t in threads):
+        if not refused:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                refused = True
+        time.sleep(0.02)
+    code = proc.wait(120)
+    drained_s = time.perf_counter() - signalled
+    return {"in_flight": int(in_flight), "statuses": {str(s): statuses.count(s)
+                                                      for s in sorted(set(statuses), key=str)},
+            "all_200": statuses == [200] * n, "exit_code": code, "drain_s": drained_s,
+            "new_connections_refused": refused, "batch_wait_ms": batch_wait_ms}
+
+
 def render_markdown(r: dict) -> str:
     lat, load, thr = r["latency"], r["load"], r["throughput"]
+    au, ov, dr = r["auth"], r["overload"], r["drain"]
+    burst_counts = "; ".join(", ".join(f"{v} x {k}" for k, v in sorted(b["counts"].items()))
+                             for b in ov["bursts"])
     lines = [
         "# Serving benchmark (`benchmarks/bench_serve.py`)",
         "",
-        f"Measured {r['date']} on {r['machine']} ({r['cpus']} CPUs), Python {r['python']}, "
+        f"Measured {r['date']} on {r['machine']}, "
         f"mmfuse {r['mmfuse']}. Encoders: **{r['encoders_label']}**; fusion: {r['fusion']}; "
         f"model trained on {r['n_train']} Tux Paint stamps; model file {r['model_bytes']:,} bytes.",
         "",
@@ -261,6 +419,50 @@ def render_markdown(r: dict) -> str:
         f"| loaded model's predictions equal the original's, bit for bit | "
         f"{'yes' if r['bit_identical'] else 'NO'} ({r['n_train']} training samples) |",
         "",
+        "### Production behaviour",
+        "",
+        "Each scenario runs the real `mmfuse serve` (CLI) in its own process; access log on.",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        f"| API keys on: p50 within 1.1x of keys off (same run, {au['pairs']} alternating "
+        f"pairs) | p50 {au['p50_on_ms']:.1f} ms with keys vs {au['p50_off_ms']:.1f} ms "
+        f"without: ratio {au['ratio_overall']:.3f}; median of {len(au['block_ratios'])} "
+        f"per-block ratios ({au['block']} pairs each) {au['ratio_median_of_blocks']:.3f} "
+        f"(range {min(au['block_ratios']):.2f}-{max(au['block_ratios']):.2f}) | "
+        f"{'yes' if au['ratio_median_of_blocks'] <= 1.1 else 'NO'} |",
+        f"| a request without a key is refused | {au['without_key_status']} | "
+        f"{'yes' if au['without_key_status'] == 401 else 'NO'} |",
+        f"| burst of {10 * ov['max_queue']} concurrent requests (10 x `--max-queue "
+        f"{ov['max_queue']}`, `--request-timeout {ov['request_timeout_s']:g}`), "
+        f"{len(ov['bursts'])} bursts: every one answered 200 or 503 within the timeout | "
+        f"per burst {burst_counts}; slowest answer (median over bursts) "
+        f"{ov['median_max_s']:.2f} s; median 503 answered in {ov['median_p50_503_ms']:.0f} ms "
+        f"| {'yes' if ov['answered_in_timeout'] and not ov['hung'] and not ov['other'] else 'NO'} |",
+        f"| ... 0 hung, 0 statuses other than 200/503 | {ov['hung']} hung, {ov['other']} other "
+        f"| {'yes' if not ov['hung'] and not ov['other'] else 'NO'} |",
+        f"| ... the service healthy afterwards (/health ok, a request answered 200, nothing "
+        f"left in progress) | {'yes' if ov['healthy_after'] else 'no'} | "
+        f"{'yes' if ov['healthy_after'] else 'NO'} |",
+        f"| SIGTERM with {dr['in_flight']} requests in flight: all complete with 200 | "
+        f"{dr['statuses']}; drained and exited in {dr['drain_s']:.2f} s | "
+        f"{'yes' if dr['all_200'] else 'NO'} |",
+        f"| ... new connections refused while draining; exit status 0 | "
+        f"{'refused' if dr['new_connections_refused'] else 'accepted'}; exit "
+        f"{dr['exit_code']} | "
+        f"{'yes' if dr['new_connections_refused'] and dr['exit_code'] == 0 else 'NO'} |",
+        f"| servers stopped with SIGTERM exit 0 | exit statuses {r['stop_exit_codes']} | "
+        f"{'yes' if all(c == 0 for c in r['stop_exit_codes']) else 'NO'} |",
+        f"| the key and the request text never appear in the access logs | key "
+        f"{'found' if r['key_in_logs'] else 'absent'}, text "
+        f"{'found' if r['text_in_logs'] else 'absent'} | "
+        f"{'yes' if not (r['key_in_logs'] or r['text_in_logs']) else 'NO'} |",
+        "",
+        f"The {dr['in_flight']} in-flight requests are held by a {dr['batch_wait_ms']} ms batch "
+        "window (`--batch-wait-ms`), so that all of them are inside the service when the "
+        "signal arrives. Ratios compare numbers measured in the same run; wall-clock values "
+        "move with the machine's load.",
+        "",
         f"Machine load average (1 min) at the start and end of the run: "
         f"{r['loadavg'][0]:.1f} and {r['loadavg'][1]:.1f} on {r['cpus']} CPUs. Other work "
         "running on the machine slows every wall-clock number above; the CPU seconds of "
@@ -277,12 +479,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="sequential requests")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--per-client", type=int, default=30)
+    parser.add_argument("--auth-pairs", type=int, default=200,
+                        help="request pairs alternating between auth off and on")
+    parser.add_argument("--auth-block", type=int, default=20, help="pairs per ratio block")
+    parser.add_argument("--max-queue", type=int, default=8)
+    parser.add_argument("--request-timeout", type=float, default=10.0)
+    parser.add_argument("--bursts", type=int, default=3)
+    parser.add_argument("--in-flight", type=int, default=20)
+    parser.add_argument("--hold-ms", type=int, default=2000,
+                        help="batch window that holds the in-flight requests at SIGTERM")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
-    parser.add_argument("--update-results", action="store_true",
-                        help="also write the serving section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     if args.quick:
         args.train, args.requests, args.per_client = 45, 30, 5
+        args.auth_pairs, args.auth_block, args.bursts = 40, 10, 1
 
     import httpx
 
@@ -307,10 +517,16 @@ def main() -> None:
 
         row = X.iloc[0]
         request = sample_request(row)
-        port = free_port()
-        server = start_server(path, port)
-        url = f"http://127.0.0.1:{port}"
+        port, port_keys = free_port(), free_port()
+        logs = Path(tmp)
+        server = start_server(path, port, log=logs / "plain.log")
+        server_keys = start_server(path, port_keys, env={"MMFUSE_API_KEYS": BENCH_KEY},
+                                   log=logs / "keys.log")
+        url, url_keys = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port_keys}"
         try:
+            # first, while both servers are equally fresh (each gets the same warm-up)
+            auth = auth_overhead(url, url_keys, request, args.auth_pairs, args.auth_block)
+            print(f"auth: {auth}", flush=True)
             sequential(url, request, 5)  # warm-up
             latency = percentiles(sequential(url, request, args.requests))
             print(f"latency: {latency}", flush=True)
@@ -318,8 +534,44 @@ def main() -> None:
             elapsed, times = concurrent(url, request, args.clients, args.per_client)
             after = httpx.get(url + "/health").json()
         finally:
-            server.terminate()
-            server.wait(30)
+            exit_codes = [stop_server(server), stop_server(server_keys)]
+        key_logged = BENCH_KEY in (logs / "keys.log").read_text(errors="replace")
+        text_logged = row["text"] in ((logs / "keys.log").read_text(errors="replace")
+                                      + (logs / "plain.log").read_text(errors="replace"))
+
+        # overload: bursts of 10 x --max-queue concurrent requests
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = start_server(path, port, "--max-queue", str(args.max_queue),
+                              "--request-timeout", str(args.request_timeout),
+                              log=logs / "burst.log")
+        try:
+            bursts = []
+            for i in range(args.bursts):
+                bursts.append(burst(url, request, 10 * args.max_queue,
+                                    args.request_timeout + 30))
+                print(f"burst {i + 1}: {bursts[-1]}", flush=True)
+            healthy = (httpx.get(url + "/health", timeout=30).json()["status"] == "ok"
+                       and httpx.post(url + "/predict", **request,
+                                      timeout=60).status_code == 200
+                       and metric(url, "mmfuse_predict_in_progress") == 0)
+        finally:
+            exit_codes.append(stop_server(server))
+
+        # graceful shutdown with requests in flight
+        drain = sigterm_drain(path, free_port(), request, args.in_flight, args.hold_ms,
+                              logs / "drain.log")
+        print(f"drain: {drain}", flush=True)
+    overload = {"max_queue": args.max_queue, "request_timeout_s": args.request_timeout,
+                "bursts": bursts, "healthy_after": healthy,
+                "answered_in_timeout": all(b["max_s"] <= args.request_timeout for b in bursts),
+                "hung": sum(b["counts"].get("hung", 0) for b in bursts),
+                "other": sum(v for b in bursts for k, v in b["counts"].items()
+                             if k not in ("200", "503")),
+                "median_counts": {k: float(np.median([b["counts"].get(k, 0) for b in bursts]))
+                                  for k in ("200", "503")},
+                "median_max_s": float(np.median([b["max_s"] for b in bursts])),
+                "median_p50_503_ms": float(np.median([b["p50_503_ms"] for b in bursts]))}
     n = args.clients * args.per_client
     batches = max(after["batches"] - before["batches"], 1)
     throughput = {"clients": args.clients, "requests": n, "seconds": elapsed,
@@ -330,8 +582,9 @@ def main() -> None:
     print(f"throughput: {throughput}", flush=True)
 
     result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": platform.platform(terse=True),
+        "date": stamp(),
+        "machine": machine(),
+        "command": "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:]),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "mmfuse": mmfuse.__version__,
@@ -347,15 +600,19 @@ def main() -> None:
         "load": load,
         "latency": latency,
         "throughput": throughput,
+        "auth": auth,
+        "overload": overload,
+        "drain": drain,
+        "stop_exit_codes": exit_codes,
+        "key_in_logs": key_logged,
+        "text_in_logs": text_logged,
         "quick": args.quick,
         "loadavg": [load_start, os.getloadavg()[0]],
     }
     markdown = render_markdown(result)
-    RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS_MD, markdown)
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS_JSON, json.dumps(result, indent=2) + "\n")
-    if args.update_results:
-        rebuild_results()  # RESULTS.md from every section in benchmarks/results/
+    write_section("serve", markdown)  # benchmarks/results/serve.md, and RESULTS.md rebuilt
     print(markdown)
 
 

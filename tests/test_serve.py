@@ -7,8 +7,7 @@ import itertools
 import json
 import os
 import socket
-import subprocess
-import sys
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,8 @@ pytest.importorskip("uvicorn")
 
 from mmfuse import InputError, MultimodalClassifier, load  # noqa: E402
 from mmfuse.predict import PROBA_PREFIX, predict_table  # noqa: E402
-from mmfuse.serve import ServerThread, create_app  # noqa: E402
+from mmfuse.serve import create_app  # noqa: E402
+from server_harness import ServerThread, free_port, start_cli_server  # noqa: E402
 
 MAX_UPLOAD = 200_000
 MAX_TEXT = 300
@@ -290,41 +290,6 @@ def test_create_app_checks_its_arguments(service):
         create_app(model, batch_wait_ms=-1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_run_server_serves_a_model_file(service):
-    _, model, X, path = service
-    port = _free_port()
-    code = ("import sys; from mmfuse.serve import run_server; "
-            f"run_server(sys.argv[1], '127.0.0.1', {port}, log_level='warning')")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
-        row = X.iloc[3]
-        response = httpx.post(url + "/predict", data={"text": row["text"]}, timeout=30)
-        assert response.status_code == 200
-        _check_answer(response.json(), _expected(model, row, ("text",)), model, ("text",))
-    finally:
-        proc.terminate()
-        proc.wait(20)
-
-
 def test_no_request_path_is_ever_opened(service, monkeypatch):
     """Strings that look like paths reach no file-opening code, whatever the field."""
     import mmfuse.preprocess.audio as audio_module
@@ -378,3 +343,305 @@ def test_passthrough_features_as_json():
             assert bad.status_code == 422 and "expects 12" in bad.json()["error"]["message"]
             bad = client.post("/predict", json={"a": ["x"] * 12})
             assert bad.status_code == 422
+
+
+# -- production: keys, TLS, overload, shutdown, metrics ------------------------------------------
+
+KEYS = ("k-3f9a1c7e5b2d4f60a8c1", "k-second-7d2e9b14c3a6")
+
+
+def _text_request(row: pd.Series) -> dict:
+    return {"data": {"text": row["text"]}}
+
+
+def test_load_api_keys_from_a_file_and_the_environment(tmp_path):
+    from mmfuse.serve import load_api_keys
+
+    path = tmp_path / "keys.txt"
+    path.write_text(f"# production keys\n\n  {KEYS[0]}  \n{KEYS[1]}\n")
+    assert load_api_keys(path, environ={}) == list(KEYS)
+    assert load_api_keys(None, environ={"MMFUSE_API_KEYS": "a1, b2 c3"}) == ["a1", "b2", "c3"]
+    assert load_api_keys(path, environ={"MMFUSE_API_KEYS": "e1"}) == [*KEYS, "e1"]
+    assert load_api_keys(None, environ={}) == []
+    (tmp_path / "empty.txt").write_text("# nothing yet\n\n")
+    with pytest.raises(InputError, match="holds no key"):
+        load_api_keys(tmp_path / "empty.txt", environ={})
+    with pytest.raises(InputError, match="cannot read the API key file .*missing.txt"):
+        load_api_keys(tmp_path / "missing.txt", environ={})
+    (tmp_path / "spaced.txt").write_text("good-key\nsecret with spaces\n")
+    with pytest.raises(InputError, match="line 2 of the API key file") as info:
+        load_api_keys(tmp_path / "spaced.txt", environ={})
+    assert "secret" not in str(info.value)  # errors never echo a key
+
+
+def test_startup_notices_say_who_can_get_in():
+    import logging
+
+    from mmfuse.serve import _startup_notices
+
+    (level, text), = _startup_notices("127.0.0.1", 8000, 0, False)
+    assert level == logging.INFO and "unauthenticated" in text
+    (level, text), = _startup_notices("0.0.0.0", 8000, 0, False)
+    assert level == logging.WARNING and "unauthenticated" in text and "anyone" in text
+    (level, text), = _startup_notices("::1", 8000, 2, True)
+    assert level == logging.INFO and "2 accepted" in text and "https://" in text
+    notices = _startup_notices("10.1.2.3", 8000, 1, False)
+    assert [lvl for lvl, _ in notices] == [logging.INFO, logging.WARNING]
+    assert "clear text" in notices[1][1]
+
+
+def test_api_keys_guard_everything_but_health(service, caplog):
+    import logging
+
+    client, model, X, _ = service
+    caplog.set_level(logging.INFO, logger="mmfuse")
+    row = X.iloc[4]
+    app = create_app(model, api_keys=KEYS, batch_wait_ms=0)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        assert c.get("/health").status_code == 200  # open: it tells nothing about the model
+        for path in ("/model", "/metrics", "/openapi.json"):
+            assert c.get(path).status_code == 401, path
+        refused = [
+            ({}, "Bearer realm=\"mmfuse\""),
+            ({"Authorization": "Bearer wrong-key"}, 'error="invalid_token"'),
+            ({"X-API-Key": KEYS[0][:-1]}, 'error="invalid_token"'),
+            ({"Authorization": f"Basic {KEYS[0]}"}, "Bearer realm"),  # not a bearer token
+        ]
+        for headers, challenge in refused:
+            response = c.post("/predict", headers=headers, **_text_request(row))
+            assert response.status_code == 401, headers
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert challenge in response.headers["www-authenticate"]
+        expected = _expected(model, row, ("text",))
+        for headers in ({"Authorization": f"Bearer {KEYS[0]}"},
+                        {"authorization": f"bearer {KEYS[1]}"}, {"X-API-Key": KEYS[1]}):
+            response = c.post("/predict", headers=headers, **_text_request(row))
+            assert response.status_code == 200, headers
+            _check_answer(response.json(), expected, model, ("text",))
+        assert c.get("/model", headers={"X-API-Key": KEYS[0]}).json()["classes"] == \
+            model.classes_.tolist()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POST /predict 401" in logged and "POST /predict 200" in logged
+    for secret in (*KEYS, "wrong-key", row["text"]):
+        assert secret not in logged
+
+
+def _metric_samples(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_and_access_log_hold_no_request_content(service, caplog):
+    import logging
+
+    client, model, X, path = service
+    caplog.set_level(logging.INFO, logger="mmfuse")
+    row = X.iloc[6]
+    files, data = _files(row)
+    files["image"] = ("holiday-photo-of-anna.png", *files["image"][1:])
+    assert client.post("/predict", files=files, data=data).status_code == 200
+    assert client.post("/predict", json={"text": "x" * (MAX_TEXT + 1)}).status_code == 413
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = _metric_samples(response.text)
+    ok = (("method", "POST"), ("path", "/predict"), ("status", "200"))
+    assert samples[("mmfuse_http_requests_total", ok)] >= 1
+    assert samples[("mmfuse_http_requests_total", ok[:2] + (("status", "413"),))] >= 1
+    assert samples[("mmfuse_http_request_duration_seconds_count", (("path", "/predict"),))] >= 2
+    assert samples[("mmfuse_batch_size_count", ())] >= 1
+    assert samples[("mmfuse_batch_size_sum", ())] >= samples[("mmfuse_batch_size_count", ())]
+    assert samples[("mmfuse_queue_depth", ())] == 0
+    assert samples[("mmfuse_predict_in_progress", ())] == 0
+    info = [labels for (name, labels), _ in samples.items() if name == "mmfuse_model_info"]
+    assert dict(info[0])["model_id"] == model.model_file_["payload"]["sha256"]
+    # two apps, two registries: metrics never leak between them (nor into the global one)
+    other = create_app(model, warm_up=False)
+    from prometheus_client import REGISTRY, generate_latest
+
+    assert b"mmfuse_http_requests_total" not in generate_latest(REGISTRY)
+    assert b'mmfuse_http_requests_total{' not in generate_latest(other.state.metrics_registry)
+    access = [r.getMessage() for r in caplog.records if r.name == "mmfuse.access"]
+    assert any(line.startswith("POST /predict 200 ") and line.endswith(" bytes")
+               for line in access), access
+    everything = response.text + "\n".join(r.getMessage() for r in caplog.records)
+    for content in (row["text"], "holiday-photo-of-anna", "said.ogg", "xxxxxxxx"):
+        assert content not in everything
+
+
+def test_overload_is_answered_at_once_and_timeouts_are_503(service):
+    """Two requests fill the service (max_queue=2) and wait in a long batch window: ten more
+    get 503 + Retry-After at once; the two time out (503) before the batch would run."""
+    client, model, X, _ = service
+    row = X.iloc[1]
+    app = create_app(model, max_queue=2, request_timeout=6.0, batch_max=3, batch_wait_ms=10_000)
+    with ServerThread(app) as server, ThreadPoolExecutor(12) as pool:
+        def ask(_=None, **kwargs):
+            with httpx.Client(base_url=server.url, timeout=60) as own:
+                return own.post("/predict", **(kwargs or _text_request(row)))
+
+        holders = [pool.submit(ask) for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while _metric_samples(httpx.get(server.url + "/metrics").text)[
+                ("mmfuse_predict_in_progress", ())] < 2:
+            assert time.monotonic() < deadline, "the two requests never arrived"
+            time.sleep(0.02)
+        files, data = _files(row)
+        burst = list(pool.map(lambda i: ask(files=files, data=data) if i % 2 else ask(), range(10)))
+        for response in burst:
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["error"]["code"] == "overloaded"
+        # a bad request is still a 4xx when the service is full, not a 503
+        bad = ask(content=b"x", headers={"content-type": "text/plain"})
+        assert bad.status_code == 415
+        for future in holders:
+            response = future.result()
+            assert response.status_code == 503 and response.json()["error"]["code"] == "timeout"
+            assert response.headers["retry-after"] == "1"
+        # healthy afterwards: the next request is answered (it fills the batch of 3)
+        response = ask()
+        assert response.status_code == 200
+        _check_answer(response.json(), _expected(model, row, ("text",)), model, ("text",))
+        samples = _metric_samples(httpx.get(server.url + "/metrics").text)
+        assert samples[("mmfuse_predict_rejected_total", (("reason", "overload"),))] == 10
+        assert samples[("mmfuse_predict_rejected_total", (("reason", "timeout"),))] == 2
+        assert samples[("mmfuse_predict_in_progress", ())] == 0
+
+
+def test_a_body_that_never_arrives_gets_408(service):
+    _, model, _, _ = service
+    app = create_app(model, request_timeout=1.0, warm_up=False)
+    with ServerThread(app) as server, socket.create_connection((server.host, server.port),
+                                                               timeout=30) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 100\r\n\r\n{\"text\": ")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        with httpx.Client(base_url=server.url) as c:
+            samples = _metric_samples(c.get("/metrics").text)
+        assert samples[("mmfuse_predict_rejected_total", (("reason", "body_timeout"),))] == 1
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_cli_https_keys_and_graceful_sigterm(service, tmp_path):
+    """The production set-up in one real `mmfuse serve` process: HTTPS, keys from a file and
+    from $MMFUSE_API_KEYS. 20 requests wait in an 8 s batch window; on SIGTERM the service
+    refuses new connections, answers all 20 with 200 and exits 0; its log holds no key and
+    no text."""
+    import signal
+
+    pytest.importorskip("cryptography")
+    _, model, X, path = service
+    cert, key = _self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    keys = tmp_path / "keys.txt"
+    keys.write_text(KEYS[0] + "\n")
+    proc, url = start_cli_server(path, "--api-key-file", str(keys), "--ssl-certfile", str(cert),
+                                 "--ssl-keyfile", str(key), "--batch-max", "32",
+                                 "--batch-wait-ms", "8000", env={"MMFUSE_API_KEYS": KEYS[1]},
+                                 scheme="https", verify=trust)
+    port = int(url.rsplit(":", 1)[1])
+    rows = [X.iloc[i % len(X)] for i in range(20)]
+    auth = [{"Authorization": f"Bearer {KEYS[0]}"}, {"X-API-Key": KEYS[1]}]
+    try:
+        with httpx.Client(base_url=url, verify=trust, timeout=60) as c:
+            assert c.get("/health").json()["status"] == "ok"
+            assert c.post("/predict", **_text_request(rows[0])).status_code == 401
+            assert c.get("/metrics").status_code == 401
+        with pytest.raises(httpx.TransportError):  # plain HTTP gets no answer
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        with pytest.raises(httpx.ConnectError):  # an unknown certificate is not trusted
+            httpx.get(url + "/health", timeout=5)
+
+        def ask(i):
+            with httpx.Client(base_url=url, verify=trust, timeout=60, headers=auth[i % 2]) as c:
+                return c.post("/predict", **_text_request(rows[i]))
+
+        def in_progress() -> float:
+            text = httpx.get(url + "/metrics", verify=trust, headers=auth[0]).text
+            return _metric_samples(text)[("mmfuse_predict_in_progress", ())]
+
+        with ThreadPoolExecutor(20) as pool:
+            futures = [pool.submit(ask, i) for i in range(20)]
+            deadline = time.monotonic() + 30
+            while in_progress() < 20:
+                assert time.monotonic() < deadline, "the 20 requests never arrived"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            refused = False
+            while not all(f.done() for f in futures) and not refused:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    time.sleep(0.02)
+                except OSError:
+                    refused = True
+            answers = [f.result() for f in futures]
+        assert refused, "the service still accepted connections while draining"
+        for row, response in zip(rows, answers):
+            assert response.status_code == 200, response.text
+            _check_answer(response.json(), _expected(model, row, ("text",)), model, ("text",))
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.communicate()[0].decode()
+    assert "API keys required (2 accepted)" in output and "https://" in output, output
+    assert "POST /predict 200" in output and "POST /predict 401" in output
+    assert "stopped after SIGTERM" in output
+    for secret in (*KEYS, *(row["text"] for row in rows)):
+        assert secret not in output
+
+
+def test_cli_serve_refuses_bad_keys_and_certificates(service, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmfuse.cli import app as cli
+
+    _, _, _, path = service
+    runner = CliRunner()
+    (tmp_path / "keys.txt").write_text("\n# none\n")
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    for options, message in [
+        (["--api-key-file", str(tmp_path / "nope.txt")], "cannot read the API key file"),
+        (["--api-key-file", str(tmp_path / "keys.txt")], "holds no key"),
+        (["--ssl-certfile", str(tmp_path / "cert.pem")], "could not be loaded"),
+        (["--ssl-keyfile", str(tmp_path / "cert.pem")], "without ssl_certfile"),
+    ]:
+        result = runner.invoke(cli, ["serve", str(path), "--port", str(free_port()), *options])
+        assert result.exit_code == 2, (options, result.output)
+        assert message in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output

@@ -401,14 +401,24 @@ def serve(
     max_text_chars: Annotated[int, typer.Option(help="Longest accepted text field.")] = 10_000,
     batch_max: Annotated[int, typer.Option(help="Most requests fused into one model batch.")] = 16,
     batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.")] = 5.0,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="Require an API key (Bearer or X-API-Key) on every path but /health; one key a line. $MMFUSE_API_KEYS adds keys.")] = None,
+    ssl_certfile: Annotated[Optional[Path], typer.Option(help="PEM certificate: serve HTTPS.")] = None,
+    ssl_keyfile: Annotated[Optional[Path], typer.Option(help="PEM private key of --ssl-certfile.")] = None,
+    max_queue: Annotated[int, typer.Option(min=0, help="Most /predict requests held at once; above it 503 + Retry-After at once (0: no bound).")] = 64,
+    request_timeout: Annotated[float, typer.Option(min=0, help="Seconds a /predict request may take before a 503 (0: no limit).")] = 30.0,
+    drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM/Ctrl-C: seconds in-flight requests get to finish.")] = 30.0,
+    access_log: Annotated[bool, typer.Option(help="Log method, path, status, latency and size of each request.")] = True,
 ) -> None:
-    """Serve a model over HTTP: POST /predict, GET /health, GET /model, /docs."""
+    """Serve a model over HTTP: POST /predict, GET /health, /model, /metrics, /docs."""
     from .serve import run_server
 
     with _errors():
         run_server(model, host, port, max_upload_bytes=int(max_upload_mb * 2**20),
                    max_text_chars=max_text_chars, batch_max=batch_max,
-                   batch_wait_ms=batch_wait_ms)
+                   batch_wait_ms=batch_wait_ms, api_key_file=api_key_file,
+                   ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                   max_queue=max_queue or None, request_timeout=request_timeout or None,
+                   drain_timeout=drain_timeout, access_log=access_log)
 
 
 cache_app = typer.Typer(help="The on-disk feature cache ($MMFUSE_CACHE, else the user cache dir).",

@@ -15,6 +15,12 @@ Design:
 * Decoding runs per request in a thread pool; the model runs on micro-batches: a queue and
   one worker that groups the requests arriving within ``batch_wait_ms`` (up to
   ``batch_max``), so concurrent clients share one encoder call per modality.
+* Production: API keys (``Authorization: Bearer`` or ``X-API-Key``, compared in constant
+  time; ``/health`` stays open), TLS through uvicorn, a bound on the requests held at once
+  (``max_queue``: above it 503 with ``Retry-After`` at once), a per-request timeout (503),
+  graceful shutdown on SIGTERM (in-flight requests finish, bounded by a drain timeout),
+  Prometheus metrics at ``/metrics`` (a per-app registry) and an access log that holds
+  method, path, status, latency and size only: no texts, file names or keys.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions'
@@ -22,10 +28,14 @@ Design:
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import logging
+import logging.config
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,9 +51,17 @@ from .encoders.base import MissingItem
 from .predict import column_kind, model_columns, used_modalities, view_dim
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("mmfuse.access")
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 DEFAULT_MAX_TEXT_CHARS = 10_000
+DEFAULT_MAX_QUEUE = 64
+DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_DRAIN_TIMEOUT = 30.0
+API_KEYS_ENV = "MMFUSE_API_KEYS"
+# Paths anyone may call when API keys are set: liveness says nothing about the model.
+_OPEN_PATHS = frozenset({"/health"})
+_RETRY_AFTER_S = 1
 # Extra bytes a request body may hold beyond its fields (multipart headers, JSON syntax).
 _ENVELOPE_BYTES = 64 * 1024
 # How much of an oversize body is read (and dropped) so the client gets its 413 cleanly.
@@ -60,12 +78,14 @@ _GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream")
 class ApiError(Exception):
     """A request the service refuses: becomes ``status`` with a JSON error body."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: Mapping[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -109,12 +129,217 @@ class ServiceStats:
                 "rejected": self.errors}
 
 
+# -- API keys, metrics, access log -------------------------------------------------------------
+
+
+def load_api_keys(path: str | os.PathLike | None = None,
+                  environ: Mapping[str, str] | None = None) -> list[str]:
+    """API keys from a key file and from ``$MMFUSE_API_KEYS``.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        A text file with one key per line; blank lines and lines starting with ``#`` are
+        skipped.
+    environ : mapping, optional
+        Where to read ``MMFUSE_API_KEYS`` (keys separated by commas or whitespace); default
+        ``os.environ``.
+
+    Returns
+    -------
+    list of str
+        Every key from both sources, file first; empty when neither gives one.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, holds no key, or a key has characters a header cannot
+        carry. Messages name the file and line, never a key.
+    """
+    environ = os.environ if environ is None else environ
+    keys: list[str] = []
+    if path is not None:
+        try:
+            text = open(os.fspath(path), encoding="utf-8").read()  # noqa: SIM115
+        except OSError as exc:
+            raise InputError(f"cannot read the API key file {os.fspath(path)!r}: "
+                             f"{exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"the API key file {os.fspath(path)!r} is not UTF-8 text") from None
+        found = []
+        for number, line in enumerate(text.splitlines(), 1):
+            key = line.strip()
+            if not key or key.startswith("#"):
+                continue
+            _check_key(key, f"line {number} of the API key file {os.fspath(path)!r}")
+            found.append(key)
+        if not found:
+            raise InputError(f"the API key file {os.fspath(path)!r} holds no key; expected one "
+                             f"key per line")
+        keys += found
+    for i, key in enumerate(environ.get(API_KEYS_ENV, "").replace(",", " ").split(), 1):
+        _check_key(key, f"key {i} of ${API_KEYS_ENV}")
+        keys.append(key)
+    return keys
+
+
+def _check_key(key: str, where: str) -> None:
+    if not all(33 <= ord(c) <= 126 for c in key):
+        raise InputError(f"{where}: a key must be printable ASCII without spaces (it travels in "
+                         f"an HTTP header)")
+
+
+class _KeyCheck:
+    """Constant-time API key check; holds SHA-256 digests only, never the keys."""
+
+    def __init__(self, keys: Iterable[str]):
+        if isinstance(keys, str):
+            raise InputError("api_keys must be a list of keys, not one string")
+        self._digests = []
+        for i, key in enumerate(keys, 1):
+            if not isinstance(key, str):
+                raise InputError(f"api_keys: key {i} must be a str; got {type(key).__name__}")
+            _check_key(key, f"api_keys: key {i}")
+            self._digests.append(hashlib.sha256(key.encode()).digest())
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def __repr__(self) -> str:
+        return f"_KeyCheck({len(self._digests)} keys)"
+
+    def verdict(self, headers: Iterable[tuple[bytes, bytes]]) -> str:
+        """``"ok"``, ``"missing"`` or ``"invalid"`` for a request's raw ASGI headers."""
+        given = []
+        for name, value in headers:
+            if name == b"authorization":
+                scheme, _, token = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer" and token.strip():
+                    given.append(token.strip())
+            elif name == b"x-api-key" and value.strip():
+                given.append(value.strip())
+        if not given:
+            return "missing"
+        ok = False
+        for candidate in given:
+            digest = hashlib.sha256(candidate).digest()
+            for known in self._digests:  # every key compared: time does not depend on which
+                ok |= hmac.compare_digest(digest, known)
+        return "ok" if ok else "invalid"
+
+
+class _Metrics:
+    """The app's Prometheus metrics, in a registry of its own (never the global one)."""
+
+    def __init__(self, model_id: str, spec: _ModelSpec, version: str, max_queue: int | None):
+        from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
+                                       ProcessCollector)
+
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        self.requests = Counter("mmfuse_http_requests", "HTTP requests answered, by path, "
+                                "method and status", ["path", "method", "status"], registry=r)
+        self.latency = Histogram("mmfuse_http_request_duration_seconds", "Time from the "
+                                 "request's arrival to the end of its answer, by path", ["path"],
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30,
+                                          60), registry=r)
+        self.rejected = Counter("mmfuse_predict_rejected", "Predict requests refused before the "
+                                "model answered: overload (503 at once), timeout (503), "
+                                "body_timeout (408)", ["reason"], registry=r)
+        self.batch_size = Histogram("mmfuse_batch_size", "Requests per model batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.batch_seconds = Histogram("mmfuse_batch_duration_seconds", "Time the model takes "
+                                       "per batch", registry=r)
+        self.queue_depth = Gauge("mmfuse_queue_depth", "Requests waiting for the batch worker",
+                                 registry=r)
+        self.in_progress = Gauge("mmfuse_predict_in_progress", "Predict requests held now "
+                                 "(reading, decoding, waiting for a batch or in one)", registry=r)
+        limit = Gauge("mmfuse_predict_max_queue", "Most predict requests held at once "
+                      "(--max-queue; 0: no bound)", registry=r)
+        limit.set(max_queue or 0)
+        Info("mmfuse_model", "The model served", registry=r).info({
+            "model_id": str(model_id), "mmfuse_version": version,
+            "fusion": str(spec.info.get("fusion")), "modalities": ",".join(spec.columns),
+            "classes": str(len(spec.classes))})
+
+
+class _Front:
+    """ASGI middleware in front of the app: API keys, metrics and the access log.
+
+    The access log and the metrics hold method, path, status, latency and size: never query
+    strings, headers (so never keys), texts or file names.
+    """
+
+    def __init__(self, app: Any, *, keys: _KeyCheck, metrics: _Metrics,
+                 known_paths: frozenset, access_log: bool):
+        self.app = app
+        self.keys = keys
+        self.metrics = metrics
+        self.known_paths = known_paths
+        self.access_log = access_log
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path, method = scope["path"], scope["method"]
+        sent = {"status": 0, "bytes": 0}
+
+        async def send_and_note(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                sent["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                sent["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            verdict = "ok" if not self.keys or path in _OPEN_PATHS else self.keys.verdict(
+                scope["headers"])
+            if verdict == "ok":
+                await self.app(scope, receive, send_and_note)
+            else:
+                await _unauthorized(verdict, send_and_note)
+        except asyncio.CancelledError:
+            sent["status"] = sent["status"] or 499  # client gone, or cut at the drain timeout
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            label = path if path in self.known_paths else "other"
+            status = sent["status"] or 500  # an error the outer middleware answers
+            self.metrics.requests.labels(label, method, str(status)).inc()
+            self.metrics.latency.labels(label).observe(elapsed)
+            if self.access_log:
+                access_logger.info("%s %s %d %.1f ms %d bytes", method,
+                                   path if label != "other" else "(unknown path)", status,
+                                   elapsed * 1000, sent["bytes"])
+
+
+async def _unauthorized(verdict: str, send: Callable) -> None:
+    if verdict == "missing":
+        message = ("this service needs an API key: send 'Authorization: Bearer <key>' or "
+                   "'X-API-Key: <key>'")
+        challenge = b'Bearer realm="mmfuse"'
+    else:
+        message = "the API key is not valid"
+        challenge = b'Bearer realm="mmfuse", error="invalid_token"'
+    body = json.dumps(ApiError(401, "unauthorized", message).body()).encode()
+    await send({"type": "http.response.start", "status": 401, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", challenge)]})
+    await send({"type": "http.response.body", "body": body})
+
+
 # -- the app ---------------------------------------------------------------------------------
 
 
 def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, batch_max: int = 16,
-               batch_wait_ms: float = 5.0, warm_up: bool = True) -> Any:
+               batch_wait_ms: float = 5.0, warm_up: bool = True,
+               api_keys: Iterable[str] | None = None,
+               max_queue: int | None = DEFAULT_MAX_QUEUE,
+               request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+               access_log: bool = True, model_id: str | None = None) -> Any:
     """A FastAPI app serving ``model``.
 
     Parameters
@@ -131,33 +356,66 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         How long the worker waits for more requests after the first of a batch.
     warm_up : bool, default=True
         Load lazily loaded encoder weights at startup rather than on the first request.
+    api_keys : iterable of str, optional
+        Keys that open every path but ``/health``, sent as ``Authorization: Bearer <key>``
+        or ``X-API-Key: <key>``; a missing or wrong key is a 401. Only their SHA-256
+        digests are kept. None or empty: no authentication.
+    max_queue : int or None, default=64
+        Most ``/predict`` requests held at once (being read, decoded, waiting for a batch or
+        in one). Above it a request is answered 503 with ``Retry-After`` at once. None: no
+        bound.
+    request_timeout : float or None, default=30.0
+        Seconds a ``/predict`` request may take once admitted; past it the answer is 503
+        with ``Retry-After`` (408 if the client was still sending its body). None: no limit.
+    access_log : bool, default=True
+        Log one line per request to the ``mmfuse.access`` logger: method, path, status,
+        latency and response size (never query strings, headers, texts or file names).
+    model_id : str, optional
+        Identifies the model in ``/metrics``; default: the SHA-256 of the model file's
+        payload when the model was loaded from a file, else ``"unsaved"``.
 
     Returns
     -------
     fastapi.FastAPI
+        ``app.state.metrics_registry`` holds the app's own Prometheus registry.
     """
     from . import __version__
 
     fastapi = require("fastapi", "serve")
     require("python_multipart", "serve")  # multipart parsing, checked now rather than per request
+    require("prometheus_client", "serve")
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import Request
 
     for name, value in (("max_upload_bytes", max_upload_bytes), ("max_text_chars", max_text_chars),
-                        ("batch_max", batch_max)):
+                        ("batch_max", batch_max), ("max_queue", max_queue)):
+        if name == "max_queue" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive int; got {value!r}")
     if not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms <= 10_000:
         raise InputError(f"batch_wait_ms must be between 0 and 10000; got {batch_wait_ms!r}")
+    if request_timeout is not None and (isinstance(request_timeout, bool)
+                                        or not isinstance(request_timeout, (int, float))
+                                        or not 0 < request_timeout < math.inf):
+        raise InputError(f"request_timeout must be a positive number of seconds or None; got "
+                         f"{request_timeout!r}")
+    keys = _KeyCheck(api_keys or ())
 
     spec = _model_spec(model, max_upload_bytes, max_text_chars, __version__)
+    if model_id is None:
+        model_id = (spec.info["model_file"] or {}).get("sha256") or "unsaved"
     stats = ServiceStats()
+    metrics = _Metrics(model_id, spec, __version__, max_queue)
     batcher = _Batcher(lambda items: _predict_batch(model, spec, items), batch_max,
-                       batch_wait_ms / 1000.0, stats)
+                       batch_wait_ms / 1000.0, stats, metrics)
+    metrics.queue_depth.set_function(batcher.depth)
     limits = _BodyLimits(spec, max_upload_bytes, max_text_chars)
+    admitted = [0]  # /predict requests held now
+    metrics.in_progress.set_function(lambda: admitted[0])
 
     @asynccontextmanager
     async def lifespan(app: Any):
@@ -174,14 +432,17 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         version=__version__,
         description=(f"Predicts {len(spec.classes)} classes from the modalities "
                      f"{', '.join(spec.columns)} (any subset). Files are sent as multipart "
-                     f"uploads or base64 in JSON; errors are JSON with a 4xx status."),
+                     f"uploads or base64 in JSON; errors are JSON with a 4xx status."
+                     + (" Every path but /health needs an API key (Authorization: Bearer "
+                        "<key>, or X-API-Key)." if keys else "")),
         lifespan=lifespan,
     )
     app.state.model = model
     app.state.stats = stats
+    app.state.metrics_registry = metrics.registry
 
     def error_response(exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -210,7 +471,7 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         return JSONResponse(ApiError(500, "internal", "internal server error").body(),
                             status_code=500)
 
-    @app.get("/health", summary="Liveness and batching statistics")
+    @app.get("/health", summary="Liveness and batching statistics (open without a key)")
     async def health():
         return {"status": "ok", **stats.as_dict()}
 
@@ -218,28 +479,25 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     async def model_info():
         return spec.info
 
-    def parse(media: str, body: bytes, content_type: str) -> dict[str, Any]:
+    @app.get("/metrics", summary="Prometheus metrics (text format)",
+             response_class=Response)
+    async def metrics_endpoint():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def parse(media: str, body: bytes, fields: list[_Field] | None) -> dict[str, Any]:
         if media == "application/json":
             return _items_from_json(body, spec, max_upload_bytes, max_text_chars)
-        if media == "multipart/form-data":
-            fields = _parse_multipart(body, content_type, limits)
-        else:
+        if fields is None:
             fields = _parse_urlencoded(body, len(spec.columns))
         return _items_from_fields(fields, spec, max_upload_bytes, max_text_chars)
 
     answer_model, error_model = _response_models()
 
-    @app.post("/predict", summary="Predict the class of one sample",
-              openapi_extra=_openapi_request(spec, max_text_chars),
-              responses={200: {"model": answer_model},
-                         **{status: {"model": error_model} for status in (400, 413, 415, 422)}})
-    async def predict(request: Request):
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media and media not in _MEDIA_TYPES:
-            raise ApiError(415, "unsupported_media_type",
-                           f"content type {media!r} is not accepted; send multipart/form-data "
-                           f"(fields {spec.columns}) or application/json")
+    async def answer(request: Request, media: str, phase: list[str]) -> JSONResponse:
         body = await _read_body(request, limits.for_media(media))
+        phase[0] = "predict"
         if not body:
             raise ApiError(400, "empty_request",
                            f"the request is empty; send at least one of the fields {spec.columns}")
@@ -247,8 +505,11 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
             raise ApiError(415, "unsupported_media_type",
                            "the request has no content type; send multipart/form-data or "
                            "application/json")
-        # parsing megabytes (multipart, JSON, base64) is CPU work: off the event loop
-        items = await run_in_threadpool(parse, media, body, request.headers["content-type"])
+        fields = None
+        if media == "multipart/form-data":
+            fields = await _parse_multipart(body, request.headers["content-type"], limits)
+        # parsing megabytes (JSON, base64, text decoding) is CPU work: off the event loop
+        items = await run_in_threadpool(parse, media, body, fields)
         prepared = await _prepare_all(model, spec, items, run_in_threadpool)
         used = [m for m in spec.used if m in prepared]
         if not used:
@@ -259,6 +520,50 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         proba = await batcher.submit(prepared)
         return JSONResponse(_answer(model, spec, proba, used, sorted(items)))
 
+    statuses = (400, 401, 408, 413, 415, 422, 503)
+
+    @app.post("/predict", summary="Predict the class of one sample",
+              openapi_extra=_openapi_request(spec, max_text_chars),
+              responses={200: {"model": answer_model},
+                         **{status: {"model": error_model} for status in statuses}})
+    async def predict(request: Request):
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media and media not in _MEDIA_TYPES:
+            raise ApiError(415, "unsupported_media_type",
+                           f"content type {media!r} is not accepted; send multipart/form-data "
+                           f"(fields {spec.columns}) or application/json")
+        if max_queue is not None and admitted[0] >= max_queue:
+            metrics.rejected.labels("overload").inc()
+            await _discard_body(request, limits.for_media(media))
+            raise ApiError(503, "overloaded",
+                           f"the service already holds its limit of {max_queue} requests; "
+                           f"retry after {_RETRY_AFTER_S} s",
+                           headers={"Retry-After": str(_RETRY_AFTER_S)})
+        admitted[0] += 1
+        phase = ["body"]
+        deadline = asyncio.timeout(request_timeout)
+        try:
+            async with deadline:
+                return await answer(request, media, phase)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            if phase[0] == "body":
+                metrics.rejected.labels("body_timeout").inc()
+                raise ApiError(408, "request_timeout",
+                               f"the request body did not arrive within {request_timeout} s",
+                               headers={"Connection": "close"}) from None
+            metrics.rejected.labels("timeout").inc()
+            raise ApiError(503, "timeout",
+                           f"the service could not answer within {request_timeout} s; retry "
+                           f"after {_RETRY_AFTER_S} s",
+                           headers={"Retry-After": str(_RETRY_AFTER_S)}) from None
+        finally:
+            admitted[0] -= 1
+
+    known = frozenset(route.path for route in app.routes)
+    app.add_middleware(_Front, keys=keys, metrics=metrics, known_paths=known,
+                       access_log=access_log)
     return app
 
 
@@ -385,73 +690,49 @@ def _too_large(limit: int) -> ApiError:
                     f"the request body exceeds the limit of {limit} bytes for this model")
 
 
-def _parse_multipart(body: bytes, content_type: str, limits: _BodyLimits) -> list[_Field]:
-    """Parse multipart/form-data entirely in memory (no temporary files)."""
-    from python_multipart.multipart import MultipartParser, parse_options_header
+async def _discard_body(request: Any, limit: int) -> None:
+    """Read and drop the body (bounded), so a refused client gets its answer cleanly."""
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit + _DRAIN_BYTES:
+            break
 
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise ApiError(400, "bad_multipart", "multipart/form-data without a boundary parameter")
-    parts: list[dict[str, Any]] = []
-    state: dict[str, Any] = {}
 
-    def on_part_begin() -> None:
-        state["part"] = {"headers": [], "data": bytearray()}
-        state["name"], state["value"] = b"", b""
+async def _parse_multipart(body: bytes, content_type: str, limits: _BodyLimits) -> list[_Field]:
+    """Parse multipart/form-data with Starlette's parser (python-multipart), in memory."""
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
 
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["name"] += data[start:end]
+    async def stream():
+        yield body
 
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["part"]["headers"].append((state["name"].lower(), state["value"]))
-        state["name"], state["value"] = b"", b""
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        part = state["part"]
-        part["data"] += data[start:end]
-        if len(part["data"]) > limits.part:
-            raise ApiError(413, "field_too_large",
-                           f"a form field exceeds the limit of {limits.part - 1} bytes")
-
-    def on_part_end() -> None:
-        parts.append(state["part"])
-        if len(parts) > limits.max_parts:
-            raise ApiError(422, "too_many_fields", f"more than {limits.max_parts} form fields")
-
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
-        "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end,
-    })
+    parser = MultiPartParser(Headers({"content-type": content_type}), stream(),
+                             max_files=limits.max_parts, max_fields=limits.max_parts,
+                             max_part_size=limits.part)
+    # the whole body is in memory already: files stay there too, never in temporary files
+    parser.spool_max_size = limits.multipart + 1
     try:
-        parser.write(body)
-        parser.finalize()
-    except ApiError:
-        raise
-    except Exception as exc:  # python-multipart's parse errors have no common base class
-        raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None
-    if not parts:
-        raise ApiError(400, "bad_multipart", "the multipart body holds no fields")
+        form = await parser.parse()
+    except MultiPartException as exc:
+        status, code = ((413, "field_too_large") if "maximum size" in exc.message
+                        else (422, "too_many_fields") if "Too many" in exc.message
+                        else (400, "bad_multipart"))
+        raise ApiError(status, code, f"malformed or oversize multipart body: {exc.message}"
+                       ) from None
     fields = []
-    for part in parts:
-        headers = dict(part["headers"])
-        _, options = parse_options_header(headers.get(b"content-disposition", b""))
-        name = options.get(b"name")
-        if name is None:
-            raise ApiError(400, "bad_multipart", "a multipart part has no field name")
-        filename = options.get(b"filename")
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        fields.append(_Field(
-            name=name.decode("utf-8", "replace"),
-            data=bytes(part["data"]),
-            is_file=filename is not None,
-            content_type=ctype.decode("latin-1"),
-            filename=None if filename is None else filename.decode("utf-8", "replace"),
-        ))
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                ctype = (value.content_type or "").split(";")[0].strip().lower()
+                fields.append(_Field(name=name, data=await value.read(), is_file=True,
+                                     content_type=ctype, filename=value.filename))
+            else:
+                fields.append(_Field(name=name, data=value, is_file=False))
+    finally:
+        await form.close()
+    if not fields:
+        raise ApiError(400, "bad_multipart", "the multipart body holds no fields")
     return fields
 
 
@@ -681,11 +962,12 @@ class _Batcher:
     """Groups concurrent requests: a queue and one worker that runs batches in a thread."""
 
     def __init__(self, fn: Callable[[list[Any]], np.ndarray], batch_max: int, wait_s: float,
-                 stats: ServiceStats):
+                 stats: ServiceStats, metrics: "_Metrics | None" = None):
         self.fn = fn
         self.batch_max = batch_max
         self.wait_s = wait_s
         self.stats = stats
+        self.metrics = metrics
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
         self.executor: ThreadPoolExecutor | None = None
@@ -707,6 +989,10 @@ class _Batcher:
                     fut.set_exception(RuntimeError("the service is shutting down"))
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def depth(self) -> int:
+        """Requests waiting in the queue (not yet taken into a batch)."""
+        return self.queue.qsize() if self.queue is not None else 0
 
     async def submit(self, item: Any) -> np.ndarray:
         if self.queue is None:
@@ -741,6 +1027,7 @@ class _Batcher:
             if not batch:
                 continue
             items = [item for item, _ in batch]
+            started = time.perf_counter()
             try:
                 results: list[Any] = list(await loop.run_in_executor(self.executor, self.fn, items))
             except Exception:
@@ -756,6 +1043,9 @@ class _Batcher:
             self.stats.batches += 1
             self.stats.requests += len(batch)
             self.stats.max_batch_size = max(self.stats.max_batch_size, len(batch))
+            if self.metrics is not None:
+                self.metrics.batch_size.observe(len(batch))
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
             for (_, fut), res in zip(batch, results):
                 if fut.done():
                     continue
@@ -801,73 +1091,156 @@ def _openapi_request(spec: _ModelSpec, max_text_chars: int) -> dict[str, Any]:
 # -- running -----------------------------------------------------------------------------------
 
 
+
 def run_server(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, *,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, batch_max: int = 16,
                batch_wait_ms: float = 5.0, trusted: Iterable[str] = (),
                encoder_options: Mapping[str, Any] | None = None,
-               log_level: str = "info") -> None:
-    """Load the model file and serve it with uvicorn until interrupted.
+               log_level: str = "info", api_keys: Iterable[str] | None = None,
+               api_key_file: str | os.PathLike | None = None,
+               ssl_certfile: str | os.PathLike | None = None,
+               ssl_keyfile: str | os.PathLike | None = None,
+               ssl_keyfile_password: str | None = None,
+               max_queue: int | None = DEFAULT_MAX_QUEUE,
+               request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+               drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, access_log: bool = True) -> None:
+    """Load the model file and serve it with uvicorn until SIGTERM or Ctrl-C.
 
-    Parameters are those of :func:`create_app`, plus where to listen and what
-    :func:`mmfuse.persist.load` needs. Blocks; Ctrl-C stops it.
+    Parameters are those of :func:`create_app`, plus where to listen, what
+    :func:`mmfuse.persist.load` needs, and:
+
+    api_key_file : path-like, optional
+        One key per line (see :func:`load_api_keys`). Keys in ``$MMFUSE_API_KEYS`` and in
+        ``api_keys`` are accepted too; with none of them the service is unauthenticated and
+        says so at start-up (a warning when ``host`` is not a loopback address).
+    ssl_certfile, ssl_keyfile, ssl_keyfile_password : optional
+        PEM certificate (chain) and private key: the service speaks HTTPS only. They are
+        loaded before the model, so a wrong file fails at once with a clear error.
+    drain_timeout : float, default=30.0
+        On SIGTERM (or Ctrl-C) the service stops accepting connections and lets in-flight
+        requests finish for up to this many seconds, then stops; the call returns normally
+        (a process running it exits 0).
+    log_level : str, default="info"
+        Level of uvicorn's and mmfuse's loggers; ``"info"`` shows the access log.
+
+    Blocks until stopped.
     """
     uvicorn = require("uvicorn", "serve")
     from .persist import load
 
+    if not isinstance(drain_timeout, (int, float)) or isinstance(drain_timeout, bool) \
+            or not 0 <= drain_timeout < math.inf:
+        raise InputError(f"drain_timeout must be a non-negative number of seconds; got "
+                         f"{drain_timeout!r}")
+    keys = load_api_keys(api_key_file) + list(api_keys or ())
+    _check_tls(ssl_certfile, ssl_keyfile, ssl_keyfile_password)
+    log_config = _log_config(log_level)
+    logging.config.dictConfig(log_config)  # now, so that the notices below show
+    for level, message in _startup_notices(host, port, len(keys), ssl_certfile is not None):
+        logger.log(level, "%s", message)
+
     started = time.perf_counter()
     model = load(model_path, trusted=trusted, encoder_options=encoder_options)
-    logger.info("loaded %s in %.2f s", os.fspath(model_path), time.perf_counter() - started)
+    logger.info("loaded the model in %.2f s", time.perf_counter() - started)
     app = create_app(model, max_upload_bytes=max_upload_bytes, max_text_chars=max_text_chars,
-                     batch_max=batch_max, batch_wait_ms=batch_wait_ms)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+                     batch_max=batch_max, batch_wait_ms=batch_wait_ms, api_keys=keys,
+                     max_queue=max_queue, request_timeout=request_timeout,
+                     access_log=access_log)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, workers=1, log_config=log_config,
+        access_log=False, server_header=False, timeout_graceful_shutdown=drain_timeout,
+        ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+        ssl_keyfile_password=ssl_keyfile_password))
+    received: list[int] = []
+
+    def note(number: int, frame: Any) -> None:
+        received.append(number)
+        server.should_exit = True
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn handles SIGTERM/SIGINT itself (stop accepting, drain, shut down) and then
+        # re-raises the signal to the handler it found: ours notes it, rather than the default
+        # handler killing the process (status -15) after a clean drain.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, note)
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        logger.info("stopped after %s; in-flight requests were drained",
+                    signal.Signals(received[0]).name)
 
 
-class ServerThread:
-    """Serve an app with uvicorn in a background thread (tests, benchmarks, notebooks).
+def _check_tls(certfile: Any, keyfile: Any, password: str | None) -> None:
+    if certfile is None:
+        if keyfile is not None:
+            raise InputError("ssl_keyfile was given without ssl_certfile; give both (or a "
+                             "certfile that holds the key too)")
+        return
+    import ssl
 
-    Port 0 picks a free port; ``url`` tells which. Use as a context manager::
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(os.fspath(certfile), None if keyfile is None else
+                                os.fspath(keyfile), password)
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            raise InputError(f"the TLS certificate {os.fspath(certfile)!r} and key "
+                             f"{None if keyfile is None else os.fspath(keyfile)!r} could not "
+                             f"be loaded ({exc.reason or exc}); expected PEM files of a "
+                             f"certificate and its private key") from None
+        raise InputError(f"cannot read the TLS file {exc.filename or os.fspath(certfile)!r}: "
+                         f"{exc.strerror or exc}") from None
 
-        with ServerThread(create_app(model)) as server:
-            httpx.get(server.url + "/health")
-    """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0,
-                 log_level: str = "warning"):
-        import socket
+def _is_loopback(host: str) -> bool:
+    import ipaddress
 
-        uvicorn = require("uvicorn", "serve")
-        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
-        self.host, self.port = self._socket.getsockname()[:2]
-        config = uvicorn.Config(app, host=host, port=self.port, log_level=log_level,
-                                lifespan="on")
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run,
-                                        kwargs={"sockets": [self._socket]}, daemon=True)
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "ServerThread":
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.01)
-        return self
+def _startup_notices(host: str, port: int, n_keys: int, tls: bool) -> list[tuple[int, str]]:
+    """What the service says about its exposure at start-up: ``(logging level, message)``."""
+    where = f"{'https' if tls else 'http'}://{host}:{port}"
+    loopback = _is_loopback(host)
+    notices = []
+    if n_keys:
+        notices.append((logging.INFO, f"API keys required ({n_keys} accepted) on every path "
+                        f"but /health at {where}"))
+        if not loopback and not tls:
+            notices.append((logging.WARNING, f"listening on {host} without TLS: API keys and "
+                            f"uploads cross the network in clear text; give --ssl-certfile/"
+                            f"--ssl-keyfile or put a TLS-terminating proxy in front"))
+    elif loopback:
+        notices.append((logging.INFO, f"unauthenticated: any local process can use {where}; "
+                        f"give --api-key-file or ${API_KEYS_ENV} to require a key"))
+    else:
+        notices.append((logging.WARNING, f"unauthenticated on {host}: anyone who can reach "
+                        f"{where} can use the model; give --api-key-file or ${API_KEYS_ENV} "
+                        f"to require a key"))
+    return notices
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout)
-        self._socket.close()
 
-    def __enter__(self) -> "ServerThread":
-        return self.start()
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging set-up, plus mmfuse's loggers (messages to stderr, access to stdout)."""
+    import copy
 
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["mmfuse_access"] = {"formatter": "default", "class": "logging.StreamHandler",
+                                           "stream": "ext://sys.stdout"}
+    config["loggers"]["mmfuse"] = {"handlers": ["default"], "level": level.upper(),
+                                   "propagate": False}
+    config["loggers"]["mmfuse.access"] = {"handlers": ["mmfuse_access"], "level": level.upper(),
+                                          "propagate": False}
+    return config

@@ -3,7 +3,6 @@
 import pickle
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -177,21 +176,6 @@ def test_through_the_classifier():
     clf = MultimodalClassifier(fusion="gmu", random_state=0, fusion_params=FAST)
     clf.fit(views, y)
     assert clf.score(views, y) > 0.65
-
-
-@pytest.mark.slow
-def test_training_5000_samples_3_modalities_under_60_seconds():
-    rng = np.random.default_rng(0)
-    n, k = 5000, 10
-    y = rng.integers(0, k, n)
-    views = {}
-    for m, d in {"audio": 104, "image": 1764, "text": 1000}.items():
-        centres = rng.normal(size=(k, d))
-        views[m] = (0.15 * centres[y] + rng.normal(size=(n, d))).astype(np.float32)
-    for head in HEADS:
-        start = time.perf_counter()
-        create_fusion(head, random_state=0).fit(views, y)
-        assert time.perf_counter() - start < 60, head
 
 
 def test_a_model_file_round_trip(tmp_path):

@@ -5,8 +5,8 @@ at the same moment (the creation race that lost writes), then each writes 500 en
 20 transactions, reading its own rows back after every write and peeking at the others'.
 Counted: failed writes, wrong or missing read-backs, and (afterwards, from a fresh reader)
 entries missing from each round's cache. The same worker as
-``tests/test_cache.py::test_four_processes_on_a_new_cache_lose_nothing`` (which runs 6
-rounds in the suite).
+``tests/test_cache.py::test_four_processes_on_a_new_cache_lose_nothing`` (which runs 40
+lighter rounds, 125 entries per process each, in the suite).
 
 Usage::
 

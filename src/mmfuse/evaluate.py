@@ -212,6 +212,8 @@ class FeatureTable:
         self.stateful: dict[str, tuple[Any, list[Any]]] = {}
         self.errors: list[ItemError] = []
         self.encoder_names: dict[str, str] = {}
+        #: features the on-disk cache failed to store (reported in the run's JSON)
+        self.not_cached = 0
         for col, spec in specs.items():
             values = columns[col]
             if spec == PASSTHROUGH:
@@ -227,9 +229,11 @@ class FeatureTable:
 
                 tick = None if progress is None else (
                     lambda done, total, col=col: progress(f"features: {col}", done, total))
+                counts: dict[str, Any] = {}
                 view, mask, errors = extract_features(enc, samples, cache=cache,
                                                       on_error=on_error, column=col,
-                                                      progress=tick)
+                                                      progress=tick, stats=counts)
+                self.not_cached += counts.get("not_cached", 0)
             else:
                 prepared, mask, errors = enc.prepare_all(samples, on_error, column=col)
                 if enc.stateless:

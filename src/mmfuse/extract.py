@@ -20,6 +20,7 @@ partition of a table can be extracted on another machine (Dask) with the same re
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -30,8 +31,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._errors import InputError
+from ._io import read_and_hash
 from .cache import FeatureCache, content_key
-from .encoders.base import ON_ERROR, Encoder, ItemError, MissingItem, describe_item, is_missing
+from .encoders.base import (NOT_ITEM_ERRORS, ON_ERROR, Encoder, ItemError, MissingItem,
+                            describe_item, failure_message, is_missing, raise_item_error)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ def extract_features(
         Chunks decoded ahead of the model (default ``workers + 1``); bounds memory.
     stats : dict, optional
         Filled with counts (``rows``, ``present``, ``cache_hits``, ``computed``,
-        ``errors``) and ``seconds``.
+        ``errors``, ``not_cached``: features the cache failed to store) and ``seconds``.
 
     Returns
     -------
@@ -164,9 +167,11 @@ def iter_features(
         raise InputError(f"prefetch must be a positive int; got {prefetch!r}")
     store = _resolve_cache(cache, encoder)
     total = len(samples)
-    counts = {"rows": total, "present": 0, "cache_hits": 0, "computed": 0, "errors": 0}
+    counts = {"rows": total, "present": 0, "cache_hits": 0, "computed": 0, "errors": 0,
+              "not_cached": 0}
     started = time.perf_counter()
     job = _Job(encoder, store, on_error, column)
+    unsaved_before = store.not_cached if store is not None else 0
     if store is not None:
         job.fingerprint = encoder.fingerprint  # hashes the weights once, up front
 
@@ -219,12 +224,15 @@ def iter_features(
                 del rows[:batch_size], prepared[:batch_size], keys[:batch_size]
                 counts["computed"] += len(batch.rows)
                 counts["present"] += len(batch.rows)
+                counts["errors"] += len(batch.errors)
                 yield batch
             if progress is not None:
                 progress(done - len(prepared), total)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if store is not None:
+            counts["not_cached"] = store.not_cached - unsaved_before
         if stats is not None:
             stats.update(counts, seconds=time.perf_counter() - started)
     if progress is not None and total == 0:
@@ -258,16 +266,35 @@ class _Job:
         self.on_error = on_error
         self.column = column
         self.fingerprint = ""
+        self.described: dict[int, str] = {}
+
+    def _fail(self, row: int, item: Any, exc: BaseException, key: str | None = None
+              ) -> tuple[int, int, Any, str | None]:
+        """One item's failure: raised (``on_error="raise"``) or reported as an ItemError."""
+        if self.on_error == "raise":
+            raise_item_error(exc, row, self.column, item)
+        return (row, _ERROR, ItemError(row, self.column, describe_item(item),
+                                       failure_message(exc, item)), key)
 
     def run(self, chunk: list[tuple[int, Any]]) -> list[tuple[int, int, Any, str | None]]:
         encoder = self.encoder
         live = [(row, item) for row, item in chunk if not is_missing(item)]
         keys: dict[int, str | None] = {}
         found: dict[str, np.ndarray] = {}
-        if self.store is not None and live:
-            keys = {row: content_key(item, encoder.modality) for row, item in live}
-            found = self.store.get_many(self.fingerprint, list(keys.values()), encoder.dim)
         out: list[tuple[int, int, Any, str | None]] = []
+        if self.store is not None and live:
+            readable = []
+            for row, item in live:
+                try:
+                    item, keys[row] = self._key(item)
+                except NOT_ITEM_ERRORS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - not a regular file, too large...
+                    out.append(self._fail(row, item, exc))
+                    continue
+                readable.append((row, item))
+            live = readable
+            found = self.store.get_many(self.fingerprint, list(keys.values()), encoder.dim)
         for row, item in live:
             key = keys.get(row)
             if key is not None and key in found:
@@ -275,23 +302,82 @@ class _Job:
                 continue
             try:
                 out.append((row, _PREPARED, encoder.prepare(item), key))
+                self.described[row] = describe_item(item)  # named if the model fails on it
             except MissingItem:
                 continue
-            except InputError as exc:
-                if self.on_error == "raise":
-                    where = f"row {row}" + (f", column {self.column!r}" if self.column else "")
-                    raise InputError(f"{where}: {exc}") from exc
-                out.append((row, _ERROR, ItemError(row, self.column, describe_item(item),
-                                                   str(exc)), key))
+            except NOT_ITEM_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad item never ends the run
+                out.append(self._fail(row, item, exc, key))
+        out.sort(key=lambda entry: entry[0])
         return out
 
+    def _key(self, item: Any) -> tuple[Any, str | None]:
+        """``(item to prepare, content key)``. A path is read once, bounded (regular files
+        only): its bytes are hashed and then decoded, so the key is always the key of what
+        was decoded, even if the file changes on disk meanwhile."""
+        if isinstance(item, (str, os.PathLike)) and not (
+                isinstance(item, str) and self.encoder.modality == "text"):
+            data, digest = read_and_hash(item, self.encoder.modality)
+            return data, "file:" + digest
+        return item, content_key(item, self.encoder.modality)
 
-def _embed(job: _Job, rows: list[int], prepared: list[Any], keys: list[str | None]) -> FeatureBatch:
+
+def _embed(job: _Job, rows: list[int], prepared: list[Any], keys: list[str | None]
+           ) -> FeatureBatch:
+    """Embed one batch; if the model fails on it, embed item by item so that only the items
+    it fails on become item errors (non-finite features are item errors too)."""
     encoder = job.encoder
+    try:
+        vectors = _embed_checked(encoder, prepared)
+    except NOT_ITEM_ERRORS:
+        raise
+    except Exception:  # noqa: BLE001 - find the culprit(s) below
+        vectors = None
+    errors: list[ItemError] = []
+    if vectors is None or not np.all(np.isfinite(vectors)):
+        keep_rows, keep_vectors, keep_keys = [], [], []
+        for i, (row, item) in enumerate(zip(rows, prepared)):
+            try:
+                vector = vectors[i] if vectors is not None else \
+                    _embed_checked(encoder, [item])[0]
+                if not np.all(np.isfinite(vector)):
+                    raise InputError(f"encoder {encoder.name!r} gave NaN or infinite features "
+                                     "for this item")
+            except NOT_ITEM_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                if job.on_error == "raise":
+                    where = f"row {row}" + (f", column {job.column!r}" if job.column else "")
+                    cause = f"{job.described.get(row, '(prepared item)')}: " + (
+                        str(exc) if isinstance(exc, InputError) else
+                        f"encoder {encoder.name!r} failed on this item: "
+                        f"{type(exc).__name__}: {exc}")
+                    raise InputError(f"{where}: {cause}") from exc
+                described = job.described.get(row, "(prepared item)")
+                cause = f"{described}: " + (str(exc) if isinstance(exc, InputError) else
+                                            f"encoder {encoder.name!r} failed on this item: "
+                                            f"{type(exc).__name__}: {exc}")
+                errors.append(ItemError(row, job.column, described, cause))
+                continue
+            keep_rows.append(row)
+            keep_vectors.append(vector)
+            keep_keys.append(keys[i])
+        rows, keys = keep_rows, keep_keys
+        vectors = np.stack(keep_vectors) if keep_vectors else \
+            np.empty((0, encoder.dim), np.float32)
+    for row in rows:
+        job.described.pop(row, None)
+    for error in errors:
+        job.described.pop(error.row, None)
+    if job.store is not None and len(rows):
+        job.store.put_many(job.fingerprint, keys, vectors)
+    return FeatureBatch(np.asarray(rows, dtype=np.intp), vectors, errors)
+
+
+def _embed_checked(encoder: Encoder, prepared: list[Any]) -> np.ndarray:
     vectors = np.asarray(encoder.embed(prepared), dtype=np.float32)
     if vectors.shape != (len(prepared), encoder.dim):
         raise RuntimeError(f"encoder {encoder.name!r} returned shape {vectors.shape}, "
                            f"expected ({len(prepared)}, {encoder.dim})")
-    if job.store is not None:
-        job.store.put_many(job.fingerprint, keys, vectors)
-    return FeatureBatch(np.asarray(rows, dtype=np.intp), vectors)
+    return vectors

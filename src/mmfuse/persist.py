@@ -738,6 +738,12 @@ def _rebuild_encoder(col: str, record: dict[str, Any], header: dict[str, Any],
 class _Container:
     def __init__(self, path: str | os.PathLike):
         self.path = path
+        from ._io import check_regular_file
+
+        try:
+            check_regular_file(path, "model")  # never open a pipe or a device
+        except InputError as exc:
+            raise ModelFileError(str(exc)) from None
         try:
             self.data = Path(path).read_bytes()
         except FileNotFoundError:

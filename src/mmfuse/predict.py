@@ -277,17 +277,37 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
 
 def write_predictions(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a prediction table atomically as CSV (``.csv``), TSV (``.tsv``) or JSON Lines
-    (``.jsonl``); returns the path."""
+    (``.jsonl``); returns the path.
+
+    In CSV and TSV, a text cell that a spreadsheet would run as a formula (it starts with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, and is not a number) is written
+    with a leading ``'`` (OWASP's advice against CSV injection); JSON Lines is written as is.
+    """
     from ._io import atomic_write_text
 
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".csv", ""):
-        text = table.to_csv(index=False)
-    elif suffix == ".tsv":
-        text = table.to_csv(index=False, sep="\t")
+    if suffix in (".csv", "", ".tsv"):
+        safe = table.copy()
+        for col in safe.columns:
+            if safe[col].dtype == object or pd.api.types.is_string_dtype(safe[col].dtype):
+                safe[col] = safe[col].map(_defuse_formula)
+        text = safe.to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
     elif suffix == ".jsonl":
         text = table.to_json(orient="records", lines=True, force_ascii=False)
     else:
         raise InputError(f"unknown output extension {path.suffix!r}; use .csv, .tsv or .jsonl")
     return atomic_write_text(path, text)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse_formula(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+            return value  # "-1.5" is a number, not a formula
+        except ValueError:
+            return "'" + value
+    return value

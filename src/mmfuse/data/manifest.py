@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError, require
+from .._io import MAX_FILE_BYTES, check_regular_file
 from ..encoders.base import is_missing
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -31,8 +32,9 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
     group : optional group column, checked to exist and be complete
     """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise InputError(f"manifest {str(path)!r} does not exist")
+    check_regular_file(path, "manifest")  # never open a pipe or a device
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise InputError(
@@ -41,15 +43,25 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
         )
     try:
         if kind in ("csv", "tsv"):
-            df = pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str,
-                             keep_default_na=False, na_values=[""], encoding="utf-8")
+            _check_header(path, "," if kind == "csv" else "\t")
+            import warnings
+
+            with warnings.catch_warnings():
+                # a row longer than the header: pandas would make its first cells the index
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str,
+                                 keep_default_na=False, na_values=[""], encoding="utf-8",
+                                 index_col=False)
         elif kind == "jsonl":
-            df = pd.read_json(path, lines=True, dtype=False)
+            df = _read_jsonl(path)
         else:
             require("pyarrow", "parquet")
             df = pd.read_parquet(path)
     except UnicodeDecodeError as exc:
         raise InputError(f"manifest {str(path)!r} is not valid UTF-8 (byte {exc.start})") from None
+    except pd.errors.ParserWarning:
+        raise InputError(f"manifest {str(path)!r} could not be parsed as {kind}: a row has more "
+                         "fields than the header has columns") from None
     except (ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"manifest {str(path)!r} could not be parsed as {kind}: {exc}") from None
     except ImportError:
@@ -57,7 +69,8 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
     except Exception as exc:  # pyarrow raises its own error types
         raise InputError(f"manifest {str(path)!r} could not be read: {exc}") from None
     if df.empty:
-        raise InputError(f"manifest {str(path)!r} has no rows")
+        raise InputError(f"manifest {str(path)!r} has no rows (only a header)"
+                         if len(df.columns) else f"manifest {str(path)!r} is empty")
     needed = [c for c in [label, group, *columns] if c]
     missing = [c for c in needed if c not in df.columns]
     if missing:
@@ -66,6 +79,11 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
         )
     for col in [c for c in (label, group) if c]:
         bad = df[col].map(is_missing)
+        if bad.all():
+            raise InputError(
+                f"manifest {str(path)!r}: column {col!r} is empty in row 0 and every other "
+                f"row: the column is entirely empty ({len(df)} rows); every sample needs a "
+                f"{col}")
         if bad.any():
             raise InputError(
                 f"manifest {str(path)!r}: column {col!r} is empty in row "
@@ -76,6 +94,65 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
     for col in path_columns:
         df[col] = [None if is_missing(v) else _resolve(v, base) for v in df[col]]
     return df
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """One JSON object per line (blank lines ignored); a line that is not an object, or an
+    object with a key twice, is an error naming the line."""
+    import json
+
+    def no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"key {twice[0]!r} appears twice in one object; keys must be "
+                             "unique")
+        return dict(pairs)
+
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line, object_pairs_hook=no_duplicates)
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                raise InputError(f"manifest {str(path)!r}, line {number}: not valid JSON: "
+                                 f"{exc}") from None
+            if not isinstance(record, dict):
+                raise InputError(f"manifest {str(path)!r}, line {number}: expected a JSON "
+                                 f"object per line; got {type(record).__name__}")
+            if any(not str(k).strip() for k in record):
+                raise InputError(f"manifest {str(path)!r}, line {number}: a key is empty; "
+                                 "every column needs a name")
+            records.append(record)
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+
+
+def _check_header(path: Path, sep: str) -> None:
+    """Duplicated or empty column names are errors (pandas would rename them to ``label.1``
+    or ``Unnamed: 3`` and go on with the wrong column)."""
+    import csv
+
+    with open(path, "rb") as raw:
+        head = raw.read(1 << 16)
+    if b"\x00" in head:
+        raise InputError(f"manifest {str(path)!r} is a binary file (it holds NUL bytes), not "
+                         f"{'CSV' if sep == ',' else 'TSV'} text")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle, delimiter=sep), [])
+    names = [h.strip() for h in header]
+    empty = [i for i, h in enumerate(names) if not h]
+    if empty:
+        raise InputError(f"manifest {str(path)!r}: column {empty[0] + 1} of the header has no "
+                         f"name ({len(empty)} unnamed column(s)); every column needs a name")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise InputError(f"manifest {str(path)!r}: column name {name!r} appears twice "
+                             f"(columns {seen[name] + 1} and {i + 1}); column names must be "
+                             "unique")
+        seen[name] = i
 
 
 def _resolve(value: object, base: Path) -> object:
@@ -93,6 +170,8 @@ def load_arrays(paths: Mapping[str, str | os.PathLike]) -> dict[str, np.ndarray]
     """
     out = {}
     for name, p in sorted(paths.items()):
+        check_regular_file(p, f"array ({name!r})" if name != "__labels__" else "labels array",
+                           MAX_FILE_BYTES["array"])
         try:
             arr = np.load(p, allow_pickle=False)
         except FileNotFoundError:

@@ -28,7 +28,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import InputError
+from .._errors import InputError, MissingDependencyError
+
+#: Exceptions never turned into an item error: they are about the machine or the
+#: installation, not about one item (a missing package would otherwise skip every item).
+NOT_ITEM_ERRORS = (MemoryError, KeyboardInterrupt, SystemExit, MissingDependencyError)
 
 MODALITIES = ("image", "text", "audio")
 ON_ERROR = ("raise", "skip")
@@ -61,6 +65,22 @@ def describe_item(item: Any) -> str:
     if isinstance(item, tuple) and len(item) == 2:
         return "(waveform, rate) pair"
     return type(item).__name__
+
+
+def failure_message(exc: BaseException, item: Any) -> str:
+    """The message of an item error: an :class:`~mmfuse.InputError` says it all (it names the
+    file); any other exception is a failure of the decoder/encoder on this item, reported
+    with the item and the exception's type."""
+    if isinstance(exc, InputError):
+        return str(exc)
+    text = str(exc) or "(no message)"
+    return f"{describe_item(item)} could not be processed: {type(exc).__name__}: {text}"
+
+
+def raise_item_error(exc: BaseException, row: int, column: str | None, item: Any) -> None:
+    """Raise the :class:`~mmfuse.InputError` of ``on_error="raise"`` for one item."""
+    where = f"row {row}" + (f", column {column!r}" if column else "")
+    raise InputError(f"{where}: {failure_message(exc, item)}") from exc
 
 
 class MissingItem(Exception):
@@ -139,11 +159,13 @@ class Encoder:
                 prepared.append(self.prepare(item))
             except MissingItem:
                 continue
-            except InputError as exc:
+            except NOT_ITEM_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad item never ends the run
                 if on_error == "raise":
-                    where = f"row {row}" + (f", column {column!r}" if column else "")
-                    raise InputError(f"{where}: {exc}") from exc
-                errors.append(ItemError(row, column, describe_item(item), str(exc)))
+                    raise_item_error(exc, row, column, item)
+                errors.append(ItemError(row, column, describe_item(item),
+                                        failure_message(exc, item)))
                 continue
             present[row] = True
         return prepared, present, errors

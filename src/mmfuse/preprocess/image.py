@@ -283,7 +283,7 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
     if mode == "RGB":
         return img
     if mode.startswith("I") or mode == "F":
-        return _high_depth_to_rgb(img)
+        return _high_depth_to_rgb(img, label)
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
     elif mode in ("LA", "La", "PA", "RGBa"):
@@ -298,9 +298,12 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
         raise InputError(f"cannot convert image {label} from mode {mode!r} to RGB: {exc}") from None
 
 
-def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
+def _high_depth_to_rgb(img: Image.Image, label: str = "image") -> Image.Image:
     # Pillow's convert("L") clips 16-bit values at 255 instead of scaling them.
     values = np.asarray(img).astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"image {label} contains NaN or infinite pixel values; expected "
+                         "finite values")
     if img.mode == "F":
         top = 1.0 if np.nanmax(values, initial=0.0) <= 1.0 else 255.0
     elif img.mode.startswith("I;16") or values.max(initial=0) > 255:

@@ -102,6 +102,14 @@ _fetch.SOURCES["tuxpaint"] = _fetch.Source(
 
 
 def _read_description(path: str, problems: Problems) -> str | None:
+    from ..._errors import InputError
+    from ..._io import check_regular_file
+
+    try:
+        check_regular_file(path, "description", 2**20)
+    except InputError as exc:
+        problems.add(path, str(exc))
+        return None
     try:
         with open(path, encoding="utf-8-sig") as f:
             line = f.readline().strip()

@@ -28,7 +28,7 @@ from typing import Any
 from ._errors import MmfuseError
 
 __all__ = ["DEVICES", "PRECISIONS", "DeviceError", "check_precision", "cuda_available",
-           "encoder_device", "head_params", "place_encoders", "resolve_device"]
+           "encoder_device", "head_params", "place_encoders", "resolve_device", "to_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -182,3 +182,41 @@ def head_params(strategies: Sequence[str], device: str,
                 candidate[head] = {**dict(candidate.get(head, {})), "device": device}
             out["auto"]["candidate_params"] = candidate
     return out
+
+
+def to_device(model: Any, device: str) -> Any:
+    """Move a fitted (or loaded) :class:`~mmfuse.MultimodalClassifier` to ``device``
+    (resolved): its encoders as :func:`encoder_device` places them, its learned heads
+    (alone, or inside ``auto``) for prediction. Models reload lazily on their next use.
+    Returns the model."""
+    from .fusion.neural import NeuralFusion
+
+    for enc in getattr(model, "encoders_", {}).values():
+        if hasattr(enc, "device") and "device" in vars(enc):
+            enc.device = encoder_device(enc.name, device) or enc.device
+            for key in [k for k in vars(enc) if k.startswith("_")]:
+                delattr(enc, key)  # runtime state (model sessions): rebuilt on the new device
+
+    seen: set[int] = set()
+
+    def walk(obj: Any, depth: int = 0) -> None:
+        if id(obj) in seen or depth > 6:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, NeuralFusion):
+            if hasattr(obj, "device_"):
+                obj.device_ = "cuda" if device.startswith("cuda") else "cpu"
+            obj.__dict__.pop("_module", None)
+            return
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item, depth + 1)
+        elif isinstance(obj, dict):
+            for item in obj.values():
+                walk(item, depth + 1)
+        elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("mmfuse"):
+            for item in vars(obj).values():
+                walk(item, depth + 1)
+
+    walk(getattr(model, "fusion_", None))
+    return model

@@ -806,17 +806,23 @@ def run_server(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int
                max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, batch_max: int = 16,
                batch_wait_ms: float = 5.0, trusted: Iterable[str] = (),
                encoder_options: Mapping[str, Any] | None = None,
-               log_level: str = "info") -> None:
+               log_level: str = "info", device: str | None = None) -> None:
     """Load the model file and serve it with uvicorn until interrupted.
 
     Parameters are those of :func:`create_app`, plus where to listen and what
-    :func:`mmfuse.persist.load` needs. Blocks; Ctrl-C stops it.
+    :func:`mmfuse.persist.load` needs; ``device`` ("cpu", "cuda" or "auto"), if given,
+    moves the model's encoders and learned heads there (:func:`mmfuse.devices.to_device`).
+    Blocks; Ctrl-C stops it.
     """
     uvicorn = require("uvicorn", "serve")
     from .persist import load
 
     started = time.perf_counter()
     model = load(model_path, trusted=trusted, encoder_options=encoder_options)
+    if device is not None:
+        from .devices import resolve_device, to_device
+
+        to_device(model, resolve_device(device))
     logger.info("loaded %s in %.2f s", os.fspath(model_path), time.perf_counter() - started)
     app = create_app(model, max_upload_bytes=max_upload_bytes, max_text_chars=max_text_chars,
                      batch_max=batch_max, batch_wait_ms=batch_wait_ms)

@@ -399,6 +399,7 @@ class NeuralFusion(FusionStrategy):
         loss_fn = torch.nn.CrossEntropyLoss()
         per_row = torch.nn.CrossEntropyLoss(reduction="none")
         batch, p_drop = int(self.batch_size), float(self.modality_dropout)
+        on_gpu = torch.device(dev).type != "cpu"
         aux_weight = float(self.aux_weight)
         best_loss, best_state, best_epoch, waited = np.inf, None, 0, 0
         history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
@@ -406,7 +407,7 @@ class NeuralFusion(FusionStrategy):
         for epoch in range(epochs):
             module.train()
             order = tr[torch.randperm(len(tr), generator=generator, device=dev)]
-            total = torch.zeros((), device=dev)
+            step_losses = []  # summed once per epoch: no per-step device-to-host read
             for start in range(0, len(order), batch):
                 idx = order[start : start + batch]
                 if len(idx) < 2 <= len(order):
@@ -419,15 +420,22 @@ class NeuralFusion(FusionStrategy):
                 loss = loss_fn(logits, yb)
                 if aux_weight > 0:
                     for j, aux_logits in enumerate(aux):
-                        # mean loss over the rows where modality j is shown (0 if none)
-                        rows = m[:, j].to(logits.dtype)
-                        aux_loss = (per_row(aux_logits, yb) * rows).sum() / rows.sum().clamp(min=1)
+                        # mean loss over the rows where modality j is shown (none: no loss)
+                        rows = m[:, j]
+                        if on_gpu:  # masked, so no step waits to learn whether rows exist
+                            w = rows.to(logits.dtype)
+                            aux_loss = (per_row(aux_logits, yb) * w).sum() / w.sum().clamp(min=1)
+                        elif bool(rows.any()):  # on the CPU the test is free, the subset cheaper
+                            aux_loss = loss_fn(aux_logits[rows], yb[rows])
+                        else:
+                            continue
                         loss = loss + aux_weight / len(aux) * aux_loss
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total = total + loss.detach() * len(idx)
-            history["train_loss"].append(float(total) / max(len(order), 1))
+                step_losses.append(loss.detach() * len(idx))
+            total = float(torch.stack(step_losses).sum()) if step_losses else 0.0
+            history["train_loss"].append(total / max(len(order), 1))
             if not len(val):
                 best_epoch = epoch + 1
                 continue
@@ -526,11 +534,13 @@ def _adamw(torch: Any, params: Any, lr: float, weight_decay: float) -> Any:
 def _drop_modalities(torch: Any, mask: Any, p: float, generator: Any) -> Any:
     """Hide each present modality with probability p, keeping one present per row.
 
-    Branch-free (no device-to-host read): rows left with nothing keep the present modality
-    with the highest draw (a uniform choice among them)."""
+    Rows left with nothing keep the present modality with the highest draw (a uniform
+    choice among them); on CUDA without a branch, so no device-to-host read."""
     u = torch.rand(mask.shape, generator=generator, device=mask.device)
     kept = mask & (u >= p)
     empty = ~kept.any(dim=1)
+    if mask.device.type == "cpu" and not bool(empty.any()):
+        return kept  # on the CPU the test is free and skips the rescue
     score = torch.where(mask, u, torch.full_like(u, -1.0))
     rescue = torch.zeros_like(mask)
     rescue[torch.arange(mask.shape[0], device=mask.device), score.argmax(dim=1)] = True

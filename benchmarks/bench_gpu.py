@@ -355,6 +355,10 @@ def bench_heads(device: str, rows: int, epochs: int) -> dict:
 # -- report ---------------------------------------------------------------------------------------
 
 
+def load(values: list[float]) -> str:
+    return "/".join(f"{x:.1f}" for x in values)
+
+
 def render(r: dict) -> str:
     env = r["environment"]
     gpu = env["gpu"]
@@ -362,7 +366,10 @@ def render(r: dict) -> str:
              f"Measured by `benchmarks/bench_gpu.py` on {env['when']}: {env['machine']}; "
              f"torch {env['torch']}, onnxruntime {env['onnxruntime']}; "
              f"GPU: {gpu or 'none'}; torchvision GPU decode: "
-             f"{'available' if env['gpu_decode'] else 'not available'}.", ""]
+             f"{'available' if env['gpu_decode'] else 'not available'}. Load average at "
+             f"start {load(env['load_average'])}"
+             + (f", at the end {load(r['load_average_end'])}" if "load_average_end" in r else "")
+             + " (a shared machine: rates are medians of interleaved runs).", ""]
     if not gpu:
         lines += ["**No GPU was measured: this machine has no CUDA device.** Only the CPU "
                   "variants below ran; the CUDA rows (fp32/fp16 end to end, GPU decode, "
@@ -418,7 +425,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--head-rows", type=int, default=50_000)
     parser.add_argument("--cpu-head-epochs", type=int, default=2)
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the section from results/gpu.json (no measuring)")
     args = parser.parse_args()
+    if args.render_only:
+        import json
+
+        write_section("gpu", render(json.loads((RESULTS_DIR / "gpu.json").read_text())))
+        return
 
     import onnxruntime
     import torch
@@ -485,6 +499,7 @@ def main() -> None:
         heads.append(bench_heads("cuda", args.head_rows, 10))
         results["heads_speedup"] = heads[0]["seconds_per_epoch"] / heads[1]["seconds_per_epoch"]
     results["heads"] = heads
+    results["load_average_end"] = os.getloadavg()
 
     from mmfuse._io import atomic_write_json
 

@@ -111,3 +111,16 @@ def test_cli_device_cuda_without_cuda_exits_2_without_a_traceback(command, tmp_p
 def test_cli_rejects_an_unknown_device():
     result = runner.invoke(app, ["run", "--dataset", "sign-av", "--device", "tpu"])
     assert result.exit_code == 2 and "expected cpu, cuda or auto" in result.output
+
+
+def test_cli_device_cpu_runs(tmp_path):
+    views, y = make_views(n=120)
+    np.save(tmp_path / "a.npy", views["a"])
+    np.save(tmp_path / "b.npy", views["b"])
+    np.save(tmp_path / "y.npy", y)
+    result = runner.invoke(app, ["run", "--views", f"image={tmp_path / 'a.npy'},"
+                                 f"text={tmp_path / 'b.npy'}", "--labels",
+                                 str(tmp_path / "y.npy"), "--cv", "3", "--fusion", "late",
+                                 "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "best:" in result.output

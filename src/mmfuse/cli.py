@@ -178,6 +178,22 @@ WeightsOpt = Annotated[str, typer.Option(help="Modality weights: cv, relative or
 OnErrorOpt = Annotated[str, typer.Option("--on-error", help="raise or skip unreadable items.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")]
 JobsOpt = Annotated[int, typer.Option("--jobs", help="Worker processes for the folds (-1: one per core).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Where the pretrained image/audio encoders and learned heads run: cpu, cuda, or auto (CUDA when present).")]
+
+
+def _placement(X: Any, encoder_spec: Any, strategies: list[str], device: str) -> tuple[Any, Any]:
+    """(encoder spec, per-strategy params) with the models on ``device`` (cpu/cuda/auto).
+    CUDA asked for on a machine without it is a DeviceError (exit 2)."""
+    from .devices import head_params, place_encoders, resolve_device
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise typer.BadParameter(f"expected cpu, cuda or auto; got {device!r}",
+                                 param_hint="--device")
+    resolved = resolve_device(device)
+    if resolved != "cpu":  # encoder names already mean the CPU
+        encoder_spec = place_encoders(encoder_spec, X, resolved)
+    params = head_params(strategies, resolved) if device != "auto" or resolved != "cpu" else None
+    return encoder_spec, params
 
 
 @app.command()
@@ -204,6 +220,7 @@ def run(
     missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.")] = None,
     missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).")] = "best",
     train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.")] = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
@@ -212,18 +229,21 @@ def run(
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
+        _placement(None, None, [], device)  # a bad or missing device fails before any work
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
                                                       views, labels, dataset)
-        encoder_spec = _encoder_spec(X, enc)
+        strategies = _parse_strategies(fusion)
+        encoder_spec, fusion_params = _placement(X, _encoder_spec(X, enc), strategies, device)
         cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
-        _evaluate_and_print(X, y, groups, encoder_spec, _parse_strategies(fusion), weights,
+        _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights,
                             cv_spec, seed, on_error, json_out, report, progress, title, jobs,
-                            missing, missing_modality, train_missing)
+                            missing, missing_modality, train_missing, fusion_params)
 
 
 def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
                         json_out, report, progress, title, jobs=-1, missing=None,
-                        missing_modality="best", train_missing=False) -> Any:
+                        missing_modality="best", train_missing=False,
+                        fusion_params=None) -> Any:
     from .evaluate import FeatureTable, evaluate
 
     robustness = None
@@ -231,7 +251,7 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
         table = FeatureTable(X, encoder_spec, on_error, bar)
         result = evaluate(X, y, features=table, groups=groups, strategies=strategies,
                           weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,
-                          progress=bar, n_jobs=jobs)
+                          progress=bar, n_jobs=jobs, fusion_params=fusion_params)
         if missing:
             from .robustness import evaluate_robustness
 
@@ -239,7 +259,7 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
                 X, y, features=table, groups=groups, strategies=strategies, weights=weights,
                 cv=cv_spec, random_state=seed, on_error=on_error, progress=bar,
                 missing_levels=missing, missing_modality=missing_modality,
-                train_missing=train_missing)
+                train_missing=train_missing, fusion_params=fusion_params)
     print_results(result, title)
     if robustness is not None:
         print_robustness(robustness)
@@ -332,6 +352,7 @@ def train(
     weights: WeightsOpt = "cv",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     on_error: OnErrorOpt = "raise",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`)."""
     from .estimator import MultimodalClassifier
@@ -341,10 +362,13 @@ def train(
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
+        _placement(None, None, [], device)  # a bad or missing device fails before any work
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
                                              labels, dataset)
-        model = MultimodalClassifier(encoders=_encoder_spec(X, enc), fusion=fusion,
-                                     weights=weights, random_state=seed, on_error=on_error)
+        encoder_spec, fusion_params = _placement(X, _encoder_spec(X, enc), [fusion], device)
+        model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion,
+                                     weights=weights, random_state=seed, on_error=on_error,
+                                     fusion_params=(fusion_params or {}).get(fusion))
         model.fit(X, y, groups=groups)
         model.save(save_model)
         weights_text = ", ".join(f"{m}={w:.2f}" for m, w in (model.modality_weights_ or {}).items())
@@ -368,13 +392,19 @@ def predict(
     audio: Annotated[Optional[str], typer.Option(help="Manifest column for the model's audio column, if named otherwise.")] = None,
     keep: Annotated[Optional[str], typer.Option(help="Manifest columns to copy into the output, e.g. id,label.")] = None,
     on_error: Annotated[Optional[str], typer.Option("--on-error", help="raise or skip unreadable items (default: the model's).")] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Predict labels and per-class probabilities for every row of a manifest."""
     from .predict import predict_manifest, write_predictions
 
     with _errors():
+        from .devices import resolve_device, to_device
+        from .persist import load
+
+        _placement(None, None, [], device)  # a bad or missing device fails before loading
+        fitted = to_device(load(model), resolve_device(device))
         columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
-        table = predict_manifest(model, manifest, columns=columns,
+        table = predict_manifest(fitted, manifest, columns=columns,
                                  keep=[k.strip() for k in (keep or "").split(",") if k.strip()],
                                  on_error=on_error)
         if out:
@@ -408,17 +438,20 @@ def serve(
     request_timeout: Annotated[float, typer.Option(min=0, help="Seconds a /predict request may take before a 503 (0: no limit).")] = 30.0,
     drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM/Ctrl-C: seconds in-flight requests get to finish.")] = 30.0,
     access_log: Annotated[bool, typer.Option(help="Log method, path, status, latency and size of each request.")] = True,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, /model, /metrics, /docs."""
     from .serve import run_server
 
     with _errors():
+        _placement(None, None, [], device)  # a bad or missing device fails before loading
         run_server(model, host, port, max_upload_bytes=int(max_upload_mb * 2**20),
                    max_text_chars=max_text_chars, batch_max=batch_max,
                    batch_wait_ms=batch_wait_ms, api_key_file=api_key_file,
                    ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                    max_queue=max_queue or None, request_timeout=request_timeout or None,
-                   drain_timeout=drain_timeout, access_log=access_log)
+                   drain_timeout=drain_timeout, access_log=access_log,
+                   device=device)
 
 
 cache_app = typer.Typer(help="The on-disk feature cache ($MMFUSE_CACHE, else the user cache dir).",

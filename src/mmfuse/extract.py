@@ -69,8 +69,8 @@ def extract_features(
     samples: Sequence[Any],
     *,
     cache: bool | FeatureCache | None = True,
-    batch_size: int = 32,
-    workers: int = 2,
+    batch_size: int | None = None,
+    workers: int | None = None,
     on_error: str = "raise",
     progress: Progress | None = None,
     column: str | None = None,
@@ -92,10 +92,13 @@ def extract_features(
         Encoders that learn from data (``stateless = False``) are never cached, nor
         those that compute faster than a lookup (``cache_worthy = False``), unless a
         FeatureCache is passed explicitly.
-    batch_size : int, default=32
-        Items per model call.
-    workers : int, default=2
-        Decoding threads; 0 decodes in the calling thread (no overlap).
+    batch_size : int, optional
+        Items per model call; default: the encoder's ``effective_batch_size`` if it has
+        one (32 on the CPU, 256 for the PyTorch CUDA path), else 32.
+    workers : int, optional
+        Decoding threads; 0 decodes in the calling thread (no overlap). Default: the
+        encoder's ``decode_workers`` if it has one (2 on the CPU, one per core up to 16 on
+        CUDA, so decoding keeps up with the GPU), else 2.
     on_error : {"raise", "skip"}, default="raise"
         What an unreadable item does: raise :class:`~mmfuse.InputError` naming its row, or
         become a NaN row reported in ``errors``. Applied per item: the rest of its batch
@@ -143,8 +146,8 @@ def iter_features(
     samples: Sequence[Any],
     *,
     cache: bool | FeatureCache | None = True,
-    batch_size: int = 32,
-    workers: int = 2,
+    batch_size: int | None = None,
+    workers: int | None = None,
     on_error: str = "raise",
     progress: Progress | None = None,
     column: str | None = None,
@@ -158,6 +161,10 @@ def iter_features(
     """
     if on_error not in ON_ERROR:
         raise InputError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
+    if batch_size is None:
+        batch_size = _preference(encoder, "effective_batch_size", 32)
+    if workers is None:
+        workers = _preference(encoder, "decode_workers", 2)
     for label, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise InputError(f"{label} must be an int >= {low}; got {value!r}")
@@ -237,6 +244,16 @@ def iter_features(
             stats.update(counts, seconds=time.perf_counter() - started)
     if progress is not None and total == 0:
         progress(0, 0)
+
+
+def _preference(encoder: Encoder, name: str, default: int) -> int:
+    """An encoder's preferred batch size / worker count (a property that may need its
+    parameters to be valid: a bad one is reported when the model loads, not here)."""
+    try:
+        value = getattr(encoder, name, default)
+    except Exception:  # noqa: BLE001
+        return default
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def _resolve_cache(cache: bool | FeatureCache | None, encoder: Encoder) -> FeatureCache | None:

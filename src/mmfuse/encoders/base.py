@@ -29,10 +29,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._errors import InputError, MissingDependencyError
+from ..devices import DeviceError
 
 #: Exceptions never turned into an item error: they are about the machine or the
-#: installation, not about one item (a missing package would otherwise skip every item).
-NOT_ITEM_ERRORS = (MemoryError, KeyboardInterrupt, SystemExit, MissingDependencyError)
+#: installation, not about one item (a missing package or GPU would otherwise skip every
+#: item).
+NOT_ITEM_ERRORS = (MemoryError, KeyboardInterrupt, SystemExit, MissingDependencyError,
+                   DeviceError)
 
 MODALITIES = ("image", "text", "audio")
 ON_ERROR = ("raise", "skip")

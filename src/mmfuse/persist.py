@@ -67,7 +67,7 @@ SUFFIX = ".mmfuse"
 
 # Estimator parameters stored with the model (those of MultimodalClassifier.__init__).
 _PARAMS = ("encoders", "fusion", "weights", "classifier", "cv", "random_state", "on_error",
-           "fusion_params")
+           "fusion_params", "scrub_pii", "epsilon")
 # Fitted encoder attributes that are bookkeeping, not state.
 _TRANSIENT_ENCODER_ATTRS = frozenset({"errors_"})
 # Estimator attributes stored in their own way (or not at all: errors of the last call,
@@ -149,6 +149,8 @@ def _mmfuse_class(name: str, safe: Mapping[str, type]) -> type | None:
         return None
     if issubclass(cls, FusionStrategy) or dataclasses.is_dataclass(cls):
         return cls
+    if cls.__dict__.get("_model_file_safe", False):  # e.g. mmfuse.privacy.dp's estimators
+        return cls
     return None
 
 
@@ -185,7 +187,8 @@ def _resolve_types(names: Iterable[str],
 # -- save ------------------------------------------------------------------------------------
 
 
-def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) -> Path:
+def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = (),
+         allow_training_text: bool = False) -> Path:
     """Write a fitted :class:`~mmfuse.MultimodalClassifier` to ``path`` (atomically).
 
     Parameters
@@ -198,6 +201,11 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) ->
         Extra fully qualified type names to accept in the payload (e.g. a third-party
         classifier such as ``"lightgbm.sklearn.LGBMClassifier"``); the same names must then
         be passed to :func:`load`.
+    allow_training_text : bool, default=False
+        Save a model whose encoders hold pieces of the training data (the ``tfidf``
+        vocabulary: words and n-grams of the training texts). Refused by default: use
+        ``tfidf-hashed`` (or ``hashing``), which store numbers only, for a model that is
+        shipped anywhere.
 
     Returns
     -------
@@ -208,7 +216,8 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) ->
     ------
     InputError
         If the model is not fitted, uses an encoder that is not registered by name, or holds
-        a type that could not be loaded safely.
+        a type that could not be loaded safely, or holds training text without
+        ``allow_training_text=True``.
     """
     from sklearn.utils.validation import check_is_fitted
 
@@ -230,6 +239,13 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) ->
             encoders[col] = {"name": PASSTHROUGH}
             header_encoders[col] = {"name": PASSTHROUGH, "modality": None, "fingerprint": None}
             continue
+        if getattr(enc, "stores_training_text", False) and not allow_training_text:
+            raise InputError(
+                f"encoder {enc.name!r} of column {col!r} stores a vocabulary of the training "
+                f"texts (their words and n-grams would ship inside the model file); train "
+                f"with 'tfidf-hashed' or 'hashing' instead, or pass allow_training_text=True "
+                f"(CLI: --allow-training-text) to save it anyway"
+            )
         if enc.name not in ENCODERS:
             raise InputError(
                 f"encoder {enc.name!r} of column {col!r} is not registered, so a loaded model "
@@ -271,6 +287,11 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) ->
         "fusion": getattr(model, "fusion", type(model.fusion_).__name__),
         "fusion_class": _type_name(type(model.fusion_)),
         "modality_weights": _jsonable(getattr(model, "modality_weights_", None)),
+        "privacy": {"scrub_pii": bool(getattr(model, "scrub_pii", False)),
+                    "epsilon": _jsonable(getattr(model, "epsilon", None)),
+                    "epsilon_spent": _jsonable(getattr(model, "epsilon_spent_", None)),
+                    "training_text": any(getattr(e, "stores_training_text", False)
+                                         for e in model.encoders_.values())},
         "types": types,
         "payload": {"name": PAYLOAD_NAME, "size": len(payload),
                     "sha256": hashlib.sha256(payload).hexdigest()},

@@ -122,8 +122,6 @@ class DPLogisticRegression(ClassifierMixin, BaseEstimator):
     noise_seed : int or None, default=None
         Seed of the noise. None (the default) draws it from OS entropy; a known seed voids
         the guarantee (tests and benchmarks only).
-    accountant : BudgetAccountant or None, default=None
-        Where the spent budget is recorded (a fresh one when None).
 
     Attributes
     ----------
@@ -133,13 +131,12 @@ class DPLogisticRegression(ClassifierMixin, BaseEstimator):
     _model_file_safe = True
 
     def __init__(self, epsilon: float = 1.0, data_norm: float = 1.0, C: float = 1.0,
-                 max_iter: int = 100, noise_seed: int | None = None, accountant: Any = None):
+                 max_iter: int = 100, noise_seed: int | None = None):
         self.epsilon = epsilon
         self.data_norm = data_norm
         self.C = C
         self.max_iter = max_iter
         self.noise_seed = noise_seed
-        self.accountant = accountant
 
     def fit(self, X: Any, y: Any) -> "DPLogisticRegression":
         epsilon = check_epsilon(self.epsilon)
@@ -163,12 +160,9 @@ class DPLogisticRegression(ClassifierMixin, BaseEstimator):
                 coefs.append(np.append(model.coef_[0], model.intercept_[0]))
             self.epsilon_spent_ = math.inf
         else:
-            diffprivlib = import_diffprivlib()
+            import_diffprivlib()
             from diffprivlib.models.logistic_regression import _logistic_regression_path
 
-            accountant = (self.accountant if self.accountant is not None
-                          else diffprivlib.BudgetAccountant())
-            accountant.check(epsilon, 0)
             rng = np.random.RandomState(self.noise_seed) if self.noise_seed is not None else None
             per_model = epsilon / len(positives)
             with warnings.catch_warnings():
@@ -185,7 +179,6 @@ class DPLogisticRegression(ClassifierMixin, BaseEstimator):
                         max_iter=int(self.max_iter), tol=1e-4, random_state=rng,
                         check_input=False)
                     coefs.append(coef[0])
-            accountant.spend(epsilon, 0)
             self.epsilon_spent_ = epsilon
         coefs = np.asarray(coefs)
         self.coef_ = coefs[:, :-1]
@@ -238,11 +231,18 @@ class _PrivateFusion(FusionStrategy):
         self.max_iter = max_iter
         self.noise_seed = noise_seed
 
-    def _model(self, epsilon: float, accountant: Any, offset: int = 0) -> DPLogisticRegression:
+    def _fit_model(self, x: np.ndarray, y: np.ndarray, epsilon: float, accountant: Any,
+                   offset: int = 0) -> DPLogisticRegression:
+        """A DP logistic regression fitted with ``epsilon``, spent on ``accountant`` (which
+        refuses to go over the budget)."""
         seed = None if self.noise_seed is None else int(self.noise_seed) + offset
-        return DPLogisticRegression(epsilon=epsilon, data_norm=1.0, C=self.C,
-                                    max_iter=self.max_iter, noise_seed=seed,
-                                    accountant=accountant)
+        if accountant is not None:
+            accountant.check(epsilon, 0)
+        model = DPLogisticRegression(epsilon=epsilon, data_norm=1.0, C=self.C,
+                                     max_iter=self.max_iter, noise_seed=seed).fit(x, y)
+        if accountant is not None:
+            accountant.spend(model.epsilon_spent_, 0)
+        return model
 
     def _accountant(self, epsilon: float) -> Any:
         if math.isinf(epsilon):
@@ -282,7 +282,7 @@ class DPEarlyFusion(_PrivateFusion):
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         epsilon, accountant = self._start()
         self.modality_weights_ = _fixed_weights(self.weights, sorted(views))
-        self.model_ = self._model(epsilon, accountant).fit(self._design(views, present), y)
+        self.model_ = self._fit_model(self._design(views, present), y, epsilon, accountant)
         self._finish(accountant, epsilon)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
@@ -310,8 +310,8 @@ class DPLateFusion(_PrivateFusion):
             if len(np.unique(y[rows])) < 2:
                 raise InputError(f"modality {m!r} is present in training rows of fewer than 2 "
                                  f"classes; a DP model cannot be fitted to it")
-            self.experts_[m] = self._model(share, accountant, offset=i).fit(
-                unit_rows(views[m][rows]), y[rows])
+            self.experts_[m] = self._fit_model(unit_rows(views[m][rows]), y[rows], share,
+                                               accountant, offset=i)
         self._finish(accountant, epsilon)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
@@ -358,3 +358,77 @@ def make_private_fusion(name: str, epsilon: float, *, classifier: Any = None,
                          f"{sorted(other)}; valid: weights, C, noise_seed")
     cls = DPEarlyFusion if name == "early" else DPLateFusion
     return cls(epsilon=epsilon, weights=weights, C=C, noise_seed=noise_seed)
+
+
+def evaluate_private(X: Any, y: Any, *, epsilon: float, encoders: Any = None,
+                     groups: Any = None, strategies: Any = PRIVATE_FUSIONS,
+                     weights: Any = "equal", cv: Any = 5, random_state: Any = 0,
+                     on_error: str = "raise", noise_seed: int | None = None, C: float = 1.0,
+                     features: Any = None, progress: Any = None) -> Any:
+    """Cross-validate every single modality and each DP fusion strategy at budget ``epsilon``.
+
+    Each configuration is trained on every outer training fold with the full budget
+    ``epsilon`` (a model per fold, as a user would train one model); single modalities are
+    DP early fusion of one view. Splits are those of :func:`mmfuse.evaluate.evaluate`
+    (grouped whenever groups exist). Returns an :class:`~mmfuse.evaluate.EvaluationResult`
+    (no seed-baseline row: it learns weights).
+    """
+    import time
+
+    from ..evaluate import (EvaluationResult, Row, checked_inputs, make_splits, mean_ci95,
+                            usable_rows)
+
+    epsilon = check_epsilon(epsilon)
+    table, y, groups, classes, y_enc = checked_inputs(X, y, features, encoders, groups,
+                                                      on_error, progress)
+    if table.stateful:
+        col = sorted(table.stateful)[0]
+        check_private_encoders({col: table.stateful[col][0]})
+    unknown = [s for s in strategies if s not in PRIVATE_FUSIONS]
+    if unknown:
+        make_private_fusion(unknown[0], epsilon)  # raises the clear error
+    usable, errors = usable_rows(table, on_error)
+    mods = sorted(table.views)
+    configs = [(m, "single", (m,), "early") for m in mods]
+    if len(mods) > 1:
+        configs += [(s, "fused", tuple(mods), s) for s in strategies]
+    splits, cv_info = make_splits(y_enc, groups, cv, random_state)
+    preds = {c[0]: np.full(len(y), -1, dtype=int) for c in configs}
+    fold_acc: dict[str, list[float]] = {c[0]: [] for c in configs}
+    fold_f1: dict[str, list[float]] = {c[0]: [] for c in configs}
+    seconds = {c[0]: 0.0 for c in configs}
+    from sklearn.metrics import f1_score
+
+    for k, (train, test) in enumerate(splits):
+        train, test = train[usable[train]], test[usable[test]]
+        for name, _, cmods, fusion in configs:
+            start = time.perf_counter()
+            seed = None if noise_seed is None else int(noise_seed) + 1000 * k
+            model = make_private_fusion(fusion, epsilon,
+                                        weights=weights if len(cmods) > 1 else "equal",
+                                        noise_seed=seed, C=C)
+            p = {m: table.present[m] for m in cmods}
+            keep = train[np.any(np.stack([p[m][train] for m in cmods]), axis=0)]
+            model.fit({m: table.views[m][keep] for m in cmods}, y_enc[keep],
+                      {m: p[m][keep] for m in cmods})
+            pred = model.predict({m: table.views[m][test] for m in cmods},
+                                 {m: p[m][test] for m in cmods})
+            seconds[name] += time.perf_counter() - start
+            preds[name][test] = pred
+            fold_acc[name].append(float(np.mean(pred == y_enc[test])))
+            fold_f1[name].append(float(f1_score(y_enc[test], pred, average="macro",
+                                                labels=np.unique(y_enc[test]),
+                                                zero_division=0)))
+    rows = []
+    for name, kind, cmods, fusion in configs:
+        acc, ci = mean_ci95(fold_acc[name])
+        w = None
+        if kind == "fused":
+            w = _fixed_weights(weights, list(cmods))
+        rows.append(Row(name, kind, list(cmods), None if kind == "single" else fusion,
+                        "equal" if isinstance(weights, str) else dict(weights), acc, ci,
+                        float(np.mean(fold_f1[name])), round(seconds[name], 3),
+                        fold_acc[name], w))
+    cv_info = {**cv_info, "epsilon": epsilon if math.isfinite(epsilon) else "inf"}
+    return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
+                            errors)

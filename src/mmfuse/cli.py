@@ -291,7 +291,8 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
                        path_columns=[c for m, c in mapping.items() if m != "text"])
     X = df[list(mapping.values())].rename(columns={c: m for m, c in mapping.items()})
     groups = df[group].to_numpy() if group else None
-    return X, df[label].to_numpy(), groups, 5, f"manifest {manifest}"
+    # the file name only: titles go into reports and JSON, which carry no paths
+    return X, df[label].to_numpy(), groups, 5, f"manifest {Path(manifest).name}"
 
 
 # `mmfuse evaluate` is `mmfuse run` under the name that reads best with --missing.

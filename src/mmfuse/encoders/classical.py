@@ -413,7 +413,7 @@ class _HashedTextEncoder(Encoder):
     scrubs_pii = True
 
     def __init__(self, *, word_ngrams: tuple[int, int] | None = (1, 2),
-                 char_ngrams: tuple[int, int] | None = (2, 5), n_features: int = 2**13,
+                 char_ngrams: tuple[int, int] | None = (2, 5), n_features: int = 2**12,
                  lowercase: bool = True):
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
@@ -468,7 +468,7 @@ class _HashedTextEncoder(Encoder):
         return stacked.toarray().astype(np.float32, copy=False)
 
 
-@register_encoder("hashing", modality="text", dim=2 * 2**13,
+@register_encoder("hashing", modality="text", dim=2 * 2**12,
                   description="hashed word 1-2 and character 2-5 grams, sublinear tf, no idf: "
                               "learns nothing from data (usable under differential privacy)")
 class HashingTextEncoder(_HashedTextEncoder):
@@ -485,7 +485,7 @@ class HashingTextEncoder(_HashedTextEncoder):
         Word n-gram range; ``None`` leaves words out.
     char_ngrams : (int, int) or None, default=(2, 5)
         Character n-gram range within word boundaries; ``None`` leaves them out.
-    n_features : int, default=8192
+    n_features : int, default=4096
         Hash buckets per n-gram kind (collisions share a column).
     lowercase : bool, default=True
 
@@ -502,7 +502,7 @@ class HashingTextEncoder(_HashedTextEncoder):
         return self._finish(self._counts(prepared), None)
 
 
-@register_encoder("tfidf-hashed", modality="text", dim=2 * 2**13,
+@register_encoder("tfidf-hashed", modality="text", dim=2 * 2**12,
                   description="TF-IDF of hashed word 1-2 and character 2-5 grams: the idf is "
                               "learned as numbers only, no vocabulary (the default for saved "
                               "models)")

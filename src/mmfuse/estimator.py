@@ -159,11 +159,12 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         them, at fit, predict and serve time (see :mod:`mmfuse.privacy.scrub`). Saved with
         the model.
     epsilon : float or None, default=None
-        Train with differential privacy at this budget (pure epsilon-DP, the total over
-        everything learned; needs ``mmfuse[privacy]``). Only fixed-weight ``early`` and
+        Train with (epsilon, delta)-differential privacy: the total budget over
+        everything learned (needs ``mmfuse[privacy]``). Only fixed-weight ``early`` and
         ``late`` fusion, data-independent encoders (pretrained, hog, mfcc, ``hashing``...)
-        and the built-in DP logistic regression are allowed; see
-        :mod:`mmfuse.privacy.dp`.
+        and mmfuse's DP linear models are allowed; see :mod:`mmfuse.privacy.dp`.
+    delta : float, default=1e-5
+        The delta of the budget (only with ``epsilon``); 0 for pure epsilon-DP.
 
     Attributes
     ----------
@@ -173,7 +174,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     modality_weights_ : dict of column -> weight (sum 1), or None
     errors_ : list of ItemError from the last fit/predict
     skipped_rows_ : list of int, training rows dropped for having no modality
-    epsilon_spent_ : float, the privacy budget spent by ``fit`` (only with ``epsilon``)
+    epsilon_spent_, delta_spent_ : float, the privacy budget spent by ``fit`` (only with
+        ``epsilon``)
 
     Examples
     --------
@@ -184,7 +186,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, encoders: Any = None, fusion: str = "late", weights: Any = "cv",
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
                  on_error: str = "raise", fusion_params: dict | None = None,
-                 scrub_pii: bool = False, epsilon: float | None = None):
+                 scrub_pii: bool = False, epsilon: float | None = None,
+                 delta: float = 1e-5):
         self.encoders = encoders
         self.fusion = fusion
         self.weights = weights
@@ -195,6 +198,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.fusion_params = fusion_params
         self.scrub_pii = scrub_pii
         self.epsilon = epsilon
+        self.delta = delta
 
     # -- features ---------------------------------------------------------------------
     def _encode(self, X: Any, *, fit: bool) -> tuple[Views, Present]:
@@ -281,12 +285,14 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         if self.epsilon is not None:
             from .privacy.dp import make_private_fusion
 
-            self.fusion_ = make_private_fusion(self.fusion, self.epsilon, **params)
+            self.fusion_ = make_private_fusion(self.fusion, self.epsilon, delta=self.delta,
+                                               **params)
         else:
             self.fusion_ = create_fusion(self.fusion, **params)
         self.fusion_.fit(views, y, present, groups)
         if self.epsilon is not None:
             self.epsilon_spent_ = float(self.fusion_.epsilon_spent_)
+            self.delta_spent_ = float(self.fusion_.delta_spent_)
         self.classes_ = self.fusion_.classes_
         self.modality_weights_ = self.fusion_.modality_weights_
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
@@ -299,9 +305,10 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(self.scrub_pii, (bool, np.bool_)):
             raise InputError(f"scrub_pii must be True or False; got {self.scrub_pii!r}")
         if self.epsilon is not None:
-            from .privacy.dp import check_epsilon, check_private_encoders
+            from .privacy.dp import check_delta, check_epsilon, check_private_encoders
 
             check_epsilon(self.epsilon)
+            check_delta(self.delta)
             check_private_encoders(self.encoders_)
         if not self.scrub_pii:
             return

@@ -67,7 +67,7 @@ SUFFIX = ".mmfuse"
 
 # Estimator parameters stored with the model (those of MultimodalClassifier.__init__).
 _PARAMS = ("encoders", "fusion", "weights", "classifier", "cv", "random_state", "on_error",
-           "fusion_params", "scrub_pii", "epsilon")
+           "fusion_params", "scrub_pii", "epsilon", "delta")
 # Fitted encoder attributes that are bookkeeping, not state.
 _TRANSIENT_ENCODER_ATTRS = frozenset({"errors_"})
 # Estimator attributes stored in their own way (or not at all: errors of the last call,
@@ -290,6 +290,7 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = (),
         "privacy": {"scrub_pii": bool(getattr(model, "scrub_pii", False)),
                     "epsilon": _jsonable(getattr(model, "epsilon", None)),
                     "epsilon_spent": _jsonable(getattr(model, "epsilon_spent_", None)),
+                    "delta_spent": _jsonable(getattr(model, "delta_spent_", None)),
                     "training_text": any(getattr(e, "stores_training_text", False)
                                          for e in model.encoders_.values())},
         "types": types,

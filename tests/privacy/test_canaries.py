@@ -113,7 +113,8 @@ def test_train_and_run_leak_no_canary(manifest, data_root, tmp_path, monkeypatch
     text = loaded.encoders_["text"]
     assert text.name == "tfidf-hashed"
     assert loaded.model_file_["privacy"] == {"scrub_pii": scrub, "epsilon": None,
-                                             "epsilon_spent": None, "training_text": False}
+                                             "epsilon_spent": None, "delta_spent": None,
+                                             "training_text": False}
     captions = df["text"].tolist()[8:20]  # the e-mail, phone and card canaries
     raw = text.transform(captions)
     scrubbed = text.transform([scrub_text(c) for c in captions])

@@ -15,8 +15,8 @@ except ImportError:  # MissingDependencyError
 from conftest import make_views  # noqa: E402
 from mmfuse import InputError, MultimodalClassifier  # noqa: E402
 from mmfuse.persist import load  # noqa: E402
-from mmfuse.privacy.dp import (DPLogisticRegression, evaluate_private,  # noqa: E402
-                               make_private_fusion, unit_rows)
+from mmfuse.privacy.dp import (DPCentroidClassifier, DPLogisticRegression,  # noqa: E402
+                               evaluate_private, make_private_fusion, unit_rows)
 
 
 def test_dp_logistic_regression_noise_shrinks_with_epsilon():
@@ -49,12 +49,28 @@ def test_rows_are_clipped_to_the_fixed_norm_not_read_from_data():
     np.testing.assert_allclose(model.coef_, same.coef_, rtol=1e-6, atol=1e-9)
 
 
+def test_centroid_noise_is_dimension_free_and_delta_zero_is_laplace():
+    views, y = make_views(n=1500, n_classes=2)
+    x = unit_rows(np.hstack([views["a"], views["b"]]))
+    clear = DPCentroidClassifier(epsilon=np.inf).fit(x, y).score(x, y)
+    gauss = np.mean([DPCentroidClassifier(epsilon=1.0, noise_seed=s).fit(x, y).score(x, y)
+                     for s in range(3)])
+    assert clear > 0.7 and gauss > clear - 0.1
+    model = DPCentroidClassifier(epsilon=1.0, delta=0, noise_seed=0).fit(x, y)
+    assert model.delta_spent_ == 0 and model.epsilon_spent_ == 1.0
+    np.testing.assert_allclose(np.linalg.norm(model.coef_, axis=1), 1.0)
+    np.testing.assert_allclose(model.predict_proba(x).sum(axis=1), 1.0)
+
+
 @pytest.mark.parametrize("fusion", ["early", "late"])
-def test_estimator_spends_exactly_epsilon_and_round_trips(tmp_path, fusion):
+@pytest.mark.parametrize("dp_model", ["centroid", "logistic"])
+def test_estimator_spends_exactly_epsilon_and_round_trips(tmp_path, fusion, dp_model):
     views, y = make_views(n=400)
     model = MultimodalClassifier(fusion=fusion, weights="equal", epsilon=2.0,
-                                 fusion_params={"noise_seed": 0}).fit(views, y)
+                                 fusion_params={"noise_seed": 0, "dp_model": dp_model}
+                                 ).fit(views, y)
     assert model.epsilon_spent_ == pytest.approx(2.0)
+    assert model.delta_spent_ == pytest.approx(1e-5 if dp_model == "centroid" else 0.0, rel=1e-3)
     assert np.allclose(model.fusion_.class_prior_, 0.25)  # not the training counts
     loaded = load(model.save(tmp_path / "dp.mmfuse"))
     np.testing.assert_array_equal(loaded.predict_proba(views), model.predict_proba(views))
@@ -66,6 +82,9 @@ def test_estimator_spends_exactly_epsilon_and_round_trips(tmp_path, fusion):
     ({"fusion": "late", "weights": "cv"}, "fixed in advance"),
     ({"fusion": "late", "weights": "equal", "epsilon": 0}, "epsilon must be > 0"),
     ({"fusion": "late", "weights": "equal", "epsilon": "1"}, "positive number"),
+    ({"fusion": "late", "weights": "equal", "delta": 1.5}, "delta must be in"),
+    ({"fusion": "late", "weights": "equal", "fusion_params": {"dp_model": "svm"}},
+     "dp_model must be one of"),
 ])
 def test_refusals(kwargs, match):
     views, y = make_views(n=100)
@@ -99,9 +118,9 @@ def test_classifier_and_extra_params_are_refused():
 
 def test_evaluate_private_rows_and_cost():
     views, y = make_views(n=400)
-    private = evaluate_private(views, y, epsilon=0.1, cv=3, noise_seed=0)
+    private = evaluate_private(views, y, epsilon=0.05, cv=3, noise_seed=0)
     clear = evaluate_private(views, y, epsilon=math.inf, cv=3)
     assert [r.name for r in clear.rows] == ["a", "b", "early", "late"]
     assert clear.row("early").accuracy > max(clear.row("a").accuracy, clear.row("b").accuracy)
     assert private.row("early").accuracy < clear.row("early").accuracy
-    assert clear.cv["epsilon"] == "inf" and private.cv["epsilon"] == 0.1
+    assert clear.cv["epsilon"] == "inf" and private.cv["epsilon"] == 0.05

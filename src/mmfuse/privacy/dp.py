@@ -1,9 +1,9 @@
-"""Differentially private fusion: linear models trained with epsilon-DP (diffprivlib).
+"""Differentially private fusion: linear models trained with (epsilon, delta)-DP (diffprivlib).
 
 What is private, and how
 ------------------------
 Everything the model learns from the training rows is learned under one budget
-``epsilon`` (pure epsilon-DP, delta = 0), accounted by diffprivlib's ``BudgetAccountant``:
+``(epsilon, delta)``, accounted by diffprivlib's ``BudgetAccountant``:
 
 * **Features** come from data-independent encoders only (pretrained networks, hog, mfcc,
   ``hashing``...): an encoder that learns from the data (``tfidf`` vocabulary or SVD,
@@ -11,11 +11,21 @@ Everything the model learns from the training rows is learned under one budget
   data-independent too: that is the caller's promise.
 * **Scaling** is data-independent: each view's rows are L2-normalised (a missing modality
   is a zero row), and early fusion concatenates ``sqrt(w_m)``-scaled blocks, so every
-  design row has norm <= 1 = ``data_norm``. No mean or variance is read from the data.
-* **Classifiers** are diffprivlib's objective-perturbation logistic regression (Chaudhuri,
-  Monteleoni & Sarwate, 2011): one-vs-rest, the budget split equally over the classes.
+  design row has norm <= 1. No mean or variance is read from the data.
+* **Classifiers** (``dp_model``):
+
+  - ``"centroid"`` (default): :class:`DPCentroidClassifier`, noisy per-class sums of the
+    unit rows (diffprivlib's analytic Gaussian mechanism, L2 sensitivity 1, so the noise
+    does not grow with the dimension; Laplace, pure epsilon-DP, when ``delta=0``), scored
+    by the dot product with each class direction.
+  - ``"logistic"``: :class:`DPLogisticRegression`, diffprivlib's objective-perturbation
+    logistic regression (Chaudhuri, Monteleoni & Sarwate, 2011), one-vs-rest, pure
+    epsilon-DP. Its noise grows with the dimension: on 1,376-d embeddings and ~1,400 rows
+    it is near chance at epsilon = 8 (``benchmarks/bench_privacy.py``).
+
   Late fusion trains one model per modality on the same people, so each gets
-  ``epsilon / M`` (sequential composition); early fusion trains one model with all of it.
+  ``(epsilon / M, delta / M)`` (sequential composition); early fusion trains one model
+  with all of it.
 * **Weights** are fixed (``"equal"`` or a dict given by the user). Learning weights,
   stacking, ``auto`` or a neural head would spend budget on data-driven choices: DP mode
   refuses them rather than under-report the budget. The class prior used for rows with no
@@ -23,7 +33,7 @@ Everything the model learns from the training rows is learned under one budget
 
 The noise is drawn from the operating system's entropy unless ``noise_seed`` is set: a
 known seed lets anyone recompute and subtract the noise, so seeds are for tests and
-benchmarks only.
+benchmarks only. The set of class labels is treated as public, as diffprivlib does.
 
 Needs ``pip install "mmfuse[privacy]"`` (diffprivlib). This module imports it only when a
 model is fitted.
@@ -205,6 +215,105 @@ class DPLogisticRegression(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
+class DPCentroidClassifier(ClassifierMixin, BaseEstimator):
+    """Nearest class direction under DP: noisy per-class sums of unit-norm rows.
+
+    Each training row (clipped to L2 norm 1) is added to its class's sum; adding or
+    removing one row changes the stacked sums by at most 1 in L2 norm, so the Gaussian
+    mechanism (diffprivlib's ``GaussianAnalytic``, sensitivity 1) makes them
+    (epsilon, delta)-DP whatever the dimension; with ``delta=0`` the Laplace mechanism
+    (L1 sensitivity ``sqrt(d)``) gives pure epsilon-DP instead, at a cost that grows with
+    the dimension. A row is scored by its dot product with each class's noisy sum
+    direction (a linear model), and ``softmax(temperature * score)`` gives probabilities.
+    No class count is used (it would cost budget): the classes are equally likely a priori.
+
+    Parameters
+    ----------
+    epsilon : float, default=1.0
+        ``inf``: no noise (for comparison; not private).
+    delta : float, default=1e-5
+        0 for pure epsilon-DP (Laplace).
+    temperature : float, default=20.0
+        Fixed in advance (learning it would spend budget).
+    noise_seed : int or None, default=None
+        None (the default): secret noise; a known seed voids the guarantee.
+
+    Attributes
+    ----------
+    classes_, coef_ (n_classes, n_features): unit class directions, epsilon_spent_,
+    delta_spent_
+    """
+
+    _model_file_safe = True
+
+    def __init__(self, epsilon: float = 1.0, delta: float = 1e-5, temperature: float = 20.0,
+                 noise_seed: int | None = None):
+        self.epsilon = epsilon
+        self.delta = delta
+        self.temperature = temperature
+        self.noise_seed = noise_seed
+
+    def fit(self, X: Any, y: Any) -> "DPCentroidClassifier":
+        epsilon = check_epsilon(self.epsilon)
+        delta = check_delta(self.delta)
+        X = _clip_rows(check_array(X, dtype=np.float64), 1.0)
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise InputError(f"need at least 2 classes; got {self.classes_.tolist()}")
+        sums = np.stack([X[y == c].sum(axis=0) for c in self.classes_])
+        if math.isinf(epsilon):
+            noisy = sums
+            self.epsilon_spent_, self.delta_spent_ = math.inf, 0.0
+        else:
+            import_diffprivlib()
+            from diffprivlib.mechanisms import GaussianAnalytic, Laplace
+
+            rng = np.random.RandomState(self.noise_seed) if self.noise_seed is not None else None
+            if delta > 0:
+                mech = GaussianAnalytic(epsilon=epsilon, delta=delta, sensitivity=1.0,
+                                        random_state=rng)
+            else:
+                mech = Laplace(epsilon=epsilon, sensitivity=math.sqrt(X.shape[1]),
+                               random_state=rng)
+            noisy = np.array([mech.randomise(float(v)) for v in sums.ravel()]).reshape(sums.shape)
+            self.epsilon_spent_, self.delta_spent_ = epsilon, delta
+        norms = np.linalg.norm(noisy, axis=1, keepdims=True)
+        self.coef_ = np.divide(noisy, norms, out=np.zeros_like(noisy), where=norms > 0)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        return _clip_rows(check_array(X, dtype=np.float64), 1.0) @ self.coef_.T
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        from scipy.special import softmax
+
+        return softmax(self.temperature * self.decision_function(X), axis=1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+
+def _clip_rows(X: np.ndarray, bound: float) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms / bound, 1.0)
+
+
+def check_delta(delta: Any) -> float:
+    """A valid delta: a number in [0, 1)."""
+    if isinstance(delta, bool) or not isinstance(delta, (int, float, np.integer, np.floating)):
+        raise InputError(f"delta must be a number in [0, 1); got {delta!r}")
+    delta = float(delta)
+    if not 0 <= delta < 1:
+        raise InputError(f"delta must be in [0, 1); got {delta!r}")
+    return delta
+
+
+DP_MODELS = ("centroid", "logistic")
+
+
 def _fixed_weights(weights: Any, modalities: list[str]) -> dict[str, float]:
     from ..fusion._common import check_weight_spec, normalise_weights
 
@@ -223,41 +332,55 @@ def _fixed_weights(weights: Any, modalities: list[str]) -> dict[str, float]:
 class _PrivateFusion(FusionStrategy):
     """Shared parameters and budget bookkeeping of the DP strategies."""
 
-    def __init__(self, epsilon: float = 1.0, weights: Any = "equal", C: float = 1.0,
-                 max_iter: int = 100, noise_seed: int | None = None):
+    def __init__(self, epsilon: float = 1.0, delta: float = 1e-5, weights: Any = "equal",
+                 dp_model: str = "centroid", C: float = 1.0, max_iter: int = 100,
+                 temperature: float = 20.0, noise_seed: int | None = None):
         self.epsilon = epsilon
+        self.delta = delta
         self.weights = weights
+        self.dp_model = dp_model
         self.C = C
         self.max_iter = max_iter
+        self.temperature = temperature
         self.noise_seed = noise_seed
 
-    def _fit_model(self, x: np.ndarray, y: np.ndarray, epsilon: float, accountant: Any,
-                   offset: int = 0) -> DPLogisticRegression:
-        """A DP logistic regression fitted with ``epsilon``, spent on ``accountant`` (which
+    def _fit_model(self, x: np.ndarray, y: np.ndarray, epsilon: float, delta: float,
+                   accountant: Any, offset: int = 0) -> Any:
+        """A DP model fitted with (``epsilon``, ``delta``), spent on ``accountant`` (which
         refuses to go over the budget)."""
         seed = None if self.noise_seed is None else int(self.noise_seed) + offset
+        if self.dp_model == "logistic":  # objective perturbation: pure epsilon-DP
+            model = DPLogisticRegression(epsilon=epsilon, data_norm=1.0, C=self.C,
+                                         max_iter=self.max_iter, noise_seed=seed)
+            delta = 0.0
+        else:
+            model = DPCentroidClassifier(epsilon=epsilon, delta=delta,
+                                         temperature=self.temperature, noise_seed=seed)
         if accountant is not None:
-            accountant.check(epsilon, 0)
-        model = DPLogisticRegression(epsilon=epsilon, data_norm=1.0, C=self.C,
-                                     max_iter=self.max_iter, noise_seed=seed).fit(x, y)
+            accountant.check(epsilon, delta)
+        model.fit(x, y)
         if accountant is not None:
-            accountant.spend(model.epsilon_spent_, 0)
+            accountant.spend(epsilon, delta)
         return model
 
-    def _accountant(self, epsilon: float) -> Any:
-        if math.isinf(epsilon):
-            return None
-        return import_diffprivlib().BudgetAccountant(epsilon=epsilon)
-
-    def _start(self) -> tuple[float, Any]:
+    def _start(self) -> tuple[float, float, Any]:
         epsilon = check_epsilon(self.epsilon)
+        delta = check_delta(self.delta)
+        if self.dp_model not in DP_MODELS:
+            raise InputError(f"dp_model must be one of {list(DP_MODELS)}; got {self.dp_model!r}")
         # rows with no modality get a uniform prior: the training counts are not private
         self.class_prior_ = np.full(len(self.classes_), 1.0 / len(self.classes_))
-        return epsilon, self._accountant(epsilon)
+        accountant = None
+        if not math.isinf(epsilon):
+            accountant = import_diffprivlib().BudgetAccountant(
+                epsilon=epsilon, delta=delta if self.dp_model == "centroid" else 0.0)
+        return epsilon, delta, accountant
 
-    def _finish(self, accountant: Any, epsilon: float) -> None:
-        self.epsilon_spent_ = math.inf if accountant is None else float(accountant.total()[0])
-        del epsilon
+    def _finish(self, accountant: Any) -> None:
+        if accountant is None:
+            self.epsilon_spent_, self.delta_spent_ = math.inf, 0.0
+        else:
+            self.epsilon_spent_, self.delta_spent_ = (float(v) for v in accountant.total())
 
 
 class DPEarlyFusion(_PrivateFusion):
@@ -280,10 +403,11 @@ class DPEarlyFusion(_PrivateFusion):
                           for m in sorted(views)])
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
-        epsilon, accountant = self._start()
+        epsilon, delta, accountant = self._start()
         self.modality_weights_ = _fixed_weights(self.weights, sorted(views))
-        self.model_ = self._fit_model(self._design(views, present), y, epsilon, accountant)
-        self._finish(accountant, epsilon)
+        self.model_ = self._fit_model(self._design(views, present), y, epsilon, delta,
+                                      accountant)
+        self._finish(accountant)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         proba = self.model_.predict_proba(self._design(views, present))
@@ -300,10 +424,10 @@ class DPLateFusion(_PrivateFusion):
     """
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
-        epsilon, accountant = self._start()
+        epsilon, delta, accountant = self._start()
         mods = sorted(views)
         self.modality_weights_ = _fixed_weights(self.weights, mods)
-        share = epsilon / len(mods)
+        share = epsilon / len(mods)  # sequential composition: the same people in every view
         self.experts_ = {}
         for i, m in enumerate(mods):
             rows = np.flatnonzero(present[m])
@@ -311,8 +435,8 @@ class DPLateFusion(_PrivateFusion):
                 raise InputError(f"modality {m!r} is present in training rows of fewer than 2 "
                                  f"classes; a DP model cannot be fitted to it")
             self.experts_[m] = self._fit_model(unit_rows(views[m][rows]), y[rows], share,
-                                               accountant, offset=i)
-        self._finish(accountant, epsilon)
+                                               delta / len(mods), accountant, offset=i)
+        self._finish(accountant)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         from scipy.special import softmax
@@ -333,10 +457,9 @@ class DPLateFusion(_PrivateFusion):
         return softmax(pooled_log_scores(probas, self.modality_weights_), axis=1)
 
 
-def make_private_fusion(name: str, epsilon: float, *, classifier: Any = None,
-                        weights: Any = "equal", cv: Any = None, random_state: Any = None,
-                        noise_seed: int | None = None, C: float = 1.0,
-                        **other: Any) -> _PrivateFusion:
+def make_private_fusion(name: str, epsilon: float, *, delta: float = 1e-5,
+                        classifier: Any = None, weights: Any = "equal", cv: Any = None,
+                        random_state: Any = None, **options: Any) -> _PrivateFusion:
     """The DP version of fusion strategy ``name`` (``"early"`` or ``"late"``).
 
     ``cv`` and ``random_state`` are accepted and unused (nothing is searched; the noise is
@@ -353,17 +476,20 @@ def make_private_fusion(name: str, epsilon: float, *, classifier: Any = None,
     if classifier is not None:
         raise InputError(f"under differential privacy the classifier is mmfuse's DP logistic "
                          f"regression; classifier must be None, got {classifier!r}")
+    valid = ("dp_model", "C", "max_iter", "temperature", "noise_seed")
+    other = sorted(set(options) - set(valid))
     if other:
-        raise InputError(f"under differential privacy the {name} fusion takes no "
-                         f"{sorted(other)}; valid: weights, C, noise_seed")
+        raise InputError(f"under differential privacy the {name} fusion takes no {other}; "
+                         f"valid: weights, {', '.join(valid)}")
     cls = DPEarlyFusion if name == "early" else DPLateFusion
-    return cls(epsilon=epsilon, weights=weights, C=C, noise_seed=noise_seed)
+    return cls(epsilon=epsilon, delta=check_delta(delta), weights=weights, **options)
 
 
-def evaluate_private(X: Any, y: Any, *, epsilon: float, encoders: Any = None,
-                     groups: Any = None, strategies: Any = PRIVATE_FUSIONS,
-                     weights: Any = "equal", cv: Any = 5, random_state: Any = 0,
-                     on_error: str = "raise", noise_seed: int | None = None, C: float = 1.0,
+def evaluate_private(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,
+                     encoders: Any = None, groups: Any = None,
+                     strategies: Any = PRIVATE_FUSIONS, weights: Any = "equal", cv: Any = 5,
+                     random_state: Any = 0, on_error: str = "raise",
+                     noise_seed: int | None = None, dp_model: str = "centroid",
                      features: Any = None, progress: Any = None) -> Any:
     """Cross-validate every single modality and each DP fusion strategy at budget ``epsilon``.
 
@@ -404,9 +530,9 @@ def evaluate_private(X: Any, y: Any, *, epsilon: float, encoders: Any = None,
         for name, _, cmods, fusion in configs:
             start = time.perf_counter()
             seed = None if noise_seed is None else int(noise_seed) + 1000 * k
-            model = make_private_fusion(fusion, epsilon,
+            model = make_private_fusion(fusion, epsilon, delta=delta,
                                         weights=weights if len(cmods) > 1 else "equal",
-                                        noise_seed=seed, C=C)
+                                        noise_seed=seed, dp_model=dp_model)
             p = {m: table.present[m] for m in cmods}
             keep = train[np.any(np.stack([p[m][train] for m in cmods]), axis=0)]
             model.fit({m: table.views[m][keep] for m in cmods}, y_enc[keep],
@@ -429,6 +555,7 @@ def evaluate_private(X: Any, y: Any, *, epsilon: float, encoders: Any = None,
                         "equal" if isinstance(weights, str) else dict(weights), acc, ci,
                         float(np.mean(fold_f1[name])), round(seconds[name], 3),
                         fold_acc[name], w))
-    cv_info = {**cv_info, "epsilon": epsilon if math.isfinite(epsilon) else "inf"}
+    cv_info = {**cv_info, "epsilon": epsilon if math.isfinite(epsilon) else "inf",
+               "delta": delta if dp_model == "centroid" else 0.0, "dp_model": dp_model}
     return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
                             errors)

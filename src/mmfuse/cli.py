@@ -157,6 +157,7 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Pro
 JobsOpt = Annotated[int, typer.Option("--jobs", help="Worker processes for the folds (-1: one per core).")]
 ScrubOpt = Annotated[bool, typer.Option("--scrub-pii/--no-scrub-pii", help="Replace e-mails, URLs, phone/card/IBAN numbers... in text by placeholders before encoding.")]
 EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="Differential privacy budget (needs mmfuse[privacy]): early/late fusion with fixed weights, data-independent encoders.")]
+DeltaOpt = Annotated[float, typer.Option("--delta", help="The delta of the DP budget (0: pure epsilon-DP).")]
 
 
 @app.command()
@@ -185,6 +186,7 @@ def run(
     train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.")] = False,
     scrub_pii: ScrubOpt = False,
     epsilon: EpsilonOpt = None,
+    delta: DeltaOpt = 1e-5,
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
@@ -201,7 +203,7 @@ def run(
         if epsilon is not None:
             _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec,
                                         seed, on_error, json_out, report, progress, title,
-                                        epsilon, missing)
+                                        epsilon, missing, delta)
             return
         _evaluate_and_print(X, y, groups, encoder_spec, _parse_strategies(fusion), weights,
                             cv_spec, seed, on_error, json_out, report, progress, title, jobs,
@@ -319,6 +321,7 @@ def train(
     on_error: OnErrorOpt = "raise",
     scrub_pii: ScrubOpt = False,
     epsilon: EpsilonOpt = None,
+    delta: DeltaOpt = 1e-5,
     allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.")] = False,
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
@@ -340,12 +343,14 @@ def train(
         model = MultimodalClassifier(encoders=_private_spec(_encoder_spec(X, enc), enc, epsilon,
                                                             False, saving=True),
                                      fusion=fusion, weights=weights, random_state=seed,
-                                     on_error=on_error, scrub_pii=scrub_pii, epsilon=epsilon)
+                                     on_error=on_error, scrub_pii=scrub_pii, epsilon=epsilon,
+                                     delta=delta)
         model.fit(X, y, groups=groups)
         model.save(save_model, allow_training_text=allow_training_text)
         if epsilon is not None:
-            console.print(f"differential privacy: epsilon spent {model.epsilon_spent_:g} "
-                          f"(of {epsilon:g}; pure epsilon-DP)", markup=False, highlight=False)
+            console.print(f"differential privacy: spent epsilon={model.epsilon_spent_:g}, "
+                          f"delta={model.delta_spent_:g} (budget {epsilon:g}, {delta:g})",
+                          markup=False, highlight=False)
         weights_text = ", ".join(f"{m}={w:.2f}" for m, w in (model.modality_weights_ or {}).items())
         chosen = getattr(model.fusion_, "chosen_name_", None)  # fusion="auto"
         console.print(f"trained {fusion}" + (f" (chose {chosen})" if chosen else "")
@@ -442,7 +447,7 @@ def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii:
 
 def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec, seed,
                                 on_error, json_out, report, progress, title, epsilon,
-                                missing) -> Any:
+                                missing, delta=1e-5) -> Any:
     from ._errors import InputError
     from .evaluate import FeatureTable
     from .privacy.dp import PRIVATE_FUSIONS, evaluate_private
@@ -456,13 +461,14 @@ def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_
         weights = "equal"
     with _Progress(progress) as bar:
         table = FeatureTable(X, encoder_spec, on_error, bar)
-        result = evaluate_private(X, y, epsilon=epsilon, features=table, groups=groups,
+        result = evaluate_private(X, y, epsilon=epsilon, delta=delta, features=table,
+                                  groups=groups,
                                   strategies=strategies, weights=weights, cv=cv_spec,
                                   random_state=seed, on_error=on_error)
-    print_results(result, f"{title}, differential privacy epsilon={epsilon:g} per model")
-    console.print("DP: data-independent encoders, unit-norm rows, fixed equal weights, "
-                  "diffprivlib logistic regression (one model per training fold, each with "
-                  "the whole budget)", markup=False, highlight=False)
+    print_results(result, f"{title}, differential privacy epsilon={epsilon:g}, delta={delta:g}")
+    console.print("DP: data-independent encoders, unit-norm rows, fixed weights, noisy class "
+                  "directions (diffprivlib mechanisms); one model per training fold, each "
+                  "with the whole budget", markup=False, highlight=False)
     _write_outputs(result, json_out, report, f"{title} (epsilon={epsilon:g})")
     return result
 

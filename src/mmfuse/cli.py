@@ -421,6 +421,11 @@ def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii:
     --epsilon and with ``tfidf-hashed`` when a model is saved (unless --encoders names one);
     with ``scrub_pii`` the text encoders become instances that scrub PII."""
     if not isinstance(spec, dict):
+        if scrub_pii and not saving:
+            from ._errors import InputError
+
+            raise InputError("--scrub-pii needs raw text and named encoders: not with --views "
+                             "or --encoders auto (name them, e.g. --encoders text=minilm)")
         return spec
     spec = dict(spec)
     if "text" in spec and not (isinstance(explicit, dict) and "text" in explicit):

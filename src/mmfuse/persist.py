@@ -10,7 +10,12 @@ A model file (``.mmfuse``) is a zip container with two members:
 ``model.state``
     The fitted state as JSON + arrays (a zip of ``state.json`` and ``arrays/*.npy``): the
     fusion strategy with its classifiers, each encoder's parameters and fitted attributes
-    (e.g. a TF-IDF vocabulary), the estimator's parameters and fitted attributes.
+    (e.g. ``tfidf-hashed``'s idf vector), the estimator's parameters and fitted attributes.
+
+Nothing of the training data goes in by default: an encoder whose fitted state holds pieces
+of it (``stores_training_text``, e.g. the ``tfidf`` vocabulary) is refused unless
+``save(..., allow_training_text=True)``. The header's ``privacy`` entry records whether PII
+scrubbing was on, the differential-privacy budget spent, and whether training text is in.
 
 Loading never unpickles and never calls anything named in the file. Objects are stored as
 their type's name and state; before anything is built, every type named in the payload must

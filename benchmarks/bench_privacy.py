@@ -276,6 +276,21 @@ def part_text_encoders() -> dict:
     return {"rows": rows}
 
 
+def _paired(rows: list[dict], eps: str) -> str:
+    from scipy import stats
+
+    cells = {r["name"]: r for r in rows if r["epsilon"] == eps}
+    best = max((r for r in cells.values() if r["kind"] == "single"),
+               key=lambda r: r["accuracy"])
+    parts = []
+    for s in ("early", "late"):
+        diff = np.asarray(cells[s]["folds"]) - np.asarray(best["folds"])
+        half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
+        parts.append(f"{s} {diff.mean():+.3f} [{diff.mean() - half:+.3f}, "
+                     f"{diff.mean() + half:+.3f}]")
+    return f"epsilon={eps} vs {best['name']}: " + ", ".join(parts)
+
+
 def render(res: dict) -> str:
     lines = ["# Privacy: the cost of differential privacy, membership inference, canaries", "",
              f"Measured by `benchmarks/bench_privacy.py` on {stamp()}; {machine()}. "
@@ -322,6 +337,9 @@ def render(res: dict) -> str:
                                 None)
                     if cell and cell["ci95"][0] > best_np_single["accuracy"]:
                         beats.append(f"{s} at epsilon={e}")
+            lines += ["", "Paired per-fold difference, DP fusion minus the best single "
+                          "modality at the same epsilon (mean [95% t-CI over folds]): "
+                      + "; ".join(_paired(d["rows"], e) for e in eps if e != "inf") + "."]
             lines += ["", f"DP fusion whose 95% CI lies above the best non-private single "
                           f"modality ({best_np_single['name']}, "
                           f"{best_np_single['accuracy']:.3f}): "
@@ -384,7 +402,12 @@ def render(res: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="1,2,3,4")
+    parser.add_argument("--render-only", action="store_true",
+                        help="Rewrite the section from results/privacy.json, measure nothing.")
     args = parser.parse_args()
+    if args.render_only:
+        write_section("privacy", render(json.loads(RESULTS_JSON.read_text())))
+        return
     parts = {int(p) for p in args.parts.split(",")}
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     steps = [(1, "curves", part_curves), (2, "membership", part_membership),

@@ -140,7 +140,7 @@ def test_real_files_and_a_loaded_model(tmp_path, data_root):
     X, y, _ = load_dataset("tuxpaint", root=data_root)
     keep = np.flatnonzero(np.isin(y, ["animals", "food", "vehicles"]))[::9][:21]
     X = X.iloc[keep][["image", "text", "audio"]].reset_index(drop=True)
-    model = MultimodalClassifier(encoders={"image": "hog", "text": "tfidf", "audio": "mfcc"},
+    model = MultimodalClassifier(encoders={"image": "hog", "text": "tfidf-hashed", "audio": "mfcc"},
                                  fusion="late", cv=2, random_state=0).fit(X, y[keep])
     loaded = load(model.save(tmp_path / "m.mmfuse"))
     table = X.iloc[:4].copy()

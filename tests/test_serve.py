@@ -32,7 +32,7 @@ MODALITIES = ("audio", "image", "text")
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, data_root):
-    """A small real model (hog + tfidf + mfcc on Tux Paint stamps), saved, loaded, served."""
+    """A small real model (hog + tfidf-hashed + mfcc on Tux Paint stamps), saved, loaded, served."""
     from mmfuse.data.datasets import load_dataset
 
     X, y, _ = load_dataset("tuxpaint", root=data_root)
@@ -42,7 +42,7 @@ def service(tmp_path_factory, data_root):
                           for p in X["image"]]))
     rows = np.flatnonzero(usable)[::8][:24]
     X = X.iloc[rows][list(MODALITIES)].reset_index(drop=True)
-    model = MultimodalClassifier(encoders={"image": "hog", "text": "tfidf", "audio": "mfcc"},
+    model = MultimodalClassifier(encoders={"image": "hog", "text": "tfidf-hashed", "audio": "mfcc"},
                                  fusion="late", cv=2, random_state=0).fit(X, y[rows])
     path = model.save(tmp_path_factory.mktemp("serve") / "tux.mmfuse")
     loaded = load(path)
@@ -88,7 +88,7 @@ def test_health_model_and_docs(service):
     assert info["classes"] == model.classes_.tolist()
     assert info["modalities"] == list(MODALITIES)
     assert {c: e["encoder"] for c, e in info["encoders"].items()} == {
-        "audio": "mfcc", "image": "hog", "text": "tfidf"}
+        "audio": "mfcc", "image": "hog", "text": "tfidf-hashed"}
     assert info["encoders"]["image"]["fingerprint"] == model.encoders_["image"].fingerprint
     import mmfuse
 

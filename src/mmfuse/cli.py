@@ -194,6 +194,9 @@ def _placement(X: Any, encoder_spec: Any, strategies: list[str], device: str) ->
         encoder_spec = place_encoders(encoder_spec, X, resolved)
     params = head_params(strategies, resolved) if device != "auto" or resolved != "cpu" else None
     return encoder_spec, params
+ScrubOpt = Annotated[bool, typer.Option("--scrub-pii/--no-scrub-pii", help="Replace e-mails, URLs, phone/card/IBAN numbers... in text by placeholders before encoding.")]
+EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="Differential privacy budget (needs mmfuse[privacy]): early/late fusion with fixed weights, data-independent encoders.")]
+DeltaOpt = Annotated[float, typer.Option("--delta", help="The delta of the DP budget (0: pure epsilon-DP).")]
 
 
 @app.command()
@@ -221,6 +224,9 @@ def run(
     missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).")] = "best",
     train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.")] = False,
     device: DeviceOpt = "auto",
+    scrub_pii: ScrubOpt = False,
+    epsilon: EpsilonOpt = None,
+    delta: DeltaOpt = 1e-5,
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
@@ -233,8 +239,15 @@ def run(
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
                                                       views, labels, dataset)
         strategies = _parse_strategies(fusion)
-        encoder_spec, fusion_params = _placement(X, _encoder_spec(X, enc), strategies, device)
+        encoder_spec = _private_spec(_encoder_spec(X, enc), enc, epsilon, scrub_pii,
+                                     saving=False)
+        encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
         cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
+        if epsilon is not None:
+            _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec,
+                                        seed, on_error, json_out, report, progress, title,
+                                        epsilon, missing, delta)
+            return
         _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights,
                             cv_spec, seed, on_error, json_out, report, progress, title, jobs,
                             missing, missing_modality, train_missing, fusion_params)
@@ -327,7 +340,8 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
                        path_columns=[c for m, c in mapping.items() if m != "text"])
     X = df[list(mapping.values())].rename(columns={c: m for m, c in mapping.items()})
     groups = df[group].to_numpy() if group else None
-    return X, df[label].to_numpy(), groups, 5, f"manifest {manifest}"
+    # the file name only: titles go into reports and JSON, which carry no paths
+    return X, df[label].to_numpy(), groups, 5, f"manifest {Path(manifest).name}"
 
 
 # `mmfuse evaluate` is `mmfuse run` under the name that reads best with --missing.
@@ -353,8 +367,15 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     on_error: OnErrorOpt = "raise",
     device: DeviceOpt = "auto",
+    scrub_pii: ScrubOpt = False,
+    epsilon: EpsilonOpt = None,
+    delta: DeltaOpt = 1e-5,
+    allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.")] = False,
 ) -> None:
-    """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`)."""
+    """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
+
+    Text is encoded with tfidf-hashed by default (hashing under --epsilon): the saved model
+    holds no vocabulary, text, path or sample id."""
     from .estimator import MultimodalClassifier
 
     with _errors():
@@ -365,12 +386,21 @@ def train(
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
                                              labels, dataset)
-        encoder_spec, fusion_params = _placement(X, _encoder_spec(X, enc), [fusion], device)
-        model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion,
-                                     weights=weights, random_state=seed, on_error=on_error,
-                                     fusion_params=(fusion_params or {}).get(fusion))
+        if epsilon is not None and weights == "cv":
+            weights = "equal"  # DP: fixed weights (learning them would spend budget)
+            console.print("differential privacy: fixed equal modality weights", markup=False)
+        encoder_spec = _private_spec(_encoder_spec(X, enc), enc, epsilon, False, saving=True)
+        encoder_spec, fusion_params = _placement(X, encoder_spec, [fusion], device)
+        model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion, weights=weights,
+                                     random_state=seed, on_error=on_error,
+                                     fusion_params=(fusion_params or {}).get(fusion),
+                                     scrub_pii=scrub_pii, epsilon=epsilon, delta=delta)
         model.fit(X, y, groups=groups)
-        model.save(save_model)
+        model.save(save_model, allow_training_text=allow_training_text)
+        if epsilon is not None:
+            console.print(f"differential privacy: spent epsilon={model.epsilon_spent_:g}, "
+                          f"delta={model.delta_spent_:g} (budget {epsilon:g}, {delta:g})",
+                          markup=False, highlight=False)
         weights_text = ", ".join(f"{m}={w:.2f}" for m, w in (model.modality_weights_ or {}).items())
         chosen = getattr(model.fusion_, "chosen_name_", None)  # fusion="auto"
         console.print(f"trained {fusion}" + (f" (chose {chosen})" if chosen else "")
@@ -452,6 +482,123 @@ def serve(
                    max_queue=max_queue or None, request_timeout=request_timeout or None,
                    drain_timeout=drain_timeout, access_log=access_log,
                    device=device)
+
+
+def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii: bool,
+                  saving: bool) -> Any:
+    """The encoder spec with the privacy defaults: text is encoded with ``hashing`` under
+    --epsilon and with ``tfidf-hashed`` when a model is saved (unless --encoders names one);
+    with ``scrub_pii`` the text encoders become instances that scrub PII."""
+    if not isinstance(spec, dict):
+        if scrub_pii and not saving:
+            from ._errors import InputError
+
+            raise InputError("--scrub-pii needs raw text and named encoders: not with --views "
+                             "or --encoders auto (name them, e.g. --encoders text=minilm)")
+        return spec
+    spec = dict(spec)
+    if "text" in spec and not (isinstance(explicit, dict) and "text" in explicit):
+        if epsilon is not None:
+            spec["text"] = "hashing"
+        elif saving:
+            spec["text"] = "tfidf-hashed"
+    if scrub_pii:
+        from ._errors import InputError
+        from .encoders import create_encoder
+
+        for col, name in spec.items():
+            if name == "passthrough":
+                continue
+            enc = create_encoder(name)
+            if enc.modality == "text":
+                if not enc.scrubs_pii:
+                    raise InputError(f"--scrub-pii: encoder {enc.name!r} of column {col!r} "
+                                     f"does not support scrubbing")
+                enc.scrub_pii = True
+                spec[col] = enc
+    return spec
+
+
+def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec, seed,
+                                on_error, json_out, report, progress, title, epsilon,
+                                missing, delta=1e-5) -> Any:
+    from ._errors import InputError
+    from .evaluate import FeatureTable
+    from .privacy.dp import PRIVATE_FUSIONS, evaluate_private
+
+    if missing:
+        raise InputError("--missing is not available with --epsilon")
+    strategies = _parse_strategies(fusion)
+    if fusion == "early,weighted,late,stacking":  # the default: the DP-capable ones
+        strategies = list(PRIVATE_FUSIONS)
+    if weights == "cv":
+        weights = "equal"
+    with _Progress(progress) as bar:
+        table = FeatureTable(X, encoder_spec, on_error, bar)
+        result = evaluate_private(X, y, epsilon=epsilon, delta=delta, features=table,
+                                  groups=groups,
+                                  strategies=strategies, weights=weights, cv=cv_spec,
+                                  random_state=seed, on_error=on_error)
+    print_results(result, f"{title}, differential privacy epsilon={epsilon:g}, delta={delta:g}")
+    console.print("DP: data-independent encoders, unit-norm rows, fixed weights, noisy class "
+                  "directions (diffprivlib mechanisms); one model per training fold, each "
+                  "with the whole budget", markup=False, highlight=False)
+    _write_outputs(result, json_out, report, f"{title} (epsilon={epsilon:g})")
+    return result
+
+
+@app.command()
+def audit(
+    model: Annotated[Path, typer.Argument(help="A model file written by `mmfuse train`.")],
+    members: Annotated[Path, typer.Option(help="Manifest of rows the model was trained on.")],
+    non_members: Annotated[Path, typer.Option("--non-members", help="Manifest of rows from the same distribution it never saw.")],
+    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
+    label: Annotated[str, typer.Option(help="Manifest column with the label.")] = "label",
+    on_error: Annotated[Optional[str], typer.Option("--on-error", help="raise or skip unreadable items (default: the model's).")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC's 95% CI.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed of the bootstrap.")] = 0,
+    json_out: JsonOpt = None,
+) -> None:
+    """Membership-inference audit: can the loss or confidence of the model tell its training
+    rows from unseen ones? Prints each attack's AUC with a bootstrap 95% CI."""
+    from .persist import load
+    from .privacy.audit import audit_model
+
+    with _errors():
+        fitted = load(model)
+        if on_error is not None:
+            fitted.on_error = on_error
+        if not (image or text or audio):  # the model's own column names
+            cols = set(fitted.encoders_)
+            image, text, audio = (m if m in cols else None for m in MODALITY_OPTIONS)
+        X_m, y_m, _, _, _ = _load_input(members, image, text, audio, label, None, None, None, None)
+        X_n, y_n, _, _, _ = _load_input(non_members, image, text, audio, label, None, None,
+                                        None, None)
+        result = audit_model(fitted, X_m, y_m, X_n, y_n, n_bootstrap=bootstrap,
+                             random_state=seed)
+        table = Table(title=f"membership audit: {len(y_m)} members, {len(y_n)} non-members",
+                      title_justify="left")
+        for col in ("attack", "AUC", "95% CI", "advantage"):
+            table.add_column(col)
+        for a in result.attacks:
+            table.add_row(a.name, f"{a.auc:.3f}", f"{a.auc_ci95[0]:.3f}-{a.auc_ci95[1]:.3f}",
+                          f"{a.advantage:.3f}")
+        console.print(table)
+        console.print(f"accuracy: members {result.accuracy_members:.3f}, non-members "
+                      f"{result.accuracy_non_members:.3f}", markup=False, highlight=False)
+        worst = result.worst
+        verdict = ("members are distinguishable (the CI lies above 0.5): the model leaks "
+                   "membership" if worst.auc_ci95[0] > 0.5 else
+                   "no membership leak detected at this sample size (the CI includes 0.5)")
+        console.print(f"worst attack: {worst.name}, AUC {worst.auc:.3f}; {verdict}",
+                      markup=False, highlight=False)
+        if json_out:
+            from ._io import atomic_write_json
+
+            atomic_write_json(json_out, {"model": model.name, **result.to_dict()})
+            console.print(f"wrote {json_out}")
 
 
 cache_app = typer.Typer(help="The on-disk feature cache ($MMFUSE_CACHE, else the user cache dir).",

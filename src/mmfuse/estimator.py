@@ -161,6 +161,18 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         training and listed in ``skipped_rows_``.
     fusion_params : dict or None, default=None
         Extra parameters for the strategy (e.g. ``{"projection": "pca"}``).
+    scrub_pii : bool, default=False
+        Replace e-mail addresses, URLs, phone, card and IBAN numbers, IP addresses and US
+        SSNs in text by typed placeholders (``{{EMAIL}}``...) before any text encoder sees
+        them, at fit, predict and serve time (see :mod:`mmfuse.privacy.scrub`). Saved with
+        the model.
+    epsilon : float or None, default=None
+        Train with (epsilon, delta)-differential privacy: the total budget over
+        everything learned (needs ``mmfuse[privacy]``). Only fixed-weight ``early`` and
+        ``late`` fusion, data-independent encoders (pretrained, hog, mfcc, ``hashing``...)
+        and mmfuse's DP linear models are allowed; see :mod:`mmfuse.privacy.dp`.
+    delta : float, default=1e-5
+        The delta of the budget (only with ``epsilon``); 0 for pure epsilon-DP.
 
     Attributes
     ----------
@@ -172,6 +184,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         ``predict_proba`` never change the model; :meth:`predict_report` returns the item
         errors of one prediction call)
     skipped_rows_ : list of int, training rows dropped for having no modality
+    epsilon_spent_, delta_spent_ : float, the privacy budget spent by ``fit`` (only with
+        ``epsilon``)
 
     Examples
     --------
@@ -181,7 +195,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, encoders: Any = None, fusion: str = "late", weights: Any = "cv",
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
-                 on_error: str = "raise", fusion_params: dict | None = None):
+                 on_error: str = "raise", fusion_params: dict | None = None,
+                 scrub_pii: bool = False, epsilon: float | None = None,
+                 delta: float = 1e-5):
         self.encoders = encoders
         self.fusion = fusion
         self.weights = weights
@@ -190,6 +206,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.on_error = on_error
         self.fusion_params = fusion_params
+        self.scrub_pii = scrub_pii
+        self.epsilon = epsilon
+        self.delta = delta
 
     # -- features ---------------------------------------------------------------------
     def _encode(self, X: Any, *, fit: bool) -> tuple[Views, Present]:
@@ -208,6 +227,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             specs = resolve_encoders(self.encoders, columns)
             self.encoders_ = {c: s if s == PASSTHROUGH else create_encoder(s)
                               for c, s in specs.items()}
+            self._apply_privacy_to_encoders()
         else:
             missing = sorted(set(self.encoders_) - set(columns))
             if missing:
@@ -278,13 +298,46 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         params.setdefault("weights", self.weights)
         params.setdefault("cv", self.cv)
         params.setdefault("random_state", self.random_state)
-        self.fusion_ = create_fusion(self.fusion, **params)
+        if self.epsilon is not None:
+            from .privacy.dp import make_private_fusion
+
+            self.fusion_ = make_private_fusion(self.fusion, self.epsilon, delta=self.delta,
+                                               **params)
+        else:
+            self.fusion_ = create_fusion(self.fusion, **params)
         self.fusion_.fit(views, y, present, groups)
+        if self.epsilon is not None:
+            self.epsilon_spent_ = float(self.fusion_.epsilon_spent_)
+            self.delta_spent_ = float(self.fusion_.delta_spent_)
         self.classes_ = self.fusion_.classes_
         self.modality_weights_ = self.fusion_.modality_weights_
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
         self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self
+
+    def _apply_privacy_to_encoders(self) -> None:
+        """Switch PII scrubbing on for the text encoders; refuse data-dependent encoders
+        under differential privacy."""
+        if not isinstance(self.scrub_pii, (bool, np.bool_)):
+            raise InputError(f"scrub_pii must be True or False; got {self.scrub_pii!r}")
+        if self.epsilon is not None:
+            from .privacy.dp import check_delta, check_epsilon, check_private_encoders
+
+            check_epsilon(self.epsilon)
+            check_delta(self.delta)
+            check_private_encoders(self.encoders_)
+        if not self.scrub_pii:
+            return
+        for col, enc in self.encoders_.items():
+            if enc == PASSTHROUGH or enc.modality != "text":
+                continue
+            if not enc.scrubs_pii:
+                raise InputError(
+                    f"scrub_pii=True, but the encoder {enc.name!r} of text column {col!r} "
+                    f"does not support scrubbing; use tfidf-hashed, hashing, tfidf, minilm "
+                    f"or wordllama, or scrub the text before fitting"
+                )
+            enc.scrub_pii = True
 
     def transform_views(self, X: Any) -> tuple[Views, Present]:
         """The fitted encoders' features for X: ``(views, present)``."""

@@ -10,7 +10,12 @@ A model file (``.mmfuse``) is a zip container with two members:
 ``model.state``
     The fitted state as JSON + arrays (a zip of ``state.json`` and ``arrays/*.npy``): the
     fusion strategy with its classifiers, each encoder's parameters and fitted attributes
-    (e.g. a TF-IDF vocabulary), the estimator's parameters and fitted attributes.
+    (e.g. ``tfidf-hashed``'s idf vector), the estimator's parameters and fitted attributes.
+
+Nothing of the training data goes in by default: an encoder whose fitted state holds pieces
+of it (``stores_training_text``, e.g. the ``tfidf`` vocabulary) is refused unless
+``save(..., allow_training_text=True)``. The header's ``privacy`` entry records whether PII
+scrubbing was on, the differential-privacy budget spent, and whether training text is in.
 
 Loading never unpickles and never calls anything named in the file. Objects are stored as
 their type's name and state; before anything is built, every type named in the payload must
@@ -67,7 +72,7 @@ SUFFIX = ".mmfuse"
 
 # Estimator parameters stored with the model (those of MultimodalClassifier.__init__).
 _PARAMS = ("encoders", "fusion", "weights", "classifier", "cv", "random_state", "on_error",
-           "fusion_params")
+           "fusion_params", "scrub_pii", "epsilon", "delta")
 # Fitted encoder attributes that are bookkeeping, not state.
 _TRANSIENT_ENCODER_ATTRS = frozenset({"errors_"})
 # Estimator attributes stored in their own way (or not at all: errors of the last call,
@@ -149,6 +154,8 @@ def _mmfuse_class(name: str, safe: Mapping[str, type]) -> type | None:
         return None
     if issubclass(cls, FusionStrategy) or dataclasses.is_dataclass(cls):
         return cls
+    if cls.__dict__.get("_model_file_safe", False):  # e.g. mmfuse.privacy.dp's estimators
+        return cls
     return None
 
 
@@ -185,7 +192,8 @@ def _resolve_types(names: Iterable[str],
 # -- save ------------------------------------------------------------------------------------
 
 
-def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) -> Path:
+def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = (),
+         allow_training_text: bool = False) -> Path:
     """Write a fitted :class:`~mmfuse.MultimodalClassifier` to ``path`` (atomically).
 
     Parameters
@@ -198,6 +206,11 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) ->
         Extra fully qualified type names to accept in the payload (e.g. a third-party
         classifier such as ``"lightgbm.sklearn.LGBMClassifier"``); the same names must then
         be passed to :func:`load`.
+    allow_training_text : bool, default=False
+        Save a model whose encoders hold pieces of the training data (the ``tfidf``
+        vocabulary: words and n-grams of the training texts). Refused by default: use
+        ``tfidf-hashed`` (or ``hashing``), which store numbers only, for a model that is
+        shipped anywhere.
 
     Returns
     -------
@@ -208,7 +221,8 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) ->
     ------
     InputError
         If the model is not fitted, uses an encoder that is not registered by name, or holds
-        a type that could not be loaded safely.
+        a type that could not be loaded safely, or holds training text without
+        ``allow_training_text=True``.
     """
     from sklearn.utils.validation import check_is_fitted
 
@@ -230,6 +244,13 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) ->
             encoders[col] = {"name": PASSTHROUGH}
             header_encoders[col] = {"name": PASSTHROUGH, "modality": None, "fingerprint": None}
             continue
+        if getattr(enc, "stores_training_text", False) and not allow_training_text:
+            raise InputError(
+                f"encoder {enc.name!r} of column {col!r} stores a vocabulary of the training "
+                f"texts (their words and n-grams would ship inside the model file); train "
+                f"with 'tfidf-hashed' or 'hashing' instead, or pass allow_training_text=True "
+                f"(CLI: --allow-training-text) to save it anyway"
+            )
         if enc.name not in ENCODERS:
             raise InputError(
                 f"encoder {enc.name!r} of column {col!r} is not registered, so a loaded model "
@@ -271,6 +292,12 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = ()) ->
         "fusion": getattr(model, "fusion", type(model.fusion_).__name__),
         "fusion_class": _type_name(type(model.fusion_)),
         "modality_weights": _jsonable(getattr(model, "modality_weights_", None)),
+        "privacy": {"scrub_pii": bool(getattr(model, "scrub_pii", False)),
+                    "epsilon": _jsonable(getattr(model, "epsilon", None)),
+                    "epsilon_spent": _jsonable(getattr(model, "epsilon_spent_", None)),
+                    "delta_spent": _jsonable(getattr(model, "delta_spent_", None)),
+                    "training_text": any(getattr(e, "stores_training_text", False)
+                                         for e in model.encoders_.values())},
         "types": types,
         "payload": {"name": PAYLOAD_NAME, "size": len(payload),
                     "sha256": hashlib.sha256(payload).hexdigest()},

@@ -111,6 +111,12 @@ class Encoder:
     name: ClassVar[str] = "encoder"
     modality: ClassVar[str] = "image"
     stateless: ClassVar[bool] = True
+    #: True when the fitted state holds pieces of the training data (e.g. a vocabulary):
+    #: such a model is saved only on request (``save(..., allow_training_text=True)``).
+    stores_training_text: ClassVar[bool] = False
+    #: True for text encoders whose ``prepare`` honours ``scrub_pii`` (an attribute set by
+    #: ``MultimodalClassifier(scrub_pii=True)``; see :mod:`mmfuse.privacy.scrub`).
+    scrubs_pii: ClassVar[bool] = False
 
     # -- to implement -------------------------------------------------------------------
     def prepare(self, item: Any) -> Any:  # pragma: no cover - abstract

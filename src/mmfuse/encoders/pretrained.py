@@ -308,7 +308,10 @@ class PretrainedEncoder(Encoder):
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
-        return {"preprocessing": self.preprocessing}
+        config = {"preprocessing": self.preprocessing}
+        if getattr(self, "scrub_pii", False):  # scrubbed text gives other features
+            config["scrub_pii"] = True
+        return config
 
     def _params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items()
@@ -561,6 +564,8 @@ class MiniLMEncoder(PretrainedEncoder):
         See :class:`PretrainedEncoder`.
     """
 
+    scrubs_pii = True
+
     name = "minilm"
     modality = "text"
     extra = "text"
@@ -605,6 +610,10 @@ class MiniLMEncoder(PretrainedEncoder):
         from ..preprocess.text import clean_text
 
         text = clean_text(item)
+        if text and getattr(self, "scrub_pii", False):
+            from ..privacy.scrub import scrub_text
+
+            text = scrub_text(text)
         if not text:
             raise MissingItem
         return np.asarray(self._tokenizer_obj().encode(text).ids, dtype=np.int64)
@@ -650,6 +659,8 @@ class WordLlamaEncoder(PretrainedEncoder):
     batch_size : int, default=256
         Texts embedded at once. ``device`` and ``threads`` are accepted and ignored.
     """
+
+    scrubs_pii = True
 
     name = "wordllama"
     modality = "text"
@@ -700,6 +711,10 @@ class WordLlamaEncoder(PretrainedEncoder):
         from ..preprocess.text import clean_text
 
         text = clean_text(item)
+        if text and getattr(self, "scrub_pii", False):
+            from ..privacy.scrub import scrub_text
+
+            text = scrub_text(text)
         if not text:
             raise MissingItem
         return text

@@ -41,7 +41,8 @@ def load_image(
     """Decode an image from a path, encoded bytes, a PIL image or an array, as RGB.
 
     Transparency is composited on white, palette / grayscale / 16-bit / CMYK images are
-    converted to 8-bit RGB and the EXIF orientation tag is applied.
+    converted to 8-bit RGB and the EXIF orientation tag is applied. The result carries
+    pixels only: EXIF (GPS...), XMP, ICC profiles and comments are left behind.
 
     Parameters
     ----------
@@ -79,15 +80,17 @@ def load_image(
     """
     if isinstance(item, Image.Image):
         # No draft for images handed in: it would change the caller's object.
-        return _finish(item, "PIL image", max_pixels, None)
+        return _pixels_only(_finish(item, "PIL image", max_pixels, None))
     if isinstance(item, np.ndarray):
         return _array_to_image(item)
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return _decode(bytes(item), "(given as bytes)", None, max_pixels, allow_unsafe_svg, size_hint)
+        return _pixels_only(_decode(bytes(item), "(given as bytes)", None, max_pixels,
+                                    allow_unsafe_svg, size_hint))
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
         data = read_input_file(path, "image")
-        return _decode(data, repr(path), path, max_pixels, allow_unsafe_svg, size_hint)
+        return _pixels_only(_decode(data, repr(path), path, max_pixels, allow_unsafe_svg,
+                                    size_hint))
     raise InputError(
         "expected an image path, encoded bytes, a PIL image or a numpy array; "
         f"got {type(item).__name__}"
@@ -223,6 +226,12 @@ def _finish(img: Image.Image, label: str, max_pixels: int | None,
     except _DECODE_ERRORS as exc:
         raise InputError(f"cannot decode image {label}: {exc}") from None
     return _to_rgb(img, label)
+
+
+def _pixels_only(img: Image.Image) -> Image.Image:
+    """A new image built from the pixels alone: EXIF (GPS position, camera, time), XMP, ICC
+    profiles and comments never leave the decoder (the orientation was applied before)."""
+    return Image.frombytes(img.mode, img.size, img.tobytes())
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int | None, label: str) -> None:

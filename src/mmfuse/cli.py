@@ -155,6 +155,8 @@ WeightsOpt = Annotated[str, typer.Option(help="Modality weights: cv, relative or
 OnErrorOpt = Annotated[str, typer.Option("--on-error", help="raise or skip unreadable items.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")]
 JobsOpt = Annotated[int, typer.Option("--jobs", help="Worker processes for the folds (-1: one per core).")]
+FeaturesOpt = Annotated[Optional[Path], typer.Option("--features", help="A feature store written by `mmfuse extract` (no encoder runs).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Run on Dask: 'local' or a scheduler address tcp://host:8786 (default: $MMFUSE_SCHEDULER, else this process).")]
 
 
 @app.command()
@@ -181,21 +183,26 @@ def run(
     missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.")] = None,
     missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).")] = "best",
     train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.")] = False,
+    features: FeaturesOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
     with _errors():
-        sources = [s for s in (manifest, views, dataset) if s]
+        sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
-            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset")
+            raise typer.BadParameter("give exactly one of --manifest, --views, --dataset or --features")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
-                                                      views, labels, dataset)
-        encoder_spec = _encoder_spec(X, enc)
+                                                      views, labels, dataset, features, enc)
+        encoder_spec = None if features else _encoder_spec(X, enc)
         cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
-        _evaluate_and_print(X, y, groups, encoder_spec, _parse_strategies(fusion), weights,
-                            cv_spec, seed, on_error, json_out, report, progress, title, jobs,
-                            missing, missing_modality, train_missing)
+        from .distributed import fold_backend
+
+        with fold_backend(scheduler):
+            _evaluate_and_print(X, y, groups, encoder_spec, _parse_strategies(fusion), weights,
+                                cv_spec, seed, on_error, json_out, report, progress, title, jobs,
+                                missing, missing_modality, train_missing)
 
 
 def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
@@ -250,11 +257,14 @@ def _encoder_spec(X: Any, enc: Any) -> Any:
     return spec
 
 
-def _load_input(manifest, image, text, audio, label, group, views, labels, dataset):
+def _load_input(manifest, image, text, audio, label, group, views, labels, dataset,
+                features=None, encoders=None):
     import numpy as np
 
     from ._errors import InputError
 
+    if features:
+        return _load_features(features, label, group, encoders)
     if dataset:
         from .data.datasets import dataset_info, load_dataset
 
@@ -284,6 +294,31 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
     return X, df[label].to_numpy(), groups, 5, f"manifest {manifest}"
 
 
+def _load_features(path, label, group, encoders):
+    """Views, labels and groups from a feature store (``--features DIR``)."""
+    from ._errors import InputError
+    from .features import load
+
+    if not label:
+        raise InputError("--label COL is required with --features (a manifest column kept in "
+                         "the store)")
+    if encoders == "auto":
+        raise InputError("--encoders auto cannot be used with --features: the store's "
+                         "encoders are fixed; drop --encoders or name them")
+    store = load(path, encoders=encoders or None)
+    y = store.column(label)
+    groups = store.column(group) if group else None
+    from .encoders.base import is_missing
+
+    for name, values in ((label, y), (group, groups)):
+        if values is not None:
+            bad = [i for i, v in enumerate(values) if is_missing(v)]
+            if bad:
+                raise InputError(f"feature store {str(path)!r}: column {name!r} is empty in row "
+                                 f"{bad[0]} ({len(bad)} rows); every sample needs a {name}")
+    return dict(store.views), y, groups, 5, f"features {path}"
+
+
 # `mmfuse evaluate` is `mmfuse run` under the name that reads best with --missing.
 app.command("evaluate", help="Cross-validate every single modality, fusion strategy and the "
             "seed baseline; --missing adds the robustness curve.")(run)
@@ -306,20 +341,26 @@ def train(
     weights: WeightsOpt = "cv",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     on_error: OnErrorOpt = "raise",
+    features: FeaturesOpt = None,
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`)."""
     from .estimator import MultimodalClassifier
 
     with _errors():
-        sources = [s for s in (manifest, views, dataset) if s]
+        sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
-            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset")
+            raise typer.BadParameter("give exactly one of --manifest, --views, --dataset or --features")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
-                                             labels, dataset)
-        model = MultimodalClassifier(encoders=_encoder_spec(X, enc), fusion=fusion,
-                                     weights=weights, random_state=seed, on_error=on_error)
+                                             labels, dataset, features, enc)
+        model = MultimodalClassifier(encoders=None if features else _encoder_spec(X, enc),
+                                     fusion=fusion, weights=weights, random_state=seed,
+                                     on_error=on_error)
         model.fit(X, y, groups=groups)
+        if features:
+            from .features import attach_encoders
+
+            attach_encoders(model, features)  # the saved model predicts from raw files
         model.save(save_model)
         weights_text = ", ".join(f"{m}={w:.2f}" for m, w in (model.modality_weights_ or {}).items())
         chosen = getattr(model.fusion_, "chosen_name_", None)  # fusion="auto"
@@ -383,6 +424,64 @@ def serve(
         run_server(model, host, port, max_upload_bytes=int(max_upload_mb * 2**20),
                    max_text_chars=max_text_chars, batch_max=batch_max,
                    batch_wait_ms=batch_wait_ms)
+
+
+@app.command()
+def extract(
+    manifest: Annotated[Path, typer.Option(help="CSV, JSONL or Parquet, one row per sample.")],
+    out: Annotated[Path, typer.Option(help="The feature store folder to write (every worker must see it).")],
+    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
+    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=efficientnet-lite0,text=minilm,audio=mfcc (stateless encoders; default image=hog, audio=mfcc).")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes of --scheduler local (default: one per core).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per model call.")] = 32,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Rows per task and per Parquet file.")] = 256,
+    on_error: OnErrorOpt = "raise",
+    record_paths: Annotated[bool, typer.Option("--record-paths/--no-record-paths", help="Also write the files of failed items into the store's header.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a store made with other arguments.")] = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Extract features of every manifest row into a Parquet feature store (resumable; on
+    Dask with --scheduler). Use it with `mmfuse run/train --features DIR`."""
+    from .features import SHARD_NAME, extract_store, read_header
+
+    with _errors():
+        columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
+        try:
+            with _Progress(progress) as bar:
+                tick = None if bar is None else (lambda done, total: bar("shards", done, total))
+                result = extract_store(manifest, columns, out,
+                                       encoders=_parse_pairs(encoders, "--encoders"),
+                                       scheduler=scheduler, n_workers=workers,
+                                       rows_per_shard=shard_size, batch_size=batch_size,
+                                       on_error=on_error, record_paths=record_paths,
+                                       overwrite=overwrite, progress=tick)
+        except KeyboardInterrupt:
+            try:
+                total = read_header(out)["n_shards"]
+                done = sum((out / SHARD_NAME.format(i)).is_file() for i in range(total))
+                state = f"{done} of {total} shards are written"
+            except Exception:  # noqa: BLE001 - nothing written yet
+                state = "nothing was written"
+            err_console.print(f"[yellow]interrupted:[/yellow] {state}; run the same command "
+                              f"again to compute the rest", highlight=False)
+            raise typer.Exit(130) from None
+        encs = ", ".join(f"{m}={e['name']}" for m, e in result.header["encoders"].items())
+        console.print(f"wrote {result.n_rows} rows ({encs}) in {result.n_shards} shards to "
+                      f"{out}: {result.computed} computed, {result.reused} reused, "
+                      f"{result.seconds:.1f} s", markup=False, highlight=False)
+        if result.failed:
+            err_console.print(f"[yellow]{len(result.failed)} item(s) failed[/yellow] "
+                              f"(absent in the store):")
+            for f in result.failed[:20]:
+                where = f" {f['file']!r}" if "file" in f else ""
+                err_console.print(f"  row {f['row']}, {f['modality']}{escape(where)}: "
+                                  f"{escape(f['cause'])}", highlight=False)
+            if len(result.failed) > 20:
+                err_console.print(f"  ... and {len(result.failed) - 20} more (see {out}/"
+                                  f"_mmfuse_features.json)")
 
 
 cache_app = typer.Typer(help="The on-disk feature cache ($MMFUSE_CACHE, else the user cache dir).",

@@ -49,7 +49,8 @@ import pandas as pd
 from ._errors import InputError, require
 from .encoders.base import MODALITIES, ON_ERROR, is_missing
 
-__all__ = ["ExtractResult", "FeatureStore", "extract_store", "load", "read_header"]
+__all__ = ["ExtractResult", "FeatureStore", "attach_encoders", "check_encoders", "extract_store",
+           "load", "read_header"]
 
 HEADER = "_mmfuse_features.json"
 FORMAT = "mmfuse-features"
@@ -237,6 +238,28 @@ def load(path: str | os.PathLike, *, encoders: Mapping[str, Any] | None = None,
                              f"{int(np.flatnonzero(bad)[0])} is marked present but holds NaN")
     frame = table.select([ROW] + list(header["kept_columns"])).to_pandas()
     return FeatureStore(path, views, present, frame, header)
+
+
+def attach_encoders(model: Any, store: "str | os.PathLike | FeatureStore") -> Any:
+    """Give a model fitted on a store's views the store's encoders, so that it predicts from
+    raw files (``mmfuse predict``, ``serve``) with exactly the features it was trained on.
+
+    Only stateless encoders go into a store, so nothing needs fitting. Returns ``model``.
+    """
+    from .encoders.registry import create_encoder
+
+    header = store.header if isinstance(store, FeatureStore) else read_header(store)
+    for col in list(getattr(model, "encoders_", {})):
+        spec = header["encoders"].get(col)
+        if spec is None:
+            continue
+        enc = create_encoder(spec["name"])
+        if enc.fingerprint != spec["fingerprint"]:
+            raise InputError(f"encoder {spec['name']!r} here has fingerprint {enc.fingerprint}; "
+                             f"the store was extracted with {spec['fingerprint']} (another "
+                             f"version of its weights or of mmfuse)")
+        model.encoders_[col] = enc
+    return model
 
 
 def check_encoders(header: Mapping[str, Any], encoders: Mapping[str, Any], where: str) -> None:

@@ -40,7 +40,8 @@ def _cores() -> int:
 
 
 @contextmanager
-def dask_client(scheduler: str, n_workers: int | None = None) -> Iterator[Any]:
+def dask_client(scheduler: str, n_workers: int | None = None,
+                timeout: str | float = "30s") -> Iterator[Any]:
     """A :class:`distributed.Client` for ``scheduler`` ("local" or an address), closed (and
     the local cluster shut down) on exit.
 
@@ -51,6 +52,8 @@ def dask_client(scheduler: str, n_workers: int | None = None) -> Iterator[Any]:
     n_workers : int, optional
         Worker processes of the local cluster (default: one per core); ignored for an
         address.
+    timeout : str or float, default="30s"
+        How long to keep trying to reach a scheduler at an address.
     """
     require("dask", "dask")
     distributed = require("distributed", "dask")
@@ -65,7 +68,7 @@ def dask_client(scheduler: str, n_workers: int | None = None) -> Iterator[Any]:
         client = distributed.Client(cluster)
     else:
         try:
-            client = distributed.Client(address, timeout="30s")
+            client = distributed.Client(address, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             raise InputError(
                 f"cannot reach the Dask scheduler at {address!r}: {exc}. Start one with "

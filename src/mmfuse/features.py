@@ -367,11 +367,6 @@ def extract_store(
         w = workers.setdefault(str(meta["worker"]), {"shards": 0, "builds": 0})
         w["shards"] += 1
         w["builds"] += meta["builds"]
-        if job["on_error"] == "raise" and meta["failed"]:
-            first = meta["failed"][0]
-            where = f" ({first['file']!r})" if "file" in first else ""
-            raise InputError(f"row {first['row']}, column {job['columns'][first['modality']]!r}"
-                             f"{where}: {first['cause']}")
         if progress is not None:
             progress(len(failed), n_shards)
 
@@ -460,7 +455,7 @@ def _plan(manifest: Path, columns: Mapping[str, str], encoders: Mapping[str, str
     n_rows = 0
     names: list[str] | None = None
     schema = None
-    job_probe = {"columns": dict(columns), "manifest": str(manifest), "kept": None}
+    job_probe = {"columns": {}}  # no path resolution in this pass
     for chunk in _iter_chunks(manifest, max(rows_per_shard, 4096), job_probe):
         if names is None:
             names = [str(c) for c in chunk.columns]
@@ -718,6 +713,11 @@ def _extract_shard(job: Mapping[str, Any], index: int, chunk: pd.DataFrame) -> d
         values = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1))
         arrays += [pa.FixedSizeListArray.from_arrays(values, dim), pa.array(present)]
         names += [m, f"{m}_present"]
+    if job["on_error"] == "raise" and failed:  # never store a shard with a failed item
+        first = min(failed, key=lambda f: f["row"])
+        where = f" ({first['file']!r})" if "file" in first else ""
+        raise InputError(f"row {first['row']}, column {job['columns'][first['modality']]!r}"
+                         f"{where}: {first['cause']}")
     meta = {"plan_id": job["plan_id"], "shard": index, "start": start, "stop": start + n,
             "failed": [_public_failure(f, job["record_paths"]) for f in failed]}
     table = pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(

@@ -50,13 +50,14 @@ DATA = Path(os.environ.get("MMFUSE_DATA", REPO.parent / "shared" / "data"))
 RESULTS_JSON = HERE / "results" / "scale.json"
 
 CLIENT = r"""
-import json, resource, sys, time
+import json, sys, time
 from mmfuse.features import extract_store
 t = time.perf_counter()
 r = extract_store(sys.argv[1], {"image": "image"}, sys.argv[2], encoders={"image": "pixels"},
                   scheduler=sys.argv[3], rows_per_shard=int(sys.argv[4]))
-print(json.dumps({"rows": r.n_rows, "seconds": time.perf_counter() - t,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: the latter keeps the forked parent's peak across exec
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"rows": r.n_rows, "seconds": time.perf_counter() - t, "peak_rss_mib": hwm / 1024}))
 """
 
 

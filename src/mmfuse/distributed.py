@@ -133,11 +133,11 @@ def run_bounded(client: Any, fn: Callable[..., Mapping[str, Any]], job: Any,
             in_flight -= 1
             try:
                 result = future.result()
-            except KilledWorker as exc:
+            except KilledWorker:
                 raise MmfuseError(
-                    f"task {future.key} was running on {exc.args[1] if len(exc.args) > 1 else 'a'} "
-                    f"worker(s) that died each time (out of memory?); nothing was lost, rerun "
-                    f"the same command to go on") from None
+                    f"task {future.key!r} was running each time a worker died, too often to "
+                    f"try again (out of memory?); finished work is kept: rerun the same "
+                    f"command to go on") from None
             finally:
                 future.release()
             record(result)

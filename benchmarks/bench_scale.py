@@ -87,7 +87,11 @@ def extract_time(manifest: Path, out: Path, scheduler: str | None, encoder: str,
 
 
 def item_costs(paths: list[str], n: int) -> dict[str, float]:
-    """Seconds per image on one core: decode+preprocess, and the model (batch 32)."""
+    """Seconds per image on one core: decode+preprocess of the sign-digits photos
+    (100x100 JPEG) and of 12 MP JPEG photos (the same photos scaled to 4032x3024), and the
+    model (batch 32)."""
+    from PIL import Image
+
     from mmfuse.encoders import create_encoder
 
     enc = create_encoder("efficientnet-lite0", threads=1).load()
@@ -98,7 +102,21 @@ def item_costs(paths: list[str], n: int) -> dict[str, float]:
     start = time.perf_counter()
     enc.embed(prepared)
     model = (time.perf_counter() - start) / n
-    return {"decode_s": decode, "model_s": model}
+    folder = Path(tempfile.mkdtemp(prefix="mmfuse-12mp-"))
+    try:
+        big = []
+        for i, p in enumerate(sample[:8]):
+            with Image.open(p) as im:
+                im.convert("RGB").resize((4032, 3024), Image.BILINEAR).save(
+                    folder / f"{i}.jpg", quality=90)
+            big.append(str(folder / f"{i}.jpg"))
+        start = time.perf_counter()
+        for p in big:
+            enc.prepare(p)
+        decode_12mp = (time.perf_counter() - start) / len(big)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"decode_s": decode, "model_s": model, "decode_12mp_s": decode_12mp}
 
 
 def shard_write_cost(dim: int, rows: int, repeats: int) -> dict[str, float]:
@@ -141,9 +159,10 @@ def client_rss(manifest: Path, out: Path, address: str, rows_per_shard: int) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def scaling_table(costs: dict, sizes: tuple[int, ...], workers: tuple[int, ...]) -> list[dict]:
+def scaling_table(costs: dict, sizes: tuple[int, ...], workers: tuple[int, ...],
+                  decode: str = "decode_s") -> list[dict]:
     """Wall time = items / min(worker rate, scheduler rate, storage rate) (+ start-up)."""
-    per_item = costs["decode_s"] + costs["model_s"]  # one core does both for its items
+    per_item = costs[decode] + costs["model_s"]  # one core does both for its items
     worker_rate = 1.0 / per_item                           # items/s per single-core worker
     sched_rate = costs["rows_per_shard"] / costs["task_overhead_s"]  # items/s, serial part
     storage_rate = costs["storage_bytes_s"] / costs["bytes_per_row"]
@@ -154,8 +173,9 @@ def scaling_table(costs: dict, sizes: tuple[int, ...], workers: tuple[int, ...])
                      "storage": storage_rate}
             limit = min(rates, key=rates.get)
             seconds = n / rates[limit] + costs["startup_s"]
-            inner = "decode" if costs["decode_s"] > costs["model_s"] else "model"
+            inner = "decode" if costs[decode] > costs["model_s"] else "model"
             rows.append({"items": n, "workers": w, "hours": seconds / 3600,
+                         "photos": "12 MP" if decode == "decode_12mp_s" else "sign-digits",
                          "bottleneck": f"{limit} ({inner})" if limit == "decode+model" else limit})
     return rows
 
@@ -164,6 +184,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--reuse-cluster-runs", action="store_true",
+                    help="keep the cluster measurements (throughput, task overhead, client "
+                         "RSS) of the last run's results/scale.json; measure the rest again")
     args = ap.parse_args()
     import distributed
 
@@ -172,6 +195,15 @@ def main() -> None:
     rss_sizes = (500, 5000) if args.quick else (2000, 20000)
     work = Path(tempfile.mkdtemp(prefix="mmfuse-bench-scale-"))
     report: dict = {"machine": machine(), "date": stamp()}
+    if args.reuse_cluster_runs:
+        old = json.loads(RESULTS_JSON.read_text())
+        report.update({k: old[k] for k in ("machine", "date", "startup_s", "throughput",
+                                           "task_overhead", "client_rss", "client_rss_ratio")})
+        report["costs_date"] = stamp()
+        report["item_costs"] = item_costs(paths, 64 if args.quick else 256)
+        report["shard"] = shard_write_cost(1280, 256, 5)
+        finish(report)
+        return
     try:
         manifest = write_manifest(work / "images.csv", paths, n_images)
         warm = write_manifest(work / "warm.csv", paths[::-1], 64)
@@ -222,13 +254,19 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    finish(report)
+
+
+def finish(report: dict) -> None:
     shard = report["shard"]
     costs = {**report["item_costs"], "task_overhead_s": report["task_overhead"]["per_task_s"],
              "rows_per_shard": 256, "bytes_per_row": shard["shard_bytes"] / shard["rows"],
              "storage_bytes_s": shard["shard_bytes"] / shard["shard_write_s"],
              "startup_s": report["startup_s"]}
     report["model_costs"] = costs
-    report["scaling"] = scaling_table(costs, (1_000_000, 100_000_000), (2, 8, 32, 128, 512, 2048))
+    sizes, workers = (1_000_000, 100_000_000), (2, 8, 32, 128, 512, 2048)
+    report["scaling"] = (scaling_table(costs, sizes, workers)
+                         + scaling_table(costs, sizes, workers, decode="decode_12mp_s"))
     RESULTS_JSON.parent.mkdir(exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(report, indent=2) + "\n")
     write_section("scale", render(report))
@@ -242,7 +280,9 @@ def render(r: dict) -> str:
     lines = [
         "# Scale-out: feature stores on Dask (bench_scale.py)",
         "",
-        f"{r['machine']}; {r['date']}. The machine is shared with other jobs, so absolute "
+        f"{r['machine']}; {r['date']}"
+        + (f" (per-item and storage costs: {r['costs_date']})" if "costs_date" in r else "")
+        + ". The machine is shared with other jobs, so absolute "
         "times are noisy; ratios come from runs alternated within one session.",
         "",
         "## Engine cost: 2-worker LocalCluster vs one process",
@@ -276,7 +316,9 @@ def render(r: dict) -> str:
         "## Scaling model",
         "",
         "Measured here: per image on one core, decode + preprocess "
-        f"{c['decode_s'] * 1e3:.1f} ms and EfficientNet-Lite0 {c['model_s'] * 1e3:.1f} ms "
+        f"{c['decode_s'] * 1e3:.1f} ms (sign-digits, 100x100 JPEG), "
+        f"{c['decode_12mp_s'] * 1e3:.1f} ms (12 MP JPEG photo; JPEG draft mode) and "
+        f"EfficientNet-Lite0 {c['model_s'] * 1e3:.1f} ms "
         f"(batch 32); engine overhead per task {c['task_overhead_s'] * 1e3:.0f} ms "
         f"({o['tiny_tasks']} tasks of 4 vs {o['large_tasks']} of 128 for the same "
         f"{o['items']} items on the 2-worker cluster: scheduler + client + per-shard write, "
@@ -291,12 +333,12 @@ def render(r: dict) -> str:
         "object store) is usually slower than this local disk, which moves the storage "
         "limit to fewer workers.",
         "",
-        "| images | workers | est. hours | bottleneck |",
-        "|---|---|---|---|",
+        "| photos | images | workers | est. hours | bottleneck |",
+        "|---|---|---|---|---|",
     ]
     for row in r["scaling"]:
-        lines.append(f"| {row['items']:,} | {row['workers']} | {row['hours']:.2f} | "
-                     f"{row['bottleneck']} |")
+        lines.append(f"| {row['photos']} | {row['items']:,} | {row['workers']} | "
+                     f"{row['hours']:.2f} | {row['bottleneck']} |")
     return "\n".join(lines)
 
 

@@ -208,10 +208,7 @@ def load(path: str | os.PathLike, *, encoders: Mapping[str, Any] | None = None,
     if absent:
         raise InputError(f"feature store {str(path)!r} lacks shard(s) {absent[:5]}; run the "
                          f"same `mmfuse extract` again to restore them")
-    feature_cols = set()
-    for m in stored:
-        feature_cols |= {m, f"{m}_present"}
-    keep = [ROW] + [c for c in header["kept_columns"]] + [
+    keep = [ROW] + list(header["kept_columns"]) + [
         c for m in wanted for c in (m, f"{m}_present")]
     try:
         tables = [pq.read_table(f, columns=keep) for f in files]
@@ -219,7 +216,7 @@ def load(path: str | os.PathLike, *, encoders: Mapping[str, Any] | None = None,
         raise InputError(f"feature store {str(path)!r} cannot be read: {exc}") from None
     import pyarrow as pa
 
-    table = pa.concat_tables(tables) if tables else None
+    table = pa.concat_tables(tables)
     n = header["n_rows"]
     rows = table.column(ROW).to_numpy()
     if len(rows) != n or not np.array_equal(rows, np.arange(n)):
@@ -503,7 +500,7 @@ def _plan(manifest: Path, columns: Mapping[str, str], encoders: Mapping[str, str
 def _iter_chunks(manifest: Path, size: int, job: Mapping[str, Any]) -> Iterator[pd.DataFrame]:
     """The manifest in consecutive chunks of exactly ``size`` rows (the last may be shorter),
     read as :func:`~mmfuse.data.manifest.read_manifest` reads it, paths resolved."""
-    from .data.manifest import READERS, _resolve
+    from .data.manifest import READERS
 
     kind = READERS.get(manifest.suffix.lower())
     if kind is None:

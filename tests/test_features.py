@@ -181,3 +181,37 @@ def app_():
     from mmfuse.cli import app
 
     return app
+
+
+def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_manifest, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "mmfuse", "extract", "--manifest", str(store_manifest),
+           "--image", "image", "--encoders", "image=hog", "--out", str(out),
+           "--shard-size", "2", "--on-error", "skip", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "no shard written"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = len(list(out.glob("part-*.parquet")))
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "run the same command again" in " ".join(err.split())
+    assert "Traceback" not in err
+    assert 2 <= done < 20 and not list(out.glob(".*.tmp"))
+    result = extract_store(store_manifest, {"image": "image"}, out, encoders={"image": "hog"},
+                           rows_per_shard=2, on_error="skip")
+    assert (result.reused, result.computed) == (done, 20 - done)
+    np.testing.assert_array_equal(load(out).views["image"],
+                                  load(reference_store.out).views["image"])

@@ -123,7 +123,7 @@ STORE_ENCODERS = {"image": "hog", "text": "wordllama", "audio": "mfcc"}
 
 @pytest.fixture(scope="session")
 def store_manifest(data_root, tmp_path_factory) -> Path:
-    """A 40-row slice of tuxpaint (image + text + audio, 4 classes) as a CSV manifest, with
+    """A 24-row slice of tuxpaint (image + text + audio, 4 classes) as a CSV manifest, with
     relative paths, one unreadable image, one missing text and an id column."""
     pytest.importorskip("pyarrow")
     pytest.importorskip("wordllama")
@@ -133,7 +133,7 @@ def store_manifest(data_root, tmp_path_factory) -> Path:
 
     X, _, _ = load_dataset("tuxpaint", root=data_root)
     top = X["label"].value_counts().index[:4]
-    df = pd.concat([X[X["label"] == c].head(10) for c in top])
+    df = pd.concat([X[X["label"] == c].head(6) for c in top])
     df = df.sample(frac=1, random_state=0).reset_index(drop=True)
     folder = tmp_path_factory.mktemp("store-manifest")
     df.insert(0, "id", [f"item-{i:03d}" for i in range(len(df))])

@@ -59,7 +59,8 @@ def assert_same_features(path, reference):
 
 
 # The interruption tests extract images only (hog): what they test is the engine.
-IMAGE_ONLY = dict(encoders={"image": "hog"}, rows_per_shard=2, on_error="skip")
+IMAGE_ONLY = dict(encoders={"image": "hog"}, rows_per_shard=1, on_error="skip")
+N_SHARDS = 24  # one per row
 
 
 def test_local_cluster_store_is_bit_identical(cluster, reference_store, store_manifest, tmp_path):
@@ -73,7 +74,7 @@ def test_local_cluster_store_is_bit_identical(cluster, reference_store, store_ma
     assert result.header == reference_store.header
     assert result.failed == reference_store.failed
     # encoders are built once per worker process, never shipped
-    assert sum(w["shards"] for w in result.workers.values()) == 5
+    assert sum(w["shards"] for w in result.workers.values()) == 3
     assert all(w["builds"] <= len(STORE_ENCODERS) for w in result.workers.values())
     with distributed.Client(cluster) as client:
         cached = client.run(lambda: sorted(__import__("mmfuse.features").features._ENCODERS))
@@ -128,7 +129,7 @@ def test_killed_client_then_rerun_computes_only_missing_shards(cluster, referenc
                                                                store_manifest, tmp_path):
     out = tmp_path / "store"
     cmd = [sys.executable, "-m", "mmfuse", "extract", "--manifest", str(store_manifest),
-           "--image", "image", "--encoders", "image=hog", "--out", str(out), "--shard-size", "2", "--on-error", "skip", "--no-progress",
+           "--image", "image", "--encoders", "image=hog", "--out", str(out), "--shard-size", "1", "--on-error", "skip", "--no-progress",
            "--scheduler", cluster.scheduler_address]
     client = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -140,7 +141,7 @@ def test_killed_client_then_rerun_computes_only_missing_shards(cluster, referenc
             client.kill()
             client.wait()
     at_kill = n_shards(out)
-    assert 2 <= at_kill < 20, "the client must be killed mid-extraction"
+    assert 2 <= at_kill < N_SHARDS, "the client must be killed mid-extraction"
     assert not json.loads((out / HEADER).read_text())["complete"]
     with pytest.raises(InputError, match="incomplete"):
         load(out)
@@ -148,9 +149,9 @@ def test_killed_client_then_rerun_computes_only_missing_shards(cluster, referenc
 
     for path in out.iterdir():  # only whole shards are visible; temp files start with "."
         assert path.name == HEADER or path.name.startswith(".") or \
-            pq.read_metadata(path).num_rows == 2
+            pq.read_metadata(path).num_rows == 1
     result = extract_store(store_manifest, {"image": "image"}, out, **IMAGE_ONLY)
-    assert result.reused >= at_kill and result.reused + result.computed == 20
+    assert result.reused >= at_kill and result.reused + result.computed == N_SHARDS
     assert result.computed >= 1
     assert_same_features(out, reference_store)
 
@@ -202,11 +203,11 @@ def test_worker_sigkilled_mid_extraction(reference_store, store_manifest, tmp_pa
         assert not thread.is_alive(), "extraction did not finish after the worker died"
         if "error" in box:
             raise box["error"]
-        assert at_kill < 20, "the worker must be killed mid-extraction"
+        assert at_kill < N_SHARDS, "the worker must be killed mid-extraction"
         result = box["result"]
-        assert result.computed == 20 and n_shards(out) == 20
+        assert result.computed == N_SHARDS and n_shards(out) == N_SHARDS
         frame = pd.read_parquet(out)
-        assert sorted(frame["mmfuse_row"]) == list(range(40))  # every row exactly once
+        assert sorted(frame["mmfuse_row"]) == list(range(N_SHARDS))  # every row exactly once
         assert_same_features(out, reference_store)
     finally:
         if client is not None:

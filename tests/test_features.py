@@ -25,16 +25,16 @@ def shard_files(path):
 def test_store_layout_header_and_pandas(reference_store, store_manifest):
     out = reference_store.out
     manifest = pd.read_csv(store_manifest)
-    assert shard_files(out) == [SHARD_NAME.format(i) for i in range(5)]
-    assert reference_store.computed == 5 and reference_store.reused == 0
+    assert shard_files(out) == [SHARD_NAME.format(i) for i in range(3)]
+    assert reference_store.computed == 3 and reference_store.reused == 0
     frame = pd.read_parquet(out)  # plain pandas reads the store
-    assert len(frame) == 40 and frame["mmfuse_row"].tolist() == list(range(40))
+    assert len(frame) == 24 and frame["mmfuse_row"].tolist() == list(range(24))
     assert frame["id"].tolist() == manifest["id"].tolist()
     assert frame["label"].tolist() == manifest["label"].tolist()
     assert {"image", "text", "audio", "image_present", "text_present", "audio_present"} <= set(frame)
     assert len(frame.loc[0, "image"]) == 1764
     header = read_header(out)
-    assert header["complete"] and header["n_rows"] == 40 and header["n_shards"] == 5
+    assert header["complete"] and header["n_rows"] == 24 and header["n_shards"] == 3
     assert header["kept_columns"] == ["id", "label"]
     assert {m: e["name"] for m, e in header["encoders"].items()} == STORE_ENCODERS
     assert len(header["manifest_sha256"]) == 64
@@ -80,21 +80,21 @@ def test_rerun_computes_only_missing_shards_and_ignores_partial_files(reference_
                                                                       store_manifest, tmp_path):
     out = tmp_path / "store"
     shutil.copytree(reference_store.out, out)
-    (out / SHARD_NAME.format(1)).unlink()
-    (out / SHARD_NAME.format(4)).unlink()
+    (out / SHARD_NAME.format(0)).unlink()
+    (out / SHARD_NAME.format(2)).unlink()
     (out / f".{SHARD_NAME.format(1)}.dead.tmp").write_bytes(b"PAR1 half a shard")
     header = json.loads((out / HEADER).read_text())
     header["complete"] = False
     (out / HEADER).write_text(json.dumps(header))
     with pytest.raises(InputError, match="incomplete"):
         load(out)
-    assert len(pd.read_parquet(out)) == 24  # readers never see the temp file
+    assert len(pd.read_parquet(out)) == 8  # readers never see the temp file
     seen = []
     result = extract_store(store_manifest, STORE_COLUMNS, out, encoders=STORE_ENCODERS,
                            rows_per_shard=8, on_error="skip",
                            progress=lambda done, total: seen.append((done, total)))
-    assert (result.computed, result.reused) == (2, 3)
-    assert seen[0] == (3, 5) and seen[-1] == (5, 5)
+    assert (result.computed, result.reused) == (2, 1)
+    assert seen[0] == (1, 3) and seen[-1] == (3, 3)
     assert not list(out.glob(".*.tmp"))
     for name in shard_files(reference_store.out):
         assert filecmp.cmp(out / name, reference_store.out / name, shallow=False), name
@@ -110,7 +110,7 @@ def test_other_arguments_are_refused_unless_overwrite(reference_store, store_man
                       rows_per_shard=8, on_error="skip")
     result = extract_store(store_manifest, {"image": "image"}, out, encoders={"image": "pixels"},
                            rows_per_shard=8, on_error="skip", overwrite=True)
-    assert load(out).encoders == {"image": "pixels"} and result.computed == 5
+    assert load(out).encoders == {"image": "pixels"} and result.computed == 3
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="non-empty folder"):
@@ -152,19 +152,19 @@ def test_cli_extract_then_run_and_train_on_the_store(reference_store, store_mani
             "--audio", "audio", "--encoders", "text=wordllama", "--out", str(out),
             "--shard-size", "8", "--on-error", "skip", "--no-progress"]
     shutil.copytree(reference_store.out, out)
-    (out / SHARD_NAME.format(2)).unlink()
+    (out / SHARD_NAME.format(1)).unlink()
     result = runner.invoke(app_(), args)
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())  # rich wraps long lines
-    assert "1 computed, 4 reused" in flat
+    assert "1 computed, 2 reused" in flat
     assert "row 3, image" in flat and "secret-holiday-photo.png" in flat
     report = tmp_path / "r.json"
     result = runner.invoke(app_(), ["run", "--features", str(out), "--label", "label",
-                                     "--fusion", "late", "--cv", "3", "--jobs", "1",
+                                     "--fusion", "late", "--weights", "equal", "--cv", "3", "--jobs", "1",
                                      "--json", str(report), "--no-progress"])
     assert result.exit_code == 0, result.output
     doc = json.loads(report.read_text())
-    assert doc["n_samples"] == 40 and [r["name"] for r in doc["rows"]][:3] == ["audio", "image", "text"]
+    assert doc["n_samples"] == 24 and [r["name"] for r in doc["rows"]][:3] == ["audio", "image", "text"]
     result = runner.invoke(app_(), ["run", "--features", str(out), "--label", "label",
                                     "--encoders", "image=pixels", "--no-progress"])
     assert result.exit_code == 2 and "fingerprint" in result.output, result.output
@@ -192,7 +192,7 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_mani
     out = tmp_path / "store"
     cmd = [sys.executable, "-m", "mmfuse", "extract", "--manifest", str(store_manifest),
            "--image", "image", "--encoders", "image=hog", "--out", str(out),
-           "--shard-size", "2", "--on-error", "skip", "--no-progress"]
+           "--shard-size", "1", "--on-error", "skip", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
@@ -209,9 +209,9 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_mani
     assert proc.returncode == 130, err
     assert "interrupted" in err and "run the same command again" in " ".join(err.split())
     assert "Traceback" not in err
-    assert 2 <= done < 20 and not list(out.glob(".*.tmp"))
+    assert 2 <= done < 24 and not list(out.glob(".*.tmp"))
     result = extract_store(store_manifest, {"image": "image"}, out, encoders={"image": "hog"},
-                           rows_per_shard=2, on_error="skip")
-    assert (result.reused, result.computed) == (done, 20 - done)
+                           rows_per_shard=1, on_error="skip")
+    assert (result.reused, result.computed) == (done, 24 - done)
     np.testing.assert_array_equal(load(out).views["image"],
                                   load(reference_store.out).views["image"])

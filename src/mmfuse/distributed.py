@@ -63,8 +63,12 @@ def dask_client(scheduler: str, n_workers: int | None = None,
         n = _cores() if n_workers is None else n_workers
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise InputError(f"n_workers must be a positive int; got {n_workers!r}")
+        import logging
+
+        # silence_logs: no "worker still alive, killing" warnings on a busy machine's shutdown
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           host="127.0.0.1", dashboard_address=None)
+                                           host="127.0.0.1", dashboard_address=None,
+                                           silence_logs=logging.ERROR)
         client = distributed.Client(cluster)
     else:
         try:

@@ -191,7 +191,7 @@ def run(
     with _errors():
         sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
-            raise typer.BadParameter("give exactly one of --manifest, --views, --dataset or --features")
+            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
                                                       views, labels, dataset, features, enc)
@@ -349,7 +349,7 @@ def train(
     with _errors():
         sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
-            raise typer.BadParameter("give exactly one of --manifest, --views, --dataset or --features")
+            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
                                              labels, dataset, features, enc)

@@ -114,3 +114,44 @@ def number_frame(n: int = 300, seed: int = 0):
     df = pd.DataFrame({"left": [f"{v:.4f}" for v in views["a"][:, 0]],
                        "right": [f"{v:.4f}" for v in views["b"][:, 0]]})
     return df, y
+
+
+# -- feature store (tests/test_features.py, tests/test_distributed.py) ------------------------
+STORE_COLUMNS = {"image": "image", "text": "text", "audio": "audio"}
+STORE_ENCODERS = {"image": "hog", "text": "wordllama", "audio": "mfcc"}
+
+
+@pytest.fixture(scope="session")
+def store_manifest(data_root, tmp_path_factory) -> Path:
+    """A 24-row slice of tuxpaint (image + text + audio, 4 classes) as a CSV manifest, with
+    relative paths, one unreadable image, one missing text and an id column."""
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("wordllama")
+    import pandas as pd
+
+    from mmfuse.data.datasets import load_dataset
+
+    X, _, _ = load_dataset("tuxpaint", root=data_root)
+    top = X["label"].value_counts().index[:4]
+    df = pd.concat([X[X["label"] == c].head(6) for c in top])
+    df = df.sample(frac=1, random_state=0).reset_index(drop=True)
+    folder = tmp_path_factory.mktemp("store-manifest")
+    df.insert(0, "id", [f"item-{i:03d}" for i in range(len(df))])
+    df.loc[3, "image"] = str(folder / "secret-holiday-photo.png")  # does not exist
+    df.loc[7, "text"] = None
+    (folder / "copy.png").write_bytes(Path(df.loc[0, "image"]).read_bytes())
+    df.loc[0, "image"] = "copy.png"  # relative to the manifest's folder
+    path = folder / "manifest.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_store(store_manifest, tmp_path_factory):
+    """The single-process store of ``store_manifest`` (8 rows per shard, skip bad items)."""
+    from mmfuse.features import extract_store
+
+    out = tmp_path_factory.mktemp("reference") / "store"
+    result = extract_store(store_manifest, STORE_COLUMNS, out, encoders=STORE_ENCODERS,
+                           rows_per_shard=8, on_error="skip")
+    return result

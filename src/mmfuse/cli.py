@@ -194,9 +194,13 @@ def _placement(X: Any, encoder_spec: Any, strategies: list[str], device: str) ->
         encoder_spec = place_encoders(encoder_spec, X, resolved)
     params = head_params(strategies, resolved) if device != "auto" or resolved != "cpu" else None
     return encoder_spec, params
+
+
 ScrubOpt = Annotated[bool, typer.Option("--scrub-pii/--no-scrub-pii", help="Replace e-mails, URLs, phone/card/IBAN numbers... in text by placeholders before encoding.")]
 EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="Differential privacy budget (needs mmfuse[privacy]): early/late fusion with fixed weights, data-independent encoders.")]
 DeltaOpt = Annotated[float, typer.Option("--delta", help="The delta of the DP budget (0: pure epsilon-DP).")]
+FeaturesOpt = Annotated[Optional[Path], typer.Option("--features", help="A feature store written by `mmfuse extract` (no encoder runs).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Run on Dask: 'local' or a scheduler address tcp://host:8786 (default: $MMFUSE_SCHEDULER, else this process).")]
 
 
 @app.command()
@@ -227,20 +231,23 @@ def run(
     scrub_pii: ScrubOpt = False,
     epsilon: EpsilonOpt = None,
     delta: DeltaOpt = 1e-5,
+    features: FeaturesOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
     with _errors():
-        sources = [s for s in (manifest, views, dataset) if s]
+        sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
-            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset")
+            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
-                                                      views, labels, dataset)
+                                                      views, labels, dataset, features, enc)
+        _no_privacy_on_features(features, scrub_pii, epsilon)
         strategies = _parse_strategies(fusion)
-        encoder_spec = _private_spec(_encoder_spec(X, enc), enc, epsilon, scrub_pii,
-                                     saving=False)
+        encoder_spec = None if features else _private_spec(
+            _encoder_spec(X, enc), enc, epsilon, scrub_pii, saving=False)
         encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
         cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
         if epsilon is not None:
@@ -248,9 +255,12 @@ def run(
                                         seed, on_error, json_out, report, progress, title,
                                         epsilon, missing, delta)
             return
-        _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights,
-                            cv_spec, seed, on_error, json_out, report, progress, title, jobs,
-                            missing, missing_modality, train_missing, fusion_params)
+        from .distributed import fold_backend
+
+        with fold_backend(scheduler):
+            _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights,
+                                cv_spec, seed, on_error, json_out, report, progress, title, jobs,
+                                missing, missing_modality, train_missing, fusion_params)
 
 
 def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
@@ -309,11 +319,14 @@ def _encoder_spec(X: Any, enc: Any) -> Any:
     return spec
 
 
-def _load_input(manifest, image, text, audio, label, group, views, labels, dataset):
+def _load_input(manifest, image, text, audio, label, group, views, labels, dataset,
+                features=None, encoders=None):
     import numpy as np
 
     from ._errors import InputError
 
+    if features:
+        return _load_features(features, label, group, encoders)
     if dataset:
         from .data.datasets import dataset_info, load_dataset
 
@@ -344,6 +357,40 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
     return X, df[label].to_numpy(), groups, 5, f"manifest {Path(manifest).name}"
 
 
+def _no_privacy_on_features(features, scrub_pii, epsilon) -> None:
+    """--scrub-pii and --epsilon act on raw input and its encoders, not on a store."""
+    if features and (scrub_pii or epsilon is not None):
+        from ._errors import InputError
+
+        raise InputError("--scrub-pii and --epsilon need raw input (--manifest or --dataset): "
+                         "a feature store's text is already encoded")
+
+
+def _load_features(path, label, group, encoders):
+    """Views, labels and groups from a feature store (``--features DIR``)."""
+    from ._errors import InputError
+    from .features import load
+
+    if not label:
+        raise InputError("--label COL is required with --features (a manifest column kept in "
+                         "the store)")
+    if encoders == "auto":
+        raise InputError("--encoders auto cannot be used with --features: the store's "
+                         "encoders are fixed; drop --encoders or name them")
+    store = load(path, encoders=encoders or None)
+    y = store.column(label)
+    groups = store.column(group) if group else None
+    from .encoders.base import is_missing
+
+    for name, values in ((label, y), (group, groups)):
+        if values is not None:
+            bad = [i for i, v in enumerate(values) if is_missing(v)]
+            if bad:
+                raise InputError(f"feature store {str(path)!r}: column {name!r} is empty in row "
+                                 f"{bad[0]} ({len(bad)} rows); every sample needs a {name}")
+    return dict(store.views), y, groups, 5, f"features {Path(path).name}"
+
+
 # `mmfuse evaluate` is `mmfuse run` under the name that reads best with --missing.
 app.command("evaluate", help="Cross-validate every single modality, fusion strategy and the "
             "seed baseline; --missing adds the robustness curve.")(run)
@@ -371,6 +418,7 @@ def train(
     epsilon: EpsilonOpt = None,
     delta: DeltaOpt = 1e-5,
     allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.")] = False,
+    features: FeaturesOpt = None,
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
 
@@ -379,23 +427,29 @@ def train(
     from .estimator import MultimodalClassifier
 
     with _errors():
-        sources = [s for s in (manifest, views, dataset) if s]
+        sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
-            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset")
+            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
-                                             labels, dataset)
+                                             labels, dataset, features, enc)
+        _no_privacy_on_features(features, scrub_pii, epsilon)
         if epsilon is not None and weights == "cv":
             weights = "equal"  # DP: fixed weights (learning them would spend budget)
             console.print("differential privacy: fixed equal modality weights", markup=False)
-        encoder_spec = _private_spec(_encoder_spec(X, enc), enc, epsilon, False, saving=True)
+        encoder_spec = None if features else _private_spec(
+            _encoder_spec(X, enc), enc, epsilon, False, saving=True)
         encoder_spec, fusion_params = _placement(X, encoder_spec, [fusion], device)
         model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion, weights=weights,
                                      random_state=seed, on_error=on_error,
                                      fusion_params=(fusion_params or {}).get(fusion),
                                      scrub_pii=scrub_pii, epsilon=epsilon, delta=delta)
         model.fit(X, y, groups=groups)
+        if features:
+            from .features import attach_encoders
+
+            attach_encoders(model, features)  # the saved model predicts from raw files
         model.save(save_model, allow_training_text=allow_training_text)
         if epsilon is not None:
             console.print(f"differential privacy: spent epsilon={model.epsilon_spent_:g}, "
@@ -599,6 +653,64 @@ def audit(
 
             atomic_write_json(json_out, {"model": model.name, **result.to_dict()})
             console.print(f"wrote {json_out}")
+
+
+@app.command()
+def extract(
+    manifest: Annotated[Path, typer.Option(help="CSV, JSONL or Parquet, one row per sample.")],
+    out: Annotated[Path, typer.Option(help="The feature store folder to write (every worker must see it).")],
+    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
+    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=efficientnet-lite0,text=minilm,audio=mfcc (stateless encoders; default image=hog, audio=mfcc).")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes of --scheduler local (default: one per core).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per model call.")] = 32,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Rows per task and per Parquet file.")] = 256,
+    on_error: OnErrorOpt = "raise",
+    record_paths: Annotated[bool, typer.Option("--record-paths/--no-record-paths", help="Also write the files of failed items into the store's header.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a store made with other arguments.")] = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Extract features of every manifest row into a Parquet feature store (resumable; on
+    Dask with --scheduler). Use it with `mmfuse run/train --features DIR`."""
+    from .features import SHARD_NAME, extract_store, read_header
+
+    with _errors():
+        columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
+        try:
+            with _Progress(progress) as bar:
+                tick = None if bar is None else (lambda done, total: bar("shards", done, total))
+                result = extract_store(manifest, columns, out,
+                                       encoders=_parse_pairs(encoders, "--encoders"),
+                                       scheduler=scheduler, n_workers=workers,
+                                       rows_per_shard=shard_size, batch_size=batch_size,
+                                       on_error=on_error, record_paths=record_paths,
+                                       overwrite=overwrite, progress=tick)
+        except KeyboardInterrupt:
+            try:
+                total = read_header(out)["n_shards"]
+                done = sum((out / SHARD_NAME.format(i)).is_file() for i in range(total))
+                state = f"{done} of {total} shards are written"
+            except Exception:  # noqa: BLE001 - nothing written yet
+                state = "nothing was written"
+            err_console.print(f"[yellow]interrupted:[/yellow] {state}; run the same command "
+                              f"again to compute the rest", highlight=False)
+            raise typer.Exit(130) from None
+        encs = ", ".join(f"{m}={e['name']}" for m, e in result.header["encoders"].items())
+        console.print(f"wrote {result.n_rows} rows ({encs}) in {result.n_shards} shards to "
+                      f"{out}: {result.computed} computed, {result.reused} reused, "
+                      f"{result.seconds:.1f} s", markup=False, highlight=False)
+        if result.failed:
+            err_console.print(f"[yellow]{len(result.failed)} item(s) failed[/yellow] "
+                              f"(absent in the store):")
+            for f in result.failed[:20]:
+                where = f" {f['file']!r}" if "file" in f else ""
+                err_console.print(f"  row {f['row']}, {f['modality']}{escape(where)}: "
+                                  f"{escape(f['cause'])}", highlight=False)
+            if len(result.failed) > 20:
+                err_console.print(f"  ... and {len(result.failed) - 20} more (see {out}/"
+                                  f"_mmfuse_features.json)")
 
 
 cache_app = typer.Typer(help="The on-disk feature cache ($MMFUSE_CACHE, else the user cache dir).",

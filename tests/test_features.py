@@ -39,7 +39,7 @@ def test_store_layout_header_and_pandas(reference_store, store_manifest):
     assert {m: e["name"] for m, e in header["encoders"].items()} == STORE_ENCODERS
     assert len(header["manifest_sha256"]) == 64
     assert header["failed"] == [{"row": 3, "modality": "image",
-                                 "cause": "image file not found: <item>"}]
+                                 "cause": "image file not found: <item> (it does not exist)"}]
     # privacy: the header names no file and quotes no text of the manifest
     raw = (out / HEADER).read_text()
     assert "secret-holiday-photo" not in raw and str(store_manifest.parent) not in raw

@@ -38,7 +38,8 @@ def _errors() -> Iterator[None]:
 
     try:
         yield
-    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+            typer.Exit, typer.Abort):  # typer's own classes are not click's in every version
         raise
     except MissingDependencyError as exc:
         if _DEBUG:

@@ -41,7 +41,7 @@ def test_run_with_a_manifest_and_groups(tmp_path):
                                  "--no-progress"])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
-    assert doc["cv"] == {"kind": "group", "n_splits": 5}
+    assert doc["cv"] == {"kind": "leave-one-group-out", "n_splits": 5}
     assert [r["name"] for r in doc["rows"]] == ["text"]
 
 

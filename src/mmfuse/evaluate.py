@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.metrics import confusion_matrix, f1_score
-from sklearn.model_selection import (GroupKFold, LeaveOneGroupOut, RepeatedStratifiedKFold,
-                                     StratifiedKFold)
+from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from ._errors import InputError
 from .encoders.base import ON_ERROR, ItemError
@@ -134,10 +133,18 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
 
 def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """Outer splits: grouped whenever groups exist, stratified otherwise.
+    """Outer splits: stratified and grouped whenever groups exist, stratified otherwise.
 
     ``cv`` is an int (folds), ``"loso"`` (leave one group out), a dict such as
     ``{"kind": "repeated-stratified", "n_splits": 5, "n_repeats": 2}``, or a splitter.
+
+    With groups (kinds ``"group"``, ``"stratified-group"`` or none): ``"loso"`` or at least as
+    many folds as groups -> leave one group out (``cv.kind = "leave-one-group-out"``);
+    otherwise ``StratifiedGroupKFold(shuffle=True)`` seeded with ``random_state``
+    (``"stratified-group"``); fewer than 2 groups is an error. A class found in a single
+    group is named in a warning: it cannot be learned when that group is tested. Without
+    groups: ``StratifiedKFold`` (shuffled, seeded; ``"stratified"``), an error when the
+    smallest class has fewer rows than folds.
     """
     dummy = np.zeros(len(y))
     if hasattr(cv, "split") and not isinstance(cv, str):
@@ -146,19 +153,32 @@ def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
     spec = dict(cv) if isinstance(cv, Mapping) else {"n_splits": cv}
     n_splits = spec.get("n_splits", 5)
     kind = spec.get("kind")
+    if kind == "loso":
+        n_splits = "loso"
     if groups is not None:
-        if kind not in (None, "group"):
-            raise InputError(f"groups were given, so the split must be grouped; got kind {kind!r}")
+        from .fusion._common import grouped_splits
+
+        if kind not in (None, "group", "stratified-group", "loso", "leave-one-group-out"):
+            raise InputError(f"groups were given, so the split must be grouped; got kind {kind!r}"
+                             f" (valid: stratified-group, loso)")
+        groups = np.asarray(groups)
         n_groups = len(np.unique(groups))
         if n_groups < 2:
             raise InputError(f"grouped cross-validation needs at least 2 groups; got {n_groups}")
-        if n_splits == "loso" or (isinstance(n_splits, int) and n_splits >= n_groups):
-            splitter: Any = LeaveOneGroupOut()
-            n_splits = n_groups
-        else:
-            splitter = GroupKFold(n_splits=int(n_splits))
-        splits = list(splitter.split(dummy, y, groups=groups))
-        return splits, {"kind": "group", "n_splits": len(splits)}
+        if n_splits != "loso" and (not isinstance(n_splits, (int, np.integer))
+                                   or isinstance(n_splits, bool) or n_splits < 2):
+            raise InputError(f"cv must be an integer >= 2 or 'loso'; got {n_splits!r}")
+        k = n_groups if n_splits == "loso" else int(n_splits)
+        lonely = [int(c) if isinstance(c, (np.integer, int)) else c for c in np.unique(y)
+                  if len(np.unique(groups[y == c])) < 2]
+        if lonely:
+            import warnings
+
+            warnings.warn(f"classes {lonely} occur in a single group each: no training fold "
+                          f"holds them when their group is tested", UserWarning, stacklevel=2)
+        splits, split_kind = grouped_splits(y, groups, k, random_state if random_state is not
+                                            None else 0)
+        return splits, {"kind": split_kind, "n_splits": len(splits)}
     if n_splits == "loso":
         raise InputError("cv='loso' needs a group column (e.g. --group speaker)")
     counts = np.unique(y, return_counts=True)[1]

@@ -137,3 +137,14 @@ def test_auto_reports_its_choice_per_outer_fold():
     assert result.row("late").chosen == []
     rows = {r["name"]: r for r in result.to_dict()["rows"]}
     assert rows["auto"]["chosen"] == auto.chosen and "chosen" not in rows["late"]
+
+
+def test_strategy_with_bracketed_weights_is_its_own_row():
+    configs = make_configs(["a", "b"], ["late", "late[equal]", "early"], weights="cv")
+    by_name = {c.name: c for c in configs}
+    assert by_name["late"].weights == "cv" and by_name["late[equal]"].weights == "equal"
+    assert by_name["late[equal]"].fusion == "late"
+    with pytest.raises(InputError, match="unknown weights 'best'"):
+        make_configs(["a", "b"], ["late[best]"])
+    with pytest.raises(InputError, match="unknown fusion strategy"):
+        make_configs(["a", "b"], ["magic[equal]"])

@@ -108,12 +108,24 @@ class EvaluationResult:
 def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_STRATEGIES,
                  weights: Any = "cv", singles: bool = True, baseline: bool = True,
                  fusion_params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Config]:
-    """Every single modality, each strategy over all modalities, and the seed baseline."""
+    """Every single modality, each strategy over all modalities, and the seed baseline.
+
+    A strategy may name its weights in brackets, e.g. ``"late[equal]"`` next to ``"late"``
+    (which takes ``weights``): that row is the strategy with those weights.
+    """
     from .fusion import list_fusions
 
     mods = tuple(sorted(modalities))
     known = {f["name"] for f in list_fusions()}
-    unknown = [s for s in strategies if s not in known]
+    parsed = []
+    for s in strategies:
+        name, w = s, None
+        if isinstance(s, str) and s.endswith("]") and "[" in s:
+            name, _, w = s[:-1].partition("[")
+            if w not in ("equal", "relative", "cv"):
+                raise InputError(f"unknown weights {w!r} in {s!r}; valid: equal, relative, cv")
+        parsed.append((s, name, w))
+    unknown = [s for s, name, _ in parsed if name not in known]
     if unknown:
         raise InputError(f"unknown fusion strategy {unknown}; valid: {sorted(known)}")
     params = fusion_params or {}
@@ -121,11 +133,12 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
     if singles:
         configs += [Config(m, "single", (m,), "early", None) for m in mods]
     if len(mods) > 1:
-        for s in strategies:
-            if s == BASELINE:
+        for s, name, w in parsed:
+            if name == BASELINE:
                 continue
-            w = None if s == "stacking" else (weights if s != "early" else "equal")
-            configs.append(Config(s, "fused", mods, s, w, dict(params.get(s, {}))))
+            if w is None:
+                w = None if name == "stacking" else (weights if name != "early" else "equal")
+            configs.append(Config(s, "fused", mods, name, w, dict(params.get(name, {}))))
         if baseline:
             configs.append(Config(BASELINE, "baseline", mods, BASELINE, "equal"))
     return configs

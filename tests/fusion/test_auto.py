@@ -23,7 +23,7 @@ def test_complementary_views_choose_a_fusion():
     assert not f.chosen_name_.startswith("single:")
     assert f.inner_scores_[f.chosen_name_] == max(f.inner_scores_.values())
     assert f.inner_scores_[f.chosen_name_] > best_single(f) + 0.1
-    assert {"early[equal]", "weighted[cv]", "late[cv]", "late[equal]", "stacking",
+    assert {"early[equal]", "seed-baseline", "late[cv]", "late[equal]", "stacking",
             "single:a", "single:b"} <= set(f.inner_scores_)
     assert f.score(views, y) > 0.65
     assert set(f.modality_weights_) == {"a", "b"}

@@ -112,12 +112,15 @@ def test_through_the_classifier_reports_the_choice():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
-def test_learned_heads_are_candidates_when_torch_is_installed():
+def test_learned_heads_are_candidates_when_asked_and_torch_is_installed():
     views, y = make_views(n=200)
     fast = {"max_epochs": 20, "patience": 4}
     f = create_fusion("auto", candidates=["late"], cv=3, random_state=0).fit(views, y)
     assert "gmu" not in f.inner_scores_  # an explicit list is taken as given
     f = create_fusion("auto", cv=3, random_state=0, candidate_params={
+        "gmu": fast, "attention": fast, "lowrank": fast}).fit(views, y)
+    assert "gmu" not in f.inner_scores_  # heads are opt-in: each costs an inner CV
+    f = create_fusion("auto", cv=3, random_state=0, neural="auto", candidate_params={
         "gmu": fast, "attention": fast, "lowrank": fast}).fit(views, y)
     assert {"gmu", "attention", "lowrank"} <= set(f.inner_scores_)
 
@@ -145,7 +148,7 @@ def test_ensemble_false_picks_one_candidate():
 
 def _forced_ensemble(monkeypatch, counts):
     monkeypatch.setattr(auto_module.AutoFusion, "_select_ensemble",
-                        lambda self, oof, y, best: dict(counts))
+                        lambda self, oof, y, best, *rest: dict(counts))
     views, y = make_views(n=240)
     return views, y, create_fusion("auto", candidates=["late"], random_state=0,
                                    **CLASSICAL_ONLY).fit(views, y)

@@ -45,7 +45,7 @@ def test_stacking_meta_penalty_is_chosen_by_grouped_inner_cv():
     views, y = make_views(n=300, noise_view=True)
     groups = np.repeat(np.arange(10), 30)
     f = create_fusion("stacking", random_state=0, cv=3).fit(views, y, groups=groups)
-    assert f.meta_C_ in (0.01, 0.1, 1.0) and f.meta_.C == f.meta_C_
+    assert f.meta_C_ in (0.01, 0.1, 1.0) and f.meta_[-1].C == f.meta_C_
     assert set(f.meta_C_scores_) == {0.01, 0.1, 1.0}
     f = create_fusion("stacking", meta_Cs=(0.5,), cv=3).fit(views, y)
     assert f.meta_C_ == 0.5

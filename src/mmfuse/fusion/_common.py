@@ -258,6 +258,25 @@ class CrossFitExpert:
         return out
 
 
+def predict_cross_fitted(experts: Mapping[str, Any], views: Views, present: Present,
+                         meta: Any) -> np.ndarray:
+    """``meta(probas, present)`` on each inner fold's experts, averaged over the folds.
+
+    With cross-fitted experts (all from the same inner splits), fold ``j``'s experts give
+    every modality's probabilities exactly as one out-of-fold row saw them (the same
+    single-expert calibration, the same fold for every modality), so the meta level runs
+    on inputs like its training inputs; the meta outputs are then averaged, as k-fold
+    bagging averages whole models. Other experts are used as they are.
+    """
+    mods = sorted(views)
+    folds = {len(experts[m].experts) for m in mods if isinstance(experts[m], CrossFitExpert)}
+    if len(folds) != 1 or not all(isinstance(experts[m], CrossFitExpert) for m in mods):
+        return meta({m: experts[m].predict_proba(views[m], present[m]) for m in mods}, present)
+    outs = [meta({m: experts[m].experts[j].predict_proba(views[m], present[m]) for m in mods},
+                 present) for j in range(folds.pop())]
+    return np.mean(outs, axis=0)
+
+
 def out_of_fold_probas(views: Views, y: np.ndarray, present: Present, groups: Any,
                        classifier: Any, n_splits: int, random_state: Any) -> dict[str, np.ndarray]:
     """Out-of-fold probabilities of each modality's expert (NaN where the modality is missing).

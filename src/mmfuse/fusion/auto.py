@@ -308,7 +308,6 @@ class AutoFusion(FusionStrategy):
                           y: np.ndarray, present: Present, groups: Any
                           ) -> dict[str, np.ndarray]:
         """Out-of-fold probabilities of every candidate on ``splits``; fills the scores."""
-        k = len(self.classes_)
         # per-modality out-of-fold probabilities on exactly these splits (the same
         # inner_splits call the candidates make), shared by every meta-level candidate
         base_oof = None

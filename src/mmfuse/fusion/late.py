@@ -10,7 +10,7 @@ from scipy.special import log_softmax, softmax
 
 from ..views import Present, Views
 from ._common import (check_weight_spec, cross_fitted_experts, fit_experts, normalise_weights,
-                      out_of_fold_probas, relative_weights)
+                      out_of_fold_probas, predict_cross_fitted, relative_weights)
 from .base import FusionStrategy, register_fusion
 
 LOG_FLOOR = 1e-9
@@ -142,5 +142,4 @@ class LateFusion(FusionStrategy):
         return candidates[int(np.argmax(accs))]
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
-        probas = {m: self.experts_[m].predict_proba(views[m], present[m]) for m in views}
-        return self._predict_meta(probas, present)
+        return predict_cross_fitted(self.experts_, views, present, self._predict_meta)

@@ -9,9 +9,20 @@ from sklearn.linear_model import LogisticRegression
 
 from ..views import Present, Views
 from ._common import (BlockImputer, cross_fitted_experts, inner_splits, make_classifier,
-                      normalise_weights, one_se_choice, out_of_fold_probas)
+                      normalise_weights, one_se_choice, out_of_fold_probas,
+                      predict_cross_fitted)
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
+
+
+def _meta_model(C: float) -> Any:
+    """Standardised log-probabilities -> logistic regression: the log-probabilities reach
+    log(1e-9) ~ -21, and unscaled they make L-BFGS crawl (measured: seconds per fit on a
+    few hundred rows) and the penalty mean something different per column."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=C))
 
 
 @register_fusion("stacking", description="meta-classifier on out-of-fold per-modality probabilities")
@@ -101,11 +112,14 @@ class StackingFusion(FusionStrategy):
         self.meta_C_ = None
         if self.meta_classifier is None:
             self.meta_C_ = self._choose_C(meta_x, y, groups)
-            self.meta_ = LogisticRegression(max_iter=2000, C=self.meta_C_)
+            self.meta_ = _meta_model(self.meta_C_)
         else:
             self.meta_ = make_classifier(self.meta_classifier, self.random_state)
         self.meta_.fit(meta_x, y)
-        coef = getattr(self.meta_, "coef_", None)
+        final = self.meta_[-1] if hasattr(self.meta_, "steps") else self.meta_
+        coef = getattr(final, "coef_", None)
+        if coef is not None and hasattr(self.meta_, "steps"):
+            coef = coef / self.meta_[0].scale_  # back to the unscaled meta-features
         if coef is not None:
             # A modality's weight is how much its block moves the meta-model's scores
             # (spread of its contribution over the training rows), not the raw coefficient
@@ -132,7 +146,7 @@ class StackingFusion(FusionStrategy):
         for c in sorted(Cs):  # strongest penalty first: preferred among ties
             acc = []
             for train, test in splits:
-                model = LogisticRegression(max_iter=2000, C=c).fit(meta_x[train], y[train])
+                model = _meta_model(c).fit(meta_x[train], y[train])
                 acc.append(float(np.mean(model.predict(meta_x[test]) == y[test])))
             scores[str(c)] = np.asarray(acc)
         self.meta_C_scores_ = {float(k): float(v.mean()) for k, v in scores.items()}
@@ -144,8 +158,7 @@ class StackingFusion(FusionStrategy):
         return float(best)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
-        probas = {m: self.experts_[m].predict_proba(views[m], present[m]) for m in views}
-        return self._predict_meta(probas, present)
+        return predict_cross_fitted(self.experts_, views, present, self._predict_meta)
 
     def _predict_meta(self, probas: dict[str, np.ndarray], present: Present) -> np.ndarray:
         proba = self.meta_.predict_proba(self._meta_features(probas))

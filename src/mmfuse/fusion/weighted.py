@@ -11,7 +11,7 @@ from .._errors import InputError
 from ..views import Present, Views, dense
 from ._common import (ViewScaler, check_weight_spec, cross_fitted_experts, inner_splits,
                       make_classifier, normalise_weights, one_se_choice, out_of_fold_probas,
-                      relative_weights, simplex_grid)
+                      predict_cross_fitted, relative_weights, simplex_grid)
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -193,6 +193,8 @@ class WeightedSumFusion(FusionStrategy):
         return {m: self._pca_project(m, dense(views[m]), present[m]) for m in views}
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
+        if self.projection == "class-scores":
+            return predict_cross_fitted(self.experts_, views, present, self._predict_meta)
         f = weighted_sum(self._project(views, present), present, self.modality_weights_)
         proba = self.model_.predict_proba(f)
         out = np.zeros((len(f), len(self.classes_)))

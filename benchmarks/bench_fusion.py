@@ -92,8 +92,10 @@ def run_one(name: str, repeats: int | None) -> dict:
     # safety) makes that modality missing for its row, and is counted in the results
     table = FeatureTable(X[mods], {m: ENCODERS[m] for m in mods}, on_error="skip")
     feature_seconds = time.perf_counter() - start
+    import os
+
     result = evaluate(None, y, features=table, groups=groups, strategies=STRATEGIES, cv=cv,
-                      random_state=0, n_jobs=-1)
+                      random_state=0, n_jobs=int(os.environ.get("BENCH_N_JOBS", "-1")))
     rows = [dict(name=r.name, kind=r.kind, accuracy=r.accuracy, ci=r.accuracy_ci95,
                  macro_f1=r.macro_f1, seconds=r.seconds, weights=r.modality_weights,
                  folds=r.fold_accuracy, chosen=r.chosen)
@@ -237,7 +239,21 @@ def main(argv: list[str]) -> int:
         return 0
     if argv and argv[0] == "--repeats":
         repeats, argv = int(argv[1]), argv[2:]
-    names = argv or DATASETS
+    if argv and argv[0] == "--add":
+        # results of `--one` runs made separately (e.g. two datasets side by side):
+        # --add NAME=FILE ... merges them into fusion.json, then renders
+        added = dict(a.split("=", 1) for a in argv[1:])
+        argv = []
+        previous = _previous_results()
+        for name, path in added.items():
+            with open(path) as f:
+                previous[name] = json.loads(f.read().strip().splitlines()[-1])
+        from mmfuse._io import atomic_write_json
+
+        atomic_write_json(_common.RESULTS_DIR / "fusion.json", previous)
+        names = []
+    else:
+        names = argv or DATASETS
     previous = _previous_results()
     results = {}
     for name in names:

@@ -146,9 +146,10 @@ def test_train_auto_says_what_it_chose(seed_arrays):
 def test_error_text_with_brackets_is_printed_verbatim(seed_arrays):
     # rich would read "[cv]" as a style tag and drop it
     tmp, source = seed_arrays
-    result = runner.invoke(app, ["run", *source, "--fusion", "late[cv]", "--no-progress"])
+    # ("late[cv]" is a valid row now: late fusion with cv weights)
+    result = runner.invoke(app, ["run", *source, "--fusion", "late[best]", "--no-progress"])
     assert result.exit_code == 2
-    assert "late[cv]" in result.output and "Traceback" not in result.output
+    assert "late[best]" in result.output and "Traceback" not in result.output
 
 
 def test_cache_commands(tmp_path, monkeypatch):

@@ -21,7 +21,8 @@ def test_complementary_views_choose_a_fusion():
     views, y = make_views(n=400)
     f = create_fusion("auto", random_state=0, **CLASSICAL_ONLY).fit(views, y)
     assert not f.chosen_name_.startswith("single:")
-    assert f.inner_scores_[f.chosen_name_] == max(f.inner_scores_.values())
+    # (the one-SE rule may keep a simple fusion a little below the best learned one)
+    assert f.inner_scores_[f.chosen_name_] >= max(f.inner_scores_.values()) - 0.05
     assert f.inner_scores_[f.chosen_name_] > best_single(f) + 0.1
     assert {"early[equal]", "seed-baseline", "late[cv]", "late[equal]", "stacking",
             "single:a", "single:b"} <= set(f.inner_scores_)

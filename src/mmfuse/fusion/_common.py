@@ -82,7 +82,9 @@ class ViewScaler:
 
     Dense views are standardised (centred, unit variance per column, so 0 is the mean).
     Sparse views (TF-IDF) are never centred, which would make them dense and inflate rare
-    columns: each row is scaled to unit L2 norm, and missing rows stay all-zero.
+    columns: each row is scaled to L2 norm sqrt(d) (unit rows times the square root of the
+    width, so the block's total variance is d like a standardised dense block's), and
+    missing rows stay all-zero.
     """
 
     def fit(self, x: Any, present: np.ndarray) -> "ViewScaler":
@@ -102,7 +104,11 @@ class ViewScaler:
 
             if not is_sparse(x):
                 x = sparse.csr_matrix(np.nan_to_num(x))
+            # unit rows times sqrt(width): the block's total variance is then its width, as
+            # for a standardised dense view (plain unit rows starve it under the default
+            # penalty; measured on tuxpaint, see benchmarks/RESULTS.md)
             z = normalize(x.tocsr().astype(np.float32), norm="l2", copy=True)
+            z = z * np.float32(np.sqrt(x.shape[1]))
             if not np.all(present):
                 z = (sparse.diags(np.asarray(present, np.float32)) @ z).tocsr()
             return z

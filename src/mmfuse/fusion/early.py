@@ -13,10 +13,6 @@ from ._common import (BlockImputer, ViewScaler, check_weight_spec, inner_splits,
 from .base import FusionStrategy, register_fusion
 
 
-#: Extra factor on a sparse block in a concatenation (1: total variance = its width).
-SPARSE_SCALE = 1.0
-
-
 @register_fusion("early", description="standardise each view, concatenate, one classifier")
 class EarlyFusion(FusionStrategy):
     """Feature-level fusion.
@@ -40,9 +36,9 @@ class EarlyFusion(FusionStrategy):
     Rows missing a modality also get presence flags (when training rows miss some), so the
     classifier can learn that a block is absent.
 
-    Sparse views (TF-IDF) stay sparse: their rows are scaled to unit L2 norm (never
-    centred), then by ``sqrt(d)`` so the block carries the total variance of a
-    standardised dense block of its width, and the concatenation is a sparse matrix.
+    Sparse views (TF-IDF) stay sparse: their rows are scaled to L2 norm ``sqrt(d)`` (never
+    centred; the block then carries the total variance of a standardised dense block of
+    its width), and the concatenation is a sparse matrix.
     """
 
     def __init__(self, classifier: Any = None, weights: Any = "equal",
@@ -64,8 +60,6 @@ class EarlyFusion(FusionStrategy):
         for m in mods:
             z = scaled[m]
             factor = np.sqrt(len(mods) * weights[m])
-            if is_sparse(z) and len(mods) > 1:
-                factor *= np.sqrt(z.shape[1]) * SPARSE_SCALE
             if self.block_scaling:
                 factor /= np.sqrt(z.shape[1])
             blocks.append(z * np.float32(factor))

@@ -41,7 +41,7 @@ def test_run_with_a_manifest_and_groups(tmp_path):
                                  "--no-progress"])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
-    assert doc["cv"] == {"kind": "group", "n_splits": 5}
+    assert doc["cv"] == {"kind": "leave-one-group-out", "n_splits": 5}
     assert [r["name"] for r in doc["rows"]] == ["text"]
 
 
@@ -146,9 +146,10 @@ def test_train_auto_says_what_it_chose(seed_arrays):
 def test_error_text_with_brackets_is_printed_verbatim(seed_arrays):
     # rich would read "[cv]" as a style tag and drop it
     tmp, source = seed_arrays
-    result = runner.invoke(app, ["run", *source, "--fusion", "late[cv]", "--no-progress"])
+    # ("late[cv]" is a valid row now: late fusion with cv weights)
+    result = runner.invoke(app, ["run", *source, "--fusion", "late[best]", "--no-progress"])
     assert result.exit_code == 2
-    assert "late[cv]" in result.output and "Traceback" not in result.output
+    assert "late[best]" in result.output and "Traceback" not in result.output
 
 
 def test_cache_commands(tmp_path, monkeypatch):

@@ -34,11 +34,44 @@ def test_grouped_outer_splits_never_share_a_group():
     y = np.repeat(np.arange(3), 40)
     groups = np.tile(np.arange(6), 20)
     splits, info = make_splits(y, groups, 3, 0)
-    assert info == {"kind": "group", "n_splits": 3}
+    assert info == {"kind": "stratified-group", "n_splits": 3}
     for train, test in splits:
         assert not set(groups[train]) & set(groups[test])
     splits, info = make_splits(y, groups, "loso", 0)
-    assert info == {"kind": "group", "n_splits": 6}
+    assert info == {"kind": "leave-one-group-out", "n_splits": 6}
+
+
+def test_grouped_outer_splits_are_stratified_with_fallbacks():
+    rng = np.random.RandomState(0)
+    y, groups = [], []
+    for g in range(15):
+        for c in ([0, 1] if g < 10 else [1, 2]):
+            n = rng.randint(3, 15)
+            y += [c] * n
+            groups += [g] * n
+    y, groups = np.array(y), np.array(groups)
+    splits, info = make_splits(y, groups, 5, 0)
+    assert info == {"kind": "stratified-group", "n_splits": 5}
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        assert set(y[train]) == {0, 1, 2}
+    again, _ = make_splits(y, groups, {"kind": "stratified-group", "n_splits": 5}, 0)
+    assert all((a[1] == b[1]).all() for a, b in zip(splits, again))
+    # more folds than groups: leave one group out
+    _, info = make_splits(y, groups, 40, 0)
+    assert info == {"kind": "leave-one-group-out", "n_splits": 15}
+    _, info = make_splits(y, groups, {"kind": "loso"}, 0)
+    assert info["kind"] == "leave-one-group-out"
+    with pytest.raises(InputError, match="at least 2 groups"):
+        make_splits(y, np.zeros(len(y)), 5, 0)
+    with pytest.raises(InputError, match="must be grouped"):
+        make_splits(y, groups, {"kind": "stratified", "n_splits": 3}, 0)
+    with pytest.raises(InputError, match="integer >= 2 or 'loso'"):
+        make_splits(y, groups, 1, 0)
+    # a class held by one group only is named in a warning
+    lonely = np.where(groups == 14, 3, y)
+    with pytest.warns(UserWarning, match=r"classes \[3\] occur in a single group"):
+        make_splits(lonely, groups, 5, 0)
 
 
 def test_split_specs_and_errors():
@@ -104,3 +137,14 @@ def test_auto_reports_its_choice_per_outer_fold():
     assert result.row("late").chosen == []
     rows = {r["name"]: r for r in result.to_dict()["rows"]}
     assert rows["auto"]["chosen"] == auto.chosen and "chosen" not in rows["late"]
+
+
+def test_strategy_with_bracketed_weights_is_its_own_row():
+    configs = make_configs(["a", "b"], ["late", "late[equal]", "early"], weights="cv")
+    by_name = {c.name: c for c in configs}
+    assert by_name["late"].weights == "cv" and by_name["late[equal]"].weights == "equal"
+    assert by_name["late[equal]"].fusion == "late"
+    with pytest.raises(InputError, match="unknown weights 'best'"):
+        make_configs(["a", "b"], ["late[best]"])
+    with pytest.raises(InputError, match="unknown fusion strategy"):
+        make_configs(["a", "b"], ["magic[equal]"])

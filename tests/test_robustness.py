@@ -105,7 +105,7 @@ def test_accepts_a_feature_table_and_groups():
     table = FeatureTable(views, None)
     rob = evaluate_robustness(table, y, groups=groups, strategies=["late"],
                               missing_levels=[0.5], missing_modality="a", cv=3, inner_cv=3)
-    assert rob.cv["kind"] == "group"
+    assert rob.cv["kind"] == "stratified-group"
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -44,3 +44,26 @@ def test_rows_without_any_modality_can_be_refused():
     a[0] = 1
     with pytest.raises(InputError, match="row 1 has no modality"):
         check_views({"a": a}, allow_all_missing_rows=False)
+
+
+def test_sparse_views_stay_sparse_and_present_comes_from_the_mask():
+    from scipy import sparse
+
+    from mmfuse.views import blank_rows, dense
+
+    s = sparse.random(5, 7, density=0.4, format="csr", random_state=0, dtype=np.float64)
+    views, present = check_views({"t": s, "d": np.ones((5, 2))})
+    assert sparse.issparse(views["t"]) and views["t"].dtype == np.float32
+    assert present["t"].all()  # a zero row of a sparse view is "no features", not missing
+    mask = np.array([1, 0, 1, 1, 1], bool)
+    _, present = check_views({"t": s}, {"t": mask})
+    assert present["t"].tolist() == mask.tolist()
+    blanked = blank_rows(views["t"], ~mask)
+    assert sparse.issparse(blanked) and blanked[1].nnz == 0
+    assert np.allclose(dense(blanked)[mask], dense(views["t"])[mask])
+    bad = s.copy()
+    bad.data[bad.indptr[3]] = np.nan
+    with pytest.raises(InputError, match=r"sparse view 't' has NaN or inf in row 3"):
+        check_views({"t": bad})
+    with pytest.raises(InputError, match="same number of samples"):
+        check_views({"t": s, "d": np.ones((4, 2))})

@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.metrics import confusion_matrix, f1_score
-from sklearn.model_selection import (GroupKFold, LeaveOneGroupOut, RepeatedStratifiedKFold,
-                                     StratifiedKFold)
+from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from ._errors import InputError
 from .encoders.base import ON_ERROR, ItemError
@@ -109,12 +108,24 @@ class EvaluationResult:
 def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_STRATEGIES,
                  weights: Any = "cv", singles: bool = True, baseline: bool = True,
                  fusion_params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Config]:
-    """Every single modality, each strategy over all modalities, and the seed baseline."""
+    """Every single modality, each strategy over all modalities, and the seed baseline.
+
+    A strategy may name its weights in brackets, e.g. ``"late[equal]"`` next to ``"late"``
+    (which takes ``weights``): that row is the strategy with those weights.
+    """
     from .fusion import list_fusions
 
     mods = tuple(sorted(modalities))
     known = {f["name"] for f in list_fusions()}
-    unknown = [s for s in strategies if s not in known]
+    parsed = []
+    for s in strategies:
+        name, w = s, None
+        if isinstance(s, str) and s.endswith("]") and "[" in s:
+            name, _, w = s[:-1].partition("[")
+            if w not in ("equal", "relative", "cv"):
+                raise InputError(f"unknown weights {w!r} in {s!r}; valid: equal, relative, cv")
+        parsed.append((s, name, w))
+    unknown = [s for s, name, _ in parsed if name not in known]
     if unknown:
         raise InputError(f"unknown fusion strategy {unknown}; valid: {sorted(known)}")
     params = fusion_params or {}
@@ -122,11 +133,12 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
     if singles:
         configs += [Config(m, "single", (m,), "early", None) for m in mods]
     if len(mods) > 1:
-        for s in strategies:
-            if s == BASELINE:
+        for s, name, w in parsed:
+            if name == BASELINE:
                 continue
-            w = None if s == "stacking" else (weights if s != "early" else "equal")
-            configs.append(Config(s, "fused", mods, s, w, dict(params.get(s, {}))))
+            if w is None:
+                w = None if name == "stacking" else (weights if name != "early" else "equal")
+            configs.append(Config(s, "fused", mods, name, w, dict(params.get(name, {}))))
         if baseline:
             configs.append(Config(BASELINE, "baseline", mods, BASELINE, "equal"))
     return configs
@@ -134,10 +146,18 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
 
 def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """Outer splits: grouped whenever groups exist, stratified otherwise.
+    """Outer splits: stratified and grouped whenever groups exist, stratified otherwise.
 
     ``cv`` is an int (folds), ``"loso"`` (leave one group out), a dict such as
     ``{"kind": "repeated-stratified", "n_splits": 5, "n_repeats": 2}``, or a splitter.
+
+    With groups (kinds ``"group"``, ``"stratified-group"`` or none): ``"loso"`` or at least as
+    many folds as groups -> leave one group out (``cv.kind = "leave-one-group-out"``);
+    otherwise ``StratifiedGroupKFold(shuffle=True)`` seeded with ``random_state``
+    (``"stratified-group"``); fewer than 2 groups is an error. A class found in a single
+    group is named in a warning: it cannot be learned when that group is tested. Without
+    groups: ``StratifiedKFold`` (shuffled, seeded; ``"stratified"``), an error when the
+    smallest class has fewer rows than folds.
     """
     dummy = np.zeros(len(y))
     if hasattr(cv, "split") and not isinstance(cv, str):
@@ -146,19 +166,32 @@ def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
     spec = dict(cv) if isinstance(cv, Mapping) else {"n_splits": cv}
     n_splits = spec.get("n_splits", 5)
     kind = spec.get("kind")
+    if kind == "loso":
+        n_splits = "loso"
     if groups is not None:
-        if kind not in (None, "group"):
-            raise InputError(f"groups were given, so the split must be grouped; got kind {kind!r}")
+        from .fusion._common import grouped_splits
+
+        if kind not in (None, "group", "stratified-group", "loso", "leave-one-group-out"):
+            raise InputError(f"groups were given, so the split must be grouped; got kind {kind!r}"
+                             f" (valid: stratified-group, loso)")
+        groups = np.asarray(groups)
         n_groups = len(np.unique(groups))
         if n_groups < 2:
             raise InputError(f"grouped cross-validation needs at least 2 groups; got {n_groups}")
-        if n_splits == "loso" or (isinstance(n_splits, int) and n_splits >= n_groups):
-            splitter: Any = LeaveOneGroupOut()
-            n_splits = n_groups
-        else:
-            splitter = GroupKFold(n_splits=int(n_splits))
-        splits = list(splitter.split(dummy, y, groups=groups))
-        return splits, {"kind": "group", "n_splits": len(splits)}
+        if n_splits != "loso" and (not isinstance(n_splits, (int, np.integer))
+                                   or isinstance(n_splits, bool) or n_splits < 2):
+            raise InputError(f"cv must be an integer >= 2 or 'loso'; got {n_splits!r}")
+        k = n_groups if n_splits == "loso" else int(n_splits)
+        lonely = [int(c) if isinstance(c, (np.integer, int)) else c for c in np.unique(y)
+                  if len(np.unique(groups[y == c])) < 2]
+        if lonely:
+            import warnings
+
+            warnings.warn(f"classes {lonely} occur in a single group each: no training fold "
+                          f"holds them when their group is tested", UserWarning, stacklevel=2)
+        splits, split_kind = grouped_splits(y, groups, k, random_state if random_state is not
+                                            None else 0)
+        return splits, {"kind": split_kind, "n_splits": len(splits)}
     if n_splits == "loso":
         raise InputError("cv='loso' needs a group column (e.g. --group speaker)")
     counts = np.unique(y, return_counts=True)[1]

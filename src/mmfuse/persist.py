@@ -113,7 +113,8 @@ def _safe_classes() -> dict[str, type]:
     from .fusion import base as fusion_base
 
     fusion_base._load_builtin()
-    helpers = (_common.ViewScaler, _common.ModalityExpert, getattr(_common, "BlockImputer", None))
+    helpers = (_common.ViewScaler, _common.ModalityExpert, getattr(_common, "BlockImputer", None),
+               getattr(_common, "CrossFitExpert", None))
     classes = {_type_name(c): c for c in helpers if c is not None}
     for name in fusion_base.FUSIONS.names():
         builder = fusion_base.FUSIONS.entry(name).builder

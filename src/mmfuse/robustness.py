@@ -159,8 +159,10 @@ def _masked(views: Views, present: Present, modality: str, rows: np.ndarray, fra
     if fraction <= 0:
         return views, present
     mask = drop_fraction(present[modality], rows, fraction, draws)
-    view = views[modality].copy()
-    view[present[modality] & ~mask] = np.nan  # nothing of a dropped row can leak through
+    from .views import blank_rows
+
+    # nothing of a dropped row can leak through (NaN rows; zero rows in a sparse view)
+    view = blank_rows(views[modality], present[modality] & ~mask)
     return {**views, modality: view}, {**present, modality: mask}
 
 

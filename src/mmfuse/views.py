@@ -4,6 +4,10 @@ A *view* is an ``(n_samples, d)`` float32 matrix for one modality; views travel 
 keyed by modality name and are always iterated in sorted key order, so two modalities can
 never silently swap. ``present`` says, per modality, which rows carry that modality:
 missing rows are NaN in the view and False in ``present``.
+
+A view may also be a SciPy sparse matrix (TF-IDF): it stays sparse (CSR, float32), its
+missing rows are all-zero and only ``present`` marks them (a sparse view without a
+``present`` entry counts every row as present).
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ def check_views(views: Mapping[str, object], present: Mapping[str, object] | Non
     for name in sorted(views):
         if not isinstance(name, str):
             raise InputError(f"view names must be strings; got {name!r}")
+        if is_sparse(views[name]):
+            arr = views[name].tocsr().astype(np.float32, copy=False)
+            if arr.shape[1] == 0:
+                raise InputError(f"view {name!r} has no features (shape {arr.shape})")
+            if n_samples is None:
+                n_samples = arr.shape[0]
+            elif arr.shape[0] != n_samples:
+                sizes = {k: np.shape(views[k])[0] for k in sorted(views)}
+                raise InputError(f"all views must have the same number of samples; got {sizes}")
+            out[name] = arr
+            continue
         try:
             arr = np.asarray(views[name], dtype=np.float32)
         except (TypeError, ValueError) as exc:
@@ -54,6 +69,20 @@ def check_views(views: Mapping[str, object], present: Mapping[str, object] | Non
 
     pres: Present = {}
     for name, arr in out.items():
+        if is_sparse(arr):
+            mask = np.ones(arr.shape[0], bool)
+            if present is not None and name in present:
+                mask = np.asarray(present[name], dtype=bool).reshape(-1)
+                if mask.shape[0] != arr.shape[0]:
+                    raise InputError(f"present[{name!r}] has {mask.shape[0]} entries; view has "
+                                     f"{arr.shape[0]} rows")
+            bad_data = ~np.isfinite(arr.data)
+            if bad_data.any():
+                row = int(np.searchsorted(arr.indptr, np.flatnonzero(bad_data)[0], side="right")) - 1
+                raise InputError(f"sparse view {name!r} has NaN or inf in row {row}; fix its "
+                                 f"features (missing rows are all-zero, marked in present)")
+            pres[name] = mask
+            continue
         finite = np.isfinite(arr)
         if present is not None and name in present:
             mask = np.asarray(present[name], dtype=bool).reshape(-1)
@@ -80,6 +109,32 @@ def check_views(views: Mapping[str, object], present: Mapping[str, object] | Non
                 f"drop them or use on_error='skip'"
             )
     return out, pres
+
+
+def is_sparse(x: object) -> bool:
+    """Whether ``x`` is a SciPy sparse matrix or array (scipy imported only if it is loaded)."""
+    import sys
+
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(x)
+
+
+def dense(x: object) -> np.ndarray:
+    """``x`` as a dense array (sparse views are expanded; missing rows stay all-zero)."""
+    return x.toarray() if is_sparse(x) else x  # type: ignore[union-attr]
+
+
+def blank_rows(view: object, rows: np.ndarray) -> object:
+    """A copy of ``view`` with the boolean ``rows`` made missing: NaN rows (dense) or
+    all-zero rows (sparse, where ``present`` alone marks missing)."""
+    if is_sparse(view):
+        from scipy import sparse
+
+        keep = sparse.diags((~np.asarray(rows, bool)).astype(np.float32))
+        return (keep @ view).tocsr()
+    out = np.array(view, copy=True)
+    out[rows] = np.nan
+    return out
 
 
 def n_samples_of(views: Mapping[str, np.ndarray]) -> int:

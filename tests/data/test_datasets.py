@@ -27,7 +27,8 @@ from mmfuse.data.datasets._registry import resolve_root
 
 DATA = Path(os.environ.get("MMFUSE_DATA")
             or Path(__file__).resolve().parents[3] / "shared" / "data")
-NAMES = ["av-digits", "fsdd", "mnist5k", "sign-av", "sign-digits", "tuxpaint"]
+NAMES = ["av-digits", "fsdd", "mnist5k", "sign-av", "sign-digits", "tuxpaint",
+         "tuxpaint-grouped"]
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 SIGN_PER_DIGIT = {0: 205, 1: 206, 2: 206, 3: 206, 4: 207, 5: 207, 6: 207, 7: 206, 8: 208, 9: 204}
 TUX_THREE_MODALITY = {"symbols": 249, "animals": 144, "town": 79, "food": 73, "household": 73,
@@ -207,6 +208,38 @@ def test_tuxpaint_three_modality_stamps_in_ten_classes():
             for p in X["image"]] == y.tolist()
     heart = X[X["image"].str.endswith("/symbols/shapes/heart.svg")]
     assert heart["text"].tolist() == ["A heart."]
+
+
+def test_stamp_group_is_the_sub_folder():
+    from mmfuse.data.datasets.tuxpaint import stamp_group
+
+    assert stamp_group("stamps/food/fruit/apple") == "food/fruit"
+    assert stamp_group("stamps/symbols/money/us/coins/001penny") == "symbols/money"
+    assert stamp_group("stamps/food/bread") == "food"
+
+
+def test_tuxpaint_grouped_labels_are_categories_groups_their_sub_folders():
+    needs("tuxpaint")
+    X, y, groups = load_dataset("tuxpaint-grouped", DATA)
+    assert list(X.columns) == ["audio", "image", "text", "label", "group"]
+    info = dataset_info("tuxpaint-grouped")
+    assert len(X) == info["n_samples"] and len(set(y)) == info["n_classes"] == 9
+    assert info["cv"] == {"kind": "stratified-group", "n_splits": 5}
+    assert (groups == X["group"].to_numpy()).all()
+    parts = [Path(p).relative_to(DATA / "tuxpaint" / "stamps").parts for p in X["image"]]
+    assert [p[0] for p in parts] == y.tolist()
+    assert [("/".join(p[:2]) if len(p) > 2 else p[0]) for p in parts] == groups.tolist()
+    # every kept category has >= 3 sub-folders; clothes (2) and space (2) are gone
+    subs = {c: {g for g, l in zip(groups, y) if l == c and "/" in g} for c in set(y)}
+    assert min(len(s) for s in subs.values()) >= 3
+    assert "clothes" not in subs and "space" not in subs and "symbols" in subs
+    assert X["text"].notna().all() and X["audio"].notna().all()
+    # a sub-folder belongs to one category, so a held-out group is unseen in training
+    assert all(g.split("/")[0] == l for g, l in zip(groups, y))
+    X4, y4, _ = load_dataset("tuxpaint-grouped", DATA, min_groups=6)
+    assert set(y4) == {c for c, s in subs.items() if len(s) >= 6} and len(X4) < len(X)
+    with pytest.raises(InputError, match="min_groups must be an integer >= 2"):
+        load_dataset("tuxpaint-grouped", DATA, min_groups=1)
 
 
 def test_tuxpaint_without_require_all_keeps_every_stamp_with_an_image():

@@ -189,14 +189,21 @@ def test_tfidf_dim_before_fit_is_a_clear_error():
         encoder.transform(TEXTS)
 
 
-def test_tfidf_fit_transform_dense_unit_rows_and_missing_texts():
+def test_tfidf_fit_transform_sparse_unit_rows_and_missing_texts():
+    from scipy import sparse
+
     encoder = create_encoder("tfidf")
-    out = encoder.fit_transform(TEXTS + [None, "  \t\x00 "])
+    items = TEXTS + [None, "  \t\x00 "]
+    out = encoder.fit_transform(items)
+    assert sparse.issparse(out)  # TF-IDF stays sparse (see mmfuse.views)
     assert out.dtype == np.float32 and out.shape == (8, encoder.dim) and encoder.dim > 50
-    np.testing.assert_allclose(np.linalg.norm(out[:6], axis=1), 1, atol=1e-5)
-    assert np.isnan(out[6:]).all()  # blank after cleaning counts as missing
-    similar = encoder.transform(["a red apple", "a RED car", "zzz qqq"])
-    assert similar[0] @ out[0] > similar[0] @ out[3]
+    dense = out.toarray()
+    np.testing.assert_allclose(np.linalg.norm(dense[:6], axis=1), 1, atol=1e-5)
+    assert (dense[6:] == 0).all()  # missing rows are all-zero in a sparse view...
+    _, present, _ = encoder.prepare_all(items, "raise")
+    assert present.tolist() == [True] * 6 + [False] * 2  # ...and marked in present
+    similar = encoder.transform(["a red apple", "a RED car", "zzz qqq"]).toarray()
+    assert similar[0] @ dense[0] > similar[0] @ dense[3]
     assert np.isfinite(similar).all()
 
 
@@ -214,7 +221,7 @@ def test_tfidf_errors():
         create_encoder("tfidf", word_ngrams=None, char_ngrams=None).fit(TEXTS)
     encoder = create_encoder("tfidf").fit(TEXTS)
     out = encoder.transform(["ok", "caf\xe9".encode("latin-1")], on_error="skip")
-    assert np.isnan(out[1]).all() and "not valid UTF-8" in encoder.errors_[0].message
+    assert out[1].nnz == 0 and "not valid UTF-8" in encoder.errors_[0].message  # a zero row
 
 
 # -- audio -----------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ def test_complementary_views_choose_a_fusion():
     views, y = make_views(n=400)
     f = create_fusion("auto", random_state=0, **CLASSICAL_ONLY).fit(views, y)
     assert not f.chosen_name_.startswith("single:")
-    assert f.inner_scores_[f.chosen_name_] == max(f.inner_scores_.values())
+    # (the one-SE rule may keep a simple fusion a little below the best learned one)
+    assert f.inner_scores_[f.chosen_name_] >= max(f.inner_scores_.values()) - 0.05
     assert f.inner_scores_[f.chosen_name_] > best_single(f) + 0.1
-    assert {"early[equal]", "weighted[cv]", "late[cv]", "late[equal]", "stacking",
+    assert {"early[equal]", "seed-baseline", "late[cv]", "late[equal]", "stacking",
             "single:a", "single:b"} <= set(f.inner_scores_)
     assert f.score(views, y) > 0.65
     assert set(f.modality_weights_) == {"a", "b"}
@@ -112,12 +113,15 @@ def test_through_the_classifier_reports_the_choice():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
-def test_learned_heads_are_candidates_when_torch_is_installed():
+def test_learned_heads_are_candidates_when_asked_and_torch_is_installed():
     views, y = make_views(n=200)
     fast = {"max_epochs": 20, "patience": 4}
     f = create_fusion("auto", candidates=["late"], cv=3, random_state=0).fit(views, y)
     assert "gmu" not in f.inner_scores_  # an explicit list is taken as given
     f = create_fusion("auto", cv=3, random_state=0, candidate_params={
+        "gmu": fast, "attention": fast, "lowrank": fast}).fit(views, y)
+    assert "gmu" not in f.inner_scores_  # heads are opt-in: each costs an inner CV
+    f = create_fusion("auto", cv=3, random_state=0, neural="auto", candidate_params={
         "gmu": fast, "attention": fast, "lowrank": fast}).fit(views, y)
     assert {"gmu", "attention", "lowrank"} <= set(f.inner_scores_)
 
@@ -145,7 +149,7 @@ def test_ensemble_false_picks_one_candidate():
 
 def _forced_ensemble(monkeypatch, counts):
     monkeypatch.setattr(auto_module.AutoFusion, "_select_ensemble",
-                        lambda self, oof, y, best: dict(counts))
+                        lambda self, oof, y, best, *rest: dict(counts))
     views, y = make_views(n=240)
     return views, y, create_fusion("auto", candidates=["late"], random_state=0,
                                    **CLASSICAL_ONLY).fit(views, y)

@@ -99,7 +99,7 @@ def test_presence_flags_are_learned(name):
         assert f.presence_flags_
         assert f.model_.coef_.shape[1] == 12 + 8 + 2  # both blocks + one flag per modality
     else:
-        assert f.meta_.coef_.shape[1] == 2 * (4 + 1)  # per modality: K log-probs + a flag
+        assert f.meta_[-1].coef_.shape[1] == 2 * (4 + 1)  # per modality: K log-probs + a flag
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -108,6 +108,49 @@ def test_inner_splits_are_grouped():
         assert not set(groups[train]) & set(groups[test])
 
 
+def _skewed_groups():
+    """12 groups of 3 classes with very unequal class mixes (class 2 in 4 groups only)."""
+    rng = np.random.RandomState(0)
+    y, groups = [], []
+    for g in range(12):
+        classes = [0, 1] if g < 8 else [1, 2]
+        for c in classes:
+            n = rng.randint(3, 15)
+            y += [c] * n
+            groups += [g] * n
+    return np.array(y), np.array(groups)
+
+
+def test_inner_splits_are_stratified_grouped_shuffled_and_seeded():
+    y, groups = _skewed_groups()
+    a = inner_splits(y, groups, 4, 0)
+    assert len(a) == 4
+    for train, test in a:
+        assert not set(groups[train]) & set(groups[test])
+        # stratified: every training fold keeps every class (GroupKFold lost class 2 here)
+        assert set(y[train]) == {0, 1, 2}
+    b = inner_splits(y, groups, 4, 0)
+    assert all((x[1] == z[1]).all() for x, z in zip(a, b))  # seeded
+    # groups with the same class mix are dealt in an order shuffled by the seed
+    y, groups = np.repeat([0, 1], 60), np.tile(np.arange(12), 10)
+    tests = [{frozenset(groups[te]) for _, te in inner_splits(y, groups, 4, s)} for s in range(4)]
+    assert len({frozenset(t) for t in tests}) > 1
+
+
+def test_inner_split_fallbacks():
+    y = np.repeat([0, 1], 6)
+    # no more groups than folds: one fold per group (leave one group out)
+    groups = np.repeat(np.arange(3), 4)
+    splits = inner_splits(y, groups, 5, 0)
+    assert len(splits) == 3 and all(len(set(groups[te])) == 1 for _, te in splits)
+    assert inner_splits(y, np.zeros(12), 5, 0) == []  # one group: nothing to hold out
+    # no groups: stratified, folds capped by the smallest class
+    y = np.array([0] * 10 + [1] * 3)
+    splits = inner_splits(y, None, 5, 0)
+    assert len(splits) == 3 and all(set(y[te]) == {0, 1} for _, te in splits)
+    assert inner_splits(np.array([0] * 5 + [1]), None, 5, 0) == []
+
+
 def test_simplex_grid():
     g = simplex_grid(3, 0.5)
     assert len(g) == 6

@@ -193,10 +193,19 @@ class Encoder:
         return self.assemble(prepared, present)
 
     def assemble(self, prepared: Sequence[Any], present: np.ndarray) -> np.ndarray:
-        """Embed the present rows and put them into an (n, dim) matrix with NaN rows elsewhere."""
+        """Embed the present rows and put them into an (n, dim) matrix with NaN rows elsewhere.
+
+        An encoder whose ``embed`` returns a SciPy sparse matrix (TF-IDF) gets a sparse CSR
+        view with all-zero missing rows (``present`` marks them)."""
+        if len(prepared):
+            emb = self.embed(prepared)
+            from ..views import is_sparse
+
+            if is_sparse(emb):
+                return _sparse_rows(emb, present, self.dim)
         out = np.full((len(present), self.dim), np.nan, dtype=np.float32)
         if len(prepared):
-            emb = np.asarray(self.embed(prepared), dtype=np.float32)
+            emb = np.asarray(emb, dtype=np.float32)
             if emb.shape != (len(prepared), self.dim):
                 raise RuntimeError(
                     f"encoder {self.name!r} returned shape {emb.shape}, "
@@ -208,3 +217,17 @@ class Encoder:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _sparse_rows(emb: Any, present: np.ndarray, dim: int) -> Any:
+    """``emb`` (one row per present row) spread to ``len(present)`` rows, zero elsewhere."""
+    from scipy import sparse
+
+    present = np.asarray(present, bool)
+    if emb.shape != (int(present.sum()), dim):
+        raise RuntimeError(f"encoder returned shape {emb.shape}, expected "
+                           f"({int(present.sum())}, {dim})")
+    spread = sparse.csr_matrix((np.ones(emb.shape[0], np.float32),
+                                (np.flatnonzero(present), np.arange(emb.shape[0]))),
+                               shape=(len(present), emb.shape[0]))
+    return (spread @ emb.tocsr()).astype(np.float32).tocsr()

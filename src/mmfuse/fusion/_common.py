@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, StratifiedKFold
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
 from .._errors import InputError
-from ..views import Present, Views
+from ..views import Present, Views, is_sparse
 
 EPS = 1e-6
 
@@ -26,8 +26,10 @@ _MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mmfuse_memo
 
 @contextlib.contextmanager
 def shared_experts() -> Iterator[None]:
-    """Reuse per-modality experts and out-of-fold probabilities within this block."""
-    token = _MEMO.set({})
+    """Reuse per-modality experts and out-of-fold probabilities within this block (a block
+    inside another one shares the outer memo: keys are content digests, so that is safe)."""
+    outer = _MEMO.get()
+    token = _MEMO.set({} if outer is None else outer)
     try:
         yield
     finally:
@@ -39,6 +41,11 @@ def _digest(*arrays: Any) -> str:
     for a in arrays:
         if a is None:
             h.update(b"none")
+        elif is_sparse(a):
+            a = a.tocsr()
+            h.update(str(("csr", a.shape, a.dtype.str)).encode())
+            for part in (a.indptr, a.indices, a.data):
+                h.update(np.ascontiguousarray(part).tobytes())
         else:
             a = np.ascontiguousarray(a)
             h.update(str((a.shape, a.dtype.str)).encode())
@@ -71,37 +78,105 @@ def make_classifier(classifier: Any, random_state: Any = None) -> Any:
 
 
 class ViewScaler:
-    """Standardise one view on its present training rows; missing rows become 0 (the mean)."""
+    """Scale one view on its present training rows; missing rows become 0.
 
-    def fit(self, x: np.ndarray, present: np.ndarray) -> "ViewScaler":
+    Dense views are standardised (centred, unit variance per column, so 0 is the mean).
+    Sparse views (TF-IDF) are never centred, which would make them dense and inflate rare
+    columns: each row is scaled to L2 norm sqrt(d) (unit rows times the square root of the
+    width, so the block's total variance is d like a standardised dense block's), and
+    missing rows stay all-zero.
+    """
+
+    def fit(self, x: Any, present: np.ndarray) -> "ViewScaler":
+        self.sparse_ = bool(is_sparse(x))
+        if self.sparse_:
+            return self
         rows = x[present] if present.any() else np.zeros((1, x.shape[1]), np.float32)
         self.mean_ = rows.mean(axis=0)
         std = rows.std(axis=0)
         self.scale_ = np.where(std > EPS, std, 1.0).astype(np.float32)
         return self
 
-    def transform(self, x: np.ndarray, present: np.ndarray) -> np.ndarray:
+    def transform(self, x: Any, present: np.ndarray) -> Any:
+        if getattr(self, "sparse_", False) or is_sparse(x):
+            from scipy import sparse
+            from sklearn.preprocessing import normalize
+
+            if not is_sparse(x):
+                x = sparse.csr_matrix(np.nan_to_num(x))
+            # unit rows times sqrt(width): the block's total variance is then its width, as
+            # for a standardised dense view (plain unit rows starve it under the default
+            # penalty; measured on tuxpaint, see benchmarks/RESULTS.md)
+            z = normalize(x.tocsr().astype(np.float32), norm="l2", copy=True)
+            z = z * np.float32(np.sqrt(x.shape[1]))
+            if not np.all(present):
+                z = (sparse.diags(np.asarray(present, np.float32)) @ z).tocsr()
+            return z
         z = (x - self.mean_) / self.scale_
         z[~present] = 0.0
         return z.astype(np.float32, copy=False)
 
 
+def grouped_splits(y: np.ndarray, groups: np.ndarray, n_splits: int, random_state: Any
+                   ) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """Stratified grouped splits: ``(splits, kind)``, no group ever on both sides.
+
+    The rules (the same for outer and inner splits):
+
+    - ``n_splits >= number of groups`` -> leave one group out (one fold per group, the
+      most a grouped split can make); kind ``"leave-one-group-out"``.
+    - otherwise scikit-learn's ``StratifiedGroupKFold(shuffle=True)`` seeded with
+      ``random_state``: groups are dealt to folds so that each fold's class mix is as
+      close to the whole as the groups allow; kind ``"stratified-group"``.
+    - a fold left without test rows (possible when a few groups hold most rows) is
+      dropped, so fewer than ``n_splits`` folds may come back.
+
+    A class found in a single group cannot be in a training fold when that group is
+    tested; the split still holds (such rows are simply never predicted right), and the
+    caller decides whether to warn. ``random_state=None`` means 0: grouped splits were
+    deterministic before they were shuffled, and stay reproducible by default.
+    """
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    dummy = np.zeros(len(y))
+    n_groups = len(np.unique(groups))
+    if n_splits >= n_groups:
+        splitter: Any = LeaveOneGroupOut()
+        kind = "leave-one-group-out"
+    else:
+        splitter = StratifiedGroupKFold(n_splits=int(n_splits), shuffle=True,
+                                        random_state=_seed(0 if random_state is None
+                                                           else random_state))
+        kind = "stratified-group"
+    import warnings
+
+    with warnings.catch_warnings():
+        # "The least populated class in y has only N members": expected with groups
+        warnings.filterwarnings("ignore", message="The least populated class")
+        splits = [(tr, te) for tr, te in splitter.split(dummy, y, groups=groups)
+                  if len(te) and len(tr)]
+    return splits, kind
+
+
 def inner_splits(y: np.ndarray, groups: Any, n_splits: int, random_state: Any,
                  rows: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Inner CV splits over ``rows`` (indices into y), grouped whenever groups are given.
+    """Inner CV splits over ``rows`` (indices into y), made like the outer ones.
 
-    Returned indices are positions in ``rows`` order. Falls back to fewer splits when a
-    class or the number of groups is too small, and never to an ungrouped split when groups
-    exist (that would leak: see DESIGN.md, "Evaluation protocol").
+    With groups: stratified grouped folds (:func:`grouped_splits`: shuffled
+    ``StratifiedGroupKFold`` seeded with ``random_state``, leave one group out when there
+    are no more groups than folds). Without: ``StratifiedKFold`` (shuffled, seeded) with
+    at most as many folds as the smallest class has rows. Returned indices are positions in
+    ``rows`` order; an empty list means too little data (fewer than 2 groups, or a class
+    with a single row). Never an ungrouped split when groups exist (that would leak: see
+    DESIGN.md, "Evaluation protocol").
     """
     rows = np.arange(len(y)) if rows is None else rows
     ys = y[rows]
     if groups is not None:
         gs = np.asarray(groups)[rows]
-        k = min(n_splits, len(np.unique(gs)))
-        if k < 2:
+        if min(n_splits, len(np.unique(gs))) < 2:
             return []
-        return list(GroupKFold(n_splits=k).split(np.zeros(len(ys)), ys, groups=gs))
+        return grouped_splits(ys, gs, n_splits, random_state)[0]
     counts = np.bincount(ys)
     k = min(n_splits, int(counts[counts > 0].min()))
     if k < 2:
@@ -131,7 +206,7 @@ class ModalityExpert:
         self.classifier = classifier
         self.random_state = random_state
 
-    def fit(self, x: np.ndarray, y: np.ndarray, present: np.ndarray, n_classes: int):
+    def fit(self, x: Any, y: np.ndarray, present: np.ndarray, n_classes: int):
         self.n_classes_ = n_classes
         self.scaler_ = ViewScaler().fit(x, present)
         rows = np.flatnonzero(present)
@@ -143,24 +218,93 @@ class ModalityExpert:
         self.model_.fit(self.scaler_.transform(x[rows], present[rows]), y[rows])
         return self
 
-    def predict_proba(self, x: np.ndarray, present: np.ndarray) -> np.ndarray:
+    def predict_proba(self, x: Any, present: np.ndarray) -> np.ndarray:
         """Probabilities for every row; rows without the modality get NaN."""
         out = np.full((x.shape[0], self.n_classes_), np.nan)
         if present.any():
             if self.model_ is None:
                 out[present] = self.prior_
             else:
-                z = self.scaler_.transform(x[present], present[present])
-                out[present] = aligned_proba(self.model_, z, self.n_classes_)
+                rows = np.flatnonzero(present)
+                z = self.scaler_.transform(x[rows], present[rows])
+                out[rows] = aligned_proba(self.model_, z, self.n_classes_)
         return out
+
+
+class CrossFitExpert:
+    """One modality's inner-fold experts, averaged at prediction (k-fold bagging).
+
+    The out-of-fold probabilities a meta level (weights, a stacking meta-model, a
+    weighted-sum classifier) is trained on come from these very experts, each trained on
+    the groups of its inner training fold. Predicting with their average, rather than with
+    one expert refit on every training row, gives the meta level inputs calibrated like the
+    ones it was fitted on: a refit expert has seen more groups and is more confident, which
+    is exactly what a learned combination misreads under group shift.
+
+    Parameters
+    ----------
+    experts : list of ModalityExpert
+        Fitted experts, one per inner fold.
+    """
+
+    def __init__(self, experts: list[ModalityExpert]):
+        self.experts = experts
+
+    @property
+    def n_classes_(self) -> int:
+        return self.experts[0].n_classes_
+
+    def predict_proba(self, x: Any, present: np.ndarray) -> np.ndarray:
+        """Mean of the fold experts' probabilities; rows without the modality get NaN."""
+        out = np.full((x.shape[0], self.n_classes_), np.nan)
+        if present.any():
+            rows = np.flatnonzero(present)
+            xr, pr = x[rows], present[rows]
+            out[rows] = np.mean([e.predict_proba(xr, pr) for e in self.experts], axis=0)
+        return out
+
+
+def predict_cross_fitted(experts: Mapping[str, Any], views: Views, present: Present,
+                         meta: Any) -> np.ndarray:
+    """``meta(probas, present)`` on each inner fold's experts, averaged over the folds.
+
+    With cross-fitted experts (all from the same inner splits), fold ``j``'s experts give
+    every modality's probabilities exactly as one out-of-fold row saw them (the same
+    single-expert calibration, the same fold for every modality), so the meta level runs
+    on inputs like its training inputs; the meta outputs are then averaged, as k-fold
+    bagging averages whole models. Other experts are used as they are.
+    """
+    mods = sorted(views)
+    folds = {len(experts[m].experts) for m in mods if isinstance(experts[m], CrossFitExpert)}
+    if len(folds) != 1 or not all(isinstance(experts[m], CrossFitExpert) for m in mods):
+        return meta({m: experts[m].predict_proba(views[m], present[m]) for m in mods}, present)
+    outs = [meta({m: experts[m].experts[j].predict_proba(views[m], present[m]) for m in mods},
+                 present) for j in range(folds.pop())]
+    return np.mean(outs, axis=0)
 
 
 def out_of_fold_probas(views: Views, y: np.ndarray, present: Present, groups: Any,
                        classifier: Any, n_splits: int, random_state: Any) -> dict[str, np.ndarray]:
     """Out-of-fold probabilities of each modality's expert (NaN where the modality is missing).
 
-    Inner splits are shared by all modalities and grouped like the outer ones.
+    Inner splits are shared by all modalities and made like the outer ones (stratified,
+    grouped when groups are given). Within :func:`shared_experts` they are computed once
+    per training set, whichever strategy asks first.
     """
+    return {m: r[0] for m, r in _cross_fit(views, y, present, groups, classifier, n_splits,
+                                            random_state).items()}
+
+
+def cross_fitted_experts(views: Views, y: np.ndarray, present: Present, groups: Any,
+                         classifier: Any, n_splits: int, random_state: Any
+                         ) -> dict[str, CrossFitExpert]:
+    """The experts behind :func:`out_of_fold_probas` (same splits, same memo), averaged."""
+    return {m: CrossFitExpert(r[1]) for m, r in _cross_fit(views, y, present, groups,
+                                                           classifier, n_splits,
+                                                           random_state).items()}
+
+
+def _cross_fit(views, y, present, groups, classifier, n_splits, random_state):
     n_classes = int(y.max()) + 1
     base = (repr(classifier), n_splits, repr(random_state), _digest(y, groups))
     return {m: _memo(("oof", m, _digest(x, present[m])) + base,
@@ -169,8 +313,9 @@ def out_of_fold_probas(views: Views, y: np.ndarray, present: Present, groups: An
             for m, x in views.items()}
 
 
-def _oof_one(x: np.ndarray, y: np.ndarray, present: np.ndarray, groups: Any, classifier: Any,
-             n_splits: int, random_state: Any, n_classes: int) -> np.ndarray:
+def _oof_one(x: Any, y: np.ndarray, present: np.ndarray, groups: Any, classifier: Any,
+             n_splits: int, random_state: Any, n_classes: int
+             ) -> tuple[np.ndarray, list[ModalityExpert]]:
     splits = inner_splits(y, groups, n_splits, random_state)
     if not splits:
         raise InputError(
@@ -178,11 +323,13 @@ def _oof_one(x: np.ndarray, y: np.ndarray, present: np.ndarray, groups: Any, cla
             "use weights='equal' or more data"
         )
     oof = np.full((len(y), n_classes), np.nan)
+    experts = []
     for train, test in splits:
         expert = ModalityExpert(classifier, random_state)
         expert.fit(x[train], y[train], present[train], n_classes)
         oof[test] = expert.predict_proba(x[test], present[test])
-    return oof
+        experts.append(expert)
+    return oof, experts
 
 
 def fit_experts(views: Views, y: np.ndarray, present: Present, classifier: Any,
@@ -193,6 +340,27 @@ def fit_experts(views: Views, y: np.ndarray, present: Present, classifier: Any,
                      lambda m=m, x=x: ModalityExpert(classifier, random_state)
                      .fit(x, y, present[m], n_classes))
             for m, x in views.items()}
+
+
+def one_se_choice(fold_scores: Mapping[str, np.ndarray], simple: Any) -> str:
+    """The best candidate by mean per-fold score, unless it is not one of the ``simple``
+    ones and does not beat the best simple one by more than one standard error of their
+    paired per-fold differences (the one-standard-error rule of Breiman et al., 1984):
+    then the best simple one.
+
+    ``fold_scores`` maps candidate name -> per-fold scores (higher is better), in order of
+    preference among exact ties (the first wins).
+    """
+    names = list(fold_scores)
+    means = {n: float(np.mean(fold_scores[n])) for n in names}
+    best = max(names, key=lambda n: (means[n], -names.index(n)))
+    plain = [n for n in names if n in set(simple)]
+    if best in plain or not plain:
+        return best
+    ref = max(plain, key=lambda n: (means[n], -names.index(n)))
+    diff = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[ref], float)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return best if diff.mean() > se else ref
 
 
 def normalise_weights(raw: Mapping[str, float]) -> dict[str, float]:
@@ -282,7 +450,12 @@ class BlockImputer:
         from sklearn.linear_model import RidgeCV
 
         self.models_: dict[str, Any] = {}
-        mods = sorted(blocks)
+        # sparse blocks (TF-IDF) are neither predicted nor predictors: a missing one stays
+        # all-zero, which for a bag of words means "no words"
+        mods = sorted(m for m in blocks if not is_sparse(blocks[m]))
+        self.modalities_ = mods
+        blocks = {m: blocks[m] for m in mods}
+        present = {m: present[m] for m in mods}
         if len(mods) < 2:
             return self
         for m in mods:
@@ -298,7 +471,9 @@ class BlockImputer:
                   present: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The blocks with each missing row predicted (rows with nothing to go on unchanged)."""
         out = dict(blocks)
-        mods = sorted(blocks)
+        mods = getattr(self, "modalities_", None) or sorted(blocks)
+        blocks = {m: blocks[m] for m in mods}
+        present = {m: present[m] for m in mods}
         for m, model in self.models_.items():
             others = np.any(np.stack([present[o] for o in mods if o != m]), axis=0)
             rows = np.flatnonzero(~present[m] & others)

@@ -1,17 +1,27 @@
 """``auto``: choose the fusion strategy (and its weights) by inner cross-validation.
 
-Every candidate — each fused strategy with its weight option, and each single modality
-alone — is scored on the same inner splits of the training data (grouped when groups are
-given, like the outer splits); the best one is refit on all the training data and used.
-Because every single modality is a candidate, the choice is never below the best single
-modality on the inner folds.
+Every candidate — each fused strategy with its weight option, the equal-weight fusions
+(``early[equal]``, ``late[equal]``, ``seed-baseline``) and each single modality alone — is
+scored on the same inner splits of the training data (stratified, grouped when groups are
+given, like the outer splits), and the choice is refit on all the training data.
+
+One inner cross-validation serves every candidate: the per-modality experts and their
+out-of-fold probabilities are computed once on those splits. Candidates that combine
+per-modality probabilities (late fusion, stacking, the weighted sum of class scores) are
+scored by cross-validating their meta level on those out-of-fold probabilities, and
+refit from the same memo, so ``auto`` costs about one inner CV of the per-modality experts
+plus one of the feature-level candidates (early fusion, the seed baseline).
+
+The choice follows the one-standard-error rule: a candidate that *learns* how to combine
+the modalities (learned weights, stacking, heads, an ensemble) is chosen only when it beats
+the best *simple* candidate (a single modality or an equal-weight fusion) by more than one
+standard error of their paired per-fold differences. Under group shift a combination tuned
+on a few inner folds is mostly noise, and the simple one holds up better. The choice is
+therefore never below the best single modality on the inner folds.
 
 With ``ensemble=True`` (the default) the candidates' inner out-of-fold probabilities are
 also combined by greedy ensemble selection with replacement (Caruana et al., "Ensemble
-selection from libraries of models", ICML 2004): starting from the candidate with the
-lowest inner log-loss, the candidate whose addition lowers the log-loss of the averaged
-probabilities most is added, until none does. The ensemble replaces the single best
-candidate only when its inner accuracy is at least as high, so the guarantee above holds.
+selection from libraries of models", ICML 2004); the ensemble counts as a learned candidate.
 """
 
 from __future__ import annotations
@@ -27,22 +37,23 @@ import numpy as np
 
 from .._errors import InputError, MissingDependencyError
 from ..views import Present, Views
-from ._common import inner_splits
-
-try:  # shared per-modality experts within a block (fusion/_common.py)
-    from ._common import shared_experts
-except ImportError:  # pragma: no cover - older _common without the memo
-    from contextlib import nullcontext as shared_experts
+from ._common import inner_splits, one_se_choice, out_of_fold_probas, shared_experts
 from .base import FusionStrategy, create_fusion, register_fusion
 
 #: Classical candidates: (strategy, parameters). Weight variants are separate candidates.
 CLASSICAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("early", {"weights": "equal"}),
-    ("weighted", {"weights": "cv", "step": 0.25}),  # a coarse grid: scored 5x over
-    ("late", {"weights": "cv"}),
     ("late", {"weights": "equal"}),
+    ("seed-baseline", {}),
+    ("late", {"weights": "cv"}),
     ("stacking", {}),
 )
+# (``weighted`` is not a default candidate: on class scores it is a constrained stacking,
+# and scoring its weight grid on every inner fold costs more than all the others together;
+# add it with ``candidates=``.)
+#: Candidates that combine the modalities without learning how: with the single
+#: modalities, the "simple" side of the one-standard-error rule.
+SIMPLE = ("early[equal]", "late[equal]", "seed-baseline")
 #: Learned heads, added when PyTorch is installed (``neural="auto"``).
 NEURAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("gmu", {}), ("attention", {}), ("lowrank", {}),
@@ -89,26 +100,29 @@ class AutoFusion(FusionStrategy):
         (e.g. late fusion with learned and with equal weights); anything else fixes the
         weights of every candidate that takes them.
     cv : int, default=5
-        Inner folds of the selection (grouped when groups are given).
-    candidate_cv : int or None, default=3
-        Folds each classical candidate uses for its own out-of-fold work (weights,
-        meta-model), in the selection and in the final refit alike, so the refit model is
-        the one that was scored; None means ``cv``. Selection fits every candidate ``cv``
-        times, which is why this defaults lower. The learned heads use ``cv``.
+        Inner folds of the selection (stratified; grouped when groups are given). The
+        candidates use the same folds for their own out-of-fold work, so the per-modality
+        experts are fitted once per inner fold and shared.
+    candidate_cv : int or None, default=None
+        Folds of the candidates' own out-of-fold work; None (the default) means ``cv``,
+        which lets every candidate share the selection's experts. Another value costs
+        one more inner CV per meta-level candidate.
     candidates : sequence or None, default=None
         Fused candidates as strategy names or ``(name, params)`` pairs; None means the
-        classical strategies (early, weighted, late with cv and equal weights, stacking)
-        plus the learned heads when ``neural`` allows. Every single modality is always a
-        candidate as well.
-    neural : bool or "auto", default="auto"
-        Add the learned heads (gmu, attention, lowrank) to the default candidates:
-        ``"auto"`` when PyTorch is installed, True always (an error without it).
+        classical strategies (early and late with equal weights, the seed baseline, late
+        fusion with cv weights, stacking) plus the learned heads
+        when ``neural`` allows. Every single modality is always a candidate as well.
+    neural : bool or "auto", default=False
+        Add the learned heads (gmu, attention, lowrank) to the default candidates: True
+        always (an error without PyTorch), ``"auto"`` when PyTorch is installed. Off by
+        default: each head is trained once per inner fold, which costs more than all the
+        classical candidates together.
     candidate_params : dict or None, default=None
         Extra parameters per strategy name, e.g. ``{"gmu": {"max_epochs": 50}}``.
     ensemble : bool, default=True
         Also consider a weighted average of candidates chosen by greedy ensemble selection
-        on the inner out-of-fold probabilities (see the module docstring); it is used when
-        its inner accuracy is at least the best candidate's. False picks one candidate.
+        on the inner out-of-fold probabilities (see the module docstring), as a learned
+        candidate under the one-standard-error rule. False picks one candidate.
     ensemble_size : int, default=20
         Most selection rounds (members counted with repetition; a weight is a count / total).
     random_state : int or None, default=None
@@ -125,7 +139,8 @@ class AutoFusion(FusionStrategy):
     ensemble_weights_ : dict of candidate name -> weight
         Weight of each member in the average of probabilities ({name: 1.0} for one).
     inner_scores_ : dict of candidate name -> inner-CV accuracy (the ensemble included)
-    inner_log_loss_ : dict of candidate name -> inner-CV log-loss (breaks accuracy ties)
+    inner_fold_scores_ : dict of candidate name -> accuracy on each inner fold
+    inner_log_loss_ : dict of candidate name -> inner-CV log-loss
     failed_candidates_ : dict of candidate name -> why it could not be scored
     modality_weights_ : dict over every modality (0 for those the choice does not use), or None
     selection_seconds_ : float
@@ -138,8 +153,8 @@ class AutoFusion(FusionStrategy):
     """
 
     def __init__(self, classifier: Any = None, weights: Any = "cv", cv: int = 5,
-                 candidate_cv: int | None = 3, candidates: Sequence[Any] | None = None,
-                 neural: Any = "auto",
+                 candidate_cv: int | None = None, candidates: Sequence[Any] | None = None,
+                 neural: Any = False,
                  candidate_params: Mapping[str, Mapping[str, Any]] | None = None,
                  ensemble: bool = True, ensemble_size: int = 20, random_state: Any = None):
         self.classifier = classifier
@@ -251,40 +266,33 @@ class AutoFusion(FusionStrategy):
         splits = inner_splits(y, groups, self.cv, self.random_state)
         self.failed_candidates_: dict[str, str] = {}
         self.inner_scores_: dict[str, float] = {}
+        self.inner_fold_scores_: dict[str, list[float]] = {}
         self.inner_log_loss_: dict[str, float] = {}
-        oof = {c.name: np.full((len(y), len(self.classes_)), np.nan) for c in candidates}
-        if splits:
-            correct = {c.name: 0 for c in candidates}
-            loss = {c.name: 0.0 for c in candidates}
-            scored = {c.name: 0 for c in candidates}
-            for train, test in splits:
-                with shared_experts():  # candidates on one inner fold share their experts
-                    self._score_fold(candidates, views, y, present, groups, train, test,
-                                     correct, loss, scored, oof)
-            for c in candidates:
-                if c.name not in self.failed_candidates_ and scored[c.name]:
-                    self.inner_scores_[c.name] = correct[c.name] / scored[c.name]
-                    self.inner_log_loss_[c.name] = loss[c.name] / scored[c.name]
         by_name = {c.name: c for c in candidates}
-        if self.inner_scores_:
-            # highest accuracy, then lowest log-loss, then list order (fused before single)
-            order = {c.name: i for i, c in enumerate(candidates)}
-            best = min(self.inner_scores_, key=lambda n: (-self.inner_scores_[n],
-                                                          self.inner_log_loss_[n], order[n]))
-            counts = {best: 1}
-            if self.ensemble:
-                counts = self._select_ensemble(oof, y, best)
-        else:
-            # too little data for inner CV: early fusion with equal weights needs none
-            early = Candidate("early[equal]", "early", tuple(sorted(views)), {"weights": "equal"})
-            by_name[early.name] = early
-            counts = {early.name: 1}
-        total = sum(counts.values())
-        names = sorted(counts)
-        self.ensemble_weights_ = {n: counts[n] / total for n in names}
-        self.member_candidates_ = [by_name[n] for n in names]
-        self.members_ = [self._fit_candidate(self._build(c), c, views, y, present, groups)
-                         for c in self.member_candidates_]
+        # one memo for the selection and the refit: the candidates' experts, out-of-fold
+        # probabilities and cross-fitted experts are computed once
+        with shared_experts():
+            if splits:
+                oof = self._score_candidates(candidates, splits, views, y, present, groups)
+                fold_scores = {n: np.asarray(self.inner_fold_scores_[n])
+                               for n in self.inner_scores_}
+                simple = {n for n in fold_scores if n in SIMPLE or n.startswith(SINGLE_PREFIX)}
+                best = one_se_choice(fold_scores, simple)
+                counts = {best: 1}
+                if self.ensemble:
+                    counts = self._select_ensemble(oof, y, best, splits, simple)
+            else:
+                # too little data for inner CV: early fusion with equal weights needs none
+                early = Candidate("early[equal]", "early", tuple(sorted(views)),
+                                  {"weights": "equal"})
+                by_name[early.name] = early
+                counts = {early.name: 1}
+            total = sum(counts.values())
+            names = sorted(counts)
+            self.ensemble_weights_ = {n: counts[n] / total for n in names}
+            self.member_candidates_ = [by_name[n] for n in names]
+            self.members_ = [self._fit_candidate(self._build(c), c, views, y, present, groups)
+                             for c in self.member_candidates_]
         heaviest = max(range(len(names)), key=lambda i: (counts[names[i]], -i))
         self.chosen_candidate_ = self.member_candidates_[heaviest]
         self.chosen_ = self.members_[heaviest]
@@ -293,11 +301,89 @@ class AutoFusion(FusionStrategy):
         self.modality_weights_ = self._modality_weights(sorted(views))
         self.selection_seconds_ = time.perf_counter() - started
 
-    def _select_ensemble(self, oof: dict[str, np.ndarray], y: np.ndarray,
-                         best: str) -> dict[str, int]:
+    def _inner_cv(self) -> int:
+        return self.cv if self.candidate_cv is None else self.candidate_cv
+
+    def _score_candidates(self, candidates: list[Candidate], splits: list, views: Views,
+                          y: np.ndarray, present: Present, groups: Any
+                          ) -> dict[str, np.ndarray]:
+        """Out-of-fold probabilities of every candidate on ``splits``; fills the scores."""
+        # per-modality out-of-fold probabilities on exactly these splits (the same
+        # inner_splits call the candidates make), shared by every meta-level candidate
+        base_oof = None
+        if self._inner_cv() == self.cv:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="modalities missing for every")
+                try:
+                    base_oof = out_of_fold_probas(views, y, present, groups, self.classifier,
+                                                  self.cv, self.random_state)
+                except InputError:
+                    base_oof = None
+        oof: dict[str, np.ndarray] = {}
+        for c in candidates:
+            try:
+                with warnings.catch_warnings():
+                    # a modality absent from one inner fold is expected here
+                    warnings.filterwarnings("ignore", message="modalities missing for every")
+                    proba = self._candidate_oof(c, splits, views, y, present, groups,
+                                                base_oof)
+            except (InputError, MissingDependencyError) as exc:
+                self.failed_candidates_[c.name] = str(exc)
+                continue
+            oof[c.name] = proba
+            self._record(c.name, proba, y, splits)
+        return oof
+
+    def _record(self, name: str, proba: np.ndarray, y: np.ndarray, splits: list) -> None:
+        fold_acc = [float(np.mean(proba[te].argmax(axis=1) == y[te])) for _, te in splits]
+        truth = np.clip(proba[np.arange(len(y)), y], PROBA_FLOOR, 1.0)
+        self.inner_fold_scores_[name] = fold_acc
+        self.inner_scores_[name] = float(np.mean(proba.argmax(axis=1) == y))
+        self.inner_log_loss_[name] = float(-np.log(truth).mean())
+
+    def _candidate_oof(self, c: Candidate, splits: list, views: Views, y: np.ndarray,
+                       present: Present, groups: Any, base_oof: dict | None) -> np.ndarray:
+        """A candidate's out-of-fold probabilities (rows it cannot see get the prior)."""
+        k = len(self.classes_)
+        out = np.full((len(y), k), np.nan)
+        est0 = self._build(c)
+        meta = (base_oof is not None and hasattr(est0, "_fit_meta")
+                and not (c.fusion == "weighted"
+                         and getattr(est0, "projection", "class-scores") != "class-scores"))
+        mods = list(c.modalities)
+        sees = np.any(np.stack([present[m] for m in mods]), axis=0)
+        for train, test in splits:
+            if meta:
+                # the meta level, cross-validated on the shared out-of-fold probabilities
+                est = self._build(c)
+                tr = train[sees[train]]
+                if len(np.unique(y[tr])) < 2:
+                    raise InputError(f"an inner training fold of {c.name} has one class")
+                est.classes_ = np.arange(k)
+                est.modalities_ = mods
+                g_tr = None if groups is None else np.asarray(groups)[tr]
+                est._fit_meta({m: base_oof[m][tr] for m in mods}, y[tr],
+                              {m: present[m][tr] for m in mods}, g_tr)
+                proba = est._predict_meta({m: base_oof[m][test] for m in mods},
+                                          {m: present[m][test] for m in mods})
+            else:
+                v_tr = {m: views[m][train] for m in mods}
+                p_tr = {m: present[m][train] for m in mods}
+                g_tr = None if groups is None else np.asarray(groups)[train]
+                est = self._fit_candidate(self._build(c), c, v_tr, y[train], p_tr, g_tr)
+                proba = self._proba(est, c, {m: views[m][test] for m in mods},
+                                    {m: present[m][test] for m in mods})
+            prior = np.bincount(y[train], minlength=k) / len(train)
+            proba = np.asarray(proba, dtype=float)
+            proba[~sees[test]] = prior
+            out[test] = proba
+        return out
+
+    def _select_ensemble(self, oof: dict[str, np.ndarray], y: np.ndarray, best: str,
+                         splits: list, simple: set) -> dict[str, int]:
         """Greedy ensemble selection with replacement on the inner out-of-fold
-        probabilities; ``{best: 1}`` unless the ensemble is at least as accurate."""
-        names = [n for n in self.inner_scores_ if not np.isnan(oof[n]).any()]
+        probabilities; ``{best: 1}`` unless the ensemble wins under the one-SE rule."""
+        names = [n for n in self.inner_scores_ if n in oof and not np.isnan(oof[n]).any()]
         if best not in names or len(names) < 2:
             return {best: 1}
         rows = np.arange(len(y))
@@ -319,13 +405,15 @@ class AutoFusion(FusionStrategy):
             current = scores[pick]
         if len(counts) < 2:
             return {best: 1}
-        accuracy = float(np.mean(total.argmax(axis=1) == y))
         name = f"{ENSEMBLE_PREFIX}({'+'.join(sorted(counts))})"
-        self.inner_scores_[name] = accuracy
-        self.inner_log_loss_[name] = current
-        if accuracy < self.inner_scores_[best]:
+        self._record(name, total / size, y, splits)
+        fold_scores = {n: np.asarray(self.inner_fold_scores_[n]) for n in (best, name)}
+        if one_se_choice(fold_scores, {best} if best in simple else set()) != name:
             return {best: 1}
-        return counts
+        if best in simple or self.inner_scores_[name] >= self.inner_scores_[best]:
+            # (against a learned best, the ensemble must also be at least as accurate)
+            return counts
+        return {best: 1}
 
     def _modality_weights(self, modalities: list[str]) -> dict[str, float] | None:
         """Each member's modality weights (uniform over its modalities when it has none),
@@ -340,34 +428,6 @@ class AutoFusion(FusionStrategy):
             for m in modalities:
                 out[m] += self.ensemble_weights_[c.name] * float(inner.get(m, 0.0))
         return out
-
-    def _score_fold(self, candidates: list[Candidate], views: Views, y: np.ndarray,
-                    present: Present, groups: Any, train: np.ndarray, test: np.ndarray,
-                    correct: dict[str, int], loss: dict[str, float],
-                    scored: dict[str, int], oof: dict[str, np.ndarray]) -> None:
-        """Fit every candidate on one inner fold's training rows and score its test rows."""
-        v_tr = {m: a[train] for m, a in views.items()}
-        p_tr = {m: a[train] for m, a in present.items()}
-        v_te = {m: a[test] for m, a in views.items()}
-        p_te = {m: a[test] for m, a in present.items()}
-        g_tr = None if groups is None else np.asarray(groups)[train]
-        for c in candidates:
-            if c.name in self.failed_candidates_:
-                continue
-            try:
-                with warnings.catch_warnings():
-                    # a modality absent from one inner fold is expected here
-                    warnings.filterwarnings("ignore", message="modalities missing for every")
-                    est = self._fit_candidate(self._build(c), c, v_tr, y[train], p_tr, g_tr)
-            except (InputError, MissingDependencyError) as exc:
-                self.failed_candidates_[c.name] = str(exc)
-                continue
-            proba = self._proba(est, c, v_te, p_te)
-            oof[c.name][test] = proba
-            correct[c.name] += int(np.sum(proba.argmax(axis=1) == y[test]))
-            truth = np.clip(proba[np.arange(len(test)), y[test]], PROBA_FLOOR, 1.0)
-            loss[c.name] += float(-np.log(truth).sum())
-            scored[c.name] += len(test)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         if len(self.members_) == 1:

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from ..views import Present, Views
+from ..views import Present, Views, dense
 from .base import FusionStrategy, register_fusion
 
 
@@ -30,6 +30,7 @@ class SeedBaseline(FusionStrategy):
         self.random_state = random_state
 
     def _sum(self, views: Views, present: Present) -> np.ndarray:
+        views = {m: dense(v) for m, v in views.items()}  # the seed's dense arithmetic
         width = max(v.shape[1] for v in views.values())
         total = np.zeros((next(iter(views.values())).shape[0], width))
         for m in sorted(views):
@@ -40,7 +41,8 @@ class SeedBaseline(FusionStrategy):
         return total
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
-        self.scalers_ = {m: StandardScaler().fit(views[m][present[m]]) for m in sorted(views)}
+        self.scalers_ = {m: StandardScaler().fit(dense(views[m][np.flatnonzero(present[m])]))
+                         for m in sorted(views)}
         self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
         self.model_ = LogisticRegression(max_iter=1000).fit(self._sum(views, present), y)
 

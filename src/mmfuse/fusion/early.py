@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..views import Present, Views
+from ..views import Present, Views, is_sparse
 from ._common import (BlockImputer, ViewScaler, check_weight_spec, inner_splits,
                       make_classifier, normalise_weights, out_of_fold_probas, relative_weights,
                       simplex_grid)
@@ -35,6 +35,10 @@ class EarlyFusion(FusionStrategy):
 
     Rows missing a modality also get presence flags (when training rows miss some), so the
     classifier can learn that a block is absent.
+
+    Sparse views (TF-IDF) stay sparse: their rows are scaled to L2 norm ``sqrt(d)`` (never
+    centred; the block then carries the total variance of a standardised dense block of
+    its width), and the concatenation is a sparse matrix.
     """
 
     def __init__(self, classifier: Any = None, weights: Any = "equal",
@@ -58,9 +62,14 @@ class EarlyFusion(FusionStrategy):
             factor = np.sqrt(len(mods) * weights[m])
             if self.block_scaling:
                 factor /= np.sqrt(z.shape[1])
-            blocks.append(z * factor)
+            blocks.append(z * np.float32(factor))
         if self.presence_flags_:
             blocks.append(np.stack([present[m] for m in mods], axis=1).astype(np.float32))
+        if any(is_sparse(b) for b in blocks):
+            from scipy import sparse
+
+            return sparse.hstack([b if is_sparse(b) else sparse.csr_matrix(b) for b in blocks],
+                                 format="csr")
         return np.hstack(blocks)
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
@@ -105,6 +114,6 @@ class EarlyFusion(FusionStrategy):
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         x = self._design(views, present, self.modality_weights_)
         proba = self.model_.predict_proba(x)
-        out = np.zeros((len(x), len(self.classes_)))
+        out = np.zeros((x.shape[0], len(self.classes_)))
         out[:, np.asarray(self.model_.classes_, dtype=int)] = proba
         return out

@@ -9,8 +9,8 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
 from ..views import Present, Views
-from ._common import (check_weight_spec, fit_experts, normalise_weights, out_of_fold_probas,
-                      relative_weights)
+from ._common import (check_weight_spec, cross_fitted_experts, fit_experts, normalise_weights,
+                      out_of_fold_probas, predict_cross_fitted, relative_weights)
 from .base import FusionStrategy, register_fusion
 
 LOG_FLOOR = 1e-9
@@ -66,7 +66,8 @@ class LateFusion(FusionStrategy):
 
     Attributes
     ----------
-    experts_ : dict of per-modality fitted experts
+    experts_ : dict of per-modality fitted experts (with learned weights, the inner-fold
+        experts averaged: :class:`~mmfuse.fusion._common.CrossFitExpert`)
     modality_weights_ : dict, weights normalised to sum 1
     weight_scale_ : float, the sum of the raw weights (an inverse temperature)
     """
@@ -81,19 +82,41 @@ class LateFusion(FusionStrategy):
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         spec = check_weight_spec(self.weights, list(views), ("cv", "relative", "equal"))
+        oof = None
+        if spec in ("cv", "relative"):
+            oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
+                                     self.random_state)
+        self._fit_meta(oof if oof is not None else {m: None for m in views}, y, present, groups)
+        if spec in ("cv", "relative"):
+            # weights learned on out-of-fold probabilities: predict with the same inner-fold
+            # experts, averaged, so the probabilities keep the calibration the weights (and
+            # their scale, a temperature) were fitted to
+            self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
+                                                 self.cv, self.random_state)
+        else:
+            self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
+
+    def _fit_meta(self, oof: dict[str, Any], y: np.ndarray, present: Present,
+                  groups: Any) -> None:
+        """Learn the weights from per-modality out-of-fold probabilities (the meta level)."""
+        spec = check_weight_spec(self.weights, sorted(oof), ("cv", "relative", "equal"))
         self.prior_ = np.bincount(y, minlength=len(self.classes_)) / len(y)
         if spec == "equal":
-            raw = {m: 1.0 / len(views) for m in views}
+            raw = {m: 1.0 / len(oof) for m in oof}
         elif isinstance(spec, dict):
             raw = normalise_weights(spec)
         else:
-            oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
-                                     self.random_state)
             raw = relative_weights(oof, y) if spec == "relative" else self._cv_weights(oof, y)
         self.raw_weights_ = raw
         self.weight_scale_ = float(sum(raw.values()))
         self.modality_weights_ = normalise_weights(raw)
-        self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
+
+    def _predict_meta(self, probas: dict[str, np.ndarray], present: Present) -> np.ndarray:
+        scores = pooled_log_scores(probas, self.raw_weights_, self.combine)
+        none = ~np.any(np.stack([present[m] for m in probas]), axis=0)
+        out = softmax(scores, axis=1)
+        out[none] = self.prior_
+        return out
 
     def _cv_weights(self, oof: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
         mods = sorted(oof)
@@ -119,9 +142,4 @@ class LateFusion(FusionStrategy):
         return candidates[int(np.argmax(accs))]
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
-        probas = {m: self.experts_[m].predict_proba(views[m], present[m]) for m in views}
-        scores = pooled_log_scores(probas, self.raw_weights_, self.combine)
-        none = ~np.any(np.stack([present[m] for m in views]), axis=0)
-        out = softmax(scores, axis=1)
-        out[none] = self.prior_
-        return out
+        return predict_cross_fitted(self.experts_, views, present, self._predict_meta)

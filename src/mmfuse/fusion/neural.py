@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError, require
-from ..views import Present, Views
+from ..views import Present, Views, dense
 from ._common import EPS, _seed, inner_splits
 from .base import FusionStrategy, register_fusion
 
@@ -332,7 +332,7 @@ class NeuralFusion(FusionStrategy):
     def _standardise(self, views: Views, present: Present) -> list[np.ndarray]:
         out = []
         for m in self.modalities_:
-            z = (views[m] - self.input_mean_[m]) / self.input_scale_[m]
+            z = (dense(views[m]) - self.input_mean_[m]) / self.input_scale_[m]
             z = np.clip(z, -CLIP, CLIP)
             z[~present[m]] = 0.0
             out.append(z.astype(np.float32, copy=False))
@@ -347,7 +347,7 @@ class NeuralFusion(FusionStrategy):
         mods = sorted(views)
         self.input_mean_, self.input_scale_ = {}, {}
         for m in mods:
-            rows = views[m][present[m]]
+            rows = dense(views[m][np.flatnonzero(present[m])])
             std = rows.std(axis=0)
             self.input_mean_[m] = rows.mean(axis=0).astype(np.float32)
             self.input_scale_[m] = np.where(std > EPS, std, 1.0).astype(np.float32)

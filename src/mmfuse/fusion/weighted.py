@@ -8,9 +8,10 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from .._errors import InputError
-from ..views import Present, Views
-from ._common import (ViewScaler, check_weight_spec, fit_experts, inner_splits, make_classifier,
-                      normalise_weights, out_of_fold_probas, relative_weights, simplex_grid)
+from ..views import Present, Views, dense
+from ._common import (ViewScaler, check_weight_spec, cross_fitted_experts, inner_splits,
+                      make_classifier, normalise_weights, one_se_choice, out_of_fold_probas,
+                      predict_cross_fitted, relative_weights, simplex_grid)
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -50,11 +51,15 @@ class WeightedSumFusion(FusionStrategy):
     classifier : estimator, default=None
         Used both for the per-modality projections (``"class-scores"``) and on F.
     weights : {"cv", "relative", "equal"} or dict, default="cv"
-        ``"cv"`` picks the simplex grid point (step ``step``) with the best inner-CV accuracy.
+        ``"cv"`` searches a simplex grid (step ``step``, equal weights always included) by
+        inner-CV accuracy, and keeps equal weights unless the best grid point beats them
+        by more than one standard error of the per-fold differences (the one-SE rule:
+        under group shift a weight tuned on a few inner folds is mostly noise).
     projection : {"class-scores", "pca"}, default="class-scores"
         The common space. ``"class-scores"``: each view is mapped to the K class scores of
         its own classifier (out-of-fold on training rows, so the classifier on F never sees
-        over-fitted scores); ``"pca"``: each standardised view is reduced by whitened PCA to
+        over-fitted scores; at prediction the inner-fold classifiers are averaged, so F is
+        calibrated as in training, see :class:`~mmfuse.fusion._common.CrossFitExpert`); ``"pca"``: each standardised view is reduced by whitened PCA to
         the same dimension ``dim``.
     dim : int, default=64
         PCA dimension (capped by the smallest view and the sample count).
@@ -85,13 +90,12 @@ class WeightedSumFusion(FusionStrategy):
         if self.projection == "class-scores":
             oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
                                      self.random_state)
-            projected = {m: _class_scores(oof[m]) for m in mods}
-            # One scale per modality so that a weight means the same for every view: a
-            # modality whose scores barely move would otherwise get any weight for free.
-            self.score_scale_ = {m: float(projected[m][present[m]].std()) or 1.0 for m in mods}
-            projected = {m: projected[m] / self.score_scale_[m] for m in mods}
-            self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
+            self._fit_meta(oof, y, present, groups)
+            self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
+                                                 self.cv, self.random_state)
+            return
         else:
+            views = {m: dense(v) for m, v in views.items()}
             n_present = min(int(present[m].sum()) for m in mods)
             k = max(1, min(self.dim, min(v.shape[1] for v in views.values()), n_present - 1))
             self.scalers_, self.pcas_ = {}, {}
@@ -118,11 +122,45 @@ class WeightedSumFusion(FusionStrategy):
         self.model_ = make_classifier(self.classifier, self.random_state)
         self.model_.fit(weighted_sum(projected, present, weights), y)
 
+    def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,
+                  groups: Any) -> None:
+        """Class-score projection: weights and the classifier on F, from per-modality
+        out-of-fold probabilities (the meta level)."""
+        spec = check_weight_spec(self.weights, sorted(oof), ("cv", "relative", "equal"))
+        mods = sorted(oof)
+        projected = {m: _class_scores(oof[m]) for m in mods}
+        # One scale per modality so that a weight means the same for every view: a
+        # modality whose scores barely move would otherwise get any weight for free.
+        self.score_scale_ = {m: float(projected[m][present[m]].std()) or 1.0 for m in mods}
+        projected = {m: projected[m] / self.score_scale_[m] for m in mods}
+        if spec == "equal":
+            weights = {m: 1.0 / len(mods) for m in mods}
+        elif isinstance(spec, dict):
+            weights = normalise_weights(spec)
+        elif spec == "relative":
+            weights = relative_weights(oof, y)
+        else:
+            weights = self._search_weights(projected, present, y, groups)
+        self.modality_weights_ = weights
+        self.model_ = make_classifier(self.classifier, self.random_state)
+        self.model_.fit(weighted_sum(projected, present, weights), y)
+
+    def _predict_meta(self, probas: dict[str, np.ndarray], present: Present) -> np.ndarray:
+        projected = {m: _class_scores(probas[m]) / self.score_scale_[m] for m in probas}
+        f = weighted_sum(projected, present, self.modality_weights_)
+        proba = self.model_.predict_proba(f)
+        out = np.zeros((len(f), len(self.classes_)))
+        out[:, np.asarray(self.model_.classes_, dtype=int)] = proba
+        return out
+
     def _search_weights(self, projected, present, y, groups) -> dict[str, float]:
         mods = sorted(projected)
         # the grid grows as (1/step)^(M-1): coarsen it so a search stays ~20 points
         step = {1: 1.0, 2: self.step, 3: max(self.step, 0.2)}.get(len(mods), max(self.step, 0.25))
         grid = simplex_grid(len(mods), step) if len(mods) > 1 else np.ones((1, 1))
+        equal = np.full(len(mods), 1.0 / len(mods))
+        if not np.isclose(grid, equal).all(axis=1).any():
+            grid = np.vstack([equal, grid])
         splits = inner_splits(y, groups, min(self.cv, 3), self.random_state)
         if not splits:
             return {m: 1.0 / len(mods) for m in mods}
@@ -130,13 +168,17 @@ class WeightedSumFusion(FusionStrategy):
         for w in grid:
             weights = dict(zip(mods, w))
             f = weighted_sum(projected, present, weights)
-            correct = 0
+            fold_acc = []
             for train, test in splits:
                 model = make_classifier(self.classifier, self.random_state).fit(f[train], y[train])
-                correct += int(np.sum(model.predict(f[test]) == y[test]))
-            scores.append(correct)
-        self.weight_search_ = {"grid": grid, "correct": np.asarray(scores)}
-        return {m: float(w) for m, w in zip(mods, grid[int(np.argmax(scores))])}
+                fold_acc.append(float(np.mean(model.predict(f[test]) == y[test])))
+            scores.append(fold_acc)
+        scores = np.asarray(scores)
+        names = [str(i) for i in range(len(grid))]
+        i_equal = int(np.flatnonzero(np.isclose(grid, equal).all(axis=1))[0])
+        pick = int(one_se_choice(dict(zip(names, scores)), {names[i_equal]}))
+        self.weight_search_ = {"grid": grid, "fold_accuracy": scores}
+        return {m: float(w) for m, w in zip(mods, grid[pick])}
 
     def _pca_project(self, m: str, x: np.ndarray, present: np.ndarray) -> np.ndarray:
         z = self.scalers_[m].transform(x, present)
@@ -148,9 +190,11 @@ class WeightedSumFusion(FusionStrategy):
         if self.projection == "class-scores":
             return {m: _class_scores(self.experts_[m].predict_proba(views[m], present[m]))
                     / self.score_scale_[m] for m in views}
-        return {m: self._pca_project(m, views[m], present[m]) for m in views}
+        return {m: self._pca_project(m, dense(views[m]), present[m]) for m in views}
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
+        if self.projection == "class-scores":
+            return predict_cross_fitted(self.experts_, views, present, self._predict_meta)
         f = weighted_sum(self._project(views, present), present, self.modality_weights_)
         proba = self.model_.predict_proba(f)
         out = np.zeros((len(f), len(self.classes_)))

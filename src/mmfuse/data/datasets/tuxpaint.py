@@ -167,6 +167,23 @@ def load_tuxpaint(
         Drop categories with fewer stamps, after the ``require_all`` filter.
     """
     _check_options(require_all, min_per_class)
+    rows, skipped = _stamp_rows(root, on_error=on_error, download=download,
+                                require_all=require_all)
+    counts = Counter(row[0] for row in rows)
+    rows = [row for row in rows if counts[row[0]] >= min_per_class]
+    return make_frame(
+        "tuxpaint",
+        {"image": [r[1] for r in rows], "text": [r[2] for r in rows],
+         "audio": [r[3] for r in rows]},
+        [r[0] for r in rows],
+        None,
+        skipped,
+    )
+
+
+def _stamp_rows(root: Path, *, on_error: str, download: bool, require_all: bool
+                ) -> tuple[list[tuple[str, str, str | None, str | None, str]], list[dict]]:
+    """``(category, image, text, audio, stem)`` of every usable stamp, and the skipped files."""
     folder = _fetch.ensure_present("tuxpaint", root, download)
     relpaths = ["stamps/" + p for p in _fetch.list_files(folder / "stamps")]
     problems = Problems()
@@ -185,15 +202,69 @@ def load_tuxpaint(
         audio = paths.get("desc_fr")
         if require_all and (text is None or audio is None):
             continue
-        rows.append((stamp.category, paths["image"], text, audio))
-    skipped = problems.resolve("tuxpaint", on_error)
-    counts = Counter(category for category, *_ in rows)
-    rows = [row for row in rows if counts[row[0]] >= min_per_class]
+        rows.append((stamp.category, paths["image"], text, audio, stamp.stem))
+    return rows, problems.resolve("tuxpaint", on_error)
+
+
+def stamp_group(stem: str) -> str:
+    """The sub-folder a stamp lives in, e.g. ``"food/fruit"`` for
+    ``stamps/food/fruit/apple``; a stamp directly in its category folder gets the category
+    itself (``"food"``), a group of its own."""
+    parts = stem.split("/")
+    return "/".join(parts[1:3]) if len(parts) > 3 else parts[1]
+
+
+@DATASETS.register(
+    "tuxpaint-grouped",
+    modalities=["audio", "image", "text"],
+    n_samples=812,
+    n_classes=9,
+    licence="GPL-2.0-or-later",
+    citation=CITATION,
+    source=[SOURCE_INFO],
+    cv={"kind": "stratified-group", "n_splits": 5},
+    description=(
+        "Tux Paint stamps with real group shift: label = top-level category, group = its "
+        "sub-folder (e.g. food/fruit), so test folds hold sub-folders never seen in "
+        "training; only categories with >= 3 sub-folders. Image, English text, French audio."
+    ),
+    options={"require_all": True, "min_groups": 3},
+    sources=("tuxpaint",),
+)
+def load_tuxpaint_grouped(
+    root: Path, *, on_error: str, download: bool, require_all: bool = True,
+    min_groups: int = 3,
+):
+    """Build ``(X, y, groups)`` for ``tuxpaint-grouped``.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Data root holding ``tuxpaint/stamps``.
+    on_error, download
+        See :func:`mmfuse.data.datasets.load_dataset`.
+    require_all : bool, default=True
+        Keep only stamps with all three modalities; else keep every stamp with an image.
+    min_groups : int, default=3
+        Keep only categories with at least this many sub-folders holding kept stamps
+        (stamps directly in a category folder form one more group but do not count).
+    """
+    _check_options(require_all, 1)
+    if isinstance(min_groups, bool) or not isinstance(min_groups, int) or min_groups < 2:
+        raise InputError(f"min_groups must be an integer >= 2; got {min_groups!r}")
+    rows, skipped = _stamp_rows(root, on_error=on_error, download=download,
+                                require_all=require_all)
+    groups = [stamp_group(r[4]) for r in rows]
+    sub_folders: dict[str, set[str]] = {}
+    for row, group in zip(rows, groups):
+        if "/" in group:
+            sub_folders.setdefault(row[0], set()).add(group)
+    keep = [i for i, row in enumerate(rows) if len(sub_folders.get(row[0], ())) >= min_groups]
     return make_frame(
-        "tuxpaint",
-        {"image": [r[1] for r in rows], "text": [r[2] for r in rows],
-         "audio": [r[3] for r in rows]},
-        [r[0] for r in rows],
-        None,
+        "tuxpaint-grouped",
+        {"image": [rows[i][1] for i in keep], "text": [rows[i][2] for i in keep],
+         "audio": [rows[i][3] for i in keep]},
+        [rows[i][0] for i in keep],
+        [groups[i] for i in keep],
         skipped,
     )

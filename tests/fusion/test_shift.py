@@ -1,0 +1,136 @@
+"""What keeps learned combinations honest under group shift: cross-fitted experts, the
+one-standard-error rule, a regularised stacking meta-model, sparse views, one inner CV
+for auto."""
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from conftest import make_views
+from mmfuse import InputError
+from mmfuse.fusion import _common, create_fusion
+from mmfuse.fusion._common import CrossFitExpert, ViewScaler, inner_splits, one_se_choice
+
+
+def test_one_se_rule_prefers_the_simple_candidate_unless_clearly_better():
+    simple = {"eq"}
+    noisy = {"eq": np.array([0.70, 0.72, 0.68, 0.71]), "learned": np.array([0.74, 0.66, 0.73, 0.70])}
+    assert one_se_choice(noisy, simple) == "eq"
+    clear = {"eq": np.array([0.70, 0.72, 0.68, 0.71]), "learned": np.array([0.80, 0.81, 0.79, 0.80])}
+    assert one_se_choice(clear, simple) == "learned"
+    # the best simple one is the reference; ties go to the first listed
+    assert one_se_choice({"a": np.ones(3), "b": np.ones(3)}, {"a", "b"}) == "a"
+
+
+def test_learned_weights_predict_with_the_cross_fitted_experts():
+    views, y = make_views(n=300)
+    groups = np.repeat(np.arange(10), 30)
+    for name, params in (("late", {"weights": "cv"}), ("stacking", {}), ("weighted", {})):
+        f = create_fusion(name, random_state=0, cv=4, **params).fit(views, y, groups=groups)
+        assert all(isinstance(e, CrossFitExpert) for e in f.experts_.values())
+        assert all(len(e.experts) == 4 for e in f.experts_.values())
+    expert = f.experts_["a"]
+    present = np.ones(len(y), bool)
+    present[:5] = False
+    mean = np.mean([e.predict_proba(views["a"], present) for e in expert.experts], axis=0)
+    got = expert.predict_proba(views["a"], present)
+    np.testing.assert_allclose(got[5:], mean[5:])
+    assert np.isnan(got[:5]).all()
+    # fixed equal weights need no out-of-fold work: one expert per modality, refit on all
+    f = create_fusion("late", weights="equal").fit(views, y)
+    assert not any(isinstance(e, CrossFitExpert) for e in f.experts_.values())
+
+
+def test_stacking_meta_penalty_is_chosen_by_grouped_inner_cv():
+    views, y = make_views(n=300, noise_view=True)
+    groups = np.repeat(np.arange(10), 30)
+    f = create_fusion("stacking", random_state=0, cv=3).fit(views, y, groups=groups)
+    assert f.meta_C_ in (0.01, 0.1, 1.0) and f.meta_[-1].C == f.meta_C_
+    assert set(f.meta_C_scores_) == {0.01, 0.1, 1.0}
+    f = create_fusion("stacking", meta_Cs=(0.5,), cv=3).fit(views, y)
+    assert f.meta_C_ == 0.5
+    with pytest.raises(InputError, match="meta_Cs must be positive"):
+        create_fusion("stacking", meta_Cs=(0.0, 1.0), cv=3).fit(views, y)
+
+
+def test_weighted_cv_keeps_equal_weights_for_two_copies_of_one_view():
+    views, y = make_views(n=300)
+    twins = {"a": views["a"], "b": views["a"].copy()}
+    f = create_fusion("weighted", random_state=0, cv=3).fit(twins, y)
+    assert f.modality_weights_ == {"a": 0.5, "b": 0.5}
+    assert "fold_accuracy" in f.weight_search_
+
+
+def test_sparse_views_scale_to_unit_rows_without_centring():
+    rng = np.random.RandomState(0)
+    x = sparse.random(50, 30, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    present = np.ones(50, bool)
+    present[:3] = False
+    z = ViewScaler().fit(x, present).transform(x * 3.0, present)
+    assert sparse.issparse(z)
+    norms = np.sqrt(np.asarray(z.multiply(z).sum(axis=1))).ravel()
+    has = present & (np.diff(x.indptr) > 0)
+    np.testing.assert_allclose(norms[has], np.sqrt(30), rtol=1e-5)  # sqrt(width)
+    assert z[:3].nnz == 0  # missing rows stay all-zero
+    del rng
+
+
+def _sparse_problem(n=240, seed=0):
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, 3, n)
+    text = sparse.lil_matrix((n, 60), dtype=np.float32)
+    for i in range(n):
+        text[i, y[i] * 5 + rng.randint(0, 5)] = 1.0
+        text[i, 15 + rng.randint(0, 45)] = 1.0
+    dense_view = rng.normal(size=(n, 4)).astype(np.float32)
+    dense_view[:, 0] += y
+    return {"d": dense_view, "t": text.tocsr()}, y
+
+
+@pytest.mark.parametrize("name", ["early", "late", "stacking", "weighted", "seed-baseline"])
+def test_strategies_fit_sparse_views(name):
+    views, y = _sparse_problem()
+    f = create_fusion(name, random_state=0, cv=3).fit(views, y)
+    proba = f.predict_proba(views)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)  # float32 sparse design
+    assert f.score(views, y) > 0.8
+
+
+def test_early_fusion_of_a_sparse_view_is_a_sparse_design():
+    views, y = _sparse_problem()
+    f = create_fusion("early", random_state=0).fit(views, y)
+    design = f._design(views, {m: np.ones(len(y), bool) for m in views}, f.modality_weights_)
+    assert sparse.issparse(design) and design.shape == (len(y), 64)
+
+
+def test_auto_runs_one_inner_cv_of_the_per_modality_experts(monkeypatch):
+    views, y = make_views(n=240)
+    groups = np.repeat(np.arange(8), 30)
+    fits = []
+    real = _common.ModalityExpert.fit
+
+    def counting(self, *args, **kwargs):
+        fits.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_common.ModalityExpert, "fit", counting)
+    f = create_fusion("auto", cv=3, random_state=0).fit(views, y, groups=groups)
+    # 2 modalities x 3 inner folds, shared by every candidate, plus at most one refit per
+    # modality for the chosen member(s); the old selection refit every candidate per fold
+    assert len(fits) <= 2 * 3 + 2 * 2
+    assert {"early[equal]", "late[equal]", "seed-baseline", "late[cv]", "stacking",
+            "single:a", "single:b"} <= set(f.inner_scores_)
+    assert all(len(v) == 3 for v in f.inner_fold_scores_.values())
+
+
+def test_auto_follows_the_one_se_rule_on_its_inner_folds():
+    views, y = make_views(n=300, noise_view=True)
+    groups = np.repeat(np.arange(10), 30)
+    f = create_fusion("auto", cv=4, random_state=0, ensemble=False).fit(views, y, groups=groups)
+    scores = {n: np.asarray(v) for n, v in f.inner_fold_scores_.items()}
+    simple = {n for n in scores if n in ("early[equal]", "late[equal]", "seed-baseline")
+              or n.startswith("single:")}
+    assert f.chosen_name_ == one_se_choice(scores, simple)
+    best_single = max(v for n, v in f.inner_scores_.items() if n.startswith("single:"))
+    assert f.inner_scores_[f.chosen_name_] >= best_single
+    assert inner_splits(y, groups, 4, 0)  # grouped inner splits exist for this data

@@ -18,11 +18,11 @@ if [ -z "${MMFUSE_DATA:-}" ] && [ -d ../shared/data ]; then
 fi
 # A private cache so tests never read features or exported models of another run.
 export MMFUSE_CACHE="${MMFUSE_CACHE:-$(mktemp -d)}"
-python3 -m pytest -q "$@"
-
 # What pip alone gives a user: a fresh virtualenv, `pip install ".[all]"`, one encode per
-# pretrained encoder (scripts/check_install.sh). Run with the full suite only (no pytest
-# arguments); MMFUSE_SKIP_INSTALL_CHECK=1 skips it.
+# pretrained encoder (scripts/check_install.sh). Run before the full suite only (no pytest
+# arguments), so that pytest's summary is the last thing printed;
+# MMFUSE_SKIP_INSTALL_CHECK=1 skips it.
 if [ "$#" -eq 0 ] && [ -z "${MMFUSE_SKIP_INSTALL_CHECK:-}" ]; then
   bash scripts/check_install.sh
 fi
+exec python3 -m pytest -q "$@"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,5 +63,9 @@ def rebuild_results() -> Path:
 
 
 def _demote(section: str) -> str:
-    """Sections sit under this file's title: a section's own '# ' title becomes '## '."""
-    return "\n".join("#" + line if line.startswith("# ") else line for line in section.splitlines())
+    """Sections sit under this file's title: a section's headings are shifted so that its
+    top level is '## ' (sections are written either with '# ' or with '## ' titles)."""
+    lines = section.splitlines()
+    levels = [len(m.group(1)) for m in map(re.compile(r"(#+) ").match, lines) if m]
+    shift = "#" * max(0, 2 - min(levels, default=2))
+    return "\n".join(shift + line if re.match(r"#+ ", line) else line for line in lines)

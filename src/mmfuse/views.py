@@ -41,23 +41,16 @@ def check_views(views: Mapping[str, object], present: Mapping[str, object] | Non
             raise InputError(f"view names must be strings; got {name!r}")
         if is_sparse(views[name]):
             arr = views[name].tocsr().astype(np.float32, copy=False)
-            if arr.shape[1] == 0:
-                raise InputError(f"view {name!r} has no features (shape {arr.shape})")
-            if n_samples is None:
-                n_samples = arr.shape[0]
-            elif arr.shape[0] != n_samples:
-                sizes = {k: np.shape(views[k])[0] for k in sorted(views)}
-                raise InputError(f"all views must have the same number of samples; got {sizes}")
-            out[name] = arr
-            continue
-        try:
-            arr = np.asarray(views[name], dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"view {name!r} is not numeric: {exc}") from None
-        if arr.ndim == 1:
-            arr = arr.reshape(-1, 1)
-        if arr.ndim != 2:
-            raise InputError(f"view {name!r} must be 2-D (n_samples, d); got shape {arr.shape}")
+        else:
+            try:
+                arr = np.asarray(views[name], dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"view {name!r} is not numeric: {exc}") from None
+            if arr.ndim == 1:
+                arr = arr.reshape(-1, 1)
+            if arr.ndim != 2:
+                raise InputError(f"view {name!r} must be 2-D (n_samples, d); got shape "
+                                 f"{arr.shape}")
         if arr.shape[1] == 0:
             raise InputError(f"view {name!r} has no features (shape {arr.shape})")
         if n_samples is None:

@@ -526,7 +526,7 @@ def serve(
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, /model, /metrics, /docs."""
-    from .serve import run_server
+    from .serving import run_server
 
     with _errors():
         _placement(None, None, [], device)  # a bad or missing device fails before loading

@@ -149,13 +149,13 @@ def place_encoders(spec: Any, columns: Any, device: str) -> Any:
     stay as they are."""
     from .encoders.base import Encoder
     from .encoders.registry import create_encoder
-    from .estimator import PASSTHROUGH, resolve_encoders
+    from .encoders.featurizer import is_passthrough, resolve_encoders
 
     if spec is None:
         return None
     out: dict[str, Any] = {}
     for col, enc in resolve_encoders(spec, columns).items():
-        if isinstance(enc, str) and enc != PASSTHROUGH:
+        if isinstance(enc, str) and not is_passthrough(enc):
             where = encoder_device(enc, device)
             out[col] = enc if where is None else create_encoder(enc, device=where)
         elif isinstance(enc, Encoder) and "device" in vars(enc):

@@ -17,9 +17,11 @@ then :meth:`Featurizer.views_from_prepared` on a micro-batch).
 
 Extension points (kept open on purpose):
 
-* A view may read **several columns** (``sources={"tabular": ("age", "city")}``): its
-  encoder's ``prepare`` then gets one ``{column: cell}`` record per row (``None`` when every
-  cell of the row is missing). By default each view reads the column of its own name.
+* A view may read **several columns**: an encoder whose ``input_columns`` attribute lists
+  them (or ``Featurizer(sources={"tabular": ("age", "city")})``) gets one
+  ``{column: cell}`` record per row in ``prepare`` (``None`` when every cell of the row is
+  missing), and the key it is given in ``encoders=`` names its view. By default each view
+  reads the column of its own name.
 * A cell may hold **several items** (e.g. a list of files): it reaches the encoder's
   ``prepare`` as is, so an encoder that pools several files per sample only has to accept
   a list there.
@@ -38,7 +40,8 @@ from ..views import Present, Views, check_views
 from .base import MODALITIES, ON_ERROR, Encoder, ItemError, MissingItem, is_missing
 
 __all__ = ["PASSTHROUGH", "Encoded", "Featurizer", "Passthrough", "as_columns",
-           "build_encoders", "is_passthrough", "resolve_encoders"]
+           "build_encoders", "default_encoder", "is_passthrough", "resolve_encoders",
+           "source_columns"]
 
 Progress = Callable[[str, int, int], Any]
 
@@ -183,7 +186,8 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
         return {c: default_encoder(c) for c in sorted(cols)}
     if not isinstance(encoders, Mapping) or not encoders:
         raise InputError(f"encoders must be a non-empty dict of column -> encoder; got {encoders!r}")
-    missing = sorted(set(encoders) - set(columns))
+    missing = sorted(c for c in encoders
+                     if not set(source_columns(c, encoders[c])) <= set(columns))
     if missing:
         raise InputError(
             f"encoders name columns the data does not have: {missing}; "
@@ -202,6 +206,15 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
         else:
             raise InputError(f"encoder for column {col!r} must be a name or an Encoder; got {spec!r}")
     return out
+
+
+def source_columns(view: str, encoder: Any) -> tuple[str, ...]:
+    """The table columns a view reads: the encoder's ``input_columns`` when it has some (a
+    multi-column encoder), else the column named like the view."""
+    columns = getattr(encoder, "input_columns", None)
+    if columns is None or isinstance(encoder, str):
+        return (view,)
+    return tuple(columns)
 
 
 def build_encoders(specs: Mapping[str, Any]) -> dict[str, Any]:
@@ -272,8 +285,8 @@ class Featurizer:
         self.encoders = {c: (PASSTHROUGH if is_passthrough(e) else e)
                          for c, e in sorted(encoders.items())}
         self.dims = dict(dims or {})
-        self.sources = {v: (tuple(sources[v]) if sources and v in sources else (v,))
-                        for v in self.encoders}
+        self.sources = {v: (tuple(sources[v]) if sources and v in sources
+                            else source_columns(v, e)) for v, e in self.encoders.items()}
         self.owner = owner
 
     # -- what the views are -----------------------------------------------------------

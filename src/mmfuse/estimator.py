@@ -33,8 +33,12 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         ``"passthrough"`` for pre-extracted feature arrays. None with a dict of arrays means
         every array is passthrough. ``"auto"`` picks the best installed encoder for columns
         named image, text and audio.
-    fusion : str, default="late"
-        A registered strategy: early, weighted, late, stacking, seed-baseline, ...
+    fusion : str or FusionStrategy, default="late"
+        A registered strategy name (early, weighted, late, stacking, seed-baseline, auto,
+        ...), or a strategy instance such as ``LateFusion(weights="cv")`` (cloned at fit; its
+        own parameters rule, reachable as ``fusion__<param>`` by ``set_params`` and
+        ``GridSearchCV``). ``weights``, ``classifier`` and ``cv`` below apply to a strategy
+        given by name; ``random_state`` also goes to an instance that has none.
     weights : {"cv", "relative", "equal"} or dict, default="cv"
         Modality weights, learned on the training data only (out-of-fold).
     classifier : estimator, default=None
@@ -64,7 +68,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of labels
-    encoders_ : dict of column -> fitted Encoder (or "passthrough")
+    encoders_ : dict of column -> fitted Encoder (or ``PASSTHROUGH``)
     fusion_ : fitted strategy
     modality_weights_ : dict of column -> weight (sum 1), or None
     errors_ : list of ItemError from ``fit`` (set by ``fit`` only: ``predict`` and
@@ -80,7 +84,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.fit(df, df["label"]).predict(df)  # doctest: +SKIP
     """
 
-    def __init__(self, encoders: Any = None, fusion: str = "late", weights: Any = "cv",
+    def __init__(self, encoders: Any = None, fusion: Any = "late", weights: Any = "cv",
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
                  on_error: str = "raise", fusion_params: dict | None = None,
                  scrub_pii: bool = False, epsilon: float | None = None,
@@ -131,7 +135,6 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
         """Encode every modality, then fit the fusion strategy (weights learned out-of-fold)."""
-        from .fusion import create_fusion
 
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
@@ -154,18 +157,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             present = {k: p[keep] for k, p in present.items()}
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
-        params = dict(self.fusion_params or {})
-        params.setdefault("classifier", self.classifier)
-        params.setdefault("weights", self.weights)
-        params.setdefault("cv", self.cv)
-        params.setdefault("random_state", self.random_state)
-        if self.epsilon is not None:
-            from .privacy.dp import make_private_fusion
-
-            self.fusion_ = make_private_fusion(self.fusion, self.epsilon, delta=self.delta,
-                                               **params)
-        else:
-            self.fusion_ = create_fusion(self.fusion, **params)
+        self.fusion_ = self._make_fusion()
         self.fusion_.fit(views, y, present, groups)
         if self.epsilon is not None:
             self.epsilon_spent_ = float(self.fusion_.epsilon_spent_)
@@ -175,6 +167,37 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
         self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self
+
+    def _make_fusion(self) -> Any:
+        """A fresh strategy: built by name with this estimator's settings, or a clone of
+        the strategy instance given (its own parameters rule; ``fusion_params`` are set on
+        it, and ``random_state`` is passed on when it has none)."""
+        from sklearn.base import clone
+
+        from .fusion import FusionStrategy, create_fusion
+
+        if isinstance(self.fusion, FusionStrategy):
+            if self.epsilon is not None:
+                raise InputError(
+                    "epsilon needs the fusion strategy by name ('early' or 'late'), so that "
+                    f"its private version is built; got the instance {self.fusion!r}")
+            strategy = clone(self.fusion)
+            if self.fusion_params:
+                strategy.set_params(**self.fusion_params)
+            if ("random_state" in strategy.get_params(deep=False)
+                    and strategy.random_state is None and self.random_state is not None):
+                strategy.set_params(random_state=self.random_state)
+            return strategy
+        params = dict(self.fusion_params or {})
+        params.setdefault("classifier", self.classifier)
+        params.setdefault("weights", self.weights)
+        params.setdefault("cv", self.cv)
+        params.setdefault("random_state", self.random_state)
+        if self.epsilon is not None:
+            from .privacy.dp import make_private_fusion
+
+            return make_private_fusion(self.fusion, self.epsilon, delta=self.delta, **params)
+        return create_fusion(self.fusion, **params)
 
     def _apply_privacy_to_encoders(self) -> None:
         """Switch PII scrubbing on for the text encoders; refuse data-dependent encoders

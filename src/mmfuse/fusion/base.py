@@ -40,6 +40,18 @@ def create_fusion(name: str, **params: Any) -> "FusionStrategy":
     return FUSIONS.create(name, **params)
 
 
+def fusion_name(fusion: Any) -> str:
+    """The registered name of a strategy given by name or as an instance (its class's
+    registered name, else the class name)."""
+    if isinstance(fusion, str):
+        return fusion
+    _load_builtin()
+    for name in FUSIONS.names():
+        if FUSIONS.entry(name).builder is type(fusion):
+            return name
+    return type(fusion).__name__
+
+
 def list_fusions() -> list[dict[str, Any]]:
     _load_builtin()
     return [{"name": n, **FUSIONS.entry(n).meta} for n in FUSIONS.names()]

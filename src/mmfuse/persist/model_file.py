@@ -49,6 +49,7 @@ import numpy as np
 
 from .._errors import InputError
 from .allowlist import import_class, resolve_types, type_name
+from ..fusion.base import fusion_name
 from .codec import dump_state, load_state
 from .container import (FORMAT, SCHEMA_VERSION, ModelFileError, current_version, jsonable,
                         library_versions, open_container, payload_record, read_header_of,
@@ -171,7 +172,7 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = (),
         "modalities": sorted(model.encoders_),
         "used_modalities": list(getattr(model.fusion_, "modalities_", sorted(model.encoders_))),
         "encoders": header_encoders,
-        "fusion": getattr(model, "fusion", type(model.fusion_).__name__),
+        "fusion": fusion_name(getattr(model, "fusion", model.fusion_)),
         "fusion_class": type_name(type(model.fusion_)),
         "estimator": type_name(type(model)),
         "modality_weights": jsonable(getattr(model, "modality_weights_", None)),

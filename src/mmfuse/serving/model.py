@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from ..fusion.base import fusion_name
 from ..encoders.base import MissingItem
 from ..encoders.featurizer import Featurizer
 from .errors import ApiError
@@ -57,7 +58,7 @@ def model_spec(model: Any, max_upload_bytes: int, max_text_chars: int,
         "modalities": columns,
         "used_modalities": used,
         "encoders": encoders,
-        "fusion": getattr(model, "fusion", type(model.fusion_).__name__),
+        "fusion": fusion_name(getattr(model, "fusion", model.fusion_)),
         "modality_weights": _jsonable(getattr(model, "modality_weights_", None)),
         "mmfuse_version": version,
         "model_file": ({"mmfuse_version": saved.get("mmfuse_version"),

@@ -25,7 +25,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._errors import MmfuseError
+from ._errors import DeviceError, MmfuseError  # noqa: F401 (DeviceError lives here for users)
 
 __all__ = ["DEVICES", "PRECISIONS", "DeviceError", "check_precision", "cuda_available",
            "encoder_device", "head_params", "place_encoders", "resolve_device", "to_device"]
@@ -34,14 +34,6 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: The learned heads: strategies that take ``device``.
 HEADS = ("gmu", "attention", "lowrank")
-
-
-class DeviceError(MmfuseError, ValueError):
-    """A device was asked for that this machine does not have, or is not a device at all.
-
-    Not an :class:`~mmfuse.InputError`: ``on_error="skip"`` skips bad items, never a bad
-    device.
-    """
 
 
 def cuda_available() -> bool:

@@ -28,8 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import InputError, MissingDependencyError
-from ..devices import DeviceError
+from .._errors import DeviceError, InputError, MissingDependencyError
 
 #: Exceptions never turned into an item error: they are about the machine or the
 #: installation, not about one item (a missing package or GPU would otherwise skip every

@@ -22,7 +22,6 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable
 
 MODALITY_OPTIONS = ("image", "text", "audio")
-DEFAULT_ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 
 
 #: ``mmfuse --debug ...``: show Python tracebacks instead of one-line messages.
@@ -315,7 +314,9 @@ def _encoder_spec(X: Any, enc: Any) -> Any:
         return None  # pre-extracted arrays: passthrough
     if enc == "auto":
         return "auto"
-    spec = {m: DEFAULT_ENCODERS[m] for m in MODALITY_OPTIONS if m in X.columns}
+    from .encoders.registry import default_encoder
+
+    spec = {m: default_encoder(m) for m in MODALITY_OPTIONS if m in X.columns}
     spec.update(enc or {})
     return spec
 

@@ -33,7 +33,6 @@ __all__ = ["DEVICES", "PRECISIONS", "DeviceError", "check_precision", "cuda_avai
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: The learned heads: strategies that take ``device``.
-HEADS = ("gmu", "attention", "lowrank")
 
 
 def cuda_available() -> bool:
@@ -164,13 +163,16 @@ def head_params(strategies: Sequence[str], device: str,
                 ) -> dict[str, dict[str, Any]]:
     """Per-strategy parameters (as ``evaluate(fusion_params=...)`` takes them) putting the
     learned heads on ``device``, directly or as candidates of ``auto``."""
+    from .fusion.base import fusions_with
+
+    heads = fusions_with(takes_device=True)
     out = {k: dict(v) for k, v in (params or {}).items()}
     for name in strategies:
-        if name in HEADS:
+        if name in heads:
             out.setdefault(name, {})["device"] = device
         elif name == "auto":
             candidate = dict(out.setdefault("auto", {}).get("candidate_params") or {})
-            for head in HEADS:
+            for head in heads:
                 candidate[head] = {**dict(candidate.get(head, {})), "device": device}
             out["auto"]["candidate_params"] = candidate
     return out

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._constants import MODALITIES, ON_ERROR  # noqa: F401 (re-exported)
 from .._errors import DeviceError, InputError, MissingDependencyError
 
 #: Exceptions never turned into an item error: they are about the machine or the
@@ -36,8 +37,6 @@ from .._errors import DeviceError, InputError, MissingDependencyError
 NOT_ITEM_ERRORS = (MemoryError, KeyboardInterrupt, SystemExit, MissingDependencyError,
                    DeviceError)
 
-MODALITIES = ("image", "text", "audio")
-ON_ERROR = ("raise", "skip")
 
 
 def is_missing(item: Any) -> bool:

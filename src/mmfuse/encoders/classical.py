@@ -90,7 +90,7 @@ class PixelsEncoder(_ImageEncoder):
         return batch.astype(np.float32) / 255.0
 
 
-@register_encoder("hog", modality="image", dim=7 * 7 * 2 * 2 * 9,
+@register_encoder("hog", default=True, modality="image", dim=7 * 7 * 2 * 2 * 9,
                   description="histogram of oriented gradients of the 64x64 grayscale image")
 class HogEncoder(_ImageEncoder):
     """Histogram of oriented gradients of the grayscale image (as :func:`skimage.feature.hog`).
@@ -256,7 +256,7 @@ class ColorHistogramEncoder(_ImageEncoder):
 # -- text ------------------------------------------------------------------------------------
 
 
-@register_encoder("tfidf", modality="text", dim=None,
+@register_encoder("tfidf", default=True, modality="text", dim=None,
                   description="TF-IDF of word 1-2 grams and character 2-5 grams (learns a "
                               "vocabulary; optional SVD)")
 class TfidfEncoder(Encoder):
@@ -625,7 +625,7 @@ class _AudioEncoder(Encoder):
             raise ValueError(f"segments must be an int >= 0; got {self.segments!r}")
 
 
-@register_encoder("mfcc", modality="audio", dim=13 * 4 + 13 * 4,
+@register_encoder("mfcc", default=True, modality="audio", dim=13 * 4 + 13 * 4,
                   description="MFCC + delta mean/std over time, plus MFCC means of 4 "
                               "time segments (16 kHz, 25 ms windows, 10 ms hop)")
 class MfccEncoder(_AudioEncoder):

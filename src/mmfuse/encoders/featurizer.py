@@ -227,10 +227,8 @@ def build_encoders(specs: Mapping[str, Any]) -> dict[str, Any]:
 
 def default_encoder(modality: str) -> str:
     """The best installed encoder for a modality (pretrained when it is available)."""
-    try:
-        from .pretrained import best_available_encoder
-    except ImportError:  # pragma: no cover - pretrained ships with mmfuse
-        return {"image": "hog", "text": "tfidf", "audio": "mfcc"}[modality]
+    from .pretrained import best_available_encoder
+
     return best_available_encoder(modality)
 
 

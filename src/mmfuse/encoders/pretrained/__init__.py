@@ -43,7 +43,8 @@ from __future__ import annotations
 import importlib
 import importlib.util  # noqa: F401 (tests patch pretrained.importlib)
 
-from ..registry import ENCODERS
+from ..._constants import MODALITIES
+from ..registry import ENCODERS, auto_candidates
 from .audio import SoundEffectsEncoder, SpeechEmbeddingEncoder
 from .image import EfficientNetLite0Encoder
 from .runtime import (AISFX_CHECKPOINT_HASH, CUDA_BATCH, DEVICES, EXPORT_VERSION, IMAGENET_MEAN,
@@ -59,27 +60,24 @@ __all__ = [
     "onnx_providers", "package_file",
 ]
 
-#: Fallback order per modality for ``encoders="auto"``: best first, classical last.
-AUTO_PREFERENCE = {
-    "image": ("efficientnet-lite0", "hog"),
-    "text": ("minilm", "wordllama", "tfidf"),
-    "audio": ("speech-embedding", "sound-effects", "mfcc"),
-}
+#: Fallback order per modality for ``encoders="auto"``, best first, default last: what the
+#: encoders declare (``auto_rank``, ``default``) when they register; kept for reading.
+AUTO_PREFERENCE = {m: auto_candidates(m) for m in MODALITIES}
 
 
 def best_available_encoder(modality: str) -> str:
     """The best encoder for ``modality`` whose packages are installed (``encoders="auto"``).
 
-    Pretrained encoders first (see ``AUTO_PREFERENCE``), then the classical one
+    The candidates the encoders declared (``auto_rank``, best first; see
+    :func:`mmfuse.encoders.registry.auto_candidates`), then the modality's default encoder
     (``hog``, ``tfidf``, ``mfcc``), which needs no optional package.
     """
-    if modality not in AUTO_PREFERENCE:
-        raise ValueError(f"modality must be one of {sorted(AUTO_PREFERENCE)}; got {modality!r}")
-    for name in AUTO_PREFERENCE[modality]:
-        if name not in ENCODERS:
-            continue
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {sorted(MODALITIES)}; got {modality!r}")
+    candidates = auto_candidates(modality)
+    for name in candidates:
         builder = ENCODERS.entry(name).builder
         check = getattr(builder, "available", None)
         if check is None or check():
             return name
-    return AUTO_PREFERENCE[modality][-1]
+    return candidates[-1]

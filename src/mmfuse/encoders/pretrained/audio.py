@@ -24,7 +24,7 @@ def _positive_seconds(value: Any) -> None:
         raise ValueError(f"max_seconds must be a positive number or None; got {value!r}")
 
 
-@register_encoder("speech-embedding", modality="audio", dim=96, extra="audio",
+@register_encoder("speech-embedding", auto_rank=1, modality="audio", dim=96, extra="audio",
                   description="Google speech_embedding (openwakeword 0.4.0 ONNX), 16 kHz, "
                               "mean over 0.76 s windows, 96-d")
 class SpeechEmbeddingEncoder(PretrainedEncoder):
@@ -115,7 +115,7 @@ class SpeechEmbeddingEncoder(PretrainedEncoder):
             [self._windows(spec) for spec in batch], self.dim)
 
 
-@register_encoder("sound-effects", modality="audio", dim=512, extra="audio",
+@register_encoder("sound-effects", auto_rank=2, modality="audio", dim=512, extra="audio",
                   description="aiSFX CNN trained on sound-effect libraries, 44.1 kHz log-mel, "
                               "mean over ~2.3 s blocks, 512-d; ONNX export of the PyTorch weights")
 class SoundEffectsEncoder(PretrainedEncoder):

@@ -267,7 +267,7 @@ class FeatureCache:
         """Open under the cache's file lock: creating the database, its schema and the
         switch to WAL are serialised across processes (two processes creating a new
         cache at once made SQLite answer "database is locked" without waiting)."""
-        with _FileLock(self.root / (DB_NAME + ".lock")):
+        with FileLock(self.root / (DB_NAME + ".lock")):
             return self._open_checked()
 
     def _open_checked(self) -> sqlite3.Connection:
@@ -318,7 +318,7 @@ class FeatureCache:
 
     def _rebuild(self, reason: str) -> None:
         """Set a damaged / foreign database aside and start an empty one."""
-        with self._rebuild_lock, _FileLock(self.root / (DB_NAME + ".lock")):
+        with self._rebuild_lock, FileLock(self.root / (DB_NAME + ".lock")):
             # Someone (another thread or process) may have rebuilt it already.
             try:
                 self._open_checked().close()
@@ -527,14 +527,14 @@ def _size_on_disk(path: Path) -> int:
     return total
 
 
-class _FileLock:
+class FileLock:
     """An exclusive advisory lock on a file (POSIX flock; a no-op where unavailable)."""
 
     def __init__(self, path: Path):
         self.path = path
         self._handle: Any = None
 
-    def __enter__(self) -> "_FileLock":
+    def __enter__(self) -> "FileLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "a+b")
         try:

@@ -109,7 +109,7 @@ def encoder_device(name: str, device: str) -> str | None:
     encoders with a PyTorch path get the GPU; ONNX-only ones get it when onnxruntime-gpu
     provides the CUDA execution provider, else the CPU.
     """
-    from .encoders.registry import ENCODERS, _load_builtin
+    from .encoders.registry import ENCODERS, load_builtin as _load_builtin
 
     _load_builtin()
     builder = ENCODERS.entry(name).builder

@@ -300,19 +300,35 @@ def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n
         yield from fold
 
 
+def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
+               train: np.ndarray, classifier: Any, cv: int, random_state: Any,
+               create_fusion: Callable | None = None) -> Any:
+    """Configuration ``c`` fitted on the ``train`` rows that carry at least one of its
+    modalities (None when no training row does). Shared by evaluation and robustness."""
+    if create_fusion is None:
+        from .fusion import create_fusion
+    params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
+    if c.weights is not None:
+        params["weights"] = c.weights
+    p = {m: present[m][train] for m in c.modalities}
+    keep = np.any(np.stack(list(p.values())), axis=0)  # rows with none of these modalities
+    if not keep.any():
+        return None
+    strategy = create_fusion(c.fusion, **params)
+    strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
+                 {m: a[keep] for m, a in p.items()}, None if g_train is None else g_train[keep])
+    return strategy
+
+
 def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                  train: np.ndarray, test: np.ndarray, classifier: Any, cv: int,
                  random_state: Any, create_fusion: Callable
                  ) -> tuple[str, np.ndarray, float, Any, str | None]:
-    params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
-    if c.weights is not None:
-        params["weights"] = c.weights
     start = time.perf_counter()
-    strategy = create_fusion(c.fusion, **params)
-    p = {m: present[m][train] for m in c.modalities}
-    keep = np.any(np.stack(list(p.values())), axis=0)  # rows with none of these modalities
-    strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
-                 {m: a[keep] for m, a in p.items()}, None if g_train is None else g_train[keep])
+    strategy = fit_config(c, views, present, y, g_train, train, classifier, cv, random_state,
+                          create_fusion)
+    if strategy is None:
+        raise InputError(f"{c.name}: no training row of a fold has any of {list(c.modalities)}")
     pred = strategy.predict({m: views[m][test] for m in c.modalities},
                             {m: present[m][test] for m in c.modalities})
     return (c.name, pred, time.perf_counter() - start, strategy.modality_weights_,

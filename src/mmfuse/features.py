@@ -556,9 +556,9 @@ def _finish_chunk(chunk: pd.DataFrame, start: int, base: Path, path_cols: list[s
 
 
 def _resolve_path(value: Any, base: Path) -> Any:
-    from .data.manifest import _resolve
+    from .data.manifest import resolve_path
 
-    return _resolve(value, base)
+    return resolve_path(value, base)
 
 
 def _prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> dict[int, dict[str, Any]]:

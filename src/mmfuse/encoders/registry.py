@@ -81,6 +81,11 @@ def encoder_modality(name: str) -> str:
     return ENCODERS.entry(name).meta["modality"]
 
 
+def load_builtin() -> None:
+    """Import the built-in encoder modules, which registers their encoders."""
+    _load_builtin()
+
+
 def _load_builtin() -> None:
     # Importing the modules registers their encoders; pretrained ones import heavy packages
     # only when an encoder is built, so this stays cheap.

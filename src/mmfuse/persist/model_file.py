@@ -111,7 +111,7 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = (),
     from .. import __version__
     from .._io import atomic_write_bytes
     from ..encoders.featurizer import PASSTHROUGH, is_passthrough
-    from ..encoders.registry import ENCODERS, _load_builtin
+    from ..encoders.registry import ENCODERS, load_builtin as _load_builtin
 
     if not hasattr(model, "encoders_") or not hasattr(model, "fusion_"):
         raise InputError(f"only a fitted MultimodalClassifier can be saved; got "

@@ -137,13 +137,13 @@ def exported_model(name: str, weights_hash: str, export: Callable[[Path], None],
     The export is written to a temporary file and renamed into place, under a file lock,
     so a killed export or two processes exporting at once never leave a half-written model.
     """
-    from ...cache import _FileLock
+    from ...cache import FileLock
 
     target = exported_model_path(name, weights_hash)
     if loads(target, extra):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _FileLock(target.with_suffix(".lock")):
+    with FileLock(target.with_suffix(".lock")):
         if loads(target, extra):  # another process finished it while we waited
             return target
         if target.exists():

@@ -38,7 +38,7 @@ from .batcher import Batcher, ServiceStats
 from .middleware import Front, Metrics
 from .model import answer_body, model_spec, predict_batch, prepare_items, warm_up_model
 from .openapi import openapi_request, response_models
-from .errors import ApiError
+from .errors import ApiError, install_error_handlers
 from .requests import (MEDIA_TYPES, BodyLimits, Field, discard_body, items_from_fields,
                        items_from_json, parse_multipart, parse_urlencoded, read_body)
 
@@ -102,25 +102,12 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     fastapi = require("fastapi", "serve")
     require("python_multipart", "serve")  # multipart parsing, checked now rather than per request
     require("prometheus_client", "serve")
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import Request
 
-    for name, value in (("max_upload_bytes", max_upload_bytes), ("max_text_chars", max_text_chars),
-                        ("batch_max", batch_max), ("max_queue", max_queue)):
-        if name == "max_queue" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive int; got {value!r}")
-    if not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms <= 10_000:
-        raise InputError(f"batch_wait_ms must be between 0 and 10000; got {batch_wait_ms!r}")
-    if request_timeout is not None and (isinstance(request_timeout, bool)
-                                        or not isinstance(request_timeout, (int, float))
-                                        or not 0 < request_timeout < math.inf):
-        raise InputError(f"request_timeout must be a positive number of seconds or None; got "
-                         f"{request_timeout!r}")
+    _check_options(max_upload_bytes, max_text_chars, batch_max, max_queue, batch_wait_ms,
+                   request_timeout)
     keys = KeyCheck(api_keys or ())
 
     spec = model_spec(model, max_upload_bytes, max_text_chars, __version__)
@@ -159,50 +146,8 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     app.state.stats = stats
     app.state.metrics_registry = metrics.registry
 
-    def error_response(exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        stats.errors += 1
-        return error_response(exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        stats.errors += 1
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
-                                                                 f"http_{exc.status_code}")
-        response = JSONResponse(ApiError(exc.status_code, code, str(exc.detail)).body(),
-                                status_code=exc.status_code)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        stats.errors += 1
-        return error_response(ApiError(422, "invalid_request", str(exc.errors())))
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("internal error while serving %s", request.url.path)
-        return JSONResponse(ApiError(500, "internal", "internal server error").body(),
-                            status_code=500)
-
-    @app.get("/health", summary="Liveness and batching statistics (open without a key)")
-    async def health():
-        return {"status": "ok", **stats.as_dict()}
-
-    @app.get("/model", summary="What the model predicts and from which inputs")
-    async def model_info():
-        return spec.info
-
-    @app.get("/metrics", summary="Prometheus metrics (text format)",
-             response_class=Response)
-    async def metrics_endpoint():
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    install_error_handlers(app, stats)
+    _add_info_routes(app, spec, stats, metrics)
 
     def parse(media: str, body: bytes, fields: list[Field] | None) -> dict[str, Any]:
         if media == "application/json":
@@ -283,3 +228,42 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     app.add_middleware(Front, keys=keys, metrics=metrics, known_paths=known,
                        access_log=access_log)
     return app
+
+
+def _add_info_routes(app: Any, spec: Any, stats: ServiceStats, metrics: Metrics) -> None:
+    """``/health`` (open without a key), ``/model`` and ``/metrics``."""
+    from fastapi.responses import Response
+
+    @app.get("/health", summary="Liveness and batching statistics (open without a key)")
+    async def health():
+        return {"status": "ok", **stats.as_dict()}
+
+    @app.get("/model", summary="What the model predicts and from which inputs")
+    async def model_info():
+        return spec.info
+
+    @app.get("/metrics", summary="Prometheus metrics (text format)",
+             response_class=Response)
+    async def metrics_endpoint():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _check_options(max_upload_bytes: int, max_text_chars: int, batch_max: int,
+                   max_queue: int | None, batch_wait_ms: float,
+                   request_timeout: float | None) -> None:
+    """Refuse limits that are not positive numbers (scikit-learn style: a clear error)."""
+    for name, value in (("max_upload_bytes", max_upload_bytes), ("max_text_chars", max_text_chars),
+                        ("batch_max", batch_max), ("max_queue", max_queue)):
+        if name == "max_queue" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive int; got {value!r}")
+    if not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms <= 10_000:
+        raise InputError(f"batch_wait_ms must be between 0 and 10000; got {batch_wait_ms!r}")
+    if request_timeout is not None and (isinstance(request_timeout, bool)
+                                        or not isinstance(request_timeout, (int, float))
+                                        or not 0 < request_timeout < math.inf):
+        raise InputError(f"request_timeout must be a positive number of seconds or None; got "
+                         f"{request_timeout!r}")

@@ -15,6 +15,7 @@ from .encoders.featurizer import (PASSTHROUGH, Encoded, Featurizer,  # noqa: F40
                                   as_columns, build_encoders, is_passthrough, resolve_encoders)
 from .views import Present, Views
 
+
 class PredictReport(NamedTuple):
     """What :meth:`MultimodalClassifier.predict_report` returns."""
 

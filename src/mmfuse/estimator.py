@@ -73,7 +73,9 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
         return {c: _best_available(c) for c in sorted(cols)}
     if not isinstance(encoders, Mapping) or not encoders:
         raise InputError(f"encoders must be a non-empty dict of column -> encoder; got {encoders!r}")
-    missing = sorted(set(encoders) - set(columns))
+    # a multi-column encoder (tabular) names a view, not a column: it reads its own columns
+    missing = sorted(c for c in set(encoders) - set(columns)
+                     if not getattr(encoders[c], "multi_column", False))
     if missing:
         raise InputError(
             f"encoders name columns the data does not have: {missing}; "
@@ -173,6 +175,13 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         and mmfuse's DP linear models are allowed; see :mod:`mmfuse.privacy.dp`.
     delta : float, default=1e-5
         The delta of the budget (only with ``epsilon``); 0 for pure epsilon-DP.
+    pooling : {"mean", "max"}, default="mean"
+        How the embeddings of a cell holding several files (a list of paths, see
+        :mod:`mmfuse.encoders.cells`) are pooled into the cell's row.
+
+    Tabular columns are one more view: ``encoders={"tabular": TabularEncoder(numeric=[...],
+    categorical=[...])}`` (see :mod:`mmfuse.encoders.tabular`); the key names the view, the
+    encoder names the columns it reads.
 
     Attributes
     ----------
@@ -197,7 +206,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
                  on_error: str = "raise", fusion_params: dict | None = None,
                  scrub_pii: bool = False, epsilon: float | None = None,
-                 delta: float = 1e-5):
+                 delta: float = 1e-5, pooling: str = "mean"):
         self.encoders = encoders
         self.fusion = fusion
         self.weights = weights
@@ -209,6 +218,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.scrub_pii = scrub_pii
         self.epsilon = epsilon
         self.delta = delta
+        self.pooling = pooling
 
     # -- features ---------------------------------------------------------------------
     def _encode(self, X: Any, *, fit: bool) -> tuple[Views, Present]:
@@ -218,8 +228,10 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         return views, present
 
     def _encode_report(self, X: Any, *, fit: bool) -> tuple[Views, Present, list[ItemError]]:
+        from .encoders.cells import check_pooling, encoder_samples, pooled
         from .encoders.registry import create_encoder
 
+        check_pooling(self.pooling)
         if self.on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
         columns, n = _as_columns(X, encoders_given=self.encoders is not None)
@@ -229,7 +241,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                               for c, s in specs.items()}
             self._apply_privacy_to_encoders()
         else:
-            missing = sorted(set(self.encoders_) - set(columns))
+            missing = sorted(c for c in set(self.encoders_) - set(columns)
+                             if not getattr(self.encoders_[c], "multi_column", False))
             if missing:
                 raise InputError(
                     f"X lacks the columns the model was trained on: {missing}; "
@@ -239,17 +252,19 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         present: Present = {}
         all_errors: list[ItemError] = []
         for col, enc in self.encoders_.items():
-            values = columns[col]
             if enc == PASSTHROUGH:
-                views[col] = _passthrough_view(col, values)
+                views[col] = _passthrough_view(col, columns[col])
                 continue
-            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
+            samples = encoder_samples(columns, col, enc)
             if enc.stateless:
-                # streamed, and cached on disk by content hash (see mmfuse.extract)
+                # streamed, and cached on disk by content hash (see mmfuse.extract); a cell
+                # with several files is pooled (mmfuse.encoders.cells)
                 from .extract import extract_features
 
-                views[col], mask, errors = extract_features(enc, samples, on_error=self.on_error,
-                                                            column=col)
+                views[col], mask, errors = pooled(
+                    lambda items, on_error, enc=enc, col=col: extract_features(
+                        enc, items, on_error=on_error, column=col),
+                    samples, pooling=self.pooling, on_error=self.on_error, column=col)
             else:
                 prepared, mask, errors = enc.prepare_all(samples, self.on_error, column=col)
                 if fit:
@@ -388,6 +403,15 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (see :meth:`predict_report` for the item errors of the call)."""
         return self.predict_report(X).labels
+
+    def explain(self, X: Any) -> Any:
+        """Per-row modality contributions to each prediction (see :mod:`mmfuse.explain`):
+        an :class:`~mmfuse.explain.Explanation` with labels, probabilities, contributions
+        and shares per modality."""
+        from .explain import explain
+
+        check_is_fitted(self, "fusion_")
+        return explain(self, X)
 
     def save(self, path: Any, **kwargs: Any) -> Any:
         """Write the fitted model to ``path`` (see :func:`mmfuse.persist.save`); load it back

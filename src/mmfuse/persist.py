@@ -72,7 +72,7 @@ SUFFIX = ".mmfuse"
 
 # Estimator parameters stored with the model (those of MultimodalClassifier.__init__).
 _PARAMS = ("encoders", "fusion", "weights", "classifier", "cv", "random_state", "on_error",
-           "fusion_params", "scrub_pii", "epsilon", "delta")
+           "fusion_params", "scrub_pii", "epsilon", "delta", "pooling")
 # Fitted encoder attributes that are bookkeeping, not state.
 _TRANSIENT_ENCODER_ATTRS = frozenset({"errors_"})
 # Estimator attributes stored in their own way (or not at all: errors of the last call,

@@ -201,6 +201,10 @@ ScrubOpt = Annotated[bool, typer.Option("--scrub-pii/--no-scrub-pii", help="Repl
 EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="Differential privacy budget (needs mmfuse[privacy]): early/late fusion with fixed weights, data-independent encoders.")]
 DeltaOpt = Annotated[float, typer.Option("--delta", help="The delta of the DP budget (0: pure epsilon-DP).")]
 FeaturesOpt = Annotated[Optional[Path], typer.Option("--features", help="A feature store written by `mmfuse extract` (no encoder runs).")]
+NumericOpt = Annotated[Optional[str], typer.Option("--numeric", help="Tabular modality: numeric manifest columns, a,b,c (median-imputed, missing flags, robust scaling).")]
+CategoricalOpt = Annotated[Optional[str], typer.Option("--categorical", help="Tabular modality: categorical columns, d,e (one-hot of frequent levels + other/unseen).")]
+BooleanOpt = Annotated[Optional[str], typer.Option("--boolean", help="Tabular modality: boolean columns (true/false, yes/no, 1/0).")]
+DatesOpt = Annotated[Optional[str], typer.Option("--dates", help="Tabular modality: date columns (ISO 8601).")]
 SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Run on Dask: 'local' or a scheduler address tcp://host:8786 (default: $MMFUSE_SCHEDULER, else this process).")]
 
 
@@ -234,6 +238,10 @@ def run(
     delta: DeltaOpt = 1e-5,
     features: FeaturesOpt = None,
     scheduler: SchedulerOpt = None,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    boolean: BooleanOpt = None,
+    dates: DatesOpt = None,
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
@@ -243,12 +251,14 @@ def run(
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         _placement(None, None, [], device)  # a bad or missing device fails before any work
+        tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
-                                                      views, labels, dataset, features, enc)
+                                                      views, labels, dataset, features, enc,
+                                                      tabular=tab)
         _no_privacy_on_features(features, scrub_pii, epsilon)
         strategies = _parse_strategies(fusion)
         encoder_spec = None if features else _private_spec(
-            _encoder_spec(X, enc), enc, epsilon, scrub_pii, saving=False)
+            _encoder_spec(X, enc, tab), enc, epsilon, scrub_pii, saving=False)
         encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
         cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
         if epsilon is not None:
@@ -308,20 +318,47 @@ def print_robustness(rob: Any) -> None:
         console.print(f"note: {escape(str(note))}", highlight=False)
 
 
-def _encoder_spec(X: Any, enc: Any) -> Any:
+def _encoder_spec(X: Any, enc: Any, tabular: Any = None) -> Any:
     import pandas as pd
 
     if not isinstance(X, pd.DataFrame):
         return None  # pre-extracted arrays: passthrough
     if enc == "auto":
-        return "auto"
-    spec = {m: DEFAULT_ENCODERS[m] for m in MODALITY_OPTIONS if m in X.columns}
-    spec.update(enc or {})
+        if tabular is None:
+            return "auto"
+        from .estimator import resolve_encoders
+
+        spec = resolve_encoders("auto", X) if any(m in X.columns for m in MODALITY_OPTIONS) else {}
+    else:
+        spec = {m: DEFAULT_ENCODERS[m] for m in MODALITY_OPTIONS if m in X.columns}
+        spec.update(enc or {})
+    if tabular is not None:
+        spec["tabular"] = tabular
     return spec
 
 
+def _tabular_encoder(numeric, categorical, boolean, dates, dataset=None, features=None) -> Any:
+    """The ``tabular`` encoder of --numeric/--categorical/--boolean/--dates (None without
+    them); a dataset with table columns (``tuxpaint-tabular``) uses its own by default."""
+    from ._errors import InputError
+    from .encoders.tabular import TabularEncoder
+
+    given = {k: [c.strip() for c in v.split(",") if c.strip()]
+             for k, v in (("numeric", numeric), ("categorical", categorical),
+                          ("boolean", boolean), ("dates", dates)) if v}
+    if given and features:
+        raise InputError("--numeric/--categorical/--boolean/--dates read raw manifest columns "
+                         "and are learned per training fold; they cannot come from a feature "
+                         "store (--features)")
+    if not given and dataset:
+        from .data.datasets import dataset_info
+
+        given = dataset_info(dataset).get("tabular") or {}
+    return TabularEncoder(**given) if given else None
+
+
 def _load_input(manifest, image, text, audio, label, group, views, labels, dataset,
-                features=None, encoders=None):
+                features=None, encoders=None, tabular=None):
     import numpy as np
 
     from ._errors import InputError
@@ -334,6 +371,7 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
         X, y, groups = load_dataset(dataset)
         info = dataset_info(dataset)
         mods = [m for m in MODALITY_OPTIONS if m in X.columns]
+        mods += [c for c in (tabular.columns if tabular is not None else []) if c not in mods]
         return X[mods], y, groups, info.get("cv", 5), f"dataset {dataset}"
     if views:
         from .data.manifest import load_arrays
@@ -346,13 +384,20 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
     from .data.manifest import read_manifest
 
     mapping = {m: c for m, c in zip(MODALITY_OPTIONS, (image, text, audio)) if c}
-    if not mapping:
-        raise InputError("name at least one modality column: --image COL, --text COL or --audio COL")
+    table_cols = list(tabular.columns) if tabular is not None else []
+    if not mapping and not table_cols:
+        raise InputError("name at least one modality column: --image COL, --text COL or --audio "
+                         "COL (or tabular columns: --numeric A,B --categorical C)")
     if not label:
         raise InputError("--label COL is required with --manifest")
-    df = read_manifest(manifest, label=label, columns=list(mapping.values()), group=group,
-                       path_columns=[c for m, c in mapping.items() if m != "text"])
-    X = df[list(mapping.values())].rename(columns={c: m for m, c in mapping.items()})
+    clash = sorted(set(table_cols) & (set(mapping.values()) | set(MODALITY_OPTIONS) | {label}))
+    if clash:
+        raise InputError(f"tabular column(s) {clash} are also a modality or label column, or "
+                         f"named like a modality; rename them")
+    df = read_manifest(manifest, label=label, columns=list(mapping.values()) + table_cols,
+                       group=group, path_columns=[c for m, c in mapping.items() if m != "text"])
+    X = df[list(mapping.values()) + table_cols].rename(
+        columns={c: m for m, c in mapping.items()})
     groups = df[group].to_numpy() if group else None
     # the file name only: titles go into reports and JSON, which carry no paths
     return X, df[label].to_numpy(), groups, 5, f"manifest {Path(manifest).name}"
@@ -420,6 +465,10 @@ def train(
     delta: DeltaOpt = 1e-5,
     allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.")] = False,
     features: FeaturesOpt = None,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    boolean: BooleanOpt = None,
+    dates: DatesOpt = None,
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
 
@@ -433,14 +482,15 @@ def train(
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         _placement(None, None, [], device)  # a bad or missing device fails before any work
+        tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
-                                             labels, dataset, features, enc)
+                                             labels, dataset, features, enc, tabular=tab)
         _no_privacy_on_features(features, scrub_pii, epsilon)
         if epsilon is not None and weights == "cv":
             weights = "equal"  # DP: fixed weights (learning them would spend budget)
             console.print("differential privacy: fixed equal modality weights", markup=False)
         encoder_spec = None if features else _private_spec(
-            _encoder_spec(X, enc), enc, epsilon, False, saving=True)
+            _encoder_spec(X, enc, tab), enc, epsilon, False, saving=True)
         encoder_spec, fusion_params = _placement(X, encoder_spec, [fusion], device)
         model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion, weights=weights,
                                      random_state=seed, on_error=on_error,

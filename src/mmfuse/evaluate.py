@@ -234,6 +234,7 @@ class FeatureTable:
 
     def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
                  progress: Progress | None = None, cache: Any = True):
+        from .encoders.cells import encoder_samples, pooled
         from .encoders.registry import create_encoder
 
         if on_error not in ON_ERROR:
@@ -248,24 +249,26 @@ class FeatureTable:
         #: features the on-disk cache failed to store (reported in the run's JSON)
         self.not_cached = 0
         for col, spec in specs.items():
-            values = columns[col]
             if spec == PASSTHROUGH:
-                self.views[col] = _passthrough_view(col, values)
+                self.views[col] = _passthrough_view(col, columns[col])
                 self.encoder_names[col] = PASSTHROUGH
                 continue
             enc = create_encoder(spec)
             self.encoder_names[col] = enc.name
-            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
+            samples = encoder_samples(columns, col, enc)  # a row mapping for tabular
             if enc.stateless:
-                # streamed (decode overlaps the model) and cached on disk by content hash
+                # streamed (decode overlaps the model) and cached on disk by content hash;
+                # a cell with several files is mean-pooled (mmfuse.encoders.cells)
                 from .extract import extract_features
 
                 tick = None if progress is None else (
                     lambda done, total, col=col: progress(f"features: {col}", done, total))
                 counts: dict[str, Any] = {}
-                view, mask, errors = extract_features(enc, samples, cache=cache,
-                                                      on_error=on_error, column=col,
-                                                      progress=tick, stats=counts)
+                view, mask, errors = pooled(
+                    lambda items, oe, enc=enc, col=col, tick=tick, counts=counts:
+                    extract_features(enc, items, cache=cache, on_error=oe, column=col,
+                                     progress=tick, stats=counts),
+                    samples, on_error=on_error, column=col)
                 self.not_cached += counts.get("not_cached", 0)
             else:
                 prepared, mask, errors = enc.prepare_all(samples, on_error, column=col)

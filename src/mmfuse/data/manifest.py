@@ -156,6 +156,13 @@ def _check_header(path: Path, sep: str) -> None:
 
 
 def _resolve(value: object, base: Path) -> object:
+    """A path cell resolved against ``base``; several paths (a list, or ``a.png | b.png`` in
+    CSV, see :mod:`mmfuse.encoders.cells`) are resolved one by one."""
+    from ..encoders.cells import split_paths
+
+    value = split_paths(value)
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
     if not isinstance(value, str):
         return value
     p = Path(value).expanduser()

@@ -1,0 +1,64 @@
+"""The CLI's tabular options: --numeric/--categorical/--boolean/--dates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from conftest import number_frame
+from mmfuse.cli import app
+
+runner = CliRunner()
+
+
+def manifest(tmp_path, n=120):
+    df, y = number_frame(n=n)
+    rng = np.random.default_rng(0)
+    df["label"] = y
+    df["size"] = (y // 2 * 3.0 + rng.normal(size=n)).round(3)   # knows the half
+    df.loc[::9, "size"] = np.nan
+    df["shape"] = np.where(y % 2 == 0, "round", "square")          # knows the parity
+    df["sold"] = np.where(rng.random(n) < 0.5, "yes", "no")
+    path = tmp_path / "m.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_run_with_tabular_columns_beside_text(tmp_path):
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["run", "--manifest", str(manifest(tmp_path)), "--text", "left",
+                                 "--label", "label", "--encoders", "text=test-number",
+                                 "--numeric", "size", "--categorical", "shape",
+                                 "--boolean", "sold", "--fusion", "late", "--cv", "3",
+                                 "--json", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert set(rows) == {"tabular", "text", "late", "seed-baseline"}
+    assert rows["tabular"]["accuracy"] > 0.75  # size and shape together know the label
+
+
+def test_train_saves_a_model_with_the_tabular_encoder(tmp_path):
+    import mmfuse
+
+    model = tmp_path / "m.mmfuse"
+    result = runner.invoke(app, ["train", "--manifest", str(manifest(tmp_path)),
+                                 "--numeric", "size", "--categorical", "shape",
+                                 "--label", "label", "--save-model", str(model)])
+    assert result.exit_code == 0, result.output
+    clf = mmfuse.load(model)
+    assert clf.encoders_["tabular"].columns == ["size", "shape"]
+
+
+def test_bad_tabular_options_are_messages(tmp_path):
+    path = manifest(tmp_path)
+    result = runner.invoke(app, ["run", "--manifest", str(path), "--label", "label",
+                                 "--numeric", "nope", "--no-progress"])
+    assert result.exit_code == 2 and "lacks column(s) ['nope']" in result.output
+    result = runner.invoke(app, ["run", "--manifest", str(path), "--label", "label",
+                                 "--numeric", "shape", "--no-progress", "--cv", "3"])
+    assert result.exit_code == 2 and "row 0, column 'tabular': column 'shape' holds 'square'; expected a number" \
+        in result.output
+    assert "Traceback" not in result.output

@@ -28,14 +28,18 @@ def manifest(tmp_path, n=120):
 
 def test_run_with_tabular_columns_beside_text(tmp_path):
     out = tmp_path / "r.json"
+    html = tmp_path / "r.html"
     result = runner.invoke(app, ["run", "--manifest", str(manifest(tmp_path)), "--text", "left",
                                  "--label", "label", "--encoders", "text=test-number",
                                  "--numeric", "size", "--categorical", "shape",
                                  "--boolean", "sold", "--fusion", "late", "--cv", "3",
-                                 "--json", str(out), "--no-progress"])
+                                 "--json", str(out), "--report", str(html), "--no-progress"])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     rows = {r["name"]: r for r in doc["rows"]}
+    page = html.read_text()
+    assert "Modality contributions per prediction" in page and "least confident" in page
+    assert "<th>tabular</th><th>text</th>" in page
     assert set(rows) == {"tabular", "text", "late", "seed-baseline"}
     assert rows["tabular"]["accuracy"] > 0.75  # size and shape together know the label
 

@@ -152,7 +152,8 @@ def print_results(result: Any, title: str) -> None:
 
 
 def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path],
-                   title: str, robustness: Any = None, not_cached: int | None = None) -> None:
+                   title: str, robustness: Any = None, not_cached: int | None = None,
+                   explanation: Any = None) -> None:
     from ._io import atomic_write_json
 
     if json_out:
@@ -168,7 +169,8 @@ def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path]
     if report:
         from .report import write_report
 
-        write_report(result, report, title=title, robustness=robustness)
+        write_report(result, report, title=title, robustness=robustness,
+                     explanation=explanation)
         console.print(f"wrote {report}")
 
 
@@ -300,7 +302,17 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
     if table.not_cached:
         err_console.print(f"[yellow]warning:[/yellow] the feature cache could not store "
                           f"{table.not_cached} feature row(s); they will be recomputed next time")
-    _write_outputs(result, json_out, report, title, robustness, not_cached=table.not_cached)
+    explanation = None
+    fused = [r for r in result.rows if r.kind == "fused"]
+    if report and fused and len(table.views) > 1:
+        from .explain import holdout_explanation
+
+        best = result.best if result.best.kind == "fused" else max(fused, key=lambda r: r.accuracy)
+        explanation = holdout_explanation(table, y, groups, cv_spec,
+                                          best.fusion, weights=weights, random_state=seed,
+                                          fusion_params=(fusion_params or {}).get(best.fusion))
+    _write_outputs(result, json_out, report, title, robustness, not_cached=table.not_cached,
+                   explanation=explanation)
     return result
 
 

@@ -63,6 +63,10 @@ class Explanation:
     contributions: np.ndarray
     shares: np.ndarray
     method: str
+    #: the true labels of the rows, when known (held-out rows of the report)
+    true_labels: np.ndarray | None = None
+    #: the strategy's name, when known
+    strategy: str | None = None
 
     def to_frame(self) -> Any:
         """A DataFrame: ``label``, ``probability`` and one ``share:<modality>`` column each."""
@@ -156,3 +160,36 @@ def explain(model: Any, X: Any) -> Explanation:
     """
     views, present = model.transform_views(X)
     return explain_views(model.fusion_, views, present)
+
+
+def holdout_explanation(table: Any, y: Any, groups: Any, cv: Any, fusion: str, *,
+                        weights: Any = "cv", random_state: Any = 0,
+                        fusion_params: Any = None) -> Explanation:
+    """Contributions on held-out rows: ``fusion`` fit on the first outer training fold of
+    ``cv`` (the same splits as :func:`mmfuse.evaluate.evaluate`), explained on its test fold.
+
+    ``table`` is a :class:`~mmfuse.evaluate.FeatureTable`; stateful encoders are fit on the
+    training fold only. Used by the HTML report (``mmfuse run --report``).
+    """
+    from .evaluate import make_splits
+    from .fusion import create_fusion
+
+    y = np.asarray(y)
+    _, y_enc = np.unique(y, return_inverse=True)
+    splits, _ = make_splits(y_enc, groups, cv, random_state)
+    train, test = splits[0]
+    views, present = table.fold_views(train)
+    keep = np.any(np.stack([present[m][train] for m in present]), axis=0)
+    train = train[keep]
+    params = dict(fusion_params or {})
+    params.setdefault("weights", weights)
+    params.setdefault("random_state", random_state)
+    model = create_fusion(fusion, **params)
+    model.fit({m: v[train] for m, v in views.items()}, y[train],
+              {m: p[train] for m, p in present.items()},
+              None if groups is None else np.asarray(groups)[train])
+    exp = explain_views(model, {m: v[test] for m, v in views.items()},
+                        {m: p[test] for m, p in present.items()})
+    exp.true_labels = y[test]
+    exp.strategy = fusion
+    return exp

@@ -540,6 +540,7 @@ def predict(
     keep: Annotated[Optional[str], typer.Option(help="Manifest columns to copy into the output, e.g. id,label.")] = None,
     on_error: Annotated[Optional[str], typer.Option("--on-error", help="raise or skip unreadable items (default: the model's).")] = None,
     device: DeviceOpt = "auto",
+    explain: Annotated[bool, typer.Option("--explain", help="Add share_<modality> columns: how much each modality moved each prediction.")] = False,
 ) -> None:
     """Predict labels and per-class probabilities for every row of a manifest."""
     from .predict import predict_manifest, write_predictions
@@ -553,7 +554,7 @@ def predict(
         columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
         table = predict_manifest(fitted, manifest, columns=columns,
                                  keep=[k.strip() for k in (keep or "").split(",") if k.strip()],
-                                 on_error=on_error)
+                                 on_error=on_error, explain=explain)
         if out:
             write_predictions(table, out)
             console.print(f"wrote {len(table)} predictions to {out}")

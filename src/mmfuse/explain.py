@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+SHARE_PREFIX = "share_"
 LOG_SHARE = "log-share"
 LEAVE_ONE_OUT = "leave-one-out"
 _FLOOR = 1e-300

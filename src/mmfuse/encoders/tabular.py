@@ -215,6 +215,11 @@ class TabularEncoder(Encoder):
         kinds = self._kinds()
         return kinds["numeric"] + kinds["boolean"] + kinds["dates"] + kinds["categorical"]
 
+    @property
+    def input_columns(self) -> list[str]:
+        """The table columns this view reads (the featurizer's multi-column hook)."""
+        return self.columns
+
     def config(self) -> dict[str, Any]:
         out = super().config()
         for kind in KINDS:
@@ -224,6 +229,8 @@ class TabularEncoder(Encoder):
     # -- the encoder contract -----------------------------------------------------------
     def prepare(self, item: Any) -> tuple[list[float], list[str]]:
         """Check and convert one row: ``(numbers, categories)``; MissingItem when all empty."""
+        if not isinstance(item, Mapping) and len(self.columns) == 1:
+            item = {self.columns[0]: item}  # a one-column table arrives as its cells
         if not isinstance(item, Mapping):
             raise InputError(f"a tabular item is a mapping column -> value; got "
                              f"{type(item).__name__}")

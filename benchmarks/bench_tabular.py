@@ -187,7 +187,7 @@ def markdown(res) -> str:
         sh = ", ".join(f"{k}={v:.2f}" for k, v in r["mean_abs_share"].items())
         lines.append(f"| {f} | {r['method']} | {r['predict_s']:.3f} | {r['explain_s']:.3f} | "
                      f"{r['ratio']:.2f}x | {sh} |")
-    sv = res["serve"]
+    sv = res.get("serve", {"skipped": "the serve phase was not run"})
     lines += ["", "### Service latency", ""]
     if "skipped" in sv:
         lines.append(f"Not measured: {sv['skipped']}.")
@@ -218,7 +218,7 @@ def checks(res):
                         f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" + (" (significant)" if ci[0] > 0 else "")))
     for f, r in res["explain"].items():
         out.append((f"{f}: explain ≤ 2x predict", r["ratio"] <= 2.0, f"{r['ratio']:.2f}x"))
-    sv = res["serve"]
+    sv = res.get("serve", {})
     if "ratio" in sv:
         out.append(("service p50 with tabular ≤ 1.1x without", sv["ratio"] <= 1.1,
                     f"{sv['ratio']:.2f}x"))
@@ -236,8 +236,10 @@ def main(argv) -> int:
     phases = argv[1:] or ["accuracy", "explain", "serve"]
     path = _common.RESULTS_DIR / "tabular.json"
     if path.exists():
-        res.update({k: v for k, v in json.loads(path.read_text()).items()
-                    if k in ("accuracy", "explain", "serve")})
+        old = json.loads(path.read_text())
+        res.update({k: v for k, v in old.items() if k in ("accuracy", "explain", "serve")})
+        if not set(phases) & {"accuracy", "explain", "serve"}:
+            res["stamp"] = old.get("stamp", res["stamp"])  # nothing measured now
     if "accuracy" in phases:
         res["accuracy"] = accuracy(X, y, groups, cv)
         atomic_write_json(path, res)

@@ -66,3 +66,23 @@ def test_bad_tabular_options_are_messages(tmp_path):
     assert result.exit_code == 2 and "row 0, column 'tabular': column 'shape' holds 'square'; expected a number" \
         in result.output
     assert "Traceback" not in result.output
+
+
+def test_extract_keeps_tabular_columns_raw_and_run_learns_them_per_fold(tmp_path):
+    path = manifest(tmp_path)
+    store = tmp_path / "store"
+    base = ["extract", "--manifest", str(path), "--out", str(store), "--text", "left",
+            "--encoders", "text=test-number", "--no-progress"]
+    result = runner.invoke(app, base + ["--numeric", "nope"])
+    assert result.exit_code == 2 and "tabular column(s) ['nope'] are not in it" in result.output
+    result = runner.invoke(app, base + ["--numeric", "size", "--categorical", "shape"])
+    assert result.exit_code == 0, result.output
+    assert "tabular columns kept raw" in result.output
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["run", "--features", str(store), "--label", "label",
+                                 "--numeric", "size", "--categorical", "shape",
+                                 "--fusion", "early", "--cv", "3", "--json", str(out),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"tabular", "text", "early"} <= set(rows) and rows["tabular"]["accuracy"] > 0.75

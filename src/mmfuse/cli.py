@@ -259,7 +259,7 @@ def run(
                                                       tabular=tab)
         _no_privacy_on_features(features, scrub_pii, epsilon)
         strategies = _parse_strategies(fusion)
-        encoder_spec = None if features else _private_spec(
+        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
             _encoder_spec(X, enc, tab), enc, epsilon, scrub_pii, saving=False)
         encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
         cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
@@ -334,7 +334,11 @@ def _encoder_spec(X: Any, enc: Any, tabular: Any = None) -> Any:
     import pandas as pd
 
     if not isinstance(X, pd.DataFrame):
-        return None  # pre-extracted arrays: passthrough
+        if tabular is None:
+            return None  # pre-extracted arrays: passthrough
+        # a feature store's views, and its raw tabular columns learned per fold
+        return {**{k: "passthrough" for k in X if k not in tabular.columns},
+                "tabular": tabular}
     if enc == "auto":
         if tabular is None:
             return "auto"
@@ -352,16 +356,11 @@ def _encoder_spec(X: Any, enc: Any, tabular: Any = None) -> Any:
 def _tabular_encoder(numeric, categorical, boolean, dates, dataset=None, features=None) -> Any:
     """The ``tabular`` encoder of --numeric/--categorical/--boolean/--dates (None without
     them); a dataset with table columns (``tuxpaint-tabular``) uses its own by default."""
-    from ._errors import InputError
     from .encoders.tabular import TabularEncoder
 
     given = {k: [c.strip() for c in v.split(",") if c.strip()]
              for k, v in (("numeric", numeric), ("categorical", categorical),
                           ("boolean", boolean), ("dates", dates)) if v}
-    if given and features:
-        raise InputError("--numeric/--categorical/--boolean/--dates read raw manifest columns "
-                         "and are learned per training fold; they cannot come from a feature "
-                         "store (--features)")
     if not given and dataset:
         from .data.datasets import dataset_info
 
@@ -376,7 +375,7 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
     from ._errors import InputError
 
     if features:
-        return _load_features(features, label, group, encoders)
+        return _load_features(features, label, group, encoders, tabular)
     if dataset:
         from .data.datasets import dataset_info, load_dataset
 
@@ -424,8 +423,9 @@ def _no_privacy_on_features(features, scrub_pii, epsilon) -> None:
                          "a feature store's text is already encoded")
 
 
-def _load_features(path, label, group, encoders):
-    """Views, labels and groups from a feature store (``--features DIR``)."""
+def _load_features(path, label, group, encoders, tabular=None):
+    """Views, labels and groups from a feature store (``--features DIR``), with the raw
+    tabular columns the store kept when ``tabular`` names some."""
     from ._errors import InputError
     from .features import load
 
@@ -446,7 +446,12 @@ def _load_features(path, label, group, encoders):
             if bad:
                 raise InputError(f"feature store {str(path)!r}: column {name!r} is empty in row "
                                  f"{bad[0]} ({len(bad)} rows); every sample needs a {name}")
-    return dict(store.views), y, groups, 5, f"features {Path(path).name}"
+    X = dict(store.views)
+    for col in (tabular.columns if tabular is not None else []):
+        if col in X:
+            raise InputError(f"tabular column {col!r} is also a view of the feature store")
+        X[col] = store.column(col)  # the store keeps every non-modality manifest column
+    return X, y, groups, 5, f"features {Path(path).name}"
 
 
 # `mmfuse evaluate` is `mmfuse run` under the name that reads best with --missing.
@@ -501,7 +506,7 @@ def train(
         if epsilon is not None and weights == "cv":
             weights = "equal"  # DP: fixed weights (learning them would spend budget)
             console.print("differential privacy: fixed equal modality weights", markup=False)
-        encoder_spec = None if features else _private_spec(
+        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
             _encoder_spec(X, enc, tab), enc, epsilon, False, saving=True)
         encoder_spec, fusion_params = _placement(X, encoder_spec, [fusion], device)
         model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion, weights=weights,
@@ -735,13 +740,23 @@ def extract(
     record_paths: Annotated[bool, typer.Option("--record-paths/--no-record-paths", help="Also write the files of failed items into the store's header.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a store made with other arguments.")] = False,
     progress: ProgressOpt = True,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    boolean: BooleanOpt = None,
+    dates: DatesOpt = None,
 ) -> None:
     """Extract features of every manifest row into a Parquet feature store (resumable; on
-    Dask with --scheduler). Use it with `mmfuse run/train --features DIR`."""
+    Dask with --scheduler). Use it with `mmfuse run/train --features DIR`.
+
+    Tabular columns (--numeric...) are learned per training fold, so they are checked and
+    kept raw in the store (as every non-modality column is), not encoded here."""
     from .features import SHARD_NAME, extract_store, read_header
 
     with _errors():
         columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
+        tab = _tabular_encoder(numeric, categorical, boolean, dates)
+        if tab is not None:
+            _check_manifest_has(manifest, tab.columns, set(columns.values()))
         try:
             with _Progress(progress) as bar:
                 tick = None if bar is None else (lambda done, total: bar("shards", done, total))
@@ -765,6 +780,10 @@ def extract(
         console.print(f"wrote {result.n_rows} rows ({encs}) in {result.n_shards} shards to "
                       f"{out}: {result.computed} computed, {result.reused} reused, "
                       f"{result.seconds:.1f} s", markup=False, highlight=False)
+        if tab is not None:
+            console.print(f"tabular columns kept raw (learned per training fold): "
+                          f"{', '.join(tab.columns)}; use them with `mmfuse run --features "
+                          f"{out} --numeric ...`", markup=False, highlight=False)
         if result.failed:
             err_console.print(f"[yellow]{len(result.failed)} item(s) failed[/yellow] "
                               f"(absent in the store):")
@@ -775,6 +794,37 @@ def extract(
             if len(result.failed) > 20:
                 err_console.print(f"  ... and {len(result.failed) - 20} more (see {out}/"
                                   f"_mmfuse_features.json)")
+
+
+def _check_manifest_has(manifest: Path, wanted: list[str], modality_columns: set[str]) -> None:
+    """Fail before a long extraction when a tabular column is not in the manifest."""
+    from ._errors import InputError
+    from .data.manifest import READERS
+
+    kind = READERS.get(Path(manifest).suffix.lower())
+    if kind is None or not Path(manifest).is_file():
+        return  # extract_store reports these
+    if kind in ("csv", "tsv"):
+        import pandas as pd
+
+        have = list(pd.read_csv(manifest, sep="," if kind == "csv" else "\t", nrows=0).columns)
+    elif kind == "jsonl":
+        import json
+
+        with open(manifest, encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), "{}")
+        have = list(json.loads(first))
+    else:
+        import pyarrow.parquet as pq
+
+        have = pq.read_schema(manifest).names
+    absent = [c for c in wanted if c not in have]
+    clash = [c for c in wanted if c in modality_columns]
+    if absent or clash:
+        raise InputError(f"manifest {str(manifest)!r}: tabular column(s) "
+                         f"{absent or clash} " + ("are not in it" if absent else
+                                                  "are also modality columns")
+                         + f"; it has {have}")
 
 
 cache_app = typer.Typer(help="The on-disk feature cache ($MMFUSE_CACHE, else the user cache dir).",

@@ -114,3 +114,14 @@ def test_in_the_classifier_with_missing_rows_and_a_saved_model(tmp_path):
     np.testing.assert_allclose(back.predict_proba(df), clf.predict_proba(df))
     with pytest.raises(InputError, match=r"tabular columns \['price'\] are not in the data"):
         clf.predict(df.drop(columns=["price"]))
+
+
+def test_gather_fields_builds_one_row_per_tabular_view():
+    from mmfuse.encoders.tabular import gather_fields
+
+    encs = {"tabular": TabularEncoder(numeric=["a"], categorical=["b"]), "text": "tfidf"}
+    rest, tables = gather_fields({"a": 1.5, "text": "hi"}, encs)
+    assert rest == {"text": "hi"} and tables == {"tabular": {"a": 1.5, "b": None}}
+    assert gather_fields({"text": "hi"}, encs) == ({"text": "hi"}, {})
+    with pytest.raises(InputError, match="field 'b' .* must be a number, a string"):
+        gather_fields({"b": [1, 2]}, encs)

@@ -348,3 +348,28 @@ def row_items(columns: Any, encoder: Encoder) -> list[dict[str, Any] | None]:
                   else list(columns[c])) for c in needed}
     n = len(next(iter(values.values())))
     return [{c: values[c][i] for c in needed} for i in range(n)]
+
+
+def gather_fields(fields: Mapping[str, Any], encoders: Mapping[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split a request's fields into the other fields and one ``{column: value}`` item per
+    multi-column view (the HTTP service: a tabular view's fields are named after its columns).
+
+    A column absent from the request is an empty cell; a view none of whose columns was sent
+    gets no item (the modality is missing). A value that is not a JSON scalar is an
+    :class:`~mmfuse.InputError` naming the field.
+    """
+    rest = dict(fields)
+    tables: dict[str, dict[str, Any]] = {}
+    for view, enc in encoders.items():
+        columns = getattr(enc, "input_columns", None) if not isinstance(enc, str) else None
+        if not columns or not getattr(enc, "multi_column", False):
+            continue
+        sent = {c: rest.pop(c) for c in columns if c in rest}
+        for c, v in sent.items():
+            if v is not None and not isinstance(v, (str, int, float, bool)):
+                raise InputError(f"field {c!r} (a column of {view!r}) must be a number, a "
+                                 f"string, a boolean or null; got {type(v).__name__}")
+        if sent:
+            tables[view] = {c: sent.get(c) for c in columns}
+    return rest, tables

@@ -125,3 +125,22 @@ def test_gather_fields_builds_one_row_per_tabular_view():
     assert gather_fields({"text": "hi"}, encs) == ({"text": "hi"}, {})
     with pytest.raises(InputError, match="field 'b' .* must be a number, a string"):
         gather_fields({"b": [1, 2]}, encs)
+
+
+def test_evaluation_and_robustness_treat_tabular_as_one_more_view():
+    from mmfuse.evaluate import evaluate
+    from mmfuse.robustness import evaluate_robustness
+
+    df, y = table(120)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(120, 3)).astype(np.float32)
+    x[:, 0] += 1.5 * y
+    df["x"] = list(x)
+    enc = {"x": "passthrough", "tabular": TabularEncoder(numeric=["price"],
+                                                         categorical=["kind"])}
+    res = evaluate(df, y, encoders=enc, strategies=["late"], cv=3, baseline=False)
+    assert {r.name for r in res.rows} == {"x", "tabular", "late"}
+    rob = evaluate_robustness(df, y, encoders=enc, strategies=["late"], cv=3,
+                              missing_levels=[0.5], missing_modality="tabular",
+                              baseline=False)
+    assert rob.missing_modality == "tabular"

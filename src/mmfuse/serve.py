@@ -113,6 +113,8 @@ class _ModelSpec:
     dims: dict[str, int | None]
     classes: list[Any]
     info: dict[str, Any] = field(default_factory=dict)
+    #: views that read several request fields (tabular): view -> encoder
+    tables: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -517,6 +519,12 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
             raise ApiError(422, "no_usable_modality",
                            f"nothing usable to predict from: got {given or 'only empty fields'}; "
                            f"the model uses {spec.used}")
+        if request.query_params.get("explain", "").lower() in ("1", "true", "yes"):
+            exp = await run_in_threadpool(_explain_one, model, spec, prepared)
+            body = _answer(model, spec, exp.proba[0], used, sorted(items))
+            body["contributions"] = exp.rows()[0]
+            body["explain_method"] = exp.method
+            return JSONResponse(body)
         proba = await batcher.submit(prepared)
         return JSONResponse(_answer(model, spec, proba, used, sorted(items)))
 
@@ -620,7 +628,11 @@ def _model_spec(model: Any, max_upload_bytes: int, max_text_chars: int,
                         "sha256": (saved.get("payload") or {}).get("sha256")} if saved else None),
         "limits": {"max_upload_bytes": max_upload_bytes, "max_text_chars": max_text_chars},
     }
-    return _ModelSpec(columns, kinds, used, dims, classes, info)
+    tables = {c: model.encoders_[c] for c in columns
+              if getattr(model.encoders_[c], "multi_column", False)}
+    for c, enc in tables.items():
+        info["encoders"][c]["columns"] = list(enc.input_columns)  # the request's fields
+    return _ModelSpec(columns, kinds, used, dims, classes, info, tables)
 
 
 def _warm_up(model: Any) -> None:
@@ -763,8 +775,19 @@ def _check_names(names: list[str], spec: _ModelSpec) -> None:
 def _items_from_fields(fields: list[_Field], spec: _ModelSpec, max_upload_bytes: int,
                        max_text_chars: int) -> dict[str, Any]:
     """Raw items by column from form fields: bytes for files, str for text."""
+    table_cols = {c for enc in spec.tables.values() for c in enc.input_columns}
+    cells = {}
+    for f in fields:
+        if f.name in table_cols:
+            if f.name in cells:
+                raise ApiError(422, "duplicate_field", f"field {f.name!r} is given more than "
+                               f"once", field=f.name)
+            data = f.data if isinstance(f.data, str) else f.data.decode("utf-8", "replace")
+            cells[f.name] = data if data.strip() else None
+    _, tables = _table_items(cells, spec)
+    fields = [f for f in fields if f.name not in table_cols]
     _check_names([f.name for f in fields], spec)
-    items: dict[str, Any] = {}
+    items: dict[str, Any] = dict(tables)
     for f in fields:
         kind = spec.kinds[f.name]
         data = f.data if isinstance(f.data, bytes) else f.data.encode("utf-8")
@@ -809,8 +832,9 @@ def _items_from_json(body: bytes, spec: _ModelSpec, max_upload_bytes: int,
     if not doc:
         raise ApiError(400, "empty_request",
                        f"the JSON object is empty; send at least one of the fields {spec.columns}")
+    doc, tables = _table_items(doc, spec)
     _check_names(list(doc), spec)
-    items: dict[str, Any] = {}
+    items: dict[str, Any] = dict(tables)
     for name, value in doc.items():
         kind = spec.kinds[name]
         if value is None or value == "":
@@ -825,6 +849,18 @@ def _items_from_json(body: bytes, spec: _ModelSpec, max_upload_bytes: int,
         else:
             items[name] = _check_vector(name, value, spec.dims[name])
     return {k: v for k, v in items.items() if v is not None}
+
+
+def _table_items(doc: dict[str, Any], spec: _ModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields of tabular views (named after their columns) as one row item per view."""
+    if not spec.tables:
+        return doc, {}
+    from .encoders.tabular import gather_fields
+
+    try:
+        return gather_fields(doc, spec.tables)
+    except InputError as exc:
+        raise ApiError(422, "bad_value", str(exc)) from None
 
 
 def _decode_base64(name: str, kind: str, value: Any, max_upload_bytes: int) -> bytes:
@@ -938,6 +974,28 @@ def _predict_batch(model: Any, spec: _ModelSpec, batch: list[dict[str, Any]]) ->
         views[col], present[col] = view, mask
     views, present = check_views(views, present)
     return model.fusion_.predict_proba(views, present)
+
+
+def _explain_one(model: Any, spec: _ModelSpec, prepared: dict[str, Any]) -> Any:
+    """Probabilities and modality contributions of one decoded request (``explain=true``),
+    outside the micro-batcher (see :mod:`mmfuse.explain`)."""
+    from .explain import explain_views
+    from .views import check_views
+
+    views: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
+    for col in spec.columns:
+        mask = np.array([col in prepared])
+        if spec.kinds[col] == "features":
+            dim = spec.dims[col] or (len(prepared[col]) if col in prepared else 1)
+            view = (np.asarray(prepared[col], np.float32).reshape(1, -1) if col in prepared
+                    else np.full((1, dim), np.nan, np.float32))
+        else:
+            view = model.encoders_[col].assemble([prepared[col]] if col in prepared else [],
+                                                 mask)
+        views[col], present[col] = view, mask
+    views, present = check_views(views, present)
+    return explain_views(model.fusion_, views, present)
 
 
 def _answer(model: Any, spec: _ModelSpec, proba: np.ndarray, used: list[str],

@@ -120,7 +120,7 @@ def serve_latency(X, y, groups, n=200):
     from mmfuse.data.datasets import dataset_info
 
     try:
-        from mmfuse.serving.app import create_app  # after the serving/ split
+        from mmfuse.serving import create_app  # after the serving/ split
     except ImportError:
         from mmfuse.serve import create_app
     from mmfuse.encoders.tabular import TabularEncoder
@@ -132,7 +132,9 @@ def serve_latency(X, y, groups, n=200):
     names = [c for kind in cols.values() for c in kind]
     with tempfile.TemporaryDirectory() as tmp:
         path = with_tab.save(os.path.join(tmp, "m.mmfuse"))
-        app = create_app(path)
+        from mmfuse import load
+
+        app = create_app(load(path), batch_wait_ms=0)
         from starlette.testclient import TestClient
 
         texts = X["text"].tolist()

@@ -144,3 +144,15 @@ def test_evaluation_and_robustness_treat_tabular_as_one_more_view():
                               missing_levels=[0.5], missing_modality="tabular",
                               baseline=False)
     assert rob.missing_modality == "tabular"
+
+
+def test_the_fast_transform_equals_scikit_learns():
+    df, _ = table(200, seed=3)
+    enc = TabularEncoder(numeric=["price"], categorical=["kind", "flag"], dates=["day"],
+                         min_frequency=3)
+    items = row_items(df, enc)
+    enc.fit(items[:150])
+    prepared = [enc.prepare(it) for it in items[150:]]
+    prepared.append(enc.prepare({"price": None, "kind": "unseen!", "flag": None, "day": None}))
+    np.testing.assert_allclose(enc.embed(prepared), enc.embed_sklearn(prepared), atol=1e-6)
+    assert enc.embed(prepared).shape == (51, enc.dim)

@@ -86,3 +86,25 @@ def test_extract_keeps_tabular_columns_raw_and_run_learns_them_per_fold(tmp_path
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"tabular", "text", "early"} <= set(rows) and rows["tabular"]["accuracy"] > 0.75
+
+
+def test_predict_reads_the_tabular_columns_and_explains(tmp_path):
+    import pandas as pd
+
+    path = manifest(tmp_path)
+    model = tmp_path / "m.mmfuse"
+    result = runner.invoke(app, ["train", "--manifest", str(path), "--text", "left",
+                                 "--encoders", "text=test-number", "--numeric", "size",
+                                 "--categorical", "shape", "--label", "label",
+                                 "--save-model", str(model)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "p.csv"
+    result = runner.invoke(app, ["predict", str(model), "--manifest", str(path),
+                                 "--out", str(out), "--explain", "--keep", "label",
+                                 "--text", "left"])
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(out)
+    assert {"share_tabular", "share_text"} <= set(pred.columns)
+    assert (pred["label"] == pred["input_label"]).mean() > 0.75
+    np.testing.assert_allclose(pred[["share_tabular", "share_text"]].abs().sum(axis=1), 1,
+                               atol=1e-6)

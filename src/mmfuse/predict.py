@@ -186,6 +186,7 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
         if not isinstance(df, Mapping):
             raise InputError(f"expected a DataFrame or a dict of columns; got {type(df).__name__}")
         df = pd.DataFrame(dict(df))
+    df = _with_table_views(model, df)
     cols = model_columns(model)
     missing = [c for c in cols if c not in df.columns]
     if missing and missing_columns == "error":
@@ -233,6 +234,33 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
     return out
 
 
+def _table_columns(model: Any) -> dict[str, list[str]]:
+    """Multi-column views (tabular) -> the input columns they read."""
+    return {v: list(e.input_columns) for v, e in model.encoders_.items()
+            if getattr(e, "multi_column", False)}
+
+
+def _with_table_views(model: Any, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with one column of ``{column: value}`` rows per multi-column view, built from
+    its input columns (a view none of whose columns is there stays absent)."""
+    from .encoders.tabular import row_items
+
+    for view, cols in _table_columns(model).items():
+        if view in df.columns:
+            continue
+        absent = [c for c in cols if c not in df.columns]
+        if len(absent) == len(cols):
+            continue
+        if absent:
+            raise InputError(f"the table lacks the {view} columns {absent}; it has "
+                             f"{sorted(map(str, df.columns))} (add empty columns to predict "
+                             f"without them)")
+        records = row_items(df, model.encoders_[view])
+        df = df.copy()
+        df[view] = pd.Series(records, index=df.index, dtype=object)
+    return df
+
+
 def predict_manifest(model: Any, manifest: str | os.PathLike, *,
                      columns: Mapping[str, str] | None = None, keep: Sequence[str] = (),
                      on_error: str | None = None, trusted: Sequence[str] = (),
@@ -273,11 +301,15 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
     if unknown:
         raise InputError(f"columns maps {unknown}, which the model does not use; its columns "
                          f"are {cols}")
-    source = {c: mapping.get(c, c) for c in cols}
-    files = [source[c] for c in cols if column_kind(model, c) in ("image", "audio")]
+    tables = _table_columns(model)
+    source = {c: mapping.get(c, c) for c in cols if c not in tables}
+    for view, inputs in tables.items():
+        source.update({c: c for c in inputs})  # a tabular view reads its own columns
+    files = [source[c] for c in cols if c in source and column_kind(model, c) in ("image", "audio")]
     df = read_manifest(manifest, columns=list(dict.fromkeys([*source.values(), *keep])),
                        path_columns=files)
-    table = pd.DataFrame({c: df[source[c]].to_numpy(dtype=object) for c in cols}, index=df.index)
+    table = pd.DataFrame({c: df[s].to_numpy(dtype=object) for c, s in source.items()},
+                         index=df.index)
     out = predict_table(model, table, on_error=on_error, explain=explain)
     for position, name in enumerate(keep):
         target = f"input_{name}" if name in out.columns else name

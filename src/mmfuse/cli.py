@@ -22,7 +22,6 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable
 
 MODALITY_OPTIONS = ("image", "text", "audio")
-DEFAULT_ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 
 
 #: ``mmfuse --debug ...``: show Python tracebacks instead of one-line messages.
@@ -342,11 +341,13 @@ def _encoder_spec(X: Any, enc: Any, tabular: Any = None) -> Any:
     if enc == "auto":
         if tabular is None:
             return "auto"
-        from .estimator import resolve_encoders
+        from .encoders.featurizer import resolve_encoders
 
         spec = resolve_encoders("auto", X) if any(m in X.columns for m in MODALITY_OPTIONS) else {}
     else:
-        spec = {m: DEFAULT_ENCODERS[m] for m in MODALITY_OPTIONS if m in X.columns}
+        from .encoders.registry import default_encoder
+
+        spec = {m: default_encoder(m) for m in MODALITY_OPTIONS if m in X.columns}
         spec.update(enc or {})
     if tabular is not None:
         spec["tabular"] = tabular
@@ -370,48 +371,12 @@ def _tabular_encoder(numeric, categorical, boolean, dates, dataset=None, feature
 
 def _load_input(manifest, image, text, audio, label, group, views, labels, dataset,
                 features=None, encoders=None, tabular=None):
-    import numpy as np
+    from .data.inputs import load_input
 
-    from ._errors import InputError
-
-    if features:
-        return _load_features(features, label, group, encoders, tabular)
-    if dataset:
-        from .data.datasets import dataset_info, load_dataset
-
-        X, y, groups = load_dataset(dataset)
-        info = dataset_info(dataset)
-        mods = [m for m in MODALITY_OPTIONS if m in X.columns]
-        mods += [c for c in (tabular.columns if tabular is not None else []) if c not in mods]
-        return X[mods], y, groups, info.get("cv", 5), f"dataset {dataset}"
-    if views:
-        from .data.manifest import load_arrays
-
-        if labels is None:
-            raise InputError("--views needs --labels labels.npy")
-        arrays = load_arrays(_parse_pairs(views, "--views"))
-        y = load_arrays({"__labels__": labels})["__labels__"]
-        return arrays, np.asarray(y).reshape(-1), None, 5, "pre-extracted views"
-    from .data.manifest import read_manifest
-
-    mapping = {m: c for m, c in zip(MODALITY_OPTIONS, (image, text, audio)) if c}
-    table_cols = list(tabular.columns) if tabular is not None else []
-    if not mapping and not table_cols:
-        raise InputError("name at least one modality column: --image COL, --text COL or --audio "
-                         "COL (or tabular columns: --numeric A,B --categorical C)")
-    if not label:
-        raise InputError("--label COL is required with --manifest")
-    clash = sorted(set(table_cols) & (set(mapping.values()) | set(MODALITY_OPTIONS) | {label}))
-    if clash:
-        raise InputError(f"tabular column(s) {clash} are also a modality or label column, or "
-                         f"named like a modality; rename them")
-    df = read_manifest(manifest, label=label, columns=list(mapping.values()) + table_cols,
-                       group=group, path_columns=[c for m, c in mapping.items() if m != "text"])
-    X = df[list(mapping.values()) + table_cols].rename(
-        columns={c: m for m, c in mapping.items()})
-    groups = df[group].to_numpy() if group else None
-    # the file name only: titles go into reports and JSON, which carry no paths
-    return X, df[label].to_numpy(), groups, 5, f"manifest {Path(manifest).name}"
+    return load_input(manifest=manifest, columns={"image": image, "text": text, "audio": audio},
+                      label=label, group=group,
+                      views=_parse_pairs(views, "--views") if views else None, labels=labels,
+                      dataset=dataset, features=features, encoders=encoders, tabular=tabular)
 
 
 def _no_privacy_on_features(features, scrub_pii, epsilon) -> None:
@@ -421,37 +386,6 @@ def _no_privacy_on_features(features, scrub_pii, epsilon) -> None:
 
         raise InputError("--scrub-pii and --epsilon need raw input (--manifest or --dataset): "
                          "a feature store's text is already encoded")
-
-
-def _load_features(path, label, group, encoders, tabular=None):
-    """Views, labels and groups from a feature store (``--features DIR``), with the raw
-    tabular columns the store kept when ``tabular`` names some."""
-    from ._errors import InputError
-    from .features import load
-
-    if not label:
-        raise InputError("--label COL is required with --features (a manifest column kept in "
-                         "the store)")
-    if encoders == "auto":
-        raise InputError("--encoders auto cannot be used with --features: the store's "
-                         "encoders are fixed; drop --encoders or name them")
-    store = load(path, encoders=encoders or None)
-    y = store.column(label)
-    groups = store.column(group) if group else None
-    from .encoders.base import is_missing
-
-    for name, values in ((label, y), (group, groups)):
-        if values is not None:
-            bad = [i for i, v in enumerate(values) if is_missing(v)]
-            if bad:
-                raise InputError(f"feature store {str(path)!r}: column {name!r} is empty in row "
-                                 f"{bad[0]} ({len(bad)} rows); every sample needs a {name}")
-    X = dict(store.views)
-    for col in (tabular.columns if tabular is not None else []):
-        if col in X:
-            raise InputError(f"tabular column {col!r} is also a view of the feature store")
-        X[col] = store.column(col)  # the store keeps every non-modality manifest column
-    return X, y, groups, 5, f"features {Path(path).name}"
 
 
 # `mmfuse evaluate` is `mmfuse run` under the name that reads best with --missing.
@@ -594,7 +528,7 @@ def serve(
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, /model, /metrics, /docs."""
-    from .serve import run_server
+    from .serving import run_server
 
     with _errors():
         _placement(None, None, [], device)  # a bad or missing device fails before loading

@@ -2,132 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-from scipy.sparse import issparse
-from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._errors import InputError
-from .encoders.base import ON_ERROR, Encoder, ItemError
-from .views import Present, Views, check_views
-
-PASSTHROUGH = "passthrough"
-
-
-def _as_columns(X: Any, encoders_given: bool = True) -> tuple[Mapping[str, Any], int]:
-    """The columns of a DataFrame, a dict of arrays/lists, or a 2-D array (one view ``"x"``)."""
-    if issparse(X):  # before Mapping: a dok matrix is a dict
-        check_array(X, accept_sparse=False)
-    if isinstance(X, pd.DataFrame):
-        if encoders_given is False and len(X.columns) and all(
-                pd.api.types.is_numeric_dtype(t) for t in X.dtypes):
-            return {"x": check_array(X.to_numpy(), ensure_all_finite="allow-nan")}, len(X)
-        return X, len(X)
-    if isinstance(X, Mapping):
-        if not X:
-            raise InputError("X is an empty dict; expected modality name -> samples")
-        lengths = {k: len(v) for k, v in X.items()}
-        if len(set(lengths.values())) > 1:
-            raise InputError(f"all modalities must have the same number of samples; got {lengths}")
-        return X, next(iter(lengths.values()))
-    if isinstance(X, (np.ndarray, list)) or hasattr(X, "__array__") or issparse(X):
-        # A plain feature matrix is one pre-extracted view named "x" (scikit-learn's usual
-        # input); check_array gives the standard messages for sparse, complex or 1-D input.
-        arr = check_array(X, ensure_all_finite="allow-nan", dtype="numeric")
-        return {"x": arr}, arr.shape[0]
-    raise InputError(
-        f"X must be a DataFrame, a dict of modality -> samples, or a 2-D array; "
-        f"got {type(X).__name__}"
-    )
-
-
-def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
-    """Map each used column to an encoder spec (a registered name, an Encoder, or passthrough)."""
-    from .encoders.registry import create_encoder
-
-    if encoders is None:
-        if isinstance(columns, pd.DataFrame) and not all(
-                _holds_vectors(columns[c]) for c in columns.columns):
-            raise InputError(
-                "encoders is required for a DataFrame: e.g. encoders={'image': 'hog', "
-                "'text': 'tfidf'} (keys are column names); see `mmfuse encoders`"
-            )
-        return {k: PASSTHROUGH for k in sorted(columns)}
-    if isinstance(encoders, str):
-        if encoders != "auto":
-            raise InputError(f"encoders must be a dict or 'auto'; got {encoders!r}")
-        from .encoders.base import MODALITIES
-
-        cols = [c for c in columns if c in MODALITIES]
-        if not cols:
-            raise InputError(
-                f"encoders='auto' picks an encoder for columns named {list(MODALITIES)}; "
-                f"the data has {sorted(map(str, columns))}"
-            )
-        return {c: _best_available(c) for c in sorted(cols)}
-    if not isinstance(encoders, Mapping) or not encoders:
-        raise InputError(f"encoders must be a non-empty dict of column -> encoder; got {encoders!r}")
-    # a multi-column encoder (tabular) names a view, not a column: it reads its own columns
-    missing = sorted(c for c in set(encoders) - set(columns)
-                     if not getattr(encoders[c], "multi_column", False))
-    if missing:
-        raise InputError(
-            f"encoders name columns the data does not have: {missing}; "
-            f"available columns: {sorted(map(str, columns))}"
-        )
-    out = {}
-    for col in sorted(encoders):
-        spec = encoders[col]
-        if spec == PASSTHROUGH or isinstance(spec, Encoder):
-            out[col] = spec
-        elif isinstance(spec, str):
-            create_encoder(spec)  # fail early on unknown names, with the list
-            out[col] = spec
-        else:
-            raise InputError(f"encoder for column {col!r} must be a name or an Encoder; got {spec!r}")
-    return out
-
-
-def _holds_vectors(column: pd.Series) -> bool:
-    """True when a DataFrame column holds pre-extracted feature vectors (see views_to_frame)."""
-    from .encoders.base import is_missing
-
-    for value in column:
-        if not (isinstance(value, float) and np.isnan(value)) and not is_missing(value):
-            return isinstance(value, (np.ndarray, list, tuple))
-    return False
-
-
-def _best_available(modality: str) -> str:
-    try:
-        from .encoders.pretrained import best_available_encoder
-    except ImportError:
-        return {"image": "hog", "text": "tfidf", "audio": "mfcc"}[modality]
-    return best_available_encoder(modality)
-
-
-def _passthrough_view(col: str, values: Any) -> np.ndarray:
-    if isinstance(values, pd.Series):
-        values = values.tolist()
-        if any(isinstance(v, (np.ndarray, list, tuple)) for v in values):
-            # a column of vectors: missing cells become NaN rows of the right width
-            width = next(len(np.ravel(v)) for v in values if isinstance(v, (np.ndarray, list, tuple)))
-            values = [np.full(width, np.nan) if not isinstance(v, (np.ndarray, list, tuple))
-                      else np.ravel(v) for v in values]
-    try:
-        arr = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"column {col!r} is 'passthrough' and must hold numeric feature vectors of equal "
-            f"length; give it an encoder (e.g. 'hog', 'tfidf', 'mfcc') for raw files"
-        ) from None
-    return arr.reshape(len(arr), -1)
+from .encoders.base import ON_ERROR, ItemError
+from .encoders.featurizer import (PASSTHROUGH, Encoded, Featurizer,  # noqa: F401 (re-export)
+                                  as_columns, build_encoders, is_passthrough, resolve_encoders)
+from .views import Present, Views
 
 
 class PredictReport(NamedTuple):
@@ -148,8 +34,12 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         ``"passthrough"`` for pre-extracted feature arrays. None with a dict of arrays means
         every array is passthrough. ``"auto"`` picks the best installed encoder for columns
         named image, text and audio.
-    fusion : str, default="late"
-        A registered strategy: early, weighted, late, stacking, seed-baseline, ...
+    fusion : str or FusionStrategy, default="late"
+        A registered strategy name (early, weighted, late, stacking, seed-baseline, auto,
+        ...), or a strategy instance such as ``LateFusion(weights="cv")`` (cloned at fit; its
+        own parameters rule, reachable as ``fusion__<param>`` by ``set_params`` and
+        ``GridSearchCV``). ``weights``, ``classifier`` and ``cv`` below apply to a strategy
+        given by name; ``random_state`` also goes to an instance that has none.
     weights : {"cv", "relative", "equal"} or dict, default="cv"
         Modality weights, learned on the training data only (out-of-fold).
     classifier : estimator, default=None
@@ -186,7 +76,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of labels
-    encoders_ : dict of column -> fitted Encoder (or "passthrough")
+    encoders_ : dict of column -> fitted Encoder (or ``PASSTHROUGH``)
     fusion_ : fitted strategy
     modality_weights_ : dict of column -> weight (sum 1), or None
     errors_ : list of ItemError from ``fit`` (set by ``fit`` only: ``predict`` and
@@ -202,7 +92,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.fit(df, df["label"]).predict(df)  # doctest: +SKIP
     """
 
-    def __init__(self, encoders: Any = None, fusion: str = "late", weights: Any = "cv",
+    def __init__(self, encoders: Any = None, fusion: Any = "late", weights: Any = "cv",
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
                  on_error: str = "raise", fusion_params: dict | None = None,
                  scrub_pii: bool = False, epsilon: float | None = None,
@@ -227,65 +117,33 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             self.errors_ = errors
         return views, present
 
-    def _encode_report(self, X: Any, *, fit: bool) -> tuple[Views, Present, list[ItemError]]:
-        from .encoders.cells import check_pooling, encoder_samples, pooled
-        from .encoders.registry import create_encoder
-
-        check_pooling(self.pooling)
+    def _encode_report(self, X: Any, *, fit: bool) -> Encoded:
         if self.on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
-        columns, n = _as_columns(X, encoders_given=self.encoders is not None)
-        if fit:
-            specs = resolve_encoders(self.encoders, columns)
-            self.encoders_ = {c: s if s == PASSTHROUGH else create_encoder(s)
-                              for c, s in specs.items()}
-            self._apply_privacy_to_encoders()
-        else:
-            missing = sorted(c for c in set(self.encoders_) - set(columns)
-                             if not getattr(self.encoders_[c], "multi_column", False))
-            if missing:
-                raise InputError(
-                    f"X lacks the columns the model was trained on: {missing}; "
-                    f"got {sorted(map(str, columns))} (use None cells for a missing modality)"
-                )
-        views: Views = {}
-        present: Present = {}
-        all_errors: list[ItemError] = []
-        for col, enc in self.encoders_.items():
-            if enc == PASSTHROUGH:
-                views[col] = _passthrough_view(col, columns[col])
-                continue
-            samples = encoder_samples(columns, col, enc)
-            if enc.stateless:
-                # streamed, and cached on disk by content hash (see mmfuse.extract); a cell
-                # with several files is pooled (mmfuse.encoders.cells)
-                from .extract import extract_features
-
-                views[col], mask, errors = pooled(
-                    lambda items, on_error, enc=enc, col=col: extract_features(
-                        enc, items, on_error=on_error, column=col),
-                    samples, pooling=self.pooling, on_error=self.on_error, column=col)
-            else:
-                prepared, mask, errors = enc.prepare_all(samples, self.on_error, column=col)
-                if fit:
-                    enc.fit_prepared(prepared)
-                views[col] = enc.assemble(prepared, mask)
-            present[col] = mask
-            all_errors += errors
+        columns, _ = as_columns(X, encoders_given=self.encoders is not None)
         if not fit:
-            for col, dim in self.view_dims_.items():
-                if views[col].shape[1] != dim:
-                    where = "" if col == "x" else f" in column {col!r}"
-                    raise InputError(
-                        f"X has {views[col].shape[1]} features{where}, but "
-                        f"{type(self).__name__} is expecting {dim} features as input"
-                    )
-        return (*check_views(views, present or None), all_errors)
+            return self.featurizer().transform(columns, on_error=self.on_error)
+        self.encoders_ = build_encoders(resolve_encoders(self.encoders, columns))
+        self._apply_privacy_to_encoders()
+        return Featurizer(self.encoders_, owner=type(self).__name__,
+                          pooling=self.pooling).fit_transform(columns, on_error=self.on_error)
+
+    def featurizer(self) -> Featurizer:
+        """The fitted encoders as a :class:`~mmfuse.encoders.featurizer.Featurizer`: the one
+        way from raw columns to this model's views (used by predict and the HTTP service)."""
+        check_is_fitted(self, "fusion_")
+        return Featurizer(self.encoders_, dims=getattr(self, "view_dims_", None),
+                          owner=type(self).__name__, pooling=getattr(self, "pooling", "mean"))
+
+    def predict_views(self, views: Views, present: Present) -> np.ndarray:
+        """Class probabilities of views made by :meth:`featurizer`; a row with no usable
+        modality gets the strategy's answer for an empty row (the class prior)."""
+        check_is_fitted(self, "fusion_")
+        return self.fusion_.predict_proba(views, present)
 
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
         """Encode every modality, then fit the fusion strategy (weights learned out-of-fold)."""
-        from .fusion import create_fusion
 
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
@@ -308,18 +166,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             present = {k: p[keep] for k, p in present.items()}
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
-        params = dict(self.fusion_params or {})
-        params.setdefault("classifier", self.classifier)
-        params.setdefault("weights", self.weights)
-        params.setdefault("cv", self.cv)
-        params.setdefault("random_state", self.random_state)
-        if self.epsilon is not None:
-            from .privacy.dp import make_private_fusion
-
-            self.fusion_ = make_private_fusion(self.fusion, self.epsilon, delta=self.delta,
-                                               **params)
-        else:
-            self.fusion_ = create_fusion(self.fusion, **params)
+        self.fusion_ = self._make_fusion()
         self.fusion_.fit(views, y, present, groups)
         if self.epsilon is not None:
             self.epsilon_spent_ = float(self.fusion_.epsilon_spent_)
@@ -329,6 +176,37 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
         self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self
+
+    def _make_fusion(self) -> Any:
+        """A fresh strategy: built by name with this estimator's settings, or a clone of
+        the strategy instance given (its own parameters rule; ``fusion_params`` are set on
+        it, and ``random_state`` is passed on when it has none)."""
+        from sklearn.base import clone
+
+        from .fusion import FusionStrategy, create_fusion
+
+        if isinstance(self.fusion, FusionStrategy):
+            if self.epsilon is not None:
+                raise InputError(
+                    "epsilon needs the fusion strategy by name ('early' or 'late'), so that "
+                    f"its private version is built; got the instance {self.fusion!r}")
+            strategy = clone(self.fusion)
+            if self.fusion_params:
+                strategy.set_params(**self.fusion_params)
+            if ("random_state" in strategy.get_params(deep=False)
+                    and strategy.random_state is None and self.random_state is not None):
+                strategy.set_params(random_state=self.random_state)
+            return strategy
+        params = dict(self.fusion_params or {})
+        params.setdefault("classifier", self.classifier)
+        params.setdefault("weights", self.weights)
+        params.setdefault("cv", self.cv)
+        params.setdefault("random_state", self.random_state)
+        if self.epsilon is not None:
+            from .privacy.dp import make_private_fusion
+
+            return make_private_fusion(self.fusion, self.epsilon, delta=self.delta, **params)
+        return create_fusion(self.fusion, **params)
 
     def _apply_privacy_to_encoders(self) -> None:
         """Switch PII scrubbing on for the text encoders; refuse data-dependent encoders
@@ -344,7 +222,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         if not self.scrub_pii:
             return
         for col, enc in self.encoders_.items():
-            if enc == PASSTHROUGH or enc.modality != "text":
+            if is_passthrough(enc) or enc.modality != "text":
                 continue
             if not enc.scrubs_pii:
                 raise InputError(

@@ -92,7 +92,7 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
             )
     base = path.resolve().parent
     for col in path_columns:
-        df[col] = [None if is_missing(v) else _resolve(v, base) for v in df[col]]
+        df[col] = [None if is_missing(v) else resolve_path(v, base) for v in df[col]]
     return df
 
 
@@ -155,14 +155,15 @@ def _check_header(path: Path, sep: str) -> None:
         seen[name] = i
 
 
-def _resolve(value: object, base: Path) -> object:
-    """A path cell resolved against ``base``; several paths (a list, or ``a.png | b.png`` in
-    CSV, see :mod:`mmfuse.encoders.cells`) are resolved one by one."""
+def resolve_path(value: object, base: Path) -> object:
+    """A relative path (a str) resolved against ``base``, the manifest's folder; anything else
+    as it is. Several paths (a list, or ``a.png | b.png`` in CSV, see
+    :mod:`mmfuse.encoders.cells`) are resolved one by one."""
     from ..encoders.cells import split_paths
 
     value = split_paths(value)
     if isinstance(value, list):
-        return [_resolve(v, base) for v in value]
+        return [resolve_path(v, base) for v in value]
     if not isinstance(value, str):
         return value
     p = Path(value).expanduser()

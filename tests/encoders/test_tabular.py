@@ -112,7 +112,8 @@ def test_in_the_classifier_with_missing_rows_and_a_saved_model(tmp_path):
     path = clf.save(tmp_path / "m.mmfuse")
     back = mmfuse.load(path)
     np.testing.assert_allclose(back.predict_proba(df), clf.predict_proba(df))
-    with pytest.raises(InputError, match=r"tabular columns \['price'\] are not in the data"):
+    with pytest.raises(InputError, match=r"lacks the columns the model was trained on: "
+                                         r"\['price'\]"):
         clf.predict(df.drop(columns=["price"]))
 
 

@@ -50,10 +50,15 @@ def accuracy(X, y, groups, cv):
     n_jobs = int(os.environ.get("BENCH_N_JOBS", "1"))
     with_tab = evaluate(None, y, features=table, groups=groups, strategies=STRATEGIES, cv=cv,
                         random_state=0, n_jobs=n_jobs, baseline=False)
-    without = copy.copy(table)
+    without = copy.copy(table)  # the same features, less the tabular view
     without.views = {k: v for k, v in table.views.items() if k != "tabular"}
     without.present = {k: v for k, v in table.present.items() if k != "tabular"}
     without.stateful = {k: v for k, v in table.stateful.items() if k != "tabular"}
+    if hasattr(table, "_encoded"):  # the featurizer's FeatureTable (issue 12)
+        from mmfuse.encoders.featurizer import Encoded
+
+        without._encoded = Encoded(without.views, without.present, deferred={
+            k: v for k, v in table._encoded.deferred.items() if k != "tabular"})
     no_tab = evaluate(None, y, features=without, groups=groups, strategies=STRATEGIES, cv=cv,
                       random_state=0, n_jobs=n_jobs, singles=False, baseline=False)
     rows = {}

@@ -151,7 +151,8 @@ def print_results(result: Any, title: str) -> None:
 
 
 def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path],
-                   title: str, robustness: Any = None, not_cached: int | None = None) -> None:
+                   title: str, robustness: Any = None, not_cached: int | None = None,
+                   explanation: Any = None) -> None:
     from ._io import atomic_write_json
 
     if json_out:
@@ -167,7 +168,8 @@ def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path]
     if report:
         from .report import write_report
 
-        write_report(result, report, title=title, robustness=robustness)
+        write_report(result, report, title=title, robustness=robustness,
+                     explanation=explanation)
         console.print(f"wrote {report}")
 
 
@@ -200,6 +202,10 @@ ScrubOpt = Annotated[bool, typer.Option("--scrub-pii/--no-scrub-pii", help="Repl
 EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="Differential privacy budget (needs mmfuse[privacy]): early/late fusion with fixed weights, data-independent encoders.")]
 DeltaOpt = Annotated[float, typer.Option("--delta", help="The delta of the DP budget (0: pure epsilon-DP).")]
 FeaturesOpt = Annotated[Optional[Path], typer.Option("--features", help="A feature store written by `mmfuse extract` (no encoder runs).")]
+NumericOpt = Annotated[Optional[str], typer.Option("--numeric", help="Tabular modality: numeric manifest columns, a,b,c (median-imputed, missing flags, robust scaling).")]
+CategoricalOpt = Annotated[Optional[str], typer.Option("--categorical", help="Tabular modality: categorical columns, d,e (one-hot of frequent levels + other/unseen).")]
+BooleanOpt = Annotated[Optional[str], typer.Option("--boolean", help="Tabular modality: boolean columns (true/false, yes/no, 1/0).")]
+DatesOpt = Annotated[Optional[str], typer.Option("--dates", help="Tabular modality: date columns (ISO 8601).")]
 SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Run on Dask: 'local' or a scheduler address tcp://host:8786 (default: $MMFUSE_SCHEDULER, else this process).")]
 
 
@@ -233,6 +239,10 @@ def run(
     delta: DeltaOpt = 1e-5,
     features: FeaturesOpt = None,
     scheduler: SchedulerOpt = None,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    boolean: BooleanOpt = None,
+    dates: DatesOpt = None,
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
@@ -242,12 +252,14 @@ def run(
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         _placement(None, None, [], device)  # a bad or missing device fails before any work
+        tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
-                                                      views, labels, dataset, features, enc)
+                                                      views, labels, dataset, features, enc,
+                                                      tabular=tab)
         _no_privacy_on_features(features, scrub_pii, epsilon)
         strategies = _parse_strategies(fusion)
-        encoder_spec = None if features else _private_spec(
-            _encoder_spec(X, enc), enc, epsilon, scrub_pii, saving=False)
+        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
+            _encoder_spec(X, enc, tab), enc, epsilon, scrub_pii, saving=False)
         encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
         cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
         if epsilon is not None:
@@ -289,7 +301,17 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
     if table.not_cached:
         err_console.print(f"[yellow]warning:[/yellow] the feature cache could not store "
                           f"{table.not_cached} feature row(s); they will be recomputed next time")
-    _write_outputs(result, json_out, report, title, robustness, not_cached=table.not_cached)
+    explanation = None
+    fused = [r for r in result.rows if r.kind == "fused"]
+    if report and fused and len(table.views) > 1:
+        from .explain import holdout_explanation
+
+        best = result.best if result.best.kind == "fused" else max(fused, key=lambda r: r.accuracy)
+        explanation = holdout_explanation(table, y, groups, cv_spec,
+                                          best.fusion, weights=weights, random_state=seed,
+                                          fusion_params=(fusion_params or {}).get(best.fusion))
+    _write_outputs(result, json_out, report, title, robustness, not_cached=table.not_cached,
+                   explanation=explanation)
     return result
 
 
@@ -307,28 +329,54 @@ def print_robustness(rob: Any) -> None:
         console.print(f"note: {escape(str(note))}", highlight=False)
 
 
-def _encoder_spec(X: Any, enc: Any) -> Any:
+def _encoder_spec(X: Any, enc: Any, tabular: Any = None) -> Any:
     import pandas as pd
 
     if not isinstance(X, pd.DataFrame):
-        return None  # pre-extracted arrays: passthrough
+        if tabular is None:
+            return None  # pre-extracted arrays: passthrough
+        # a feature store's views, and its raw tabular columns learned per fold
+        return {**{k: "passthrough" for k in X if k not in tabular.columns},
+                "tabular": tabular}
     if enc == "auto":
-        return "auto"
-    from .encoders.registry import default_encoder
+        if tabular is None:
+            return "auto"
+        from .encoders.featurizer import resolve_encoders
 
-    spec = {m: default_encoder(m) for m in MODALITY_OPTIONS if m in X.columns}
-    spec.update(enc or {})
+        spec = resolve_encoders("auto", X) if any(m in X.columns for m in MODALITY_OPTIONS) else {}
+    else:
+        from .encoders.registry import default_encoder
+
+        spec = {m: default_encoder(m) for m in MODALITY_OPTIONS if m in X.columns}
+        spec.update(enc or {})
+    if tabular is not None:
+        spec["tabular"] = tabular
     return spec
 
 
+def _tabular_encoder(numeric, categorical, boolean, dates, dataset=None, features=None) -> Any:
+    """The ``tabular`` encoder of --numeric/--categorical/--boolean/--dates (None without
+    them); a dataset with table columns (``tuxpaint-tabular``) uses its own by default."""
+    from .encoders.tabular import TabularEncoder
+
+    given = {k: [c.strip() for c in v.split(",") if c.strip()]
+             for k, v in (("numeric", numeric), ("categorical", categorical),
+                          ("boolean", boolean), ("dates", dates)) if v}
+    if not given and dataset:
+        from .data.datasets import dataset_info
+
+        given = dataset_info(dataset).get("tabular") or {}
+    return TabularEncoder(**given) if given else None
+
+
 def _load_input(manifest, image, text, audio, label, group, views, labels, dataset,
-                features=None, encoders=None):
+                features=None, encoders=None, tabular=None):
     from .data.inputs import load_input
 
     return load_input(manifest=manifest, columns={"image": image, "text": text, "audio": audio},
                       label=label, group=group,
                       views=_parse_pairs(views, "--views") if views else None, labels=labels,
-                      dataset=dataset, features=features, encoders=encoders)
+                      dataset=dataset, features=features, encoders=encoders, tabular=tabular)
 
 
 def _no_privacy_on_features(features, scrub_pii, epsilon) -> None:
@@ -368,6 +416,10 @@ def train(
     delta: DeltaOpt = 1e-5,
     allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.")] = False,
     features: FeaturesOpt = None,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    boolean: BooleanOpt = None,
+    dates: DatesOpt = None,
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
 
@@ -381,14 +433,15 @@ def train(
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
         _placement(None, None, [], device)  # a bad or missing device fails before any work
+        tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
-                                             labels, dataset, features, enc)
+                                             labels, dataset, features, enc, tabular=tab)
         _no_privacy_on_features(features, scrub_pii, epsilon)
         if epsilon is not None and weights == "cv":
             weights = "equal"  # DP: fixed weights (learning them would spend budget)
             console.print("differential privacy: fixed equal modality weights", markup=False)
-        encoder_spec = None if features else _private_spec(
-            _encoder_spec(X, enc), enc, epsilon, False, saving=True)
+        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
+            _encoder_spec(X, enc, tab), enc, epsilon, False, saving=True)
         encoder_spec, fusion_params = _placement(X, encoder_spec, [fusion], device)
         model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion, weights=weights,
                                      random_state=seed, on_error=on_error,
@@ -426,6 +479,7 @@ def predict(
     keep: Annotated[Optional[str], typer.Option(help="Manifest columns to copy into the output, e.g. id,label.")] = None,
     on_error: Annotated[Optional[str], typer.Option("--on-error", help="raise or skip unreadable items (default: the model's).")] = None,
     device: DeviceOpt = "auto",
+    explain: Annotated[bool, typer.Option("--explain", help="Add share_<modality> columns: how much each modality moved each prediction.")] = False,
 ) -> None:
     """Predict labels and per-class probabilities for every row of a manifest."""
     from .predict import predict_manifest, write_predictions
@@ -439,7 +493,7 @@ def predict(
         columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
         table = predict_manifest(fitted, manifest, columns=columns,
                                  keep=[k.strip() for k in (keep or "").split(",") if k.strip()],
-                                 on_error=on_error)
+                                 on_error=on_error, explain=explain)
         if out:
             write_predictions(table, out)
             console.print(f"wrote {len(table)} predictions to {out}")
@@ -620,13 +674,23 @@ def extract(
     record_paths: Annotated[bool, typer.Option("--record-paths/--no-record-paths", help="Also write the files of failed items into the store's header.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a store made with other arguments.")] = False,
     progress: ProgressOpt = True,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    boolean: BooleanOpt = None,
+    dates: DatesOpt = None,
 ) -> None:
     """Extract features of every manifest row into a Parquet feature store (resumable; on
-    Dask with --scheduler). Use it with `mmfuse run/train --features DIR`."""
+    Dask with --scheduler). Use it with `mmfuse run/train --features DIR`.
+
+    Tabular columns (--numeric...) are learned per training fold, so they are checked and
+    kept raw in the store (as every non-modality column is), not encoded here."""
     from .features import SHARD_NAME, extract_store, read_header
 
     with _errors():
         columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
+        tab = _tabular_encoder(numeric, categorical, boolean, dates)
+        if tab is not None:
+            _check_manifest_has(manifest, tab.columns, set(columns.values()))
         try:
             with _Progress(progress) as bar:
                 tick = None if bar is None else (lambda done, total: bar("shards", done, total))
@@ -650,6 +714,10 @@ def extract(
         console.print(f"wrote {result.n_rows} rows ({encs}) in {result.n_shards} shards to "
                       f"{out}: {result.computed} computed, {result.reused} reused, "
                       f"{result.seconds:.1f} s", markup=False, highlight=False)
+        if tab is not None:
+            console.print(f"tabular columns kept raw (learned per training fold): "
+                          f"{', '.join(tab.columns)}; use them with `mmfuse run --features "
+                          f"{out} --numeric ...`", markup=False, highlight=False)
         if result.failed:
             err_console.print(f"[yellow]{len(result.failed)} item(s) failed[/yellow] "
                               f"(absent in the store):")
@@ -660,6 +728,37 @@ def extract(
             if len(result.failed) > 20:
                 err_console.print(f"  ... and {len(result.failed) - 20} more (see {out}/"
                                   f"_mmfuse_features.json)")
+
+
+def _check_manifest_has(manifest: Path, wanted: list[str], modality_columns: set[str]) -> None:
+    """Fail before a long extraction when a tabular column is not in the manifest."""
+    from ._errors import InputError
+    from .data.manifest import READERS
+
+    kind = READERS.get(Path(manifest).suffix.lower())
+    if kind is None or not Path(manifest).is_file():
+        return  # extract_store reports these
+    if kind in ("csv", "tsv"):
+        import pandas as pd
+
+        have = list(pd.read_csv(manifest, sep="," if kind == "csv" else "\t", nrows=0).columns)
+    elif kind == "jsonl":
+        import json
+
+        with open(manifest, encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), "{}")
+        have = list(json.loads(first))
+    else:
+        import pyarrow.parquet as pq
+
+        have = pq.read_schema(manifest).names
+    absent = [c for c in wanted if c not in have]
+    clash = [c for c in wanted if c in modality_columns]
+    if absent or clash:
+        raise InputError(f"manifest {str(manifest)!r}: tabular column(s) "
+                         f"{absent or clash} " + ("are not in it" if absent else
+                                                  "are also modality columns")
+                         + f"; it has {have}")
 
 
 cache_app = typer.Typer(help="The on-disk feature cache ($MMFUSE_CACHE, else the user cache dir).",

@@ -65,6 +65,13 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         and mmfuse's DP linear models are allowed; see :mod:`mmfuse.privacy.dp`.
     delta : float, default=1e-5
         The delta of the budget (only with ``epsilon``); 0 for pure epsilon-DP.
+    pooling : {"mean", "max"}, default="mean"
+        How the embeddings of a cell holding several files (a list of paths, see
+        :mod:`mmfuse.encoders.cells`) are pooled into the cell's row.
+
+    Tabular columns are one more view: ``encoders={"tabular": TabularEncoder(numeric=[...],
+    categorical=[...])}`` (see :mod:`mmfuse.encoders.tabular`); the key names the view, the
+    encoder names the columns it reads.
 
     Attributes
     ----------
@@ -89,7 +96,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
                  on_error: str = "raise", fusion_params: dict | None = None,
                  scrub_pii: bool = False, epsilon: float | None = None,
-                 delta: float = 1e-5):
+                 delta: float = 1e-5, pooling: str = "mean"):
         self.encoders = encoders
         self.fusion = fusion
         self.weights = weights
@@ -101,6 +108,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.scrub_pii = scrub_pii
         self.epsilon = epsilon
         self.delta = delta
+        self.pooling = pooling
 
     # -- features ---------------------------------------------------------------------
     def _encode(self, X: Any, *, fit: bool) -> tuple[Views, Present]:
@@ -117,15 +125,15 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             return self.featurizer().transform(columns, on_error=self.on_error)
         self.encoders_ = build_encoders(resolve_encoders(self.encoders, columns))
         self._apply_privacy_to_encoders()
-        return Featurizer(self.encoders_, owner=type(self).__name__).fit_transform(
-            columns, on_error=self.on_error)
+        return Featurizer(self.encoders_, owner=type(self).__name__,
+                          pooling=self.pooling).fit_transform(columns, on_error=self.on_error)
 
     def featurizer(self) -> Featurizer:
         """The fitted encoders as a :class:`~mmfuse.encoders.featurizer.Featurizer`: the one
         way from raw columns to this model's views (used by predict and the HTTP service)."""
         check_is_fitted(self, "fusion_")
         return Featurizer(self.encoders_, dims=getattr(self, "view_dims_", None),
-                          owner=type(self).__name__)
+                          owner=type(self).__name__, pooling=getattr(self, "pooling", "mean"))
 
     def predict_views(self, views: Views, present: Present) -> np.ndarray:
         """Class probabilities of views made by :meth:`featurizer`; a row with no usable
@@ -273,6 +281,15 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (see :meth:`predict_report` for the item errors of the call)."""
         return self.predict_report(X).labels
+
+    def explain(self, X: Any) -> Any:
+        """Per-row modality contributions to each prediction (see :mod:`mmfuse.explain`):
+        an :class:`~mmfuse.explain.Explanation` with labels, probabilities, contributions
+        and shares per modality."""
+        from .explain import explain
+
+        check_is_fitted(self, "fusion_")
+        return explain(self, X)
 
     def save(self, path: Any, **kwargs: Any) -> Any:
         """Write the fitted model to ``path`` (see :func:`mmfuse.persist.save`); load it back

@@ -72,7 +72,7 @@ def modalities_used(model: Any, present: Present) -> list[list[str]]:
 
 def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
                   on_error: str | None = None, keep: Sequence[str] = (),
-                  missing_columns: str = "error") -> pd.DataFrame:
+                  missing_columns: str = "error", explain: bool = False) -> pd.DataFrame:
     """Predict every row of a table.
 
     Parameters
@@ -92,13 +92,16 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
     missing_columns : {"error", "absent"}, default="error"
         What a model column that ``df`` lacks does: an error, or the modality is missing for
         every row.
+    explain : bool, default=False
+        Add one ``share_<modality>`` column per modality of the fusion strategy: how much
+        it moved the row's prediction (see :mod:`mmfuse.explain`).
 
     Returns
     -------
     DataFrame
         Same index as ``df``: the kept columns, ``label``, one ``proba_<class>`` column per
-        class, ``modalities_used`` (the columns used, joined by "+"), and ``error`` ("" when
-        none).
+        class, ``modalities_used`` (the columns used, joined by "+"), with ``explain`` the
+        ``share_<modality>`` columns, and ``error`` ("" when none).
 
     Examples
     --------
@@ -151,13 +154,26 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
     for k, cls in enumerate(classes):
         out[f"{PROBA_PREFIX}{cls}"] = proba[:, k]
     out["modalities_used"] = ["+".join(u) for u in used]
+    if explain:
+        from .explain import SHARE_PREFIX, explain_views
+
+        exp = explain_views(model.fusion_, views, present)
+        for j, m in enumerate(exp.modalities):
+            out[f"{SHARE_PREFIX}{m}"] = exp.shares[:, j] if n else np.zeros(0)
     out["error"] = ["; ".join(m) for m in messages]
     return out
 
 
+def _table_columns(model: Any) -> dict[str, list[str]]:
+    """Multi-column views (tabular) -> the input columns they read."""
+    return {v: list(e.input_columns) for v, e in model.encoders_.items()
+            if getattr(e, "multi_column", False)}
+
+
 def predict_manifest(model: Any, manifest: str | os.PathLike, *,
                      columns: Mapping[str, str] | None = None, keep: Sequence[str] = (),
-                     on_error: str | None = None, trusted: Sequence[str] = ()) -> pd.DataFrame:
+                     on_error: str | None = None, trusted: Sequence[str] = (),
+                     explain: bool = False) -> pd.DataFrame:
     """Predict every row of a manifest file (CSV, TSV, JSONL or Parquet).
 
     Parameters
@@ -194,12 +210,16 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
     if unknown:
         raise InputError(f"columns maps {unknown}, which the model does not use; its columns "
                          f"are {cols}")
+    # a tabular view's input columns are plain table columns, not views
+    views = set(model.featurizer().views) - set(_table_columns(model))
     source = {c: mapping.get(c, c) for c in cols}
-    files = [source[c] for c in cols if column_kind(model, c) in ("image", "audio")]
+    files = [source[c] for c in cols
+             if c in views and column_kind(model, c) in ("image", "audio")]
     df = read_manifest(manifest, columns=list(dict.fromkeys([*source.values(), *keep])),
                        path_columns=files)
-    table = pd.DataFrame({c: df[source[c]].to_numpy(dtype=object) for c in cols}, index=df.index)
-    out = predict_table(model, table, on_error=on_error)
+    table = pd.DataFrame({c: df[source[c]].to_numpy(dtype=object) for c in cols},
+                         index=df.index)
+    out = predict_table(model, table, on_error=on_error, explain=explain)
     for position, name in enumerate(keep):
         target = f"input_{name}" if name in out.columns else name
         out.insert(position, target, df[name].to_numpy())

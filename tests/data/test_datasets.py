@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mmfuse import InputError
@@ -28,7 +29,7 @@ from mmfuse.data.datasets._registry import resolve_root
 DATA = Path(os.environ.get("MMFUSE_DATA")
             or Path(__file__).resolve().parents[3] / "shared" / "data")
 NAMES = ["av-digits", "fsdd", "mnist5k", "sign-av", "sign-digits", "tuxpaint",
-         "tuxpaint-grouped"]
+         "tuxpaint-grouped", "tuxpaint-tabular"]
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 SIGN_PER_DIGIT = {0: 205, 1: 206, 2: 206, 3: 206, 4: 207, 5: 207, 6: 207, 7: 206, 8: 208, 9: 204}
 TUX_THREE_MODALITY = {"symbols": 249, "animals": 144, "town": 79, "food": 73, "household": 73,
@@ -507,3 +508,31 @@ def test_tuxpaint_zero_byte_description_is_reported(tmp_path):
     assert X["text"].tolist() == ["A hand."]
     assert X.attrs["skipped"] == [{"file": str(shapes / "star.txt"), "reason": "zero-byte file"}]
     assert not verify_dataset("tuxpaint", tmp_path)["ok"]
+
+
+def test_tuxpaint_tabular_has_real_table_columns_none_a_proxy_of_the_label():
+    needs("tuxpaint")
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y, groups = load_dataset("tuxpaint-tabular", DATA)
+    Xg, yg, gg = load_dataset("tuxpaint-grouped", DATA)
+    info = dataset_info("tuxpaint-tabular")
+    cols = [c for kind in info["tabular"].values() for c in kind]
+    assert list(X.columns) == ["audio", "image", "text", *cols, "label", "group"]
+    assert info["modalities"] == ["audio", "image", "tabular", "text"]
+    assert len(X) == info["n_samples"] == len(Xg) and (y == yg).all() and (groups == gg).all()
+    assert (X["image"] == Xg["image"]).all()
+    png = X["image"].str.endswith(".png")
+    assert (X["image_format"] == np.where(png, "png", "svg")).all()
+    assert X.loc[png, "image_width"].notna().all() and X.loc[~png, "image_width"].isna().all()
+    assert X["has_sound_effect"].sum() == X["sound_effect_seconds"].notna().sum() > 100
+    assert (X["speech_fr_seconds"] > 0).all() and (X["n_translations"] > 10).all()
+    # no single column is a proxy of the label: alone, each is far from the labels
+    cv = StratifiedGroupKFold(5, shuffle=True, random_state=0)
+    for col in cols:
+        values = X[col] if pd.api.types.is_numeric_dtype(X[col]) else pd.factorize(X[col])[0]
+        values = np.nan_to_num(np.asarray(values, float), nan=-1).reshape(-1, 1)
+        acc = cross_val_score(DecisionTreeClassifier(max_depth=4, random_state=0),
+                              values, y, groups=groups, cv=cv).mean()
+        assert acc < 0.45, (col, acc)

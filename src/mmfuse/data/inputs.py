@@ -28,22 +28,26 @@ def load_input(*, manifest: Any = None, columns: Mapping[str, str | None] | None
                label: str | None = None, group: str | None = None,
                views: Mapping[str, str] | None = None, labels: Any = None,
                dataset: str | None = None, features: Any = None,
-               encoders: Any = None) -> Input:
+               encoders: Any = None, tabular: Any = None) -> Input:
     """Load the data named by exactly one source, in this order of precedence: a feature
     store (``features``), a bundled ``dataset``, pre-extracted ``views`` (modality -> .npy,
     with ``labels``), or a ``manifest`` whose ``columns`` maps modality -> column name.
 
     Error messages name the command-line options (``--label``, ``--views``...), since the
-    command line is where these sources are given.
+    command line is where these sources are given. ``tabular`` (a
+    :class:`~mmfuse.encoders.tabular.TabularEncoder`) keeps its table columns beside the
+    modality columns.
     """
+    table_cols = list(tabular.columns) if tabular is not None else []
     if features:
-        return load_feature_store(features, label, group, encoders)
+        return load_feature_store(features, label, group, encoders, table_cols)
     if dataset:
         from .datasets import dataset_info, load_dataset
 
         X, y, groups = load_dataset(dataset)
         info = dataset_info(dataset)
         mods = [m for m in MODALITIES if m in X.columns]
+        mods += [c for c in table_cols if c not in mods]
         return Input(X[mods], y, groups, info.get("cv", 5), f"dataset {dataset}")
     if views:
         from .manifest import load_arrays
@@ -56,21 +60,28 @@ def load_input(*, manifest: Any = None, columns: Mapping[str, str | None] | None
     from .manifest import read_manifest
 
     mapping = {m: c for m, c in (columns or {}).items() if c}
-    if not mapping:
-        raise InputError("name at least one modality column: --image COL, --text COL or --audio COL")
+    if not mapping and not table_cols:
+        raise InputError("name at least one modality column: --image COL, --text COL or --audio "
+                         "COL (or tabular columns: --numeric A,B --categorical C)")
     if not label:
         raise InputError("--label COL is required with --manifest")
-    df = read_manifest(manifest, label=label, columns=list(mapping.values()), group=group,
-                       path_columns=[c for m, c in mapping.items() if m != "text"])
-    X = df[list(mapping.values())].rename(columns={c: m for m, c in mapping.items()})
+    clash = sorted(set(table_cols) & (set(mapping.values()) | set(MODALITIES) | {label}))
+    if clash:
+        raise InputError(f"tabular column(s) {clash} are also a modality or label column, or "
+                         f"named like a modality; rename them")
+    df = read_manifest(manifest, label=label, columns=list(mapping.values()) + table_cols,
+                       group=group, path_columns=[c for m, c in mapping.items() if m != "text"])
+    X = df[list(mapping.values()) + table_cols].rename(
+        columns={c: m for m, c in mapping.items()})
     groups = df[group].to_numpy() if group else None
     # the file name only: titles go into reports and JSON, which carry no paths
     return Input(X, df[label].to_numpy(), groups, 5, f"manifest {Path(manifest).name}")
 
 
 def load_feature_store(path: Any, label: str | None, group: str | None,
-                       encoders: Any) -> Input:
-    """Views, labels and groups from a feature store (``--features DIR``)."""
+                       encoders: Any, table_cols: Any = ()) -> Input:
+    """Views, labels and groups from a feature store (``--features DIR``), with the raw
+    tabular columns ``table_cols`` the store kept (every non-modality column is kept)."""
     from ..encoders.base import is_missing
     from ..features import load
 
@@ -89,4 +100,9 @@ def load_feature_store(path: Any, label: str | None, group: str | None,
             if bad:
                 raise InputError(f"feature store {str(path)!r}: column {name!r} is empty in row "
                                  f"{bad[0]} ({len(bad)} rows); every sample needs a {name}")
-    return Input(dict(store.views), y, groups, 5, f"features {Path(path).name}")
+    X = dict(store.views)
+    for col in table_cols:
+        if col in X:
+            raise InputError(f"tabular column {col!r} is also a view of the feature store")
+        X[col] = store.column(col)
+    return Input(X, y, groups, 5, f"features {Path(path).name}")

@@ -157,7 +157,13 @@ def _check_header(path: Path, sep: str) -> None:
 
 def resolve_path(value: object, base: Path) -> object:
     """A relative path (a str) resolved against ``base``, the manifest's folder; anything else
-    as it is."""
+    as it is. Several paths (a list, or ``a.png | b.png`` in CSV, see
+    :mod:`mmfuse.encoders.cells`) are resolved one by one."""
+    from ..encoders.cells import split_paths
+
+    value = split_paths(value)
+    if isinstance(value, list):
+        return [resolve_path(v, base) for v in value]
     if not isinstance(value, str):
         return value
     p = Path(value).expanduser()

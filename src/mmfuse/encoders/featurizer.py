@@ -279,13 +279,16 @@ class Featurizer:
     """
 
     def __init__(self, encoders: Mapping[str, Any], *, dims: Mapping[str, int] | None = None,
-                 sources: Mapping[str, Sequence[str]] | None = None, owner: str = "the model"):
+                 sources: Mapping[str, Sequence[str]] | None = None, owner: str = "the model",
+                 pooling: str = "mean"):
         self.encoders = {c: (PASSTHROUGH if is_passthrough(e) else e)
                          for c, e in sorted(encoders.items())}
         self.dims = dict(dims or {})
         self.sources = {v: (tuple(sources[v]) if sources and v in sources
                             else source_columns(v, e)) for v, e in self.encoders.items()}
         self.owner = owner
+        #: how a cell holding several files is pooled (see :mod:`mmfuse.encoders.cells`)
+        self.pooling = pooling
 
     # -- what the views are -----------------------------------------------------------
     @property
@@ -383,13 +386,17 @@ class Featurizer:
                 cells, np.ndarray) else list(cells)
             if enc.stateless:
                 from ..extract import extract_features
+                from .cells import pooled
 
                 tick = None if progress is None else (
                     lambda done, total, v=view: progress(f"features: {v}", done, total))
                 counts: dict[str, Any] = {}
-                view_, mask, errors = extract_features(enc, cells, cache=cache,
-                                                       on_error=on_error, column=view,
-                                                       progress=tick, stats=counts)
+                # a cell with several files is embedded file by file, then pooled
+                view_, mask, errors = pooled(
+                    lambda items, oe, enc=enc, view=view, tick=tick, counts=counts:
+                    extract_features(enc, items, cache=cache, on_error=oe, column=view,
+                                     progress=tick, stats=counts),
+                    cells, pooling=self.pooling, on_error=on_error, column=view)
                 out.not_cached += counts.get("not_cached", 0)
             else:
                 prepared, mask, errors = enc.prepare_all(cells, on_error, column=view)

@@ -92,6 +92,6 @@ def _load_builtin() -> None:
     import importlib
     import importlib.util
 
-    for module in ("classical", "pretrained"):
+    for module in ("classical", "pretrained", "tabular"):
         if importlib.util.find_spec(f"{__package__}.{module}") is not None:
             importlib.import_module(f"{__package__}.{module}")

@@ -85,8 +85,44 @@ def _chance(result: Any) -> float | None:
     return float(counts.max() / counts.sum())
 
 
+def _contributions(exp: Any) -> list[str]:
+    """The per-class average modality shares and three example rows of an Explanation."""
+    mods = list(exp.modalities)
+    head = "".join(f"<th>{_e(m)}</th>" for m in mods)
+    means = exp.mean_by_class()
+    rows = "".join(
+        f"<tr><td>{_e(label)}</td><td class=\"num\">{int((exp.labels == label).sum())}</td>"
+        + "".join(f'<td class="num">{share[m]:+.2f}</td>' for m in mods) + "</tr>"
+        for label, share in means.items())
+    order = np.argsort(-exp.proba.max(axis=1), kind="stable")
+    picks = [int(order[0]), int(order[len(order) // 2]), int(order[-1])] if len(order) else []
+    truth = getattr(exp, "true_labels", None)
+    examples = "".join(
+        f"<tr><td>{_e(kind)}</td><td>{_e(exp.labels[i])}</td>"
+        + (f"<td>{_e(truth[i])}</td>" if truth is not None else "")
+        + f'<td class="num">{exp.proba[i].max():.2f}</td>'
+        + "".join(f'<td class="num">{exp.shares[i, j]:+.2f}</td>' for j in range(len(mods)))
+        + "</tr>"
+        for kind, i in zip(("most confident", "median confidence", "least confident"), picks))
+    method = ("each modality's weighted log-probability share of the predicted class"
+              if exp.method == "log-share" else
+              "the drop in the predicted class's log-probability when the modality is "
+              "left out (the strategy imputes it as it learned to)")
+    return [
+        "<h2>Modality contributions per prediction</h2>",
+        f"<p>{_e(getattr(exp, 'strategy', ''))} fit on the first outer training fold and "
+        f"explained on its {len(exp.labels)} held-out rows. Share = {_e(method)}, divided "
+        f"by the row's total (negative: the modality argued against the prediction).</p>",
+        f"<table><tr><th>predicted class</th><th>rows</th>{head}</tr>{rows}</table>",
+        "<p>Three example rows:</p>",
+        "<table><tr><th>example</th><th>predicted</th>"
+        + ("<th>true</th>" if truth is not None else "")
+        + f"<th>probability</th>{head}</tr>{examples}</table>",
+    ]
+
+
 def render_report(result: Any, *, title: str = "mmfuse report", robustness: Any = None,
-                  created: _dt.datetime | None = None) -> str:
+                  created: _dt.datetime | None = None, explanation: Any = None) -> str:
     """The report of an :class:`~mmfuse.evaluate.EvaluationResult` as one HTML string.
 
     Parameters
@@ -100,6 +136,10 @@ def render_report(result: Any, *, title: str = "mmfuse report", robustness: Any 
         ``result.robustness`` when the result has one.
     created : datetime, optional
         Timestamp shown in the header (default: now, UTC).
+    explanation : mmfuse.explain.Explanation, optional
+        Per-row modality contributions on held-out rows (see
+        :func:`mmfuse.explain.holdout_explanation`): the report shows their average per
+        predicted class and three example rows.
 
     Returns
     -------
@@ -179,6 +219,9 @@ def render_report(result: Any, *, title: str = "mmfuse report", robustness: Any 
             f"<table><tr><th>configuration</th>{head}</tr>{body}</table>",
         ]
 
+    if explanation is not None:
+        sections += _contributions(explanation)
+
     errors = list(getattr(result, "errors", []) or [])
     if errors:
         items = "".join(f"<li>{_e(err)}</li>" for err in errors[:MAX_ERRORS_SHOWN])
@@ -199,11 +242,12 @@ def render_report(result: Any, *, title: str = "mmfuse report", robustness: Any 
 
 
 def write_report(result: Any, path: str | os.PathLike, *, title: str = "mmfuse report",
-                 robustness: Any = None) -> Path:
+                 robustness: Any = None, explanation: Any = None) -> Path:
     """Write :func:`render_report`'s HTML to ``path`` atomically; returns the path.
 
     Needs matplotlib (``pip install "mmfuse[report]"``).
     """
     from .._io import atomic_write_text
 
-    return atomic_write_text(path, render_report(result, title=title, robustness=robustness))
+    return atomic_write_text(path, render_report(result, title=title, robustness=robustness,
+                                                 explanation=explanation))

@@ -36,7 +36,8 @@ from .._errors import InputError, require
 from .auth import KeyCheck
 from .batcher import Batcher, ServiceStats
 from .middleware import Front, Metrics
-from .model import answer_body, model_spec, predict_batch, prepare_items, warm_up_model
+from .model import (answer_body, explain_one, model_spec, predict_batch, prepare_items,
+                    warm_up_model)
 from .openapi import openapi_request, response_models
 from .errors import ApiError, install_error_handlers
 from .requests import (MEDIA_TYPES, BodyLimits, Field, discard_body, items_from_fields,
@@ -180,6 +181,12 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
             raise ApiError(422, "no_usable_modality",
                            f"nothing usable to predict from: got {given or 'only empty fields'}; "
                            f"the model uses {spec.used}")
+        if request.query_params.get("explain", "").lower() in ("1", "true", "yes"):
+            exp = await run_in_threadpool(explain_one, model, spec, prepared)
+            body = answer_body(model, spec, exp.proba[0], used, sorted(items))
+            body["contributions"] = exp.rows()[0]
+            body["explain_method"] = exp.method
+            return JSONResponse(body)
         proba = await batcher.submit(prepared)
         return JSONResponse(answer_body(model, spec, proba, used, sorted(items)))
 

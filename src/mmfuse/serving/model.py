@@ -31,6 +31,8 @@ class ModelSpec:
     classes: list[Any]
     info: dict[str, Any] = field(default_factory=dict)
     featurizer: Featurizer | None = None
+    #: views that read several request fields (tabular): view -> encoder
+    tables: dict[str, Any] = field(default_factory=dict)
 
 
 def model_spec(model: Any, max_upload_bytes: int, max_text_chars: int,
@@ -66,7 +68,11 @@ def model_spec(model: Any, max_upload_bytes: int, max_text_chars: int,
                         "sha256": (saved.get("payload") or {}).get("sha256")} if saved else None),
         "limits": {"max_upload_bytes": max_upload_bytes, "max_text_chars": max_text_chars},
     }
-    return ModelSpec(columns, kinds, used, dims, classes, info, featurizer)
+    tables = {c: featurizer.encoders[c] for c in columns
+              if getattr(featurizer.encoders[c], "multi_column", False)}
+    for c, enc in tables.items():
+        encoders[c]["columns"] = list(enc.input_columns)  # the request's fields
+    return ModelSpec(columns, kinds, used, dims, classes, info, featurizer, tables)
 
 
 def warm_up_model(model: Any) -> None:
@@ -109,6 +115,15 @@ def predict_batch(model: Any, spec: ModelSpec, batch: list[dict[str, Any]]) -> n
     """Probabilities for a batch of decoded requests: one encoder call per modality."""
     views, present = spec.featurizer.views_from_prepared(batch)
     return model.predict_views(views, present)
+
+
+def explain_one(model: Any, spec: ModelSpec, prepared: dict[str, Any]) -> Any:
+    """Probabilities and modality contributions of one decoded request (``explain=true``),
+    outside the micro-batcher (see :mod:`mmfuse.explain`)."""
+    from ..explain import explain_views
+
+    views, present = spec.featurizer.views_from_prepared([prepared])
+    return explain_views(model.fusion_, views, present)
 
 
 def answer_body(model: Any, spec: ModelSpec, proba: np.ndarray, used: list[str],

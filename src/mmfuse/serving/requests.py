@@ -53,7 +53,8 @@ class BodyLimits:
                      + features + _ENVELOPE_BYTES)
         self.urlencoded = texts * 3 * text_bytes + 3 * features + _ENVELOPE_BYTES
         self.part = max(max_upload_bytes, text_bytes, features) + 1
-        self.max_parts = 4 * len(spec.columns) + 8
+        self.max_parts = 4 * (len(spec.columns) + sum(
+            len(e.input_columns) for e in spec.tables.values())) + 8
 
     def for_media(self, media: str) -> int:
         if media == "application/json":
@@ -167,9 +168,21 @@ def _check_names(names: list[str], spec: ModelSpec) -> None:
 
 def items_from_fields(fields: list[Field], spec: ModelSpec, max_upload_bytes: int,
                        max_text_chars: int) -> dict[str, Any]:
-    """Raw items by column from form fields: bytes for files, str for text."""
+    """Raw items by column from form fields: bytes for files, str for text; the fields of a
+    tabular view (named after its columns) make one row item."""
+    table_cols = {c for enc in spec.tables.values() for c in enc.input_columns}
+    cells: dict[str, Any] = {}
+    for f in fields:
+        if f.name in table_cols:
+            if f.name in cells:
+                raise ApiError(422, "duplicate_field", f"field {f.name!r} is given more than "
+                               f"once", field=f.name)
+            data = f.data if isinstance(f.data, str) else f.data.decode("utf-8", "replace")
+            cells[f.name] = data if data.strip() else None
+    _, tables = _table_items(cells, spec)
+    fields = [f for f in fields if f.name not in table_cols]
     _check_names([f.name for f in fields], spec)
-    items: dict[str, Any] = {}
+    items: dict[str, Any] = dict(tables)
     for f in fields:
         kind = spec.kinds[f.name]
         data = f.data if isinstance(f.data, bytes) else f.data.encode("utf-8")
@@ -214,8 +227,9 @@ def items_from_json(body: bytes, spec: ModelSpec, max_upload_bytes: int,
     if not doc:
         raise ApiError(400, "empty_request",
                        f"the JSON object is empty; send at least one of the fields {spec.columns}")
+    doc, tables = _table_items(doc, spec)
     _check_names(list(doc), spec)
-    items: dict[str, Any] = {}
+    items: dict[str, Any] = dict(tables)
     for name, value in doc.items():
         kind = spec.kinds[name]
         if value is None or value == "":
@@ -230,6 +244,19 @@ def items_from_json(body: bytes, spec: ModelSpec, max_upload_bytes: int,
         else:
             items[name] = _check_vector(name, value, spec.dims[name])
     return {k: v for k, v in items.items() if v is not None}
+
+
+def _table_items(doc: dict[str, Any], spec: ModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields of tabular views (named after their columns) as one row item per view."""
+    if not spec.tables:
+        return doc, {}
+    from .._errors import InputError
+    from ..encoders.tabular import gather_fields
+
+    try:
+        return gather_fields(doc, spec.tables)
+    except InputError as exc:
+        raise ApiError(422, "bad_value", str(exc)) from None
 
 
 def _decode_base64(name: str, kind: str, value: Any, max_upload_bytes: int) -> bytes:

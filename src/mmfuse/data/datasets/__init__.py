@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..._errors import InputError
 from . import _fetch, fsdd, mnist, paired, sign_digits, tuxpaint  # noqa: F401 (registers)
+from . import tuxpaint_tabular  # noqa: F401 (registers)
 from ._registry import DATASETS, ON_ERROR, resolve_root
 
 __all__ = ["dataset_info", "list_datasets", "load_dataset", "verify_dataset"]
@@ -104,7 +105,10 @@ def dataset_info(name: str) -> dict[str, Any]:
         For an unknown name; the message lists the valid ones.
     """
     meta = DATASETS.entry(name).meta
-    return {"name": name, **copy.deepcopy({key: meta[key] for key in _PUBLIC_META})}
+    info = {"name": name, **copy.deepcopy({key: meta[key] for key in _PUBLIC_META})}
+    if "tabular" in meta:  # the table columns by kind, for datasets that have them
+        info["tabular"] = copy.deepcopy(meta["tabular"])
+    return info
 
 
 def list_datasets() -> list[dict[str, Any]]:

@@ -93,13 +93,19 @@ def make_frame(
     labels: Sequence[Any],
     groups: Sequence[Any] | None,
     skipped: list[dict[str, str]],
+    extra: dict[str, Sequence[Any]] | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    """Assemble ``(X, y, groups)``: modality columns in sorted order, then label and group."""
+    """Assemble ``(X, y, groups)``: modality columns in sorted order, then the ``extra``
+    table columns (tabular data, in their order), then label and group."""
     columns: dict[str, Any] = {}
     for name in sorted(modalities):
         if name not in MODALITIES:
             raise ValueError(f"unknown modality column {name!r}")
         columns[name] = _object_array(modalities[name])
+    for name, values in (extra or {}).items():
+        if name in columns or name in ("label", "group"):
+            raise ValueError(f"extra column {name!r} clashes with a modality, label or group")
+        columns[name] = list(values)
     columns["label"] = _as_array(labels)
     if groups is not None:
         columns["group"] = _as_array(groups)

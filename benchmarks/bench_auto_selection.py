@@ -60,17 +60,40 @@ def run_one(name: str) -> dict:
             with shared_experts():
                 auto = create_fusion("auto", ensemble=False, random_state=0)
                 auto.fit(v_tr, y[train], p_tr, g_tr)
-                outer = {}
+                outer, probas = {}, {}
                 for c in auto._all_candidates(mods):
                     if c.name not in auto.inner_scores_:
                         continue
                     est = auto._fit_candidate(auto._build(c), c, v_tr, y[train], p_tr, g_tr)
-                    proba = auto._proba(est, c, v_te, p_te)
-                    outer[c.name] = float(np.mean(proba.argmax(axis=1) == y[test]))
+                    probas[c.name] = auto._proba(est, c, v_te, p_te)
+                    outer[c.name] = float(np.mean(probas[c.name].argmax(axis=1) == y[test]))
+                tied = tied_simple(auto.inner_fold_scores_)
+                avg = np.mean([probas[n] for n in tied], axis=0)
+                outer[TIED] = float(np.mean(avg.argmax(axis=1) == y[test]))
             folds.append({"inner_accuracy": auto.inner_fold_scores_,
                           "inner_log_loss": auto.inner_fold_log_loss_, "outer": outer,
                           "auto_chose": auto.chosen_name_})
     return {"dataset": name, "folds": folds}
+
+
+TIED = "average of the simple candidates within one SE of the best simple one"
+
+
+def tied_simple(fold_scores: dict) -> list[str]:
+    """The simple candidates whose inner accuracy is within one standard error (of the
+    paired per-fold differences) of the best simple candidate's."""
+    import numpy as np
+
+    acc = {n: np.asarray(v) for n, v in fold_scores.items()}
+    simple = [n for n in acc if n in EQUAL or n.startswith("single:")]
+    best = max(simple, key=lambda n: (acc[n].mean(), -simple.index(n)))
+    out = []
+    for n in simple:
+        d = acc[best] - acc[n]
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+        if d.mean() <= se:
+            out.append(n)
+    return out
 
 
 def rules(fold: dict) -> dict[str, str]:
@@ -91,6 +114,7 @@ def rules(fold: dict) -> dict[str, str]:
         "log-loss, best of all": best(neg_ll, list(neg_ll)),
         "accuracy, equal-weight fusions only": best(acc, equal),
         "log-loss, equal-weight fusions only": best(neg_ll, equal),
+        "accuracy, " + TIED: TIED,
     }
 
 
@@ -102,12 +126,12 @@ def markdown(results: dict) -> str:
 
     lines = ["## How auto should choose: inner accuracy or inner log-loss", "",
              f"`python benchmarks/bench_auto_selection.py`, {stamp()}; machine: {machine()}.",
-             "", __doc__.split("\n\n")[1].replace("\n", " "), "",
+             "", __doc__.split("\n\n")[2].replace("\n", " "), "",
              "| dataset | rule | outer accuracy | vs best equal-weight fusion (paired, 95% CI) "
              "| picks |", "|---|---|---|---|---|"]
     for name, res in results.items():
         folds = res["folds"]
-        cands = list(folds[0]["outer"])
+        cands = [n for n in folds[0]["outer"] if n != TIED]
         eq = max((n for n in EQUAL if n in cands),
                  key=lambda n: np.mean([f["outer"][n] for f in folds]))
         ref = [f["outer"][eq] for f in folds]

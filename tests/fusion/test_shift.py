@@ -165,3 +165,18 @@ def test_weighted_weight_search_on_the_gram_matrix_is_exact():
     direct = LogisticRegression(**lr).fit(f[train], y[train]).predict_proba(f[test])
     factored = LogisticRegression(**lr).fit(g_tr, y[train]).predict_proba(g_te)
     np.testing.assert_allclose(direct, factored, atol=1e-6)
+
+
+def test_weighted_features_with_missing_rows_and_a_sparse_view():
+    views, y = make_views(n=240)
+    present = {"a": np.ones(240, bool), "b": np.arange(240) % 4 != 0}
+    views["b"] = np.where(present["b"][:, None], views["b"], np.nan)
+    views["c"] = sparse.random(240, 50, density=0.1, format="csr", random_state=0)
+    present["c"] = np.ones(240, bool)
+    groups = np.repeat(np.arange(12), 20)
+    f = create_fusion("weighted", random_state=0, cv=3).fit(views, y, present, groups)
+    proba = f.predict_proba(views, present)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert set(f.modality_weights_) == {"a", "b", "c"}
+    assert f.weight_search_["fold_accuracy"].shape[1] == 3

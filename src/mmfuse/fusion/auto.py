@@ -21,7 +21,15 @@ therefore never below the best single modality on the inner folds.
 
 With ``ensemble=True`` (the default) the candidates' inner out-of-fold probabilities are
 also combined by greedy ensemble selection with replacement (Caruana et al., "Ensemble
-selection from libraries of models", ICML 2004); the ensemble counts as a learned candidate.
+selection from libraries of models", ICML 2004); the ensemble counts as a learned candidate,
+and its inner score is honest: on each inner fold the members are selected on the other
+folds' out-of-fold rows only.
+
+Cost: the per-modality experts once per inner fold, early fusion and the seed baseline once
+per inner fold (their only refits), the meta-level candidates on the shared out-of-fold
+probabilities (milliseconds to a second), then one refit of the choice; ``cost_seconds_``
+gives the breakdown. In inner folds where no row misses a modality, early fusion skips its
+imputer (no inner test row would use it).
 """
 
 from __future__ import annotations

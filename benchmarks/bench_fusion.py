@@ -100,6 +100,32 @@ def run_one(name: str, repeats: int | None) -> dict:
                  macro_f1=r.macro_f1, seconds=r.seconds, weights=r.modality_weights,
                  folds=r.fold_accuracy, chosen=r.chosen)
             for r in result.rows]
+    # auto's cost breakdown, on the first outer fold (refit alone, in this process)
+    from mmfuse.fusion import create_fusion
+    from mmfuse.fusion._common import shared_experts
+
+    _, y_enc = np.unique(y, return_inverse=True)
+    splits, _ = make_splits(y_enc, groups, cv, 0)
+    train, test = splits[0]
+    views, present = table.fold_views(train)
+    keep = np.any(np.stack([present[m][train] for m in mods]), axis=0)
+    train = train[keep]
+    v_tr = {m: views[m][train] for m in mods}
+    p_tr = {m: present[m][train] for m in mods}
+    g_tr = None if groups is None else np.asarray(groups)[train]
+    with threadpool_limits(limits=1, user_api="blas"):
+        singles_s = {}
+        for m in mods:
+            t0 = time.perf_counter()
+            create_fusion("early", random_state=0).fit({m: v_tr[m][p_tr[m]]},
+                                                       y_enc[train][p_tr[m]])
+            singles_s[m] = time.perf_counter() - t0
+        with shared_experts():
+            t0 = time.perf_counter()
+            auto = create_fusion("auto", random_state=0).fit(v_tr, y_enc[train], p_tr, g_tr)
+            auto_s = time.perf_counter() - t0
+    auto_cost = {"singles_seconds": singles_s, "auto_seconds": auto_s,
+                 "parts": auto.cost_seconds_, "chosen": auto.chosen_name_}
     timing = None
     if "text" in mods:
         _, y_enc = np.unique(y, return_inverse=True)
@@ -111,6 +137,7 @@ def run_one(name: str, repeats: int | None) -> dict:
                 cv=result.cv, encoders={m: ENCODERS[m] for m in mods}, rows=rows,
                 feature_seconds=feature_seconds, peak_rss_mib=peak_rss_mib(),
                 skipped=[str(e) for e in table.errors], text_timing=timing,
+                auto_cost=auto_cost,
                 wall_seconds=time.perf_counter() - start)
 
 
@@ -224,6 +251,13 @@ def markdown(results: dict, checks, notes: str) -> str:
             picks = {c: auto["chosen"].count(c) for c in dict.fromkeys(auto["chosen"])}
             lines += ["", "auto chose (per outer fold): "
                       + ", ".join(f"{c} x{n}" for c, n in picks.items()) + "."]
+        cost = res.get("auto_cost")
+        if cost:
+            single = sum(cost["singles_seconds"].values())
+            parts = "; ".join(f"{k} {v:.2f} s" for k, v in cost["parts"].items())
+            lines += ["", f"auto's cost on the first outer fold (refit alone, one process): "
+                      f"{cost['auto_seconds']:.1f} s = {cost['auto_seconds'] / single:.1f}x the "
+                      f"singles' {single:.2f} s; {parts}."]
         timing = res.get("text_timing")
         if timing:
             sec, acc = timing["seconds"], timing["accuracy"]

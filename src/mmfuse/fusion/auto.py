@@ -70,6 +70,7 @@ NEURAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
 WEIGHTED = ("early", "weighted", "late")
 SINGLE_PREFIX = "single:"
 ENSEMBLE_PREFIX = "ensemble"
+AVERAGE_PREFIX = "average"
 PROBA_FLOOR = 1e-12
 #: A candidate joins the ensemble only if it lowers the inner log-loss by at least this much.
 ENSEMBLE_TOL = 1e-4
@@ -92,6 +93,18 @@ def _label(fusion: str, params: Mapping[str, Any]) -> str:
 
 def _torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
+
+
+def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> list[str]:
+    """The simple candidates whose inner score is within one standard error (of the paired
+    per-fold differences) of ``best``'s, ``best`` included, in name order."""
+    out = []
+    for n in sorted(set(simple) & set(fold_scores)):
+        d = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[n], float)
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        if n == best or d.mean() <= se:
+            out.append(n)
+    return out
 
 
 @register_fusion("auto", description="picks the strategy and weights, or a greedy ensemble of "
@@ -133,6 +146,12 @@ class AutoFusion(FusionStrategy):
         candidate under the one-standard-error rule. False picks one candidate.
     ensemble_size : int, default=20
         Most selection rounds (members counted with repetition; a weight is a count / total).
+    average_ties : bool, default=True
+        When the choice is a simple candidate, average (with equal weights) the
+        probabilities of every simple candidate within one standard error of it, rather
+        than betting on one of several candidates the inner folds cannot tell apart; the
+        result is named ``"average(a+b)"``. Nothing is learned: it is model averaging over
+        a statistical tie (measured against picking one, see benchmarks/RESULTS.md).
     random_state : int or None, default=None
 
     Attributes
@@ -169,7 +188,8 @@ class AutoFusion(FusionStrategy):
                  candidate_cv: int | None = None, candidates: Sequence[Any] | None = None,
                  neural: Any = False,
                  candidate_params: Mapping[str, Mapping[str, Any]] | None = None,
-                 ensemble: bool = True, ensemble_size: int = 20, random_state: Any = None):
+                 ensemble: bool = True, ensemble_size: int = 20, average_ties: bool = True,
+                 random_state: Any = None):
         self.classifier = classifier
         self.weights = weights
         self.cv = cv
@@ -179,6 +199,7 @@ class AutoFusion(FusionStrategy):
         self.candidate_params = candidate_params
         self.ensemble = ensemble
         self.ensemble_size = ensemble_size
+        self.average_ties = average_ties
         self.random_state = random_state
 
     # -- candidates -----------------------------------------------------------------------
@@ -272,6 +293,8 @@ class AutoFusion(FusionStrategy):
         started = time.perf_counter()
         if not isinstance(self.ensemble, (bool, np.bool_)):
             raise InputError(f"ensemble must be True or False; got {self.ensemble!r}")
+        if not isinstance(self.average_ties, (bool, np.bool_)):
+            raise InputError(f"average_ties must be True or False; got {self.average_ties!r}")
         if (not isinstance(self.ensemble_size, (int, np.integer))
                 or isinstance(self.ensemble_size, bool) or self.ensemble_size < 1):
             raise InputError(f"ensemble_size must be an integer >= 1; got {self.ensemble_size!r}")
@@ -298,6 +321,8 @@ class AutoFusion(FusionStrategy):
                     t0 = time.perf_counter()
                     counts = self._select_ensemble(oof, y, best, splits, simple)
                     self.cost_seconds_["ensemble selection"] = time.perf_counter() - t0
+                if self.average_ties and counts == {best: 1} and best in simple:
+                    counts = {n: 1 for n in tied_with(fold_scores, best, simple)}
             else:
                 # too little data for inner CV: early fusion with equal weights needs none
                 early = Candidate("early[equal]", "early", tuple(sorted(views)),
@@ -315,8 +340,10 @@ class AutoFusion(FusionStrategy):
         heaviest = max(range(len(names)), key=lambda i: (counts[names[i]], -i))
         self.chosen_candidate_ = self.member_candidates_[heaviest]
         self.chosen_ = self.members_[heaviest]
-        self.chosen_name_ = (names[0] if len(names) == 1
-                             else f"{ENSEMBLE_PREFIX}({'+'.join(names)})")
+        averaged = len(names) > 1 and set(names) <= set(SIMPLE) | {
+            n for n in names if n.startswith(SINGLE_PREFIX)} and len(set(counts.values())) == 1
+        prefix = AVERAGE_PREFIX if averaged and self.average_ties else ENSEMBLE_PREFIX
+        self.chosen_name_ = (names[0] if len(names) == 1 else f"{prefix}({'+'.join(names)})")
         self.modality_weights_ = self._modality_weights(sorted(views))
         self.selection_seconds_ = time.perf_counter() - started
 

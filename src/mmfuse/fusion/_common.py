@@ -62,18 +62,21 @@ def _memo(key: tuple, compute: Any) -> Any:
     return memo[key]
 
 
-def make_classifier(classifier: Any, random_state: Any = None, sparse: bool = False) -> Any:
+def make_classifier(classifier: Any, random_state: Any = None, x: Any = None) -> Any:
     """A fresh copy of ``classifier``; None means LogisticRegression (the seed's choice).
 
-    For sparse input (``sparse=True``) the default logistic regression uses the Newton-CG
-    solver: the same model, but on a wide TF-IDF block L-BFGS-B's own bookkeeping over
-    its K·d coefficients dominates (measured on tuxpaint's text: 118 L-BFGS iterations,
-    8 s, against 13 Newton steps, 0.7 s, same predictions), while a Hessian-vector product
-    costs one sparse product.
+    The default logistic regression uses the Newton-CG solver on a sparse ``x`` with fewer
+    than 20 stored values per column on average (a TF-IDF block): the same model, but there
+    L-BFGS-B's own bookkeeping over its K·d coefficients (about 2·10 passes over them per
+    iteration, 10 being its memory) outweighs a pass over the data, and it needed many more
+    iterations (measured on tuxpaint's text: 118 L-BFGS iterations, 8 s, against 13 Newton
+    steps, 0.7 s, same predictions). On denser input (TF-IDF concatenated with dense
+    blocks) a Hessian-vector product costs a pass over the data, and L-BFGS stays faster.
     """
     if classifier is None:
+        newton = is_sparse(x) and x.nnz < 20 * x.shape[1]
         return LogisticRegression(max_iter=2000, C=1.0,
-                                  solver="newton-cg" if sparse else "lbfgs")
+                                  solver="newton-cg" if newton else "lbfgs")
     if not hasattr(classifier, "fit") or not hasattr(classifier, "predict_proba"):
         raise InputError(
             f"classifier must be a scikit-learn classifier with predict_proba; got {classifier!r}"
@@ -222,9 +225,9 @@ class ModalityExpert:
         if len(np.unique(y[rows])) < 2:  # too few labels for a model: predict the prior
             self.model_ = None
             return self
-        self.model_ = make_classifier(self.classifier, self.random_state,
-                                      sparse=self.scaler_.sparse_)
-        self.model_.fit(self.scaler_.transform(x[rows], present[rows]), y[rows])
+        z = self.scaler_.transform(x[rows], present[rows])
+        self.model_ = make_classifier(self.classifier, self.random_state, z)
+        self.model_.fit(z, y[rows])
         return self
 
     def predict_proba(self, x: Any, present: np.ndarray) -> np.ndarray:

@@ -93,8 +93,7 @@ class EarlyFusion(FusionStrategy):
             weights = self._search_weights(views, present, y, groups)
         self.modality_weights_ = weights
         design = self._design(views, present, weights)
-        self.model_ = make_classifier(self.classifier, self.random_state,
-                                      sparse=is_sparse(design))
+        self.model_ = make_classifier(self.classifier, self.random_state, design)
         self.model_.fit(design, y)
 
     def _search_weights(self, views, present, y, groups) -> dict[str, float]:
@@ -109,7 +108,7 @@ class EarlyFusion(FusionStrategy):
             correct = 0
             for train, test in splits:
                 model = make_classifier(self.classifier, self.random_state,
-                                        sparse=is_sparse(x)).fit(x[train], y[train])
+                                        x).fit(x[train], y[train])
                 correct += int(np.sum(model.predict(x[test]) == y[test]))
             scores.append(correct)
         return {m: float(w) for m, w in zip(mods, grid[int(np.argmax(scores))])}

@@ -131,8 +131,10 @@ def test_learned_heads_are_candidates_when_asked_and_torch_is_installed():
 def test_ensemble_is_used_only_when_at_least_as_accurate_as_the_best_candidate():
     views, y = make_views(n=400, noise_view=True)
     f = create_fusion("auto", random_state=0, **CLASSICAL_ONLY).fit(views, y)
-    single = {k: v for k, v in f.inner_scores_.items() if not k.startswith("ensemble(")}
-    assert f.inner_scores_[f.chosen_name_] >= max(single.values())
+    single = {k: v for k, v in f.inner_scores_.items()
+              if not k.startswith(("ensemble(", "average("))}
+    if f.chosen_name_.startswith("ensemble("):
+        assert f.inner_scores_[f.chosen_name_] >= max(single.values())
     assert sum(f.ensemble_weights_.values()) == pytest.approx(1.0)
     assert len(f.members_) == len(f.ensemble_weights_)
     if len(f.members_) > 1:
@@ -185,3 +187,23 @@ def test_bad_ensemble_parameters(params, match):
     views, y = make_views(n=100)
     with pytest.raises(InputError, match=match):
         create_fusion("auto", **params).fit(views, y)
+
+
+def test_simple_candidates_tied_with_the_choice_are_averaged():
+    from mmfuse.fusion.auto import tied_with
+
+    scores = {"early[equal]": np.array([0.8, 0.7, 0.9]), "seed-baseline": np.array([0.79, 0.72, 0.88]),
+              "single:a": np.array([0.5, 0.5, 0.5])}
+    assert tied_with(scores, "early[equal]", set(scores)) == ["early[equal]", "seed-baseline"]
+    views, y = make_views(n=300)
+    twins = {"a": views["a"], "b": views["a"].copy()}  # single:a and single:b tie exactly
+    f = create_fusion("auto", ensemble=False, average_ties=True, random_state=0,
+                      **CLASSICAL_ONLY).fit(twins, y)
+    assert f.chosen_name_.startswith("average(") and len(f.members_) > 1
+    assert f.chosen_name_ in f.inner_scores_
+    assert set(f.ensemble_weights_.values()) == {1 / len(f.members_)}
+    mean = np.mean([f._proba(e, c, twins, {m: np.ones(300, bool) for m in twins})
+                    for c, e in zip(f.member_candidates_, f.members_)], axis=0)
+    np.testing.assert_allclose(f.predict_proba(twins), mean, atol=1e-9)
+    f = create_fusion("auto", ensemble=False, random_state=0, **CLASSICAL_ONLY).fit(twins, y)
+    assert len(f.members_) == 1 and f.chosen_name_ in f.inner_scores_

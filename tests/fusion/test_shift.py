@@ -25,7 +25,8 @@ def test_one_se_rule_prefers_the_simple_candidate_unless_clearly_better():
 def test_learned_weights_predict_with_the_cross_fitted_experts():
     views, y = make_views(n=300)
     groups = np.repeat(np.arange(10), 30)
-    for name, params in (("late", {"weights": "cv"}), ("stacking", {}), ("weighted", {})):
+    for name, params in (("late", {"weights": "cv"}), ("stacking", {}),
+                         ("weighted", {"projection": "class-scores"})):
         f = create_fusion(name, random_state=0, cv=4, **params).fit(views, y, groups=groups)
         assert all(isinstance(e, CrossFitExpert) for e in f.experts_.values())
         assert all(len(e.experts) == 4 for e in f.experts_.values())
@@ -134,3 +135,48 @@ def test_auto_follows_the_one_se_rule_on_its_inner_folds():
     best_single = max(v for n, v in f.inner_scores_.items() if n.startswith("single:"))
     assert f.inner_scores_[f.chosen_name_] >= best_single
     assert inner_splits(y, groups, 4, 0)  # grouped inner splits exist for this data
+
+
+def test_weighted_with_equal_weights_is_the_seed_baseline():
+    views, y = make_views(n=200)
+    views["b"] = views["b"][:, :3]  # different widths: zero-padded sums, as in the seed
+    seed = create_fusion("seed-baseline").fit(views, y)
+    f = create_fusion("weighted", weights="equal").fit(views, y)
+    np.testing.assert_allclose(f.predict_proba(views), seed.predict_proba(views), atol=1e-4)
+
+
+def test_weighted_weight_search_on_the_gram_matrix_is_exact():
+    from sklearn.linear_model import LogisticRegression
+
+    from mmfuse.fusion.weighted import _kernel_factor, _PairGram, weighted_sum
+
+    rng = np.random.RandomState(0)
+    n = 120
+    z = {"a": rng.randn(n, 300), "b": rng.randn(n, 40)}
+    present = {"a": np.ones(n, bool), "b": rng.rand(n) > 0.2}
+    y = (z["a"][:, 0] + z["b"][:, 0] > 0).astype(int) + (z["a"][:, 1] > 1)
+    w = {"a": 0.3, "b": 0.7}
+    train, test = np.arange(90), np.arange(90, n)
+    f = weighted_sum(z, present, w)
+    k = _PairGram(z, present).kernel(w)
+    np.testing.assert_allclose(k, f @ f.T, atol=1e-8)
+    g_tr, g_te = _kernel_factor(k, train, test)
+    lr = dict(max_iter=5000, tol=1e-10)
+    direct = LogisticRegression(**lr).fit(f[train], y[train]).predict_proba(f[test])
+    factored = LogisticRegression(**lr).fit(g_tr, y[train]).predict_proba(g_te)
+    np.testing.assert_allclose(direct, factored, atol=1e-6)
+
+
+def test_weighted_features_with_missing_rows_and_a_sparse_view():
+    views, y = make_views(n=240)
+    present = {"a": np.ones(240, bool), "b": np.arange(240) % 4 != 0}
+    views["b"] = np.where(present["b"][:, None], views["b"], np.nan)
+    views["c"] = sparse.random(240, 50, density=0.1, format="csr", random_state=0)
+    present["c"] = np.ones(240, bool)
+    groups = np.repeat(np.arange(12), 20)
+    f = create_fusion("weighted", random_state=0, cv=3).fit(views, y, present, groups)
+    proba = f.predict_proba(views, present)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert set(f.modality_weights_) == {"a", "b", "c"}
+    assert f.weight_search_["fold_accuracy"].shape[1] == 3

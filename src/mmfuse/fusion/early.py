@@ -92,8 +92,9 @@ class EarlyFusion(FusionStrategy):
         else:
             weights = self._search_weights(views, present, y, groups)
         self.modality_weights_ = weights
-        self.model_ = make_classifier(self.classifier, self.random_state)
-        self.model_.fit(self._design(views, present, weights), y)
+        design = self._design(views, present, weights)
+        self.model_ = make_classifier(self.classifier, self.random_state, design)
+        self.model_.fit(design, y)
 
     def _search_weights(self, views, present, y, groups) -> dict[str, float]:
         mods = sorted(views)
@@ -106,7 +107,8 @@ class EarlyFusion(FusionStrategy):
             x = self._design(views, present, dict(zip(mods, w)))
             correct = 0
             for train, test in splits:
-                model = make_classifier(self.classifier, self.random_state).fit(x[train], y[train])
+                model = make_classifier(self.classifier, self.random_state,
+                                        x).fit(x[train], y[train])
                 correct += int(np.sum(model.predict(x[test]) == y[test]))
             scores.append(correct)
         return {m: float(w) for m, w in zip(mods, grid[int(np.argmax(scores))])}

@@ -139,16 +139,22 @@ class StackingFusion(FusionStrategy):
             from .._errors import InputError
 
             raise InputError(f"meta_Cs must be positive numbers; got {self.meta_Cs!r}")
-        splits = inner_splits(y, groups, self.cv, self.random_state)
+        # 3 inner folds at most, as for weighted's grid: this choice is nested in every
+        # inner fold of auto, and a penalty path needs fewer folds than a model choice
+        splits = inner_splits(y, groups, min(self.cv, 3), self.random_state)
         if len(Cs) == 1 or not splits:
             return Cs[0]
-        scores = {}
-        for c in sorted(Cs):  # strongest penalty first: preferred among ties
-            acc = []
-            for train, test in splits:
-                model = _meta_model(c).fit(meta_x[train], y[train])
-                acc.append(float(np.mean(model.predict(meta_x[test]) == y[test])))
-            scores[str(c)] = np.asarray(acc)
+        Cs = sorted(Cs)  # strongest penalty first: preferred among ties
+        acc = np.zeros((len(Cs), len(splits)))
+        for j, (train, test) in enumerate(splits):
+            # the penalty path on one fold: each C warm-starts from the previous solution
+            model = _meta_model(Cs[0])
+            model[-1].set_params(warm_start=True)
+            for i, c in enumerate(Cs):
+                model[-1].set_params(C=c)
+                model.fit(meta_x[train], y[train])
+                acc[i, j] = float(np.mean(model.predict(meta_x[test]) == y[test]))
+        scores = {str(c): acc[i] for i, c in enumerate(Cs)}
         self.meta_C_scores_ = {float(k): float(v.mean()) for k, v in scores.items()}
         best = max(scores, key=lambda k: scores[k].mean())
         # the strongest penalty within one standard error of the best

@@ -183,17 +183,43 @@ def app_():
     return app
 
 
+# The child runs the real ``mmfuse extract`` command with one extra encoder registered: HOG
+# that takes 0.5 s per image, so the signal sent after the second shard always lands while
+# rows are still left (with plain HOG and a warm cache a loaded machine could finish all 24
+# rows before the signal arrived).
+_SLOW_EXTRACT = """
+import os, sys, time
+from mmfuse.encoders.classical import HogEncoder
+from mmfuse.encoders.registry import register_encoder
+
+@register_encoder("slow-hog", modality="image", dim=HogEncoder().dim)
+class SlowHog(HogEncoder):
+    name = "slow-hog"
+
+    def prepare(self, item):
+        time.sleep(float(os.environ.get("SLOW_HOG_DELAY", "0")))
+        return super().prepare(item)
+
+from mmfuse.cli import main
+sys.argv = ["mmfuse"] + sys.argv[1:]
+main()
+"""
+
+
 def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_manifest, tmp_path):
+    import os
     import signal
     import subprocess
     import sys
     import time
 
     out = tmp_path / "store"
-    cmd = [sys.executable, "-m", "mmfuse", "extract", "--manifest", str(store_manifest),
-           "--image", "image", "--encoders", "image=hog", "--out", str(out),
+    cmd = [sys.executable, "-c", _SLOW_EXTRACT, "extract", "--manifest", str(store_manifest),
+           "--image", "image", "--encoders", "image=slow-hog", "--out", str(out),
            "--shard-size", "1", "--on-error", "skip", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "MMFUSE_CACHE": str(tmp_path / "cache"), "SLOW_HOG_DELAY": "0.5"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
     try:
         deadline = time.monotonic() + 180
         while len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None:
@@ -210,8 +236,10 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_mani
     assert "interrupted" in err and "run the same command again" in " ".join(err.split())
     assert "Traceback" not in err
     assert 2 <= done < 24 and not list(out.glob(".*.tmp"))
-    result = extract_store(store_manifest, {"image": "image"}, out, encoders={"image": "hog"},
-                           rows_per_shard=1, on_error="skip")
-    assert (result.reused, result.computed) == (done, 24 - done)
+    # The same command again, at full speed: it keeps the finished shards and does the rest.
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                           env={**env, "SLOW_HOG_DELAY": "0"})
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{24 - done} computed, {done} reused" in " ".join(rerun.stdout.split()), rerun.stdout
     np.testing.assert_array_equal(load(out).views["image"],
                                   load(reference_store.out).views["image"])

@@ -487,7 +487,7 @@ class AutoFusion(FusionStrategy):
         if len(counts) < 2:
             return {best: 1}
         honest = np.zeros_like(oof[best])
-        for train, test in splits:
+        for _train, test in splits:
             fold_counts = self._greedy(oof, names, y, np.setdiff1d(np.arange(len(y)), test))
             honest[test] = self._average({n: oof[n][test] for n in fold_counts}, fold_counts)
         name = f"{ENSEMBLE_PREFIX}({'+'.join(sorted(counts))})"

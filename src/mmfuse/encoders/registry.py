@@ -22,12 +22,22 @@ def register_encoder(name: str, *, modality: str, dim: int | None, description: 
 
 
 def create_encoder(name: str | Encoder, **kwargs: Any) -> Encoder:
-    """Build a fresh encoder by registered name (an Encoder instance is returned as a copy)."""
+    """Build a fresh encoder by registered name (an Encoder instance is returned as a copy).
+
+    Names joined by ``+`` (``"tfidf+minilm"``) build a
+    :class:`~mmfuse.encoders.concat.ConcatEncoder`: the encoders' features side by side."""
     _load_builtin()
     if isinstance(name, Encoder):
         import copy
 
         return copy.deepcopy(name)
+    if isinstance(name, str) and "+" in name:  # several encoders side by side
+        from .concat import ConcatEncoder, split_name
+
+        enc = ConcatEncoder(split_name(name))
+        for key, value in kwargs.items():
+            setattr(enc, key, value)
+        return enc
     return ENCODERS.create(name, **kwargs)
 
 

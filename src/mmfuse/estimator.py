@@ -48,7 +48,9 @@ def _as_columns(X: Any, encoders_given: bool = True) -> tuple[Mapping[str, Any],
 
 
 def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
-    """Map each used column to an encoder spec (a registered name, an Encoder, or passthrough)."""
+    """Map each used column to an encoder spec (a registered name, an Encoder, or passthrough),
+    or to the :class:`~mmfuse.encoders.selection.Candidates` it chooses from (``"auto"`` or a
+    list of names)."""
     from .encoders.registry import create_encoder
 
     if encoders is None:
@@ -59,6 +61,8 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
                 "'text': 'tfidf'} (keys are column names); see `mmfuse encoders`"
             )
         return {k: PASSTHROUGH for k in sorted(columns)}
+    from .encoders.selection import Candidates, is_choice, parse_candidates
+
     if isinstance(encoders, str):
         if encoders != "auto":
             raise InputError(f"encoders must be a dict or 'auto'; got {encoders!r}")
@@ -70,7 +74,8 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
                 f"encoders='auto' picks an encoder for columns named {list(MODALITIES)}; "
                 f"the data has {sorted(map(str, columns))}"
             )
-        return {c: _best_available(c) for c in sorted(cols)}
+        # every installed encoder of each modality is a candidate (mmfuse.encoders.selection)
+        return {c: parse_candidates("auto", c) for c in sorted(cols)}
     if not isinstance(encoders, Mapping) or not encoders:
         raise InputError(f"encoders must be a non-empty dict of column -> encoder; got {encoders!r}")
     missing = sorted(set(encoders) - set(columns))
@@ -82,13 +87,18 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
     out = {}
     for col in sorted(encoders):
         spec = encoders[col]
-        if spec == PASSTHROUGH or isinstance(spec, Encoder):
+        if isinstance(spec, Candidates):
+            out[col] = spec
+        elif is_choice(spec):  # "auto" or a list of candidate encoders
+            out[col] = parse_candidates(spec, col)
+        elif spec == PASSTHROUGH or isinstance(spec, Encoder):
             out[col] = spec
         elif isinstance(spec, str):
             create_encoder(spec)  # fail early on unknown names, with the list
             out[col] = spec
         else:
-            raise InputError(f"encoder for column {col!r} must be a name or an Encoder; got {spec!r}")
+            raise InputError(f"encoder for column {col!r} must be a name, an Encoder, 'auto' or "
+                             f"a list of candidate names; got {spec!r}")
     return out
 
 
@@ -144,8 +154,13 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     encoders : dict or "auto", default=None
         Column name -> encoder name (see ``mmfuse encoders``), Encoder instance, or
         ``"passthrough"`` for pre-extracted feature arrays. None with a dict of arrays means
-        every array is passthrough. ``"auto"`` picks the best installed encoder for columns
-        named image, text and audio.
+        every array is passthrough. A list of names per column (``{"text": ["tfidf",
+        "minilm", "tfidf+minilm"]}``) or ``"auto"`` (for a column: every installed encoder
+        of its modality; for the whole argument: for each column named image, text or
+        audio) makes ``fit`` choose the encoder by grouped, stratified inner CV on the
+        training data, each candidate scored alone, with a one-standard-error rule toward
+        the cheaper encoder (see :mod:`mmfuse.encoders.selection`). ``"a+b"`` puts two
+        encoders' features side by side (:mod:`mmfuse.encoders.concat`).
     fusion : str, default="late"
         A registered strategy: early, weighted, late, stacking, seed-baseline, ...
     weights : {"cv", "relative", "equal"} or dict, default="cv"
@@ -178,6 +193,11 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of labels
     encoders_ : dict of column -> fitted Encoder (or "passthrough")
+    encoders_chosen_ : dict of column -> encoder name used (the choice, where ``encoders``
+        gave candidates; ``"passthrough"`` for pre-extracted arrays)
+    encoder_selection_ : dict of column -> dict
+        For columns that chose: the choice, the scoring, and each candidate's mean inner
+        accuracy and log-loss (:meth:`~mmfuse.encoders.selection.EncoderSelection.to_dict`)
     fusion_ : fitted strategy
     modality_weights_ : dict of column -> weight (sum 1), or None
     errors_ : list of ItemError from ``fit`` (set by ``fit`` only: ``predict`` and
@@ -211,20 +231,21 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.delta = delta
 
     # -- features ---------------------------------------------------------------------
-    def _encode(self, X: Any, *, fit: bool) -> tuple[Views, Present]:
-        views, present, errors = self._encode_report(X, fit=fit)
+    def _encode(self, X: Any, *, fit: bool, specs: dict | None = None) -> tuple[Views, Present]:
+        views, present, errors = self._encode_report(X, fit=fit, specs=specs)
         if fit:
             self.errors_ = errors
         return views, present
 
-    def _encode_report(self, X: Any, *, fit: bool) -> tuple[Views, Present, list[ItemError]]:
+    def _encode_report(self, X: Any, *, fit: bool, specs: dict | None = None
+                       ) -> tuple[Views, Present, list[ItemError]]:
         from .encoders.registry import create_encoder
 
         if self.on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
         columns, n = _as_columns(X, encoders_given=self.encoders is not None)
         if fit:
-            specs = resolve_encoders(self.encoders, columns)
+            specs = resolve_encoders(self.encoders, columns) if specs is None else specs
             self.encoders_ = {c: s if s == PASSTHROUGH else create_encoder(s)
                               for c, s in specs.items()}
             self._apply_privacy_to_encoders()
@@ -274,7 +295,10 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
 
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        views, present = self._encode(X, fit=True)
+        specs = self._choose_encoders(X, y, groups)
+        views, present = self._encode(X, fit=True, specs=specs)
+        self.encoders_chosen_ = {c: e if e == PASSTHROUGH else e.name
+                                 for c, e in self.encoders_.items()}
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         n = next(iter(views.values())).shape[0]
@@ -314,6 +338,45 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
         self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self
+
+    def _choose_encoders(self, X: Any, y: Any, groups: Any) -> dict | None:
+        """Where ``encoders`` gives candidates, choose each column's encoder by inner CV on
+        this training data (sets ``encoder_selection_``); returns the spec with the choices,
+        or None when nothing is to choose."""
+        from .encoders.selection import (Candidates, encode_parts, needed_encoders,
+                                         select_encoder)
+
+        self.encoder_selection_ = {}
+        if self.encoders is None:
+            return None
+        columns, _ = _as_columns(X, encoders_given=True)
+        specs = resolve_encoders(self.encoders, columns)
+        if not any(isinstance(s, Candidates) for s in specs.values()):
+            return specs
+        if self.epsilon is not None:
+            raise InputError("epsilon: choosing encoders learns from the data outside the "
+                             "privacy budget; name one encoder per column")
+        if self.on_error not in ON_ERROR:
+            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        y_enc = np.unique(y, return_inverse=True)[1]
+        groups = None if groups is None else np.asarray(groups)
+        for col, spec in specs.items():
+            if not isinstance(spec, Candidates):
+                continue
+            values = columns[col]
+            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
+            if len(samples) != len(y_enc):
+                raise InputError(f"X has {len(samples)} samples but y has {len(y_enc)} labels")
+            parts, _ = encode_parts(needed_encoders(spec), samples, on_error=self.on_error,
+                                    column=col, scrub_pii=bool(self.scrub_pii))
+            selection = select_encoder(parts, spec, y_enc, groups, cv=self.cv,
+                                       classifier=self.classifier,
+                                       random_state=self.random_state)
+            self.encoder_selection_[col] = selection.to_dict()
+            specs[col] = selection.chosen
+        return specs
 
     def _apply_privacy_to_encoders(self) -> None:
         """Switch PII scrubbing on for the text encoders; refuse data-dependent encoders

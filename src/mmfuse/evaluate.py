@@ -70,6 +70,8 @@ class EvaluationResult:
     y: np.ndarray
     errors: list[ItemError] = field(default_factory=list)
     feature_seconds: float = 0.0
+    #: per outer fold, column -> encoder chosen by inner CV (when encoders gave candidates)
+    chosen_encoders: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def best(self) -> Row:
@@ -98,8 +100,11 @@ class EvaluationResult:
             if not d["chosen"]:
                 d.pop("chosen")
             rows.append(d)
-        return {"n_samples": self.n_samples, "n_classes": self.n_classes, "cv": dict(self.cv),
-                "rows": rows, "best": self.best.name}
+        out = {"n_samples": self.n_samples, "n_classes": self.n_classes, "cv": dict(self.cv),
+               "rows": rows, "best": self.best.name}
+        if self.chosen_encoders:
+            out["chosen_encoders"] = [dict(c) for c in self.chosen_encoders]
+        return out
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.rows])
@@ -235,6 +240,7 @@ class FeatureTable:
     def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
                  progress: Progress | None = None, cache: Any = True):
         from .encoders.registry import create_encoder
+        from .encoders.selection import Candidates, encode_parts, needed_encoders
 
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
@@ -247,8 +253,24 @@ class FeatureTable:
         self.encoder_names: dict[str, str] = {}
         #: features the on-disk cache failed to store (reported in the run's JSON)
         self.not_cached = 0
+        #: column -> (Candidates, {encoder: Part}) for columns that choose their encoder
+        self.candidates: dict[str, tuple[Any, dict[str, Any]]] = {}
         for col, spec in specs.items():
             values = columns[col]
+            if isinstance(spec, Candidates):
+                samples = values.tolist() if isinstance(values, pd.Series) else list(values)
+                counts = {}
+                parts, errors = encode_parts(needed_encoders(spec), samples, on_error=on_error,
+                                             column=col, cache=cache, progress=progress,
+                                             stats=counts)
+                self.not_cached += counts.get("not_cached", 0)
+                self.candidates[col] = (spec, parts)
+                self.encoder_names[col] = "/".join(spec.names)
+                # placeholder until a fold chooses; a row has the column if any encoder has it
+                self.views[col] = np.full((self.n, 1), np.nan, np.float32)
+                self.present[col] = np.logical_or.reduce([p.present for p in parts.values()])
+                self.errors += errors
+                continue
             if spec == PASSTHROUGH:
                 self.views[col] = _passthrough_view(col, values)
                 self.encoder_names[col] = PASSTHROUGH
@@ -276,7 +298,8 @@ class FeatureTable:
                     view = np.full((self.n, 1), np.nan, np.float32)  # placeholder until fit
             self.views[col], self.present[col] = view, mask
             self.errors += errors
-        fixed = {c: v for c, v in self.views.items() if c not in self.stateful}
+        fixed = {c: v for c, v in self.views.items()
+                 if c not in self.stateful and c not in self.candidates}
         if fixed:
             checked, present = check_views(fixed, {c: p for c, p in self.present.items() if c in fixed})
             self.views.update(checked)
@@ -294,6 +317,27 @@ class FeatureTable:
             fold_enc = copy.deepcopy(enc).fit_prepared(train_items)
             views[col] = fold_enc.assemble(prepared, mask)
         return views, self.present
+
+
+    def choose(self, train: np.ndarray, y: np.ndarray, groups: Any, cv: int,
+               random_state: Any, classifier: Any = None
+               ) -> tuple[Views, Present, dict[str, str]]:
+        """:meth:`fold_views`, with each candidate column's encoder chosen by inner CV on
+        the ``train`` rows only (:func:`mmfuse.encoders.selection.select_encoder`):
+        ``(views, present, {column: chosen encoder})``."""
+        from .encoders.selection import candidate_features, select_encoder
+
+        views, present = self.fold_views(train)
+        present = dict(present)
+        chosen: dict[str, str] = {}
+        g_train = None if groups is None else np.asarray(groups)[train]
+        for col, (cands, parts) in self.candidates.items():
+            sub = {name: part.subset(train) for name, part in parts.items()}
+            selection = select_encoder(sub, cands, y[train], g_train, cv=cv,
+                                       classifier=classifier, random_state=random_state)
+            chosen[col] = selection.chosen
+            views[col], present[col] = candidate_features(parts, selection.chosen, train)
+        return views, present, chosen
 
 
 def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
@@ -320,9 +364,14 @@ def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        views, present = table.fold_views(train)
-        return [(*r, test) for r in run_fold(views, present, y, groups, train, test, configs,
-                                              classifier, cv, random_state)]
+        chosen = None
+        if getattr(table, "candidates", None):
+            views, present, chosen = table.choose(train, y, groups, cv, random_state,
+                                                  classifier)
+        else:
+            views, present = table.fold_views(train)
+        return [(*r, test, chosen) for r in run_fold(views, present, y, groups, train, test,
+                                                      configs, classifier, cv, random_state)]
 
 
 def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n_jobs, progress):
@@ -446,9 +495,12 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     fold_weights: dict[str, list[dict]] = {c.name: [] for c in configs}
     chosen: dict[str, list[str]] = {c.name: [] for c in configs}
     folds = [(train[usable[train]], test[usable[test]]) for train, test in splits]
-    for name, pred, secs, w, pick, test in _run_folds(table, y_enc, groups, folds, configs,
-                                                       classifier, inner_cv, random_state,
-                                                       n_jobs, progress):
+    chosen_encoders: list[dict[str, str]] = []
+    for name, pred, secs, w, pick, test, enc_pick in _run_folds(
+            table, y_enc, groups, folds, configs, classifier, inner_cv, random_state, n_jobs,
+            progress):
+        if enc_pick is not None and name == configs[0].name:
+            chosen_encoders.append(enc_pick)
         if pick is not None:
             chosen[name].append(pick)
         preds[name][test] = pred
@@ -471,4 +523,4 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
                         acc, ci, float(np.mean(fold_f1[c.name])), round(seconds[c.name], 3),
                         fold_acc[c.name], mw, chosen[c.name]))
     return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
-                            errors, feature_seconds)
+                            errors, feature_seconds, chosen_encoders)

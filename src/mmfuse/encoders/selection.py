@@ -142,6 +142,14 @@ class Part:
     encoder: Any = None
     prepared: list | None = None
 
+    def subset(self, rows: np.ndarray) -> "Part":
+        """The same encoder's features for ``rows`` only."""
+        if self.encoder is None:
+            return Part(self.present[rows], view=self.view[rows])
+        index = np.cumsum(self.present) - 1
+        return Part(self.present[rows], encoder=self.encoder,
+                    prepared=[self.prepared[index[r]] for r in rows if self.present[r]])
+
     def features(self, train: np.ndarray | None) -> Any:
         """Features of every row, an encoder that learns being fit on ``train`` rows only."""
         if self.encoder is None:
@@ -328,14 +336,15 @@ def needed_encoders(candidates: Candidates) -> list[str]:
 
 def encode_parts(names: Sequence[str], samples: Sequence[Any], *, on_error: str = "raise",
                  column: str | None = None, cache: Any = True, progress: Any = None,
-                 stats: dict[str, Any] | None = None) -> tuple[dict[str, Part], list]:
+                 stats: dict[str, Any] | None = None, scrub_pii: bool = False
+                 ) -> tuple[dict[str, Part], list]:
     """Features of every encoder in ``names`` for ``samples``: ``({name: Part}, errors)``.
 
     Stateless encoders are streamed through :func:`mmfuse.extract.extract_features` (the
     feature cache: computed once for every fold); encoders that learn keep their prepared
     items, to be fit on training rows only (:meth:`Part.features`). Item errors are
     reported once per item (the first encoder's report wins: the others name the same
-    rows).
+    rows). ``scrub_pii`` scrubs text before any text encoder sees it.
     """
     from ..extract import extract_features
     from .registry import create_encoder
@@ -345,6 +354,11 @@ def encode_parts(names: Sequence[str], samples: Sequence[Any], *, on_error: str 
     seen_rows: set[int] = set()
     for name in names:
         enc = create_encoder(name)
+        if scrub_pii and enc.modality == "text":
+            if not enc.scrubs_pii:
+                raise InputError(f"scrub_pii=True, but the candidate encoder {name!r} of text "
+                                 f"column {column!r} does not support scrubbing")
+            enc.scrub_pii = True
         if enc.stateless:
             tick = None if progress is None else (
                 lambda done, total, name=name: progress(f"features: {column} ({name})", done,

@@ -65,3 +65,20 @@ def test_bad_concatenations(names, match):
         ConcatEncoder(names)
     with pytest.raises(InputError, match="unknown encoder"):
         create_encoder("tfidf+nope")
+
+
+def test_a_model_with_a_concatenation_saves_and_loads(tmp_path):
+    import pandas as pd
+
+    from mmfuse import MultimodalClassifier, load
+
+    rng = np.random.default_rng(0)
+    words = ["apple", "river", "stone", "cloud"]
+    y = np.arange(40) % 4
+    X = pd.DataFrame({"text": [f"{words[c]} {rng.choice(words)}" for c in y]})
+    model = MultimodalClassifier(encoders={"text": "tfidf+hashing"}, fusion="late",
+                                 weights="equal", random_state=0).fit(X, y)
+    path = model.save(tmp_path / "m.mmfuse", allow_training_text=True)
+    again = load(path)
+    assert again.encoders_["text"].name == "tfidf+hashing"
+    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), atol=1e-6)

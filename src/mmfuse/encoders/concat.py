@@ -78,11 +78,26 @@ class ConcatEncoder(Encoder):
     ----------
     parts_ : list of Encoder
         The encoders, built (and, for those that learn, fitted by ``fit``).
+    part_states_ : list of dict
+        The parts' fitted attributes (what a saved model stores for them).
     """
 
     def __init__(self, encoders: Sequence[Any]):
         self.encoders = list(encoders)
-        self.parts_ = self._build()
+        object.__setattr__(self, "_parts", self._build())
+        self._sync_states()
+
+    @property
+    def parts_(self) -> list[Encoder]:
+        return self._parts
+
+    def _sync_states(self) -> None:
+        # the parts' fitted state as plain attributes (what a saved model stores); setting
+        # ``part_states_`` (when a model is loaded) gives it back to the parts
+        object.__setattr__(self, "part_states_", [
+            {k: v for k, v in vars(p).items()
+             if k.endswith("_") and not k.startswith("_") and k != "errors_"}
+            for p in self._parts])
 
     def _build(self) -> list[Encoder]:
         from .registry import create_encoder
@@ -123,8 +138,12 @@ class ConcatEncoder(Encoder):
 
     def __setattr__(self, key: str, value: Any) -> None:
         # settings meant for every part (scrub_pii, device...) reach the parts
-        if key in ("scrub_pii", "device") and "parts_" in vars(self):
-            for p in self.parts_:
+        if key == "part_states_" and "_parts" in vars(self):
+            for p, state in zip(self._parts, value):
+                for k, v in state.items():
+                    setattr(p, k, v)
+        if key in ("scrub_pii", "device") and "_parts" in vars(self):
+            for p in self._parts:
                 if key != "device" or "device" in vars(p):
                     setattr(p, key, value)
         object.__setattr__(self, key, value)
@@ -146,6 +165,7 @@ class ConcatEncoder(Encoder):
         for i, p in enumerate(self.parts_):
             if not p.stateless:
                 p.fit_prepared([item[i] for item in prepared])
+        self._sync_states()
         return self
 
     def embed(self, prepared: Sequence[Any]) -> Any:

@@ -41,7 +41,7 @@ from .concat import SEPARATOR, concat_views, split_name
 
 SCORINGS = ("log_loss", "accuracy")
 #: The score the selection uses by default (see the module docstring).
-DEFAULT_SCORING = "log_loss"
+DEFAULT_SCORING = "accuracy"
 #: Log-loss of a row is capped at -log(PROBA_FLOOR): one confident mistake must not
 #: outweigh a fold.
 PROBA_FLOOR = 1e-6

@@ -590,6 +590,8 @@ def _no_training_text_candidates(spec: Any, X: Any) -> Any:
             out[col] = value
             continue
         keep = [n for n in value.names if not create_encoder(n).stores_training_text]
+        if "tfidf" in value.names and "tfidf-hashed" not in keep:
+            keep.append("tfidf-hashed")  # tfidf's variant without a vocabulary
         out[col] = keep if len(keep) > 1 else (keep[0] if keep else list(value.names))
     return out
 

@@ -290,11 +290,18 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
 
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
-        """Encode every modality, then fit the fusion strategy (weights learned out-of-fold)."""
-        from .fusion import create_fusion
-
+        """Encode every modality (choosing the encoders first where ``encoders`` gives
+        candidates), then fit the fusion strategy (weights learned out-of-fold)."""
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        from .fusion._common import shared_experts
+
+        with shared_experts():  # the fusion strategy reuses the encoder selection's experts
+            return self._fit(X, y, groups)
+
+    def _fit(self, X: Any, y: Any, groups: Any) -> "MultimodalClassifier":
+        from .fusion import create_fusion
+
         specs = self._choose_encoders(X, y, groups)
         views, present = self._encode(X, fit=True, specs=specs)
         self.encoders_chosen_ = {c: e if e == PASSTHROUGH else e.name
@@ -373,7 +380,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                                     column=col, scrub_pii=bool(self.scrub_pii))
             selection = select_encoder(parts, spec, y_enc, groups, cv=self.cv,
                                        classifier=self.classifier,
-                                       random_state=self.random_state)
+                                       random_state=self.random_state, column=col)
             self.encoder_selection_[col] = selection.to_dict()
             specs[col] = selection.chosen
         return specs

@@ -334,7 +334,8 @@ class FeatureTable:
         for col, (cands, parts) in self.candidates.items():
             sub = {name: part.subset(train) for name, part in parts.items()}
             selection = select_encoder(sub, cands, y[train], g_train, cv=cv,
-                                       classifier=classifier, random_state=random_state)
+                                       classifier=classifier, random_state=random_state,
+                                       column=col)
             chosen[col] = selection.chosen
             views[col], present[col] = candidate_features(parts, selection.chosen, train)
         return views, present, chosen
@@ -363,7 +364,10 @@ def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
     """One outer fold, start to finish: fold-fitted features, then every configuration."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    from .fusion._common import shared_experts
+
+    # one memo for the fold: the strategies reuse the encoder selection's experts
+    with threadpool_limits(limits=1, user_api="blas"), shared_experts():
         chosen = None
         if getattr(table, "candidates", None):
             views, present, chosen = table.choose(train, y, groups, cv, random_state,

@@ -119,7 +119,9 @@ def test_candidate_features_concatenates_and_masks():
 
 def test_parse_candidates():
     auto = parse_candidates("auto", "text")
-    assert auto.pair and "tfidf" in auto.names and "hashing" in auto.names
+    assert auto.pair and "tfidf" in auto.names
+    assert "hashing" not in auto.names and "tfidf-hashed" not in auto.names  # privacy variants
+    assert "hashing" in installed_encoders("text", variants=True)
     assert list(auto.names) == installed_encoders("text")
     assert [encoder_cost(n) for n in auto.names] == sorted(encoder_cost(n) for n in auto.names)
     listed = parse_candidates(["tfidf", "hashing+tfidf"], "text")
@@ -142,3 +144,21 @@ def test_encode_parts_reports_each_bad_item_once(tmp_path):
     assert parts["hashing"].view is not None and parts["tfidf"].encoder is not None
     assert parts["tfidf"].present.tolist() == [True, False, True, True]
     assert errors == []
+
+
+def test_fusion_reuses_the_selection_experts_in_a_shared_memo(monkeypatch):
+    import mmfuse.fusion._common as common
+    from mmfuse.fusion._common import out_of_fold_probas, shared_experts
+
+    y, g, views = _data(groups=True)
+    calls = []
+    real = common._oof_one
+    monkeypatch.setattr(common, "_oof_one", lambda *a, **k: calls.append(1) or real(*a, **k))
+    parts = _parts(views)
+    with shared_experts():
+        sel = select_encoder(parts, Candidates(("noise", "good")), y, g, cv=4, random_state=0,
+                             column="image")
+        assert len(calls) == 2  # one inner CV per candidate
+        view, present = candidate_features(parts, sel.chosen, None)
+        out_of_fold_probas({"image": view}, y, {"image": present}, g, None, 4, 0)
+        assert len(calls) == 2  # the fusion's experts came from the memo

@@ -1,6 +1,7 @@
 """Choose each modality's encoder by grouped, stratified inner cross-validation.
 
-``encoders="auto"`` (every installed encoder of each modality, classical and pretrained)
+``encoders="auto"`` (every installed encoder of each modality, classical and pretrained,
+but for the privacy variants of TF-IDF: :data:`PRIVACY_VARIANTS`)
 or a list per column (``{"text": ["tfidf", "minilm", "tfidf+minilm"]}``) makes the
 encoder a choice learned from the training data, like the fusion strategy:
 
@@ -64,12 +65,24 @@ def encoder_cost(name: str) -> float:
     return float(sum(COST.get(p, DEFAULT_COST) for p in split_name(name)))
 
 
-def installed_encoders(modality: str) -> list[str]:
-    """Every registered encoder of ``modality`` whose packages are installed, cheapest first."""
+#: Variants of another encoder that exist for privacy, not accuracy: ``hashing`` (learns
+#: nothing: usable under differential privacy) and ``tfidf-hashed`` (no vocabulary in a
+#: saved model) approximate ``tfidf``. ``"auto"`` scores ``tfidf`` and leaves them out; a
+#: list may name them (``mmfuse train --encoders auto`` swaps ``tfidf`` for
+#: ``tfidf-hashed`` when the model must not store training text).
+PRIVACY_VARIANTS: dict[str, str] = {"hashing": "tfidf", "tfidf-hashed": "tfidf"}
+
+
+def installed_encoders(modality: str, variants: bool = False) -> list[str]:
+    """Every registered encoder of ``modality`` whose packages are installed, cheapest first
+    (without :data:`PRIVACY_VARIANTS` of an installed encoder unless ``variants``)."""
     from .registry import ENCODERS, list_encoders
 
     names = []
     for row in list_encoders(modality):
+        if (not variants and row["name"] in PRIVACY_VARIANTS
+                and PRIVACY_VARIANTS[row["name"]] in ENCODERS):
+            continue
         check = getattr(ENCODERS.entry(row["name"]).builder, "available", None)
         if check is None or check():
             names.append(row["name"])
@@ -242,22 +255,42 @@ def _fold_metrics(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndarray,
                      splits: Sequence[tuple[np.ndarray, np.ndarray]], classifier: Any = None,
-                     random_state: Any = None) -> tuple[dict, dict]:
+                     random_state: Any = None, shared: tuple[str, Any, int] | None = None
+                     ) -> tuple[dict, dict]:
     """Per-fold accuracy and log-loss of each candidate on ``splits`` (single-modality
     expert: the fusion strategies' scaler + classifier). Returns ``(accuracy, log_loss)``,
-    each a dict of candidate -> list over folds."""
-    from ..fusion._common import ModalityExpert
+    each a dict of candidate -> list over folds.
+
+    ``shared=(column, groups, n_splits)``, where ``splits`` are
+    ``inner_splits(y, groups, n_splits, random_state)``: a candidate whose features are
+    fixed gets its out-of-fold probabilities from
+    :func:`mmfuse.fusion._common.out_of_fold_probas` under the column's name, so that,
+    inside :func:`~mmfuse.fusion._common.shared_experts`, a fusion strategy fitted next on
+    the chosen view reuses them instead of fitting the same experts again.
+    """
+    from ..fusion._common import ModalityExpert, out_of_fold_probas
 
     n_classes = int(y.max()) + 1
     acc: dict[str, list[float]] = {n: [] for n in names}
     loss: dict[str, list[float]] = {n: [] for n in names}
-    for train, test in splits:
-        prior = np.bincount(y[train], minlength=n_classes) / len(train)
-        for name in names:
-            view, present = candidate_features(parts, name, train)
-            expert = ModalityExpert(classifier, random_state)
-            expert.fit(view[train], y[train], present[train], n_classes)
-            proba = expert.predict_proba(view[test], present[test])
+    priors = [np.bincount(y[train], minlength=n_classes) / len(train) for train, _ in splits]
+    for name in names:
+        fixed = all(parts[p].encoder is None for p in split_name(name) if p in parts)
+        if shared is not None and fixed:
+            column, groups, n_splits = shared
+            view, present = candidate_features(parts, name, None)
+            oof = out_of_fold_probas({column: view}, y, {column: present}, groups, classifier,
+                                     n_splits, random_state)[column]
+            folds = [oof[test] for _, test in splits]
+        else:
+            folds = []
+            for train, test in splits:
+                view, present = candidate_features(parts, name, train)
+                expert = ModalityExpert(classifier, random_state)
+                expert.fit(view[train], y[train], present[train], n_classes)
+                folds.append(expert.predict_proba(view[test], present[test]))
+        for proba, prior, (_, test) in zip(folds, priors, splits):
+            proba = np.array(proba, copy=True)
             proba[np.isnan(proba).any(axis=1)] = prior
             a, ll = _fold_metrics(proba, y[test])
             acc[name].append(a)
@@ -267,7 +300,8 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
 
 def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
                    groups: Any = None, *, cv: int = 5, scoring: str = DEFAULT_SCORING,
-                   classifier: Any = None, random_state: Any = None) -> EncoderSelection:
+                   classifier: Any = None, random_state: Any = None,
+                   column: str | None = None) -> EncoderSelection:
     """Choose one column's encoder among ``candidates`` by inner CV (see the module doc).
 
     Parameters
@@ -284,6 +318,10 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     classifier : estimator or None
         The per-modality classifier (None: LogisticRegression, as the fusion strategies).
     random_state : int or None
+    column : str or None
+        The column's name: inside :func:`~mmfuse.fusion._common.shared_experts`, the
+        fusion strategy fitted next on the chosen view then reuses the selection's
+        per-modality experts (see :func:`score_candidates`).
 
     Returns
     -------
@@ -301,14 +339,15 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     if not splits:
         raise InputError("too few samples (or groups) per class to choose encoders by inner "
                          "cross-validation; name one encoder per column")
-    acc, loss = score_candidates(parts, names, y, splits, classifier, random_state)
+    shared = None if column is None else (column, groups, cv)
+    acc, loss = score_candidates(parts, names, y, splits, classifier, random_state, shared)
     if candidates.pair and len(names) >= 2:
         score = _score_dict(acc, loss, scoring)
         top = sorted(names, key=lambda n: -float(np.mean(score[n])))[:2]
         pair = SEPARATOR.join(sorted(top, key=lambda n: (encoder_cost(n), n)))
         if pair not in acc:
             more_acc, more_loss = score_candidates(parts, [pair], y, splits, classifier,
-                                                   random_state)
+                                                   random_state, shared)
             acc.update(more_acc)
             loss.update(more_loss)
     costs = {n: encoder_cost(n) for n in acc}

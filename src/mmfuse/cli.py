@@ -914,12 +914,14 @@ def demo(
     fusion: FusionOpt = "early,weighted,late,stacking",
     progress: ProgressOpt = True,
     jobs: JobsOpt = -1,
+    encoders: Annotated[Optional[str], typer.Option(help="As in `mmfuse run`, e.g. 'auto' (default: hog, tfidf, mfcc).")] = None,
 ) -> None:
     """The main job: single modalities vs every fusion strategy vs the seed baseline, on real data."""
     with _errors():
+        enc = _parse_encoders(encoders)
         X, y, groups, default_cv, title = _load_input(None, None, None, None, None, None, None,
                                                       None, dataset)
-        _evaluate_and_print(X, y, groups, _encoder_spec(X, None), _parse_strategies(fusion), "cv",
+        _evaluate_and_print(X, y, groups, _encoder_spec(X, enc), _parse_strategies(fusion), "cv",
                             default_cv, 0, "raise", json_out, report, progress,
                             f"mmfuse demo: {title}", jobs)
 

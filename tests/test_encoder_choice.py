@@ -98,3 +98,14 @@ def test_selection_sees_training_rows_only(monkeypatch):
         assert groups_seen == set(g[train].tolist())
         assert not groups_seen & set(g[test].tolist())
     assert len(result.chosen_encoders) == 4
+
+
+def test_robustness_chooses_per_fold_too():
+    from mmfuse.robustness import evaluate_robustness
+
+    X, y, g = _frame(n=120)
+    result = evaluate_robustness(X, y, encoders={"left": CANDS, "right": "test-number"},
+                                 groups=g, cv=3, inner_cv=3, strategies=["late"],
+                                 missing_levels=[0.0, 0.5], baseline=False)
+    late = next(r for r in result.rows if r.name == "late")
+    assert late.accuracy[0] > 0.5  # the chosen views are real features, not placeholders

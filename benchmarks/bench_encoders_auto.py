@@ -205,6 +205,17 @@ def render(results: list[dict]) -> str:
             f"{r['auto_seconds'] / r['baseline_seconds']:.1f}× "
             f"({r['auto_seconds']:.0f} s / {r['baseline_seconds']:.0f} s) | "
             f"{r.get('warm_seconds', float('nan')):.0f} s | {chosen_text} |")
+    if results:
+        slowest = max(results, key=lambda r: r["auto_seconds"])
+        lines += ["", f"**`mmfuse demo` keeps fixed encoders**: the demo must finish in under "
+                  f"3 minutes on this machine, and choosing encoders by inner CV costs "
+                  f"{slowest['auto_seconds'] / slowest['baseline_seconds']:.0f}× the "
+                  f"single-modality baselines here ({slowest['auto_seconds']:.0f} s for "
+                  f"{slowest['n']} rows on {slowest['dataset']}, features already cached); "
+                  f"the demo set (av-digits, 3,000 rows, 6 folds) would take well over the "
+                  f"limit, before the first extraction of every candidate's features. "
+                  f"`mmfuse demo --encoders auto --fusion auto` runs it on request "
+                  f"(`benchmarks/bench_demo.py --encoders-auto` times it)."]
     lines += ["", "### Which inner score chooses the encoder better", "",
               "Regret: outer single-modality accuracy of the best candidate in hindsight minus "
               "that of the one-SE choice, averaged over outer folds and columns (lower is "

@@ -8,7 +8,7 @@ What it does, on this machine:
    did before saving.
 2. Load time, in a fresh process: ``import mmfuse`` + ``mmfuse.load(path)``, then the
    encoders' weights made ready (pretrained encoders load ONNX sessions lazily).
-3. Starts the real service (``mmfuse.serve.run_server``) in its own process on 127.0.0.1
+3. Starts the real service (``mmfuse.serving.run_server``) in its own process on 127.0.0.1
    and sends multipart requests with one image + text + audio sample:
 
    * latency: one client, sequential requests: p50 / p90 / p99;

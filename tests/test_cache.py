@@ -323,3 +323,13 @@ def test_a_failed_write_is_counted_and_said_once(tmp_path, caplog):
     assert written == [0, 0, 0]
     assert cache.not_cached == 6 and "locked" in cache.disabled_reason
     assert sum("disabled for this run" in r.message for r in caplog.records) == 1
+
+
+def test_weight_hash_memo_is_bounded(tmp_path):
+    from mmfuse import cache
+
+    for i in range(cache._FILE_HASH_MEMO_SIZE + 20):
+        path = tmp_path / f"w{i}.bin"
+        path.write_bytes(str(i).encode())
+        assert hash_file(path, memo=True) == hash_file(path)
+    assert len(cache._file_hash_memo) <= cache._FILE_HASH_MEMO_SIZE

@@ -184,6 +184,7 @@ def app_():
 
 
 def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_manifest, tmp_path):
+    import os
     import signal
     import subprocess
     import sys
@@ -193,7 +194,11 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_mani
     cmd = [sys.executable, "-m", "mmfuse", "extract", "--manifest", str(store_manifest),
            "--image", "image", "--encoders", "image=hog", "--out", str(out),
            "--shard-size", "1", "--on-error", "skip", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a cache of its own: with features cached by earlier tests (predict caches them too)
+    # the run can finish before the signal comes
+    env = {**os.environ, "MMFUSE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
     try:
         deadline = time.monotonic() + 180
         while len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None:

@@ -35,3 +35,11 @@ def require(module: str, extra: str) -> ModuleType:
             f"{module!r} is needed for this feature but is not installed; "
             f'install it with: pip install "mmfuse[{extra}]"'
         ) from exc
+
+
+class DeviceError(MmfuseError, ValueError):
+    """A device was asked for that this machine does not have, or is not a device at all.
+
+    Not an :class:`~mmfuse.InputError`: ``on_error="skip"`` skips bad items, never a bad
+    device.
+    """

@@ -44,6 +44,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 import time
 import zlib
 from collections.abc import Sequence
@@ -85,7 +86,11 @@ def models_dir(root: str | os.PathLike | None = None) -> Path:
 
 # -- content hashing -------------------------------------------------------------------------
 
-_file_hash_memo: dict[tuple[str, int, int], str] = {}
+# Digests of weight files by (path, size, mtime), so a model's fingerprint does not re-read
+# hundreds of MB each time; bounded (least recently used out) so a long-lived process that
+# hashes many files does not grow without end.
+_FILE_HASH_MEMO_SIZE = 256
+_file_hash_memo: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 _file_hash_lock = threading.Lock()
 
 
@@ -113,6 +118,7 @@ def hash_file(path: str | os.PathLike, *, memo: bool = False, what: str | None =
     if memo:
         with _file_hash_lock:
             if token in _file_hash_memo:
+                _file_hash_memo.move_to_end(token)
                 return _file_hash_memo[token]
     digest = hashlib.blake2b(digest_size=16)
     for chunk in iter_regular_file(path, what, max_bytes):
@@ -121,6 +127,8 @@ def hash_file(path: str | os.PathLike, *, memo: bool = False, what: str | None =
     if memo:
         with _file_hash_lock:
             _file_hash_memo[token] = value
+            while len(_file_hash_memo) > _FILE_HASH_MEMO_SIZE:
+                _file_hash_memo.popitem(last=False)
     return value
 
 
@@ -259,7 +267,7 @@ class FeatureCache:
         """Open under the cache's file lock: creating the database, its schema and the
         switch to WAL are serialised across processes (two processes creating a new
         cache at once made SQLite answer "database is locked" without waiting)."""
-        with _FileLock(self.root / (DB_NAME + ".lock")):
+        with FileLock(self.root / (DB_NAME + ".lock")):
             return self._open_checked()
 
     def _open_checked(self) -> sqlite3.Connection:
@@ -310,7 +318,7 @@ class FeatureCache:
 
     def _rebuild(self, reason: str) -> None:
         """Set a damaged / foreign database aside and start an empty one."""
-        with self._rebuild_lock, _FileLock(self.root / (DB_NAME + ".lock")):
+        with self._rebuild_lock, FileLock(self.root / (DB_NAME + ".lock")):
             # Someone (another thread or process) may have rebuilt it already.
             try:
                 self._open_checked().close()
@@ -519,14 +527,14 @@ def _size_on_disk(path: Path) -> int:
     return total
 
 
-class _FileLock:
+class FileLock:
     """An exclusive advisory lock on a file (POSIX flock; a no-op where unavailable)."""
 
     def __init__(self, path: Path):
         self.path = path
         self._handle: Any = None
 
-    def __enter__(self) -> "_FileLock":
+    def __enter__(self) -> "FileLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "a+b")
         try:

@@ -22,7 +22,6 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable
 
 MODALITY_OPTIONS = ("image", "text", "audio")
-DEFAULT_ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 
 
 #: ``mmfuse --debug ...``: show Python tracebacks instead of one-line messages.
@@ -344,47 +343,21 @@ def _encoder_spec(X: Any, enc: Any) -> Any:
         return None  # pre-extracted arrays: passthrough
     if enc == "auto":
         return "auto"
-    spec = {m: DEFAULT_ENCODERS[m] for m in MODALITY_OPTIONS if m in X.columns}
+    from .encoders.registry import default_encoder
+
+    spec = {m: default_encoder(m) for m in MODALITY_OPTIONS if m in X.columns}
     spec.update(enc or {})
     return spec
 
 
 def _load_input(manifest, image, text, audio, label, group, views, labels, dataset,
                 features=None, encoders=None):
-    import numpy as np
+    from .data.inputs import load_input
 
-    from ._errors import InputError
-
-    if features:
-        return _load_features(features, label, group, encoders)
-    if dataset:
-        from .data.datasets import dataset_info, load_dataset
-
-        X, y, groups = load_dataset(dataset)
-        info = dataset_info(dataset)
-        mods = [m for m in MODALITY_OPTIONS if m in X.columns]
-        return X[mods], y, groups, info.get("cv", 5), f"dataset {dataset}"
-    if views:
-        from .data.manifest import load_arrays
-
-        if labels is None:
-            raise InputError("--views needs --labels labels.npy")
-        arrays = load_arrays(_parse_pairs(views, "--views"))
-        y = load_arrays({"__labels__": labels})["__labels__"]
-        return arrays, np.asarray(y).reshape(-1), None, 5, "pre-extracted views"
-    from .data.manifest import read_manifest
-
-    mapping = {m: c for m, c in zip(MODALITY_OPTIONS, (image, text, audio)) if c}
-    if not mapping:
-        raise InputError("name at least one modality column: --image COL, --text COL or --audio COL")
-    if not label:
-        raise InputError("--label COL is required with --manifest")
-    df = read_manifest(manifest, label=label, columns=list(mapping.values()), group=group,
-                       path_columns=[c for m, c in mapping.items() if m != "text"])
-    X = df[list(mapping.values())].rename(columns={c: m for m, c in mapping.items()})
-    groups = df[group].to_numpy() if group else None
-    # the file name only: titles go into reports and JSON, which carry no paths
-    return X, df[label].to_numpy(), groups, 5, f"manifest {Path(manifest).name}"
+    return load_input(manifest=manifest, columns={"image": image, "text": text, "audio": audio},
+                      label=label, group=group,
+                      views=_parse_pairs(views, "--views") if views else None, labels=labels,
+                      dataset=dataset, features=features, encoders=encoders)
 
 
 def _no_privacy_on_features(features, scrub_pii, epsilon) -> None:
@@ -394,31 +367,6 @@ def _no_privacy_on_features(features, scrub_pii, epsilon) -> None:
 
         raise InputError("--scrub-pii and --epsilon need raw input (--manifest or --dataset): "
                          "a feature store's text is already encoded")
-
-
-def _load_features(path, label, group, encoders):
-    """Views, labels and groups from a feature store (``--features DIR``)."""
-    from ._errors import InputError
-    from .features import load
-
-    if not label:
-        raise InputError("--label COL is required with --features (a manifest column kept in "
-                         "the store)")
-    if encoders == "auto":
-        raise InputError("--encoders auto cannot be used with --features: the store's "
-                         "encoders are fixed; drop --encoders or name them")
-    store = load(path, encoders=encoders or None)
-    y = store.column(label)
-    groups = store.column(group) if group else None
-    from .encoders.base import is_missing
-
-    for name, values in ((label, y), (group, groups)):
-        if values is not None:
-            bad = [i for i, v in enumerate(values) if is_missing(v)]
-            if bad:
-                raise InputError(f"feature store {str(path)!r}: column {name!r} is empty in row "
-                                 f"{bad[0]} ({len(bad)} rows); every sample needs a {name}")
-    return dict(store.views), y, groups, 5, f"features {Path(path).name}"
 
 
 # `mmfuse evaluate` is `mmfuse run` under the name that reads best with --missing.
@@ -560,7 +508,7 @@ def serve(
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, /model, /metrics, /docs."""
-    from .serve import run_server
+    from .serving import run_server
 
     with _errors():
         _placement(None, None, [], device)  # a bad or missing device fails before loading

@@ -25,7 +25,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._errors import MmfuseError
+from ._errors import DeviceError, MmfuseError  # noqa: F401 (DeviceError lives here for users)
 
 __all__ = ["DEVICES", "PRECISIONS", "DeviceError", "check_precision", "cuda_available",
            "encoder_device", "head_params", "place_encoders", "resolve_device", "to_device"]
@@ -33,15 +33,6 @@ __all__ = ["DEVICES", "PRECISIONS", "DeviceError", "check_precision", "cuda_avai
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: The learned heads: strategies that take ``device``.
-HEADS = ("gmu", "attention", "lowrank")
-
-
-class DeviceError(MmfuseError, ValueError):
-    """A device was asked for that this machine does not have, or is not a device at all.
-
-    Not an :class:`~mmfuse.InputError`: ``on_error="skip"`` skips bad items, never a bad
-    device.
-    """
 
 
 def cuda_available() -> bool:
@@ -118,7 +109,7 @@ def encoder_device(name: str, device: str) -> str | None:
     encoders with a PyTorch path get the GPU; ONNX-only ones get it when onnxruntime-gpu
     provides the CUDA execution provider, else the CPU.
     """
-    from .encoders.registry import ENCODERS, _load_builtin
+    from .encoders.registry import ENCODERS, load_builtin as _load_builtin
 
     _load_builtin()
     builder = ENCODERS.entry(name).builder
@@ -149,7 +140,7 @@ def place_encoders(spec: Any, columns: Any, device: str) -> Any:
     stay as they are."""
     from .encoders.base import Encoder
     from .encoders.registry import create_encoder
-    from .estimator import PASSTHROUGH, resolve_encoders
+    from .encoders.featurizer import is_passthrough, resolve_encoders
 
     if spec is None:
         return None
@@ -157,7 +148,7 @@ def place_encoders(spec: Any, columns: Any, device: str) -> Any:
     for col, enc in resolve_encoders(spec, columns).items():
         if isinstance(enc, str) and "+" in enc:
             out[col] = enc  # a concatenation: its parts run where they run
-        elif isinstance(enc, str) and enc != PASSTHROUGH:
+        elif isinstance(enc, str) and not is_passthrough(enc):
             where = encoder_device(enc, device)
             out[col] = enc if where is None else create_encoder(enc, device=where)
         elif isinstance(enc, Encoder) and "device" in vars(enc):
@@ -174,13 +165,16 @@ def head_params(strategies: Sequence[str], device: str,
                 ) -> dict[str, dict[str, Any]]:
     """Per-strategy parameters (as ``evaluate(fusion_params=...)`` takes them) putting the
     learned heads on ``device``, directly or as candidates of ``auto``."""
+    from .fusion.base import fusions_with
+
+    heads = fusions_with(takes_device=True)
     out = {k: dict(v) for k, v in (params or {}).items()}
     for name in strategies:
-        if name in HEADS:
+        if name in heads:
             out.setdefault(name, {})["device"] = device
         elif name == "auto":
             candidate = dict(out.setdefault("auto", {}).get("candidate_params") or {})
-            for head in HEADS:
+            for head in heads:
                 candidate[head] = {**dict(candidate.get(head, {})), "device": device}
             out["auto"]["candidate_params"] = candidate
     return out

@@ -2,140 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-from scipy.sparse import issparse
-from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._errors import InputError
-from .encoders.base import ON_ERROR, Encoder, ItemError
-from .views import Present, Views, check_views
-
-PASSTHROUGH = "passthrough"
-
-
-def _as_columns(X: Any, encoders_given: bool = True) -> tuple[Mapping[str, Any], int]:
-    """The columns of a DataFrame, a dict of arrays/lists, or a 2-D array (one view ``"x"``)."""
-    if issparse(X):  # before Mapping: a dok matrix is a dict
-        check_array(X, accept_sparse=False)
-    if isinstance(X, pd.DataFrame):
-        if encoders_given is False and len(X.columns) and all(
-                pd.api.types.is_numeric_dtype(t) for t in X.dtypes):
-            return {"x": check_array(X.to_numpy(), ensure_all_finite="allow-nan")}, len(X)
-        return X, len(X)
-    if isinstance(X, Mapping):
-        if not X:
-            raise InputError("X is an empty dict; expected modality name -> samples")
-        lengths = {k: len(v) for k, v in X.items()}
-        if len(set(lengths.values())) > 1:
-            raise InputError(f"all modalities must have the same number of samples; got {lengths}")
-        return X, next(iter(lengths.values()))
-    if isinstance(X, (np.ndarray, list)) or hasattr(X, "__array__") or issparse(X):
-        # A plain feature matrix is one pre-extracted view named "x" (scikit-learn's usual
-        # input); check_array gives the standard messages for sparse, complex or 1-D input.
-        arr = check_array(X, ensure_all_finite="allow-nan", dtype="numeric")
-        return {"x": arr}, arr.shape[0]
-    raise InputError(
-        f"X must be a DataFrame, a dict of modality -> samples, or a 2-D array; "
-        f"got {type(X).__name__}"
-    )
-
-
-def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
-    """Map each used column to an encoder spec (a registered name, an Encoder, or passthrough),
-    or to the :class:`~mmfuse.encoders.selection.Candidates` it chooses from (``"auto"`` or a
-    list of names)."""
-    from .encoders.registry import create_encoder
-
-    if encoders is None:
-        if isinstance(columns, pd.DataFrame) and not all(
-                _holds_vectors(columns[c]) for c in columns.columns):
-            raise InputError(
-                "encoders is required for a DataFrame: e.g. encoders={'image': 'hog', "
-                "'text': 'tfidf'} (keys are column names); see `mmfuse encoders`"
-            )
-        return {k: PASSTHROUGH for k in sorted(columns)}
-    from .encoders.selection import Candidates, is_choice, parse_candidates
-
-    if isinstance(encoders, str):
-        if encoders != "auto":
-            raise InputError(f"encoders must be a dict or 'auto'; got {encoders!r}")
-        from .encoders.base import MODALITIES
-
-        cols = [c for c in columns if c in MODALITIES]
-        if not cols:
-            raise InputError(
-                f"encoders='auto' picks an encoder for columns named {list(MODALITIES)}; "
-                f"the data has {sorted(map(str, columns))}"
-            )
-        # every installed encoder of each modality is a candidate (mmfuse.encoders.selection)
-        return {c: parse_candidates("auto", c) for c in sorted(cols)}
-    if not isinstance(encoders, Mapping) or not encoders:
-        raise InputError(f"encoders must be a non-empty dict of column -> encoder; got {encoders!r}")
-    missing = sorted(set(encoders) - set(columns))
-    if missing:
-        raise InputError(
-            f"encoders name columns the data does not have: {missing}; "
-            f"available columns: {sorted(map(str, columns))}"
-        )
-    out = {}
-    for col in sorted(encoders):
-        spec = encoders[col]
-        if isinstance(spec, Candidates):
-            out[col] = spec
-        elif is_choice(spec):  # "auto" or a list of candidate encoders
-            out[col] = parse_candidates(spec, col)
-        elif spec == PASSTHROUGH or isinstance(spec, Encoder):
-            out[col] = spec
-        elif isinstance(spec, str):
-            create_encoder(spec)  # fail early on unknown names, with the list
-            out[col] = spec
-        else:
-            raise InputError(f"encoder for column {col!r} must be a name, an Encoder, 'auto' or "
-                             f"a list of candidate names; got {spec!r}")
-    return out
-
-
-def _holds_vectors(column: pd.Series) -> bool:
-    """True when a DataFrame column holds pre-extracted feature vectors (see views_to_frame)."""
-    from .encoders.base import is_missing
-
-    for value in column:
-        if not (isinstance(value, float) and np.isnan(value)) and not is_missing(value):
-            return isinstance(value, (np.ndarray, list, tuple))
-    return False
-
-
-def _best_available(modality: str) -> str:
-    try:
-        from .encoders.pretrained import best_available_encoder
-    except ImportError:
-        return {"image": "hog", "text": "tfidf", "audio": "mfcc"}[modality]
-    return best_available_encoder(modality)
-
-
-def _passthrough_view(col: str, values: Any) -> np.ndarray:
-    if isinstance(values, pd.Series):
-        values = values.tolist()
-        if any(isinstance(v, (np.ndarray, list, tuple)) for v in values):
-            # a column of vectors: missing cells become NaN rows of the right width
-            width = next(len(np.ravel(v)) for v in values if isinstance(v, (np.ndarray, list, tuple)))
-            values = [np.full(width, np.nan) if not isinstance(v, (np.ndarray, list, tuple))
-                      else np.ravel(v) for v in values]
-    try:
-        arr = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"column {col!r} is 'passthrough' and must hold numeric feature vectors of equal "
-            f"length; give it an encoder (e.g. 'hog', 'tfidf', 'mfcc') for raw files"
-        ) from None
-    return arr.reshape(len(arr), -1)
+from .encoders.base import ON_ERROR, ItemError
+from .encoders.featurizer import (PASSTHROUGH, Encoded, Featurizer,  # noqa: F401 (re-export)
+                                  as_columns, build_encoders, is_passthrough, resolve_encoders)
+from .views import Present, Views
 
 
 class PredictReport(NamedTuple):
@@ -161,8 +39,12 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         training data, each candidate scored alone, with a one-standard-error rule toward
         the cheaper encoder (see :mod:`mmfuse.encoders.selection`). ``"a+b"`` puts two
         encoders' features side by side (:mod:`mmfuse.encoders.concat`).
-    fusion : str, default="late"
-        A registered strategy: early, weighted, late, stacking, seed-baseline, ...
+    fusion : str or FusionStrategy, default="late"
+        A registered strategy name (early, weighted, late, stacking, seed-baseline, auto,
+        ...), or a strategy instance such as ``LateFusion(weights="cv")`` (cloned at fit; its
+        own parameters rule, reachable as ``fusion__<param>`` by ``set_params`` and
+        ``GridSearchCV``). ``weights``, ``classifier`` and ``cv`` below apply to a strategy
+        given by name; ``random_state`` also goes to an instance that has none.
     weights : {"cv", "relative", "equal"} or dict, default="cv"
         Modality weights, learned on the training data only (out-of-fold).
     classifier : estimator, default=None
@@ -192,7 +74,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of labels
-    encoders_ : dict of column -> fitted Encoder (or "passthrough")
+    encoders_ : dict of column -> fitted Encoder (or ``PASSTHROUGH``)
     encoders_chosen_ : dict of column -> encoder name used (the choice, where ``encoders``
         gave candidates; ``"passthrough"`` for pre-extracted arrays)
     encoder_selection_ : dict of column -> dict
@@ -213,7 +95,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.fit(df, df["label"]).predict(df)  # doctest: +SKIP
     """
 
-    def __init__(self, encoders: Any = None, fusion: str = "late", weights: Any = "cv",
+    def __init__(self, encoders: Any = None, fusion: Any = "late", weights: Any = "cv",
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
                  on_error: str = "raise", fusion_params: dict | None = None,
                  scrub_pii: bool = False, epsilon: float | None = None,
@@ -237,56 +119,30 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             self.errors_ = errors
         return views, present
 
-    def _encode_report(self, X: Any, *, fit: bool, specs: dict | None = None
-                       ) -> tuple[Views, Present, list[ItemError]]:
-        from .encoders.registry import create_encoder
-
+    def _encode_report(self, X: Any, *, fit: bool, specs: dict | None = None) -> Encoded:
         if self.on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
-        columns, n = _as_columns(X, encoders_given=self.encoders is not None)
-        if fit:
-            specs = resolve_encoders(self.encoders, columns) if specs is None else specs
-            self.encoders_ = {c: s if s == PASSTHROUGH else create_encoder(s)
-                              for c, s in specs.items()}
-            self._apply_privacy_to_encoders()
-        else:
-            missing = sorted(set(self.encoders_) - set(columns))
-            if missing:
-                raise InputError(
-                    f"X lacks the columns the model was trained on: {missing}; "
-                    f"got {sorted(map(str, columns))} (use None cells for a missing modality)"
-                )
-        views: Views = {}
-        present: Present = {}
-        all_errors: list[ItemError] = []
-        for col, enc in self.encoders_.items():
-            values = columns[col]
-            if enc == PASSTHROUGH:
-                views[col] = _passthrough_view(col, values)
-                continue
-            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
-            if enc.stateless:
-                # streamed, and cached on disk by content hash (see mmfuse.extract)
-                from .extract import extract_features
-
-                views[col], mask, errors = extract_features(enc, samples, on_error=self.on_error,
-                                                            column=col)
-            else:
-                prepared, mask, errors = enc.prepare_all(samples, self.on_error, column=col)
-                if fit:
-                    enc.fit_prepared(prepared)
-                views[col] = enc.assemble(prepared, mask)
-            present[col] = mask
-            all_errors += errors
+        columns, _ = as_columns(X, encoders_given=self.encoders is not None)
         if not fit:
-            for col, dim in self.view_dims_.items():
-                if views[col].shape[1] != dim:
-                    where = "" if col == "x" else f" in column {col!r}"
-                    raise InputError(
-                        f"X has {views[col].shape[1]} features{where}, but "
-                        f"{type(self).__name__} is expecting {dim} features as input"
-                    )
-        return (*check_views(views, present or None), all_errors)
+            return self.featurizer().transform(columns, on_error=self.on_error)
+        self.encoders_ = build_encoders(resolve_encoders(self.encoders, columns)
+                                        if specs is None else specs)
+        self._apply_privacy_to_encoders()
+        return Featurizer(self.encoders_, owner=type(self).__name__).fit_transform(
+            columns, on_error=self.on_error)
+
+    def featurizer(self) -> Featurizer:
+        """The fitted encoders as a :class:`~mmfuse.encoders.featurizer.Featurizer`: the one
+        way from raw columns to this model's views (used by predict and the HTTP service)."""
+        check_is_fitted(self, "fusion_")
+        return Featurizer(self.encoders_, dims=getattr(self, "view_dims_", None),
+                          owner=type(self).__name__)
+
+    def predict_views(self, views: Views, present: Present) -> np.ndarray:
+        """Class probabilities of views made by :meth:`featurizer`; a row with no usable
+        modality gets the strategy's answer for an empty row (the class prior)."""
+        check_is_fitted(self, "fusion_")
+        return self.fusion_.predict_proba(views, present)
 
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
@@ -300,11 +156,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             return self._fit(X, y, groups)
 
     def _fit(self, X: Any, y: Any, groups: Any) -> "MultimodalClassifier":
-        from .fusion import create_fusion
-
         specs = self._choose_encoders(X, y, groups)
         views, present = self._encode(X, fit=True, specs=specs)
-        self.encoders_chosen_ = {c: e if e == PASSTHROUGH else e.name
+        self.encoders_chosen_ = {c: "passthrough" if is_passthrough(e) else e.name
                                  for c, e in self.encoders_.items()}
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -324,18 +178,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             present = {k: p[keep] for k, p in present.items()}
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
-        params = dict(self.fusion_params or {})
-        params.setdefault("classifier", self.classifier)
-        params.setdefault("weights", self.weights)
-        params.setdefault("cv", self.cv)
-        params.setdefault("random_state", self.random_state)
-        if self.epsilon is not None:
-            from .privacy.dp import make_private_fusion
-
-            self.fusion_ = make_private_fusion(self.fusion, self.epsilon, delta=self.delta,
-                                               **params)
-        else:
-            self.fusion_ = create_fusion(self.fusion, **params)
+        self.fusion_ = self._make_fusion()
         self.fusion_.fit(views, y, present, groups)
         if self.epsilon is not None:
             self.epsilon_spent_ = float(self.fusion_.epsilon_spent_)
@@ -345,6 +188,37 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
         self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self
+
+    def _make_fusion(self) -> Any:
+        """A fresh strategy: built by name with this estimator's settings, or a clone of
+        the strategy instance given (its own parameters rule; ``fusion_params`` are set on
+        it, and ``random_state`` is passed on when it has none)."""
+        from sklearn.base import clone
+
+        from .fusion import FusionStrategy, create_fusion
+
+        if isinstance(self.fusion, FusionStrategy):
+            if self.epsilon is not None:
+                raise InputError(
+                    "epsilon needs the fusion strategy by name ('early' or 'late'), so that "
+                    f"its private version is built; got the instance {self.fusion!r}")
+            strategy = clone(self.fusion)
+            if self.fusion_params:
+                strategy.set_params(**self.fusion_params)
+            if ("random_state" in strategy.get_params(deep=False)
+                    and strategy.random_state is None and self.random_state is not None):
+                strategy.set_params(random_state=self.random_state)
+            return strategy
+        params = dict(self.fusion_params or {})
+        params.setdefault("classifier", self.classifier)
+        params.setdefault("weights", self.weights)
+        params.setdefault("cv", self.cv)
+        params.setdefault("random_state", self.random_state)
+        if self.epsilon is not None:
+            from .privacy.dp import make_private_fusion
+
+            return make_private_fusion(self.fusion, self.epsilon, delta=self.delta, **params)
+        return create_fusion(self.fusion, **params)
 
     def _choose_encoders(self, X: Any, y: Any, groups: Any) -> dict | None:
         """Where ``encoders`` gives candidates, choose each column's encoder by inner CV on
@@ -356,7 +230,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.encoder_selection_ = {}
         if self.encoders is None:
             return None
-        columns, _ = _as_columns(X, encoders_given=True)
+        columns, _ = as_columns(X, encoders_given=True)
         specs = resolve_encoders(self.encoders, columns)
         if not any(isinstance(s, Candidates) for s in specs.values()):
             return specs
@@ -373,7 +247,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             if not isinstance(spec, Candidates):
                 continue
             values = columns[col]
-            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
+            samples = values.tolist() if hasattr(values, "tolist") and not isinstance(
+                values, np.ndarray) else list(values)
             if len(samples) != len(y_enc):
                 raise InputError(f"X has {len(samples)} samples but y has {len(y_enc)} labels")
             parts, _ = encode_parts(needed_encoders(spec), samples, on_error=self.on_error,
@@ -399,7 +274,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         if not self.scrub_pii:
             return
         for col, enc in self.encoders_.items():
-            if enc == PASSTHROUGH or enc.modality != "text":
+            if is_passthrough(enc) or enc.modality != "text":
                 continue
             if not enc.scrubs_pii:
                 raise InputError(

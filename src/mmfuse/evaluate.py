@@ -9,7 +9,6 @@ weights, meta-models) are fit on each training fold only. Fold work is a pure fu
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,8 +22,8 @@ from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from ._errors import InputError
 from .encoders.base import ON_ERROR, ItemError
-from .estimator import PASSTHROUGH, _as_columns, _passthrough_view, resolve_encoders
-from .views import Present, Views, check_views
+from .encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
+from .views import Present, Views
 
 DEFAULT_STRATEGIES = ("early", "weighted", "late", "stacking")
 BASELINE = "seed-baseline"
@@ -239,85 +238,55 @@ class FeatureTable:
 
     def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
                  progress: Progress | None = None, cache: Any = True):
-        from .encoders.registry import create_encoder
-        from .encoders.selection import Candidates, encode_parts, needed_encoders
-
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
-        columns, self.n = _as_columns(X)
+        from .encoders.selection import Candidates, encode_parts, needed_encoders
+
+        columns, self.n = as_columns(X)
         specs = resolve_encoders(encoders, columns)
-        self.views: Views = {}
-        self.present: Present = {}
-        self.stateful: dict[str, tuple[Any, list[Any]]] = {}
-        self.errors: list[ItemError] = []
-        self.encoder_names: dict[str, str] = {}
-        #: features the on-disk cache failed to store (reported in the run's JSON)
-        self.not_cached = 0
+        fixed = {c: s for c, s in specs.items() if not isinstance(s, Candidates)}
+        self.featurizer = Featurizer(build_encoders(fixed))
+        self.encoder_names: dict[str, str] = {c: e.name
+                                              for c, e in self.featurizer.encoders.items()}
+        if fixed:
+            self._encoded = self.featurizer.transform_deferred(columns, on_error=on_error,
+                                                               cache=cache, progress=progress)
+        else:
+            self._encoded = Encoded({}, {}, [], deferred={})
+        self.views: Views = dict(self._encoded.views)
+        self.present: Present = dict(self._encoded.present)
+        self.errors: list[ItemError] = list(self._encoded.errors)
         #: column -> (Candidates, {encoder: Part}) for columns that choose their encoder
         self.candidates: dict[str, tuple[Any, dict[str, Any]]] = {}
+        not_cached = 0
         for col, spec in specs.items():
+            if not isinstance(spec, Candidates):
+                continue
             values = columns[col]
-            if isinstance(spec, Candidates):
-                samples = values.tolist() if isinstance(values, pd.Series) else list(values)
-                counts = {}
-                parts, errors = encode_parts(needed_encoders(spec), samples, on_error=on_error,
-                                             column=col, cache=cache, progress=progress,
-                                             stats=counts)
-                self.not_cached += counts.get("not_cached", 0)
-                self.candidates[col] = (spec, parts)
-                self.encoder_names[col] = "/".join(spec.names)
-                # placeholder until a fold chooses; a row has the column if any encoder has it
-                self.views[col] = np.full((self.n, 1), np.nan, np.float32)
-                self.present[col] = np.logical_or.reduce([p.present for p in parts.values()])
-                self.errors += errors
-                continue
-            if spec == PASSTHROUGH:
-                self.views[col] = _passthrough_view(col, values)
-                self.encoder_names[col] = PASSTHROUGH
-                continue
-            enc = create_encoder(spec)
-            self.encoder_names[col] = enc.name
             samples = values.tolist() if isinstance(values, pd.Series) else list(values)
-            if enc.stateless:
-                # streamed (decode overlaps the model) and cached on disk by content hash
-                from .extract import extract_features
-
-                tick = None if progress is None else (
-                    lambda done, total, col=col: progress(f"features: {col}", done, total))
-                counts: dict[str, Any] = {}
-                view, mask, errors = extract_features(enc, samples, cache=cache,
-                                                      on_error=on_error, column=col,
-                                                      progress=tick, stats=counts)
-                self.not_cached += counts.get("not_cached", 0)
-            else:
-                prepared, mask, errors = enc.prepare_all(samples, on_error, column=col)
-                if enc.stateless:
-                    view = enc.assemble(prepared, mask)
-                else:
-                    self.stateful[col] = (enc, prepared)
-                    view = np.full((self.n, 1), np.nan, np.float32)  # placeholder until fit
-            self.views[col], self.present[col] = view, mask
+            counts: dict[str, Any] = {}
+            parts, errors = encode_parts(needed_encoders(spec), samples, on_error=on_error,
+                                         column=col, cache=cache, progress=progress,
+                                         stats=counts)
+            not_cached += counts.get("not_cached", 0)
+            self.candidates[col] = (spec, parts)
+            self.encoder_names[col] = "/".join(spec.names)
+            # placeholder until a fold chooses; a row has the column if any encoder has it
+            self.views[col] = np.full((self.n, 1), np.nan, np.float32)
+            self.present[col] = np.logical_or.reduce([p.present for p in parts.values()])
             self.errors += errors
-        fixed = {c: v for c, v in self.views.items()
-                 if c not in self.stateful and c not in self.candidates}
-        if fixed:
-            checked, present = check_views(fixed, {c: p for c, p in self.present.items() if c in fixed})
-            self.views.update(checked)
-            self.present.update(present)
         self.views = dict(sorted(self.views.items()))
+        self.errors.sort(key=lambda e: e.row)
+        #: stateful encoders (unfitted) and their prepared items, fit per fold
+        self.stateful: dict[str, tuple[Any, list[Any]]] = {
+            c: (self.featurizer.encoders[c], p) for c, p in self._encoded.deferred.items()}
+        #: features the on-disk cache failed to store (reported in the run's JSON)
+        self.not_cached = self._encoded.not_cached + not_cached
 
     def fold_views(self, train: np.ndarray) -> tuple[Views, Present]:
         """Views for every row, with stateful encoders fit on the ``train`` rows only."""
-        views = dict(self.views)
-        for col, (enc, prepared) in self.stateful.items():
-            mask = self.present[col]
-            # position of each present row in the prepared list
-            index = np.cumsum(mask) - 1
-            train_items = [prepared[index[r]] for r in train if mask[r]]
-            fold_enc = copy.deepcopy(enc).fit_prepared(train_items)
-            views[col] = fold_enc.assemble(prepared, mask)
-        return views, self.present
-
+        encoded = Encoded(self.views, self.present, deferred=self._encoded.deferred)
+        return self.featurizer.fit_fold(encoded, train), self.present
 
     def choose(self, train: np.ndarray, y: np.ndarray, groups: Any, cv: int,
                random_state: Any, classifier: Any = None
@@ -328,7 +297,7 @@ class FeatureTable:
         from .encoders.selection import candidate_features, select_encoder
 
         views, present = self.fold_views(train)
-        present = dict(present)
+        views, present = dict(views), dict(present)
         chosen: dict[str, str] = {}
         g_train = None if groups is None else np.asarray(groups)[train]
         for col, (cands, parts) in self.candidates.items():
@@ -393,19 +362,35 @@ def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n
         yield from fold
 
 
+def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
+               train: np.ndarray, classifier: Any, cv: int, random_state: Any,
+               create_fusion: Callable | None = None) -> Any:
+    """Configuration ``c`` fitted on the ``train`` rows that carry at least one of its
+    modalities (None when no training row does). Shared by evaluation and robustness."""
+    if create_fusion is None:
+        from .fusion import create_fusion
+    params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
+    if c.weights is not None:
+        params["weights"] = c.weights
+    p = {m: present[m][train] for m in c.modalities}
+    keep = np.any(np.stack(list(p.values())), axis=0)  # rows with none of these modalities
+    if not keep.any():
+        return None
+    strategy = create_fusion(c.fusion, **params)
+    strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
+                 {m: a[keep] for m, a in p.items()}, None if g_train is None else g_train[keep])
+    return strategy
+
+
 def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                  train: np.ndarray, test: np.ndarray, classifier: Any, cv: int,
                  random_state: Any, create_fusion: Callable
                  ) -> tuple[str, np.ndarray, float, Any, str | None]:
-    params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
-    if c.weights is not None:
-        params["weights"] = c.weights
     start = time.perf_counter()
-    strategy = create_fusion(c.fusion, **params)
-    p = {m: present[m][train] for m in c.modalities}
-    keep = np.any(np.stack(list(p.values())), axis=0)  # rows with none of these modalities
-    strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
-                 {m: a[keep] for m, a in p.items()}, None if g_train is None else g_train[keep])
+    strategy = fit_config(c, views, present, y, g_train, train, classifier, cv, random_state,
+                          create_fusion)
+    if strategy is None:
+        raise InputError(f"{c.name}: no training row of a fold has any of {list(c.modalities)}")
     pred = strategy.predict({m: views[m][test] for m in c.modalities},
                             {m: present[m][test] for m in c.modalities})
     return (c.name, pred, time.perf_counter() - start, strategy.modality_weights_,

@@ -57,7 +57,6 @@ FORMAT = "mmfuse-features"
 VERSION = 1
 ROW = "mmfuse_row"
 SHARD_NAME = "part-{:06d}.parquet"
-DEFAULT_ENCODERS = {"image": "hog", "audio": "mfcc"}
 PATH_MODALITIES = ("image", "audio")
 _META_KEY = b"mmfuse"
 
@@ -259,6 +258,15 @@ def attach_encoders(model: Any, store: "str | os.PathLike | FeatureStore") -> An
     return model
 
 
+def _stateless_default(modality: str) -> str | None:
+    """The modality's default encoder when it learns nothing from data (a store can hold
+    its features), else None."""
+    from .encoders.registry import create_encoder, default_encoder
+
+    name = default_encoder(modality)
+    return name if create_encoder(name).stateless else None
+
+
 def check_encoders(header: Mapping[str, Any], encoders: Mapping[str, Any], where: str) -> None:
     """Raise an :class:`~mmfuse.InputError` unless every requested encoder's fingerprint is
     the one the store was extracted with."""
@@ -426,7 +434,7 @@ def _plan(manifest: Path, columns: Mapping[str, str], encoders: Mapping[str, str
                          f"{dict(columns)}")
     specs: dict[str, dict[str, Any]] = {}
     for m in sorted(columns):
-        name = encoders.get(m, DEFAULT_ENCODERS.get(m))
+        name = encoders.get(m, _stateless_default(m))
         if name is None:
             raise InputError(f"give a stateless encoder for {m}, e.g. --encoders {m}=minilm "
                              f"(or wordllama); tfidf learns from data and cannot be stored")
@@ -556,9 +564,9 @@ def _finish_chunk(chunk: pd.DataFrame, start: int, base: Path, path_cols: list[s
 
 
 def _resolve_path(value: Any, base: Path) -> Any:
-    from .data.manifest import _resolve
+    from .data.manifest import resolve_path
 
-    return _resolve(value, base)
+    return resolve_path(value, base)
 
 
 def _prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> dict[int, dict[str, Any]]:

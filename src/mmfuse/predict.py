@@ -18,15 +18,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._errors import InputError
 from .encoders.base import ON_ERROR, ItemError
-from .views import Present, Views, check_views
+from .views import Present, Views
 
 PROBA_PREFIX = "proba_"
 
 
 def model_columns(model: Any) -> list[str]:
-    """The input columns of a fitted model, sorted (its encoders' keys)."""
-    check_is_fitted(model, "fusion_")
-    return sorted(model.encoders_)
+    """The input columns of a fitted model, sorted."""
+    return model.featurizer().columns
 
 
 def used_modalities(model: Any) -> list[str]:
@@ -38,35 +37,12 @@ def used_modalities(model: Any) -> list[str]:
 def column_kind(model: Any, column: str) -> str:
     """``"image"``, ``"text"`` or ``"audio"`` for an encoded column, ``"features"`` for a
     passthrough column (pre-extracted feature vectors)."""
-    from .estimator import PASSTHROUGH
-
-    enc = model.encoders_[column]
-    return "features" if isinstance(enc, str) and enc == PASSTHROUGH else enc.modality
+    return model.featurizer().kind(column)
 
 
 def view_dim(model: Any, column: str) -> int | None:
     """Width of ``column``'s view, or None when the model does not record it."""
-    from .estimator import PASSTHROUGH
-
-    dims = getattr(model, "view_dims_", None)
-    if dims and column in dims:
-        return int(dims[column])
-    enc = model.encoders_[column]
-    if not (isinstance(enc, str) and enc == PASSTHROUGH):
-        try:
-            return int(enc.dim)
-        except Exception:  # an encoder whose dim is unknown until fitted
-            return None
-    others = [c for c in model.encoders_ if c != column]
-    known = [view_dim(model, c) for c in others
-             if not (isinstance(model.encoders_[c], str) and model.encoders_[c] == PASSTHROUGH)]
-    if getattr(model, "n_features_in_", None) is not None and None not in known:
-        # the only passthrough column: its width is what the encoders leave of the total
-        n_pass = sum(1 for c in model.encoders_
-                     if isinstance(model.encoders_[c], str) and model.encoders_[c] == PASSTHROUGH)
-        if n_pass == 1:
-            return int(model.n_features_in_) - sum(known)
-    return None
+    return model.featurizer().dim(column)
 
 
 def encode(model: Any, columns: Mapping[str, Sequence[Any]], n_rows: int,
@@ -76,60 +52,15 @@ def encode(model: Any, columns: Mapping[str, Sequence[Any]], n_rows: int,
     ``columns`` maps each model column to ``n_rows`` raw items (missing items: None, NaN,
     ""). A column absent from ``columns`` is missing for every row.
     """
-    from .estimator import PASSTHROUGH
-
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
-    views: Views = {}
-    present: Present = {}
-    errors: list[ItemError] = []
-    for col in model_columns(model):
-        enc = model.encoders_[col]
-        values = columns.get(col)
-        if values is None:
-            values = [None] * n_rows
-        values = values.tolist() if isinstance(values, pd.Series) else list(values)
-        if isinstance(enc, str) and enc == PASSTHROUGH:
-            views[col], present[col] = _passthrough_rows(model, col, values)
-            continue
-        prepared, mask, errs = enc.prepare_all(values, on_error, column=col)
-        views[col] = enc.assemble(prepared, mask)
-        present[col] = mask
-        errors += errs
-    views, present = check_views(views, present)
-    return views, present, errors
-
-
-def _passthrough_rows(model: Any, col: str, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    from .encoders.base import is_missing
-    from .estimator import _passthrough_view
-
-    mask = np.array([not _missing_vector(v, is_missing) for v in values], dtype=bool)
-    dim = view_dim(model, col)
-    if mask.all():
-        view = _passthrough_view(col, values)
-    else:
-        rows = [v for v, m in zip(values, mask) if m]
-        width = dim if dim is not None else (_passthrough_view(col, rows).shape[1] if rows else 1)
-        view = np.full((len(values), width), np.nan, dtype=np.float32)
-        if rows:
-            view[mask] = _passthrough_view(col, rows)
-    if dim is not None and view.shape[1] != dim:
-        raise InputError(f"column {col!r} has {view.shape[1]} features; the model was trained "
-                         f"with {dim}")
-    return view, mask
-
-
-def _missing_vector(value: Any, is_missing: Any) -> bool:
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return len(value) == 0
-    return is_missing(value)
+    encoded = model.featurizer().transform(dict(columns), on_error=on_error,
+                                           missing_columns="absent", n_rows=n_rows)
+    return encoded.views, encoded.present, encoded.errors
 
 
 def predict_views(model: Any, views: Views, present: Present) -> np.ndarray:
     """Class probabilities (n, n_classes) of views built by :func:`encode`; rows with no
     usable modality get the strategy's answer for an empty row (the class prior)."""
-    return model.fusion_.predict_proba(views, present)
+    return model.predict_views(views, present)
 
 
 def modalities_used(model: Any, present: Present) -> list[list[str]]:

@@ -26,14 +26,11 @@ from threadpoolctl import threadpool_limits
 
 from ._errors import InputError
 from .encoders.base import ItemError
-from .evaluate import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, make_configs,
-                       make_splits, mean_ci95, usable_rows)
+from .evaluate import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, fit_config,
+                       make_configs, make_splits, mean_ci95, usable_rows)
 from .fusion._common import _seed
 
-try:  # shared per-modality experts within a block (fusion/_common.py)
-    from .fusion._common import shared_experts
-except ImportError:  # pragma: no cover - older _common without the memo
-    from contextlib import nullcontext as shared_experts
+from .fusion._common import shared_experts  # per-modality experts shared within a block
 from .views import Present, Views
 
 DEFAULT_LEVELS = (0.0, 0.1, 0.3, 0.5)
@@ -200,24 +197,17 @@ def fit_configs(views: Views, present: Present, y: np.ndarray, groups: Any, trai
 def _fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                 train: np.ndarray, classifier: Any, cv: int, random_state: Any,
                 notes: list[str] | None, create_fusion: Callable) -> tuple[Any, float]:
-    params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
-    if c.weights is not None:
-        params["weights"] = c.weights
     start = time.perf_counter()
-    p = {m: present[m][train] for m in c.modalities}
-    keep = np.any(np.stack(list(p.values())), axis=0)
-    if not keep.any():
+    with warnings.catch_warnings():
+        # reported once in the notes instead of once per fold and level
+        warnings.filterwarnings("ignore", message="modalities missing for every training")
+        strategy = fit_config(c, views, present, y, g_train, train, classifier, cv,
+                              random_state, create_fusion)
+    if strategy is None:
         if notes is not None:
             notes.append(f"{c.name}: no training row has {list(c.modalities)} in a fold; "
                          f"it predicts the majority class there")
         return _Prior(y[train]), 0.0
-    strategy = create_fusion(c.fusion, **params)
-    with warnings.catch_warnings():
-        # reported once in the notes instead of once per fold and level
-        warnings.filterwarnings("ignore", message="modalities missing for every training")
-        strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
-                     {m: a[keep] for m, a in p.items()},
-                     None if g_train is None else g_train[keep])
     dropped = getattr(strategy, "dropped_modalities_", None)
     if dropped and notes is not None:
         notes.append(f"{c.name}: {dropped} missing from every training row of a fold, "

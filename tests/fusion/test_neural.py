@@ -189,3 +189,10 @@ def test_a_model_file_round_trip(tmp_path):
     path = clf.save(tmp_path / "head.mmfuse")
     loaded = mmfuse.load(path)
     np.testing.assert_array_equal(loaded.predict_proba(views), clf.predict_proba(views))
+
+
+def test_training_restores_the_process_torch_threads():
+    before = torch.get_num_threads()
+    views, y = make_views(n=80)
+    create_fusion("gmu", n_threads=1, max_epochs=3, random_state=0).fit(views, y)
+    assert torch.get_num_threads() == before

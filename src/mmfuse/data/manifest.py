@@ -92,7 +92,7 @@ def read_manifest(path: str | os.PathLike, *, label: str | None = None,
             )
     base = path.resolve().parent
     for col in path_columns:
-        df[col] = [None if is_missing(v) else _resolve(v, base) for v in df[col]]
+        df[col] = [None if is_missing(v) else resolve_path(v, base) for v in df[col]]
     return df
 
 
@@ -155,7 +155,9 @@ def _check_header(path: Path, sep: str) -> None:
         seen[name] = i
 
 
-def _resolve(value: object, base: Path) -> object:
+def resolve_path(value: object, base: Path) -> object:
+    """A relative path (a str) resolved against ``base``, the manifest's folder; anything else
+    as it is."""
     if not isinstance(value, str):
         return value
     p = Path(value).expanduser()

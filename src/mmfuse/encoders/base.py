@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import InputError, MissingDependencyError
-from ..devices import DeviceError
+from .._constants import MODALITIES, ON_ERROR  # noqa: F401 (re-exported)
+from .._errors import DeviceError, InputError, MissingDependencyError
 
 #: Exceptions never turned into an item error: they are about the machine or the
 #: installation, not about one item (a missing package or GPU would otherwise skip every
@@ -37,8 +37,6 @@ from ..devices import DeviceError
 NOT_ITEM_ERRORS = (MemoryError, KeyboardInterrupt, SystemExit, MissingDependencyError,
                    DeviceError)
 
-MODALITIES = ("image", "text", "audio")
-ON_ERROR = ("raise", "skip")
 
 
 def is_missing(item: Any) -> bool:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from .._errors import InputError
 from ..preprocess.audio import load_audio, trim_silence
+from ..preprocess.dsp import mel_filterbank, window
 from ..preprocess.image import RESIZE_MODES, load_image, resize_image
 from ..preprocess.text import clean_text
 from .base import Encoder, MissingItem
@@ -90,7 +90,7 @@ class PixelsEncoder(_ImageEncoder):
         return batch.astype(np.float32) / 255.0
 
 
-@register_encoder("hog", modality="image", dim=7 * 7 * 2 * 2 * 9,
+@register_encoder("hog", default=True, modality="image", dim=7 * 7 * 2 * 2 * 9,
                   description="histogram of oriented gradients of the 64x64 grayscale image")
 class HogEncoder(_ImageEncoder):
     """Histogram of oriented gradients of the grayscale image (as :func:`skimage.feature.hog`).
@@ -256,7 +256,7 @@ class ColorHistogramEncoder(_ImageEncoder):
 # -- text ------------------------------------------------------------------------------------
 
 
-@register_encoder("tfidf", modality="text", dim=None,
+@register_encoder("tfidf", default=True, modality="text", dim=None,
                   description="TF-IDF of word 1-2 grams and character 2-5 grams (learns a "
                               "vocabulary; optional SVD)")
 class TfidfEncoder(Encoder):
@@ -604,7 +604,7 @@ class _AudioEncoder(Encoder):
             wave = np.append(wave[:1], wave[1:] - self.preemphasis * wave[:-1])
         if len(wave) < win:
             wave = np.pad(wave, (0, win - len(wave)))
-        return np.lib.stride_tricks.sliding_window_view(wave, win)[::hop] * _window(win)
+        return np.lib.stride_tricks.sliding_window_view(wave, win)[::hop] * window(win)
 
     def _pool(self, features: np.ndarray, segment_features: np.ndarray) -> np.ndarray:
         """Mean and std over time, then the mean of each of ``segments`` equal time spans."""
@@ -625,7 +625,7 @@ class _AudioEncoder(Encoder):
             raise ValueError(f"segments must be an int >= 0; got {self.segments!r}")
 
 
-@register_encoder("mfcc", modality="audio", dim=13 * 4 + 13 * 4,
+@register_encoder("mfcc", default=True, modality="audio", dim=13 * 4 + 13 * 4,
                   description="MFCC + delta mean/std over time, plus MFCC means of 4 "
                               "time segments (16 kHz, 25 ms windows, 10 ms hop)")
 class MfccEncoder(_AudioEncoder):
@@ -755,45 +755,6 @@ class LogMelEncoder(_AudioEncoder):
         for row, log_mel in enumerate(self._log_mels(prepared)):
             out[row] = self._pool(log_mel, log_mel)
         return out
-
-
-@lru_cache(maxsize=16)
-def mel_filterbank(rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                   fmax: float | None = None) -> np.ndarray:
-    """Triangular mel filters (HTK mel scale), shape ``(n_mels, n_fft // 2 + 1)``.
-
-    Each filter is area-normalised (Slaney style) so that wide high-frequency bands do not
-    dominate. The result is cached and read-only.
-    """
-    fmax = rate / 2 if fmax is None else fmax
-    if not 0 <= fmin < fmax <= rate / 2:
-        raise ValueError(f"need 0 <= fmin < fmax <= rate / 2; got fmin={fmin}, fmax={fmax}, "
-                         f"rate={rate}")
-    mel_points = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)
-    hz_points = _mel_to_hz(mel_points)
-    bin_hz = np.linspace(0, rate / 2, n_fft // 2 + 1)
-    lower, centre, upper = hz_points[:-2, None], hz_points[1:-1, None], hz_points[2:, None]
-    rising = (bin_hz - lower) / (centre - lower)
-    falling = (upper - bin_hz) / (upper - centre)
-    filters = np.maximum(0.0, np.minimum(rising, falling))
-    filters *= (2.0 / (upper - lower))
-    filters.setflags(write=False)
-    return filters
-
-
-def _hz_to_mel(hz: float | np.ndarray) -> float | np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
-@lru_cache(maxsize=16)
-def _window(length: int) -> np.ndarray:
-    window = np.hamming(length).astype(np.float32)
-    window.setflags(write=False)
-    return window
 
 
 def _deltas(features: np.ndarray, width: int = 2) -> np.ndarray:

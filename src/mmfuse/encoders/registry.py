@@ -11,14 +11,27 @@ ENCODERS: Registry[Encoder] = Registry("encoder")
 
 
 def register_encoder(name: str, *, modality: str, dim: int | None, description: str = "",
-                     extra: str | None = None) -> Callable:
+                     extra: str | None = None, default: bool = False,
+                     auto_rank: int | None = None) -> Callable:
     """Decorator registering an encoder builder (a class or a function returning an Encoder).
 
-    ``dim`` is the output dimension (None when it depends on the data, e.g. TF-IDF).
-    ``extra`` names the ``mmfuse[extra]`` the encoder needs, if any.
+    The encoder declares its own properties here; nothing outside the registry switches on
+    encoder names.
+
+    Parameters
+    ----------
+    dim : int or None
+        The output dimension (None when it depends on the data, e.g. TF-IDF).
+    extra : str, optional
+        The ``mmfuse[extra]`` the encoder needs, if any.
+    default : bool, default=False
+        The modality's default encoder: needs no optional package (one per modality).
+    auto_rank : int, optional
+        A candidate of ``encoders="auto"``: lower ranks are preferred when their packages
+        are installed; the default encoder is the last resort.
     """
     return ENCODERS.register(name, modality=modality, dim=dim, description=description,
-                             extra=extra)
+                             extra=extra, default=default, auto_rank=auto_rank)
 
 
 def create_encoder(name: str | Encoder, **kwargs: Any) -> Encoder:
@@ -52,9 +65,35 @@ def list_encoders(modality: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def default_encoder(modality: str) -> str:
+    """The modality's default encoder (registered with ``default=True``)."""
+    _load_builtin()
+    for name in ENCODERS.names():
+        meta = ENCODERS.entry(name).meta
+        if meta["modality"] == modality and meta.get("default"):
+            return name
+    raise ValueError(f"no default encoder for modality {modality!r}; modalities with one: "
+                     f"{sorted({ENCODERS.entry(n).meta['modality'] for n in ENCODERS.names() if ENCODERS.entry(n).meta.get('default')})}")
+
+
+def auto_candidates(modality: str) -> tuple[str, ...]:
+    """The encoders ``encoders="auto"`` tries for a modality, best first (by ``auto_rank``),
+    ending with the default encoder."""
+    _load_builtin()
+    ranked = sorted((ENCODERS.entry(n).meta["auto_rank"], n) for n in ENCODERS.names()
+                    if ENCODERS.entry(n).meta["modality"] == modality
+                    and ENCODERS.entry(n).meta.get("auto_rank") is not None)
+    return (*(n for _, n in ranked), default_encoder(modality))
+
+
 def encoder_modality(name: str) -> str:
     _load_builtin()
     return ENCODERS.entry(name).meta["modality"]
+
+
+def load_builtin() -> None:
+    """Import the built-in encoder modules, which registers their encoders."""
+    _load_builtin()
 
 
 def _load_builtin() -> None:

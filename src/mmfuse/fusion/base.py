@@ -29,15 +29,42 @@ from ..views import Present, Views, check_views
 FUSIONS: Registry[Any] = Registry("fusion strategy")
 
 
-def register_fusion(name: str, *, description: str = "", extra: str | None = None) -> Callable:
-    """Decorator registering a fusion strategy class under ``name``."""
-    return FUSIONS.register(name, description=description, extra=extra)
+def register_fusion(name: str, *, description: str = "", extra: str | None = None,
+                    takes_device: bool = False) -> Callable:
+    """Decorator registering a fusion strategy class under ``name``.
+
+    The strategy declares its own properties here, so nothing outside the registry switches
+    on strategy names: ``extra`` is the ``mmfuse[extra]`` it needs (``"torch"`` for the
+    learned heads), ``takes_device`` says that it trains on a ``device`` (CPU or CUDA).
+    """
+    return FUSIONS.register(name, description=description, extra=extra,
+                            takes_device=takes_device)
+
+
+def fusions_with(**properties: Any) -> list[str]:
+    """Names of the registered strategies whose declared properties have these values, e.g.
+    ``fusions_with(takes_device=True)``: the learned heads."""
+    _load_builtin()
+    return [n for n in FUSIONS.names()
+            if all(FUSIONS.entry(n).meta.get(k) == v for k, v in properties.items())]
 
 
 def create_fusion(name: str, **params: Any) -> "FusionStrategy":
     """A fresh, unfitted strategy by registered name; unknown names list the valid ones."""
     _load_builtin()
     return FUSIONS.create(name, **params)
+
+
+def fusion_name(fusion: Any) -> str:
+    """The registered name of a strategy given by name or as an instance (its class's
+    registered name, else the class name)."""
+    if isinstance(fusion, str):
+        return fusion
+    _load_builtin()
+    for name in FUSIONS.names():
+        if FUSIONS.entry(name).builder is type(fusion):
+            return name
+    return type(fusion).__name__
 
 
 def list_fusions() -> list[dict[str, Any]]:
@@ -49,9 +76,12 @@ def _load_builtin() -> None:
     import importlib
     import importlib.util
 
-    for module in ("early", "weighted", "late", "stacking", "baseline", "neural", "auto"):
-        if importlib.util.find_spec(f"{__package__}.{module}") is not None:
-            importlib.import_module(f"{__package__}.{module}")
+    import pkgutil
+
+    # every module of this package registers its strategies on import (helpers start with _)
+    for info in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 class FusionStrategy(ClassifierMixin, BaseEstimator):

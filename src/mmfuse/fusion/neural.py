@@ -547,7 +547,7 @@ def _drop_modalities(torch: Any, mask: Any, p: float, generator: Any) -> Any:
     return torch.where(empty[:, None], rescue & mask, kept)
 
 
-@register_fusion("gmu", description="learned gated multimodal unit (PyTorch)", extra="torch")
+@register_fusion("gmu", takes_device=True, description="learned gated multimodal unit (PyTorch)", extra="torch")
 class GMUFusion(NeuralFusion):
     """Gated multimodal unit (Arevalo et al., 2017): per-feature gates choose, for each
     sample, how much each present modality contributes.
@@ -585,7 +585,7 @@ class GMUFusion(NeuralFusion):
         self.random_state = random_state
 
 
-@register_fusion("attention", description="learned attention over modality tokens (PyTorch)",
+@register_fusion("attention", takes_device=True, description="learned attention over modality tokens (PyTorch)",
                  extra="torch")
 class AttentionFusion(NeuralFusion):
     """Attention over per-modality tokens: a self-attention block lets modalities inform
@@ -634,7 +634,7 @@ class AttentionFusion(NeuralFusion):
         return {"n_heads": int(self.n_heads)}
 
 
-@register_fusion("lowrank", description="learned low-rank tensor fusion (PyTorch)", extra="torch")
+@register_fusion("lowrank", takes_device=True, description="learned low-rank tensor fusion (PyTorch)", extra="torch")
 class LowRankFusion(NeuralFusion):
     """Low-rank multimodal fusion (Liu et al., 2018): the multimodal outer-product tensor
     fusion computed through rank-``rank`` modality-specific factors.

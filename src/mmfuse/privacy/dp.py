@@ -87,8 +87,10 @@ def check_epsilon(epsilon: Any) -> float:
 
 def check_private_encoders(encoders: Mapping[str, Any]) -> None:
     """Refuse encoders that learn from the training data (their state would not be DP)."""
+    from ..encoders.featurizer import is_passthrough
+
     for col, enc in sorted(encoders.items()):
-        if isinstance(enc, str):  # passthrough: pre-extracted, the caller's responsibility
+        if is_passthrough(enc):  # pre-extracted features: the caller's responsibility
             continue
         if not enc.stateless:
             hint = {"text": "'hashing' (or a pretrained text encoder such as minilm)",

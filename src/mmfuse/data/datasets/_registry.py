@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..._constants import MODALITIES, ON_ERROR  # noqa: F401 (ON_ERROR re-exported)
 from ..._errors import InputError
 from ..._registry import Registry
 
@@ -17,8 +18,6 @@ from ..._registry import Registry
 #: holds what :func:`list_datasets` reports plus ``options`` and ``sources``.
 DATASETS: Registry = Registry("dataset")
 
-ON_ERROR = ("raise", "skip")
-MODALITIES = ("audio", "image", "text")
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path:

@@ -22,7 +22,7 @@ pytest.importorskip("uvicorn")
 
 from mmfuse import InputError, MultimodalClassifier, load  # noqa: E402
 from mmfuse.predict import PROBA_PREFIX, predict_table  # noqa: E402
-from mmfuse.serve import create_app  # noqa: E402
+from mmfuse.serving import create_app  # noqa: E402
 from server_harness import ServerThread, free_port, start_cli_server  # noqa: E402
 
 MAX_UPLOAD = 200_000
@@ -355,7 +355,7 @@ def _text_request(row: pd.Series) -> dict:
 
 
 def test_load_api_keys_from_a_file_and_the_environment(tmp_path):
-    from mmfuse.serve import load_api_keys
+    from mmfuse.serving import load_api_keys
 
     path = tmp_path / "keys.txt"
     path.write_text(f"# production keys\n\n  {KEYS[0]}  \n{KEYS[1]}\n")
@@ -377,7 +377,7 @@ def test_load_api_keys_from_a_file_and_the_environment(tmp_path):
 def test_startup_notices_say_who_can_get_in():
     import logging
 
-    from mmfuse.serve import _startup_notices
+    from mmfuse.serving.server import startup_notices as _startup_notices
 
     (level, text), = _startup_notices("127.0.0.1", 8000, 0, False)
     assert level == logging.INFO and "unauthenticated" in text

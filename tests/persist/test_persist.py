@@ -295,7 +295,7 @@ GADGET = f"{Gadget.__module__}.{Gadget.__qualname__}"
     ({"__object__": "sklearn.base.clone", "state": {"__map__": {}}}, "not allowed"),
     # an mmfuse name is allowed only for strategies, their helpers and dataclasses
     ({"__object__": "mmfuse._registry.Registry", "state": {"__map__": {}}}, "not allowed"),
-    ({"__object__": "mmfuse.serve.ApiError", "state": {"__map__": {}}}, "not allowed"),
+    ({"__object__": "mmfuse.serving.errors.ApiError", "state": {"__map__": {}}}, "not allowed"),
     ({"__type__": "os.system"}, "type value 'os.system' is not allowed"),
     ({"__npscalar__": "|O", "hex": "00"}, "not allowed"),
     ({"__whatever__": 1}, "unknown node type"),

@@ -1,0 +1,129 @@
+"""The model side of the service: what it needs to know about the model (computed once),
+decoding one request's items, and running a micro-batch through the model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from ..fusion.base import fusion_name
+from ..encoders.base import MissingItem
+from ..encoders.featurizer import Featurizer
+from .errors import ApiError
+
+logger = logging.getLogger("mmfuse.serve")
+
+
+@dataclass
+class ModelSpec:
+    """What the service needs to know about the model, computed once."""
+
+    columns: list[str]
+    kinds: dict[str, str]
+    used: list[str]
+    dims: dict[str, int | None]
+    classes: list[Any]
+    info: dict[str, Any] = field(default_factory=dict)
+    featurizer: Featurizer | None = None
+
+
+def model_spec(model: Any, max_upload_bytes: int, max_text_chars: int,
+                version: str) -> ModelSpec:
+    from ..persist import jsonable as _jsonable
+
+    featurizer = model.featurizer()
+    columns = featurizer.views
+    kinds = {c: featurizer.kind(c) for c in columns}
+    dims = {c: featurizer.dim(c) for c in columns}
+    used = list(getattr(model.fusion_, "modalities_", columns))
+    classes = _jsonable(np.asarray(model.classes_).tolist())
+    encoders = {}
+    for c in columns:
+        enc = featurizer.encoders[c]
+        if kinds[c] == "features":
+            encoders[c] = {"modality": "features", "encoder": "passthrough", "fingerprint": None,
+                           "dim": dims[c]}
+        else:
+            encoders[c] = {"modality": enc.modality, "encoder": enc.name,
+                           "fingerprint": enc.fingerprint, "dim": dims[c]}
+    saved = getattr(model, "model_file_", None) or {}
+    info = {
+        "classes": classes,
+        "modalities": columns,
+        "used_modalities": used,
+        "encoders": encoders,
+        "fusion": fusion_name(getattr(model, "fusion", model.fusion_)),
+        "modality_weights": _jsonable(getattr(model, "modality_weights_", None)),
+        "mmfuse_version": version,
+        "model_file": ({"mmfuse_version": saved.get("mmfuse_version"),
+                        "schema_version": saved.get("schema_version"),
+                        "sha256": (saved.get("payload") or {}).get("sha256")} if saved else None),
+        "limits": {"max_upload_bytes": max_upload_bytes, "max_text_chars": max_text_chars},
+    }
+    return ModelSpec(columns, kinds, used, dims, classes, info, featurizer)
+
+
+def warm_up_model(model: Any) -> None:
+    """Load lazily loaded encoder weights now rather than on the first request."""
+    for enc in model.featurizer().encoders.values():
+        loader = getattr(type(enc), "load", None)
+        if callable(loader):
+            enc.load()
+
+
+# -- decoding ----------------------------------------------------------------------------
+
+
+async def prepare_items(model: Any, spec: ModelSpec, items: dict[str, Any],
+                       run_in_threadpool: Callable) -> dict[str, Any]:
+    """Decode every item (in the thread pool); a bad item is a 422 naming its field."""
+
+    async def one(col: str, raw: Any) -> tuple[str, Any]:
+        if spec.kinds[col] == "features":
+            return col, raw
+        try:
+            return col, await run_in_threadpool(spec.featurizer.prepare_item, col, raw)
+        except MissingItem:
+            return col, None
+        except InputError as exc:
+            raise ApiError(422, "undecodable", f"field {col!r}: {exc}", field=col) from None
+        except Exception as exc:  # a decoder's own error on hostile bytes is still bad input
+            logger.info("could not decode field %r: %s: %s", col, type(exc).__name__, exc)
+            raise ApiError(422, "undecodable", f"field {col!r} could not be decoded "
+                           f"({type(exc).__name__})", field=col) from None
+
+    results = await asyncio.gather(*(one(c, v) for c, v in items.items()))
+    return {c: p for c, p in results if p is not None}
+
+
+# -- inference ---------------------------------------------------------------------------------
+
+
+def predict_batch(model: Any, spec: ModelSpec, batch: list[dict[str, Any]]) -> np.ndarray:
+    """Probabilities for a batch of decoded requests: one encoder call per modality."""
+    views, present = spec.featurizer.views_from_prepared(batch)
+    return model.predict_views(views, present)
+
+
+def answer_body(model: Any, spec: ModelSpec, proba: np.ndarray, used: list[str],
+            given: list[str]) -> dict[str, Any]:
+    k = int(np.argmax(proba))
+    weights = getattr(model, "modality_weights_", None)
+    used_weights = None
+    if weights:
+        sub = {m: float(weights.get(m, 0.0)) for m in used}
+        total = sum(sub.values())
+        used_weights = {m: (w / total if total > 0 else 1.0 / len(sub)) for m, w in sub.items()}
+    return {
+        "label": spec.classes[k],
+        "probabilities": {str(c): float(p) for c, p in zip(spec.classes, proba)},
+        "modalities_used": used,
+        "modality_weights": used_weights,
+        "ignored_fields": [g for g in given if g not in used],
+    }

@@ -56,13 +56,14 @@ def test_settings_reach_the_parts():
     assert all(p.scrub_pii for p in enc.parts_)
 
 
-@pytest.mark.parametrize("names, match", [
-    (["tfidf"], "at least 2"), (["tfidf", "hog"], "one modality"),
-    (["tfidf", "tfidf"], "twice"),
+@pytest.mark.parametrize("name, match", [
+    ("tfidf+", "at least 2"), ("tfidf+hog", "one modality"), ("tfidf+tfidf", "twice"),
 ])
-def test_bad_concatenations(names, match):
+def test_bad_concatenations(name, match):
     with pytest.raises(InputError, match=match):
-        ConcatEncoder(names)
+        create_encoder(name)
+    with pytest.raises(InputError, match="at least 2"):
+        ConcatEncoder(["tfidf"]).set_parts([create_encoder("tfidf")])
     with pytest.raises(InputError, match="unknown encoder"):
         create_encoder("tfidf+nope")
 

@@ -84,8 +84,23 @@ class ConcatEncoder(Encoder):
 
     def __init__(self, encoders: Sequence[Any]):
         self.encoders = list(encoders)
-        object.__setattr__(self, "_parts", self._build())
+        object.__setattr__(self, "_parts", [])
+
+    def set_parts(self, parts: Sequence[Encoder]) -> "ConcatEncoder":
+        """Give the built encoders (``create_encoder("a+b")`` does: build by name there)."""
+        parts = list(parts)
+        if isinstance(self.encoders, str) or len(parts) < 2:
+            raise InputError(f"a concatenation needs at least 2 encoders; got {self.encoders!r}")
+        mods = sorted({p.modality for p in parts})
+        if len(mods) != 1:
+            raise InputError(f"concatenated encoders must share one modality; "
+                             f"{[p.name for p in parts]} are {mods}")
+        names = [p.name for p in parts]
+        if len(set(names)) != len(names):
+            raise InputError(f"an encoder appears twice in the concatenation {names}")
+        object.__setattr__(self, "_parts", parts)
         self._sync_states()
+        return self
 
     @property
     def parts_(self) -> list[Encoder]:
@@ -98,21 +113,6 @@ class ConcatEncoder(Encoder):
             {k: v for k, v in vars(p).items()
              if k.endswith("_") and not k.startswith("_") and k != "errors_"}
             for p in self._parts])
-
-    def _build(self) -> list[Encoder]:
-        from .registry import create_encoder
-
-        if isinstance(self.encoders, str) or len(self.encoders) < 2:
-            raise InputError(f"a concatenation needs at least 2 encoders; got {self.encoders!r}")
-        parts = [create_encoder(e) for e in self.encoders]
-        mods = sorted({p.modality for p in parts})
-        if len(mods) != 1:
-            raise InputError(f"concatenated encoders must share one modality; "
-                             f"{[p.name for p in parts]} are {mods}")
-        names = [p.name for p in parts]
-        if len(set(names)) != len(names):
-            raise InputError(f"an encoder appears twice in the concatenation {names}")
-        return parts
 
     # Encoder's class-level attributes, per instance (they depend on the parts)
     @property

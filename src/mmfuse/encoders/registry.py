@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .._errors import InputError
 from .._registry import Registry
 from .base import Encoder
 
@@ -47,7 +48,11 @@ def create_encoder(name: str | Encoder, **kwargs: Any) -> Encoder:
     if isinstance(name, str) and "+" in name:  # several encoders side by side
         from .concat import ConcatEncoder, split_name
 
-        enc = ConcatEncoder(split_name(name))
+        names = split_name(name)
+        if len(names) < 2 or not all(names):
+            raise InputError(f"a concatenation needs at least 2 encoder names joined by '+'; "
+                             f"got {name!r}")
+        enc = ConcatEncoder(names).set_parts([create_encoder(n) for n in names])
         for key, value in kwargs.items():
             setattr(enc, key, value)
         return enc

@@ -205,6 +205,11 @@ def render(results: list[dict]) -> str:
             f"{r['auto_seconds'] / r['baseline_seconds']:.1f}× "
             f"({r['auto_seconds']:.0f} s / {r['baseline_seconds']:.0f} s) | "
             f"{r.get('warm_seconds', float('nan')):.0f} s | {chosen_text} |")
+    missing = [d for d in DATASETS if d not in {r["dataset"] for r in results}]
+    if missing:
+        lines += ["", f"Not measured in this run (the shared machine's time ran out): "
+                  f"{', '.join(missing)}; `python benchmarks/bench_encoders_auto.py` resumes "
+                  f"with them."]
     if results:
         slowest = max(results, key=lambda r: r["auto_seconds"])
         lines += ["", f"**`mmfuse demo` keeps fixed encoders**: the demo must finish in under "
@@ -223,6 +228,8 @@ def render(results: list[dict]) -> str:
               "| dataset | accuracy, one-SE | log-loss, one-SE | accuracy, best mean | "
               "log-loss, best mean |", "|---|---:|---:|---:|---:|"]
     scored = [r for r in results if "scoring" in r]
+    if not scored:
+        lines += ["(not measured yet: run the script without `--no-scoring`)"]
     for r in scored:
         s = r["scoring"]
         lines.append(f"| {r['dataset']} | " + " | ".join(

@@ -59,6 +59,34 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def _parse_encoders(text: Optional[str]) -> Any:
+    """``--encoders``: ``auto``, or ``image=hog,text=tfidf/minilm/tfidf+minilm`` (a ``/``
+    list, or ``auto``, makes the column choose its encoder by inner CV)."""
+    if not text or text == "auto":
+        return text
+    pairs = _parse_pairs(text, "--encoders")
+    return {k: [n.strip() for n in v.split("/") if n.strip()] if "/" in v else v
+            for k, v in pairs.items()}
+
+
+def _print_chosen_encoders(chosen: Any) -> None:
+    """What ``--encoders auto`` (or a candidate list) chose: per column, per outer fold."""
+    from collections import Counter
+
+    folds = [chosen] if isinstance(chosen, dict) else list(chosen or [])
+    if not folds:
+        return
+    parts = []
+    for col in sorted(folds[0]):
+        counts = Counter(f.get(col) for f in folds)
+        if len(folds) == 1:
+            parts.append(f"{col}={folds[0][col]}")
+        else:
+            parts.append(f"{col}=" + ", ".join(f"{n} ({k}/{len(folds)} folds)"
+                                              for n, k in counts.most_common()))
+    console.print("encoders chosen: " + "; ".join(parts), markup=False, highlight=False)
+
+
 def _parse_pairs(text: Optional[str], what: str) -> dict[str, str]:
     """``"image=hog,text=tfidf"`` -> dict; a clear error for anything else."""
     if not text:
@@ -220,7 +248,7 @@ def run(
     views: Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="labels.npy for --views.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).")] = None,
-    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc (or 'auto').")] = None,
+    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc; 'auto' (or text=auto, or text=tfidf/minilm/tfidf+minilm) chooses by inner CV.")] = None,
     fusion: FusionOpt = "early,weighted,late,stacking",
     weights: WeightsOpt = "cv",
     cv: Annotated[Optional[str], typer.Option(help="Folds (int) or 'loso'. Default: the dataset's, else 5.")] = None,
@@ -250,7 +278,7 @@ def run(
         sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
-        enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
+        enc = _parse_encoders(encoders)
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
@@ -296,6 +324,7 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
                 missing_levels=missing, missing_modality=missing_modality,
                 train_missing=train_missing, fusion_params=fusion_params)
     print_results(result, title)
+    _print_chosen_encoders(result.chosen_encoders)
     if robustness is not None:
         print_robustness(robustness)
     if table.not_cached:
@@ -405,7 +434,7 @@ def train(
     views: Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="labels.npy for --views.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).")] = None,
-    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc (or 'auto').")] = None,
+    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc; 'auto' (or text=auto, or text=tfidf/minilm/tfidf+minilm) chooses by inner CV.")] = None,
     fusion: Annotated[str, typer.Option(help="One strategy (see `mmfuse strategies`).")] = "late",
     weights: WeightsOpt = "cv",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -431,7 +460,7 @@ def train(
         sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
-        enc = _parse_pairs(encoders, "--encoders") if encoders and encoders != "auto" else encoders
+        enc = _parse_encoders(encoders)
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
@@ -442,6 +471,8 @@ def train(
             console.print("differential privacy: fixed equal modality weights", markup=False)
         encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
             _encoder_spec(X, enc, tab), enc, epsilon, False, saving=True)
+        if not allow_training_text:
+            encoder_spec = _no_training_text_candidates(encoder_spec, X)
         encoder_spec, fusion_params = _placement(X, encoder_spec, [fusion], device)
         model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion, weights=weights,
                                      random_state=seed, on_error=on_error,
@@ -457,6 +488,9 @@ def train(
             console.print(f"differential privacy: spent epsilon={model.epsilon_spent_:g}, "
                           f"delta={model.delta_spent_:g} (budget {epsilon:g}, {delta:g})",
                           markup=False, highlight=False)
+        if getattr(model, "encoder_selection_", None):
+            _print_chosen_encoders({c: model.encoders_chosen_[c]
+                                    for c in model.encoder_selection_})
         weights_text = ", ".join(f"{m}={w:.2f}" for m, w in (model.modality_weights_ or {}).items())
         chosen = getattr(model.fusion_, "chosen_name_", None)  # fusion="auto"
         console.print(f"trained {fusion}" + (f" (chose {chosen})" if chosen else "")
@@ -541,6 +575,29 @@ def serve(
                    device=device)
 
 
+def _no_training_text_candidates(spec: Any, X: Any) -> Any:
+    """For a saved model: candidate encoders that would store training text (the tfidf
+    vocabulary) are left out of ``auto`` and candidate lists (``tfidf-hashed`` stays)."""
+    from .encoders.registry import create_encoder
+    from .encoders.selection import is_choice
+
+    if spec is None or not (spec == "auto" or (isinstance(spec, dict) and any(
+            is_choice(v) for v in spec.values()))):
+        return spec
+    from .estimator import resolve_encoders
+
+    out = {}
+    for col, value in resolve_encoders(spec, X).items():
+        if not hasattr(value, "names"):
+            out[col] = value
+            continue
+        keep = [n for n in value.names if not create_encoder(n).stores_training_text]
+        if "tfidf" in value.names and "tfidf-hashed" not in keep:
+            keep.append("tfidf-hashed")  # tfidf's variant without a vocabulary
+        out[col] = keep if len(keep) > 1 else (keep[0] if keep else list(value.names))
+    return out
+
+
 def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii: bool,
                   saving: bool) -> Any:
     """The encoder spec with the privacy defaults: text is encoded with ``hashing`` under
@@ -566,6 +623,10 @@ def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii:
         for col, name in spec.items():
             if name == "passthrough":
                 continue
+            if not isinstance(name, str) or "/" in name or name == "auto" or isinstance(
+                    name, list):
+                raise InputError("--scrub-pii with `mmfuse run` needs one named encoder per "
+                                 "column (not a candidate list or auto)")
             enc = create_encoder(name)
             if enc.modality == "text":
                 if not enc.scrubs_pii:
@@ -900,12 +961,14 @@ def demo(
     fusion: FusionOpt = "early,weighted,late,stacking",
     progress: ProgressOpt = True,
     jobs: JobsOpt = -1,
+    encoders: Annotated[Optional[str], typer.Option(help="As in `mmfuse run`, e.g. 'auto' (default: hog, tfidf, mfcc).")] = None,
 ) -> None:
     """The main job: single modalities vs every fusion strategy vs the seed baseline, on real data."""
     with _errors():
+        enc = _parse_encoders(encoders)
         X, y, groups, default_cv, title = _load_input(None, None, None, None, None, None, None,
                                                       None, dataset)
-        _evaluate_and_print(X, y, groups, _encoder_spec(X, None), _parse_strategies(fusion), "cv",
+        _evaluate_and_print(X, y, groups, _encoder_spec(X, enc), _parse_strategies(fusion), "cv",
                             default_cv, 0, "raise", json_out, report, progress,
                             f"mmfuse demo: {title}", jobs)
 

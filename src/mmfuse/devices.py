@@ -146,7 +146,9 @@ def place_encoders(spec: Any, columns: Any, device: str) -> Any:
         return None
     out: dict[str, Any] = {}
     for col, enc in resolve_encoders(spec, columns).items():
-        if isinstance(enc, str) and not is_passthrough(enc):
+        if isinstance(enc, str) and "+" in enc:
+            out[col] = enc  # a concatenation: its parts run where they run
+        elif isinstance(enc, str) and not is_passthrough(enc):
             where = encoder_device(enc, device)
             out[col] = enc if where is None else create_encoder(enc, device=where)
         elif isinstance(enc, Encoder) and "device" in vars(enc):

@@ -32,8 +32,13 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     encoders : dict or "auto", default=None
         Column name -> encoder name (see ``mmfuse encoders``), Encoder instance, or
         ``"passthrough"`` for pre-extracted feature arrays. None with a dict of arrays means
-        every array is passthrough. ``"auto"`` picks the best installed encoder for columns
-        named image, text and audio.
+        every array is passthrough. A list of names per column (``{"text": ["tfidf",
+        "minilm", "tfidf+minilm"]}``) or ``"auto"`` (for a column: every installed encoder
+        of its modality; for the whole argument: for each column named image, text or
+        audio) makes ``fit`` choose the encoder by grouped, stratified inner CV on the
+        training data, each candidate scored alone, with a one-standard-error rule toward
+        the cheaper encoder (see :mod:`mmfuse.encoders.selection`). ``"a+b"`` puts two
+        encoders' features side by side (:mod:`mmfuse.encoders.concat`).
     fusion : str or FusionStrategy, default="late"
         A registered strategy name (early, weighted, late, stacking, seed-baseline, auto,
         ...), or a strategy instance such as ``LateFusion(weights="cv")`` (cloned at fit; its
@@ -77,6 +82,11 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of labels
     encoders_ : dict of column -> fitted Encoder (or ``PASSTHROUGH``)
+    encoders_chosen_ : dict of column -> encoder name used (the choice, where ``encoders``
+        gave candidates; ``"passthrough"`` for pre-extracted arrays)
+    encoder_selection_ : dict of column -> dict
+        For columns that chose: the choice, the scoring, and each candidate's mean inner
+        accuracy and log-loss (:meth:`~mmfuse.encoders.selection.EncoderSelection.to_dict`)
     fusion_ : fitted strategy
     modality_weights_ : dict of column -> weight (sum 1), or None
     errors_ : list of ItemError from ``fit`` (set by ``fit`` only: ``predict`` and
@@ -111,19 +121,20 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.pooling = pooling
 
     # -- features ---------------------------------------------------------------------
-    def _encode(self, X: Any, *, fit: bool) -> tuple[Views, Present]:
-        views, present, errors = self._encode_report(X, fit=fit)
+    def _encode(self, X: Any, *, fit: bool, specs: dict | None = None) -> tuple[Views, Present]:
+        views, present, errors = self._encode_report(X, fit=fit, specs=specs)
         if fit:
             self.errors_ = errors
         return views, present
 
-    def _encode_report(self, X: Any, *, fit: bool) -> Encoded:
+    def _encode_report(self, X: Any, *, fit: bool, specs: dict | None = None) -> Encoded:
         if self.on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
         columns, _ = as_columns(X, encoders_given=self.encoders is not None)
         if not fit:
             return self.featurizer().transform(columns, on_error=self.on_error)
-        self.encoders_ = build_encoders(resolve_encoders(self.encoders, columns))
+        self.encoders_ = build_encoders(resolve_encoders(self.encoders, columns)
+                                        if specs is None else specs)
         self._apply_privacy_to_encoders()
         return Featurizer(self.encoders_, owner=type(self).__name__,
                           pooling=self.pooling).fit_transform(columns, on_error=self.on_error)
@@ -143,11 +154,20 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
 
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
-        """Encode every modality, then fit the fusion strategy (weights learned out-of-fold)."""
-
+        """Encode every modality (choosing the encoders first where ``encoders`` gives
+        candidates), then fit the fusion strategy (weights learned out-of-fold)."""
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        views, present = self._encode(X, fit=True)
+        from .fusion._common import shared_experts
+
+        with shared_experts():  # the fusion strategy reuses the encoder selection's experts
+            return self._fit(X, y, groups)
+
+    def _fit(self, X: Any, y: Any, groups: Any) -> "MultimodalClassifier":
+        specs = self._choose_encoders(X, y, groups)
+        views, present = self._encode(X, fit=True, specs=specs)
+        self.encoders_chosen_ = {c: "passthrough" if is_passthrough(e) else e.name
+                                 for c, e in self.encoders_.items()}
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         n = next(iter(views.values())).shape[0]
@@ -207,6 +227,46 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
 
             return make_private_fusion(self.fusion, self.epsilon, delta=self.delta, **params)
         return create_fusion(self.fusion, **params)
+
+    def _choose_encoders(self, X: Any, y: Any, groups: Any) -> dict | None:
+        """Where ``encoders`` gives candidates, choose each column's encoder by inner CV on
+        this training data (sets ``encoder_selection_``); returns the spec with the choices,
+        or None when nothing is to choose."""
+        from .encoders.selection import (Candidates, encode_parts, needed_encoders,
+                                         select_encoder)
+
+        self.encoder_selection_ = {}
+        if self.encoders is None:
+            return None
+        columns, _ = as_columns(X, encoders_given=True)
+        specs = resolve_encoders(self.encoders, columns)
+        if not any(isinstance(s, Candidates) for s in specs.values()):
+            return specs
+        if self.epsilon is not None:
+            raise InputError("epsilon: choosing encoders learns from the data outside the "
+                             "privacy budget; name one encoder per column")
+        if self.on_error not in ON_ERROR:
+            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        y_enc = np.unique(y, return_inverse=True)[1]
+        groups = None if groups is None else np.asarray(groups)
+        for col, spec in specs.items():
+            if not isinstance(spec, Candidates):
+                continue
+            values = columns[col]
+            samples = values.tolist() if hasattr(values, "tolist") and not isinstance(
+                values, np.ndarray) else list(values)
+            if len(samples) != len(y_enc):
+                raise InputError(f"X has {len(samples)} samples but y has {len(y_enc)} labels")
+            parts, _ = encode_parts(needed_encoders(spec), samples, on_error=self.on_error,
+                                    column=col, scrub_pii=bool(self.scrub_pii))
+            selection = select_encoder(parts, spec, y_enc, groups, cv=self.cv,
+                                       classifier=self.classifier,
+                                       random_state=self.random_state, column=col)
+            self.encoder_selection_[col] = selection.to_dict()
+            specs[col] = selection.chosen
+        return specs
 
     def _apply_privacy_to_encoders(self) -> None:
         """Switch PII scrubbing on for the text encoders; refuse data-dependent encoders

@@ -69,6 +69,8 @@ class EvaluationResult:
     y: np.ndarray
     errors: list[ItemError] = field(default_factory=list)
     feature_seconds: float = 0.0
+    #: per outer fold, column -> encoder chosen by inner CV (when encoders gave candidates)
+    chosen_encoders: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def best(self) -> Row:
@@ -97,8 +99,11 @@ class EvaluationResult:
             if not d["chosen"]:
                 d.pop("chosen")
             rows.append(d)
-        return {"n_samples": self.n_samples, "n_classes": self.n_classes, "cv": dict(self.cv),
-                "rows": rows, "best": self.best.name}
+        out = {"n_samples": self.n_samples, "n_classes": self.n_classes, "cv": dict(self.cv),
+               "rows": rows, "best": self.best.name}
+        if self.chosen_encoders:
+            out["chosen_encoders"] = [dict(c) for c in self.chosen_encoders]
+        return out
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.rows])
@@ -235,25 +240,74 @@ class FeatureTable:
                  progress: Progress | None = None, cache: Any = True):
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+        from .encoders.selection import Candidates, encode_parts, needed_encoders
+
         columns, self.n = as_columns(X)
-        self.featurizer = Featurizer(build_encoders(resolve_encoders(encoders, columns)))
+        specs = resolve_encoders(encoders, columns)
+        fixed = {c: s for c, s in specs.items() if not isinstance(s, Candidates)}
+        self.featurizer = Featurizer(build_encoders(fixed))
         self.encoder_names: dict[str, str] = {c: e.name
                                               for c, e in self.featurizer.encoders.items()}
-        self._encoded = self.featurizer.transform_deferred(columns, on_error=on_error,
-                                                           cache=cache, progress=progress)
-        self.views: Views = self._encoded.views
-        self.present: Present = self._encoded.present
-        self.errors: list[ItemError] = self._encoded.errors
+        if fixed:
+            self._encoded = self.featurizer.transform_deferred(columns, on_error=on_error,
+                                                               cache=cache, progress=progress)
+        else:
+            self._encoded = Encoded({}, {}, [], deferred={})
+        self.views: Views = dict(self._encoded.views)
+        self.present: Present = dict(self._encoded.present)
+        self.errors: list[ItemError] = list(self._encoded.errors)
+        #: column -> (Candidates, {encoder: Part}) for columns that choose their encoder
+        self.candidates: dict[str, tuple[Any, dict[str, Any]]] = {}
+        not_cached = 0
+        for col, spec in specs.items():
+            if not isinstance(spec, Candidates):
+                continue
+            values = columns[col]
+            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
+            counts: dict[str, Any] = {}
+            parts, errors = encode_parts(needed_encoders(spec), samples, on_error=on_error,
+                                         column=col, cache=cache, progress=progress,
+                                         stats=counts)
+            not_cached += counts.get("not_cached", 0)
+            self.candidates[col] = (spec, parts)
+            self.encoder_names[col] = "/".join(spec.names)
+            # placeholder until a fold chooses; a row has the column if any encoder has it
+            self.views[col] = np.full((self.n, 1), np.nan, np.float32)
+            self.present[col] = np.logical_or.reduce([p.present for p in parts.values()])
+            self.errors += errors
+        self.views = dict(sorted(self.views.items()))
+        self.errors.sort(key=lambda e: e.row)
         #: stateful encoders (unfitted) and their prepared items, fit per fold
         self.stateful: dict[str, tuple[Any, list[Any]]] = {
             c: (self.featurizer.encoders[c], p) for c, p in self._encoded.deferred.items()}
         #: features the on-disk cache failed to store (reported in the run's JSON)
-        self.not_cached = self._encoded.not_cached
+        self.not_cached = self._encoded.not_cached + not_cached
 
     def fold_views(self, train: np.ndarray) -> tuple[Views, Present]:
         """Views for every row, with stateful encoders fit on the ``train`` rows only."""
         encoded = Encoded(self.views, self.present, deferred=self._encoded.deferred)
         return self.featurizer.fit_fold(encoded, train), self.present
+
+    def choose(self, train: np.ndarray, y: np.ndarray, groups: Any, cv: int,
+               random_state: Any, classifier: Any = None
+               ) -> tuple[Views, Present, dict[str, str]]:
+        """:meth:`fold_views`, with each candidate column's encoder chosen by inner CV on
+        the ``train`` rows only (:func:`mmfuse.encoders.selection.select_encoder`):
+        ``(views, present, {column: chosen encoder})``."""
+        from .encoders.selection import candidate_features, select_encoder
+
+        views, present = self.fold_views(train)
+        views, present = dict(views), dict(present)
+        chosen: dict[str, str] = {}
+        g_train = None if groups is None else np.asarray(groups)[train]
+        for col, (cands, parts) in self.candidates.items():
+            sub = {name: part.subset(train) for name, part in parts.items()}
+            selection = select_encoder(sub, cands, y[train], g_train, cv=cv,
+                                       classifier=classifier, random_state=random_state,
+                                       column=col)
+            chosen[col] = selection.chosen
+            views[col], present[col] = candidate_features(parts, selection.chosen, train)
+        return views, present, chosen
 
 
 def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
@@ -279,10 +333,18 @@ def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
     """One outer fold, start to finish: fold-fitted features, then every configuration."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        views, present = table.fold_views(train)
-        return [(*r, test) for r in run_fold(views, present, y, groups, train, test, configs,
-                                              classifier, cv, random_state)]
+    from .fusion._common import shared_experts
+
+    # one memo for the fold: the strategies reuse the encoder selection's experts
+    with threadpool_limits(limits=1, user_api="blas"), shared_experts():
+        chosen = None
+        if getattr(table, "candidates", None):
+            views, present, chosen = table.choose(train, y, groups, cv, random_state,
+                                                  classifier)
+        else:
+            views, present = table.fold_views(train)
+        return [(*r, test, chosen) for r in run_fold(views, present, y, groups, train, test,
+                                                      configs, classifier, cv, random_state)]
 
 
 def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n_jobs, progress):
@@ -422,9 +484,12 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     fold_weights: dict[str, list[dict]] = {c.name: [] for c in configs}
     chosen: dict[str, list[str]] = {c.name: [] for c in configs}
     folds = [(train[usable[train]], test[usable[test]]) for train, test in splits]
-    for name, pred, secs, w, pick, test in _run_folds(table, y_enc, groups, folds, configs,
-                                                       classifier, inner_cv, random_state,
-                                                       n_jobs, progress):
+    chosen_encoders: list[dict[str, str]] = []
+    for name, pred, secs, w, pick, test, enc_pick in _run_folds(
+            table, y_enc, groups, folds, configs, classifier, inner_cv, random_state, n_jobs,
+            progress):
+        if enc_pick is not None and name == configs[0].name:
+            chosen_encoders.append(enc_pick)
         if pick is not None:
             chosen[name].append(pick)
         preds[name][test] = pred
@@ -447,4 +512,4 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
                         acc, ci, float(np.mean(fold_f1[c.name])), round(seconds[c.name], 3),
                         fold_acc[c.name], mw, chosen[c.name]))
     return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
-                            errors, feature_seconds)
+                            errors, feature_seconds, chosen_encoders)

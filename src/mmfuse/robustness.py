@@ -318,6 +318,14 @@ def evaluate_robustness(X: Any, y: Any, *, encoders: Any = None, groups: Any = N
                     random_state, progress, n_steps, len(classes), errors)
 
 
+def _fold_views(table: FeatureTable, train: np.ndarray, y_enc: np.ndarray, groups: Any,
+                inner_cv: int, random_state: Any, classifier: Any) -> tuple[Any, Any]:
+    """The fold's views; columns with candidate encoders choose on the training rows."""
+    if getattr(table, "candidates", None):
+        return table.choose(train, y_enc, groups, inner_cv, random_state, classifier)[:2]
+    return table.fold_views(train)
+
+
 def _run(table: FeatureTable, y_enc: np.ndarray, groups: Any,
          splits: list[tuple[np.ndarray, np.ndarray]], cv_info: dict[str, Any],
          configs: list[Config], levels: list[float], targets: list[str],
@@ -340,7 +348,8 @@ def _run(table: FeatureTable, y_enc: np.ndarray, groups: Any,
     for i, (train, test) in enumerate(splits):
         if progress:
             progress("robustness", i, n_steps)
-        views, present = table.fold_views(train)
+        views, present = _fold_views(table, train, y_enc, groups, inner_cv,
+                                         random_state, classifier)
         fitted = fit_configs(views, present, y_enc, groups, train, configs, classifier,
                              inner_cv, random_state, notes)
         for name, (strategy, secs) in fitted.items():
@@ -364,7 +373,8 @@ def _run(table: FeatureTable, y_enc: np.ndarray, groups: Any,
         for i, (train, test) in enumerate(splits):
             if progress:
                 progress("robustness", len(splits) + i, n_steps)
-            views, present = table.fold_views(train)
+            views, present = _fold_views(table, train, y_enc, groups, inner_cv,
+                                         random_state, classifier)
             for lv in levels[1:]:
                 # the fraction is taken in the training and in the test rows separately
                 v, p = _masked(views, present, target, train, lv, draws[target])

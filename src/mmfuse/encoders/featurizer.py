@@ -161,7 +161,8 @@ def as_columns(X: Any, encoders_given: bool = True) -> tuple[Mapping[str, Any], 
 
 def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
     """Map each used column to an encoder spec: a registered name, an Encoder, or
-    :data:`PASSTHROUGH`. Nothing is built (see :func:`build_encoders`)."""
+    :data:`PASSTHROUGH`, or the :class:`~mmfuse.encoders.selection.Candidates` it chooses
+    from (``"auto"`` or a list of names). Nothing is built (see :func:`build_encoders`)."""
     import pandas as pd
 
     from .registry import create_encoder
@@ -183,7 +184,10 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
                 f"encoders='auto' picks an encoder for columns named {list(MODALITIES)}; "
                 f"the data has {sorted(map(str, columns))}"
             )
-        return {c: default_encoder(c) for c in sorted(cols)}
+        # every installed encoder of each modality is a candidate (mmfuse.encoders.selection)
+        from .selection import parse_candidates
+
+        return {c: parse_candidates("auto", c) for c in sorted(cols)}
     if not isinstance(encoders, Mapping) or not encoders:
         raise InputError(f"encoders must be a non-empty dict of column -> encoder; got {encoders!r}")
     missing = sorted(c for c in encoders
@@ -193,10 +197,16 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
             f"encoders name columns the data does not have: {missing}; "
             f"available columns: {sorted(map(str, columns))}"
         )
+    from .selection import Candidates, is_choice, parse_candidates
+
     out: dict[str, Any] = {}
     for col in sorted(encoders):
         spec = encoders[col]
-        if is_passthrough(spec):
+        if isinstance(spec, Candidates):
+            out[col] = spec
+        elif is_choice(spec):  # "auto" or a list of candidate encoders
+            out[col] = parse_candidates(spec, col)
+        elif is_passthrough(spec):
             out[col] = PASSTHROUGH
         elif isinstance(spec, Encoder):
             out[col] = spec
@@ -204,7 +214,8 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
             create_encoder(spec)  # fail early on unknown names, with the list
             out[col] = spec
         else:
-            raise InputError(f"encoder for column {col!r} must be a name or an Encoder; got {spec!r}")
+            raise InputError(f"encoder for column {col!r} must be a name, an Encoder, 'auto' or "
+                             f"a list of candidate names; got {spec!r}")
     return out
 
 

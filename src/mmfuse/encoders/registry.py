@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .._errors import InputError
 from .._registry import Registry
 from .base import Encoder
 
@@ -35,12 +36,26 @@ def register_encoder(name: str, *, modality: str, dim: int | None, description: 
 
 
 def create_encoder(name: str | Encoder, **kwargs: Any) -> Encoder:
-    """Build a fresh encoder by registered name (an Encoder instance is returned as a copy)."""
+    """Build a fresh encoder by registered name (an Encoder instance is returned as a copy).
+
+    Names joined by ``+`` (``"tfidf+minilm"``) build a
+    :class:`~mmfuse.encoders.concat.ConcatEncoder`: the encoders' features side by side."""
     _load_builtin()
     if isinstance(name, Encoder):
         import copy
 
         return copy.deepcopy(name)
+    if isinstance(name, str) and "+" in name:  # several encoders side by side
+        from .concat import ConcatEncoder, split_name
+
+        names = split_name(name)
+        if len(names) < 2 or not all(names):
+            raise InputError(f"a concatenation needs at least 2 encoder names joined by '+'; "
+                             f"got {name!r}")
+        enc = ConcatEncoder(names).set_parts([create_encoder(n) for n in names])
+        for key, value in kwargs.items():
+            setattr(enc, key, value)
+        return enc
     return ENCODERS.create(name, **kwargs)
 
 

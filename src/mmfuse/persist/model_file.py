@@ -134,7 +134,7 @@ def save(model: Any, path: str | os.PathLike, *, trusted: Iterable[str] = (),
                 f"with 'tfidf-hashed' or 'hashing' instead, or pass allow_training_text=True "
                 f"(CLI: --allow-training-text) to save it anyway"
             )
-        if enc.name not in ENCODERS:
+        if enc.name not in ENCODERS and "+" not in enc.name:  # "a+b": mmfuse.encoders.concat
             raise InputError(
                 f"encoder {enc.name!r} of column {col!r} is not registered, so a loaded model "
                 f"could not rebuild it; register it with mmfuse.encoders.register_encoder"

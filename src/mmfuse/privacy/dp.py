@@ -509,6 +509,9 @@ def evaluate_private(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,
     epsilon = check_epsilon(epsilon)
     table, y, groups, classes, y_enc = checked_inputs(X, y, features, encoders, groups,
                                                       on_error, progress)
+    if getattr(table, "candidates", None):
+        raise InputError("epsilon: choosing encoders learns from the data outside the privacy "
+                         "budget; name one encoder per column")
     if table.stateful:
         col = sorted(table.stateful)[0]
         check_private_encoders({col: table.stateful[col][0]})

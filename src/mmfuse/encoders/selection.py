@@ -1,0 +1,422 @@
+"""Choose each modality's encoder by grouped, stratified inner cross-validation.
+
+``encoders="auto"`` (every installed encoder of each modality, classical and pretrained,
+but for the privacy variants of TF-IDF: :data:`PRIVACY_VARIANTS`)
+or a list per column (``{"text": ["tfidf", "minilm", "tfidf+minilm"]}``) makes the
+encoder a choice learned from the training data, like the fusion strategy:
+
+1. Every candidate is scored **alone** (its modality only: the per-modality expert of the
+   fusion strategies, a scaler and the classifier) on inner splits of the training rows,
+   made like the outer ones (:func:`mmfuse.fusion._common.inner_splits`: stratified, and
+   grouped whenever groups exist). The score of a fold is its log-loss (default) or
+   accuracy; rows a candidate could not encode get the fold's class prior, so an encoder
+   that fails on items pays for it.
+2. With ``"auto"``, the concatenation of the two best single encoders (``a+b``, see
+   :mod:`mmfuse.encoders.concat`) is scored on the same splits as one more candidate:
+   fusion can then use both when both help. A list holds exactly the candidates it names
+   (write ``"tfidf+minilm"`` to include a concatenation).
+3. The one-standard-error rule, toward the cheaper encoder: the choice is the cheapest
+   candidate (:func:`encoder_cost`) whose paired per-fold score difference to the best
+   one is at most one standard error. A costlier encoder (a pretrained network, a
+   concatenation) must beat every cheaper one by more than the noise of the inner folds.
+
+Features of stateless encoders are computed once for every fold (and come from the
+feature cache); an encoder that learns (TF-IDF) is fit on each inner training fold only,
+so its inner score is as honest as the others'.
+
+Which score: accuracy by default. Under group shift the per-modality logistic regression
+is over-confident (inner log-losses above the chance level's were seen on
+tuxpaint-grouped), so log-loss ranks how confident a feature scale makes the classifier
+rather than how often it is right, and the two disagreed there. ``scoring="log_loss"``
+is available; ``benchmarks/bench_encoders_auto.py`` (second part) measures the regret of
+both rules on the bundled datasets.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from .concat import SEPARATOR, concat_views, split_name
+
+SCORINGS = ("log_loss", "accuracy")
+#: The score the selection uses by default (see the module docstring).
+DEFAULT_SCORING = "accuracy"
+#: Log-loss of a row is capped at -log(PROBA_FLOOR): one confident mistake must not
+#: outweigh a fold.
+PROBA_FLOOR = 1e-6
+AUTO = "auto"
+
+#: Relative cost of encoding one item (order of magnitude, from benchmarks/RESULTS.md,
+#: "extraction"): the one-standard-error rule leans toward the cheaper encoder. A name not
+#: listed (a user's encoder) costs DEFAULT_COST; a concatenation costs the sum of its parts.
+COST: dict[str, float] = {
+    "pixels": 1.0, "color-hist": 1.0, "hog": 2.0,
+    "hashing": 1.0, "tfidf": 2.0, "tfidf-hashed": 2.0, "wordllama": 3.0, "minilm": 10.0,
+    "mfcc": 2.0, "logmel": 2.0,
+    "efficientnet-lite0": 20.0, "speech-embedding": 15.0, "sound-effects": 20.0,
+}
+DEFAULT_COST = 10.0
+
+
+def encoder_cost(name: str) -> float:
+    """Relative cost of an encoder name (a concatenation: the sum of its parts)."""
+    return float(sum(COST.get(p, DEFAULT_COST) for p in split_name(name)))
+
+
+#: Variants of another encoder that exist for privacy, not accuracy: ``hashing`` (learns
+#: nothing: usable under differential privacy) and ``tfidf-hashed`` (no vocabulary in a
+#: saved model) approximate ``tfidf``. ``"auto"`` scores ``tfidf`` and leaves them out; a
+#: list may name them (``mmfuse train --encoders auto`` swaps ``tfidf`` for
+#: ``tfidf-hashed`` when the model must not store training text).
+PRIVACY_VARIANTS: dict[str, str] = {"hashing": "tfidf", "tfidf-hashed": "tfidf"}
+
+
+def installed_encoders(modality: str, variants: bool = False) -> list[str]:
+    """Every registered encoder of ``modality`` whose packages are installed, cheapest first
+    (without :data:`PRIVACY_VARIANTS` of an installed encoder unless ``variants``)."""
+    from .registry import ENCODERS, list_encoders
+
+    names = []
+    for row in list_encoders(modality):
+        if (not variants and row["name"] in PRIVACY_VARIANTS
+                and PRIVACY_VARIANTS[row["name"]] in ENCODERS):
+            continue
+        check = getattr(ENCODERS.entry(row["name"]).builder, "available", None)
+        if check is None or check():
+            names.append(row["name"])
+    return sorted(names, key=lambda n: (encoder_cost(n), n))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The encoders one column chooses from.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Candidate encoder names (``"a+b"`` is a concatenation).
+    pair : bool
+        Also score the concatenation of the two best single candidates (``"auto"``).
+    """
+
+    names: tuple[str, ...]
+    pair: bool = False
+
+
+def is_choice(spec: Any) -> bool:
+    """True for a column spec that asks for a choice (``"auto"`` or a list of names)."""
+    return (isinstance(spec, str) and spec == AUTO) or (
+        isinstance(spec, (list, tuple)) and not isinstance(spec, str))
+
+
+def parse_candidates(spec: Any, column: str, modality: str | None = None) -> Candidates:
+    """The :class:`Candidates` of a column spec: ``"auto"`` (every installed encoder of the
+    column's modality, plus the best pair) or a list of encoder names."""
+    from .base import MODALITIES
+    from .registry import create_encoder, encoder_modality
+
+    if isinstance(spec, str) and spec == AUTO:
+        modality = modality or column
+        if modality not in MODALITIES:
+            raise InputError(f"encoders 'auto' for column {column!r}: the modality is unknown "
+                             f"(columns named {list(MODALITIES)} get one); give a list of "
+                             f"encoder names instead")
+        return Candidates(tuple(installed_encoders(modality)), pair=True)
+    names = list(spec)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise InputError(f"candidate encoders of column {column!r} must be a non-empty list of "
+                         f"encoder names; got {spec!r}")
+    names = [n.strip() for n in names]
+    if len(set(names)) != len(names):
+        raise InputError(f"candidate encoders of column {column!r} repeat a name: {names}")
+    mods = {}
+    for n in names:
+        create_encoder(n)  # unknown names fail here, with the list of valid ones
+        mods[n] = {encoder_modality(p) for p in split_name(n)}
+    found = set().union(*mods.values())
+    if len(found) > 1:
+        raise InputError(f"candidate encoders of column {column!r} mix modalities: "
+                         f"{ {n: sorted(m) for n, m in mods.items()} }")
+    return Candidates(tuple(names), pair=False)
+
+
+@dataclass
+class Part:
+    """One encoder's features for every row of the training data.
+
+    Either ``view`` (fixed features, from a stateless encoder) or ``encoder`` + ``prepared``
+    (an encoder that learns: fit on the training rows of each fold), and ``present``.
+    """
+
+    present: np.ndarray
+    view: Any = None
+    encoder: Any = None
+    prepared: list | None = None
+
+    def subset(self, rows: np.ndarray) -> "Part":
+        """The same encoder's features for ``rows`` only."""
+        if self.encoder is None:
+            return Part(self.present[rows], view=self.view[rows])
+        index = np.cumsum(self.present) - 1
+        return Part(self.present[rows], encoder=self.encoder,
+                    prepared=[self.prepared[index[r]] for r in rows if self.present[r]])
+
+    def features(self, train: np.ndarray | None) -> Any:
+        """Features of every row, an encoder that learns being fit on ``train`` rows only."""
+        if self.encoder is None:
+            return self.view
+        index = np.cumsum(self.present) - 1
+        rows = np.arange(len(self.present)) if train is None else train
+        items = [self.prepared[index[r]] for r in rows if self.present[r]]
+        enc = copy.deepcopy(self.encoder).fit_prepared(items)
+        return enc.assemble(self.prepared, self.present)
+
+
+def candidate_features(parts: Mapping[str, Part], name: str, train: np.ndarray | None
+                       ) -> tuple[Any, np.ndarray]:
+    """``(view, present)`` of candidate ``name`` (a part, or ``a+b``: their concatenation)."""
+    names = split_name(name)
+    missing = [p for p in names if p not in parts]
+    if missing:
+        raise InputError(f"no features for encoder(s) {missing}; have {sorted(parts)}")
+    if len(names) == 1:
+        return parts[name].features(train), parts[name].present
+    present = [parts[p].present for p in names]
+    return (concat_views([parts[p].features(train) for p in names], present),
+            np.logical_and.reduce(present))
+
+
+@dataclass
+class EncoderSelection:
+    """What :func:`select_encoder` found for one column.
+
+    Attributes
+    ----------
+    chosen : str
+        The chosen candidate (``"a+b"`` for a concatenation).
+    scoring : str
+    fold_scores : dict of candidate -> per-inner-fold scores (higher is better: accuracy, or
+        minus the log-loss)
+    fold_accuracy, fold_log_loss : dict of candidate -> per-inner-fold values (both
+        metrics, whichever chose)
+    costs : dict of candidate -> relative cost
+    """
+
+    chosen: str
+    scoring: str
+    fold_scores: dict[str, list[float]] = field(default_factory=dict)
+    fold_accuracy: dict[str, list[float]] = field(default_factory=dict)
+    fold_log_loss: dict[str, list[float]] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Mean inner score of each candidate."""
+        return {n: float(np.mean(s)) for n, s in self.fold_scores.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (no data)."""
+        return {"chosen": self.chosen, "scoring": self.scoring,
+                "accuracy": {n: round(float(np.mean(v)), 4)
+                             for n, v in self.fold_accuracy.items()},
+                "log_loss": {n: round(float(np.mean(v)), 4)
+                             for n, v in self.fold_log_loss.items()}}
+
+
+def one_se_cheapest(fold_scores: Mapping[str, Sequence[float]],
+                    costs: Mapping[str, float]) -> str:
+    """The cheapest candidate within one standard error of the best (higher is better).
+
+    The best candidate has the highest mean per-fold score; a candidate qualifies when the
+    mean of its paired per-fold difference to the best is at most one standard error of
+    that difference. Among qualifying candidates the cheapest wins (ties: first listed).
+    """
+    names = list(fold_scores)
+    if not names:
+        raise InputError("no candidate to choose from")
+    means = {n: float(np.mean(fold_scores[n])) for n in names}
+    best = max(names, key=lambda n: (means[n], -costs.get(n, 0.0), -names.index(n)))
+    ok = []
+    for n in names:
+        diff = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[n], float)
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        if diff.mean() <= se + 1e-12:
+            ok.append(n)
+    return min(ok, key=lambda n: (costs.get(n, 0.0), names.index(n)))
+
+
+def _fold_metrics(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    acc = float(np.mean(proba.argmax(axis=1) == y))
+    p_true = np.clip(proba[np.arange(len(y)), y], PROBA_FLOOR, 1.0)
+    return acc, float(-np.mean(np.log(p_true)))
+
+
+def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndarray,
+                     splits: Sequence[tuple[np.ndarray, np.ndarray]], classifier: Any = None,
+                     random_state: Any = None, shared: tuple[str, Any, int] | None = None
+                     ) -> tuple[dict, dict]:
+    """Per-fold accuracy and log-loss of each candidate on ``splits`` (single-modality
+    expert: the fusion strategies' scaler + classifier). Returns ``(accuracy, log_loss)``,
+    each a dict of candidate -> list over folds.
+
+    ``shared=(column, groups, n_splits)``, where ``splits`` are
+    ``inner_splits(y, groups, n_splits, random_state)``: a candidate whose features are
+    fixed gets its out-of-fold probabilities from
+    :func:`mmfuse.fusion._common.out_of_fold_probas` under the column's name, so that,
+    inside :func:`~mmfuse.fusion._common.shared_experts`, a fusion strategy fitted next on
+    the chosen view reuses them instead of fitting the same experts again.
+    """
+    from ..fusion._common import ModalityExpert, out_of_fold_probas
+
+    n_classes = int(y.max()) + 1
+    acc: dict[str, list[float]] = {n: [] for n in names}
+    loss: dict[str, list[float]] = {n: [] for n in names}
+    priors = [np.bincount(y[train], minlength=n_classes) / len(train) for train, _ in splits]
+    for name in names:
+        fixed = all(parts[p].encoder is None for p in split_name(name) if p in parts)
+        if shared is not None and fixed:
+            column, groups, n_splits = shared
+            view, present = candidate_features(parts, name, None)
+            oof = out_of_fold_probas({column: view}, y, {column: present}, groups, classifier,
+                                     n_splits, random_state)[column]
+            folds = [oof[test] for _, test in splits]
+        else:
+            folds = []
+            for train, test in splits:
+                view, present = candidate_features(parts, name, train)
+                expert = ModalityExpert(classifier, random_state)
+                expert.fit(view[train], y[train], present[train], n_classes)
+                folds.append(expert.predict_proba(view[test], present[test]))
+        for proba, prior, (_, test) in zip(folds, priors, splits):
+            proba = np.array(proba, copy=True)
+            proba[np.isnan(proba).any(axis=1)] = prior
+            a, ll = _fold_metrics(proba, y[test])
+            acc[name].append(a)
+            loss[name].append(ll)
+    return acc, loss
+
+
+def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
+                   groups: Any = None, *, cv: int = 5, scoring: str = DEFAULT_SCORING,
+                   classifier: Any = None, random_state: Any = None,
+                   column: str | None = None) -> EncoderSelection:
+    """Choose one column's encoder among ``candidates`` by inner CV (see the module doc).
+
+    Parameters
+    ----------
+    parts : dict of encoder name -> Part
+        Features of every single encoder the candidates use, for the training rows.
+    candidates : Candidates
+    y : array of int labels 0..K-1 (the training rows)
+    groups : array or None
+        Groups of the training rows: the inner splits are then grouped (and stratified).
+    cv : int, default=5
+        Inner folds.
+    scoring : {"log_loss", "accuracy"}, default=DEFAULT_SCORING
+    classifier : estimator or None
+        The per-modality classifier (None: LogisticRegression, as the fusion strategies).
+    random_state : int or None
+    column : str or None
+        The column's name: inside :func:`~mmfuse.fusion._common.shared_experts`, the
+        fusion strategy fitted next on the chosen view then reuses the selection's
+        per-modality experts (see :func:`score_candidates`).
+
+    Returns
+    -------
+    EncoderSelection
+    """
+    from ..fusion._common import inner_splits
+
+    if scoring not in SCORINGS:
+        raise InputError(f"scoring must be one of {list(SCORINGS)}; got {scoring!r}")
+    names = list(candidates.names)
+    y = np.asarray(y)
+    if len(names) == 1:
+        return EncoderSelection(names[0], scoring, costs={names[0]: encoder_cost(names[0])})
+    splits = inner_splits(y, groups, cv, random_state)
+    if not splits:
+        raise InputError("too few samples (or groups) per class to choose encoders by inner "
+                         "cross-validation; name one encoder per column")
+    shared = None if column is None else (column, groups, cv)
+    acc, loss = score_candidates(parts, names, y, splits, classifier, random_state, shared)
+    if candidates.pair and len(names) >= 2:
+        score = _score_dict(acc, loss, scoring)
+        top = sorted(names, key=lambda n: -float(np.mean(score[n])))[:2]
+        pair = SEPARATOR.join(sorted(top, key=lambda n: (encoder_cost(n), n)))
+        if pair not in acc:
+            more_acc, more_loss = score_candidates(parts, [pair], y, splits, classifier,
+                                                   random_state, shared)
+            acc.update(more_acc)
+            loss.update(more_loss)
+    costs = {n: encoder_cost(n) for n in acc}
+    score = _score_dict(acc, loss, scoring)
+    pick = one_se_cheapest(score, costs)
+    return EncoderSelection(pick, scoring, score, acc, loss, costs)
+
+
+def _score_dict(acc: dict, loss: dict, scoring: str) -> dict[str, list[float]]:
+    if scoring == "accuracy":
+        return acc
+    return {n: [-v for v in values] for n, values in loss.items()}
+
+
+
+def needed_encoders(candidates: Candidates) -> list[str]:
+    """The single encoders whose features the candidates use (a pair only uses singles)."""
+    out: list[str] = []
+    for name in candidates.names:
+        for p in split_name(name):
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def encode_parts(names: Sequence[str], samples: Sequence[Any], *, on_error: str = "raise",
+                 column: str | None = None, cache: Any = True, progress: Any = None,
+                 stats: dict[str, Any] | None = None, scrub_pii: bool = False
+                 ) -> tuple[dict[str, Part], list]:
+    """Features of every encoder in ``names`` for ``samples``: ``({name: Part}, errors)``.
+
+    Stateless encoders are streamed through :func:`mmfuse.extract.extract_features` (the
+    feature cache: computed once for every fold); encoders that learn keep their prepared
+    items, to be fit on training rows only (:meth:`Part.features`). Item errors are
+    reported once per item (the first encoder's report wins: the others name the same
+    rows). ``scrub_pii`` scrubs text before any text encoder sees it.
+    """
+    from ..extract import extract_features
+    from .registry import create_encoder
+
+    parts: dict[str, Part] = {}
+    errors: list = []
+    seen_rows: set[int] = set()
+    for name in names:
+        enc = create_encoder(name)
+        if scrub_pii and enc.modality == "text":
+            if not enc.scrubs_pii:
+                raise InputError(f"scrub_pii=True, but the candidate encoder {name!r} of text "
+                                 f"column {column!r} does not support scrubbing")
+            enc.scrub_pii = True
+        if enc.stateless:
+            tick = None if progress is None else (
+                lambda done, total, name=name: progress(f"features: {column} ({name})", done,
+                                                        total))
+            counts: dict[str, Any] = {}
+            view, mask, errs = extract_features(enc, samples, cache=cache, on_error=on_error,
+                                                column=column, progress=tick, stats=counts)
+            if stats is not None:
+                stats["not_cached"] = stats.get("not_cached", 0) + counts.get("not_cached", 0)
+            parts[name] = Part(np.asarray(mask, bool), view=view)
+        else:
+            prepared, mask, errs = enc.prepare_all(samples, on_error, column=column)
+            parts[name] = Part(np.asarray(mask, bool), encoder=enc, prepared=prepared)
+        for e in errs:
+            if e.row not in seen_rows:
+                seen_rows.add(e.row)
+                errors.append(e)
+    return parts, sorted(errors, key=lambda e: e.row)

@@ -1,0 +1,164 @@
+"""Encoder selection by inner cross-validation (mmfuse.encoders.selection)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmfuse import InputError
+from mmfuse.encoders.selection import (
+    Candidates, Part, candidate_features, encode_parts, encoder_cost, installed_encoders,
+    one_se_cheapest, parse_candidates, select_encoder)
+
+
+def _data(n=240, n_classes=4, seed=0, groups=False):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    good = rng.normal(size=(n, 6)).astype(np.float32)
+    good[np.arange(n), y] += 3.0                      # knows the class well
+    weak = rng.normal(size=(n, 6)).astype(np.float32)
+    weak[np.arange(n), y] += 0.4                      # barely
+    noise = rng.normal(size=(n, 6)).astype(np.float32)
+    g = (np.arange(n) // 12) if groups else None
+    return y, g, {"good": good, "weak": weak, "noise": noise}
+
+
+def _parts(views):
+    return {k: Part(np.ones(v.shape[0], bool), view=v) for k, v in views.items()}
+
+
+def test_one_se_prefers_the_cheaper_candidate_within_noise():
+    scores = {"costly": [0.80, 0.82, 0.79, 0.81], "cheap": [0.79, 0.83, 0.78, 0.80]}
+    assert one_se_cheapest(scores, {"costly": 10, "cheap": 1}) == "cheap"
+    clear = {"costly": [0.90, 0.91, 0.92, 0.90], "cheap": [0.70, 0.72, 0.69, 0.71]}
+    assert one_se_cheapest(clear, {"costly": 10, "cheap": 1}) == "costly"
+    with pytest.raises(InputError):
+        one_se_cheapest({}, {})
+
+
+@pytest.mark.parametrize("scoring", ["log_loss", "accuracy"])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_select_finds_the_informative_encoder(scoring, grouped, monkeypatch):
+    y, g, views = _data(groups=grouped)
+    # make "good" the costliest: it must still win, by far more than one standard error
+    monkeypatch.setitem(__import__("mmfuse.encoders.selection", fromlist=["COST"]).COST,
+                        "good", 50.0)
+    sel = select_encoder(_parts(views), Candidates(("noise", "weak", "good")), y, g,
+                         cv=4, scoring=scoring, random_state=0)
+    assert sel.chosen == "good"
+    assert set(sel.fold_accuracy) == {"noise", "weak", "good"}
+    assert all(len(v) == 4 for v in sel.fold_accuracy.values())
+    assert np.mean(sel.fold_accuracy["good"]) > np.mean(sel.fold_accuracy["noise"]) + 0.3
+    assert sel.to_dict()["chosen"] == "good"
+
+
+def test_inner_splits_are_grouped_when_groups_exist(monkeypatch):
+    import mmfuse.encoders.selection as selection
+
+    y, g, views = _data(groups=True)
+    seen = []
+    real = selection.score_candidates
+
+    def spy(parts, names, y_, splits, *a, **k):
+        seen.extend(splits)
+        return real(parts, names, y_, splits, *a, **k)
+
+    monkeypatch.setattr(selection, "score_candidates", spy)
+    select_encoder(_parts(views), Candidates(("weak", "good")), y, g, cv=4, random_state=0)
+    assert seen
+    for train, test in seen:
+        assert not set(g[train]) & set(g[test])
+
+
+def test_pair_candidate_is_scored_and_can_win(monkeypatch):
+    rng = np.random.default_rng(1)
+    n = 320
+    y = np.arange(n) % 4
+    a = rng.normal(size=(n, 4)).astype(np.float32)
+    b = rng.normal(size=(n, 4)).astype(np.float32)
+    a[:, 0] += 3.0 * (y % 2)   # a knows the parity, b the half: only both know the class
+    b[:, 0] += 3.0 * (y // 2)
+    parts = _parts({"a": a, "b": b})
+    sel = select_encoder(parts, Candidates(("a", "b"), pair=True), y, cv=4, random_state=0)
+    assert "a+b" in sel.fold_scores
+    assert sel.chosen == "a+b"
+    # without pair=True only the listed candidates are scored
+    sel = select_encoder(parts, Candidates(("a", "b")), y, cv=4, random_state=0)
+    assert set(sel.fold_scores) == {"a", "b"}
+
+
+def test_single_candidate_is_no_selection():
+    y, g, views = _data()
+    sel = select_encoder(_parts(views), Candidates(("weak",)), y)
+    assert sel.chosen == "weak" and not sel.fold_scores
+
+
+def test_encoder_that_learns_is_fit_on_training_rows_only():
+    from mmfuse.encoders.registry import create_encoder
+
+    texts = ["alpha beta", "gamma delta", "alpha gamma", "zeta eta"]
+    enc = create_encoder("tfidf", char_ngrams=None)
+    prepared, mask, _ = enc.prepare_all(texts)
+    part = Part(mask, encoder=enc, prepared=prepared)
+    train = np.array([0, 1])
+    view = part.features(train)
+    # "zeta" / "eta" only occur in row 3 (not a training row): that row has no features
+    assert view[3].nnz == 0 and view[0].nnz > 0
+    assert enc is part.encoder and not hasattr(enc, "vectorizers_")  # the original is not fitted
+
+
+def test_candidate_features_concatenates_and_masks():
+    p = {"a": Part(np.array([True, True, False]), view=np.ones((3, 2), np.float32)),
+         "b": Part(np.array([True, False, True]), view=np.zeros((3, 1), np.float32))}
+    view, present = candidate_features(p, "a+b", None)
+    assert view.shape == (3, 3) and present.tolist() == [True, False, False]
+    assert np.isnan(view[1]).all() and not np.isnan(view[0]).any()
+    with pytest.raises(InputError, match="no features"):
+        candidate_features(p, "c", None)
+
+
+def test_parse_candidates():
+    auto = parse_candidates("auto", "text")
+    assert auto.pair and "tfidf" in auto.names
+    assert "hashing" not in auto.names and "tfidf-hashed" not in auto.names  # privacy variants
+    assert "hashing" in installed_encoders("text", variants=True)
+    assert list(auto.names) == installed_encoders("text")
+    assert [encoder_cost(n) for n in auto.names] == sorted(encoder_cost(n) for n in auto.names)
+    listed = parse_candidates(["tfidf", "hashing+tfidf"], "text")
+    assert listed == Candidates(("tfidf", "hashing+tfidf"), False)
+    assert encoder_cost("hashing+tfidf") == encoder_cost("hashing") + encoder_cost("tfidf")
+    with pytest.raises(InputError, match="mix modalities"):
+        parse_candidates(["tfidf", "hog"], "text")
+    with pytest.raises(InputError, match="unknown encoder"):
+        parse_candidates(["tfidf", "nope"], "text")
+    with pytest.raises(InputError, match="repeat"):
+        parse_candidates(["tfidf", "tfidf"], "text")
+    with pytest.raises(InputError, match="modality is unknown"):
+        parse_candidates("auto", "caption")
+    assert parse_candidates("auto", "caption", modality="text").pair
+
+
+def test_encode_parts_reports_each_bad_item_once(tmp_path):
+    texts = ["a red fish", None, "two blue birds", "green frog"]
+    parts, errors = encode_parts(["hashing", "tfidf"], texts, column="text", cache=None)
+    assert parts["hashing"].view is not None and parts["tfidf"].encoder is not None
+    assert parts["tfidf"].present.tolist() == [True, False, True, True]
+    assert errors == []
+
+
+def test_fusion_reuses_the_selection_experts_in_a_shared_memo(monkeypatch):
+    import mmfuse.fusion._common as common
+    from mmfuse.fusion._common import out_of_fold_probas, shared_experts
+
+    y, g, views = _data(groups=True)
+    calls = []
+    real = common._oof_one
+    monkeypatch.setattr(common, "_oof_one", lambda *a, **k: calls.append(1) or real(*a, **k))
+    parts = _parts(views)
+    with shared_experts():
+        sel = select_encoder(parts, Candidates(("noise", "good")), y, g, cv=4, random_state=0,
+                             column="image")
+        assert len(calls) == 2  # one inner CV per candidate
+        view, present = candidate_features(parts, sel.chosen, None)
+        out_of_fold_probas({"image": view}, y, {"image": present}, g, None, 4, 0)
+        assert len(calls) == 2  # the fusion's experts came from the memo

@@ -1,0 +1,111 @@
+"""Encoders chosen by inner CV inside MultimodalClassifier, evaluate and the CLI (issue 16)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmfuse import InputError, MultimodalClassifier
+from mmfuse.evaluate import evaluate
+
+from conftest import number_frame
+
+# The fake encoders of conftest keep these tests about the pipeline fast: "test-number" is
+# stateless (cached features), "test-vocab" learns from its training rows.
+CANDS = ["test-number", "test-vocab"]
+
+
+def _frame(n=160, seed=0):
+    X, y = number_frame(n=n, seed=seed)
+    return X, y, np.arange(n) // 8
+
+
+def test_classifier_chooses_per_column_and_predicts():
+    X, y, g = _frame()
+    clf = MultimodalClassifier(encoders={"left": CANDS, "right": "test-number"},
+                               fusion="late", cv=4, random_state=0)
+    clf.fit(X, y, groups=g)
+    assert set(clf.encoders_chosen_) == {"left", "right"}
+    assert clf.encoders_chosen_["left"] in tuple(CANDS)
+    assert clf.encoders_chosen_["right"] == "test-number"
+    assert clf.encoders_["left"].name == clf.encoders_chosen_["left"]
+    sel = clf.encoder_selection_["left"]
+    assert set(sel["accuracy"]) == set(CANDS) and sel["chosen"] == \
+        clf.encoders_chosen_["left"]
+    assert "right" not in clf.encoder_selection_  # one name: no selection
+    assert np.mean(clf.predict(X) == y) > 0.7
+    json.dumps(clf.encoder_selection_)  # JSON-ready
+
+
+def test_single_name_keeps_todays_behaviour():
+    X, y, g = _frame()
+    a = MultimodalClassifier(encoders={"left": "test-number"}, fusion="late", cv=4,
+                             random_state=0).fit(X, y, groups=g)
+    b = MultimodalClassifier(encoders={"left": ["test-number"]}, fusion="late", cv=4,
+                             random_state=0).fit(X, y, groups=g)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X))
+    assert a.encoders_chosen_ == {"left": "test-number"} and a.encoder_selection_ == {}
+
+
+def test_choice_errors():
+    X, y, g = _frame(n=40)
+    with pytest.raises(InputError, match="mix modalities"):
+        MultimodalClassifier(encoders={"left": ["test-number", "hog"]}).fit(X, y)
+    with pytest.raises(InputError, match="privacy budget"):
+        MultimodalClassifier(encoders={"left": CANDS}, fusion="early",
+                             weights="equal", epsilon=1.0).fit(X, y)
+
+
+def test_evaluate_reports_the_choice_of_every_outer_fold():
+    X, y, g = _frame()
+    result = evaluate(X, y, encoders={"left": CANDS + ["test-number+test-vocab"],
+                                      "right": "test-number"},
+                      groups=g, cv=3, inner_cv=3, strategies=["late"], baseline=False)
+    assert len(result.chosen_encoders) == 3
+    for fold in result.chosen_encoders:
+        assert set(fold) == {"left"}
+        assert fold["left"] in ("test-number", "test-vocab", "test-number+test-vocab")
+    doc = result.to_dict()
+    assert doc["chosen_encoders"] == result.chosen_encoders
+    assert result.row("left").accuracy > 0.4
+    fixed = evaluate(X, y, encoders={"left": "test-number", "right": "test-number"}, groups=g, cv=3,
+                     inner_cv=3, strategies=["late"], baseline=False)
+    assert "chosen_encoders" not in fixed.to_dict()
+
+
+def test_selection_sees_training_rows_only(monkeypatch):
+    import mmfuse.encoders.selection as selection
+
+    X, y, g = _frame()
+    seen = []
+    real = selection.select_encoder
+
+    def spy(parts, cands, y_, groups=None, **kw):
+        seen.append(set(groups.tolist()))
+        return real(parts, cands, y_, groups, **kw)
+
+    monkeypatch.setattr(selection, "select_encoder", spy)
+    result = evaluate(X, y, encoders={"left": CANDS}, groups=g, cv=4,
+                      inner_cv=3, strategies=["late"], baseline=False)
+    assert len(seen) == 4
+    from mmfuse.evaluate import make_splits
+
+    splits, _ = make_splits(np.unique(y, return_inverse=True)[1], g, 4, 0)
+    for (train, test), groups_seen in zip(splits, seen):
+        assert groups_seen == set(g[train].tolist())
+        assert not groups_seen & set(g[test].tolist())
+    assert len(result.chosen_encoders) == 4
+
+
+def test_robustness_chooses_per_fold_too():
+    from mmfuse.robustness import evaluate_robustness
+
+    X, y, g = _frame(n=120)
+    result = evaluate_robustness(X, y, encoders={"left": CANDS, "right": "test-number"},
+                                 groups=g, cv=3, inner_cv=3, strategies=["late"],
+                                 missing_levels=[0.0, 0.5], baseline=False)
+    late = next(r for r in result.rows if r.name == "late")
+    assert late.accuracy[0] > 0.5  # the chosen views are real features, not placeholders

@@ -180,3 +180,42 @@ def test_weighted_features_with_missing_rows_and_a_sparse_view():
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert set(f.modality_weights_) == {"a", "b", "c"}
     assert f.weight_search_["fold_accuracy"].shape[1] == 3
+
+
+def test_linear_proba_equals_logistic_regression_predict_proba_exactly():
+    """The experts' validation-free LogisticRegression path gives scikit-learn's numbers,
+    bit for bit, on dense and sparse (CSR) float32/float64 input, one row or many; anything
+    else falls back to predict_proba (None)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mmfuse.fusion._common import aligned_proba, linear_proba
+
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(120, 7))
+    y = rng.randint(0, 4, size=120)
+    lr = LogisticRegression(max_iter=500).fit(x, y)
+    xs = sparse.random(120, 7, density=0.3, random_state=0, format="csr")
+    lr_sparse = LogisticRegression(max_iter=500).fit(xs, y)
+    for model, data in ((lr, x), (lr, x.astype(np.float32)), (lr_sparse, xs),
+                        (lr_sparse, xs.astype(np.float32))):
+        for rows in (slice(0, 1), slice(0, 5), slice(None)):
+            got = linear_proba(model, data[rows])
+            assert got is not None
+            assert np.array_equal(got, model.predict_proba(data[rows]))
+    # fold lacking a class: aligned_proba still places the columns
+    sub = y < 3
+    lr3 = LogisticRegression(max_iter=500).fit(x[sub], y[sub])
+    out = aligned_proba(lr3, x[:3], 4)
+    assert np.array_equal(out[:, :3], lr3.predict_proba(x[:3])) and not out[:, 3].any()
+    # not taken: binary model, non-finite input, wrong width, another classifier
+    binary = LogisticRegression().fit(x, y % 2)
+    assert linear_proba(binary, x[:2]) is None
+    bad = x[:2].copy()
+    bad[0, 0] = np.nan
+    assert linear_proba(lr, bad) is None
+    assert linear_proba(lr, x[:2, :5]) is None
+    from sklearn.naive_bayes import GaussianNB
+
+    assert linear_proba(GaussianNB().fit(x, y), x[:2]) is None
+    with pytest.raises(ValueError):  # the fallback keeps scikit-learn's own errors
+        aligned_proba(lr, bad, 4)

@@ -94,6 +94,8 @@ async def prepare_items(model: Any, spec: ModelSpec, items: dict[str, Any],
         if spec.kinds[col] == "features":
             return col, raw
         try:
+            if col in spec.tables:  # a row of scalars: parsing it costs less than a thread hop
+                return col, spec.featurizer.prepare_item(col, raw)
             return col, await run_in_threadpool(spec.featurizer.prepare_item, col, raw)
         except MissingItem:
             return col, None

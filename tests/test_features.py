@@ -221,10 +221,8 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_mani
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     try:
-        deadline = time.monotonic() + 180
         while len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None:
-            assert time.monotonic() < deadline, "no shard written"
-            time.sleep(0.02)
+            time.sleep(0.02)  # the child writes a shard every 0.5 s or exits
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=180)
     finally:

@@ -483,10 +483,10 @@ def test_overload_is_answered_at_once_and_timeouts_are_503(service):
                 return own.post("/predict", **(kwargs or _text_request(row)))
 
         holders = [pool.submit(ask) for _ in range(2)]
-        deadline = time.monotonic() + 30
+        # wait until both are held (each ends by itself at the latest at its own timeout)
         while _metric_samples(httpx.get(server.url + "/metrics").text)[
                 ("mmfuse_predict_in_progress", ())] < 2:
-            assert time.monotonic() < deadline, "the two requests never arrived"
+            assert not any(h.done() for h in holders), "a held request ended before the burst"
             time.sleep(0.02)
         files, data = _files(row)
         burst = list(pool.map(lambda i: ask(files=files, data=data) if i % 2 else ask(), range(10)))
@@ -597,9 +597,8 @@ def test_cli_https_keys_and_graceful_sigterm(service, tmp_path):
 
         with ThreadPoolExecutor(20) as pool:
             futures = [pool.submit(ask, i) for i in range(20)]
-            deadline = time.monotonic() + 30
-            while in_progress() < 20:
-                assert time.monotonic() < deadline, "the 20 requests never arrived"
+            while in_progress() < 20:  # each request ends by itself at its client timeout
+                assert not any(f.done() for f in futures), "a request ended before SIGTERM"
                 time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
             refused = False

@@ -113,10 +113,13 @@ def fit_logistic_gram(model: Any, blocks: list, y: np.ndarray) -> Any:
     D D^T = V Λ V^T, the n-column G = V Λ^{1/2} has the same inner products, a model with
     coefficients β on G predicts as one with W = β Λ^{-1/2} V^T D on D, and
     ||W|| = ||β||, so the minimiser on G maps to the minimiser on D (the intercept is not
-    penalised by these solvers). L-BFGS started at zero is invariant under the rotation, so
-    it takes the same steps, each costing n·n·K rather than n·d·K. Directions with an
+    penalised by these solvers). G is D rotated onto the span of its rows, so L-BFGS
+    started at zero follows nearly the same path (its stopping test looks at the largest
+    gradient component, which a rotation changes: predictions agree to the solver's
+    tolerance, tested), each step costing n·n·K rather than nnz(D)·K. Directions with an
     eigenvalue below 1e-10 of the largest are dropped (they carry no signal at that
-    precision). Dense blocks go through BLAS, sparse ones (TF-IDF) through sparse products.
+    precision). Dense blocks go through BLAS, sparse ones (TF-IDF) through sparse products,
+    and the concatenation of the blocks is never built.
     """
     gram = None
     blocks = [b.astype(np.float64) if is_sparse(b) else np.asarray(b, dtype=np.float64)

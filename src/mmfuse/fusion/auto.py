@@ -20,8 +20,8 @@ combination tuned on a few inner folds is mostly noise, and the simple one holds
 Among the equal-weight fusions the inner folds cannot tell apart (within one SE), the seed's
 formula (``seed-baseline``) comes first, then early, then late fusion: the inner training
 sets are smaller than the refit's, and which of them ranks first flips with training size
-(measured on tuxpaint: early ahead on the inner folds of 4 of 5 outer folds, the seed ahead
-on all 5 outer folds). The choice is never below the best single modality on the inner folds.
+(measured on tuxpaint, benchmarks/RESULTS.md: early at or above the seed on the inner folds
+of 4 of 5 outer folds, the seed above early on all 5 outer folds). The choice is never below the best single modality on the inner folds.
 
 With ``ensemble=True`` the candidates' inner out-of-fold probabilities are also combined by
 greedy ensemble selection with replacement (Caruana et al., "Ensemble selection from

@@ -20,7 +20,10 @@ class SeedBaseline(FusionStrategy):
     The seed sums raw feature vectors, which needs equal dimensions; views of different
     widths are zero-padded to the widest one (the smallest change that makes the seed's
     formula defined). Missing rows are imputed at the mean (0 after scaling). Parameters are
-    accepted for a common signature and ignored: the baseline is fixed on purpose.
+    accepted for a common signature and ignored: the baseline is fixed on purpose. A sum
+    wider than twice its rows (padded to a TF-IDF view) is fitted through an exact
+    n-column factor of its Gram matrix: the same model, to the solver's tolerance
+    (:func:`~mmfuse.fusion._common.fit_logistic_gram`).
     """
 
     def __init__(self, classifier: Any = None, weights: Any = None, cv: int = 5,

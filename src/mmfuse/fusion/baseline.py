@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ..views import Present, Views, dense
+from ._common import fit_logistic_gram, gram_applicable
 from .base import FusionStrategy, register_fusion
 
 
@@ -19,7 +20,10 @@ class SeedBaseline(FusionStrategy):
     The seed sums raw feature vectors, which needs equal dimensions; views of different
     widths are zero-padded to the widest one (the smallest change that makes the seed's
     formula defined). Missing rows are imputed at the mean (0 after scaling). Parameters are
-    accepted for a common signature and ignored: the baseline is fixed on purpose.
+    accepted for a common signature and ignored: the baseline is fixed on purpose. A sum
+    wider than twice its rows (padded to a TF-IDF view) is fitted through an exact
+    n-column factor of its Gram matrix: the same model, to the solver's tolerance
+    (:func:`~mmfuse.fusion._common.fit_logistic_gram`).
     """
 
     def __init__(self, classifier: Any = None, weights: Any = None, cv: int = 5,
@@ -44,7 +48,14 @@ class SeedBaseline(FusionStrategy):
         self.scalers_ = {m: StandardScaler().fit(dense(views[m][np.flatnonzero(present[m])]))
                          for m in sorted(views)}
         self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
-        self.model_ = LogisticRegression(max_iter=1000).fit(self._sum(views, present), y)
+        f = self._sum(views, present)
+        self.model_ = LogisticRegression(max_iter=1000)
+        if gram_applicable(self.model_, f.shape[0], f.shape[1]):
+            # F wider than twice its rows (padded to a TF-IDF view): the same model, fitted
+            # through an exact n-column factor of F F^T (see fit_logistic_gram)
+            fit_logistic_gram(self.model_, [f], y)
+        else:
+            self.model_.fit(f, y)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         proba = self.model_.predict_proba(self._sum(views, present))

@@ -316,7 +316,7 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
                           weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,
                           progress=bar, n_jobs=jobs, fusion_params=fusion_params)
         if missing:
-            from .robustness import evaluate_robustness
+            from .evaluate import evaluate_robustness
 
             robustness = evaluate_robustness(
                 X, y, features=table, groups=groups, strategies=strategies, weights=weights,

@@ -503,8 +503,8 @@ def evaluate_private(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,
     """
     import time
 
-    from ..evaluate import (EvaluationResult, Row, checked_inputs, make_splits, mean_ci95,
-                            usable_rows)
+    from ..evaluate.crossval import (EvaluationResult, Row, checked_inputs, make_splits, mean_ci95,
+                                     usable_rows)
 
     epsilon = check_epsilon(epsilon)
     table, y, groups, classes, y_enc = checked_inputs(X, y, features, encoders, groups,

@@ -52,7 +52,8 @@ def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_
                                 missing, delta=1e-5) -> Any:
     from .._errors import InputError
     from ..evaluate import FeatureTable
-    from ..privacy.dp import PRIVATE_FUSIONS, evaluate_private
+    from ..evaluate.private import evaluate_private
+    from ..privacy.dp import PRIVATE_FUSIONS
 
     if missing:
         raise InputError("--missing is not available with --epsilon")

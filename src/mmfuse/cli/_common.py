@@ -105,12 +105,12 @@ def _parse_pairs(text: Optional[str], what: str) -> dict[str, str]:
 
 
 def _parse_strategies(text: str) -> list[str]:
-    from ..evaluate import BASELINE, DEFAULT_STRATEGIES
+    from ..evaluate import DEFAULT_STRATEGIES
     from ..fusion import list_fusions
 
-    if text == "all":
+    if text == "all":  # the seed baseline (``reference``) is always its own row
         extra = [f["name"] for f in list_fusions()
-                 if f["name"] not in DEFAULT_STRATEGIES and f["name"] != BASELINE]
+                 if f["name"] not in DEFAULT_STRATEGIES and not f.get("reference")]
         return list(DEFAULT_STRATEGIES) + extra
     return [s.strip() for s in text.split(",") if s.strip()]
 

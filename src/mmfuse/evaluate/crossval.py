@@ -120,7 +120,8 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
     from ..fusion import list_fusions
 
     mods = tuple(sorted(modalities))
-    known = {f["name"] for f in list_fusions()}
+    declared = {f["name"]: f for f in list_fusions()}  # what each strategy declares
+    known = set(declared)
     parsed = []
     for s in strategies:
         name, w = s, None
@@ -138,13 +139,15 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
         configs += [Config(m, "single", (m,), "early", None) for m in mods]
     if len(mods) > 1:
         for s, name, w in parsed:
-            if name == BASELINE:
-                continue
+            if declared[name].get("reference"):
+                continue  # the seed baseline: its own row below
             if w is None:
-                w = None if name == "stacking" else (weights if name != "early" else "equal")
+                w = declared[name].get("evaluation_weights", "given")
+                w = weights if w == "given" else w
             configs.append(Config(s, "fused", mods, name, w, dict(params.get(name, {}))))
         if baseline:
-            configs.append(Config(BASELINE, "baseline", mods, BASELINE, "equal"))
+            configs += [Config(n, "baseline", mods, n, "equal") for n in sorted(known)
+                        if declared[n].get("reference")]
     return configs
 
 

@@ -12,7 +12,8 @@ from ..views import Present, Views, dense
 from .base import FusionStrategy, register_fusion
 
 
-@register_fusion("seed-baseline", description="the seed: StandardScaler, fixed equal-weight sum, LogisticRegression")
+@register_fusion("seed-baseline", description="the seed: StandardScaler, fixed equal-weight sum, LogisticRegression",
+                 reference=True)
 class SeedBaseline(FusionStrategy):
     """StandardScaler per view, F = 0.5·f1 + 0.5·f2 (1/M each for M views), LogisticRegression.
 

@@ -13,7 +13,8 @@ from ._common import (BlockImputer, ViewScaler, check_weight_spec, inner_splits,
 from .base import FusionStrategy, register_fusion
 
 
-@register_fusion("early", description="standardise each view, concatenate, one classifier")
+@register_fusion("early", description="standardise each view, concatenate, one classifier",
+                 evaluation_weights="equal")
 class EarlyFusion(FusionStrategy):
     """Feature-level fusion.
 

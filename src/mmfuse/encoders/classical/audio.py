@@ -88,7 +88,7 @@ class _AudioEncoder(Encoder):
             raise ValueError(f"segments must be an int >= 0; got {self.segments!r}")
 
 
-@register_encoder("mfcc", default=True, modality="audio", dim=13 * 4 + 13 * 4,
+@register_encoder("mfcc", cost=2.0, default=True, modality="audio", dim=13 * 4 + 13 * 4,
                   description="MFCC + delta mean/std over time, plus MFCC means of 4 "
                               "time segments (16 kHz, 25 ms windows, 10 ms hop)")
 class MfccEncoder(_AudioEncoder):
@@ -173,7 +173,7 @@ class MfccEncoder(_AudioEncoder):
         return out
 
 
-@register_encoder("logmel", modality="audio", dim=16 * (2 + 6),
+@register_encoder("logmel", cost=2.0, modality="audio", dim=16 * (2 + 6),
                   description="16 log-mel band energies: mean/std over time plus means of 6 "
                               "time segments (16 kHz, 25 ms windows, 10 ms hop)")
 class LogMelEncoder(_AudioEncoder):

@@ -31,7 +31,7 @@ class _ImageEncoder(Encoder):
         return np.asarray(img, dtype=np.uint8)
 
 
-@register_encoder("pixels", modality="image", dim=32 * 32,
+@register_encoder("pixels", cost=1.0, modality="image", dim=32 * 32,
                   description="raw grayscale pixels of the image resized to 32x32")
 class PixelsEncoder(_ImageEncoder):
     """Raw pixels of the resized image, scaled to [0, 1].
@@ -76,7 +76,7 @@ class PixelsEncoder(_ImageEncoder):
         return batch.astype(np.float32) / 255.0
 
 
-@register_encoder("hog", default=True, modality="image", dim=7 * 7 * 2 * 2 * 9,
+@register_encoder("hog", cost=2.0, default=True, modality="image", dim=7 * 7 * 2 * 2 * 9,
                   description="histogram of oriented gradients of the 64x64 grayscale image")
 class HogEncoder(_ImageEncoder):
     """Histogram of oriented gradients of the grayscale image (as :func:`skimage.feature.hog`).
@@ -186,7 +186,7 @@ def hog_batch(images: np.ndarray, orientations: int = 9, pixels_per_cell: int = 
     return blocks.reshape(n, -1).astype(np.float32)
 
 
-@register_encoder("color-hist", modality="image", dim=8 * 4 * 4,
+@register_encoder("color-hist", cost=1.0, modality="image", dim=8 * 4 * 4,
                   description="joint HSV colour histogram (8x4x4 bins), L1-normalised")
 class ColorHistogramEncoder(_ImageEncoder):
     """Joint hue-saturation-value histogram, normalised to sum to 1.

@@ -16,7 +16,7 @@ from ..registry import register_encoder
 from ._checks import _check_positive_int
 
 
-@register_encoder("tfidf", default=True, modality="text", dim=None,
+@register_encoder("tfidf", cost=2.0, default=True, modality="text", dim=None,
                   description="TF-IDF of word 1-2 grams and character 2-5 grams (learns a "
                               "vocabulary; optional SVD)")
 class TfidfEncoder(Encoder):
@@ -231,7 +231,7 @@ class _HashedTextEncoder(Encoder):
         return stacked.toarray().astype(np.float32, copy=False)
 
 
-@register_encoder("hashing", modality="text", dim=2 * 2**12,
+@register_encoder("hashing", cost=1.0, variant_of="tfidf", modality="text", dim=2 * 2**12,
                   description="hashed word 1-2 and character 2-5 grams, sublinear tf, no idf: "
                               "learns nothing from data (usable under differential privacy)")
 class HashingTextEncoder(_HashedTextEncoder):
@@ -265,7 +265,7 @@ class HashingTextEncoder(_HashedTextEncoder):
         return self._finish(self._counts(prepared), None)
 
 
-@register_encoder("tfidf-hashed", modality="text", dim=2 * 2**12,
+@register_encoder("tfidf-hashed", cost=2.0, variant_of="tfidf", modality="text", dim=2 * 2**12,
                   description="TF-IDF of hashed word 1-2 and character 2-5 grams: the idf is "
                               "learned as numbers only, no vocabulary (the default for saved "
                               "models)")

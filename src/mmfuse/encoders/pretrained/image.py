@@ -16,7 +16,7 @@ from .runtime import (IMAGENET_MEAN, IMAGENET_STD, PretrainedEncoder, check_torc
 log = logging.getLogger("mmfuse.encoders.pretrained")
 
 
-@register_encoder("efficientnet-lite0", auto_rank=1, modality="image", dim=1280, extra="image",
+@register_encoder("efficientnet-lite0", cost=20.0, auto_rank=1, modality="image", dim=1280, extra="image",
                   description="EfficientNet-Lite0 (ImageNet-1k), 224x224, global-average-pooled "
                               "1280-d features; ONNX export of the PyTorch weights")
 class EfficientNetLite0Encoder(PretrainedEncoder):

@@ -53,7 +53,7 @@ from _common import machine, stamp, write_section  # noqa: E402
 from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate  # noqa: E402
-from mmfuse.privacy.dp import evaluate_private  # noqa: E402
+from mmfuse.evaluate.private import evaluate_private  # noqa: E402
 
 RESULTS_JSON = HERE / "results" / "privacy.json"
 EPSILONS = [0.5, 1.0, 2.0, 4.0, 8.0, math.inf]

@@ -12,7 +12,7 @@ matching section of ``benchmarks/RESULTS.md``:
    minilm / speech-embedding; the dataset's own cross-validation): every single modality, the
    classical strategies (early, weighted, late, stacking), the learned heads, ``auto`` and
    the seed baseline, with 0, 10, 30 and 50% of the samples losing the *best* single
-   modality at test time (:func:`mmfuse.robustness.evaluate_robustness`; models fitted on
+   modality at test time (:func:`mmfuse.evaluate.evaluate_robustness`; models fitted on
    complete training rows; which samples lose it is seeded and nested across levels).
 
 Targets checked (PASS/FAIL in the output): heads train in under 60 s; with 50% of the
@@ -99,7 +99,7 @@ def timing(repeats: int) -> dict:
 def robustness(run: str, train_missing: bool, strategies: list[str]) -> dict:
     from mmfuse.data.datasets import dataset_info, load_dataset
     from mmfuse.evaluate import FeatureTable
-    from mmfuse.robustness import evaluate_robustness
+    from mmfuse.evaluate import evaluate_robustness
 
     start = time.perf_counter()
     name, wanted = RUNS[run]

@@ -77,7 +77,7 @@ def test_local_cluster_store_is_bit_identical(cluster, reference_store, store_ma
     assert sum(w["shards"] for w in result.workers.values()) == 3
     assert all(w["builds"] <= len(STORE_ENCODERS) for w in result.workers.values())
     with distributed.Client(cluster) as client:
-        cached = client.run(lambda: sorted(__import__("mmfuse.features").features._ENCODERS))
+        cached = client.run(lambda: sorted(__import__("mmfuse.features.write").features.write._ENCODERS))
     for keys in cached.values():
         assert len(keys) == len(set(keys)) <= len(STORE_ENCODERS) + 1  # + the audio check below
 
@@ -97,7 +97,7 @@ def test_pretrained_onnx_encoder_on_the_cluster(cluster, store_manifest, tmp_pat
     assert all(w["builds"] <= 1 for w in remote.workers.values())
 
     def threads():
-        from mmfuse.features import _ENCODERS
+        from mmfuse.features.write import _ENCODERS
 
         return [(e.threads, e._session.get_session_options().intra_op_num_threads)
                 for e in _ENCODERS.values() if getattr(e, "_session", None) is not None]

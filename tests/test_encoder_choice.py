@@ -101,7 +101,7 @@ def test_selection_sees_training_rows_only(monkeypatch):
 
 
 def test_robustness_chooses_per_fold_too():
-    from mmfuse.robustness import evaluate_robustness
+    from mmfuse.evaluate import evaluate_robustness
 
     X, y, g = _frame(n=120)
     result = evaluate_robustness(X, y, encoders={"left": CANDS, "right": "test-number"},

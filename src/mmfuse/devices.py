@@ -165,19 +165,27 @@ def head_params(strategies: Sequence[str], device: str,
                 ) -> dict[str, dict[str, Any]]:
     """Per-strategy parameters (as ``evaluate(fusion_params=...)`` takes them) putting the
     learned heads on ``device``, directly or as candidates of ``auto``."""
-    from .fusion.base import fusions_with
+    from .fusion.base import FUSIONS, fusions_with
 
     heads = fusions_with(takes_device=True)
     out = {k: dict(v) for k, v in (params or {}).items()}
     for name in strategies:
         if name in heads:
             out.setdefault(name, {})["device"] = device
-        elif name == "auto":
-            candidate = dict(out.setdefault("auto", {}).get("candidate_params") or {})
+        elif name in FUSIONS.names() and _takes_candidate_params(FUSIONS.entry(name).builder):
+            # a strategy choosing among others (``auto``): its head candidates on ``device``
+            candidate = dict(out.setdefault(name, {}).get("candidate_params") or {})
             for head in heads:
                 candidate[head] = {**dict(candidate.get(head, {})), "device": device}
-            out["auto"]["candidate_params"] = candidate
+            out[name]["candidate_params"] = candidate
     return out
+
+
+def _takes_candidate_params(builder: Any) -> bool:
+    """Whether a strategy class passes parameters on to candidate strategies (its own
+    ``candidate_params`` parameter declares it)."""
+    names = getattr(builder, "_get_param_names", None)
+    return callable(names) and "candidate_params" in names()
 
 
 def to_device(model: Any, device: str) -> Any:

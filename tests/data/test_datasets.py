@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import os
@@ -327,8 +326,14 @@ def github_zip(path: Path, files: dict[str, bytes]) -> str:
 
 
 def patch_source(monkeypatch, name: str, **changes) -> None:
-    monkeypatch.setitem(_fetch.SOURCES, name,
-                        dataclasses.replace(_fetch.SOURCES[name], **changes))
+    """Patch the raw source ``name`` in place: the one object every dataset registration
+    built from it names in its ``sources``."""
+    from mmfuse.data.datasets._registry import DATASETS
+
+    source = next(s for n in DATASETS.names() for s in DATASETS.entry(n).meta["sources"]
+                  if s.name == name)
+    for key, value in changes.items():
+        monkeypatch.setattr(source, key, value)
 
 
 def test_fetch_fsdd_from_zip_installs_only_recordings(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ from PIL import Image
 from mmfuse import InputError
 from mmfuse.encoders import create_encoder, list_encoders
 from mmfuse.encoders.base import ItemError
-from mmfuse.encoders.classical import hog_batch, mel_filterbank
+from mmfuse.encoders.classical import hog_batch
+from mmfuse.preprocess.dsp import mel_filterbank
 
 EXPECTED = {
     "pixels": ("image", 1024),

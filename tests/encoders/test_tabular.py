@@ -130,7 +130,7 @@ def test_gather_fields_builds_one_row_per_tabular_view():
 
 def test_evaluation_and_robustness_treat_tabular_as_one_more_view():
     from mmfuse.evaluate import evaluate
-    from mmfuse.robustness import evaluate_robustness
+    from mmfuse.evaluate import evaluate_robustness
 
     df, y = table(120)
     rng = np.random.default_rng(2)

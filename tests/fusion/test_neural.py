@@ -14,7 +14,7 @@ from mmfuse.fusion import create_fusion, list_fusions
 
 torch = pytest.importorskip("torch")
 
-from mmfuse.fusion.neural import _drop_modalities, build_module  # noqa: E402
+from mmfuse.fusion.neural.modules import _drop_modalities, build_module  # noqa: E402
 
 HEADS = ["gmu", "attention", "lowrank"]
 FAST = {"max_epochs": 60, "patience": 8}

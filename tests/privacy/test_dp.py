@@ -16,7 +16,7 @@ from conftest import make_views  # noqa: E402
 from mmfuse import InputError, MultimodalClassifier  # noqa: E402
 from mmfuse.persist import load  # noqa: E402
 from mmfuse.privacy.dp import (DPCentroidClassifier, DPLogisticRegression,  # noqa: E402
-                               evaluate_private, make_private_fusion, unit_rows)
+                               make_private_fusion, unit_rows)
 
 
 def test_dp_logistic_regression_noise_shrinks_with_epsilon():
@@ -114,13 +114,3 @@ def test_classifier_and_extra_params_are_refused():
         make_private_fusion("early", 1.0, classifier=object())
     with pytest.raises(InputError, match="takes no"):
         make_private_fusion("late", 1.0, combine="linear")
-
-
-def test_evaluate_private_rows_and_cost():
-    views, y = make_views(n=400)
-    private = evaluate_private(views, y, epsilon=0.05, cv=3, noise_seed=0)
-    clear = evaluate_private(views, y, epsilon=math.inf, cv=3)
-    assert [r.name for r in clear.rows] == ["a", "b", "early", "late"]
-    assert clear.row("early").accuracy > max(clear.row("a").accuracy, clear.row("b").accuracy)
-    assert private.row("early").accuracy < clear.row("early").accuracy
-    assert clear.cv["epsilon"] == "inf" and private.cv["epsilon"] == 0.05

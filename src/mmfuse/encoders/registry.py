@@ -13,7 +13,8 @@ ENCODERS: Registry[Encoder] = Registry("encoder")
 
 def register_encoder(name: str, *, modality: str, dim: int | None, description: str = "",
                      extra: str | None = None, default: bool = False,
-                     auto_rank: int | None = None) -> Callable:
+                     auto_rank: int | None = None, cost: float | None = None,
+                     variant_of: str | None = None) -> Callable:
     """Decorator registering an encoder builder (a class or a function returning an Encoder).
 
     The encoder declares its own properties here; nothing outside the registry switches on
@@ -30,9 +31,17 @@ def register_encoder(name: str, *, modality: str, dim: int | None, description: 
     auto_rank : int, optional
         A candidate of ``encoders="auto"``: lower ranks are preferred when their packages
         are installed; the default encoder is the last resort.
+    cost : float, optional
+        Relative cost of encoding one item (order of magnitude, from the "extraction"
+        benchmark): choosing among equally good encoders leans toward the cheaper one.
+        None: :data:`mmfuse.encoders.selection.DEFAULT_COST`.
+    variant_of : str, optional
+        The encoder this one is a privacy variant of (it exists for privacy, not accuracy):
+        ``encoders="auto"`` leaves it out when that encoder is installed.
     """
     return ENCODERS.register(name, modality=modality, dim=dim, description=description,
-                             extra=extra, default=default, auto_rank=auto_rank)
+                             extra=extra, default=default, auto_rank=auto_rank, cost=cost,
+                             variant_of=variant_of)
 
 
 def create_encoder(name: str | Encoder, **kwargs: Any) -> Encoder:

@@ -1,7 +1,7 @@
 """Choose each modality's encoder by grouped, stratified inner cross-validation.
 
 ``encoders="auto"`` (every installed encoder of each modality, classical and pretrained,
-but for the privacy variants of TF-IDF: :data:`PRIVACY_VARIANTS`)
+but for the privacy variants of TF-IDF, which declare ``variant_of``)
 or a list per column (``{"text": ["tfidf", "minilm", "tfidf+minilm"]}``) makes the
 encoder a choice learned from the training data, like the fusion strategy:
 
@@ -52,40 +52,46 @@ DEFAULT_SCORING = "accuracy"
 PROBA_FLOOR = 1e-6
 AUTO = "auto"
 
-#: Relative cost of encoding one item (order of magnitude, from benchmarks/RESULTS.md,
-#: "extraction"): the one-standard-error rule leans toward the cheaper encoder. A name not
-#: listed (a user's encoder) costs DEFAULT_COST; a concatenation costs the sum of its parts.
-COST: dict[str, float] = {
-    "pixels": 1.0, "color-hist": 1.0, "hog": 2.0,
-    "hashing": 1.0, "tfidf": 2.0, "tfidf-hashed": 2.0, "wordllama": 3.0, "minilm": 10.0,
-    "mfcc": 2.0, "logmel": 2.0,
-    "efficientnet-lite0": 20.0, "speech-embedding": 15.0, "sound-effects": 20.0,
-}
+#: Relative cost of encoding one item: the one-standard-error rule leans toward the cheaper
+#: encoder. Each encoder declares it (``register_encoder(cost=...)``); a name here overrides
+#: that, one without either (a user's encoder) costs DEFAULT_COST, and a concatenation
+#: costs the sum of its parts. The two entries left are pretrained/audio.py's encoders,
+#: whose registrations do not declare a cost yet.
+COST: dict[str, float] = {"speech-embedding": 15.0, "sound-effects": 20.0}
 DEFAULT_COST = 10.0
 
 
 def encoder_cost(name: str) -> float:
     """Relative cost of an encoder name (a concatenation: the sum of its parts)."""
-    return float(sum(COST.get(p, DEFAULT_COST) for p in split_name(name)))
+    return float(sum(_part_cost(p) for p in split_name(name)))
 
 
-#: Variants of another encoder that exist for privacy, not accuracy: ``hashing`` (learns
-#: nothing: usable under differential privacy) and ``tfidf-hashed`` (no vocabulary in a
-#: saved model) approximate ``tfidf``. ``"auto"`` scores ``tfidf`` and leaves them out; a
-#: list may name them (``mmfuse train --encoders auto`` swaps ``tfidf`` for
-#: ``tfidf-hashed`` when the model must not store training text).
-PRIVACY_VARIANTS: dict[str, str] = {"hashing": "tfidf", "tfidf-hashed": "tfidf"}
+def _part_cost(name: str) -> float:
+    from .registry import ENCODERS, load_builtin
+
+    if name in COST:
+        return COST[name]
+    load_builtin()
+    cost = ENCODERS.entry(name).meta.get("cost") if name in ENCODERS else None
+    return DEFAULT_COST if cost is None else float(cost)
+
+
+#: Variants of another encoder that exist for privacy, not accuracy, declare it
+#: (``register_encoder(variant_of=...)``): ``hashing`` (learns nothing: usable under
+#: differential privacy) and ``tfidf-hashed`` (no vocabulary in a saved model) approximate
+#: ``tfidf``. ``"auto"`` scores ``tfidf`` and leaves them out; a list may name them
+#: (``mmfuse train --encoders auto`` swaps ``tfidf`` for ``tfidf-hashed`` when the model
+#: must not store training text).
 
 
 def installed_encoders(modality: str, variants: bool = False) -> list[str]:
     """Every registered encoder of ``modality`` whose packages are installed, cheapest first
-    (without :data:`PRIVACY_VARIANTS` of an installed encoder unless ``variants``)."""
+    (without the privacy variants of an installed encoder unless ``variants``)."""
     from .registry import ENCODERS, list_encoders
 
     names = []
     for row in list_encoders(modality):
-        if (not variants and row["name"] in PRIVACY_VARIANTS
-                and PRIVACY_VARIANTS[row["name"]] in ENCODERS):
+        if not variants and row.get("variant_of") in ENCODERS:
             continue
         check = getattr(ENCODERS.entry(row["name"]).builder, "available", None)
         if check is None or check():

@@ -30,15 +30,21 @@ FUSIONS: Registry[Any] = Registry("fusion strategy")
 
 
 def register_fusion(name: str, *, description: str = "", extra: str | None = None,
-                    takes_device: bool = False) -> Callable:
+                    takes_device: bool = False, evaluation_weights: Any = "given",
+                    reference: bool = False) -> Callable:
     """Decorator registering a fusion strategy class under ``name``.
 
     The strategy declares its own properties here, so nothing outside the registry switches
     on strategy names: ``extra`` is the ``mmfuse[extra]`` it needs (``"torch"`` for the
     learned heads), ``takes_device`` says that it trains on a ``device`` (CPU or CUDA).
+    ``evaluation_weights`` is the ``weights`` its row of an evaluation gets when the row
+    does not name them (``"late[equal]"``): ``"given"`` (the evaluation's ``weights``), a
+    fixed value, or None (the strategy's own default). ``reference=True`` marks the seed
+    baseline: evaluation adds it as its own ``baseline`` row, not as a fused one.
     """
     return FUSIONS.register(name, description=description, extra=extra,
-                            takes_device=takes_device)
+                            takes_device=takes_device, evaluation_weights=evaluation_weights,
+                            reference=reference)
 
 
 def fusions_with(**properties: Any) -> list[str]:

@@ -13,7 +13,8 @@ from ._common import fit_logistic_gram, gram_applicable
 from .base import FusionStrategy, register_fusion
 
 
-@register_fusion("seed-baseline", description="the seed: StandardScaler, fixed equal-weight sum, LogisticRegression")
+@register_fusion("seed-baseline", description="the seed: StandardScaler, fixed equal-weight sum, LogisticRegression",
+                 reference=True)
 class SeedBaseline(FusionStrategy):
     """StandardScaler per view, F = 0.5·f1 + 0.5·f2 (1/M each for M views), LogisticRegression.
 

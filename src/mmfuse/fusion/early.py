@@ -22,7 +22,8 @@ def _hstack(blocks: list) -> Any:
     return np.hstack(blocks)
 
 
-@register_fusion("early", description="standardise each view, concatenate, one classifier")
+@register_fusion("early", description="standardise each view, concatenate, one classifier",
+                 evaluation_weights="equal")
 class EarlyFusion(FusionStrategy):
     """Feature-level fusion.
 

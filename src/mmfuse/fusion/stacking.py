@@ -25,7 +25,8 @@ def _meta_model(C: float) -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=C))
 
 
-@register_fusion("stacking", description="meta-classifier on out-of-fold per-modality probabilities")
+@register_fusion("stacking", description="meta-classifier on out-of-fold per-modality probabilities",
+                 evaluation_weights=None)
 class StackingFusion(FusionStrategy):
     """Stacked generalisation over modalities (the scikit-learn StackingClassifier rule,
     with grouped inner splits and missing modalities handled).

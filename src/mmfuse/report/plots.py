@@ -147,7 +147,7 @@ def weights_chart(weights: Mapping[str, Mapping[str, float]]) -> bytes:
 def robustness_table(robustness: Any) -> tuple[pd.DataFrame, str]:
     """Normalise a robustness result to columns ``series, level, accuracy, low, high``.
 
-    Accepted: a :class:`mmfuse.robustness.RobustnessResult` (``levels`` and ``rows`` with
+    Accepted: a :class:`mmfuse.evaluate.RobustnessResult` (``levels`` and ``rows`` with
     per-level ``accuracy`` and ``accuracy_ci95``); an object with ``to_frame()``; a long
     DataFrame with an accuracy column, a level column (one of :data:`LEVEL_COLUMNS`) and
     optionally ``name``/``strategy``/``config``, ``modality``/``condition`` (series) and

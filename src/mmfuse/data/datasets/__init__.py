@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,6 @@ __all__ = ["dataset_info", "list_datasets", "load_dataset", "verify_dataset"]
 
 _PUBLIC_META = ("modalities", "n_samples", "n_classes", "licence", "citation", "source", "cv",
                 "description", "options")
-_VERIFIERS = {"mnist5k": mnist.verify}
 
 
 def load_dataset(
@@ -139,20 +137,5 @@ def verify_dataset(name: str, root: str | os.PathLike | None = None) -> dict[str
     """
     meta = DATASETS.entry(name).meta
     folder_root = resolve_root(root)
-    parts = []
-    for source in meta["sources"]:
-        verifier = _VERIFIERS.get(source)
-        parts.append(verifier(folder_root) if verifier else _verify_folder(source, folder_root))
+    parts = [source.verify(folder_root) for source in meta["sources"]]
     return {"dataset": name, "ok": all(part["ok"] for part in parts), "sources": parts}
-
-
-def _verify_folder(name: str, root: Path) -> dict[str, Any]:
-    source = _fetch.SOURCES[name]
-    folder = root / source.folder
-    if not (folder / source.marker).is_dir():
-        raise InputError(f"{folder / source.marker} is missing; nothing to verify "
-                         f"(load_dataset downloads {source.description})")
-    kept = source.keep(_fetch.list_files(folder))
-    got = _fetch.content_sha256(folder, kept)
-    return {"source": name, "path": str(folder), "n_files": len(kept), "sha256": got,
-            "expected": source.content_sha256, "ok": got == source.content_sha256}

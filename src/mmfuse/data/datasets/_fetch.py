@@ -28,9 +28,13 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass
 class Source:
     """Where a raw dataset folder comes from and how to check it.
+
+    One object per raw folder, named in the ``sources`` of every dataset registration built
+    from it (:data:`~mmfuse.data.datasets._registry.DATASETS`): the datasets' registry is
+    the only place that knows it.
 
     Attributes
     ----------
@@ -64,9 +68,34 @@ class Source:
     relocate: Callable[[str], str | None]
     keep: Callable[[list[str]], list[str]]
 
+    @property
+    def name(self) -> str:
+        return self.folder
 
-#: Raw sources by folder name; filled by the dataset modules (tests swap entries).
-SOURCES: dict[str, Source] = {}
+    def verify(self, root: Path) -> dict:
+        """Recompute the content hash of ``root/<folder>`` (see ``verify_dataset``)."""
+        folder = root / self.folder
+        if not (folder / self.marker).is_dir():
+            raise InputError(f"{folder / self.marker} is missing; nothing to verify "
+                             f"(load_dataset downloads {self.description})")
+        kept = self.keep(list_files(folder))
+        got = content_sha256(folder, kept)
+        return {"source": self.name, "path": str(folder), "n_files": len(kept), "sha256": got,
+                "expected": self.content_sha256, "ok": got == self.content_sha256}
+
+
+@dataclass(frozen=True)
+class PackagedSource:
+    """A raw source shipped inside an installed package (nothing to fetch): its name and
+    the function that checks it, ``verify(root) -> dict`` as :meth:`Source.verify`."""
+
+    name: str
+    check: Callable[[Path], dict]
+
+    def verify(self, root: Path) -> dict:
+        return self.check(root)
+
+
 
 
 def github_archive(owner_repo: str, commit: str) -> str:
@@ -115,13 +144,13 @@ def list_files(folder: Path) -> list[str]:
     return sorted(found)
 
 
-def ensure_present(name: str, root: Path, download: bool) -> Path:
-    """Return ``root/<folder>`` of source ``name``, fetching it first when it is missing.
+def ensure_present(source: Source, root: Path, download: bool) -> Path:
+    """Return ``root/<folder>`` of ``source``, fetching it first when it is missing.
 
     Parameters
     ----------
-    name : str
-        Key of :data:`SOURCES`.
+    source : Source
+        The raw source (a dataset module's ``SOURCE``).
     root : pathlib.Path
         Data root.
     download : bool
@@ -138,7 +167,6 @@ def ensure_present(name: str, root: Path, download: bool) -> Path:
         When the folder is missing and cannot be fetched, or the fetched content does not
         match its pinned hash.
     """
-    source = SOURCES[name]
     target = root / source.folder
     if (target / source.marker).is_dir():
         return target

@@ -29,7 +29,8 @@ def _keep(relpaths: list[str]) -> list[str]:
     ]
 
 
-_fetch.SOURCES["fsdd"] = _fetch.Source(
+#: The raw folder this module's datasets are built from.
+SOURCE = _fetch.Source(
     folder="fsdd",
     marker="recordings",
     urls=(_fetch.github_archive(REPO, COMMIT),),
@@ -56,7 +57,7 @@ def scan(root: Path, download: bool) -> tuple[list[Recording], Problems]:
 
     Files whose name does not parse and zero-byte files go to the returned problems.
     """
-    folder = _fetch.ensure_present("fsdd", root, download) / "recordings"
+    folder = _fetch.ensure_present(SOURCE, root, download) / "recordings"
     problems = Problems()
     recordings = []
     with os.scandir(folder) as entries:
@@ -85,7 +86,7 @@ def scan(root: Path, download: bool) -> tuple[list[Recording], Problems]:
     cv={"kind": "group", "n_splits": 6},
     description="Spoken digits 0-9 (8 kHz WAV); label = digit, group = speaker.",
     options={},
-    sources=("fsdd",),
+    sources=(SOURCE,),
 )
 def load_fsdd(root: Path, *, on_error: str, download: bool):
     """Build ``(X, y, groups)`` for ``fsdd``; see :func:`mmfuse.data.datasets.load_dataset`."""

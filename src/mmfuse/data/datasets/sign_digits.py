@@ -28,7 +28,8 @@ def _keep(relpaths: list[str]) -> list[str]:
     ]
 
 
-_fetch.SOURCES["sign-digits"] = _fetch.Source(
+#: The raw folder this module's datasets are built from.
+SOURCE = _fetch.Source(
     folder="sign-digits",
     marker="Dataset",
     urls=(_fetch.github_archive(REPO, COMMIT),),
@@ -54,7 +55,7 @@ def scan(root: Path, download: bool) -> tuple[list[Photo], Problems]:
     Folders that are not a digit, files that are not images and zero-byte files go to the
     returned problems.
     """
-    dataset = _fetch.ensure_present("sign-digits", root, download) / "Dataset"
+    dataset = _fetch.ensure_present(SOURCE, root, download) / "Dataset"
     problems = Problems()
     photos = []
     for folder in sorted(os.listdir(dataset)):
@@ -87,7 +88,7 @@ def scan(root: Path, download: bool) -> tuple[list[Photo], Problems]:
     cv={"kind": "stratified", "n_splits": 5},
     description="Photos of hands signing digits 0-9; label = digit folder.",
     options={},
-    sources=("sign-digits",),
+    sources=(SOURCE,),
 )
 def load_sign_digits(root: Path, *, on_error: str, download: bool):
     """Build ``(X, y, None)`` for ``sign-digits``; see :func:`load_dataset`."""

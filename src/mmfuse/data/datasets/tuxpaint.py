@@ -84,7 +84,8 @@ def _relocate(name: str) -> str | None:
     return "COPYRIGHT" if name == _DOC else None
 
 
-_fetch.SOURCES["tuxpaint"] = _fetch.Source(
+#: The raw folder this module's datasets are built from.
+SOURCE = _fetch.Source(
     folder="tuxpaint",
     marker="stamps",
     urls=URLS,
@@ -146,7 +147,7 @@ def _check_options(require_all: bool, min_per_class: int) -> None:
         "French spoken description (_desc_fr.ogg); label = top-level category."
     ),
     options={"require_all": True, "min_per_class": 20},
-    sources=("tuxpaint",),
+    sources=(SOURCE,),
 )
 def load_tuxpaint(
     root: Path, *, on_error: str, download: bool, require_all: bool = True,
@@ -184,7 +185,7 @@ def load_tuxpaint(
 def _stamp_rows(root: Path, *, on_error: str, download: bool, require_all: bool
                 ) -> tuple[list[tuple[str, str, str | None, str | None, str]], list[dict]]:
     """``(category, image, text, audio, stem)`` of every usable stamp, and the skipped files."""
-    folder = _fetch.ensure_present("tuxpaint", root, download)
+    folder = _fetch.ensure_present(SOURCE, root, download)
     relpaths = ["stamps/" + p for p in _fetch.list_files(folder / "stamps")]
     problems = Problems()
     rows = []
@@ -229,7 +230,7 @@ def stamp_group(stem: str) -> str:
         "training; only categories with >= 3 sub-folders. Image, English text, French audio."
     ),
     options={"require_all": True, "min_groups": 3},
-    sources=("tuxpaint",),
+    sources=(SOURCE,),
 )
 def load_tuxpaint_grouped(
     root: Path, *, on_error: str, download: bool, require_all: bool = True,

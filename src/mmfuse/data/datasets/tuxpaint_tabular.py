@@ -33,7 +33,7 @@ from pathlib import Path
 from ..._errors import InputError
 from . import _fetch
 from ._registry import DATASETS, Problems, make_frame
-from .tuxpaint import CITATION, SOURCE_INFO, find_stamps, load_tuxpaint_grouped
+from .tuxpaint import CITATION, SOURCE, SOURCE_INFO, find_stamps, load_tuxpaint_grouped
 
 NUMERIC = ["n_translations", "image_kbytes", "image_width", "image_height",
            "speech_fr_seconds", "sound_effect_seconds"]
@@ -102,7 +102,7 @@ def stamp_columns(paths: dict[str, str], problems: Problems) -> dict[str, object
         "image, English text, French audio, tabular."
     ),
     options={"min_groups": 3},
-    sources=("tuxpaint",),
+    sources=(SOURCE,),
     tabular=TABULAR,
 )
 def load_tuxpaint_tabular(root: Path, *, on_error: str, download: bool, min_groups: int = 3):
@@ -119,7 +119,7 @@ def load_tuxpaint_tabular(root: Path, *, on_error: str, download: bool, min_grou
     """
     X, y, groups = load_tuxpaint_grouped(root, on_error=on_error, download=download,
                                          min_groups=min_groups)
-    folder = _fetch.ensure_present("tuxpaint", root, download)
+    folder = _fetch.ensure_present(SOURCE, root, download)
     relpaths = ["stamps/" + p for p in _fetch.list_files(folder / "stamps")]
     by_image = {}
     for stamp in find_stamps(relpaths):

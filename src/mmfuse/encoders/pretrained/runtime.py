@@ -348,6 +348,72 @@ class PretrainedEncoder(Encoder):
         return session.run(None, feeds)[0]
 
 
+class TorchExportedEncoder(PretrainedEncoder):
+    """A pretrained encoder whose network is a PyTorch model exported to ONNX on first use,
+    cached under ``<cache dir>/models/`` by weights hash (:func:`exported_model`).
+
+    On the CPU it runs the export in ONNX Runtime; on CUDA (or whenever :meth:`_uses_torch`
+    says so) it runs the PyTorch model itself. It is available when the export can be made
+    (``export_requires`` installed) or an export made earlier is in the cache. A subclass
+    names its weights file in ``weights_file`` (the package, then the path inside it) and
+    implements :meth:`torch_module` and :meth:`_export`.
+    """
+
+    #: ``(package, *path)`` of the PyTorch weights the network is built from.
+    weights_file: ClassVar[tuple[str, ...]] = ()
+    #: Whether the PyTorch path feeds NHWC images in channels-last memory format.
+    channels_last: ClassVar[bool] = False
+
+    @classmethod
+    def available(cls) -> bool:
+        if not super().available():
+            return False
+        if all(installed(m) for m in cls.export_requires):
+            return True
+        try:  # without torch, an export made earlier still serves
+            return exported_model_path(cls.name, cls._weights_hash_static()).is_file()
+        except Exception:  # noqa: BLE001
+            return False
+
+    @classmethod
+    def _weights_path(cls) -> Path:
+        package, *parts = cls.weights_file
+        return package_file(package, cls.extra, *parts)
+
+    @classmethod
+    def _weights_hash_static(cls) -> str:
+        from ...cache import hash_file
+
+        return hash_file(cls._weights_path(), memo=True)
+
+    def weights_hash(self) -> str:
+        return self._weights_hash_static()
+
+    def _uses_torch(self) -> bool:
+        return str(self.device).startswith("cuda")
+
+    def _load(self) -> None:
+        self._runner = None
+        if self._uses_torch():
+            from ..gpu import TorchRunner
+
+            self._runner = TorchRunner(self.torch_module(), self.device,
+                                       getattr(self, "precision", "fp32"),
+                                       channels_last=self.channels_last, threads=self.threads)
+            return
+        path = exported_model(self.name, self.weights_hash(), self._export, self.extra)
+        self._session = make_session(path, self.device, self.threads, self.extra)
+        self._input = self._session.get_inputs()[0].name
+
+    def torch_module(self) -> Any:  # pragma: no cover - abstract
+        """The PyTorch network on the CPU, in eval mode: the one exported to ONNX and the
+        one the CUDA path runs."""
+        raise NotImplementedError
+
+    def _export(self, path: Path) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
 def mean_over_parts(run: Callable[[np.ndarray], np.ndarray], parts: list[np.ndarray], dim: int,
                      limit: int = 256) -> np.ndarray:
     """Mean model output over each item's windows (``parts[i]``: (n_i, ...) windows).

@@ -16,7 +16,7 @@ from .runtime import (PretrainedEncoder, asset, import_optional, make_session, p
 log = logging.getLogger("mmfuse.encoders.pretrained")
 
 
-@register_encoder("minilm", auto_rank=1, modality="text", dim=384, extra="text",
+@register_encoder("minilm", cost=10.0, auto_rank=1, modality="text", dim=384, extra="text",
                   description="all-MiniLM-L6-v2 sentence embeddings (int8 ONNX), mean-pooled, "
                               "L2-normalised, 384-d")
 class MiniLMEncoder(PretrainedEncoder):
@@ -112,7 +112,7 @@ class MiniLMEncoder(PretrainedEncoder):
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-@register_encoder("wordllama", auto_rank=2, modality="text", dim=256, extra="text",
+@register_encoder("wordllama", cost=3.0, auto_rank=2, modality="text", dim=256, extra="text",
                   description="WordLlama l2_supercat static token embeddings, mean-pooled, "
                               "256-d (numpy, no ONNX needed)")
 class WordLlamaEncoder(PretrainedEncoder):

@@ -20,10 +20,10 @@ from scipy import stats
 from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
-from ._errors import InputError
-from .encoders.base import ON_ERROR, ItemError
-from .encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
-from .views import Present, Views
+from .._errors import InputError
+from ..encoders.base import ON_ERROR, ItemError
+from ..encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
+from ..views import Present, Views
 
 DEFAULT_STRATEGIES = ("early", "weighted", "late", "stacking")
 BASELINE = "seed-baseline"
@@ -117,10 +117,11 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
     A strategy may name its weights in brackets, e.g. ``"late[equal]"`` next to ``"late"``
     (which takes ``weights``): that row is the strategy with those weights.
     """
-    from .fusion import list_fusions
+    from ..fusion import list_fusions
 
     mods = tuple(sorted(modalities))
-    known = {f["name"] for f in list_fusions()}
+    declared = {f["name"]: f for f in list_fusions()}  # what each strategy declares
+    known = set(declared)
     parsed = []
     for s in strategies:
         name, w = s, None
@@ -138,13 +139,15 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
         configs += [Config(m, "single", (m,), "early", None) for m in mods]
     if len(mods) > 1:
         for s, name, w in parsed:
-            if name == BASELINE:
-                continue
+            if declared[name].get("reference"):
+                continue  # the seed baseline: its own row below
             if w is None:
-                w = None if name == "stacking" else (weights if name != "early" else "equal")
+                w = declared[name].get("evaluation_weights", "given")
+                w = weights if w == "given" else w
             configs.append(Config(s, "fused", mods, name, w, dict(params.get(name, {}))))
         if baseline:
-            configs.append(Config(BASELINE, "baseline", mods, BASELINE, "equal"))
+            configs += [Config(n, "baseline", mods, n, "equal") for n in sorted(known)
+                        if declared[n].get("reference")]
     return configs
 
 
@@ -173,7 +176,7 @@ def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
     if kind == "loso":
         n_splits = "loso"
     if groups is not None:
-        from .fusion._common import grouped_splits
+        from ..fusion._common import grouped_splits
 
         if kind not in (None, "group", "stratified-group", "loso", "leave-one-group-out"):
             raise InputError(f"groups were given, so the split must be grouped; got kind {kind!r}"
@@ -240,7 +243,7 @@ class FeatureTable:
                  progress: Progress | None = None, cache: Any = True):
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
-        from .encoders.selection import Candidates, encode_parts, needed_encoders
+        from ..encoders.selection import Candidates, encode_parts, needed_encoders
 
         columns, self.n = as_columns(X)
         specs = resolve_encoders(encoders, columns)
@@ -294,7 +297,7 @@ class FeatureTable:
         """:meth:`fold_views`, with each candidate column's encoder chosen by inner CV on
         the ``train`` rows only (:func:`mmfuse.encoders.selection.select_encoder`):
         ``(views, present, {column: chosen encoder})``."""
-        from .encoders.selection import candidate_features, select_encoder
+        from ..encoders.selection import candidate_features, select_encoder
 
         views, present = self.fold_views(train)
         views, present = dict(views), dict(present)
@@ -315,8 +318,8 @@ def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: 
              random_state: Any) -> list[tuple[str, np.ndarray, float, dict | None, str | None]]:
     """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds,
     modality weights, what ``auto`` chose or None)."""
-    from .fusion import create_fusion
-    from .fusion._common import shared_experts
+    from ..fusion import create_fusion
+    from ..fusion._common import shared_experts
 
     g_train = None if groups is None else np.asarray(groups)[train]
     out = []
@@ -333,7 +336,7 @@ def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
     """One outer fold, start to finish: fold-fitted features, then every configuration."""
     from threadpoolctl import threadpool_limits
 
-    from .fusion._common import shared_experts
+    from ..fusion._common import shared_experts
 
     # one memo for the fold: the strategies reuse the encoder selection's experts
     with threadpool_limits(limits=1, user_api="blas"), shared_experts():
@@ -368,7 +371,7 @@ def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train
     """Configuration ``c`` fitted on the ``train`` rows that carry at least one of its
     modalities (None when no training row does). Shared by evaluation and robustness."""
     if create_fusion is None:
-        from .fusion import create_fusion
+        from ..fusion import create_fusion
     params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
     if c.weights is not None:
         params["weights"] = c.weights

@@ -24,14 +24,14 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from ._errors import InputError
-from .encoders.base import ItemError
-from .evaluate import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, fit_config,
+from .._errors import InputError
+from ..encoders.base import ItemError
+from .crossval import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, fit_config,
                        make_configs, make_splits, mean_ci95, usable_rows)
-from .fusion._common import _seed
+from ..fusion._common import _seed
 
-from .fusion._common import shared_experts  # per-modality experts shared within a block
-from .views import Present, Views
+from ..fusion._common import shared_experts  # per-modality experts shared within a block
+from ..views import Present, Views
 
 DEFAULT_LEVELS = (0.0, 0.1, 0.3, 0.5)
 BEST = "best"
@@ -156,7 +156,7 @@ def _masked(views: Views, present: Present, modality: str, rows: np.ndarray, fra
     if fraction <= 0:
         return views, present
     mask = drop_fraction(present[modality], rows, fraction, draws)
-    from .views import blank_rows
+    from ..views import blank_rows
 
     # nothing of a dropped row can leak through (NaN rows; zero rows in a sparse view)
     view = blank_rows(views[modality], present[modality] & ~mask)
@@ -183,7 +183,7 @@ def fit_configs(views: Views, present: Present, y: np.ndarray, groups: Any, trai
     As in :func:`mmfuse.evaluate.run_fold`, training rows that have none of a
     configuration's modalities are left out of its fit.
     """
-    from .fusion import create_fusion
+    from ..fusion import create_fusion
 
     g_train = None if groups is None else np.asarray(groups)[train]
     fitted: dict[str, tuple[Any, float]] = {}

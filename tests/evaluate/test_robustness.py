@@ -8,7 +8,7 @@ import pytest
 from conftest import make_views
 from mmfuse import InputError
 from mmfuse.evaluate import FeatureTable, evaluate
-from mmfuse.robustness import drop_fraction, evaluate_robustness
+from mmfuse.evaluate.robustness import drop_fraction, evaluate_robustness
 
 LEVELS = [0, 0.5, 1.0]
 

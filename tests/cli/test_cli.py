@@ -207,7 +207,7 @@ def test_tables_on_a_terminal_escape_markup(monkeypatch):
 
     from rich.console import Console
 
-    import mmfuse.cli as cli
+    import mmfuse.cli.catalogue as cli  # the module that prints the listings
 
     buffer = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=buffer, force_terminal=True, width=400,

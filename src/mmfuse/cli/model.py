@@ -1,0 +1,192 @@
+"""``mmfuse train``, ``predict`` and ``serve``: fit and save one model, use a saved one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ._common import (BooleanOpt, CategoricalOpt, DatesOpt, DeltaOpt, DeviceOpt, EpsilonOpt,
+                      FeaturesOpt, NumericOpt, OnErrorOpt, ScrubOpt, WeightsOpt, app, console,
+                      err_console, _encoder_spec, _errors, _load_input, _no_privacy_on_features,
+                      _parse_encoders, _placement, _print_chosen_encoders, _tabular_encoder)
+from ._private import _private_spec
+
+
+@app.command()
+def train(
+    save_model: Annotated[Path, typer.Option("--save-model", help="Where to write the fitted model (.mmfuse).")],
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Parquet, one row per sample.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Manifest column with the label.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Column with groups, for grouped inner splits.")] = None,
+    views: Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="labels.npy for --views.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).")] = None,
+    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc; 'auto' (or text=auto, or text=tfidf/minilm/tfidf+minilm) chooses by inner CV.")] = None,
+    fusion: Annotated[str, typer.Option(help="One strategy (see `mmfuse strategies`).")] = "late",
+    weights: WeightsOpt = "cv",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    on_error: OnErrorOpt = "raise",
+    device: DeviceOpt = "auto",
+    scrub_pii: ScrubOpt = False,
+    epsilon: EpsilonOpt = None,
+    delta: DeltaOpt = 1e-5,
+    allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.")] = False,
+    features: FeaturesOpt = None,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    boolean: BooleanOpt = None,
+    dates: DatesOpt = None,
+) -> None:
+    """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
+
+    Text is encoded with tfidf-hashed by default (hashing under --epsilon): the saved model
+    holds no vocabulary, text, path or sample id."""
+    from ..estimator import MultimodalClassifier
+
+    with _errors():
+        sources = [s for s in (manifest, views, dataset, features) if s]
+        if len(sources) != 1:
+            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
+        enc = _parse_encoders(encoders)
+        _placement(None, None, [], device)  # a bad or missing device fails before any work
+        tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
+        X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,
+                                             labels, dataset, features, enc, tabular=tab)
+        _no_privacy_on_features(features, scrub_pii, epsilon)
+        if epsilon is not None and weights == "cv":
+            weights = "equal"  # DP: fixed weights (learning them would spend budget)
+            console.print("differential privacy: fixed equal modality weights", markup=False)
+        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
+            _encoder_spec(X, enc, tab), enc, epsilon, False, saving=True)
+        if not allow_training_text:
+            encoder_spec = _no_training_text_candidates(encoder_spec, X)
+        encoder_spec, fusion_params = _placement(X, encoder_spec, [fusion], device)
+        model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion, weights=weights,
+                                     random_state=seed, on_error=on_error,
+                                     fusion_params=(fusion_params or {}).get(fusion),
+                                     scrub_pii=scrub_pii, epsilon=epsilon, delta=delta)
+        model.fit(X, y, groups=groups)
+        if features:
+            from ..features import attach_encoders
+
+            attach_encoders(model, features)  # the saved model predicts from raw files
+        model.save(save_model, allow_training_text=allow_training_text)
+        if epsilon is not None:
+            console.print(f"differential privacy: spent epsilon={model.epsilon_spent_:g}, "
+                          f"delta={model.delta_spent_:g} (budget {epsilon:g}, {delta:g})",
+                          markup=False, highlight=False)
+        if getattr(model, "encoder_selection_", None):
+            _print_chosen_encoders({c: model.encoders_chosen_[c]
+                                    for c in model.encoder_selection_})
+        weights_text = ", ".join(f"{m}={w:.2f}" for m, w in (model.modality_weights_ or {}).items())
+        chosen = getattr(model.fusion_, "chosen_name_", None)  # fusion="auto"
+        console.print(f"trained {fusion}" + (f" (chose {chosen})" if chosen else "")
+                      + f" on {len(y)} samples of {title}"
+                      + (f" (weights: {weights_text})" if weights_text else ""),
+                      markup=False, highlight=False)
+        for e in model.errors_[:20]:
+            err_console.print(f"  skipped {escape(str(e))}", highlight=False)
+        console.print(f"wrote {save_model}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A model file written by `mmfuse train`.")],
+    manifest: Annotated[Path, typer.Option(help="CSV, JSONL or Parquet, one row per sample.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write predictions (.csv, .tsv or .jsonl).")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Manifest column for the model's image column, if named otherwise.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column for the model's text column, if named otherwise.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column for the model's audio column, if named otherwise.")] = None,
+    keep: Annotated[Optional[str], typer.Option(help="Manifest columns to copy into the output, e.g. id,label.")] = None,
+    on_error: Annotated[Optional[str], typer.Option("--on-error", help="raise or skip unreadable items (default: the model's).")] = None,
+    device: DeviceOpt = "auto",
+    explain: Annotated[bool, typer.Option("--explain", help="Add share_<modality> columns: how much each modality moved each prediction.")] = False,
+) -> None:
+    """Predict labels and per-class probabilities for every row of a manifest."""
+    from ..predict import predict_manifest, write_predictions
+
+    with _errors():
+        from ..devices import resolve_device, to_device
+        from ..persist import load
+
+        _placement(None, None, [], device)  # a bad or missing device fails before loading
+        fitted = to_device(load(model), resolve_device(device))
+        columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
+        table = predict_manifest(fitted, manifest, columns=columns,
+                                 keep=[k.strip() for k in (keep or "").split(",") if k.strip()],
+                                 on_error=on_error, explain=explain)
+        if out:
+            write_predictions(table, out)
+            console.print(f"wrote {len(table)} predictions to {out}")
+        else:
+            view = Table(title=f"predictions ({len(table)} rows)", title_justify="left")
+            shown = [c for c in table.columns if not c.startswith("proba_")]
+            for col in shown:
+                view.add_column(col)
+            for _, row in table.head(50).iterrows():
+                view.add_row(*[str(row[c]) for c in shown])
+            console.print(view)
+            if len(table) > 50:
+                console.print(f"... {len(table) - 50} more rows (use --out)")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="A model file written by `mmfuse train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload per file, MiB.")] = 10.0,
+    max_text_chars: Annotated[int, typer.Option(help="Longest accepted text field.")] = 10_000,
+    batch_max: Annotated[int, typer.Option(help="Most requests fused into one model batch.")] = 16,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.")] = 5.0,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="Require an API key (Bearer or X-API-Key) on every path but /health; one key a line. $MMFUSE_API_KEYS adds keys.")] = None,
+    ssl_certfile: Annotated[Optional[Path], typer.Option(help="PEM certificate: serve HTTPS.")] = None,
+    ssl_keyfile: Annotated[Optional[Path], typer.Option(help="PEM private key of --ssl-certfile.")] = None,
+    max_queue: Annotated[int, typer.Option(min=0, help="Most /predict requests held at once; above it 503 + Retry-After at once (0: no bound).")] = 64,
+    request_timeout: Annotated[float, typer.Option(min=0, help="Seconds a /predict request may take before a 503 (0: no limit).")] = 30.0,
+    drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM/Ctrl-C: seconds in-flight requests get to finish.")] = 30.0,
+    access_log: Annotated[bool, typer.Option(help="Log method, path, status, latency and size of each request.")] = True,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, /model, /metrics, /docs."""
+    from ..serving import run_server
+
+    with _errors():
+        _placement(None, None, [], device)  # a bad or missing device fails before loading
+        run_server(model, host, port, max_upload_bytes=int(max_upload_mb * 2**20),
+                   max_text_chars=max_text_chars, batch_max=batch_max,
+                   batch_wait_ms=batch_wait_ms, api_key_file=api_key_file,
+                   ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                   max_queue=max_queue or None, request_timeout=request_timeout or None,
+                   drain_timeout=drain_timeout, access_log=access_log,
+                   device=device)
+
+
+def _no_training_text_candidates(spec: Any, X: Any) -> Any:
+    """For a saved model: candidate encoders that would store training text (the tfidf
+    vocabulary) are left out of ``auto`` and candidate lists (``tfidf-hashed`` stays)."""
+    from ..encoders.registry import create_encoder
+    from ..encoders.selection import is_choice
+
+    if spec is None or not (spec == "auto" or (isinstance(spec, dict) and any(
+            is_choice(v) for v in spec.values()))):
+        return spec
+    from ..estimator import resolve_encoders
+
+    out = {}
+    for col, value in resolve_encoders(spec, X).items():
+        if not hasattr(value, "names"):
+            out[col] = value
+            continue
+        keep = [n for n in value.names if not create_encoder(n).stores_training_text]
+        if "tfidf" in value.names and "tfidf-hashed" not in keep:
+            keep.append("tfidf-hashed")  # tfidf's variant without a vocabulary
+        out[col] = keep if len(keep) > 1 else (keep[0] if keep else list(value.names))
+    return out

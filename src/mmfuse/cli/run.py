@@ -1,0 +1,145 @@
+"""``mmfuse run`` / ``mmfuse evaluate``: cross-validate single modalities, fusion strategies
+and the seed baseline (``--missing``: robustness to a missing modality)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ._common import (BooleanOpt, CategoricalOpt, DatesOpt, DeltaOpt, DeviceOpt, EpsilonOpt,
+                      FeaturesOpt, FusionOpt, JobsOpt, JsonOpt, NumericOpt, OnErrorOpt, ProgressOpt,
+                      ReportOpt, SchedulerOpt, ScrubOpt, WeightsOpt, app, console, err_console,
+                      print_results, _Progress, _encoder_spec, _errors, _load_input,
+                      _no_privacy_on_features, _parse_encoders, _parse_strategies, _placement,
+                      _print_chosen_encoders, _tabular_encoder, _write_outputs)
+from ._private import _evaluate_private_and_print, _private_spec
+
+
+@app.command()
+def run(
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Parquet, one row per sample.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Manifest column with the label.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Column with groups (speaker...) for grouped CV.")] = None,
+    views: Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="labels.npy for --views.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).")] = None,
+    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc; 'auto' (or text=auto, or text=tfidf/minilm/tfidf+minilm) chooses by inner CV.")] = None,
+    fusion: FusionOpt = "early,weighted,late,stacking",
+    weights: WeightsOpt = "cv",
+    cv: Annotated[Optional[str], typer.Option(help="Folds (int) or 'loso'. Default: the dataset's, else 5.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    on_error: OnErrorOpt = "raise",
+    json_out: JsonOpt = None,
+    report: ReportOpt = None,
+    progress: ProgressOpt = True,
+    jobs: JobsOpt = -1,
+    missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.")] = None,
+    missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).")] = "best",
+    train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.")] = False,
+    device: DeviceOpt = "auto",
+    scrub_pii: ScrubOpt = False,
+    epsilon: EpsilonOpt = None,
+    delta: DeltaOpt = 1e-5,
+    features: FeaturesOpt = None,
+    scheduler: SchedulerOpt = None,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    boolean: BooleanOpt = None,
+    dates: DatesOpt = None,
+) -> None:
+    """Compare every single modality, every fusion strategy and the seed baseline
+    (with --missing, also how each holds up as a modality goes missing)."""
+    with _errors():
+        sources = [s for s in (manifest, views, dataset, features) if s]
+        if len(sources) != 1:
+            raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
+        enc = _parse_encoders(encoders)
+        _placement(None, None, [], device)  # a bad or missing device fails before any work
+        tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
+        X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
+                                                      views, labels, dataset, features, enc,
+                                                      tabular=tab)
+        _no_privacy_on_features(features, scrub_pii, epsilon)
+        strategies = _parse_strategies(fusion)
+        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
+            _encoder_spec(X, enc, tab), enc, epsilon, scrub_pii, saving=False)
+        encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
+        cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
+        if epsilon is not None:
+            _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec,
+                                        seed, on_error, json_out, report, progress, title,
+                                        epsilon, missing, delta)
+            return
+        from ..distributed import fold_backend
+
+        with fold_backend(scheduler):
+            _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights,
+                                cv_spec, seed, on_error, json_out, report, progress, title, jobs,
+                                missing, missing_modality, train_missing, fusion_params)
+
+
+def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
+                        json_out, report, progress, title, jobs=-1, missing=None,
+                        missing_modality="best", train_missing=False,
+                        fusion_params=None) -> Any:
+    from ..evaluate import FeatureTable, evaluate
+
+    robustness = None
+    with _Progress(progress) as bar:
+        table = FeatureTable(X, encoder_spec, on_error, bar)
+        result = evaluate(X, y, features=table, groups=groups, strategies=strategies,
+                          weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,
+                          progress=bar, n_jobs=jobs, fusion_params=fusion_params)
+        if missing:
+            from ..evaluate import evaluate_robustness
+
+            robustness = evaluate_robustness(
+                X, y, features=table, groups=groups, strategies=strategies, weights=weights,
+                cv=cv_spec, random_state=seed, on_error=on_error, progress=bar,
+                missing_levels=missing, missing_modality=missing_modality,
+                train_missing=train_missing, fusion_params=fusion_params)
+    print_results(result, title)
+    _print_chosen_encoders(result.chosen_encoders)
+    if robustness is not None:
+        print_robustness(robustness)
+    if table.not_cached:
+        err_console.print(f"[yellow]warning:[/yellow] the feature cache could not store "
+                          f"{table.not_cached} feature row(s); they will be recomputed next time")
+    explanation = None
+    fused = [r for r in result.rows if r.kind == "fused"]
+    if report and fused and len(table.views) > 1:
+        from ..explain import holdout_explanation
+
+        best = result.best if result.best.kind == "fused" else max(fused, key=lambda r: r.accuracy)
+        explanation = holdout_explanation(table, y, groups, cv_spec,
+                                          best.fusion, weights=weights, random_state=seed,
+                                          fusion_params=(fusion_params or {}).get(best.fusion))
+    _write_outputs(result, json_out, report, title, robustness, not_cached=table.not_cached,
+                   explanation=explanation)
+    return result
+
+
+def print_robustness(rob: Any) -> None:
+    table = Table(title=f"robustness: {rob.missing_modality} missing at test time"
+                        + (" (and in training)" if rob.train_missing else ""),
+                  title_justify="left")
+    table.add_column("name", no_wrap=True)
+    for level in rob.levels:
+        table.add_column(f"{level:.0%}", justify="right")
+    for r in rob.rows:
+        table.add_row(r.name, *[f"{a:.3f}" for a in r.accuracy])
+    console.print(table)
+    for note in rob.notes:
+        console.print(f"note: {escape(str(note))}", highlight=False)
+
+
+# `mmfuse evaluate` is `mmfuse run` under the name that reads best with --missing.
+app.command("evaluate", help="Cross-validate every single modality, fusion strategy and the "
+            "seed baseline; --missing adds the robustness curve.")(run)

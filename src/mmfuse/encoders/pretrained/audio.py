@@ -25,6 +25,7 @@ def _positive_seconds(value: Any) -> None:
 
 
 @register_encoder("speech-embedding", auto_rank=1, modality="audio", dim=96, extra="audio",
+                  cost=15.0,
                   description="Google speech_embedding (openwakeword 0.4.0 ONNX), 16 kHz, "
                               "mean over 0.76 s windows, 96-d")
 class SpeechEmbeddingEncoder(PretrainedEncoder):
@@ -116,6 +117,7 @@ class SpeechEmbeddingEncoder(PretrainedEncoder):
 
 
 @register_encoder("sound-effects", auto_rank=2, modality="audio", dim=512, extra="audio",
+                  cost=20.0,
                   description="aiSFX CNN trained on sound-effect libraries, 44.1 kHz log-mel, "
                               "mean over ~2.3 s blocks, 512-d; ONNX export of the PyTorch weights")
 class SoundEffectsEncoder(PretrainedEncoder):

@@ -173,7 +173,7 @@ def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
     if kind == "loso":
         n_splits = "loso"
     if groups is not None:
-        from .fusion._common import grouped_splits
+        from .fusion.splits import grouped_splits
 
         if kind not in (None, "group", "stratified-group", "loso", "leave-one-group-out"):
             raise InputError(f"groups were given, so the split must be grouped; got kind {kind!r}"
@@ -316,7 +316,7 @@ def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: 
     """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds,
     modality weights, what ``auto`` chose or None)."""
     from .fusion import create_fusion
-    from .fusion._common import shared_experts
+    from .fusion.experts import shared_experts
 
     g_train = None if groups is None else np.asarray(groups)[train]
     out = []
@@ -333,7 +333,7 @@ def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
     """One outer fold, start to finish: fold-fitted features, then every configuration."""
     from threadpoolctl import threadpool_limits
 
-    from .fusion._common import shared_experts
+    from .fusion.experts import shared_experts
 
     # one memo for the fold: the strategies reuse the encoder selection's experts
     with threadpool_limits(limits=1, user_api="blas"), shared_experts():

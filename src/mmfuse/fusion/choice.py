@@ -67,7 +67,7 @@ def choose(fold_scores: Mapping[str, Any]) -> str:
 
     - a *learned* candidate (learned weights, stacking, a head, an ensemble) is chosen only
       when it beats the best simple candidate by more than one standard error of their
-      paired per-fold differences (:func:`~mmfuse.fusion._common.one_se_choice`);
+      paired per-fold differences (:func:`~mmfuse.fusion.choice.one_se_choice`);
     - otherwise, when the best simple candidate is an equal-weight fusion, the choice is
       the *first* equal-weight fusion in :data:`SIMPLE`'s order whose paired deficit to it
       is within one standard error and whose mean is not below the best single modality

@@ -28,8 +28,9 @@ import numpy as np
 
 from .._errors import InputError, require
 from ..views import Present, Views, dense
-from ._common import EPS, _seed, inner_splits
 from .base import FusionStrategy, register_fusion
+from .scaling import EPS
+from .splits import inner_splits, seed_from
 
 DEVICES = ("auto", "cpu", "cuda")
 HEADS = ("gmu", "attention", "lowrank")
@@ -353,7 +354,7 @@ class NeuralFusion(FusionStrategy):
             self.input_scale_[m] = np.where(std > EPS, std, 1.0).astype(np.float32)
         xs = self._standardise(views, present)
         mask = np.stack([present[m] for m in mods], axis=1)
-        seed = _seed(self.random_state)
+        seed = seed_from(self.random_state)
         seed = 0 if seed is None else int(seed)
         splits = inner_splits(y, groups, self.cv, seed)[: int(self.n_members)]
         if not splits:  # too little data to hold any out: one member on every row

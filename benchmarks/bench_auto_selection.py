@@ -35,7 +35,7 @@ def run_one(name: str) -> dict:
     from mmfuse.datasets import dataset_info, load_dataset
     from mmfuse.evaluate import FeatureTable, make_splits
     from mmfuse.fusion import create_fusion
-    from mmfuse.fusion._common import shared_experts
+    from mmfuse.fusion.experts import shared_experts
 
     warnings.filterwarnings("ignore")
     X, y, groups = load_dataset(name)
@@ -135,8 +135,8 @@ def rules(fold: dict) -> dict[str, str]:
     """Each rule's pick from one outer fold's inner scores."""
     import numpy as np
 
-    from mmfuse.fusion._common import one_se_choice
-    from mmfuse.fusion.auto import choose
+    from mmfuse.fusion.choice import one_se_choice
+    from mmfuse.fusion.choice import choose
 
     every = {n: np.asarray(v) for n, v in fold["inner_accuracy"].items()}
     ens = [n for n in every if n.startswith("ensemble(") and n in fold["outer"]]

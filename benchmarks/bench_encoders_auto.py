@@ -132,7 +132,8 @@ def scoring_study(X, y, groups, cv, mods) -> dict:
     """Regret of the one-SE choice under each inner score (see the module docstring)."""
     from mmfuse.encoders.selection import (_score_dict, candidate_features, encoder_cost,
                                            one_se_cheapest, score_candidates)
-    from mmfuse.fusion._common import ModalityExpert, inner_splits
+    from mmfuse.fusion.experts import ModalityExpert
+    from mmfuse.fusion.splits import inner_splits
 
     table = FeatureTable(X, "auto", on_error="skip", cache=True)
     y_enc = np.unique(y, return_inverse=True)[1]

@@ -102,7 +102,7 @@ def run_one(name: str, repeats: int | None) -> dict:
             for r in result.rows]
     # auto's cost breakdown, on the first outer fold (refit alone, in this process)
     from mmfuse.fusion import create_fusion
-    from mmfuse.fusion._common import shared_experts
+    from mmfuse.fusion.experts import shared_experts
 
     _, y_enc = np.unique(y, return_inverse=True)
     splits, _ = make_splits(y_enc, groups, cv, 0)

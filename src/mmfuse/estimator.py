@@ -158,7 +158,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         candidates), then fit the fusion strategy (weights learned out-of-fold)."""
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        from .fusion._common import shared_experts
+        from .fusion.experts import shared_experts
 
         with shared_experts():  # the fusion strategy reuses the encoder selection's experts
             return self._fit(X, y, groups)

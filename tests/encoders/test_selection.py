@@ -147,8 +147,8 @@ def test_encode_parts_reports_each_bad_item_once(tmp_path):
 
 
 def test_fusion_reuses_the_selection_experts_in_a_shared_memo(monkeypatch):
-    import mmfuse.fusion._common as common
-    from mmfuse.fusion._common import out_of_fold_probas, shared_experts
+    import mmfuse.fusion.experts as common
+    from mmfuse.fusion.experts import out_of_fold_probas, shared_experts
 
     y, g, views = _data(groups=True)
     calls = []

@@ -192,7 +192,7 @@ def test_bad_ensemble_parameters(params, match):
 
 
 def test_simple_candidates_tied_with_the_choice_are_averaged():
-    from mmfuse.fusion.auto import tied_with
+    from mmfuse.fusion.choice import tied_with
 
     scores = {"early[equal]": np.array([0.8, 0.7, 0.9]), "seed-baseline": np.array([0.79, 0.72, 0.88]),
               "single:a": np.array([0.5, 0.5, 0.5])}

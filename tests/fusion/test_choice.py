@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from mmfuse.fusion import create_fusion
 from mmfuse.fusion import baseline as baseline_module
 from mmfuse.fusion import early as early_module
-from mmfuse.fusion._common import fit_logistic_gram, gram_applicable
-from mmfuse.fusion.auto import SIMPLE, choose, simple_order
+from mmfuse.fusion.choice import SIMPLE, choose, simple_order
+from mmfuse.fusion.linear import fit_logistic_gram, gram_applicable
 
 
 # -- choose -------------------------------------------------------------------------------

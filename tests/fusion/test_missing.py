@@ -185,7 +185,7 @@ def correlated_views(n=300, seed=0):
 
 
 def test_block_imputer_predicts_a_missing_block_from_the_others():
-    from mmfuse.fusion._common import BlockImputer
+    from mmfuse.fusion.imputer import BlockImputer
 
     views, _ = correlated_views()
     present = {"a": np.ones(300, bool), "b": np.r_[np.ones(200, bool), np.zeros(100, bool)]}

@@ -8,9 +8,11 @@ from scipy import sparse
 
 from conftest import make_views
 from mmfuse import InputError
-from mmfuse.fusion import _common, create_fusion
-from mmfuse.fusion._common import CrossFitExpert, ViewScaler, inner_splits, one_se_choice
-from mmfuse.fusion.auto import choose
+from mmfuse.fusion import create_fusion, experts
+from mmfuse.fusion.choice import choose, one_se_choice
+from mmfuse.fusion.experts import CrossFitExpert
+from mmfuse.fusion.scaling import ViewScaler
+from mmfuse.fusion.splits import inner_splits
 
 
 def test_one_se_rule_prefers_the_simple_candidate_unless_clearly_better():
@@ -109,13 +111,13 @@ def test_auto_runs_one_inner_cv_of_the_per_modality_experts(monkeypatch):
     views, y = make_views(n=240)
     groups = np.repeat(np.arange(8), 30)
     fits = []
-    real = _common.ModalityExpert.fit
+    real = experts.ModalityExpert.fit
 
     def counting(self, *args, **kwargs):
         fits.append(1)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(_common.ModalityExpert, "fit", counting)
+    monkeypatch.setattr(experts.ModalityExpert, "fit", counting)
     f = create_fusion("auto", cv=3, random_state=0).fit(views, y, groups=groups)
     # 2 modalities x 3 inner folds, shared by every candidate, plus at most one refit per
     # modality for the chosen member(s); the old selection refit every candidate per fold
@@ -191,7 +193,7 @@ def test_linear_proba_equals_logistic_regression_predict_proba_exactly():
     else falls back to predict_proba (None)."""
     from sklearn.linear_model import LogisticRegression
 
-    from mmfuse.fusion._common import aligned_proba, linear_proba
+    from mmfuse.fusion.linear import aligned_proba, linear_proba
 
     rng = np.random.RandomState(0)
     x = rng.normal(size=(120, 7))

@@ -313,6 +313,24 @@ def test_unknown_types_are_refused_before_anything_is_built(tmp_path, views_mode
         load(path)
 
 
+def test_files_naming_the_helpers_old_module_still_load(tmp_path, views_model):
+    """Model files saved before the fusion helpers left ``mmfuse.fusion._common``."""
+    model, views, _ = views_model
+    path = model.save(tmp_path / "m.mmfuse")
+    renamed = []
+
+    def to_old_names(document):
+        text = json.dumps(document)
+        for module in ("experts", "scaling", "imputer"):
+            renamed.append(text.count(f'"mmfuse.fusion.{module}.'))
+            text = text.replace(f'"mmfuse.fusion.{module}.', '"mmfuse.fusion._common.')
+        return json.loads(text)
+
+    _edit_state(path, to_old_names)
+    assert renamed[0] > 0 and renamed[1] > 0  # (experts and their scalers were renamed)
+    assert load(path).predict_proba(views).tobytes() == model.predict_proba(views).tobytes()
+
+
 def test_pickled_arrays_are_refused(tmp_path, views_model):
     path = views_model[0].save(tmp_path / "m.mmfuse")
     evil = io.BytesIO()

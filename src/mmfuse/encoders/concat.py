@@ -9,7 +9,7 @@ it learns nothing and cannot leak):
   standardises each column on the training rows, as for any dense view;
 * any part sparse (TF-IDF) -> every part's rows scaled to unit L2 norm, side by side as
   one sparse CSR matrix: each part then carries the same share of a row's norm (a dense
-  part kept raw would drown the unit-norm TF-IDF rows; see :class:`~mmfuse.fusion._common.
+  part kept raw would drown the unit-norm TF-IDF rows; see :class:`~mmfuse.fusion.scaling.
   ViewScaler` for how sparse views are scaled).
 
 A row is present when every part has it (an item one part cannot read is an error of the

@@ -7,7 +7,7 @@ encoder a choice learned from the training data, like the fusion strategy:
 
 1. Every candidate is scored **alone** (its modality only: the per-modality expert of the
    fusion strategies, a scaler and the classifier) on inner splits of the training rows,
-   made like the outer ones (:func:`mmfuse.fusion._common.inner_splits`: stratified, and
+   made like the outer ones (:func:`mmfuse.fusion.splits.inner_splits`: stratified, and
    grouped whenever groups exist). The score of a fold is its log-loss (default) or
    accuracy; rows a candidate could not encode get the fold's class prior, so an encoder
    that fails on items pays for it.
@@ -274,11 +274,11 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
     ``shared=(column, groups, n_splits)``, where ``splits`` are
     ``inner_splits(y, groups, n_splits, random_state)``: a candidate whose features are
     fixed gets its out-of-fold probabilities from
-    :func:`mmfuse.fusion._common.out_of_fold_probas` under the column's name, so that,
-    inside :func:`~mmfuse.fusion._common.shared_experts`, a fusion strategy fitted next on
+    :func:`mmfuse.fusion.experts.out_of_fold_probas` under the column's name, so that,
+    inside :func:`~mmfuse.fusion.experts.shared_experts`, a fusion strategy fitted next on
     the chosen view reuses them instead of fitting the same experts again.
     """
-    from ..fusion._common import ModalityExpert, out_of_fold_probas
+    from ..fusion.experts import ModalityExpert, out_of_fold_probas
 
     n_classes = int(y.max()) + 1
     acc: dict[str, list[float]] = {n: [] for n in names}
@@ -329,7 +329,7 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         The per-modality classifier (None: LogisticRegression, as the fusion strategies).
     random_state : int or None
     column : str or None
-        The column's name: inside :func:`~mmfuse.fusion._common.shared_experts`, the
+        The column's name: inside :func:`~mmfuse.fusion.experts.shared_experts`, the
         fusion strategy fitted next on the chosen view then reuses the selection's
         per-modality experts (see :func:`score_candidates`).
 
@@ -337,7 +337,7 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     -------
     EncoderSelection
     """
-    from ..fusion._common import inner_splits
+    from ..fusion.splits import inner_splits
 
     if scoring not in SCORINGS:
         raise InputError(f"scoring must be one of {list(SCORINGS)}; got {scoring!r}")

@@ -1,13 +1,14 @@
-"""Evaluation: leak-free cross-validation (:mod:`~mmfuse.evaluate.crossval`: the splits, the
-configurations compared, the per-fold fitting, the results table) and robustness to missing
-modalities (:mod:`~mmfuse.evaluate.robustness`). Reports of a result are in
+"""Evaluation: leak-free cross-validation (:mod:`~mmfuse.evaluate.crossval`: the
+configurations compared, the per-fold fitting, the results table; :mod:`~mmfuse.evaluate.folds`:
+the outer splits) and robustness to missing modalities (:mod:`~mmfuse.evaluate.robustness`). Reports of a result are in
 :mod:`mmfuse.report`.
 
 ``from mmfuse.evaluate import evaluate`` is the public entry point.
 """
 
 from .crossval import (BASELINE, DEFAULT_STRATEGIES, Config, EvaluationResult, FeatureTable, Row,
-                       evaluate, make_configs, make_splits, mean_ci95)
+                       evaluate, make_configs)
+from .folds import make_splits, mean_ci95
 from .robustness import RobustnessResult, RobustnessRow, evaluate_robustness
 
 __all__ = ["BASELINE", "DEFAULT_STRATEGIES", "Config", "EvaluationResult", "FeatureTable",

@@ -14,7 +14,8 @@ from sklearn.metrics import f1_score
 from .._errors import InputError
 from ..privacy.dp import (PRIVATE_FUSIONS, _fixed_weights, check_epsilon, check_private_encoders,
                           make_private_fusion)
-from .crossval import EvaluationResult, Row, checked_inputs, make_splits, mean_ci95, usable_rows
+from .crossval import EvaluationResult, Row, checked_inputs, usable_rows
+from .folds import make_splits, mean_ci95
 
 
 def evaluate_private(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,

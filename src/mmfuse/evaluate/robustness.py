@@ -26,12 +26,12 @@ from threadpoolctl import threadpool_limits
 
 from .._errors import InputError
 from ..encoders.base import ItemError
-from .crossval import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, fit_config,
-                       make_configs, make_splits, mean_ci95, usable_rows)
-from ..fusion._common import _seed
-
-from ..fusion._common import shared_experts  # per-modality experts shared within a block
+from ..fusion.experts import shared_experts  # per-modality experts shared within a block
+from ..fusion.splits import seed_from
 from ..views import Present, Views
+from .crossval import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, fit_config,
+                       make_configs, usable_rows)
+from .folds import make_splits, mean_ci95
 
 DEFAULT_LEVELS = (0.0, 0.1, 0.3, 0.5)
 BEST = "best"
@@ -133,7 +133,7 @@ class RobustnessResult:
 
 def _row_draws(n: int, modality: str, random_state: Any) -> np.ndarray:
     """One uniform draw per sample, fixed by (random_state, modality): the masking order."""
-    seed = _seed(random_state)
+    seed = seed_from(random_state)
     seed = 0 if seed is None else seed
     return np.random.default_rng([seed, zlib.crc32(modality.encode())]).random(n)
 

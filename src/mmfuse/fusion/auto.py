@@ -51,8 +51,11 @@ import numpy as np
 
 from .._errors import InputError, MissingDependencyError
 from ..views import Present, Views
-from ._common import inner_splits, one_se_choice, out_of_fold_probas, shared_experts
 from .base import FusionStrategy, create_fusion, register_fusion
+from .choice import SIMPLE, SINGLE_PREFIX, choose, simple_order, tied_with
+from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
+from .experts import out_of_fold_probas, shared_experts
+from .splits import inner_splits
 
 #: Classical candidates: (strategy, parameters). Weight variants are separate candidates.
 CLASSICAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -65,25 +68,13 @@ CLASSICAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
 # (``weighted`` is not a default candidate: on class scores it is a constrained stacking,
 # and scoring its weight grid on every inner fold costs more than all the others together;
 # add it with ``candidates=``.)
-#: Candidates that combine the modalities without learning how: with the single
-#: modalities, the "simple" side of the one-standard-error rule. In this order of
-#: preference when the inner folds cannot tell them apart (see :func:`choose`): fewest
-#: coefficients first — the seed's one model on the sum of the standardised views has
-#: max_m d_m per class, early fusion's on their concatenation sum_m d_m — and one model
-#: before a product of per-modality models.
-SIMPLE = ("seed-baseline", "early[equal]", "late[equal]")
 #: Learned heads, added when PyTorch is installed (``neural="auto"``).
 NEURAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("gmu", {}), ("attention", {}), ("lowrank", {}),
 )
 #: Strategies whose ``weights`` parameter changes the model (the others ignore it).
 WEIGHTED = ("early", "weighted", "late")
-SINGLE_PREFIX = "single:"
-ENSEMBLE_PREFIX = "ensemble"
 AVERAGE_PREFIX = "average"
-PROBA_FLOOR = 1e-12
-#: A candidate joins the ensemble only if it lowers the inner log-loss by at least this much.
-ENSEMBLE_TOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -105,65 +96,9 @@ def _torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> list[str]:
-    """The simple candidates whose inner score is within one standard error (of the paired
-    per-fold differences) of ``best``'s, ``best`` included, in name order."""
-    out = []
-    for n in sorted(set(simple) & set(fold_scores)):
-        d = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[n], float)
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        if n == best or d.mean() <= se:
-            out.append(n)
-    return out
-
-
-def simple_order(names: Any) -> list[str]:
-    """The simple candidates among ``names``: the equal-weight fusions in :data:`SIMPLE`'s
-    order of preference, then the single modalities (by name)."""
-    names = list(names)
-    return ([n for n in SIMPLE if n in names]
-            + sorted(n for n in names if n.startswith(SINGLE_PREFIX)))
-
-
-def choose(fold_scores: Mapping[str, Any]) -> str:
-    """``auto``'s choice from per-fold inner accuracies (candidate name -> scores, in order
-    of preference among exact ties).
-
-    The one-standard-error rule, on both sides:
-
-    - a *learned* candidate (learned weights, stacking, a head, an ensemble) is chosen only
-      when it beats the best simple candidate by more than one standard error of their
-      paired per-fold differences (:func:`~mmfuse.fusion._common.one_se_choice`);
-    - otherwise, when the best simple candidate is an equal-weight fusion, the choice is
-      the *first* equal-weight fusion in :data:`SIMPLE`'s order whose paired deficit to it
-      is within one standard error and whose mean is not below the best single modality
-      (Breiman's rule: the simplest model within one SE of the best). The inner folds
-      train on fewer rows and groups than the refit, and which equal-weight fusion ranks
-      first flips with training size (measured, benchmarks/RESULTS.md): a difference the
-      inner folds cannot resolve is no reason to leave the seed's formula. A single
-      modality is chosen only when it is the best simple candidate outright, so the
-      choice is never below the best single modality on the inner folds.
-    """
-    scores = {n: np.asarray(v, float) for n, v in fold_scores.items()}
-    simple = simple_order(scores)
-    pick = one_se_choice(scores, set(simple))
-    if pick not in SIMPLE:
-        return pick
-    singles = [scores[n].mean() for n in simple if n.startswith(SINGLE_PREFIX)]
-    floor = max(singles) if singles else -np.inf
-    for n in simple:
-        if n not in SIMPLE:
-            break
-        d = scores[pick] - scores[n]
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        if d.mean() <= se and scores[n].mean() >= floor:
-            return n
-    return pick
-
-
 @register_fusion("auto", description="picks the strategy and weights, or a greedy ensemble of "
                  "them, by inner cross-validation (every single modality is a candidate)")
-class AutoFusion(FusionStrategy):
+class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
     """Pick among fusion strategies, weight options and single modalities by inner CV.
 
     Parameters
@@ -501,63 +436,6 @@ class AutoFusion(FusionStrategy):
             out[test] = proba
         return out
 
-    def _greedy(self, oof: dict[str, np.ndarray], names: list[str], y: np.ndarray,
-                rows: np.ndarray) -> dict[str, int]:
-        """Greedy ensemble selection with replacement on ``rows``: member counts."""
-        def log_loss(p: np.ndarray) -> float:
-            return float(-np.log(np.clip(p[np.arange(len(rows)), y[rows]],
-                                         PROBA_FLOOR, 1.0)).mean())
-
-        sub = {n: oof[n][rows] for n in names}
-        start = min(names, key=lambda n: (log_loss(sub[n]), n))
-        counts, total, size = {start: 1}, sub[start].copy(), 1
-        current = log_loss(total)
-        while size < int(self.ensemble_size):
-            scores = {n: log_loss((total + sub[n]) / (size + 1)) for n in names}
-            pick = min(names, key=lambda n: (scores[n], n))
-            if scores[pick] > current - ENSEMBLE_TOL:
-                break
-            counts[pick] = counts.get(pick, 0) + 1
-            total += sub[pick]
-            size += 1
-            current = scores[pick]
-        return counts
-
-    @staticmethod
-    def _average(oof: dict[str, np.ndarray], counts: dict[str, int]) -> np.ndarray:
-        return sum(c * oof[n] for n, c in counts.items()) / sum(counts.values())
-
-    def _select_ensemble(self, oof: dict[str, np.ndarray], y: np.ndarray, best: str,
-                         splits: list, simple: set) -> dict[str, int]:
-        """Greedy ensemble selection with replacement on the inner out-of-fold
-        probabilities; ``{best: 1}`` unless the ensemble wins under the one-SE rule.
-
-        The selection is itself a fit, so it is scored like the others: on each inner fold,
-        the members are selected on the other folds' rows and the average is scored on this
-        fold's rows (selecting and scoring on the same rows flattered the ensemble, which
-        then lost to the equal-weight fusions on unseen groups: measured on tuxpaint and
-        tuxpaint-grouped, see benchmarks/RESULTS.md).
-        """
-        names = [n for n in self.inner_scores_ if n in oof and not np.isnan(oof[n]).any()]
-        if best not in names or len(names) < 2:
-            return {best: 1}
-        counts = self._greedy(oof, names, y, np.arange(len(y)))
-        self.ensemble_candidate_ = dict(counts)
-        if len(counts) < 2:
-            return {best: 1}
-        honest = np.zeros_like(oof[best])
-        for _train, test in splits:
-            fold_counts = self._greedy(oof, names, y, np.setdiff1d(np.arange(len(y)), test))
-            honest[test] = self._average({n: oof[n][test] for n in fold_counts}, fold_counts)
-        name = f"{ENSEMBLE_PREFIX}({'+'.join(sorted(counts))})"
-        self._record(name, honest, y, splits)
-        fold_scores = {n: np.asarray(self.inner_fold_scores_[n]) for n in (best, name)}
-        if one_se_choice(fold_scores, {best} if best in simple else set()) != name:
-            return {best: 1}
-        if best in simple or self.inner_scores_[name] >= self.inner_scores_[best]:
-            # (against a learned best, the ensemble must also be at least as accurate)
-            return counts
-        return {best: 1}
 
     def _modality_weights(self, modalities: list[str]) -> dict[str, float] | None:
         """Each member's modality weights (uniform over its modalities when it has none),

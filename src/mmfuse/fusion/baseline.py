@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ..views import Present, Views, dense
-from ._common import fit_logistic_gram, gram_applicable
 from .base import FusionStrategy, register_fusion
+from .linear import fit_logistic_gram, gram_applicable
 
 
 @register_fusion("seed-baseline", description="the seed: StandardScaler, fixed equal-weight sum, LogisticRegression",
@@ -24,7 +24,7 @@ class SeedBaseline(FusionStrategy):
     accepted for a common signature and ignored: the baseline is fixed on purpose. A sum
     wider than twice its rows (padded to a TF-IDF view) is fitted through an exact
     n-column factor of its Gram matrix: the same model, to the solver's tolerance
-    (:func:`~mmfuse.fusion._common.fit_logistic_gram`).
+    (:func:`~mmfuse.fusion.linear.fit_logistic_gram`).
     """
 
     def __init__(self, classifier: Any = None, weights: Any = None, cv: int = 5,

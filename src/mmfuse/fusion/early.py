@@ -7,9 +7,12 @@ from typing import Any
 import numpy as np
 
 from ..views import Present, Views, is_sparse
-from ._common import (BlockImputer, ViewScaler, check_weight_spec, fit_logistic_gram,
-                      gram_applicable, inner_splits, make_classifier, normalise_weights, out_of_fold_probas, relative_weights,
-                      simplex_grid)
+from .experts import out_of_fold_probas
+from .imputer import BlockImputer
+from .linear import fit_logistic_gram, gram_applicable, make_classifier
+from .scaling import ViewScaler
+from .splits import inner_splits
+from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
 from .base import FusionStrategy, register_fusion
 
 
@@ -40,7 +43,7 @@ class EarlyFusion(FusionStrategy):
     random_state : int or None, default=None
     impute : bool, default=True
         Learned imputation: a row missing a modality gets that block predicted from the
-        blocks it has (:class:`~mmfuse.fusion._common.BlockImputer`, fit on training rows);
+        blocks it has (:class:`~mmfuse.fusion.imputer.BlockImputer`, fit on training rows);
         False leaves it at the training mean (0 after scaling).
 
     Rows missing a modality also get presence flags (when training rows miss some), so the

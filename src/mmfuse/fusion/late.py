@@ -9,9 +9,9 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
 from ..views import Present, Views
-from ._common import (check_weight_spec, cross_fitted_experts, fit_experts, normalise_weights,
-                      out_of_fold_probas, predict_cross_fitted, relative_weights)
 from .base import FusionStrategy, register_fusion
+from .experts import cross_fitted_experts, fit_experts, out_of_fold_probas, predict_cross_fitted
+from .weights import check_weight_spec, normalise_weights, relative_weights
 
 LOG_FLOOR = 1e-9
 
@@ -67,7 +67,7 @@ class LateFusion(FusionStrategy):
     Attributes
     ----------
     experts_ : dict of per-modality fitted experts (with learned weights, the inner-fold
-        experts averaged: :class:`~mmfuse.fusion._common.CrossFitExpert`)
+        experts averaged: :class:`~mmfuse.fusion.experts.CrossFitExpert`)
     modality_weights_ : dict, weights normalised to sum 1
     weight_scale_ : float, the sum of the raw weights (an inverse temperature)
     """

@@ -8,9 +8,12 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from ..views import Present, Views
-from ._common import (BlockImputer, cross_fitted_experts, inner_splits, make_classifier,
-                      normalise_weights, one_se_choice, out_of_fold_probas,
-                      predict_cross_fitted)
+from .choice import one_se_choice
+from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
+from .imputer import BlockImputer
+from .linear import make_classifier
+from .splits import inner_splits
+from .weights import normalise_weights
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -49,7 +52,7 @@ class StackingFusion(FusionStrategy):
     random_state : int or None, default=None
     impute : bool, default=True
         Learned imputation: a missing modality's log-probabilities are predicted from the
-        other modalities' (:class:`~mmfuse.fusion._common.BlockImputer`, fit on the
+        other modalities' (:class:`~mmfuse.fusion.imputer.BlockImputer`, fit on the
         out-of-fold training probabilities); False uses the class prior. The presence flags
         are meta-features either way.
 

@@ -9,9 +9,12 @@ from sklearn.decomposition import PCA
 
 from .._errors import InputError
 from ..views import Present, Views, dense
-from ._common import (ViewScaler, check_weight_spec, cross_fitted_experts, inner_splits,
-                      make_classifier, normalise_weights, one_se_choice, out_of_fold_probas,
-                      predict_cross_fitted, relative_weights, simplex_grid)
+from .choice import one_se_choice
+from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
+from .linear import make_classifier
+from .scaling import ViewScaler
+from .splits import inner_splits
+from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -111,7 +114,7 @@ class WeightedSumFusion(FusionStrategy):
         its own classifier (out-of-fold on training rows, so the classifier on F never
         sees over-fitted scores; at prediction the inner-fold classifiers are averaged, so
         F is calibrated as in training, see
-        :class:`~mmfuse.fusion._common.CrossFitExpert`). ``"pca"``: each standardised
+        :class:`~mmfuse.fusion.experts.CrossFitExpert`). ``"pca"``: each standardised
         view is reduced by whitened PCA to the same dimension ``dim``.
     dim : int, default=64
         PCA dimension (capped by the smallest view and the sample count).

@@ -27,13 +27,16 @@ def safe_types() -> set[str]:
 
 
 def _safe_classes() -> dict[str, type]:
-    from ..fusion import _common
     from ..fusion import base as fusion_base
+    from ..fusion.experts import CrossFitExpert, ModalityExpert
+    from ..fusion.imputer import BlockImputer
+    from ..fusion.scaling import ViewScaler
 
     fusion_base._load_builtin()
-    helpers = (_common.ViewScaler, _common.ModalityExpert, getattr(_common, "BlockImputer", None),
-               getattr(_common, "CrossFitExpert", None))
-    classes = {type_name(c): c for c in helpers if c is not None}
+    helpers = (ViewScaler, ModalityExpert, BlockImputer, CrossFitExpert)
+    classes = {type_name(c): c for c in helpers}
+    # model files saved before these helpers left ``mmfuse.fusion._common`` name them there
+    classes.update({f"mmfuse.fusion._common.{c.__qualname__}": c for c in helpers})
     for name in fusion_base.FUSIONS.names():
         builder = fusion_base.FUSIONS.entry(name).builder
         if isinstance(builder, type) and issubclass(builder, fusion_base.FusionStrategy):

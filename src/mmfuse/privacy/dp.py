@@ -317,7 +317,7 @@ DP_MODELS = ("centroid", "logistic")
 
 
 def _fixed_weights(weights: Any, modalities: list[str]) -> dict[str, float]:
-    from ..fusion._common import check_weight_spec, normalise_weights
+    from ..fusion.weights import check_weight_spec, normalise_weights
 
     if isinstance(weights, str) and weights != "equal":
         raise InputError(

@@ -26,8 +26,9 @@ import numpy as np
 
 from ..._errors import InputError
 from ...views import Present, Views, dense
-from .._common import EPS, _seed, inner_splits
 from ..base import FusionStrategy, register_fusion
+from ..scaling import EPS
+from ..splits import inner_splits, seed_from
 from .modules import (_adamw, _drop_modalities, _Tensors, _threads, _torch, build_module,
                       resolve_device)
 
@@ -149,7 +150,7 @@ class NeuralFusion(FusionStrategy):
             self.input_scale_[m] = np.where(std > EPS, std, 1.0).astype(np.float32)
         xs = self._standardise(views, present)
         mask = np.stack([present[m] for m in mods], axis=1)
-        seed = _seed(self.random_state)
+        seed = seed_from(self.random_state)
         seed = 0 if seed is None else int(seed)
         splits = inner_splits(y, groups, self.cv, seed)[: int(self.n_members)]
         if not splits:  # too little data to hold any out: one member on every row

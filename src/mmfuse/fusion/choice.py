@@ -1,0 +1,95 @@
+"""``auto``'s choice rule: the one-standard-error rule (Breiman et al., 1984) over
+per-fold inner scores, simple candidates first."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+#: Candidates that combine the modalities without learning how: with the single
+#: modalities, the "simple" side of the one-standard-error rule. In this order of
+#: preference when the inner folds cannot tell them apart (see :func:`choose`): fewest
+#: coefficients first — the seed's one model on the sum of the standardised views has
+#: max_m d_m per class, early fusion's on their concatenation sum_m d_m — and one model
+#: before a product of per-modality models.
+SIMPLE = ("seed-baseline", "early[equal]", "late[equal]")
+SINGLE_PREFIX = "single:"
+
+
+def one_se_choice(fold_scores: Mapping[str, np.ndarray], simple: Any) -> str:
+    """The best candidate by mean per-fold score, unless it is not one of the ``simple``
+    ones and does not beat the best simple one by more than one standard error of their
+    paired per-fold differences (the one-standard-error rule of Breiman et al., 1984):
+    then the best simple one.
+
+    ``fold_scores`` maps candidate name -> per-fold scores (higher is better), in order of
+    preference among exact ties (the first wins).
+    """
+    names = list(fold_scores)
+    means = {n: float(np.mean(fold_scores[n])) for n in names}
+    best = max(names, key=lambda n: (means[n], -names.index(n)))
+    plain = [n for n in names if n in set(simple)]
+    if best in plain or not plain:
+        return best
+    ref = max(plain, key=lambda n: (means[n], -names.index(n)))
+    diff = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[ref], float)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return best if diff.mean() > se else ref
+
+
+def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> list[str]:
+    """The simple candidates whose inner score is within one standard error (of the paired
+    per-fold differences) of ``best``'s, ``best`` included, in name order."""
+    out = []
+    for n in sorted(set(simple) & set(fold_scores)):
+        d = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[n], float)
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        if n == best or d.mean() <= se:
+            out.append(n)
+    return out
+
+
+def simple_order(names: Any) -> list[str]:
+    """The simple candidates among ``names``: the equal-weight fusions in :data:`SIMPLE`'s
+    order of preference, then the single modalities (by name)."""
+    names = list(names)
+    return ([n for n in SIMPLE if n in names]
+            + sorted(n for n in names if n.startswith(SINGLE_PREFIX)))
+
+
+def choose(fold_scores: Mapping[str, Any]) -> str:
+    """``auto``'s choice from per-fold inner accuracies (candidate name -> scores, in order
+    of preference among exact ties).
+
+    The one-standard-error rule, on both sides:
+
+    - a *learned* candidate (learned weights, stacking, a head, an ensemble) is chosen only
+      when it beats the best simple candidate by more than one standard error of their
+      paired per-fold differences (:func:`~mmfuse.fusion.choice.one_se_choice`);
+    - otherwise, when the best simple candidate is an equal-weight fusion, the choice is
+      the *first* equal-weight fusion in :data:`SIMPLE`'s order whose paired deficit to it
+      is within one standard error and whose mean is not below the best single modality
+      (Breiman's rule: the simplest model within one SE of the best). The inner folds
+      train on fewer rows and groups than the refit, and which equal-weight fusion ranks
+      first flips with training size (measured, benchmarks/RESULTS.md): a difference the
+      inner folds cannot resolve is no reason to leave the seed's formula. A single
+      modality is chosen only when it is the best simple candidate outright, so the
+      choice is never below the best single modality on the inner folds.
+    """
+    scores = {n: np.asarray(v, float) for n, v in fold_scores.items()}
+    simple = simple_order(scores)
+    pick = one_se_choice(scores, set(simple))
+    if pick not in SIMPLE:
+        return pick
+    singles = [scores[n].mean() for n in simple if n.startswith(SINGLE_PREFIX)]
+    floor = max(singles) if singles else -np.inf
+    for n in simple:
+        if n not in SIMPLE:
+            break
+        d = scores[pick] - scores[n]
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        if d.mean() <= se and scores[n].mean() >= floor:
+            return n
+    return pick

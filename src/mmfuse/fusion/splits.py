@@ -1,0 +1,82 @@
+"""Inner and outer cross-validation splits: stratified, grouped whenever groups exist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
+
+
+def grouped_splits(y: np.ndarray, groups: np.ndarray, n_splits: int, random_state: Any
+                   ) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """Stratified grouped splits: ``(splits, kind)``, no group ever on both sides.
+
+    The rules (the same for outer and inner splits):
+
+    - ``n_splits >= number of groups`` -> leave one group out (one fold per group, the
+      most a grouped split can make); kind ``"leave-one-group-out"``.
+    - otherwise scikit-learn's ``StratifiedGroupKFold(shuffle=True)`` seeded with
+      ``random_state``: groups are dealt to folds so that each fold's class mix is as
+      close to the whole as the groups allow; kind ``"stratified-group"``.
+    - a fold left without test rows (possible when a few groups hold most rows) is
+      dropped, so fewer than ``n_splits`` folds may come back.
+
+    A class found in a single group cannot be in a training fold when that group is
+    tested; the split still holds (such rows are simply never predicted right), and the
+    caller decides whether to warn. ``random_state=None`` means 0: grouped splits were
+    deterministic before they were shuffled, and stay reproducible by default.
+    """
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    dummy = np.zeros(len(y))
+    n_groups = len(np.unique(groups))
+    if n_splits >= n_groups:
+        splitter: Any = LeaveOneGroupOut()
+        kind = "leave-one-group-out"
+    else:
+        splitter = StratifiedGroupKFold(n_splits=int(n_splits), shuffle=True,
+                                        random_state=seed_from(0 if random_state is None
+                                                           else random_state))
+        kind = "stratified-group"
+    import warnings
+
+    with warnings.catch_warnings():
+        # "The least populated class in y has only N members": expected with groups
+        warnings.filterwarnings("ignore", message="The least populated class")
+        splits = [(tr, te) for tr, te in splitter.split(dummy, y, groups=groups)
+                  if len(te) and len(tr)]
+    return splits, kind
+
+
+def inner_splits(y: np.ndarray, groups: Any, n_splits: int, random_state: Any,
+                 rows: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inner CV splits over ``rows`` (indices into y), made like the outer ones.
+
+    With groups: stratified grouped folds (:func:`grouped_splits`: shuffled
+    ``StratifiedGroupKFold`` seeded with ``random_state``, leave one group out when there
+    are no more groups than folds). Without: ``StratifiedKFold`` (shuffled, seeded) with
+    at most as many folds as the smallest class has rows. Returned indices are positions in
+    ``rows`` order; an empty list means too little data (fewer than 2 groups, or a class
+    with a single row). Never an ungrouped split when groups exist (that would leak: see
+    DESIGN.md, "Evaluation protocol").
+    """
+    rows = np.arange(len(y)) if rows is None else rows
+    ys = y[rows]
+    if groups is not None:
+        gs = np.asarray(groups)[rows]
+        if min(n_splits, len(np.unique(gs))) < 2:
+            return []
+        return grouped_splits(ys, gs, n_splits, random_state)[0]
+    counts = np.bincount(ys)
+    k = min(n_splits, int(counts[counts > 0].min()))
+    if k < 2:
+        return []
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed_from(random_state))
+    return list(cv.split(np.zeros(len(ys)), ys))
+
+
+def seed_from(random_state: Any) -> int | None:
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        return random_state
+    return int(np.random.RandomState(random_state).randint(2**31 - 1))

@@ -35,9 +35,15 @@ def test_the_modality_that_carries_the_signal_gets_its_share(fusion, weights, me
     np.testing.assert_allclose(np.abs(exp.shares).sum(axis=1), 1.0)
 
 
-def test_log_share_adds_up_to_the_fused_centred_log_probability():
+@pytest.mark.parametrize("fusion, weights", [
+    ("late", "equal"),
+    # the seed's feature space: one logistic regression on the (row-rescaled) weighted sum
+    # of the standardised views, so its centred logits split exactly per modality too
+    ("weighted", {"noise": 0.3, "signal": 0.7}),
+])
+def test_log_share_adds_up_to_the_fused_centred_log_probability(fusion, weights):
     X, y = toy()
-    clf = MultimodalClassifier(fusion="late", weights="equal", random_state=0).fit(X, y)
+    clf = MultimodalClassifier(fusion=fusion, weights=weights, random_state=0).fit(X, y)
     views, present = clf.transform_views(X)
     present["noise"][:10] = False  # a row missing a modality is rescaled like the strategy
     exp = explain_views(clf.fusion_, views, present)

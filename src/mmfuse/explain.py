@@ -5,12 +5,17 @@ from the fitted strategy's public outputs (its probabilities with some modalitie
 missing), in one of two ways, named in :attr:`Explanation.method`:
 
 ``"log-share"`` (late and weighted fusion)
-    These strategies add up weighted per-modality class scores, so the fused centred
-    log-probability of ``c`` splits exactly into one term per modality:
+    These strategies add up weighted per-modality terms before one softmax, so the fused
+    centred log-probability of ``c`` splits exactly into one term per modality:
     ``contribution_m = w_m * (log p_m(c) - mean_k log p_m(k))``, with ``w_m`` the
     strategy's ``modality_weights_`` and ``p_m`` its prediction from ``m`` alone (rescaled
-    on rows missing a modality, as the strategy rescales). With cross-fitted experts
-    (``weights="cv"``) the split is exact per inner-fold model and close on their average.
+    on rows missing a modality, as the strategy rescales). Late fusion sums weighted
+    log-probabilities; weighted fusion (``projection="features"``, the seed's space, or
+    ``"pca"``) feeds the weighted sum ``Σ w_m z_m`` of the projected views to one logistic
+    regression, whose logits are linear in that sum, so the split is exact there too
+    (tested). With cross-fitted experts (late with ``weights="cv"``, weighted with
+    ``projection="class-scores"``) the split is exact per inner-fold model and close on
+    their average.
 ``"leave-one-out"`` (early, stacking, learned heads, any other strategy)
     ``contribution_m = log p(c | all) - log p(c | all but m)``, where "all but m" marks
     ``m`` missing and lets the strategy's own learned imputation fill it in.

@@ -259,7 +259,13 @@ class TabularEncoder(Encoder):
             raise InputError(f"tabular columns {absent} are absent from the row") from None
         if all(is_missing(v) for v in values):
             raise MissingItem()
-        parsed = [parse(v, c) for parse, v, c in zip(parsers, values, columns)]
+        parsed = []
+        for parse, v, c in zip(parsers, values, columns):
+            try:
+                parsed.append(parse(v, c))
+            except InputError as exc:
+                exc.column = c  # the service names this field in its 422 answer
+                raise
         return parsed[:n_num], parsed[n_num:]
 
     def _check_params(self) -> None:

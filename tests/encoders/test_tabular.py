@@ -68,7 +68,9 @@ def test_bad_numbers_are_item_errors_naming_row_and_column(value, match):
         enc.transform(rows)
     out = enc.transform(rows, on_error="skip")
     assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()
-    assert [e.row for e in enc.errors_] == [1] and "price" in enc.errors_[0].message
+    assert [(e.row, e.column) for e in enc.errors_] == [(1, "price")]
+    with pytest.raises(InputError, match="row 1, column 'price': "):
+        enc.transform(rows)
 
 
 def test_bad_booleans_and_dates_are_refused_clearly():

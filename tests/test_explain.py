@@ -62,3 +62,19 @@ def test_frames_rows_and_class_means():
     assert len(exp.rows()) == 120 and set(exp.rows()[0]) == {"noise", "signal"}
     means = exp.mean_by_class()
     assert set(means) == set(np.unique(exp.labels).tolist())
+
+
+@pytest.mark.parametrize("fusion", ["late", "weighted", "early", "stacking"])
+def test_stacked_and_one_by_one_predictions_give_the_same_explanation(fusion, monkeypatch):
+    import mmfuse.explain as explain_module
+
+    X, y = toy(150)
+    clf = MultimodalClassifier(fusion=fusion, random_state=0).fit(X, y)
+    views, present = clf.transform_views(toy(40, seed=3)[0])
+    present["noise"][:5] = False
+    stacked = explain_views(clf.fusion_, views, present)
+    monkeypatch.setattr(explain_module, "STACK_ROWS", 0)  # one call per modality
+    single = explain_views(clf.fusion_, views, present)
+    np.testing.assert_allclose(stacked.proba, single.proba, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(stacked.contributions, single.contributions,
+                               rtol=1e-8, atol=1e-10)

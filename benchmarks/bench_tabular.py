@@ -234,7 +234,9 @@ def markdown(res) -> str:
     rows = acc["rows"]
     lines = ["## Tabular modality (tuxpaint-tabular)", "",
              f"Measured {res['stamp']} on {res['machine']} by `benchmarks/bench_tabular.py`"
-             + (" (phases: " + ", ".join(f"{k} {v}" for k, v in res["stamps"].items()) + ")"
+             + (" (phases: " + ", ".join(
+                 f"{k} {res['stamps'].get(k, '(an earlier run, time not recorded)')}"
+                 for k in ("accuracy", "variants", "explain", "serve") if k in res) + ")"
                 if res.get("stamps") else "") + ".",
              f"{acc['n_samples']} stamps, {acc['n_classes']} classes, CV {acc['cv']} "
              f"(grouped by sub-folder). Encoders: image=hog, text=tfidf, audio=mfcc, tabular = "

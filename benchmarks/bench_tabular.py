@@ -350,7 +350,7 @@ def main(argv) -> int:
         if not set(phases) & set(all_phases):
             res["stamp"] = old.get("stamp", res["stamp"])  # nothing measured now
     stamps = res.setdefault("stamps", {})
-    for phase in phases:
+    for phase in set(phases) & set(all_phases):
         stamps[phase] = res["stamp"]
     if "accuracy" in phases:
         res["accuracy"] = accuracy(X, y, groups, cv)

@@ -35,9 +35,15 @@ def test_the_modality_that_carries_the_signal_gets_its_share(fusion, weights, me
     np.testing.assert_allclose(np.abs(exp.shares).sum(axis=1), 1.0)
 
 
-def test_log_share_adds_up_to_the_fused_centred_log_probability():
+@pytest.mark.parametrize("fusion, weights", [
+    ("late", "equal"),
+    # the seed's feature space: one logistic regression on the (row-rescaled) weighted sum
+    # of the standardised views, so its centred logits split exactly per modality too
+    ("weighted", {"noise": 0.3, "signal": 0.7}),
+])
+def test_log_share_adds_up_to_the_fused_centred_log_probability(fusion, weights):
     X, y = toy()
-    clf = MultimodalClassifier(fusion="late", weights="equal", random_state=0).fit(X, y)
+    clf = MultimodalClassifier(fusion=fusion, weights=weights, random_state=0).fit(X, y)
     views, present = clf.transform_views(X)
     present["noise"][:10] = False  # a row missing a modality is rescaled like the strategy
     exp = explain_views(clf.fusion_, views, present)
@@ -56,3 +62,19 @@ def test_frames_rows_and_class_means():
     assert len(exp.rows()) == 120 and set(exp.rows()[0]) == {"noise", "signal"}
     means = exp.mean_by_class()
     assert set(means) == set(np.unique(exp.labels).tolist())
+
+
+@pytest.mark.parametrize("fusion", ["late", "weighted", "early", "stacking"])
+def test_stacked_and_one_by_one_predictions_give_the_same_explanation(fusion, monkeypatch):
+    import mmfuse.explain as explain_module
+
+    X, y = toy(150)
+    clf = MultimodalClassifier(fusion=fusion, random_state=0).fit(X, y)
+    views, present = clf.transform_views(toy(40, seed=3)[0])
+    present["noise"][:5] = False
+    stacked = explain_views(clf.fusion_, views, present)
+    monkeypatch.setattr(explain_module, "STACK_ROWS", 0)  # one call per modality
+    single = explain_views(clf.fusion_, views, present)
+    np.testing.assert_allclose(stacked.proba, single.proba, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(stacked.contributions, single.contributions,
+                               rtol=1e-8, atol=1e-10)

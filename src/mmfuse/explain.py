@@ -5,12 +5,17 @@ from the fitted strategy's public outputs (its probabilities with some modalitie
 missing), in one of two ways, named in :attr:`Explanation.method`:
 
 ``"log-share"`` (late and weighted fusion)
-    These strategies add up weighted per-modality class scores, so the fused centred
-    log-probability of ``c`` splits exactly into one term per modality:
+    These strategies add up weighted per-modality terms before one softmax, so the fused
+    centred log-probability of ``c`` splits exactly into one term per modality:
     ``contribution_m = w_m * (log p_m(c) - mean_k log p_m(k))``, with ``w_m`` the
     strategy's ``modality_weights_`` and ``p_m`` its prediction from ``m`` alone (rescaled
-    on rows missing a modality, as the strategy rescales). With cross-fitted experts
-    (``weights="cv"``) the split is exact per inner-fold model and close on their average.
+    on rows missing a modality, as the strategy rescales). Late fusion sums weighted
+    log-probabilities; weighted fusion (``projection="features"``, the seed's space, or
+    ``"pca"``) feeds the weighted sum ``Σ w_m z_m`` of the projected views to one logistic
+    regression, whose logits are linear in that sum, so the split is exact there too
+    (tested). With cross-fitted experts (late with ``weights="cv"``, weighted with
+    ``projection="class-scores"``) the split is exact per inner-fold model and close on
+    their average.
 ``"leave-one-out"`` (early, stacking, learned heads, any other strategy)
     ``contribution_m = log p(c | all) - log p(c | all but m)``, where "all but m" marks
     ``m`` missing and lets the strategy's own learned imputation fill it in.
@@ -105,38 +110,73 @@ def method_for(fusion: Any) -> str:
     return LEAVE_ONE_OUT
 
 
+# Below this many rows (times the modalities asked about), the predictions an explanation
+# needs are asked for in one call on stacked copies of the rows: on small batches (a service
+# request, a page of rows) a strategy's per-call overhead (one pass per inner-fold expert
+# and modality) outweighs the arithmetic. Larger batches ask modality by modality, so the
+# memory stays that of one prediction.
+STACK_ROWS = 4096
+
+
+def _stack(block: Any, copies: int) -> Any:
+    from .views import is_sparse
+
+    if is_sparse(block):
+        from scipy import sparse
+
+        return sparse.vstack([block] * copies, format="csr")
+    return np.concatenate([np.asarray(block)] * copies, axis=0)
+
+
+def _predictions(fusion: Any, views: dict[str, Any], masks: list[dict[str, np.ndarray]],
+                 n: int) -> list[np.ndarray]:
+    """``fusion.predict_proba(views, mask)`` for each presence mask in ``masks``.
+
+    The strategies explained here predict each row on its own, so the answers are the
+    same whether asked for together on stacked rows (small batches) or one by one."""
+    if len(masks) * n > STACK_ROWS or len(masks) == 1:
+        return [fusion.predict_proba(views, mask) for mask in masks]
+    stacked = {m: _stack(v, len(masks)) for m, v in views.items()}
+    present = {m: np.concatenate([mask[m] for mask in masks]) for m in views}
+    out = fusion.predict_proba(stacked, present)
+    return [out[k * n:(k + 1) * n] for k in range(len(masks))]
+
+
 def explain_views(fusion: Any, views: dict[str, Any], present: dict[str, np.ndarray]
                   ) -> Explanation:
     """Contributions for already-encoded views (see :func:`explain`)."""
     mods = list(fusion.modalities_)
+    views = {m: views[m] for m in mods}
     present = {m: np.asarray(present[m], bool) for m in mods}
-    proba = fusion.predict_proba(views, present)
-    n = proba.shape[0]
-    pred = np.argmax(proba, axis=1)
+    n = next(iter(present.values())).shape[0]
     rows = np.arange(n)
     contrib = np.zeros((n, len(mods)))
     method = method_for(fusion)
     none = {m: np.zeros(n, bool) for m in mods}
     if method == LOG_SHARE:
         weights = fusion.modality_weights_
+        asked = [m for m in mods if float(weights.get(m, 0.0)) > 0 and present[m].any()]
+        masks = [present] + [{**none, m: present[m]} for m in asked]
+    else:
+        asked = [m for m in mods if present[m].any()]
+        masks = [present] + [{**present, m: np.zeros(n, bool)} for m in asked]
+    proba, *others = _predictions(fusion, views, masks, n)
+    pred = np.argmax(proba, axis=1)
+    if method == LOG_SHARE:
         w_present = np.zeros(n)
         for m in mods:
             w_present += weights.get(m, 0.0) * present[m]
-        for j, m in enumerate(mods):
-            w = float(weights.get(m, 0.0))
-            if w <= 0 or not present[m].any():
-                continue
-            alone = fusion.predict_proba(views, {**none, m: present[m]})
+        for m, alone in zip(asked, others):
+            j = mods.index(m)
             logp = np.log(np.clip(alone, _FLOOR, None))
             centred = logp[rows, pred] - logp.mean(axis=1)
-            scale = np.divide(w, w_present, out=np.zeros(n), where=w_present > 0)
+            scale = np.divide(float(weights[m]), w_present, out=np.zeros(n),
+                              where=w_present > 0)
             contrib[:, j] = np.where(present[m], scale * centred, 0.0)
     else:
         full = np.log(np.clip(proba[rows, pred], _FLOOR, None))
-        for j, m in enumerate(mods):
-            if not present[m].any():
-                continue
-            without = fusion.predict_proba(views, {**present, m: np.zeros(n, bool)})
+        for m, without in zip(asked, others):
+            j = mods.index(m)
             drop = full - np.log(np.clip(without[rows, pred], _FLOOR, None))
             contrib[:, j] = np.where(present[m], drop, 0.0)
     total = np.abs(contrib).sum(axis=1, keepdims=True)

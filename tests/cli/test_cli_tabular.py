@@ -63,7 +63,7 @@ def test_bad_tabular_options_are_messages(tmp_path):
     assert result.exit_code == 2 and "lacks column(s) ['nope']" in result.output
     result = runner.invoke(app, ["run", "--manifest", str(path), "--label", "label",
                                  "--numeric", "shape", "--no-progress", "--cv", "3"])
-    assert result.exit_code == 2 and "row 0, column 'tabular': column 'shape' holds 'square'; expected a number" \
+    assert result.exit_code == 2 and "row 0, column 'shape': column 'shape' holds 'square'; expected a number" \
         in result.output
     assert "Traceback" not in result.output
 

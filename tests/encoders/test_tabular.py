@@ -68,7 +68,9 @@ def test_bad_numbers_are_item_errors_naming_row_and_column(value, match):
         enc.transform(rows)
     out = enc.transform(rows, on_error="skip")
     assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()
-    assert [e.row for e in enc.errors_] == [1] and "price" in enc.errors_[0].message
+    assert [(e.row, e.column) for e in enc.errors_] == [(1, "price")]
+    with pytest.raises(InputError, match="row 1, column 'price': "):
+        enc.transform(rows)
 
 
 def test_bad_booleans_and_dates_are_refused_clearly():
@@ -157,3 +159,33 @@ def test_the_fast_transform_equals_scikit_learns():
     prepared.append(enc.prepare({"price": None, "kind": "unseen!", "flag": None, "day": None}))
     np.testing.assert_allclose(enc.embed(prepared), enc.embed_sklearn(prepared), atol=1e-6)
     assert enc.embed(prepared).shape == (51, enc.dim)
+
+
+def _strategies():
+    from mmfuse.fusion import list_fusions
+
+    return sorted(f["name"] for f in list_fusions())
+
+
+@pytest.mark.parametrize("fusion", _strategies())
+def test_every_strategy_takes_the_tabular_view_with_rows_missing_it(fusion, tmp_path):
+    if fusion in ("attention", "gmu", "lowrank"):
+        pytest.importorskip("torch")
+    import mmfuse
+
+    df, y = table(90, seed=4)
+    rng = np.random.default_rng(5)
+    df["x"] = list(rng.normal(size=(90, 3)).astype(np.float32))  # noise: tabular knows y
+    df.loc[[2, 11], ["price", "kind", "flag", "day"]] = None      # tabular missing there
+    enc = TabularEncoder(numeric=["price"], categorical=["kind"], boolean=["flag"],
+                         dates=["day"])
+    clf = MultimodalClassifier(encoders={"x": "passthrough", "tabular": enc},
+                               fusion=fusion, cv=3, random_state=0).fit(df, y)
+    assert clf.score(df, y) > 0.75, fusion
+    proba = clf.predict_proba(df)
+    assert np.isfinite(proba).all()
+    back = mmfuse.load(clf.save(tmp_path / "m.mmfuse"))
+    np.testing.assert_allclose(back.predict_proba(df), proba, rtol=1e-5, atol=1e-6)
+    exp = clf.explain(df.iloc[:12])
+    assert exp.modalities == ["tabular", "x"]
+    assert (exp.contributions[[2, 11], 0] == 0).all()  # an absent modality contributes 0

@@ -77,3 +77,41 @@ def test_explain_true_adds_the_contributions(service):
     plain = client.post("/predict", json={"size": 3.0, "shape": "square", "text": "big box"})
     assert plain.json()["probabilities"] == pytest.approx(body["probabilities"])
     assert "contributions" not in plain.json()
+
+
+def test_tabular_fields_all_empty_mean_the_modality_is_missing(service):
+    client, model, _ = service
+    r = client.post("/predict", json={"size": None, "shape": "", "text": "big box"})
+    assert r.status_code == 200, r.text
+    assert r.json()["modalities_used"] == ["text"]
+    expected = model.predict_proba(pd.DataFrame({"size": [None], "shape": [None],
+                                                 "text": ["big box"]}))[0]
+    np.testing.assert_allclose([r.json()["probabilities"][c] for c in ("0", "1")], expected,
+                               rtol=1e-6)
+    # in a form, an empty field is an empty cell too
+    form = client.post("/predict", data={"size": "", "shape": "", "text": "big box"})
+    assert form.status_code == 200 and form.json()["modalities_used"] == ["text"]
+    # one column sent, the other absent: the absent one is an empty cell, imputed
+    part = client.post("/predict", json={"size": 3.1})
+    assert part.status_code == 200 and part.json()["modalities_used"] == ["tabular"]
+    # nothing usable at all
+    none = client.post("/predict", json={"size": None, "shape": None})
+    assert none.status_code == 422
+    assert none.json()["error"]["code"] == "no_usable_modality"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("inf", "column 'size' holds 'inf'; expected a finite number"),
+    ("1e999", "expected a finite number"),
+    (True, None),  # a JSON boolean in a numeric column is 1.0, like a boolean cell
+])
+def test_non_finite_numbers_are_422_naming_the_column(service, value, message):
+    client, _, _ = service
+    r = client.post("/predict", json={"size": value, "shape": "square"})
+    if message is None:
+        assert r.status_code == 200, r.text
+        return
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert message in error["message"] and error["field"] == "size"
+    assert error["code"] == "bad_value"

@@ -169,9 +169,11 @@ class Encoder:
             except NOT_ITEM_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad item never ends the run
+                # a multi-column item (tabular) names the column at fault on its error
+                where = getattr(exc, "column", None) or column
                 if on_error == "raise":
-                    raise_item_error(exc, row, column, item)
-                errors.append(ItemError(row, column, describe_item(item),
+                    raise_item_error(exc, row, where, item)
+                errors.append(ItemError(row, where, describe_item(item),
                                         failure_message(exc, item)))
                 continue
             present[row] = True

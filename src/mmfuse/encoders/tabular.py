@@ -212,8 +212,7 @@ class TabularEncoder(Encoder):
     @property
     def columns(self) -> list[str]:
         """Every input column, in the order numeric, boolean, dates, categorical."""
-        kinds = self._kinds()
-        return kinds["numeric"] + kinds["boolean"] + kinds["dates"] + kinds["categorical"]
+        return list(self._plan()[0])
 
     @property
     def input_columns(self) -> list[str]:
@@ -227,24 +226,47 @@ class TabularEncoder(Encoder):
         return out
 
     # -- the encoder contract -----------------------------------------------------------
+    def _plan(self) -> tuple[list[str], list[Any], int]:
+        """``(columns, parser per column, number of numeric-like columns)``, checked once
+        per set of column parameters (the service prepares one row per request: checking
+        the lists again every time would cost more than parsing the row)."""
+        key = tuple(tuple(v) if isinstance(v, (list, tuple)) else v
+                    for v in (self.numeric, self.boolean, self.dates, self.categorical))
+        cached = self.__dict__.get("_plan_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        kinds = self._kinds()
+        columns = kinds["numeric"] + kinds["boolean"] + kinds["dates"] + kinds["categorical"]
+        parsers = ([parse_number] * len(kinds["numeric"]) + [parse_boolean] * len(kinds["boolean"])
+                   + [parse_date] * len(kinds["dates"])
+                   + [parse_category] * len(kinds["categorical"]))
+        n_num = len(columns) - len(kinds["categorical"])
+        self._plan_cache = (key, (columns, parsers, n_num))
+        return columns, parsers, n_num
+
     def prepare(self, item: Any) -> tuple[list[float], list[str]]:
         """Check and convert one row: ``(numbers, categories)``; MissingItem when all empty."""
-        if not isinstance(item, Mapping) and len(self.columns) == 1:
-            item = {self.columns[0]: item}  # a one-column table arrives as its cells
+        columns, parsers, n_num = self._plan()
+        if not isinstance(item, Mapping) and len(columns) == 1:
+            item = {columns[0]: item}  # a one-column table arrives as its cells
         if not isinstance(item, Mapping):
             raise InputError(f"a tabular item is a mapping column -> value; got "
                              f"{type(item).__name__}")
-        kinds = self._kinds()
-        absent = [c for c in self.columns if c not in item]
-        if absent:
-            raise InputError(f"tabular columns {absent} are absent from the row")
-        if all(is_missing(item[c]) for c in self.columns):
+        try:
+            values = [item[c] for c in columns]
+        except KeyError:
+            absent = [c for c in columns if c not in item]
+            raise InputError(f"tabular columns {absent} are absent from the row") from None
+        if all(is_missing(v) for v in values):
             raise MissingItem()
-        numbers = ([parse_number(item[c], c) for c in kinds["numeric"]]
-                   + [parse_boolean(item[c], c) for c in kinds["boolean"]]
-                   + [parse_date(item[c], c) for c in kinds["dates"]])
-        categories = [parse_category(item[c], c) for c in kinds["categorical"]]
-        return numbers, categories
+        parsed = []
+        for parse, v, c in zip(parsers, values, columns):
+            try:
+                parsed.append(parse(v, c))
+            except InputError as exc:
+                exc.column = c  # the service names this field in its 422 answer
+                raise
+        return parsed[:n_num], parsed[n_num:]
 
     def _check_params(self) -> None:
         for label, value, low in (("min_frequency", self.min_frequency, 1),
@@ -321,14 +343,14 @@ class TabularEncoder(Encoder):
         num, cat = self._arrays(prepared)
         blocks = []
         if self.numeric_ is not None:
-            impute = self.numeric_.named_steps["impute"]
-            scale = self.numeric_.named_steps["scale"]
+            fill, flagged, center, scale = self._numeric_params()
             missing = np.isnan(num)
-            filled = np.where(missing, impute.statistics_[None, :], num)
-            if impute.indicator_ is not None:
-                filled = np.hstack([filled, missing[:, impute.indicator_.features_]])
-            scaled = (filled - scale.center_) / scale.scale_
-            blocks.append(np.clip(scaled, -float(self.clip), float(self.clip)))
+            filled = np.where(missing, fill, num)
+            if flagged is not None:
+                filled = np.concatenate([filled, missing[:, flagged]], axis=1)
+            scaled = (filled - center) / scale
+            clip = float(self.clip)
+            blocks.append(np.minimum(np.maximum(scaled, -clip), clip))
         if self.categorical_ is not None:
             lookup, unseen = self._onehot_lookup()
             out = np.zeros((len(cat), sum(len(u) for u in unseen)), dtype=np.float64)
@@ -339,7 +361,24 @@ class TabularEncoder(Encoder):
                     out[i, start:start + width] = lookup[j].get(level, unseen[j])
                 start += width
             blocks.append(out)
-        return np.hstack(blocks).astype(np.float32)
+        out = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+        return out.astype(np.float32)
+
+    def _numeric_params(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """The fitted imputer's and scaler's numbers (fill values, flagged columns, centre,
+        scale), read once from the fitted transformers themselves."""
+        cached = self.__dict__.get("_numeric_cache")
+        if cached is not None and cached[0] is self.numeric_:
+            return cached[1]
+        impute = self.numeric_.named_steps["impute"]
+        scale = self.numeric_.named_steps["scale"]
+        flagged = (np.asarray(impute.indicator_.features_)
+                   if impute.indicator_ is not None else None)
+        params = (np.asarray(impute.statistics_, dtype=np.float64)[None, :], flagged,
+                  np.asarray(scale.center_, dtype=np.float64),
+                  np.asarray(scale.scale_, dtype=np.float64))
+        self._numeric_cache = (self.numeric_, params)
+        return params
 
     def embed_sklearn(self, prepared: Sequence[Any]) -> np.ndarray:
         """:meth:`embed` through the transformers' ``transform`` (the reference)."""

@@ -100,6 +100,10 @@ async def prepare_items(model: Any, spec: ModelSpec, items: dict[str, Any],
         except MissingItem:
             return col, None
         except InputError as exc:
+            if col in spec.tables:  # a row of fields: name the one at fault
+                field = getattr(exc, "column", None) or col
+                raise ApiError(422, "bad_value", f"field {field!r}: {exc}",
+                               field=field) from None
             raise ApiError(422, "undecodable", f"field {col!r}: {exc}", field=col) from None
         except Exception as exc:  # a decoder's own error on hostile bytes is still bad input
             logger.info("could not decode field %r: %s: %s", col, type(exc).__name__, exc)

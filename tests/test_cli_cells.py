@@ -1,0 +1,58 @@
+"""Several files per cell through the CLI: ``a.png | b.png`` in a CSV manifest, a JSON
+list in a JSONL manifest; a partly failing cell is pooled over the rest and reported."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmfuse.cli import app
+
+runner = CliRunner()
+
+
+def write_images(folder, n=36, seed=0):
+    """Rows of 1-3 grey squares: dark for class 0, bright for class 1 (plus noise)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        files = []
+        for k in range(1 + i % 3):
+            value = int(np.clip(60 + 130 * label + rng.normal(0, 15), 0, 255))
+            name = f"r{i}_{k}.png"
+            Image.new("L", (12, 12), value).save(folder / name)
+            files.append(name)
+        rows.append({"photo": files, "label": label})
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_run_pools_several_files_per_cell(tmp_path, kind):
+    rows = write_images(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows[0]["photo"] = rows[0]["photo"] + ["broken.png"]      # partly failing: pooled
+    rows[1]["photo"] = ["broken.png", "broken.png"]            # wholly failing: missing
+    path = tmp_path / f"m.{kind}"
+    if kind == "csv":
+        lines = ["photo,label"] + [f"{' | '.join(r['photo'])},{r['label']}" for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["run", "--manifest", str(path), "--image", "photo",
+                                 "--label", "label", "--encoders", "image=pixels",
+                                 "--cv", "3", "--on-error", "skip", "--json", str(out),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["n_samples"] == 36
+    image = next(r for r in doc["rows"] if r["name"] == "image")
+    assert image["accuracy"] > 0.9  # the pooled brightness knows the class
+    text = result.output
+    assert "1 of 2 files failed (pooled over the other 1)" in text, text
+    assert "all 2 files failed" in text

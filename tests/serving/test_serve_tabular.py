@@ -14,10 +14,7 @@ from mmfuse import MultimodalClassifier, load  # noqa: E402
 from mmfuse.encoders.tabular import TabularEncoder  # noqa: E402
 from server_harness import ServerThread  # noqa: E402
 
-try:
-    from mmfuse.serving import create_app  # noqa: E402
-except ImportError:  # before the serving/ package
-    from mmfuse.serve import create_app  # noqa: E402
+from mmfuse.serving import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,6 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     fastapi = require("fastapi", "serve")
     require("python_multipart", "serve")  # multipart parsing, checked now rather than per request
     require("prometheus_client", "serve")
-    from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
 
@@ -119,9 +118,9 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     batcher = Batcher(lambda items: predict_batch(model, spec, items), batch_max,
                        batch_wait_ms / 1000.0, stats, metrics)
     metrics.queue_depth.set_function(batcher.depth)
-    limits = BodyLimits(spec, max_upload_bytes, max_text_chars)
-    admitted = [0]  # /predict requests held now
-    metrics.in_progress.set_function(lambda: admitted[0])
+    route = PredictRoute(model, spec, batcher, metrics, max_upload_bytes, max_text_chars,
+                         max_queue, request_timeout)
+    metrics.in_progress.set_function(lambda: route.admitted)
 
     @asynccontextmanager
     async def lifespan(app: Any):
@@ -149,18 +148,85 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
 
     install_error_handlers(app, stats)
     _add_info_routes(app, spec, stats, metrics)
-
-    def parse(media: str, body: bytes, fields: list[Field] | None) -> dict[str, Any]:
-        if media == "application/json":
-            return items_from_json(body, spec, max_upload_bytes, max_text_chars)
-        if fields is None:
-            fields = parse_urlencoded(body, len(spec.columns))
-        return items_from_fields(fields, spec, max_upload_bytes, max_text_chars)
-
     answer_model, error_model = response_models()
+    statuses = (400, 401, 408, 413, 415, 422, 503)
 
-    async def answer(request: Request, media: str, phase: list[str]) -> JSONResponse:
-        body = await read_body(request, limits.for_media(media))
+    @app.post("/predict", summary="Predict the class of one sample",
+              openapi_extra=openapi_request(spec, max_text_chars),
+              responses={200: {"model": answer_model},
+                         **{status: {"model": error_model} for status in statuses}})
+    async def predict(request: Request):
+        return await route(request)
+
+    known = frozenset(route.path for route in app.routes)
+    app.add_middleware(Front, keys=keys, metrics=metrics, known_paths=known,
+                       access_log=access_log)
+    return app
+
+
+class PredictRoute:
+    """``POST /predict``: admission against ``max_queue``, the request's deadline, reading and
+    parsing the body, encoding the sample, then the batched prediction (or, with
+    ``explain=true``, the explanation). ``admitted`` counts the requests held now."""
+
+    def __init__(self, model: Any, spec: Any, batcher: Batcher, metrics: Metrics,
+                 max_upload_bytes: int, max_text_chars: int, max_queue: int | None,
+                 request_timeout: float | None):
+        self.model, self.spec, self.batcher, self.metrics = model, spec, batcher, metrics
+        self.max_upload_bytes, self.max_text_chars = max_upload_bytes, max_text_chars
+        self.limits = BodyLimits(spec, max_upload_bytes, max_text_chars)
+        self.max_queue, self.request_timeout = max_queue, request_timeout
+        self.admitted = 0
+
+    async def __call__(self, request: Any) -> Any:
+        spec, metrics = self.spec, self.metrics
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media and media not in MEDIA_TYPES:
+            raise ApiError(415, "unsupported_media_type",
+                           f"content type {media!r} is not accepted; send multipart/form-data "
+                           f"(fields {spec.columns}) or application/json")
+        if self.max_queue is not None and self.admitted >= self.max_queue:
+            metrics.rejected.labels("overload").inc()
+            await discard_body(request, self.limits.for_media(media))
+            raise ApiError(503, "overloaded",
+                           f"the service already holds its limit of {self.max_queue} requests; "
+                           f"retry after {RETRY_AFTER_S} s",
+                           headers={"Retry-After": str(RETRY_AFTER_S)})
+        self.admitted += 1
+        phase = ["body"]
+        deadline = asyncio.timeout(self.request_timeout)
+        try:
+            async with deadline:
+                return await self._answer(request, media, phase)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            if phase[0] == "body":
+                metrics.rejected.labels("body_timeout").inc()
+                raise ApiError(408, "request_timeout",
+                               f"the request body did not arrive within {self.request_timeout} s",
+                               headers={"Connection": "close"}) from None
+            metrics.rejected.labels("timeout").inc()
+            raise ApiError(503, "timeout",
+                           f"the service could not answer within {self.request_timeout} s; "
+                           f"retry after {RETRY_AFTER_S} s",
+                           headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        finally:
+            self.admitted -= 1
+
+    def _parse(self, media: str, body: bytes, fields: list[Field] | None) -> dict[str, Any]:
+        if media == "application/json":
+            return items_from_json(body, self.spec, self.max_upload_bytes, self.max_text_chars)
+        if fields is None:
+            fields = parse_urlencoded(body, len(self.spec.columns))
+        return items_from_fields(fields, self.spec, self.max_upload_bytes, self.max_text_chars)
+
+    async def _answer(self, request: Any, media: str, phase: list[str]) -> Any:
+        from fastapi.responses import JSONResponse
+        from starlette.concurrency import run_in_threadpool
+
+        model, spec = self.model, self.spec
+        body = await read_body(request, self.limits.for_media(media))
         phase[0] = "predict"
         if not body:
             raise ApiError(400, "empty_request",
@@ -171,9 +237,9 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                            "application/json")
         fields = None
         if media == "multipart/form-data":
-            fields = await parse_multipart(body, request.headers["content-type"], limits)
+            fields = await parse_multipart(body, request.headers["content-type"], self.limits)
         # parsing megabytes (JSON, base64, text decoding) is CPU work: off the event loop
-        items = await run_in_threadpool(parse, media, body, fields)
+        items = await run_in_threadpool(self._parse, media, body, fields)
         prepared = await prepare_items(model, spec, items, run_in_threadpool)
         used = [m for m in spec.used if m in prepared]
         if not used:
@@ -187,54 +253,8 @@ def create_app(model: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
             body["contributions"] = exp.rows()[0]
             body["explain_method"] = exp.method
             return JSONResponse(body)
-        proba = await batcher.submit(prepared)
+        proba = await self.batcher.submit(prepared)
         return JSONResponse(answer_body(model, spec, proba, used, sorted(items)))
-
-    statuses = (400, 401, 408, 413, 415, 422, 503)
-
-    @app.post("/predict", summary="Predict the class of one sample",
-              openapi_extra=openapi_request(spec, max_text_chars),
-              responses={200: {"model": answer_model},
-                         **{status: {"model": error_model} for status in statuses}})
-    async def predict(request: Request):
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media and media not in MEDIA_TYPES:
-            raise ApiError(415, "unsupported_media_type",
-                           f"content type {media!r} is not accepted; send multipart/form-data "
-                           f"(fields {spec.columns}) or application/json")
-        if max_queue is not None and admitted[0] >= max_queue:
-            metrics.rejected.labels("overload").inc()
-            await discard_body(request, limits.for_media(media))
-            raise ApiError(503, "overloaded",
-                           f"the service already holds its limit of {max_queue} requests; "
-                           f"retry after {RETRY_AFTER_S} s",
-                           headers={"Retry-After": str(RETRY_AFTER_S)})
-        admitted[0] += 1
-        phase = ["body"]
-        deadline = asyncio.timeout(request_timeout)
-        try:
-            async with deadline:
-                return await answer(request, media, phase)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            if phase[0] == "body":
-                metrics.rejected.labels("body_timeout").inc()
-                raise ApiError(408, "request_timeout",
-                               f"the request body did not arrive within {request_timeout} s",
-                               headers={"Connection": "close"}) from None
-            metrics.rejected.labels("timeout").inc()
-            raise ApiError(503, "timeout",
-                           f"the service could not answer within {request_timeout} s; retry "
-                           f"after {RETRY_AFTER_S} s",
-                           headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-        finally:
-            admitted[0] -= 1
-
-    known = frozenset(route.path for route in app.routes)
-    app.add_middleware(Front, keys=keys, metrics=metrics, known_paths=known,
-                       access_log=access_log)
-    return app
 
 
 def _add_info_routes(app: Any, spec: Any, stats: ServiceStats, metrics: Metrics) -> None:

@@ -78,11 +78,27 @@ def _timed_eval(X, y, groups, cv, encoders, strategies, singles=True):
     return result, time.perf_counter() - start
 
 
-def run(dataset: str) -> dict:
+def _commit() -> str:
+    """The code a number was measured on (short hash; "+dirty" with uncommitted changes)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "src")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
+def run(dataset: str, previous: dict | None = None) -> dict:
+    """One dataset's measurement; with ``previous`` (an earlier result whose fixed rows
+    carry their fold accuracies), only the auto run and its baseline timing are redone and
+    the fixed rows are kept (they do not depend on the encoder choice)."""
     X, y, groups = load_dataset(dataset)
     cv = _cv(dataset)
     mods = [m for m in ("image", "text", "audio") if m in X.columns]
     out = {"dataset": dataset, "n": len(y), "cv": cv, "modalities": mods}
+    code = _commit()
     print(f"{dataset}: {len(y)} rows, cv {cv}", flush=True)
     # warm the feature cache with every candidate encoder (timed: the cost of a first run)
     start = time.perf_counter()
@@ -102,11 +118,13 @@ def run(dataset: str) -> dict:
                    "chosen_encoders": auto.chosen_encoders,
                    "singles": {r.name: r.accuracy for r in auto.rows if r.kind == "single"}}
     out["auto_seconds"] = auto_s
+    out["auto_code"] = code
     print(f"  auto {row.accuracy:.3f} in {auto_s:.0f} s; encoders {auto.chosen_encoders}",
           flush=True)
 
-    fixed = []
-    for combo in itertools.product(*(FIXED[m] for m in mods)):
+    fixed = [] if previous is None else previous["fixed"]
+    out["fixed_code"] = code if previous is None else previous.get("fixed_code", "?")
+    for combo in itertools.product(*(FIXED[m] for m in mods)) if previous is None else []:
         encoders = dict(zip(mods, combo))
         res, secs = _timed_eval(X, y, groups, cv, encoders, FIXED_STRATEGIES)
         label = ", ".join(f"{m}={e}" for m, e in encoders.items())
@@ -124,7 +142,7 @@ def run(dataset: str) -> dict:
     out["best_fixed"] = {k: best[k] for k in ("encoders", "name", "accuracy")}
     out["diff"] = {"mean": float(np.mean(diff)), "ci95": [float(np.mean(diff) - half),
                                                           float(np.mean(diff) + half)]}
-    out["fixed"] = [{k: r[k] for k in ("encoders", "name", "kind", "accuracy")} for r in fixed]
+    out["fixed"] = fixed
     return out
 
 
@@ -186,8 +204,8 @@ def render(results: list[dict]) -> str:
         "cache adds; features already cached by other runs are not recomputed).",
         "",
         "| dataset | folds | auto | best fixed | Δ [95% CI] | ≥ best − 1 pt | time ratio |"
-        " first extraction, all encoders | encoders chosen (per fold) |",
-        "|---|---:|---:|---|---|---|---:|---:|---|",
+        " first extraction, all encoders | encoders chosen (per fold) | code (auto / fixed) |",
+        "|---|---:|---:|---|---|---|---:|---:|---|---|",
     ]
     for r in results:
         from collections import Counter
@@ -204,7 +222,8 @@ def render(results: list[dict]) -> str:
             f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {ok} | "
             f"{r['auto_seconds'] / r['baseline_seconds']:.1f}× "
             f"({r['auto_seconds']:.0f} s / {r['baseline_seconds']:.0f} s) | "
-            f"{r.get('warm_seconds', float('nan')):.0f} s | {chosen_text} |")
+            f"{r.get('warm_seconds', float('nan')):.0f} s | {chosen_text} | "
+            f"{r.get('auto_code', '?')} / {r.get('fixed_code', '?')} |")
     missing = [d for d in DATASETS if d not in {r["dataset"] for r in results}]
     if missing:
         lines += ["", f"Not measured in this run (the shared machine's time ran out): "
@@ -251,13 +270,20 @@ def main() -> None:
                         help="skip the second part (log-loss against accuracy)")
     parser.add_argument("--scoring", nargs="*", default=list(DATASETS), choices=DATASETS,
                         help="datasets of the second part")
+    parser.add_argument("--redo-auto", nargs="*", default=[], choices=DATASETS,
+                        help="measure these datasets' auto run again (new selection or fusion "
+                             "code), keeping their fixed rows when those carry fold accuracies")
     args = parser.parse_args()
     done = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
     results = list(done)  # datasets measured earlier are kept (the script resumes)
     for dataset in args.datasets:
-        if any(r["dataset"] == dataset for r in results):
+        old = next((r for r in results if r["dataset"] == dataset), None)
+        if old is not None and dataset not in args.redo_auto:
             continue
-        results.append(run(dataset))
+        keep = old if old is not None and all("fold_accuracy" in f for f in old["fixed"]) \
+            else None
+        results = [r for r in results if r["dataset"] != dataset]
+        results.append(run(dataset, keep))
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))  # resumable
         write_section("encoders_auto", render(results))

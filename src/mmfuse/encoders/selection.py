@@ -230,12 +230,19 @@ class EncoderSelection:
 
 
 def one_se_cheapest(fold_scores: Mapping[str, Sequence[float]],
-                    costs: Mapping[str, float]) -> str:
+                    costs: Mapping[str, float],
+                    fold_accuracy: Mapping[str, Sequence[float]] | None = None,
+                    max_accuracy_loss: float | None = None) -> str:
     """The cheapest candidate within one standard error of the best (higher is better).
 
     The best candidate has the highest mean per-fold score; a candidate qualifies when the
     mean of its paired per-fold difference to the best is at most one standard error of
     that difference. Among qualifying candidates the cheapest wins (ties: first listed).
+
+    With ``fold_accuracy`` and ``max_accuracy_loss``, a candidate also qualifies only when
+    its mean inner accuracy is at most ``max_accuracy_loss`` below the best one's: the
+    standard error bounds what the rule gives up by the noise of the inner folds, which
+    on small grouped data can be several points; this bounds it by what a user accepts.
     """
     names = list(fold_scores)
     if not names:
@@ -246,6 +253,10 @@ def one_se_cheapest(fold_scores: Mapping[str, Sequence[float]],
     for n in names:
         diff = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[n], float)
         se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        if max_accuracy_loss is not None and fold_accuracy is not None and n != best:
+            shortfall = float(np.mean(fold_accuracy[best]) - np.mean(fold_accuracy[n]))
+            if shortfall > max_accuracy_loss + 1e-12:
+                continue
         if diff.mean() <= se + 1e-12:
             ok.append(n)
     return min(ok, key=lambda n: (costs.get(n, 0.0), names.index(n)))

@@ -36,6 +36,19 @@ def test_one_se_prefers_the_cheaper_candidate_within_noise():
         one_se_cheapest({}, {})
 
 
+def test_one_se_gives_up_at_most_the_accuracy_cap_for_a_cheaper_encoder():
+    # noisy folds: "cheap" is 3 points worse on average but within one SE of "costly"
+    acc = {"costly": [0.90, 0.70, 0.85, 0.65], "cheap": [0.80, 0.72, 0.78, 0.68]}
+    costs = {"costly": 10, "cheap": 1}
+    assert one_se_cheapest(acc, costs) == "cheap"
+    assert one_se_cheapest(acc, costs, acc, 0.01) == "costly"
+    assert one_se_cheapest(acc, costs, acc, 0.05) == "cheap"
+    # the cap is on accuracy even when another score chooses
+    loss = {"costly": [-0.5, -0.9, -0.6, -0.95], "cheap": [-0.55, -0.85, -0.65, -0.95]}
+    assert one_se_cheapest(loss, costs) == "cheap"
+    assert one_se_cheapest(loss, costs, acc, 0.01) == "costly"
+
+
 @pytest.mark.parametrize("scoring", ["log_loss", "accuracy"])
 @pytest.mark.parametrize("grouped", [False, True])
 def test_select_finds_the_informative_encoder(scoring, grouped, monkeypatch):

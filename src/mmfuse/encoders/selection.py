@@ -18,7 +18,11 @@ encoder a choice learned from the training data, like the fusion strategy:
 3. The one-standard-error rule, toward the cheaper encoder: the choice is the cheapest
    candidate (:func:`encoder_cost`) whose paired per-fold score difference to the best
    one is at most one standard error. A costlier encoder (a pretrained network, a
-   concatenation) must beat every cheaper one by more than the noise of the inner folds.
+   concatenation) must beat every cheaper one by more than the noise of the inner folds,
+   or by more than :data:`MAX_ACCURACY_LOSS` of mean inner accuracy, whichever is
+   smaller: on small grouped data the standard error of five inner folds can be several
+   points, and the rule alone then gave up that much for a cheaper encoder
+   (``benchmarks/bench_encoder_choice_rules.py`` measures it).
 
 Features of stateless encoders are computed once for every fold (and come from the
 feature cache); an encoder that learns (TF-IDF) is fit on each inner training fold only,
@@ -51,6 +55,9 @@ DEFAULT_SCORING = "accuracy"
 #: outweigh a fold.
 PROBA_FLOOR = 1e-6
 AUTO = "auto"
+#: The one-SE rule never gives up more than this much mean inner accuracy for a cheaper
+#: encoder (see :func:`one_se_cheapest`; the module docstring says why).
+MAX_ACCURACY_LOSS = 0.01
 
 #: Relative cost of encoding one item (order of magnitude, from benchmarks/RESULTS.md,
 #: "extraction"): the one-standard-error rule leans toward the cheaper encoder. A name not
@@ -316,7 +323,8 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
 def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
                    groups: Any = None, *, cv: int = 5, scoring: str = DEFAULT_SCORING,
                    classifier: Any = None, random_state: Any = None,
-                   column: str | None = None) -> EncoderSelection:
+                   column: str | None = None,
+                   max_accuracy_loss: float | None = MAX_ACCURACY_LOSS) -> EncoderSelection:
     """Choose one column's encoder among ``candidates`` by inner CV (see the module doc).
 
     Parameters
@@ -330,6 +338,9 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     cv : int, default=5
         Inner folds.
     scoring : {"log_loss", "accuracy"}, default=DEFAULT_SCORING
+    max_accuracy_loss : float or None, default=MAX_ACCURACY_LOSS
+        The one-SE rule gives up at most this much mean inner accuracy for a cheaper
+        candidate (None: only the standard error bounds it; see :func:`one_se_cheapest`).
     classifier : estimator or None
         The per-modality classifier (None: LogisticRegression, as the fusion strategies).
     random_state : int or None
@@ -367,7 +378,7 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
             loss.update(more_loss)
     costs = {n: encoder_cost(n) for n in acc}
     score = _score_dict(acc, loss, scoring)
-    pick = one_se_cheapest(score, costs)
+    pick = one_se_cheapest(score, costs, acc, max_accuracy_loss)
     return EncoderSelection(pick, scoring, score, acc, loss, costs)
 
 

@@ -87,6 +87,8 @@ def study(dataset: str) -> dict:
                                            score_candidates)
     from mmfuse.fusion._common import ModalityExpert, inner_splits, shared_experts
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()  # at the start
     X, y, groups = load_dataset(dataset)
     cv = _cv(dataset)
     table = FeatureTable(X, "auto", on_error="skip", cache=True)
@@ -169,8 +171,6 @@ def study(dataset: str) -> dict:
         per_fold.append({"picks": picks, "fused": fused, "outer_single": outer_single,
                          "inner": inner_scores})
         print(f"fold {k} done ({time.perf_counter() - start:.0f} s)", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
     return {"dataset": dataset, "cv": cv, "commit": commit, "folds": per_fold,
             "seconds": time.perf_counter() - start}
 

@@ -90,11 +90,12 @@ def _commit() -> str:
     return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
 
 
-def run(dataset: str, previous: dict | None = None) -> dict:
+def run(dataset: str, previous: dict | None = None, auto_only: bool = False) -> dict:
     """One dataset's measurement; with ``previous`` (an earlier result), only the auto run
     and its baseline timing are redone and the fixed rows are kept (they do not depend on
     the encoder choice; the best one is remeasured on the same folds when the earlier run
-    kept only its mean)."""
+    kept only its mean). ``auto_only``: no fixed combination at all (the time ratio and
+    the choices only; a later run without it measures the fixed rows)."""
     X, y, groups = load_dataset(dataset)
     cv = _cv(dataset)
     mods = [m for m in ("image", "text", "audio") if m in X.columns]
@@ -137,6 +138,10 @@ def run(dataset: str, previous: dict | None = None) -> dict:
         print(f"  fixed {label}: best {max(r.accuracy for r in res.rows):.3f} ({secs:.0f} s)",
               flush=True)
 
+    if auto_only:
+        out["auto_only"] = True
+        out["fixed"] = []
+        return out
     for combo in itertools.product(*(FIXED[m] for m in mods)) if previous is None else []:
         measure(dict(zip(mods, combo)))
     best = max(fixed, key=lambda r: r["accuracy"])
@@ -224,13 +229,16 @@ def render(results: list[dict]) -> str:
         chosen = Counter(", ".join(f"{c}={e}" for c, e in sorted(f.items()))
                          for f in r["auto"]["chosen_encoders"])
         chosen_text = "; ".join(f"{k} ×{v}" for k, v in chosen.most_common())
-        bf = r["best_fixed"]
-        d = r["diff"]
-        ok = "yes" if d["mean"] >= -0.01 else "**no**"
+        if "best_fixed" in r:
+            bf, d = r["best_fixed"], r["diff"]
+            fixed_text = (f"{bf['accuracy']:.3f} ({bf['name']}; {bf['encoders']}) | "
+                          f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
+                          + ("yes" if d["mean"] >= -0.01 else "**no**"))
+        else:
+            fixed_text = "not measured (`--auto-only` run) | | "
         lines.append(
             f"| {r['dataset']} | {len(r['auto']['fold_accuracy'])} | {r['auto']['accuracy']:.3f} "
-            f"| {bf['accuracy']:.3f} ({bf['name']}; {bf['encoders']}) | {d['mean']:+.3f} "
-            f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {ok} | "
+            f"| {fixed_text} | "
             f"{r['auto_seconds'] / r['baseline_seconds']:.1f}× "
             f"({r['auto_seconds']:.0f} s / {r['baseline_seconds']:.0f} s) | "
             f"{r.get('warm_seconds', float('nan')):.0f} s | {chosen_text} | "
@@ -284,16 +292,24 @@ def main() -> None:
     parser.add_argument("--redo-auto", nargs="*", default=[], choices=DATASETS,
                         help="measure these datasets' auto run again (new selection or fusion "
                              "code), keeping their fixed rows when those carry fold accuracies")
+    parser.add_argument("--auto-only", action="store_true",
+                        help="measure the auto run and the baselines' time only (no fixed "
+                             "combination; a later run without it completes the dataset)")
     args = parser.parse_args()
     done = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
     results = list(done)  # datasets measured earlier are kept (the script resumes)
     for dataset in args.datasets:
         old = next((r for r in results if r["dataset"] == dataset), None)
-        if old is not None and dataset not in args.redo_auto:
+        complete = old is not None and not old.get("auto_only")
+        if complete and dataset not in args.redo_auto:
             continue
-        keep = old  # its fixed rows are kept (the best one remeasured if it lacks folds)
+        if old is not None and old.get("auto_only") and args.auto_only \
+                and dataset not in args.redo_auto:
+            continue
+        # a complete result keeps its fixed rows (the best one remeasured if it lacks folds)
+        keep = old if complete else None
         results = [r for r in results if r["dataset"] != dataset]
-        results.append(run(dataset, keep))
+        results.append(run(dataset, keep, args.auto_only and keep is None))
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))  # resumable
         write_section("encoders_auto", render(results))

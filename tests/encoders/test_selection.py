@@ -27,6 +27,20 @@ def _parts(views):
     return {k: Part(np.ones(v.shape[0], bool), view=v) for k, v in views.items()}
 
 
+def test_default_choice_gives_up_no_inner_accuracy_for_a_cheaper_encoder(monkeypatch):
+    import mmfuse.encoders.selection as selection
+
+    y, g, views = _data(groups=True)
+    views["good2"] = views["good"] + np.float32(0.3) * views["noise"]  # a bit worse, cheaper
+    monkeypatch.setitem(selection.COST, "good", 50.0)
+    monkeypatch.setitem(selection.COST, "good2", 1.0)
+    parts = _parts(views)
+    sel = select_encoder(parts, Candidates(("good2", "good")), y, g, cv=4, random_state=0)
+    acc = {n: float(np.mean(v)) for n, v in sel.fold_accuracy.items()}
+    assert sel.chosen == max(acc, key=lambda n: (acc[n], -selection.COST[n]))
+    assert selection.MAX_ACCURACY_LOSS == 0.0
+
+
 def test_one_se_prefers_the_cheaper_candidate_within_noise():
     scores = {"costly": [0.80, 0.82, 0.79, 0.81], "cheap": [0.79, 0.83, 0.78, 0.80]}
     assert one_se_cheapest(scores, {"costly": 10, "cheap": 1}) == "cheap"

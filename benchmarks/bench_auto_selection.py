@@ -4,7 +4,7 @@ one-standard-error rule, judged by what each rule's pick scores on the unseen ou
 Usage: MMFUSE_DATA=../shared/data python benchmarks/bench_auto_selection.py [dataset ...]
 
 For every outer fold (the dataset's own protocol; tuxpaint: first repeat only) ``auto`` is
-fitted once (``ensemble=False``), which scores every candidate on one grouped inner CV;
+fitted once (``ensemble=True``), which scores every candidate and the honest greedy ensemble on one grouped inner CV;
 then every candidate is refit on the outer training rows (sharing the per-modality experts)
 and scored on the outer test rows. Each selection rule is applied to the *inner* scores,
 and the table gives the *outer* accuracy of what it picked, averaged over folds, and its
@@ -58,7 +58,7 @@ def run_one(name: str) -> dict:
             p_te = {m: present[m][test] for m in mods}
             g_tr = None if groups is None else np.asarray(groups)[train]
             with shared_experts():
-                auto = create_fusion("auto", ensemble=False, random_state=0)
+                auto = create_fusion("auto", ensemble=True, random_state=0)
                 auto.fit(v_tr, y[train], p_tr, g_tr)
                 outer, probas = {}, {}
                 for c in auto._all_candidates(mods):
@@ -67,6 +67,13 @@ def run_one(name: str) -> dict:
                     est = auto._fit_candidate(auto._build(c), c, v_tr, y[train], p_tr, g_tr)
                     probas[c.name] = auto._proba(est, c, v_te, p_te)
                     outer[c.name] = float(np.mean(probas[c.name].argmax(axis=1) == y[test]))
+                # the greedy ensemble selected on all inner out-of-fold rows (what auto
+                # would use if chosen): the same weighted mean of its refit members
+                counts = getattr(auto, "ensemble_candidate_", {})
+                if len(counts) > 1:
+                    ens = f"ensemble({'+'.join(sorted(counts))})"
+                    avg = sum(k * probas[n] for n, k in counts.items()) / sum(counts.values())
+                    outer[ens] = float(np.mean(avg.argmax(axis=1) == y[test]))
                 tied = tied_simple(auto.inner_fold_scores_)
                 avg = np.mean([probas[n] for n in tied], axis=0)
                 outer[TIED] = float(np.mean(avg.argmax(axis=1) == y[test]))
@@ -101,14 +108,36 @@ def rules(fold: dict) -> dict[str, str]:
     import numpy as np
 
     from mmfuse.fusion._common import one_se_choice
+    from mmfuse.fusion.auto import choose
 
-    acc = {n: np.asarray(v) for n, v in fold["inner_accuracy"].items()}
-    neg_ll = {n: -np.asarray(v) for n, v in fold["inner_log_loss"].items()}
+    every = {n: np.asarray(v) for n, v in fold["inner_accuracy"].items()}
+    ens = [n for n in every if n.startswith("ensemble(") and n in fold["outer"]]
+    # the candidates without the ensemble (as auto with ensemble=False)
+    acc = {n: v for n, v in every.items() if not n.startswith(("ensemble(", "average("))}
+    neg_ll = {n: -np.asarray(v) for n, v in fold["inner_log_loss"].items() if n in acc}
     simple = {n for n in acc if n in EQUAL or n.startswith("single:")}
     equal = [n for n in acc if n in EQUAL]
     best = lambda s, pool: max(pool, key=lambda n: (s[n].mean(), -list(s).index(n)))  # noqa: E731
+
+    def gated(pick: str) -> str:
+        """auto's ensemble gate: the honest ensemble replaces ``pick`` when it beats it by
+        more than one SE (and, against a learned pick, is at least as accurate)."""
+        if not ens:
+            return pick
+        e = ens[0]
+        if one_se_choice({pick: every[pick], e: every[e]},
+                         {pick} if pick in simple else set()) != e:
+            return pick
+        return e if pick in simple or every[e].mean() >= every[pick].mean() else pick
+
+    old_rule = one_se_choice(acc, simple)
     return {
-        "accuracy, one-SE vs simple (auto)": one_se_choice(acc, simple),
+        "accuracy, one-SE vs simple, preference order (auto, ensemble=False)": choose(acc),
+        "accuracy, one-SE vs simple, preference order, ensemble gated (ensemble=True)":
+            gated(choose(acc)),
+        "accuracy, one-SE vs simple (previous auto, ensemble=False)": old_rule,
+        "accuracy, one-SE vs simple, ensemble gated (previous default)": gated(old_rule),
+        "greedy ensemble always (where one was formed)": ens[0] if ens else old_rule,
         "log-loss, one-SE vs simple": one_se_choice(neg_ll, simple),
         "accuracy, best of all": best(acc, list(acc)),
         "log-loss, best of all": best(neg_ll, list(neg_ll)),
@@ -131,7 +160,7 @@ def markdown(results: dict) -> str:
              "| picks |", "|---|---|---|---|---|"]
     for name, res in results.items():
         folds = res["folds"]
-        cands = [n for n in folds[0]["outer"] if n != TIED]
+        cands = [n for n in folds[0]["outer"] if n != TIED and not n.startswith("ensemble(")]
         eq = max((n for n in EQUAL if n in cands),
                  key=lambda n: np.mean([f["outer"][n] for f in folds]))
         ref = [f["outer"][eq] for f in folds]
@@ -141,7 +170,8 @@ def markdown(results: dict) -> str:
             gap, ci = paired(got, ref)
             chosen = {}
             for p in picks:
-                chosen[p[rule]] = chosen.get(p[rule], 0) + 1
+                label = "ensemble" if p[rule].startswith("ensemble(") else p[rule]
+                chosen[label] = chosen.get(label, 0) + 1
             lines.append(f"| {name} | {rule} | {np.mean(got):.3f} | {gap:+.3f} "
                          f"[{ci[0]:+.3f}, {ci[1]:+.3f}] vs {eq} | "
                          + ", ".join(f"{k} x{v}" for k, v in chosen.items()) + " |")

@@ -10,6 +10,7 @@ from conftest import make_views
 from mmfuse import InputError
 from mmfuse.fusion import _common, create_fusion
 from mmfuse.fusion._common import CrossFitExpert, ViewScaler, inner_splits, one_se_choice
+from mmfuse.fusion.auto import choose
 
 
 def test_one_se_rule_prefers_the_simple_candidate_unless_clearly_better():
@@ -131,7 +132,9 @@ def test_auto_follows_the_one_se_rule_on_its_inner_folds():
     scores = {n: np.asarray(v) for n, v in f.inner_fold_scores_.items()}
     simple = {n for n in scores if n in ("early[equal]", "late[equal]", "seed-baseline")
               or n.startswith("single:")}
-    assert f.chosen_name_ == one_se_choice(scores, simple)
+    assert f.chosen_name_ == choose(scores)
+    picked = one_se_choice(scores, simple)  # learned vs simple: the one-SE rule
+    assert (f.chosen_name_ in simple) == (picked in simple)
     best_single = max(v for n, v in f.inner_scores_.items() if n.startswith("single:"))
     assert f.inner_scores_[f.chosen_name_] >= best_single
     assert inner_splits(y, groups, 4, 0)  # grouped inner splits exist for this data

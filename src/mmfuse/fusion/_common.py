@@ -88,6 +88,67 @@ def make_classifier(classifier: Any, random_state: Any = None, x: Any = None) ->
     return est
 
 
+#: Solvers of scikit-learn's LogisticRegression that minimise the plain objective (an
+#: unpenalised intercept); liblinear penalises the intercept, so it is left alone.
+_GRAM_SOLVERS = ("lbfgs", "newton-cg", "newton-cholesky", "sag", "saga")
+
+
+def gram_applicable(model: Any, n_rows: int, width: int) -> bool:
+    """Whether :func:`fit_logistic_gram` fits ``model`` exactly, and is worth it: an
+    L2-penalised :class:`~sklearn.linear_model.LogisticRegression` on a design at least
+    twice as wide as it is tall."""
+    if type(model) is not LogisticRegression or width < 2 * n_rows:
+        return False
+    p = model.get_params()
+    return (p["penalty"] in ("l2", "deprecated") and p["l1_ratio"] in (None, 0, 0.0)
+            and not p["dual"] and p["solver"] in _GRAM_SOLVERS and not p["warm_start"])
+
+
+def fit_logistic_gram(model: Any, blocks: list, y: np.ndarray) -> Any:
+    """Fit an L2 logistic regression on the column blocks of a wide design ``[B_1 ... B_k]``
+    through an exact factor of its Gram matrix; ``model`` comes back with primal
+    coefficients, as if fitted on the design itself.
+
+    The penalised loss depends on the design D (n x d) only through D D^T: with
+    D D^T = V Λ V^T, the n-column G = V Λ^{1/2} has the same inner products, a model with
+    coefficients β on G predicts as one with W = β Λ^{-1/2} V^T D on D, and
+    ||W|| = ||β||, so the minimiser on G maps to the minimiser on D (the intercept is not
+    penalised by these solvers). L-BFGS started at zero is invariant under the rotation, so
+    it takes the same steps, each costing n·n·K rather than n·d·K. Directions with an
+    eigenvalue below 1e-10 of the largest are dropped (they carry no signal at that
+    precision). Dense blocks go through BLAS, sparse ones (TF-IDF) through sparse products.
+    """
+    gram = None
+    blocks = [b.astype(np.float64) if is_sparse(b) else np.asarray(b, dtype=np.float64)
+              for b in blocks]
+    for b in blocks:
+        part = b @ b.T
+        part = part.toarray() if is_sparse(part) else part
+        part = np.asarray(part, dtype=np.float64)
+        gram = part if gram is None else gram + part
+    vals, vecs = np.linalg.eigh(gram)
+    keep = vals > max(float(vals.max()), 0.0) * 1e-10
+    vals, vecs = vals[keep], vecs[:, keep]
+    root = np.sqrt(vals)
+    factor = vecs * root
+    inner = clone(model)
+    if inner.get_params()["solver"] not in ("lbfgs", "newton-cg", "newton-cholesky"):
+        inner.set_params(solver="lbfgs")
+    inner.fit(factor, y)
+    # W = β Λ^{-1/2} V^T D, block by block
+    back = (inner.coef_ / root) @ vecs.T  # (K', n)
+    coef = []
+    for b in blocks:
+        part = (b.T @ back.T).T if is_sparse(b) else back @ b
+        coef.append(np.asarray(part))
+    model.coef_ = np.hstack(coef)
+    model.intercept_ = inner.intercept_.copy()
+    model.classes_ = inner.classes_
+    model.n_features_in_ = int(model.coef_.shape[1])
+    model.n_iter_ = inner.n_iter_
+    return model
+
+
 class ViewScaler:
     """Scale one view on its present training rows; missing rows become 0.
 

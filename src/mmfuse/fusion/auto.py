@@ -12,18 +12,24 @@ scored by cross-validating their meta level on those out-of-fold probabilities, 
 refit from the same memo, so ``auto`` costs about one inner CV of the per-modality experts
 plus one of the feature-level candidates (early fusion, the seed baseline).
 
-The choice follows the one-standard-error rule: a candidate that *learns* how to combine
-the modalities (learned weights, stacking, heads, an ensemble) is chosen only when it beats
-the best *simple* candidate (a single modality or an equal-weight fusion) by more than one
-standard error of their paired per-fold differences. Under group shift a combination tuned
-on a few inner folds is mostly noise, and the simple one holds up better. The choice is
-therefore never below the best single modality on the inner folds.
+The choice follows the one-standard-error rule (:func:`choose`): a candidate that *learns*
+how to combine the modalities (learned weights, stacking, heads, an ensemble) is chosen only
+when it beats the best *simple* candidate (a single modality or an equal-weight fusion) by
+more than one standard error of their paired per-fold differences. Under group shift a
+combination tuned on a few inner folds is mostly noise, and the simple one holds up better.
+Among the equal-weight fusions the inner folds cannot tell apart (within one SE), the seed's
+formula (``seed-baseline``) comes first, then early, then late fusion: the inner training
+sets are smaller than the refit's, and which of them ranks first flips with training size
+(measured on tuxpaint: early ahead on the inner folds of 4 of 5 outer folds, the seed ahead
+on all 5 outer folds). The choice is never below the best single modality on the inner folds.
 
-With ``ensemble=True`` (the default) the candidates' inner out-of-fold probabilities are
-also combined by greedy ensemble selection with replacement (Caruana et al., "Ensemble
-selection from libraries of models", ICML 2004); the ensemble counts as a learned candidate,
-and its inner score is honest: on each inner fold the members are selected on the other
-folds' out-of-fold rows only.
+With ``ensemble=True`` the candidates' inner out-of-fold probabilities are also combined by
+greedy ensemble selection with replacement (Caruana et al., "Ensemble selection from
+libraries of models", ICML 2004); the ensemble counts as a learned candidate, and its inner
+score is honest: on each inner fold the members are selected on the other folds' out-of-fold
+rows only. Off by default: measured on the outer folds of the four bundled datasets
+(``benchmarks/bench_auto_selection.py``), the gated ensemble lost 1.4-1.5 points on
+tuxpaint and tuxpaint-grouped and gained at most 0.1 point on sign-av and av-digits.
 
 Cost: the per-modality experts once per inner fold, early fusion and the seed baseline once
 per inner fold (their only refits), the meta-level candidates on the shared out-of-fold
@@ -60,8 +66,12 @@ CLASSICAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
 # and scoring its weight grid on every inner fold costs more than all the others together;
 # add it with ``candidates=``.)
 #: Candidates that combine the modalities without learning how: with the single
-#: modalities, the "simple" side of the one-standard-error rule.
-SIMPLE = ("early[equal]", "late[equal]", "seed-baseline")
+#: modalities, the "simple" side of the one-standard-error rule. In this order of
+#: preference when the inner folds cannot tell them apart (see :func:`choose`): fewest
+#: coefficients first — the seed's one model on the sum of the standardised views has
+#: max_m d_m per class, early fusion's on their concatenation sum_m d_m — and one model
+#: before a product of per-modality models.
+SIMPLE = ("seed-baseline", "early[equal]", "late[equal]")
 #: Learned heads, added when PyTorch is installed (``neural="auto"``).
 NEURAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("gmu", {}), ("attention", {}), ("lowrank", {}),
@@ -107,6 +117,50 @@ def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> 
     return out
 
 
+def simple_order(names: Any) -> list[str]:
+    """The simple candidates among ``names``: the equal-weight fusions in :data:`SIMPLE`'s
+    order of preference, then the single modalities (by name)."""
+    names = list(names)
+    return ([n for n in SIMPLE if n in names]
+            + sorted(n for n in names if n.startswith(SINGLE_PREFIX)))
+
+
+def choose(fold_scores: Mapping[str, Any]) -> str:
+    """``auto``'s choice from per-fold inner accuracies (candidate name -> scores, in order
+    of preference among exact ties).
+
+    The one-standard-error rule, on both sides:
+
+    - a *learned* candidate (learned weights, stacking, a head, an ensemble) is chosen only
+      when it beats the best simple candidate by more than one standard error of their
+      paired per-fold differences (:func:`~mmfuse.fusion._common.one_se_choice`);
+    - otherwise, when the best simple candidate is an equal-weight fusion, the choice is
+      the *first* equal-weight fusion in :data:`SIMPLE`'s order whose paired deficit to it
+      is within one standard error and whose mean is not below the best single modality
+      (Breiman's rule: the simplest model within one SE of the best). The inner folds
+      train on fewer rows and groups than the refit, and which equal-weight fusion ranks
+      first flips with training size (measured, benchmarks/RESULTS.md): a difference the
+      inner folds cannot resolve is no reason to leave the seed's formula. A single
+      modality is chosen only when it is the best simple candidate outright, so the
+      choice is never below the best single modality on the inner folds.
+    """
+    scores = {n: np.asarray(v, float) for n, v in fold_scores.items()}
+    simple = simple_order(scores)
+    pick = one_se_choice(scores, set(simple))
+    if pick not in SIMPLE:
+        return pick
+    singles = [scores[n].mean() for n in simple if n.startswith(SINGLE_PREFIX)]
+    floor = max(singles) if singles else -np.inf
+    for n in simple:
+        if n not in SIMPLE:
+            break
+        d = scores[pick] - scores[n]
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        if d.mean() <= se and scores[n].mean() >= floor:
+            return n
+    return pick
+
+
 @register_fusion("auto", description="picks the strategy and weights, or a greedy ensemble of "
                  "them, by inner cross-validation (every single modality is a candidate)")
 class AutoFusion(FusionStrategy):
@@ -140,10 +194,12 @@ class AutoFusion(FusionStrategy):
         classical candidates together.
     candidate_params : dict or None, default=None
         Extra parameters per strategy name, e.g. ``{"gmu": {"max_epochs": 50}}``.
-    ensemble : bool, default=True
+    ensemble : bool, default=False
         Also consider a weighted average of candidates chosen by greedy ensemble selection
         on the inner out-of-fold probabilities (see the module docstring), as a learned
-        candidate under the one-standard-error rule. False picks one candidate.
+        candidate under the one-standard-error rule. False (the default) picks one
+        candidate: the ensemble is a learned combination, and under group shift it lost to
+        the single pick (see the module docstring).
     ensemble_size : int, default=20
         Most selection rounds (members counted with repetition; a weight is a count / total).
     average_ties : bool, default=False
@@ -189,7 +245,7 @@ class AutoFusion(FusionStrategy):
                  candidate_cv: int | None = None, candidates: Sequence[Any] | None = None,
                  neural: Any = False,
                  candidate_params: Mapping[str, Mapping[str, Any]] | None = None,
-                 ensemble: bool = True, ensemble_size: int = 20, average_ties: bool = False,
+                 ensemble: bool = False, ensemble_size: int = 20, average_ties: bool = False,
                  random_state: Any = None):
         self.classifier = classifier
         self.weights = weights
@@ -315,8 +371,8 @@ class AutoFusion(FusionStrategy):
                 oof = self._score_candidates(candidates, splits, views, y, present, groups)
                 fold_scores = {n: np.asarray(self.inner_fold_scores_[n])
                                for n in self.inner_scores_}
-                simple = {n for n in fold_scores if n in SIMPLE or n.startswith(SINGLE_PREFIX)}
-                best = one_se_choice(fold_scores, simple)
+                simple = set(simple_order(fold_scores))
+                best = choose(fold_scores)
                 counts = {best: 1}
                 if self.ensemble:
                     t0 = time.perf_counter()
@@ -414,6 +470,8 @@ class AutoFusion(FusionStrategy):
             if meta:
                 # the meta level, cross-validated on the shared out-of-fold probabilities
                 est = self._build(c)
+                if complete and "impute" in est.get_params():
+                    est.set_params(impute=False)  # as below: no row to impute
                 tr = train[sees[train]]
                 if len(np.unique(y[tr])) < 2:
                     raise InputError(f"an inner training fold of {c.name} has one class")
@@ -484,6 +542,7 @@ class AutoFusion(FusionStrategy):
         if best not in names or len(names) < 2:
             return {best: 1}
         counts = self._greedy(oof, names, y, np.arange(len(y)))
+        self.ensemble_candidate_ = dict(counts)
         if len(counts) < 2:
             return {best: 1}
         honest = np.zeros_like(oof[best])

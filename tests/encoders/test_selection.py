@@ -27,6 +27,20 @@ def _parts(views):
     return {k: Part(np.ones(v.shape[0], bool), view=v) for k, v in views.items()}
 
 
+def test_default_choice_gives_up_no_inner_accuracy_for_a_cheaper_encoder(monkeypatch):
+    import mmfuse.encoders.selection as selection
+
+    y, g, views = _data(groups=True)
+    views["good2"] = views["good"] + np.float32(0.3) * views["noise"]  # a bit worse, cheaper
+    monkeypatch.setitem(selection.COST, "good", 50.0)
+    monkeypatch.setitem(selection.COST, "good2", 1.0)
+    parts = _parts(views)
+    sel = select_encoder(parts, Candidates(("good2", "good")), y, g, cv=4, random_state=0)
+    acc = {n: float(np.mean(v)) for n, v in sel.fold_accuracy.items()}
+    assert sel.chosen == max(acc, key=lambda n: (acc[n], -selection.COST[n]))
+    assert selection.MAX_ACCURACY_LOSS == 0.0
+
+
 def test_one_se_prefers_the_cheaper_candidate_within_noise():
     scores = {"costly": [0.80, 0.82, 0.79, 0.81], "cheap": [0.79, 0.83, 0.78, 0.80]}
     assert one_se_cheapest(scores, {"costly": 10, "cheap": 1}) == "cheap"
@@ -34,6 +48,19 @@ def test_one_se_prefers_the_cheaper_candidate_within_noise():
     assert one_se_cheapest(clear, {"costly": 10, "cheap": 1}) == "costly"
     with pytest.raises(InputError):
         one_se_cheapest({}, {})
+
+
+def test_one_se_gives_up_at_most_the_accuracy_cap_for_a_cheaper_encoder():
+    # noisy folds: "cheap" is 3 points worse on average but within one SE of "costly"
+    acc = {"costly": [0.90, 0.70, 0.85, 0.65], "cheap": [0.80, 0.72, 0.78, 0.68]}
+    costs = {"costly": 10, "cheap": 1}
+    assert one_se_cheapest(acc, costs) == "cheap"
+    assert one_se_cheapest(acc, costs, acc, 0.01) == "costly"
+    assert one_se_cheapest(acc, costs, acc, 0.05) == "cheap"
+    # the cap is on accuracy even when another score chooses
+    loss = {"costly": [-0.5, -0.9, -0.6, -0.95], "cheap": [-0.55, -0.85, -0.65, -0.95]}
+    assert one_se_cheapest(loss, costs) == "cheap"
+    assert one_se_cheapest(loss, costs, acc, 0.01) == "costly"
 
 
 @pytest.mark.parametrize("scoring", ["log_loss", "accuracy"])

@@ -85,7 +85,8 @@ def study(dataset: str) -> dict:
 
     from mmfuse.encoders.selection import (SEPARATOR, candidate_features, encoder_cost,
                                            score_candidates)
-    from mmfuse.fusion._common import ModalityExpert, inner_splits, shared_experts
+    from mmfuse.fusion.experts import ModalityExpert, shared_experts
+    from mmfuse.fusion.splits import inner_splits
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()  # at the start

@@ -330,7 +330,7 @@ def test_cli_run_with_every_bad_file_among_good_rows(folder, good_images, good_a
                      "label": i % 2})
     bad_cells = []
     for table, column in ((IMAGE_CASES, "image"), (AUDIO_CASES, "audio")):
-        for kind, (name, payload, words) in table.items():
+        for name, payload, words in table.values():
             if words is None or "\x00" in name:
                 continue
             path = _materialise(folder, name, payload)

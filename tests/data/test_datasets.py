@@ -230,12 +230,12 @@ def test_tuxpaint_grouped_labels_are_categories_groups_their_sub_folders():
     assert [p[0] for p in parts] == y.tolist()
     assert [("/".join(p[:2]) if len(p) > 2 else p[0]) for p in parts] == groups.tolist()
     # every kept category has >= 3 sub-folders; clothes (2) and space (2) are gone
-    subs = {c: {g for g, l in zip(groups, y) if l == c and "/" in g} for c in set(y)}
+    subs = {c: {g for g, lab in zip(groups, y) if lab == c and "/" in g} for c in set(y)}
     assert min(len(s) for s in subs.values()) >= 3
     assert "clothes" not in subs and "space" not in subs and "symbols" in subs
     assert X["text"].notna().all() and X["audio"].notna().all()
     # a sub-folder belongs to one category, so a held-out group is unseen in training
-    assert all(g.split("/")[0] == l for g, l in zip(groups, y))
+    assert all(g.split("/")[0] == lab for g, lab in zip(groups, y))
     X4, y4, _ = load_dataset("tuxpaint-grouped", DATA, min_groups=6)
     assert set(y4) == {c for c, s in subs.items() if len(s) >= 6} and len(X4) < len(X)
     with pytest.raises(InputError, match="min_groups must be an integer >= 2"):

@@ -65,12 +65,11 @@ AUTO = "auto"
 #: why); 0.01 trades up to a point for speed; None: the plain one-SE rule.
 MAX_ACCURACY_LOSS = 0.0
 
-#: Relative cost of encoding one item: the one-standard-error rule leans toward the cheaper
-#: encoder. Each encoder declares it (``register_encoder(cost=...)``); a name here overrides
-#: that, one without either (a user's encoder) costs DEFAULT_COST, and a concatenation
-#: costs the sum of its parts. The two entries left are pretrained/audio.py's encoders,
-#: whose registrations do not declare a cost yet.
-COST: dict[str, float] = {"speech-embedding": 15.0, "sound-effects": 20.0}
+#: Relative cost of encoding one item, which breaks ties (and drives the opt-in one-SE rule
+#: toward the cheaper encoder). Each encoder declares it (``register_encoder(cost=...)``); a
+#: name put here overrides that (empty by default), one without either (a user's encoder)
+#: costs DEFAULT_COST, and a concatenation costs the sum of its parts.
+COST: dict[str, float] = {}
 DEFAULT_COST = 10.0
 
 

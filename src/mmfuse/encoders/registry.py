@@ -112,10 +112,17 @@ def load_builtin() -> None:
 
 def _load_builtin() -> None:
     # Importing the modules registers their encoders; pretrained ones import heavy packages
-    # only when an encoder is built, so this stays cheap.
+    # only when an encoder is built, so this stays cheap. Every public module of the two
+    # encoder families (classical/, pretrained/) is imported, so a new encoder module is
+    # found without being listed; tabular.py is the one encoder module outside them.
     import importlib
     import importlib.util
+    import pkgutil
 
-    for module in ("classical", "pretrained", "tabular"):
-        if importlib.util.find_spec(f"{__package__}.{module}") is not None:
-            importlib.import_module(f"{__package__}.{module}")
+    for family in ("classical", "pretrained", "tabular"):
+        if importlib.util.find_spec(f"{__package__}.{family}") is None:
+            continue
+        package = importlib.import_module(f"{__package__}.{family}")
+        for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package.__name__}.{info.name}")

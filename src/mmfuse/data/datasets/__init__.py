@@ -18,16 +18,22 @@ Examples
 from __future__ import annotations
 
 import copy
+import importlib
 import os
+import pkgutil
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..._errors import InputError
-from . import _fetch, fsdd, mnist, paired, sign_digits, tuxpaint  # noqa: F401 (registers)
-from . import tuxpaint_tabular  # noqa: F401 (registers)
 from ._registry import DATASETS, ON_ERROR, resolve_root
+
+# Every public module of this package registers its datasets on import, so adding a dataset
+# is one new module (helpers start with "_").
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["dataset_info", "list_datasets", "load_dataset", "verify_dataset"]
 

@@ -159,19 +159,8 @@ def iter_features(
 
     Batches come in input order; rows that hit the cache come in their own batches.
     """
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
-    if batch_size is None:
-        batch_size = _preference(encoder, "effective_batch_size", 32)
-    if workers is None:
-        workers = _preference(encoder, "decode_workers", 2)
-    for label, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise InputError(f"{label} must be an int >= {low}; got {value!r}")
-    if prefetch is None:
-        prefetch = workers + 1
-    elif not isinstance(prefetch, (int, np.integer)) or prefetch < 1:
-        raise InputError(f"prefetch must be a positive int; got {prefetch!r}")
+    batch_size, workers, prefetch = _stream_options(encoder, on_error, batch_size, workers,
+                                                    prefetch)
     store = _resolve_cache(cache, encoder)
     total = len(samples)
     counts = {"rows": total, "present": 0, "cache_hits": 0, "computed": 0, "errors": 0,
@@ -203,19 +192,7 @@ def iter_features(
             head = pending.popleft()
             results = head.result() if isinstance(head, Future) else head
             submit_more()  # keep the workers busy while this chunk is embedded
-            hit_rows: list[int] = []
-            hit_vectors: list[np.ndarray] = []
-            batch_errors: list[ItemError] = []
-            for row, outcome, payload, key in results:
-                if outcome == _PREPARED:
-                    rows.append(row)
-                    prepared.append(payload)
-                    keys.append(key)
-                elif outcome == _HIT:
-                    hit_rows.append(row)
-                    hit_vectors.append(payload)
-                elif outcome == _ERROR:
-                    batch_errors.append(payload)
+            hit_rows, hit_vectors, batch_errors = _sort_outcomes(results, rows, prepared, keys)
             done += len(results)
             counts["errors"] += len(batch_errors)
             if hit_rows or batch_errors:
@@ -244,6 +221,46 @@ def iter_features(
             stats.update(counts, seconds=time.perf_counter() - started)
     if progress is not None and total == 0:
         progress(0, 0)
+
+
+def _stream_options(encoder: Encoder, on_error: str, batch_size: int | None,
+                    workers: int | None, prefetch: int | None) -> tuple[int, int, int]:
+    """Checked ``(batch_size, workers, prefetch)``, defaults from the encoder's preferences."""
+    if on_error not in ON_ERROR:
+        raise InputError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
+    if batch_size is None:
+        batch_size = _preference(encoder, "effective_batch_size", 32)
+    if workers is None:
+        workers = _preference(encoder, "decode_workers", 2)
+    for label, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise InputError(f"{label} must be an int >= {low}; got {value!r}")
+    if prefetch is None:
+        prefetch = workers + 1
+    elif not isinstance(prefetch, (int, np.integer)) or prefetch < 1:
+        raise InputError(f"prefetch must be a positive int; got {prefetch!r}")
+    return batch_size, workers, prefetch
+
+
+def _sort_outcomes(results: list, rows: list[int], prepared: list[Any], keys: list[str | None]
+                   ) -> tuple[list[int], list[np.ndarray], list[ItemError]]:
+    """Append a prepared chunk's rows to the rows awaiting embedding; return its cache hits
+    (rows, vectors) and its item errors."""
+    hit_rows: list[int] = []
+    hit_vectors: list[np.ndarray] = []
+    errors: list[ItemError] = []
+    for row, outcome, payload, key in results:
+        if outcome == _PREPARED:
+            rows.append(row)
+            prepared.append(payload)
+            keys.append(key)
+        elif outcome == _HIT:
+            hit_rows.append(row)
+            hit_vectors.append(payload)
+        elif outcome == _ERROR:
+            errors.append(payload)
+    return hit_rows, hit_vectors, errors
+
 
 
 def _preference(encoder: Encoder, name: str, default: int) -> int:

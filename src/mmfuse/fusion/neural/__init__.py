@@ -105,6 +105,29 @@ class NeuralFusion(FusionStrategy):
 
     _head = ""
 
+
+    def __init__(self, width: int = 64, dropout: float = 0.2,
+                 modality_dropout: float = 0.3, aux_weight: float = 0.5, lr: float = 2e-3,
+                 weight_decay: float = 1e-2, batch_size: int = 128, max_epochs: int = 200,
+                 patience: int = 10, n_members: int = 3, device: str = "auto",
+                 n_threads: int | None = 1, classifier: Any = None, weights: Any = None,
+                 cv: int = 5, random_state: Any = None):
+        self.width = width
+        self.dropout = dropout
+        self.modality_dropout = modality_dropout
+        self.aux_weight = aux_weight
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.n_members = n_members
+        self.device = device
+        self.n_threads = n_threads
+        self.classifier = classifier
+        self.weights = weights
+        self.cv = cv
+        self.random_state = random_state
     def _params(self) -> dict[str, Any]:
         return {}
 
@@ -322,29 +345,6 @@ class GMUFusion(NeuralFusion):
 
     _head = "gmu"
 
-    def __init__(self, width: int = 64, dropout: float = 0.2,
-                 modality_dropout: float = 0.3, aux_weight: float = 0.5, lr: float = 2e-3,
-                 weight_decay: float = 1e-2, batch_size: int = 128, max_epochs: int = 200,
-                 patience: int = 10, n_members: int = 3, device: str = "auto",
-                 n_threads: int | None = 1, classifier: Any = None, weights: Any = None,
-                 cv: int = 5, random_state: Any = None):
-        self.width = width
-        self.dropout = dropout
-        self.modality_dropout = modality_dropout
-        self.aux_weight = aux_weight
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.n_members = n_members
-        self.device = device
-        self.n_threads = n_threads
-        self.classifier = classifier
-        self.weights = weights
-        self.cv = cv
-        self.random_state = random_state
-
 
 @register_fusion("attention", takes_device=True, description="learned attention over modality tokens (PyTorch)",
                  extra="torch")
@@ -367,23 +367,13 @@ class AttentionFusion(NeuralFusion):
                  patience: int = 10, n_members: int = 3, device: str = "auto",
                  n_threads: int | None = 1, classifier: Any = None, weights: Any = None,
                  cv: int = 5, random_state: Any = None):
-        self.width = width
         self.n_heads = n_heads
-        self.dropout = dropout
-        self.modality_dropout = modality_dropout
-        self.aux_weight = aux_weight
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.n_members = n_members
-        self.device = device
-        self.n_threads = n_threads
-        self.classifier = classifier
-        self.weights = weights
-        self.cv = cv
-        self.random_state = random_state
+        super().__init__(width=width, dropout=dropout, modality_dropout=modality_dropout,
+                         aux_weight=aux_weight, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+                         n_members=n_members, device=device, n_threads=n_threads,
+                         classifier=classifier, weights=weights, cv=cv,
+                         random_state=random_state)
 
     def _params(self) -> dict[str, Any]:
         if (not isinstance(self.n_heads, (int, np.integer)) or self.n_heads < 1
@@ -414,23 +404,13 @@ class LowRankFusion(NeuralFusion):
                  patience: int = 10, n_members: int = 3, device: str = "auto",
                  n_threads: int | None = 1, classifier: Any = None, weights: Any = None,
                  cv: int = 5, random_state: Any = None):
-        self.width = width
         self.rank = rank
-        self.dropout = dropout
-        self.modality_dropout = modality_dropout
-        self.aux_weight = aux_weight
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.n_members = n_members
-        self.device = device
-        self.n_threads = n_threads
-        self.classifier = classifier
-        self.weights = weights
-        self.cv = cv
-        self.random_state = random_state
+        super().__init__(width=width, dropout=dropout, modality_dropout=modality_dropout,
+                         aux_weight=aux_weight, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+                         n_members=n_members, device=device, n_threads=n_threads,
+                         classifier=classifier, weights=weights, cv=cv,
+                         random_state=random_state)
 
     def _params(self) -> dict[str, Any]:
         if not isinstance(self.rank, (int, np.integer)) or self.rank < 1:

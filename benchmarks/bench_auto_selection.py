@@ -213,7 +213,10 @@ def markdown(results: dict) -> str:
         folds = res["folds"]
         if "variants" not in folds[0]:
             continue
-        mean = lambda key, src="outer": np.mean([f[src][key] for f in folds])  # noqa: E731
+
+        def mean(key, src="outer", folds=folds):
+            return np.mean([f[src][key] for f in folds])
+
         cells = [f"{mean(v, 'variants'):.3f}" if v in folds[0]["variants"] else "–"
                  for v in VARIANTS]
         lines.append(f"| {name} | {mean('early[equal]'):.3f} | {mean('seed-baseline'):.3f} | "

@@ -165,7 +165,7 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
         best_single = max(singles, key=lambda r: r["accuracy"])
         best_equal = max((rows[n] for n in EQUAL if n in rows), key=lambda r: r["accuracy"])
 
-        def check(label, a, b, tolerance):
+        def check(label, a, b, tolerance, name=name):
             gap, ci = paired(a["folds"], b["folds"])
             out.append((f"{name}: {label}", gap >= -tolerance,
                         f"{a['accuracy']:.3f} vs {b['name']} {b['accuracy']:.3f}: "

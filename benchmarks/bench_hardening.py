@@ -115,7 +115,7 @@ def time_case(name: str, path: str, good: str, folder: Path) -> dict:
     out: dict = {"case": name}
     for mode in ("skip", "raise"):
         times, message = [], ""
-        for rep in range(3):
+        for _ in range(3):
             if name.startswith("file truncated"):
                 Path(path).write_bytes(os.urandom(48 * 2**20))
                 mio._read_chunk = Truncator(path)
@@ -211,7 +211,10 @@ def main() -> None:
         writer.join()
         named = {int(s.split(",")[0].split()[1]) for s in mixed_out["doc"].get("skipped", [])
                  if "column 'image'" in s}
-        acc = lambda doc: [(r["name"], round(r["accuracy"], 4)) for r in doc.get("rows", [])]
+
+        def acc(doc):
+            return [(r["name"], round(r["accuracy"], 4)) for r in doc.get("rows", [])]
+
         pred_clean = (folder / "clean-pred.csv").read_bytes() \
             if (folder / "clean-pred.csv").exists() else b"clean"
         pred_mixed = (folder / "mixed-pred.csv").read_bytes() \

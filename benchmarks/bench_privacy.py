@@ -149,7 +149,10 @@ def part_membership() -> dict:
         }
         rows = []
         for name, model in models.items():
-            sub = lambda rows: {m: v[rows] for m, v in views.items()}  # noqa: E731
+
+            def sub(rows, views=views):
+                return {m: v[rows] for m, v in views.items()}
+
             model.fit(sub(members), y[members])
             res = audit_model(model, sub(members), y[members], sub(others), y[others],
                               n_bootstrap=1000, random_state=0)

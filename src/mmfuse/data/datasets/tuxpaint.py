@@ -101,6 +101,10 @@ SOURCE = _fetch.Source(
     keep=_keep,
 )
 
+#: What every dataset built from the Tux Paint stamps registers alike.
+REGISTRATION = {"licence": "GPL-2.0-or-later", "citation": CITATION, "source": [SOURCE_INFO],
+                "sources": (SOURCE,)}
+
 
 def _read_description(path: str, problems: Problems) -> str | None:
     from ..._errors import InputError
@@ -138,16 +142,13 @@ def _check_options(require_all: bool, min_per_class: int) -> None:
     modalities=["audio", "image", "text"],
     n_samples=859,
     n_classes=10,
-    licence="GPL-2.0-or-later",
-    citation=CITATION,
-    source=[SOURCE_INFO],
+    **REGISTRATION,
     cv={"kind": "repeated-stratified", "n_splits": 5, "n_repeats": 2},
     description=(
         "Tux Paint stamps: image (PNG, else SVG), English description (line 1 of the .txt), "
         "French spoken description (_desc_fr.ogg); label = top-level category."
     ),
     options={"require_all": True, "min_per_class": 20},
-    sources=(SOURCE,),
 )
 def load_tuxpaint(
     root: Path, *, on_error: str, download: bool, require_all: bool = True,
@@ -220,9 +221,7 @@ def stamp_group(stem: str) -> str:
     modalities=["audio", "image", "text"],
     n_samples=812,
     n_classes=9,
-    licence="GPL-2.0-or-later",
-    citation=CITATION,
-    source=[SOURCE_INFO],
+    **REGISTRATION,
     cv={"kind": "stratified-group", "n_splits": 5},
     description=(
         "Tux Paint stamps with real group shift: label = top-level category, group = its "
@@ -230,7 +229,6 @@ def stamp_group(stem: str) -> str:
         "training; only categories with >= 3 sub-folders. Image, English text, French audio."
     ),
     options={"require_all": True, "min_groups": 3},
-    sources=(SOURCE,),
 )
 def load_tuxpaint_grouped(
     root: Path, *, on_error: str, download: bool, require_all: bool = True,

@@ -33,7 +33,7 @@ from pathlib import Path
 from ..._errors import InputError
 from . import _fetch
 from ._registry import DATASETS, Problems, make_frame
-from .tuxpaint import CITATION, SOURCE, SOURCE_INFO, find_stamps, load_tuxpaint_grouped
+from .tuxpaint import REGISTRATION, SOURCE, find_stamps, load_tuxpaint_grouped
 
 NUMERIC = ["n_translations", "image_kbytes", "image_width", "image_height",
            "speech_fr_seconds", "sound_effect_seconds"]
@@ -92,9 +92,7 @@ def stamp_columns(paths: dict[str, str], problems: Problems) -> dict[str, object
     modalities=["audio", "image", "tabular", "text"],
     n_samples=812,
     n_classes=9,
-    licence="GPL-2.0-or-later",
-    citation=CITATION,
-    source=[SOURCE_INFO],
+    **REGISTRATION,
     cv={"kind": "stratified-group", "n_splits": 5},
     description=(
         "tuxpaint-grouped plus 9 real table columns read from each stamp's own files "
@@ -102,7 +100,6 @@ def stamp_columns(paths: dict[str, str], problems: Problems) -> dict[str, object
         "image, English text, French audio, tabular."
     ),
     options={"min_groups": 3},
-    sources=(SOURCE,),
     tabular=TABULAR,
 )
 def load_tuxpaint_tabular(root: Path, *, on_error: str, download: bool, min_groups: int = 3):

@@ -11,7 +11,7 @@ from .._errors import InputError
 from ..views import Present, Views, dense
 from .choice import one_se_choice
 from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
-from .linear import make_classifier
+from .linear import fit_logistic_gram, gram_applicable, make_classifier
 from .scaling import ViewScaler
 from .splits import inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
@@ -30,20 +30,44 @@ def _class_scores(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def common_space(projected: dict[str, np.ndarray]) -> bool:
+    """Whether the projected views can share coordinates: only when all have one width.
+
+    Views of different widths are different spaces (HOG cells, TF-IDF n-grams, tabular
+    columns): adding them column by column would give meaningless cross terms between
+    unrelated features, so :func:`weighted_sum` keeps them in separate coordinates.
+    """
+    return len({z.shape[1] for z in projected.values()}) <= 1
+
+
 def weighted_sum(projected: dict[str, np.ndarray], present: Present,
                  weights: dict[str, float]) -> np.ndarray:
     """Σ w_m z_m, rescaled per row by (total weight / weight of the modalities present).
 
-    Blocks of different widths are zero-padded to the widest (the seed's formula on raw
-    feature vectors: a narrower view adds into the leading columns).
+    Views of one width (class scores, PCA components, embeddings of one size) are summed
+    in their common coordinates, as the seed's F = α·f1 + β·f2. Views of different widths
+    (:func:`common_space` is False) are not in one space, so the sum is *direct*: each
+    weighted block keeps its own columns, ``[w_1 z_1, ..., w_M z_M]``, whose inner products
+    are Σ w_m² <z_m, z'_m> (the weighted sum of the per-view kernels, without the cross
+    terms that zero-padding the narrower views onto the widest's leading columns made
+    between unrelated features; measured in benchmarks/RESULTS.md, "Feature space of the
+    weighted sum").
     """
     mods = sorted(projected)
     total = sum(weights[m] for m in mods)
-    width = max(projected[m].shape[1] for m in mods)
-    acc = np.zeros((projected[mods[0]].shape[0], width), dtype=np.float64)
-    w_present = np.zeros(acc.shape[0])
+    n = projected[mods[0]].shape[0]
+    if common_space(projected):
+        starts = dict.fromkeys(mods, 0)
+        width = projected[mods[0]].shape[1]
+    else:
+        edges = np.cumsum([0] + [projected[m].shape[1] for m in mods])
+        starts = dict(zip(mods, edges[:-1]))
+        width = int(edges[-1])
+    acc = np.zeros((n, width), dtype=np.float64)
+    w_present = np.zeros(n)
     for m in mods:
-        acc[present[m], : projected[m].shape[1]] += weights[m] * projected[m][present[m]]
+        cols = slice(starts[m], starts[m] + projected[m].shape[1])
+        acc[present[m], cols] += weights[m] * projected[m][present[m]]
         w_present[present[m]] += weights[m]
     has = w_present > 0
     acc[has] *= (total / w_present[has])[:, None]
@@ -58,11 +82,11 @@ class _PairGram:
         self.mods = sorted(projected)
         self.present = present
         z = {m: np.where(present[m][:, None], projected[m], 0.0) for m in self.mods}
+        shared = common_space(projected)  # else a direct sum: no cross terms
         self.pairs = {}
         for a_i, a in enumerate(self.mods):
-            for b in self.mods[a_i:]:
-                d = min(z[a].shape[1], z[b].shape[1])  # zero padding: overlap only
-                self.pairs[a, b] = z[a][:, :d] @ z[b][:, :d].T
+            for b in self.mods[a_i:] if shared else [a]:
+                self.pairs[a, b] = z[a] @ z[b].T
 
     def kernel(self, weights: dict[str, float]) -> np.ndarray:
         total = sum(weights[m] for m in self.mods)
@@ -92,9 +116,13 @@ def _kernel_factor(k: np.ndarray, train: np.ndarray, test: np.ndarray
 class WeightedSumFusion(FusionStrategy):
     """F(x) = Σ_m w_m · P_m(x_m), then one classifier on F.
 
-    With equal weights and the default projection this is exactly the seed baseline
-    (``seed-baseline``): each view standardised, the vectors summed (zero-padded to the
-    widest), a logistic regression on the sum. ``weights="cv"`` is the seed's weighting
+    With equal weights and the default projection this is the seed's formula: each view
+    standardised, the vectors summed, a logistic regression on the sum; for views of one
+    width it is exactly the seed baseline (``seed-baseline``). Views of different widths
+    are different spaces, so their sum is *direct* (each weighted view in its own columns,
+    no cross terms between unrelated features), where the seed baseline zero-pads them
+    onto the widest view's leading columns (see :func:`weighted_sum`). ``weights="cv"`` is
+    the seed's weighting
     learned honestly: the weights are searched on the simplex by grouped inner CV, and
     equal weights are kept unless another point is clearly better (one-SE rule).
 
@@ -109,8 +137,9 @@ class WeightedSumFusion(FusionStrategy):
         under group shift a weight tuned on a few inner folds is mostly noise).
     projection : {"features", "class-scores", "pca"}, default="features"
         The common space. ``"features"``: the seed's — each view standardised (dense,
-        centred, unit variance per column; missing rows at the mean) and zero-padded to
-        the widest view. ``"class-scores"``: each view is mapped to the K class scores of
+        centred, unit variance per column; missing rows at the mean); views of different
+        widths are summed directly (each in its own columns, :func:`weighted_sum`).
+        ``"class-scores"``: each view is mapped to the K class scores of
         its own classifier (out-of-fold on training rows, so the classifier on F never
         sees over-fitted scores; at prediction the inner-fold classifiers are averaged, so
         F is calibrated as in training, see
@@ -134,6 +163,15 @@ class WeightedSumFusion(FusionStrategy):
     it lost 5-10 points to the seed baseline on tuxpaint and tuxpaint-grouped, while a
     plain softmax of those scores is late fusion (``late``). On the features, weights
     multiply whole views and one classifier is shared by all of them, as in the seed.
+
+    Why a direct sum for views of different widths (measured on the bundled datasets,
+    benchmarks/RESULTS.md, "Feature space of early and weighted fusion"): zero-padding
+    adds, say, 13 tabular columns onto the first 13 HOG columns, so the classifier sees
+    their sums, and the kernel gets cross terms between unrelated features. With equal
+    weights the direct sum was at or above the padded one on every bundled dataset but
+    tuxpaint (within a fraction of a point there), and 2 points above it on
+    tuxpaint-grouped. Its kernel is Σ w_m² K_m, so the weight search stays one weighted
+    sum of precomputed per-view Gram matrices.
     """
 
     def __init__(self, classifier: Any = None, weights: Any = "cv",
@@ -194,7 +232,13 @@ class WeightedSumFusion(FusionStrategy):
             weights = self._search_weights(projected, present, y, groups)
         self.modality_weights_ = weights
         self.model_ = make_classifier(self.classifier, self.random_state)
-        self.model_.fit(weighted_sum(projected, present, weights), y)
+        f = weighted_sum(projected, present, weights)
+        if gram_applicable(self.model_, f.shape[0], f.shape[1]):
+            # F wider than twice its rows (a direct sum with TF-IDF): the same model, fitted
+            # through an exact n-column factor of F F^T (see fit_logistic_gram)
+            fit_logistic_gram(self.model_, [f], y)
+        else:
+            self.model_.fit(f, y)
 
     def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,
                   groups: Any) -> None:
@@ -245,7 +289,8 @@ class WeightedSumFusion(FusionStrategy):
         if not splits:
             return {m: 1.0 / len(mods) for m in mods}
         scores = np.zeros((len(grid), len(splits)))
-        width = max(z.shape[1] for z in projected.values())
+        widths = [z.shape[1] for z in projected.values()]
+        width = max(widths) if common_space(projected) else sum(widths)
         if self.classifier is None and width > 2 * max(len(tr) for tr, _ in splits):
             # wide F (the seed's padded features with TF-IDF): the default L2 logistic
             # regression depends on F only through inner products, so each grid point is

@@ -11,7 +11,7 @@ from .._errors import InputError
 from ..views import Present, Views, dense
 from .choice import one_se_choice
 from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
-from .linear import fit_logistic_gram, gram_applicable, make_classifier
+from .linear import make_classifier
 from .scaling import ViewScaler
 from .splits import inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
@@ -30,35 +30,22 @@ def _class_scores(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def common_space(projected: dict[str, np.ndarray]) -> bool:
-    """Whether the projected views can share coordinates: only when all have one width.
-
-    Views of different widths are different spaces (HOG cells, TF-IDF n-grams, tabular
-    columns): adding them column by column would give meaningless cross terms between
-    unrelated features, so :func:`weighted_sum` keeps them in separate coordinates.
-    """
-    return len({z.shape[1] for z in projected.values()}) <= 1
-
-
 def weighted_sum(projected: dict[str, np.ndarray], present: Present,
-                 weights: dict[str, float]) -> np.ndarray:
+                 weights: dict[str, float], direct: bool = False) -> np.ndarray:
     """Σ w_m z_m, rescaled per row by (total weight / weight of the modalities present).
 
-    Views of one width (class scores, PCA components, embeddings of one size) are summed
-    in their common coordinates, as the seed's F = α·f1 + β·f2. Views of different widths
-    (:func:`common_space` is False) are not in one space, so the sum is *direct*: each
-    weighted block keeps its own columns, ``[w_1 z_1, ..., w_M z_M]``, whose inner products
-    are Σ w_m² <z_m, z'_m> (the weighted sum of the per-view kernels, without the cross
-    terms that zero-padding the narrower views onto the widest's leading columns made
-    between unrelated features; measured in benchmarks/RESULTS.md, "Feature space of the
-    weighted sum").
+    Blocks of different widths are zero-padded to the widest (the seed's formula on raw
+    feature vectors: a narrower view adds into the leading columns), unless ``direct``:
+    then each weighted block keeps its own columns, ``[w_1 z_1, ..., w_M z_M]`` (a direct
+    sum, whose inner products are Σ w_m² <z_m, z'_m>, without the cross terms that
+    padding makes between unrelated features). Blocks of one width are always summed.
     """
     mods = sorted(projected)
     total = sum(weights[m] for m in mods)
     n = projected[mods[0]].shape[0]
-    if common_space(projected):
+    if _summed(projected, direct):
         starts = dict.fromkeys(mods, 0)
-        width = projected[mods[0]].shape[1]
+        width = max(projected[m].shape[1] for m in mods)
     else:
         edges = np.cumsum([0] + [projected[m].shape[1] for m in mods])
         starts = dict(zip(mods, edges[:-1]))
@@ -74,19 +61,26 @@ def weighted_sum(projected: dict[str, np.ndarray], present: Present,
     return acc
 
 
+def _summed(projected: dict[str, np.ndarray], direct: bool) -> bool:
+    """Whether :func:`weighted_sum` adds the blocks into shared columns."""
+    return not direct or len({z.shape[1] for z in projected.values()}) <= 1
+
+
 class _PairGram:
     """Inner products of the blocks of :func:`weighted_sum`, pair by pair, so that the Gram
     matrix of Σ w_m z_m (rows rescaled as there) costs a few n x n sums per weight vector."""
 
-    def __init__(self, projected: dict[str, np.ndarray], present: Present):
+    def __init__(self, projected: dict[str, np.ndarray], present: Present,
+                 direct: bool = False):
         self.mods = sorted(projected)
         self.present = present
         z = {m: np.where(present[m][:, None], projected[m], 0.0) for m in self.mods}
-        shared = common_space(projected)  # else a direct sum: no cross terms
+        summed = _summed(projected, direct)  # else a direct sum: no cross terms
         self.pairs = {}
         for a_i, a in enumerate(self.mods):
-            for b in self.mods[a_i:] if shared else [a]:
-                self.pairs[a, b] = z[a] @ z[b].T
+            for b in self.mods[a_i:] if summed else [a]:
+                d = min(z[a].shape[1], z[b].shape[1])  # zero padding: overlap only
+                self.pairs[a, b] = z[a][:, :d] @ z[b][:, :d].T
 
     def kernel(self, weights: dict[str, float]) -> np.ndarray:
         total = sum(weights[m] for m in self.mods)
@@ -116,13 +110,9 @@ def _kernel_factor(k: np.ndarray, train: np.ndarray, test: np.ndarray
 class WeightedSumFusion(FusionStrategy):
     """F(x) = Σ_m w_m · P_m(x_m), then one classifier on F.
 
-    With equal weights and the default projection this is the seed's formula: each view
-    standardised, the vectors summed, a logistic regression on the sum; for views of one
-    width it is exactly the seed baseline (``seed-baseline``). Views of different widths
-    are different spaces, so their sum is *direct* (each weighted view in its own columns,
-    no cross terms between unrelated features), where the seed baseline zero-pads them
-    onto the widest view's leading columns (see :func:`weighted_sum`). ``weights="cv"`` is
-    the seed's weighting
+    With equal weights and the default projection this is exactly the seed baseline
+    (``seed-baseline``): each view standardised, the vectors summed (zero-padded to the
+    widest), a logistic regression on the sum. ``weights="cv"`` is the seed's weighting
     learned honestly: the weights are searched on the simplex by grouped inner CV, and
     equal weights are kept unless another point is clearly better (one-SE rule).
 
@@ -137,12 +127,11 @@ class WeightedSumFusion(FusionStrategy):
         under group shift a weight tuned on a few inner folds is mostly noise).
     projection : {"features", "class-scores", "pca"}, default="features"
         The common space. ``"features"``: the seed's — each view standardised (dense,
-        centred, unit variance per column; missing rows at the mean); views of different
-        widths are summed directly (each in its own columns, :func:`weighted_sum`).
-        ``"class-scores"``: each view is mapped to the K class scores of
-        its own classifier (out-of-fold on training rows, so the classifier on F never
-        sees over-fitted scores; at prediction the inner-fold classifiers are averaged, so
-        F is calibrated as in training, see
+        centred, unit variance per column; missing rows at the mean) and zero-padded to
+        the widest view (or a direct sum, ``direct_sum``). ``"class-scores"``: each view
+        is mapped to the K class scores of its own classifier (out-of-fold on training
+        rows, so the classifier on F never sees over-fitted scores; at prediction the
+        inner-fold classifiers are averaged, so F is calibrated as in training, see
         :class:`~mmfuse.fusion.experts.CrossFitExpert`). ``"pca"``: each standardised
         view is reduced by whitened PCA to the same dimension ``dim``.
     dim : int, default=64
@@ -154,6 +143,13 @@ class WeightedSumFusion(FusionStrategy):
         beat equal weights clearly to be chosen, and neighbouring points rarely do.
     cv : int, default=5
     random_state : int or None, default=None
+    direct_sum : bool, default=False
+        With ``projection="features"``, keep views of different widths in their own
+        columns, ``F = [w_1 z_1, ..., w_M z_M]`` (a direct sum: the kernel is Σ w_m² K_m),
+        instead of zero-padding them onto the widest view's leading columns, which adds
+        unrelated features together (13 tabular columns onto the first 13 HOG ones) and
+        gives the kernel cross terms between them. Views of one width are summed either
+        way. Off by default (measured, see the Notes).
 
     Notes
     -----
@@ -164,19 +160,20 @@ class WeightedSumFusion(FusionStrategy):
     plain softmax of those scores is late fusion (``late``). On the features, weights
     multiply whole views and one classifier is shared by all of them, as in the seed.
 
-    Why a direct sum for views of different widths (measured on the bundled datasets,
-    benchmarks/RESULTS.md, "Feature space of early and weighted fusion"): zero-padding
-    adds, say, 13 tabular columns onto the first 13 HOG columns, so the classifier sees
-    their sums, and the kernel gets cross terms between unrelated features. With equal
-    weights the direct sum was at or above the padded one on every bundled dataset but
-    tuxpaint (within a fraction of a point there), and 2 points above it on
-    tuxpaint-grouped. Its kernel is Σ w_m² K_m, so the weight search stays one weighted
-    sum of precomputed per-view Gram matrices.
+    Why the padded sum stays the default although a sum across unrelated spaces means
+    nothing (measured: benchmarks/RESULTS.md, "Feature space of early and weighted
+    fusion", and the tabular section): the direct sum was no clear gain over the padded
+    one across the bundled datasets (with learned weights, within about a point either
+    way), and on tuxpaint-tabular it raised the fit *without* the tabular view more than
+    the fit with it. A view that carries no signal is harmless in a direct sum, so the
+    one-SE rule keeps its equal weight and it keeps a small share of each prediction
+    (the explain toy's pure-noise view then moves about a tenth of the log-odds), where
+    padding, by corrupting the informative columns, makes the weight search drop it.
     """
 
     def __init__(self, classifier: Any = None, weights: Any = "cv",
                  projection: str = "features", dim: int = 64, step: float | None = None,
-                 cv: int = 5, random_state: Any = None):
+                 cv: int = 5, random_state: Any = None, direct_sum: bool = False):
         self.classifier = classifier
         self.weights = weights
         self.projection = projection
@@ -184,10 +181,19 @@ class WeightedSumFusion(FusionStrategy):
         self.step = step
         self.cv = cv
         self.random_state = random_state
+        self.direct_sum = direct_sum
+
+    def _direct(self) -> bool:
+        # (a model saved before the parameter existed has none: the padded sum)
+        direct = getattr(self, "direct_sum", False)
+        if not isinstance(direct, (bool, np.bool_)):
+            raise InputError(f"direct_sum must be True or False; got {direct!r}")
+        return bool(direct)
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         if self.projection not in PROJECTIONS:
             raise InputError(f"projection must be one of {PROJECTIONS}; got {self.projection!r}")
+        self._direct()  # a bad direct_sum fails before any work
         spec = check_weight_spec(self.weights, list(views), ("cv", "relative", "equal"))
         mods = sorted(views)
         oof = None
@@ -232,13 +238,7 @@ class WeightedSumFusion(FusionStrategy):
             weights = self._search_weights(projected, present, y, groups)
         self.modality_weights_ = weights
         self.model_ = make_classifier(self.classifier, self.random_state)
-        f = weighted_sum(projected, present, weights)
-        if gram_applicable(self.model_, f.shape[0], f.shape[1]):
-            # F wider than twice its rows (a direct sum with TF-IDF): the same model, fitted
-            # through an exact n-column factor of F F^T (see fit_logistic_gram)
-            fit_logistic_gram(self.model_, [f], y)
-        else:
-            self.model_.fit(f, y)
+        self.model_.fit(weighted_sum(projected, present, weights, self._direct()), y)
 
     def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,
                   groups: Any) -> None:
@@ -290,7 +290,7 @@ class WeightedSumFusion(FusionStrategy):
             return {m: 1.0 / len(mods) for m in mods}
         scores = np.zeros((len(grid), len(splits)))
         widths = [z.shape[1] for z in projected.values()]
-        width = max(widths) if common_space(projected) else sum(widths)
+        width = max(widths) if _summed(projected, self._direct()) else sum(widths)
         if self.classifier is None and width > 2 * max(len(tr) for tr, _ in splits):
             # wide F (the seed's padded features with TF-IDF): the default L2 logistic
             # regression depends on F only through inner products, so each grid point is
@@ -300,7 +300,7 @@ class WeightedSumFusion(FusionStrategy):
             # square roots of the eigenvalues, which conditions L-BFGS worse than
             # standardised features (measured on sign-av, 1,764 columns for ~1,100 rows:
             # 50 s per search against ~8 s fitting F directly)
-            gram = _PairGram(projected, present)
+            gram = _PairGram(projected, present, self._direct())
             for i, w in enumerate(grid):
                 k = gram.kernel(dict(zip(mods, w)))
                 for j, (train, test) in enumerate(splits):
@@ -318,7 +318,7 @@ class WeightedSumFusion(FusionStrategy):
                 if isinstance(model, LogisticRegression):
                     model.set_params(warm_start=True)
             for i, w in enumerate(grid):
-                f = weighted_sum(projected, present, dict(zip(mods, w)))
+                f = weighted_sum(projected, present, dict(zip(mods, w)), self._direct())
                 for j, (train, test) in enumerate(splits):
                     models[j].fit(f[train], y[train])
                     scores[i, j] = float(np.mean(models[j].predict(f[test]) == y[test]))
@@ -352,7 +352,8 @@ class WeightedSumFusion(FusionStrategy):
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         if self.projection == "class-scores":
             return predict_cross_fitted(self.experts_, views, present, self._predict_meta)
-        f = weighted_sum(self._project(views, present), present, self.modality_weights_)
+        f = weighted_sum(self._project(views, present), present, self.modality_weights_,
+                         self._direct())
         proba = self.model_.predict_proba(f)
         out = np.zeros((len(f), len(self.classes_)))
         out[:, np.asarray(self.model_.classes_, dtype=int)] = proba

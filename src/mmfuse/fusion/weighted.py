@@ -162,10 +162,11 @@ class WeightedSumFusion(FusionStrategy):
 
     Why the padded sum stays the default although a sum across unrelated spaces means
     nothing (measured: benchmarks/RESULTS.md, "Feature space of early and weighted
-    fusion", and the tabular section): the direct sum was no clear gain over the padded
-    one across the bundled datasets (with learned weights, within about a point either
-    way), and on tuxpaint-tabular it raised the fit *without* the tabular view more than
-    the fit with it. A view that carries no signal is harmless in a direct sum, so the
+    fusion", and the tabular section): with equal weights the direct sum was at or above
+    the padded sum on four of the five bundled datasets (up to 2 points), but with the
+    default learned weights it gained on tuxpaint-grouped only (and lost half a point on
+    tuxpaint), and on tuxpaint-tabular it raised the fit *without* the tabular view more
+    than the fit with it. A view that carries no signal is harmless in a direct sum, so the
     one-SE rule keeps its equal weight and it keeps a small share of each prediction
     (the explain toy's pure-noise view then moves about a tenth of the log-odds), where
     padding, by corrupting the informative columns, makes the weight search drop it.

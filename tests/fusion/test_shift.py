@@ -142,28 +142,79 @@ def test_auto_follows_the_one_se_rule_on_its_inner_folds():
     assert inner_splits(y, groups, 4, 0)  # grouped inner splits exist for this data
 
 
-def test_weighted_with_equal_weights_is_the_seed_baseline():
+@pytest.mark.parametrize("direct_sum", [False, True])
+def test_weighted_with_equal_weights_is_the_seed_baseline(direct_sum):
     views, y = make_views(n=200)
     views["b"] = views["b"][:, :3]  # different widths: zero-padded sums, as in the seed
     seed = create_fusion("seed-baseline").fit(views, y)
     f = create_fusion("weighted", weights="equal").fit(views, y)
     np.testing.assert_allclose(f.predict_proba(views), seed.predict_proba(views), atol=1e-4)
+    # views of one width are summed either way (a common space)
+    views["a"] = views["a"][:, :3]
+    seed = create_fusion("seed-baseline").fit(views, y)
+    f = create_fusion("weighted", weights="equal", direct_sum=direct_sum).fit(views, y)
+    np.testing.assert_allclose(f.predict_proba(views), seed.predict_proba(views), atol=1e-4)
 
 
-def test_weighted_weight_search_on_the_gram_matrix_is_exact():
+def test_weighted_direct_sum_of_views_of_different_widths():
+    """direct_sum: views of different widths keep their own columns (no cross terms
+    between unrelated features), rows rescaled over the present modalities as in the
+    padded sum."""
+    from mmfuse.fusion.weighted import _PairGram, weighted_sum
+
+    rng = np.random.RandomState(0)
+    z = {"a": rng.randn(6, 5), "b": rng.randn(6, 2)}
+    present = {"a": np.array([1, 1, 1, 1, 0, 1], bool), "b": np.array([1, 1, 0, 1, 1, 1], bool)}
+    w = {"a": 0.25, "b": 0.75}
+    f = weighted_sum(z, present, w, direct=True)
+    assert f.shape == (6, 7)
+    r = np.array([1, 1, 1 / 0.25, 1, 1 / 0.75, 1])[:, None]
+    np.testing.assert_allclose(f[:, :5], r * 0.25 * np.where(present["a"][:, None], z["a"], 0))
+    np.testing.assert_allclose(f[:, 5:], r * 0.75 * np.where(present["b"][:, None], z["b"], 0))
+    # the kernel is the weighted sum of the per-view kernels, Σ w_m² K_m: no cross terms
+    za, zb = (np.where(present[m][:, None], z[m], 0) for m in ("a", "b"))
+    expected = r * (0.25 ** 2 * za @ za.T + 0.75 ** 2 * zb @ zb.T) * r.T
+    np.testing.assert_allclose(_PairGram(z, present, direct=True).kernel(w), expected,
+                               atol=1e-12)
+    assert weighted_sum(z, present, w).shape == (6, 5)  # the default: zero-padded
+
+
+def test_weighted_keeps_a_narrow_informative_view_beside_a_wide_noise_view():
+    """Zero-padding a 3-column informative view onto a 20-column noise view (the seed's
+    formula, the default) adds noise to its signal; the direct sum keeps it clean."""
+    rng = np.random.RandomState(0)
+    n = 400
+    y = rng.randint(0, 2, n)
+    informative = rng.randn(n, 3) + 1.5 * y[:, None]
+    views = {"narrow": informative, "wide": 3.0 * rng.randn(n, 20)}
+    train, test = np.arange(300), np.arange(300, n)
+    acc = {}
+    for name, params in (("weighted", {"weights": "equal", "direct_sum": True}),
+                         ("seed-baseline", {})):
+        f = create_fusion(name, random_state=0, **params).fit(
+            {m: v[train] for m, v in views.items()}, y[train])
+        acc[name] = np.mean(f.predict({m: v[test] for m, v in views.items()}) == y[test])
+    alone = create_fusion("early", random_state=0).fit({"narrow": informative[train]}, y[train])
+    acc_alone = np.mean(alone.predict({"narrow": informative[test]}) == y[test])
+    assert acc["weighted"] >= acc_alone - 0.05
+    assert acc["weighted"] > acc["seed-baseline"] + 0.1
+
+
+@pytest.mark.parametrize("width_b, direct", [(40, False), (40, True), (300, True)])
+def test_weighted_weight_search_on_the_gram_matrix_is_exact(width_b, direct):
     from sklearn.linear_model import LogisticRegression
 
     from mmfuse.fusion.weighted import _kernel_factor, _PairGram, weighted_sum
 
     rng = np.random.RandomState(0)
     n = 120
-    z = {"a": rng.randn(n, 300), "b": rng.randn(n, 40)}
+    z = {"a": rng.randn(n, 300), "b": rng.randn(n, width_b)}
     present = {"a": np.ones(n, bool), "b": rng.rand(n) > 0.2}
     y = (z["a"][:, 0] + z["b"][:, 0] > 0).astype(int) + (z["a"][:, 1] > 1)
     w = {"a": 0.3, "b": 0.7}
     train, test = np.arange(90), np.arange(90, n)
-    f = weighted_sum(z, present, w)
-    k = _PairGram(z, present).kernel(w)
+    f = weighted_sum(z, present, w, direct)
+    k = _PairGram(z, present, direct).kernel(w)
     np.testing.assert_allclose(k, f @ f.T, atol=1e-8)
     g_tr, g_te = _kernel_factor(k, train, test)
     lr = dict(max_iter=5000, tol=1e-10)
@@ -172,19 +223,23 @@ def test_weighted_weight_search_on_the_gram_matrix_is_exact():
     np.testing.assert_allclose(direct, factored, atol=1e-6)
 
 
-def test_weighted_features_with_missing_rows_and_a_sparse_view():
+@pytest.mark.parametrize("direct_sum", [False, True])
+def test_weighted_features_with_missing_rows_and_a_sparse_view(direct_sum):
     views, y = make_views(n=240)
     present = {"a": np.ones(240, bool), "b": np.arange(240) % 4 != 0}
     views["b"] = np.where(present["b"][:, None], views["b"], np.nan)
     views["c"] = sparse.random(240, 50, density=0.1, format="csr", random_state=0)
     present["c"] = np.ones(240, bool)
     groups = np.repeat(np.arange(12), 20)
-    f = create_fusion("weighted", random_state=0, cv=3).fit(views, y, present, groups)
+    f = create_fusion("weighted", random_state=0, cv=3, direct_sum=direct_sum).fit(
+        views, y, present, groups)
     proba = f.predict_proba(views, present)
     assert np.isfinite(proba).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert set(f.modality_weights_) == {"a", "b", "c"}
     assert f.weight_search_["fold_accuracy"].shape[1] == 3
+    with pytest.raises(InputError, match="direct_sum must be True or False; got 'yes'"):
+        create_fusion("weighted", direct_sum="yes").fit(views, y, present)
 
 
 def test_linear_proba_equals_logistic_regression_predict_proba_exactly():

@@ -237,6 +237,7 @@ NumericOpt = Annotated[Optional[str], typer.Option("--numeric", help="Tabular mo
 CategoricalOpt = Annotated[Optional[str], typer.Option("--categorical", help="Tabular modality: categorical columns, d,e (one-hot of frequent levels + other/unseen).")]
 BooleanOpt = Annotated[Optional[str], typer.Option("--boolean", help="Tabular modality: boolean columns (true/false, yes/no, 1/0).")]
 DatesOpt = Annotated[Optional[str], typer.Option("--dates", help="Tabular modality: date columns (ISO 8601).")]
+PoolingOpt = Annotated[str, typer.Option("--pooling", help="A cell holding several image/audio files (a JSON list, or paths separated by ' | '): the mean or the max of their embeddings.")]
 SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Run on Dask: 'local' or a scheduler address tcp://host:8786 (default: $MMFUSE_SCHEDULER, else this process).")]
 
 

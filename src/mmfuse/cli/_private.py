@@ -49,7 +49,7 @@ def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii:
 
 def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec, seed,
                                 on_error, json_out, report, progress, title, epsilon,
-                                missing, delta=1e-5) -> Any:
+                                missing, delta=1e-5, pooling="mean") -> Any:
     from .._errors import InputError
     from ..evaluate import FeatureTable
     from ..evaluate.private import evaluate_private
@@ -63,7 +63,7 @@ def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_
     if weights == "cv":
         weights = "equal"
     with _Progress(progress) as bar:
-        table = FeatureTable(X, encoder_spec, on_error, bar)
+        table = FeatureTable(X, encoder_spec, on_error, bar, pooling=pooling)
         result = evaluate_private(X, y, epsilon=epsilon, delta=delta, features=table,
                                   groups=groups,
                                   strategies=strategies, weights=weights, cv=cv_spec,

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._common import (BooleanOpt, CategoricalOpt, DatesOpt, DeltaOpt, DeviceOpt, EpsilonOpt,
-                      FeaturesOpt, NumericOpt, OnErrorOpt, ScrubOpt, WeightsOpt, app, console,
+                      FeaturesOpt, NumericOpt, OnErrorOpt, PoolingOpt, ScrubOpt, WeightsOpt, app, console,
                       err_console, _encoder_spec, _errors, _load_input, _no_privacy_on_features,
                       _parse_encoders, _placement, _print_chosen_encoders, _tabular_encoder)
 from ._private import _private_spec
@@ -43,14 +43,17 @@ def train(
     categorical: CategoricalOpt = None,
     boolean: BooleanOpt = None,
     dates: DatesOpt = None,
+    pooling: PoolingOpt = "mean",
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
 
     Text is encoded with tfidf-hashed by default (hashing under --epsilon): the saved model
     holds no vocabulary, text, path or sample id."""
+    from ..encoders.cells import check_pooling
     from ..estimator import MultimodalClassifier
 
     with _errors():
+        check_pooling(pooling)
         sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
@@ -71,7 +74,8 @@ def train(
         model = MultimodalClassifier(encoders=encoder_spec, fusion=fusion, weights=weights,
                                      random_state=seed, on_error=on_error,
                                      fusion_params=(fusion_params or {}).get(fusion),
-                                     scrub_pii=scrub_pii, epsilon=epsilon, delta=delta)
+                                     scrub_pii=scrub_pii, epsilon=epsilon, delta=delta,
+                                     pooling=pooling)
         model.fit(X, y, groups=groups)
         if features:
             from ..features import attach_encoders

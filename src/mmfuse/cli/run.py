@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._common import (BooleanOpt, CategoricalOpt, DatesOpt, DeltaOpt, DeviceOpt, EpsilonOpt,
-                      FeaturesOpt, FusionOpt, JobsOpt, JsonOpt, NumericOpt, OnErrorOpt, ProgressOpt,
+                      FeaturesOpt, FusionOpt, JobsOpt, JsonOpt, NumericOpt, OnErrorOpt, PoolingOpt,
+                      ProgressOpt,
                       ReportOpt, SchedulerOpt, ScrubOpt, WeightsOpt, app, console, err_console,
                       print_results, _Progress, _encoder_spec, _errors, _load_input,
                       _no_privacy_on_features, _parse_encoders, _parse_strategies, _placement,
@@ -53,6 +54,7 @@ def run(
     categorical: CategoricalOpt = None,
     boolean: BooleanOpt = None,
     dates: DatesOpt = None,
+    pooling: PoolingOpt = "mean",
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
@@ -62,6 +64,9 @@ def run(
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_encoders(encoders)
         _placement(None, None, [], device)  # a bad or missing device fails before any work
+        from ..encoders.cells import check_pooling
+
+        check_pooling(pooling)
         tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
         X, y, groups, default_cv, title = _load_input(manifest, image, text, audio, label, group,
                                                       views, labels, dataset, features, enc,
@@ -75,25 +80,26 @@ def run(
         if epsilon is not None:
             _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec,
                                         seed, on_error, json_out, report, progress, title,
-                                        epsilon, missing, delta)
+                                        epsilon, missing, delta, pooling=pooling)
             return
         from ..distributed import fold_backend
 
         with fold_backend(scheduler):
             _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights,
                                 cv_spec, seed, on_error, json_out, report, progress, title, jobs,
-                                missing, missing_modality, train_missing, fusion_params)
+                                missing, missing_modality, train_missing, fusion_params,
+                                pooling=pooling)
 
 
 def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
                         json_out, report, progress, title, jobs=-1, missing=None,
                         missing_modality="best", train_missing=False,
-                        fusion_params=None) -> Any:
+                        fusion_params=None, pooling="mean") -> Any:
     from ..evaluate import FeatureTable, evaluate
 
     robustness = None
     with _Progress(progress) as bar:
-        table = FeatureTable(X, encoder_spec, on_error, bar)
+        table = FeatureTable(X, encoder_spec, on_error, bar, pooling=pooling)
         result = evaluate(X, y, features=table, groups=groups, strategies=strategies,
                           weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,
                           progress=bar, n_jobs=jobs, fusion_params=fusion_params)

@@ -159,7 +159,7 @@ class FeatureTable:
     """
 
     def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
-                 progress: Progress | None = None, cache: Any = True):
+                 progress: Progress | None = None, cache: Any = True, pooling: str = "mean"):
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
         from ..encoders.selection import Candidates, encode_parts, needed_encoders
@@ -167,7 +167,8 @@ class FeatureTable:
         columns, self.n = as_columns(X)
         specs = resolve_encoders(encoders, columns)
         fixed = {c: s for c, s in specs.items() if not isinstance(s, Candidates)}
-        self.featurizer = Featurizer(build_encoders(fixed))
+        # a cell holding several files is pooled (mean or max, mmfuse.encoders.cells)
+        self.featurizer = Featurizer(build_encoders(fixed), pooling=pooling)
         self.encoder_names: dict[str, str] = {c: e.name
                                               for c, e in self.featurizer.encoders.items()}
         if fixed:

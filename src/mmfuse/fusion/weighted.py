@@ -31,36 +31,54 @@ def _class_scores(p: np.ndarray) -> np.ndarray:
 
 
 def weighted_sum(projected: dict[str, np.ndarray], present: Present,
-                 weights: dict[str, float]) -> np.ndarray:
+                 weights: dict[str, float], direct: bool = False) -> np.ndarray:
     """Σ w_m z_m, rescaled per row by (total weight / weight of the modalities present).
 
     Blocks of different widths are zero-padded to the widest (the seed's formula on raw
-    feature vectors: a narrower view adds into the leading columns).
+    feature vectors: a narrower view adds into the leading columns), unless ``direct``:
+    then each weighted block keeps its own columns, ``[w_1 z_1, ..., w_M z_M]`` (a direct
+    sum, whose inner products are Σ w_m² <z_m, z'_m>, without the cross terms that
+    padding makes between unrelated features). Blocks of one width are always summed.
     """
     mods = sorted(projected)
     total = sum(weights[m] for m in mods)
-    width = max(projected[m].shape[1] for m in mods)
-    acc = np.zeros((projected[mods[0]].shape[0], width), dtype=np.float64)
-    w_present = np.zeros(acc.shape[0])
+    n = projected[mods[0]].shape[0]
+    if _summed(projected, direct):
+        starts = dict.fromkeys(mods, 0)
+        width = max(projected[m].shape[1] for m in mods)
+    else:
+        edges = np.cumsum([0] + [projected[m].shape[1] for m in mods])
+        starts = dict(zip(mods, edges[:-1]))
+        width = int(edges[-1])
+    acc = np.zeros((n, width), dtype=np.float64)
+    w_present = np.zeros(n)
     for m in mods:
-        acc[present[m], : projected[m].shape[1]] += weights[m] * projected[m][present[m]]
+        cols = slice(starts[m], starts[m] + projected[m].shape[1])
+        acc[present[m], cols] += weights[m] * projected[m][present[m]]
         w_present[present[m]] += weights[m]
     has = w_present > 0
     acc[has] *= (total / w_present[has])[:, None]
     return acc
 
 
+def _summed(projected: dict[str, np.ndarray], direct: bool) -> bool:
+    """Whether :func:`weighted_sum` adds the blocks into shared columns."""
+    return not direct or len({z.shape[1] for z in projected.values()}) <= 1
+
+
 class _PairGram:
     """Inner products of the blocks of :func:`weighted_sum`, pair by pair, so that the Gram
     matrix of Σ w_m z_m (rows rescaled as there) costs a few n x n sums per weight vector."""
 
-    def __init__(self, projected: dict[str, np.ndarray], present: Present):
+    def __init__(self, projected: dict[str, np.ndarray], present: Present,
+                 direct: bool = False):
         self.mods = sorted(projected)
         self.present = present
         z = {m: np.where(present[m][:, None], projected[m], 0.0) for m in self.mods}
+        summed = _summed(projected, direct)  # else a direct sum: no cross terms
         self.pairs = {}
         for a_i, a in enumerate(self.mods):
-            for b in self.mods[a_i:]:
+            for b in self.mods[a_i:] if summed else [a]:
                 d = min(z[a].shape[1], z[b].shape[1])  # zero padding: overlap only
                 self.pairs[a, b] = z[a][:, :d] @ z[b][:, :d].T
 
@@ -110,10 +128,10 @@ class WeightedSumFusion(FusionStrategy):
     projection : {"features", "class-scores", "pca"}, default="features"
         The common space. ``"features"``: the seed's — each view standardised (dense,
         centred, unit variance per column; missing rows at the mean) and zero-padded to
-        the widest view. ``"class-scores"``: each view is mapped to the K class scores of
-        its own classifier (out-of-fold on training rows, so the classifier on F never
-        sees over-fitted scores; at prediction the inner-fold classifiers are averaged, so
-        F is calibrated as in training, see
+        the widest view (or a direct sum, ``direct_sum``). ``"class-scores"``: each view
+        is mapped to the K class scores of its own classifier (out-of-fold on training
+        rows, so the classifier on F never sees over-fitted scores; at prediction the
+        inner-fold classifiers are averaged, so F is calibrated as in training, see
         :class:`~mmfuse.fusion.experts.CrossFitExpert`). ``"pca"``: each standardised
         view is reduced by whitened PCA to the same dimension ``dim``.
     dim : int, default=64
@@ -125,6 +143,13 @@ class WeightedSumFusion(FusionStrategy):
         beat equal weights clearly to be chosen, and neighbouring points rarely do.
     cv : int, default=5
     random_state : int or None, default=None
+    direct_sum : bool, default=False
+        With ``projection="features"``, keep views of different widths in their own
+        columns, ``F = [w_1 z_1, ..., w_M z_M]`` (a direct sum: the kernel is Σ w_m² K_m),
+        instead of zero-padding them onto the widest view's leading columns, which adds
+        unrelated features together (13 tabular columns onto the first 13 HOG ones) and
+        gives the kernel cross terms between them. Views of one width are summed either
+        way. Off by default (measured, see the Notes).
 
     Notes
     -----
@@ -134,11 +159,22 @@ class WeightedSumFusion(FusionStrategy):
     it lost 5-10 points to the seed baseline on tuxpaint and tuxpaint-grouped, while a
     plain softmax of those scores is late fusion (``late``). On the features, weights
     multiply whole views and one classifier is shared by all of them, as in the seed.
+
+    Why the padded sum stays the default although a sum across unrelated spaces means
+    nothing (measured: benchmarks/RESULTS.md, "Feature space of early and weighted
+    fusion", and the tabular section): with equal weights the direct sum was at or above
+    the padded sum on four of the five bundled datasets (up to 2 points), but with the
+    default learned weights it gained on tuxpaint-grouped only (and lost half a point on
+    tuxpaint), and on tuxpaint-tabular it raised the fit *without* the tabular view more
+    than the fit with it. A view that carries no signal is harmless in a direct sum, so the
+    one-SE rule keeps its equal weight and it keeps a small share of each prediction
+    (the explain toy's pure-noise view then moves about a tenth of the log-odds), where
+    padding, by corrupting the informative columns, makes the weight search drop it.
     """
 
     def __init__(self, classifier: Any = None, weights: Any = "cv",
                  projection: str = "features", dim: int = 64, step: float | None = None,
-                 cv: int = 5, random_state: Any = None):
+                 cv: int = 5, random_state: Any = None, direct_sum: bool = False):
         self.classifier = classifier
         self.weights = weights
         self.projection = projection
@@ -146,10 +182,19 @@ class WeightedSumFusion(FusionStrategy):
         self.step = step
         self.cv = cv
         self.random_state = random_state
+        self.direct_sum = direct_sum
+
+    def _direct(self) -> bool:
+        # (a model saved before the parameter existed has none: the padded sum)
+        direct = getattr(self, "direct_sum", False)
+        if not isinstance(direct, (bool, np.bool_)):
+            raise InputError(f"direct_sum must be True or False; got {direct!r}")
+        return bool(direct)
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         if self.projection not in PROJECTIONS:
             raise InputError(f"projection must be one of {PROJECTIONS}; got {self.projection!r}")
+        self._direct()  # a bad direct_sum fails before any work
         spec = check_weight_spec(self.weights, list(views), ("cv", "relative", "equal"))
         mods = sorted(views)
         oof = None
@@ -194,7 +239,7 @@ class WeightedSumFusion(FusionStrategy):
             weights = self._search_weights(projected, present, y, groups)
         self.modality_weights_ = weights
         self.model_ = make_classifier(self.classifier, self.random_state)
-        self.model_.fit(weighted_sum(projected, present, weights), y)
+        self.model_.fit(weighted_sum(projected, present, weights, self._direct()), y)
 
     def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,
                   groups: Any) -> None:
@@ -245,7 +290,8 @@ class WeightedSumFusion(FusionStrategy):
         if not splits:
             return {m: 1.0 / len(mods) for m in mods}
         scores = np.zeros((len(grid), len(splits)))
-        width = max(z.shape[1] for z in projected.values())
+        widths = [z.shape[1] for z in projected.values()]
+        width = max(widths) if _summed(projected, self._direct()) else sum(widths)
         if self.classifier is None and width > 2 * max(len(tr) for tr, _ in splits):
             # wide F (the seed's padded features with TF-IDF): the default L2 logistic
             # regression depends on F only through inner products, so each grid point is
@@ -255,7 +301,7 @@ class WeightedSumFusion(FusionStrategy):
             # square roots of the eigenvalues, which conditions L-BFGS worse than
             # standardised features (measured on sign-av, 1,764 columns for ~1,100 rows:
             # 50 s per search against ~8 s fitting F directly)
-            gram = _PairGram(projected, present)
+            gram = _PairGram(projected, present, self._direct())
             for i, w in enumerate(grid):
                 k = gram.kernel(dict(zip(mods, w)))
                 for j, (train, test) in enumerate(splits):
@@ -273,7 +319,7 @@ class WeightedSumFusion(FusionStrategy):
                 if isinstance(model, LogisticRegression):
                     model.set_params(warm_start=True)
             for i, w in enumerate(grid):
-                f = weighted_sum(projected, present, dict(zip(mods, w)))
+                f = weighted_sum(projected, present, dict(zip(mods, w)), self._direct())
                 for j, (train, test) in enumerate(splits):
                     models[j].fit(f[train], y[train])
                     scores[i, j] = float(np.mean(models[j].predict(f[test]) == y[test]))
@@ -307,7 +353,8 @@ class WeightedSumFusion(FusionStrategy):
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         if self.projection == "class-scores":
             return predict_cross_fitted(self.experts_, views, present, self._predict_meta)
-        f = weighted_sum(self._project(views, present), present, self.modality_weights_)
+        f = weighted_sum(self._project(views, present), present, self.modality_weights_,
+                         self._direct())
         proba = self.model_.predict_proba(f)
         out = np.zeros((len(f), len(self.classes_)))
         out[:, np.asarray(self.model_.classes_, dtype=int)] = proba

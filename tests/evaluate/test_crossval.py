@@ -84,3 +84,14 @@ def test_strategy_with_bracketed_weights_is_its_own_row():
         make_configs(["a", "b"], ["late[best]"])
     with pytest.raises(InputError, match="unknown fusion strategy"):
         make_configs(["a", "b"], ["magic[equal]"])
+
+
+def test_weights_in_fusion_params_win_over_the_run_wide_weights():
+    configs = make_configs(["a", "b"], ["late", "weighted", "early"], weights="cv",
+                           fusion_params={"weighted": {"weights": "equal", "step": 0.5}})
+    by_name = {c.name: c for c in configs}
+    assert by_name["weighted"].weights == "equal"
+    assert by_name["weighted"].params == {"step": 0.5}  # no second 'weights' to override
+    assert by_name["late"].weights == "cv"
+    with pytest.raises(InputError, match="names its weights twice"):
+        make_configs(["a", "b"], ["late[cv]"], fusion_params={"late": {"weights": "equal"}})

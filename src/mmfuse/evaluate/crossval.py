@@ -114,7 +114,8 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
     """Every single modality, each strategy over all modalities, and the seed baseline.
 
     A strategy may name its weights in brackets, e.g. ``"late[equal]"`` next to ``"late"``
-    (which takes ``weights``): that row is the strategy with those weights.
+    (which takes ``weights``): that row is the strategy with those weights. A ``"weights"``
+    entry in ``fusion_params[strategy]`` also wins over ``weights`` for that strategy.
     """
     from ..fusion import list_fusions
 
@@ -140,10 +141,17 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
         for s, name, w in parsed:
             if declared[name].get("reference"):
                 continue  # the seed baseline: its own row below
+            own = dict(params.get(name, {}))
+            if "weights" in own:  # the strategy's own parameter wins over the run-wide one
+                if w is not None:
+                    raise InputError(
+                        f"{s!r} names its weights twice: in brackets and in "
+                        f"fusion_params[{name!r}]['weights']; give one")
+                w = own.pop("weights")
             if w is None:
                 w = declared[name].get("evaluation_weights", "given")
                 w = weights if w == "given" else w
-            configs.append(Config(s, "fused", mods, name, w, dict(params.get(name, {}))))
+            configs.append(Config(s, "fused", mods, name, w, own))
         if baseline:
             configs += [Config(n, "baseline", mods, n, "equal") for n in sorted(known)
                         if declared[n].get("reference")]

@@ -37,7 +37,8 @@ every outer training fold of the four bundled datasets (54 column choices), the 
 gap between the runner-up and an eventual top-two candidate after two or more folds was
 2.6 points, so a 5-point margin changed no choice and no pair, and skipped about a fifth
 of the candidates' inner fits (the weak ones: pixels, colour histograms, log-mel on
-speech). ``race_margin=None`` scores every candidate on every fold.
+speech; ``benchmarks/bench_encoder_race.py``). ``race_margin=None`` scores every
+candidate on every fold.
 
 Features of stateless encoders are computed once for every fold (and come from the
 feature cache); an encoder that learns (TF-IDF) is fit on each inner training fold only,

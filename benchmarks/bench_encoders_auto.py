@@ -52,17 +52,14 @@ FIXED = {"image": ("hog", "efficientnet-lite0"), "text": ("tfidf", "minilm"),
          "audio": ("mfcc", "speech-embedding")}
 DEFAULT = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 FIXED_STRATEGIES = ["late", "stacking", "auto"]
-
-
-#: Larger sets run fewer grouped folds than their default (6 speakers out, one at a time):
-#: the 2-core machine this runs on is shared, and every fold fits every candidate.
-CV_OVERRIDE = {"sign-av": {"kind": "stratified-group", "n_splits": 3},
-               "av-digits": {"kind": "stratified-group", "n_splits": 3}}
+#: Issue 16's cost target: auto's wall time over the default encoders' singles
+TIME_TARGET = 30
+BASELINE_RUNS = 3
 
 
 def _cv(dataset: str):
-    if dataset in CV_OVERRIDE:
-        return CV_OVERRIDE[dataset]
+    """The dataset's default CV (sign-av, av-digits: leave one speaker out, 6 folds;
+    tuxpaint-grouped: stratified grouped 5-fold), but for tuxpaint's repetition."""
     cv = dataset_info(dataset)["cv"]
     # tuxpaint's default repeats 5-fold twice: one repetition keeps the run modest
     if isinstance(cv, dict) and cv.get("kind") == "repeated-stratified":
@@ -108,8 +105,13 @@ def run(dataset: str, previous: dict | None = None, auto_only: bool = False) -> 
     out["warm_seconds"] = time.perf_counter() - start
     print(f"  features of every encoder: {out['warm_seconds']:.0f} s", flush=True)
 
-    base, base_s = _timed_eval(X, y, groups, cv, {m: DEFAULT[m] for m in mods}, [])
+    # the reference of the time ratio is short (seconds): the median of three runs
+    timings = [_timed_eval(X, y, groups, cv, {m: DEFAULT[m] for m in mods}, [])
+               for _ in range(BASELINE_RUNS)]
+    base = timings[0][0]
+    base_s = float(np.median([t for _, t in timings]))
     out["baseline_seconds"] = base_s
+    out["baseline_runs"] = [t for _, t in timings]
     out["baseline_rows"] = {r.name: r.accuracy for r in base.rows}
     print(f"  default singles {base_s:.0f} s", flush=True)
 
@@ -209,18 +211,21 @@ def render(results: list[dict]) -> str:
         "",
         f"Measured by `benchmarks/bench_encoders_auto.py` on {time.strftime('%Y-%m-%d')} "
         f"({machine()}; shared with other jobs, so times are ratios within one run). "
-        "**auto**: every installed encoder per modality (and the best pair) scored alone by "
-        "grouped, stratified inner CV on each outer training fold, one-SE rule toward the "
-        "cheaper encoder, then `auto` fusion on the choice. **Best fixed**: the best row "
+        "**auto**: every installed encoder per modality (and the pair of the two best) scored "
+        "alone by grouped, stratified inner CV on each outer training fold (the library's "
+        "default rule: best mean inner accuracy, cost breaking ties, clearly beaten "
+        "candidates raced out after two inner folds), then `auto` fusion on the choice. "
+        "Outer CV: each dataset's default, but one repetition of tuxpaint's repeated 5-fold. "
+        "**Best fixed**: the best row "
         "(single modality, late, stacking or auto fusion) over every combination of "
         f"{', '.join(f'{m}: {a}/{b}' for m, (a, b) in FIXED.items())}, on the same outer "
         "splits. Δ = auto − best fixed, mean over outer folds with its paired 95% t-interval. "
         "Time: auto's wall time over that of the single-modality rows of the default encoders "
-        "(hog, tfidf, mfcc), both with features from the warm cache. \"First extraction\": "
+        "(hog, tfidf, mfcc; median of three runs), both with features from the warm cache. \"First extraction\": "
         "computing every candidate encoder's features once (what a first run on a cold "
         "cache adds; features already cached by other runs are not recomputed).",
         "",
-        "| dataset | folds | auto | best fixed | Δ [95% CI] | ≥ best − 1 pt | time ratio |"
+        "| dataset | folds | auto | best fixed | Δ [95% CI] | ≥ best − 1 pt | time ratio (≤ 30×) |"
         " first extraction, all encoders | encoders chosen (per fold) | code (auto / fixed) |",
         "|---|---:|---:|---|---|---|---:|---:|---|---|",
     ]
@@ -241,7 +246,7 @@ def render(results: list[dict]) -> str:
             f"| {r['dataset']} | {len(r['auto']['fold_accuracy'])} | {r['auto']['accuracy']:.3f} "
             f"| {fixed_text} | "
             f"{r['auto_seconds'] / r['baseline_seconds']:.1f}× "
-            f"({r['auto_seconds']:.0f} s / {r['baseline_seconds']:.0f} s) | "
+            f"({r['auto_seconds']:.0f} s / {r['baseline_seconds']:.1f} s) | "
             f"{r.get('warm_seconds', float('nan')):.0f} s | {chosen_text} | "
             f"{r.get('auto_code', 'wt-encauto, merged in b81d1c1')} / {r.get('fixed_code', 'wt-encauto, merged in b81d1c1')} |")
     missing = [d for d in DATASETS if d not in {r["dataset"] for r in results}]
@@ -251,15 +256,25 @@ def render(results: list[dict]) -> str:
                   f"with them."]
     if results:
         slowest = max(results, key=lambda r: r["auto_seconds"] / r["baseline_seconds"])
-        lines += ["", f"**`mmfuse demo` still uses fixed encoders**: choosing encoders by "
-                  f"inner CV costs up to "
-                  f"{slowest['auto_seconds'] / slowest['baseline_seconds']:.0f}× the "
-                  f"single-modality baselines here ({slowest['auto_seconds']:.0f} s for "
-                  f"{slowest['n']} rows on {slowest['dataset']}, features already cached), "
-                  f"and a first run adds every candidate's extraction; whether the demo "
-                  f"(av-digits, 6 folds) stays under 3 minutes with `--encoders auto "
-                  f"--fusion auto` is not measured here "
-                  f"(`benchmarks/bench_demo.py --encoders-auto` times it)."]
+        wide = [f"{r['dataset']} ({r['diff']['ci95'][0] * 100:+.1f})" for r in results
+                if "diff" in r and r["diff"]["ci95"][0] < -0.01]
+        if wide:
+            lines += ["", "\"≥ best − 1 pt\" reads the mean Δ; the paired 95% interval "
+                      "reaches below −1 point on " + ", ".join(wide) + " points (few outer "
+                      "folds): there the target is met by the mean, not established by the "
+                      "interval."]
+        ratios = {r["dataset"]: r["auto_seconds"] / r["baseline_seconds"] for r in results}
+        over = [d for d, v in ratios.items() if v > TIME_TARGET]
+        slowest = max(ratios, key=ratios.get)
+        lines += ["", f"Time target (auto ≤ {TIME_TARGET}× the default encoders' "
+                  f"single-modality rows): " + ("**met** on every dataset measured"
+                                                if not over else
+                                                f"**not met** on {', '.join(over)}")
+                  + f" (largest ratio {ratios[slowest]:.1f}×, {slowest}). Whether "
+                  "`mmfuse demo` runs `--encoders auto --fusion auto`: the section "
+                  "\"`mmfuse demo --encoders auto --fusion auto` wall time\" "
+                  "(`benchmarks/bench_demo.py --encoders-auto`, a first run on an empty "
+                  "feature cache)."]
     lines += ["", "### Which inner score chooses the encoder better", "",
               "Regret: outer single-modality accuracy of the best candidate in hindsight minus "
               "that of the one-SE choice, averaged over outer folds and columns (lower is "
@@ -303,6 +318,8 @@ def main() -> None:
     results = list(done)  # datasets measured earlier are kept (the script resumes)
     for dataset in args.datasets:
         old = next((r for r in results if r["dataset"] == dataset), None)
+        if old is not None and old.get("cv") != _cv(dataset):
+            old = None  # measured on other outer splits: nothing of it can be kept
         complete = old is not None and not old.get("auto_only")
         if complete and dataset not in args.redo_auto:
             continue

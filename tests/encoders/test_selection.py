@@ -71,7 +71,7 @@ def test_select_finds_the_informative_encoder(scoring, grouped, monkeypatch):
     monkeypatch.setitem(__import__("mmfuse.encoders.selection", fromlist=["COST"]).COST,
                         "good", 50.0)
     sel = select_encoder(_parts(views), Candidates(("noise", "weak", "good")), y, g,
-                         cv=4, scoring=scoring, random_state=0)
+                         cv=4, scoring=scoring, random_state=0, race_margin=None)
     assert sel.chosen == "good"
     assert set(sel.fold_accuracy) == {"noise", "weak", "good"}
     assert all(len(v) == 4 for v in sel.fold_accuracy.values())
@@ -175,17 +175,46 @@ def test_encode_parts_reports_each_bad_item_once(tmp_path):
 
 def test_fusion_reuses_the_selection_experts_in_a_shared_memo(monkeypatch):
     import mmfuse.fusion.experts as common
-    from mmfuse.fusion.experts import out_of_fold_probas, shared_experts
+    from mmfuse.fusion.experts import ModalityExpert, out_of_fold_probas, shared_experts
 
     y, g, views = _data(groups=True)
-    calls = []
-    real = common._oof_one
-    monkeypatch.setattr(common, "_oof_one", lambda *a, **k: calls.append(1) or real(*a, **k))
     parts = _parts(views)
+    view, present = candidate_features(parts, "good", None)
+    # the same experts fitted by the fusion's own code, outside any memo
+    expected = out_of_fold_probas({"image": view}, y, {"image": present}, g, None, 4, 0)
+    calls = []
+    real_fit = ModalityExpert.fit
+    monkeypatch.setattr(common.ModalityExpert, "fit",
+                        lambda self, *a, **k: calls.append(1) or real_fit(self, *a, **k))
     with shared_experts():
         sel = select_encoder(parts, Candidates(("noise", "good")), y, g, cv=4, random_state=0,
                              column="image")
-        assert len(calls) == 2  # one inner CV per candidate
-        view, present = candidate_features(parts, sel.chosen, None)
-        out_of_fold_probas({"image": view}, y, {"image": present}, g, None, 4, 0)
-        assert len(calls) == 2  # the fusion's experts came from the memo
+        assert sel.chosen == "good" and len(calls) == 2 * 4  # each candidate, each fold
+        got = out_of_fold_probas({"image": view}, y, {"image": present}, g, None, 4, 0)
+        assert len(calls) == 2 * 4  # the fusion's experts came from the selection
+    np.testing.assert_array_equal(got["image"], expected["image"])  # the very same numbers
+
+
+def test_race_stops_scoring_clearly_beaten_candidates():
+    y, g, views = _data(groups=True)
+    views["good2"] = views["good"] + np.float32(0.3) * views["noise"]
+    parts = _parts(views)
+    names = ("noise", "weak", "good2", "good")
+    full = select_encoder(parts, Candidates(names), y, g, cv=4, random_state=0,
+                          race_margin=None)
+    raced = select_encoder(parts, Candidates(names), y, g, cv=4, random_state=0,
+                           race_margin=0.05)
+    assert not full.dropped and all(len(v) == 4 for v in full.fold_accuracy.values())
+    # noise and weak are far below the runner-up after two folds: two folds each
+    assert raced.dropped == {"noise": 2, "weak": 2}
+    assert raced.to_dict()["dropped_after_folds"] == {"noise": 2, "weak": 2}
+    assert raced.chosen == full.chosen
+    for n in ("good", "good2"):  # the survivors' scores are those of the full run
+        assert raced.fold_accuracy[n] == full.fold_accuracy[n]
+    for n in ("noise", "weak"):
+        assert raced.fold_accuracy[n] == full.fold_accuracy[n][:2]
+    # the log-loss rule and the plain one-SE rule score every candidate on every fold
+    assert not select_encoder(parts, Candidates(names), y, g, cv=4, random_state=0,
+                              scoring="log_loss", race_margin=0.05).dropped
+    assert not select_encoder(parts, Candidates(names), y, g, cv=4, random_state=0,
+                              max_accuracy_loss=None, race_margin=0.05).dropped

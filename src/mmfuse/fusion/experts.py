@@ -167,13 +167,50 @@ def cross_fitted_experts(views: Views, y: np.ndarray, present: Present, groups: 
                                                            random_state).items()}
 
 
+def _cross_fit_key(modality: str, x: Any, present: np.ndarray, base: tuple) -> tuple:
+    return ("oof", modality, _digest(x, present)) + base
+
+
+def _cross_fit_base(y: np.ndarray, groups: Any, classifier: Any, n_splits: int,
+                    random_state: Any) -> tuple:
+    return (repr(classifier), n_splits, repr(random_state), _digest(y, groups))
+
+
 def _cross_fit(views, y, present, groups, classifier, n_splits, random_state):
     n_classes = int(y.max()) + 1
-    base = (repr(classifier), n_splits, repr(random_state), _digest(y, groups))
-    return {m: _memo(("oof", m, _digest(x, present[m])) + base,
+    base = _cross_fit_base(y, groups, classifier, n_splits, random_state)
+    return {m: _memo(_cross_fit_key(m, x, present[m], base),
                      lambda m=m, x=x: _oof_one(x, y, present[m], groups, classifier, n_splits,
                                                random_state, n_classes))
             for m, x in views.items()}
+
+
+def recall_cross_fit(modality: str, x: Any, y: np.ndarray, present: np.ndarray, groups: Any,
+                     classifier: Any, n_splits: int, random_state: Any
+                     ) -> tuple[np.ndarray, list[ModalityExpert]] | None:
+    """What :func:`out_of_fold_probas` and :func:`cross_fitted_experts` would reuse for
+    one modality inside :func:`shared_experts` (``(oof, experts)``), or None."""
+    memo = _MEMO.get()
+    if memo is None:
+        return None
+    base = _cross_fit_base(y, groups, classifier, n_splits, random_state)
+    return memo.get(_cross_fit_key(modality, x, present, base))
+
+
+def remember_cross_fit(modality: str, x: Any, y: np.ndarray, present: np.ndarray,
+                       groups: Any, classifier: Any, n_splits: int, random_state: Any,
+                       oof: np.ndarray, experts: list[ModalityExpert]) -> None:
+    """Store one modality's out-of-fold probabilities and inner-fold experts, computed by
+    the caller exactly as :func:`out_of_fold_probas` would (``ModalityExpert`` fitted on
+    each of ``inner_splits(y, groups, n_splits, random_state)``), so that a strategy fitted
+    next on the same view, labels and groups inside :func:`shared_experts` reuses them
+    (the encoder selection scores candidates fold by fold, then hands over the chosen
+    one's experts). Outside :func:`shared_experts` nothing is kept."""
+    memo = _MEMO.get()
+    if memo is None:
+        return
+    base = _cross_fit_base(y, groups, classifier, n_splits, random_state)
+    memo.setdefault(_cross_fit_key(modality, x, present, base), (oof, experts))
 
 
 def _oof_one(x: Any, y: np.ndarray, present: np.ndarray, groups: Any, classifier: Any,

@@ -164,3 +164,24 @@ def test_views_frame_keeps_missing_rows(two_views):
     clf = MultimodalClassifier(random_state=0).fit(df, y)
     v, present = clf.transform_views(df)
     assert present["b"].tolist()[:4] == [False, False, False, True]
+
+
+def test_fit_runs_blas_on_one_thread_and_restores_it(two_views):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mmfuse.fusion.late import LateFusion
+
+    seen = []
+
+    class Recording(LateFusion):
+        def _fit(self, views, y, present, groups):
+            seen.extend(i["num_threads"] for i in threadpool_info()
+                        if i["user_api"] == "blas")
+            return super()._fit(views, y, present, groups)
+
+    views, y = two_views
+    with threadpool_limits(limits=2, user_api="blas"):
+        MultimodalClassifier(fusion=Recording(weights="equal"), random_state=0).fit(views, y)
+        after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert seen and set(seen) == {1}
+    assert set(after) == {2}  # the caller's setting is back

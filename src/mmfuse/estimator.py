@@ -155,12 +155,19 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
         """Encode every modality (choosing the encoders first where ``encoders`` gives
-        candidates), then fit the fusion strategy (weights learned out-of-fold)."""
+        candidates), then fit the fusion strategy (weights learned out-of-fold).
+
+        BLAS runs on one thread during the fit, as in :func:`~mmfuse.evaluate` (the fit is
+        many small solver calls; more threads mostly contend: 2-3x slower measured on a
+        shared 2-core machine). Pretrained encoders keep their own ``threads``."""
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        from threadpoolctl import threadpool_limits
+
         from .fusion.experts import shared_experts
 
-        with shared_experts():  # the fusion strategy reuses the encoder selection's experts
+        # the fusion strategy reuses the encoder selection's experts
+        with threadpool_limits(limits=1, user_api="blas"), shared_experts():
             return self._fit(X, y, groups)
 
     def _fit(self, X: Any, y: Any, groups: Any) -> "MultimodalClassifier":

@@ -21,7 +21,6 @@ Usage: ``MMFUSE_DATA=... python benchmarks/bench_fusion_space.py [dataset ...]``
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 

@@ -22,8 +22,9 @@ class SeedBaseline(FusionStrategy):
     widths are zero-padded to the widest one (the smallest change that makes the seed's
     formula defined). This reference row stays the seed's code as written, cross terms
     between unrelated padded features included (``weighted`` with ``direct_sum=True``
-    keeps views of different widths in their own columns instead). Missing rows are imputed at the mean (0 after scaling). Parameters are
-    accepted for a common signature and ignored: the baseline is fixed on purpose. A sum
+    keeps views of different widths in their own columns instead). Missing rows are
+    imputed at the mean (0 after scaling). Parameters are accepted for a common signature
+    and ignored: the baseline is fixed on purpose. A sum
     wider than twice its rows (padded to a TF-IDF view) is fitted through an exact
     n-column factor of its Gram matrix: the same model, to the solver's tolerance
     (:func:`~mmfuse.fusion.linear.fit_logistic_gram`).

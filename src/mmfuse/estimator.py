@@ -158,8 +158,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         candidates), then fit the fusion strategy (weights learned out-of-fold).
 
         BLAS runs on one thread during the fit, as in :func:`~mmfuse.evaluate` (the fit is
-        many small solver calls; more threads mostly contend: 2-3x slower measured on a
-        shared 2-core machine). Pretrained encoders keep their own ``threads``."""
+        many small solver calls, where more threads mostly contend for the cores).
+        Pretrained encoders keep their own ``threads``."""
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         from threadpoolctl import threadpool_limits

@@ -371,7 +371,7 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     race_margin : float or None, default=RACE_MARGIN
         Stop scoring a candidate whose mean inner accuracy, after at least
         :data:`RACE_MIN_FOLDS` folds, is more than this (plus ``max_accuracy_loss``) below
-        the leader's (see the module docstring); None scores every candidate on every
+        the runner-up's (see the module docstring); None scores every candidate on every
         fold. Only with accuracy scoring and a capped rule (``max_accuracy_loss`` not None).
 
     Returns

@@ -54,7 +54,7 @@ DEFAULT = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 FIXED_STRATEGIES = ["late", "stacking", "auto"]
 #: Issue 16's cost target: auto's wall time over the default encoders' singles
 TIME_TARGET = 30
-BASELINE_RUNS = 3
+BASELINE_RUNS = 4
 
 
 def _cv(dataset: str):
@@ -105,17 +105,23 @@ def run(dataset: str, previous: dict | None = None, auto_only: bool = False) -> 
     out["warm_seconds"] = time.perf_counter() - start
     print(f"  features of every encoder: {out['warm_seconds']:.0f} s", flush=True)
 
-    # the reference of the time ratio is short (seconds): the median of three runs
-    timings = [_timed_eval(X, y, groups, cv, {m: DEFAULT[m] for m in mods}, [])
-               for _ in range(BASELINE_RUNS)]
+    # the reference of the time ratio is short (seconds): the median of several runs,
+    # half before and half after the auto run, so that a change of the machine's load
+    # during the measurement weighs on both sides of the ratio
+    def baseline_runs(k):
+        return [_timed_eval(X, y, groups, cv, {m: DEFAULT[m] for m in mods}, [])
+                for _ in range(k)]
+
+    timings = baseline_runs(BASELINE_RUNS // 2)
+    auto, auto_s = _timed_eval(X, y, groups, cv, "auto", ["auto"])
+    timings += baseline_runs(BASELINE_RUNS - BASELINE_RUNS // 2)
     base = timings[0][0]
     base_s = float(np.median([t for _, t in timings]))
     out["baseline_seconds"] = base_s
     out["baseline_runs"] = [t for _, t in timings]
     out["baseline_rows"] = {r.name: r.accuracy for r in base.rows}
-    print(f"  default singles {base_s:.0f} s", flush=True)
+    print(f"  default singles {base_s:.1f} s (median of {len(timings)})", flush=True)
 
-    auto, auto_s = _timed_eval(X, y, groups, cv, "auto", ["auto"])
     row = auto.row("auto")
     out["auto"] = {"accuracy": row.accuracy, "ci95": row.accuracy_ci95,
                    "fold_accuracy": row.fold_accuracy, "chosen_fusion": row.chosen,
@@ -221,7 +227,8 @@ def render(results: list[dict]) -> str:
         f"{', '.join(f'{m}: {a}/{b}' for m, (a, b) in FIXED.items())}, on the same outer "
         "splits. Δ = auto − best fixed, mean over outer folds with its paired 95% t-interval. "
         "Time: auto's wall time over that of the single-modality rows of the default encoders "
-        "(hog, tfidf, mfcc; median of three runs), both with features from the warm cache. \"First extraction\": "
+        "(hog, tfidf, mfcc; median of four runs, two before and two after auto's), both "
+        "with features from the warm cache. \"First extraction\": "
         "computing every candidate encoder's features once (what a first run on a cold "
         "cache adds; features already cached by other runs are not recomputed).",
         "",

@@ -172,3 +172,18 @@ def test_missing_rows_are_renormalised_in_late_fusion():
     only_a = f.experts_["a"].predict_proba(te["a"][:10], np.ones(10, bool))
     # with one modality present, the fused prediction follows that modality's ranking
     assert (proba[:10].argmax(1) == only_a.argmax(1)).all()
+
+
+def test_seed_baseline_sums_in_the_views_precision():
+    # the seed's 0.5·f1 + 0.5·f2 of float32 features is a float32 sum; float64 views stay
+    # float64; the model is the same either way (to the solver's tolerance)
+    views, y = make_views(n=300)
+    tr, ytr, te, _ = split(views, y, 200)
+    fits = {}
+    for dtype in (np.float32, np.float64):
+        cast = {k: v.astype(dtype) for k, v in tr.items()}
+        f = create_fusion("seed-baseline").fit(cast, ytr)
+        present = {k: np.ones(len(v), bool) for k, v in cast.items()}
+        assert f._sum(cast, present).dtype == dtype
+        fits[dtype] = f.predict_proba({k: v.astype(dtype) for k, v in te.items()})
+    np.testing.assert_allclose(fits[np.float32], fits[np.float64], atol=1e-3)

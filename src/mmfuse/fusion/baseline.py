@@ -40,7 +40,10 @@ class SeedBaseline(FusionStrategy):
     def _sum(self, views: Views, present: Present) -> np.ndarray:
         views = {m: dense(v) for m, v in views.items()}  # the seed's dense arithmetic
         width = max(v.shape[1] for v in views.values())
-        total = np.zeros((next(iter(views.values())).shape[0], width))
+        # in the views' own precision, as the seed's 0.5·f1 + 0.5·f2 of float32 features
+        # is: a float64 sum would double the memory every solver pass reads
+        dtype = np.result_type(*(v.dtype for v in views.values()), np.float32)
+        total = np.zeros((next(iter(views.values())).shape[0], width), dtype=dtype)
         for m in sorted(views):
             z = np.zeros_like(views[m])
             if present[m].any():

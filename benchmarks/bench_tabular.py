@@ -272,7 +272,7 @@ def markdown(res) -> str:
                   "its leading singular value, so every view's first principal direction has "
                   "variance 1; `direct_sum=True` keeps the views of the weighted sum in their own "
                   "columns (the default zero-pads them onto the widest view's leading "
-                  "columns, the seed's formula). Both principles, measured on every "
+                  "columns, the seed's formula). Each principle, measured on every "
                   "bundled dataset: "
                   "`benchmarks/bench_fusion_space.py` (section \"Feature space of early and "
                   "weighted fusion\").", "",

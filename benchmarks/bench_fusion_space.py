@@ -7,6 +7,9 @@ audio=mfcc, plus the tabular view of ``tuxpaint-tabular``), the same outer folds
 
 * ``early``: the standardised views concatenated (a view's total variance = its width);
 * ``early [block_scaling=True]``: each view scaled to the same total variance D/M;
+* ``early [block_scaling=mfa]``: Multiple Factor Analysis weighting, each view divided by
+  its leading singular value (its first principal direction gets variance 1; one common
+  factor keeps the total variance D);
 * ``seed-baseline``: the seed's sum, views zero-padded to the widest (cross terms between
   unrelated features); ``weighted`` with equal weights is the same;
 * ``weighted [equal, direct_sum=True]``: the weighted sum as a *direct* sum when the widths
@@ -31,6 +34,7 @@ ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 CONFIGS = {
     "early": ("early", {"weights": "equal"}),
     "early [block_scaling=True]": ("early", {"weights": "equal", "block_scaling": True}),
+    "early [block_scaling=mfa]": ("early", {"weights": "equal", "block_scaling": "mfa"}),
     "seed-baseline (padded sum)": ("seed-baseline", {}),
     "weighted [equal, direct_sum=True]": ("weighted", {"weights": "equal", "direct_sum": True}),
     "weighted (cv)": ("weighted", {}),
@@ -38,6 +42,7 @@ CONFIGS = {
 }
 # (row, reference) pairs reported as paired differences
 PAIRS = [("early [block_scaling=True]", "early"),
+         ("early [block_scaling=mfa]", "early"),
          ("weighted [equal, direct_sum=True]", "seed-baseline (padded sum)"),
          ("weighted (cv) [direct_sum=True]", "weighted (cv)")]
 
@@ -119,7 +124,9 @@ def markdown(results: list[dict], when: str, machine: str) -> str:
            "Classical encoders (image=hog, text=tfidf, audio=mfcc; the "
            "tabular view on tuxpaint-tabular), the datasets' own outer folds (tuxpaint: one "
            "repeat). Widths are a first training fold's. Two questions: (1) should each "
-           "view get the same total variance whatever its width (`block_scaling`)? (2) should "
+           "view get the same total variance whatever its width (`block_scaling=True`), or the "
+           "same variance along its first principal direction (`block_scaling=mfa`, Multiple "
+           "Factor Analysis)? (2) should "
            "views of different widths be summed in one set of coordinates, zero-padded (the "
            "seed's formula), or kept in their own (a direct sum, no cross terms)?", ""]
     for r in results:

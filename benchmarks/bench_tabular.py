@@ -43,6 +43,7 @@ def paired(a, b):
 # (early[cv] with block scaling was tried too: its 4-modality weight grid with TF-IDF ran
 # over 25 min on the shared 2 cores without finishing, so it is not part of the phase.)
 VARIANTS = {"early [block_scaling=True]": ("early", {"block_scaling": True}),
+            "early [block_scaling=mfa]": ("early", {"block_scaling": "mfa"}),
             "weighted [direct_sum=True]": ("weighted", {"direct_sum": True}),
             # (equal weights through the strategy's name: evaluate's ``weights`` would
             # override a "weights" entry of the parameters)
@@ -267,9 +268,11 @@ def markdown(res) -> str:
                   "tabular alone (paired per fold, 95% t-interval). `block_scaling=True` "
                   "gives every view of early fusion the total variance D/M (D columns, M "
                   "views), so a few tabular columns weigh as much as thousands of TF-IDF "
-                  "ones; `direct_sum=True` keeps the views of the weighted sum in their own "
+                  "ones; `block_scaling=mfa` (Multiple Factor Analysis) divides each view by "
+                  "its leading singular value, so every view's first principal direction has "
+                  "variance 1; `direct_sum=True` keeps the views of the weighted sum in their own "
                   "columns (the default zero-pads them onto the widest view's leading "
-                  "columns, the seed's formula). Both principles, measured on every "
+                  "columns, the seed's formula). Each principle, measured on every "
                   "bundled dataset: "
                   "`benchmarks/bench_fusion_space.py` (section \"Feature space of early and "
                   "weighted fusion\").", "",

@@ -49,3 +49,47 @@ class ViewScaler:
         z = (x - self.mean_) / self.scale_
         z[~present] = 0.0
         return z.astype(np.float32, copy=False)
+
+
+def leading_variance(z: Any, present: np.ndarray) -> float:
+    """The largest eigenvalue of the covariance of ``z``'s present rows (centred): the
+    variance of the view's first principal direction.
+
+    Dense or sparse; a sparse block is centred implicitly (a linear operator), so it stays
+    sparse. One leading singular value through ARPACK (:func:`scipy.sparse.linalg.svds`,
+    fixed start) where the block is large, an exact SVD where it is small. 1.0 when fewer
+    than two rows are present or the block is constant (nothing to scale).
+    """
+    idx = np.flatnonzero(present)
+    n, d = len(idx), z.shape[1]
+    if n < 2 or d == 0:
+        return 1.0
+    if is_sparse(z):
+        from scipy.sparse.linalg import LinearOperator
+
+        rows = z.tocsr()[idx].astype(np.float64)
+        mean = np.asarray(rows.mean(axis=0)).ravel()
+
+        def matvec(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v).ravel()
+            return rows @ v - mean @ v
+
+        def rmatvec(u: np.ndarray) -> np.ndarray:
+            u = np.asarray(u).ravel()
+            return rows.T @ u - mean * u.sum()
+
+        op = LinearOperator((n, d), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
+        if min(n, d) <= 64:  # small enough to centre densely
+            op = rows.toarray() - mean
+    else:
+        op = np.asarray(z, dtype=np.float64)[idx]
+        op = op - op.mean(axis=0)
+    if min(n, d) <= 64:
+        top = float(np.linalg.svd(op, compute_uv=False)[0])
+    else:
+        from scipy.sparse.linalg import svds
+
+        top = float(svds(op, k=1, tol=1e-6, return_singular_vectors=False,
+                         random_state=0)[0])
+    lam = top * top / n
+    return lam if lam > EPS else 1.0

@@ -136,7 +136,8 @@ class EarlyFusion(FusionStrategy):
         raise InputError(f"block_scaling must be one of {valid}; got {mode!r}")
 
     def _block_factors(self, scaled: dict, present: Present) -> dict[str, float]:
-        """Each scaled block's factor for ``block_scaling`` (from the training rows at fit)."""
+        """Each scaled block's factor for ``block_scaling`` (from the training rows at fit;
+        without "mfa" only the blocks' widths are read)."""
         mods = sorted(scaled)
         mode = self._scaling()
         width = {m: scaled[m].shape[1] for m in mods}
@@ -156,13 +157,16 @@ class EarlyFusion(FusionStrategy):
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         mods = sorted(views)
         spec = check_weight_spec(self.weights, mods, ("equal", "relative", "cv"))
-        self._scaling()  # a bad value fails before any work
+        mode = self._scaling()  # a bad value fails before any work
         self.scalers_ = {m: ViewScaler().fit(views[m], present[m]) for m in mods}
-        scaled = {m: self.scalers_[m].transform(views[m], present[m]) for m in mods}
+        impute = self.impute and len(mods) > 1
+        # the scaled training blocks, where something learns from them (the imputer, the
+        # "mfa" factors); the other factors need only the widths (auto's inner folds fit
+        # early fusion without an imputer, and skip this pass over the data)
+        scaled = ({m: self.scalers_[m].transform(views[m], present[m]) for m in mods}
+                  if impute or mode == "mfa" else views)
         self.block_factors_ = self._block_factors(scaled, present)
-        self.imputer_ = None
-        if self.impute and len(mods) > 1:
-            self.imputer_ = BlockImputer().fit(scaled, present)
+        self.imputer_ = BlockImputer().fit(scaled, present) if impute else None
         del scaled
         self.presence_flags_ = len(mods) > 1 and not all(present[m].all() for m in mods)
         if spec == "equal":

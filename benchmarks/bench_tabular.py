@@ -261,6 +261,7 @@ def markdown(res) -> str:
     lines += ["", "Paired differences are per outer fold, with a 95% t-interval; a target "
               "'≥' passes when the mean difference is ≥ 0, and is *significant* when the "
               "whole interval is above 0.", ""]
+    lines += _summary(res["checks"])
     var = res.get("variants")
     if var:
         lines += ["### Feature-space variants (investigation)", "",
@@ -319,6 +320,27 @@ def markdown(res) -> str:
                          f"{r['ratio']:.3f}x | {r['ratio_min']:.3f}–{r['ratio_max']:.3f} | "
                          f"{r['ratio_pooled']:.3f}x |")
     return "\n".join(lines)
+
+
+def _summary(checked) -> list[str]:
+    """Which fused rows meet every accuracy target, and which one a user gets by default."""
+    from inspect import signature
+
+    from mmfuse import MultimodalClassifier
+    from mmfuse.cli.model import train
+
+    default = signature(MultimodalClassifier).parameters["fusion"].default
+    cli_default = signature(train).parameters["fusion"].default
+    meets = [s for s in FUSED
+             if all(ok for label, ok, _ in checked
+                    if label.startswith((f"{s}: with tabular", f"{s} with tabular")))]
+    return [f"Fused rows meeting every accuracy target above (with ≥ without, and ≥ each "
+            f"single modality, on the mean): {', '.join(meets) or 'none'}. The default "
+            f"fusion of `MultimodalClassifier` is `{default}` "
+            f"({'it meets them' if default in meets else 'it does not meet them'}), that "
+            f"of `mmfuse train` `{cli_default}` "
+            f"({'it meets them' if cli_default in meets else 'it does not meet them'}); "
+            f"`auto` and the other strategies are opt-in (`fusion=`, `--fusion`).", ""]
 
 
 def checks(res):

@@ -38,6 +38,22 @@ def stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def code_version() -> str:
+    """The code a number is measured on: the short commit, "+dirty" when ``src/`` has
+    uncommitted changes ("?" outside a git checkout)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True,
+                              text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "?"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "src")
+    return commit + ("+dirty" if dirty else "")
+
+
 def write_section(name: str, markdown: str) -> Path:
     """Write one benchmark's section and rebuild benchmarks/RESULTS.md from all sections."""
     from mmfuse._io import atomic_write_text

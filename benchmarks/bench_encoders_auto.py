@@ -41,7 +41,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("MMFUSE_DATA", str(REPO.parent / "shared" / "data"))
 
-from _common import machine, write_section  # noqa: E402
+from _common import code_version, machine, write_section  # noqa: E402
 from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import dataset_info, load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate, make_splits  # noqa: E402
@@ -75,18 +75,6 @@ def _timed_eval(X, y, groups, cv, encoders, strategies, singles=True):
     return result, time.perf_counter() - start
 
 
-def _commit() -> str:
-    """The code a number was measured on (short hash; "+dirty" with uncommitted changes)."""
-    import subprocess
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True,
-                              text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no", "src")
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
-
-
 def run(dataset: str, previous: dict | None = None, auto_only: bool = False) -> dict:
     """One dataset's measurement; with ``previous`` (an earlier result), only the auto run
     and its baseline timing are redone and the fixed rows are kept (they do not depend on
@@ -97,7 +85,7 @@ def run(dataset: str, previous: dict | None = None, auto_only: bool = False) -> 
     cv = _cv(dataset)
     mods = [m for m in ("image", "text", "audio") if m in X.columns]
     out = {"dataset": dataset, "n": len(y), "cv": cv, "modalities": mods}
-    code = _commit()
+    code = code_version()
     print(f"{dataset}: {len(y)} rows, cv {cv}", flush=True)
     # warm the feature cache with every candidate encoder (timed: the cost of a first run)
     start = time.perf_counter()

@@ -91,7 +91,8 @@ def timing(repeats: int) -> dict:
                      "median_epochs": statistics.median(epochs),
                      "n_members": int(f.architecture_["n_members"])}
     return {"n_samples": n, "dims": TIMING_DIMS, "n_classes": k, "repeats": repeats,
-            "load_avg": os.getloadavg(), "heads": out}
+            "load_avg": os.getloadavg(), "heads": out, "stamp": _common.stamp(),
+            "code": _common.code_version(), "machine": _common.machine()}
 
 
 # -- 2. robustness ------------------------------------------------------------------------------
@@ -122,7 +123,8 @@ def robustness(run: str, train_missing: bool, strategies: list[str]) -> dict:
     doc.update(dataset=name, encoders=encoders, feature_seconds=feature_s,
                wall_seconds=time.perf_counter() - start, peak_rss_mib=_common.peak_rss_mib(),
                skipped=[str(e) for e in table.errors],
-               load_avg=os.getloadavg())
+               load_avg=os.getloadavg(), stamp=_common.stamp(), code=_common.code_version(),
+               machine=_common.machine())
     return doc
 
 
@@ -204,11 +206,21 @@ def _auto_summary(chosen: list[str]) -> str:
     return f"`auto` chose, over {len(chosen)} outer folds: " + "; ".join(parts) + "."
 
 
+def _measured(doc: dict) -> str:
+    """When and on which code a section was measured."""
+    if "stamp" not in doc:
+        return "measured by an earlier run, before sections recorded their date and code"
+    return (f"measured {doc['stamp']} on code {doc.get('code', '?')}, "
+            f"{doc.get('machine', 'machine not recorded')}")
+
+
 def markdown(results: dict, checks) -> str:
-    from _common import machine, stamp
+    from _common import stamp
 
     lines = ["## Learned fusion, auto, and robustness to a missing modality", "",
-             f"`python benchmarks/bench_robustness.py`, {stamp()}; machine: {machine()}.", ""]
+             f"`python benchmarks/bench_robustness.py`; report written {stamp()}. Each "
+             f"section says when it was measured, on which code and machine (the script "
+             f"resumes: a section not rerun keeps its earlier numbers).", ""]
     t = results.get("timing")
     if t:
         load = ", ".join(f"{v:.1f}" for v in t["load_avg"])
@@ -218,7 +230,8 @@ def markdown(results: dict, checks) -> str:
                   + f"), {t['n_classes']} classes, default parameters (an ensemble of "
                   f"{next(iter(t['heads'].values()))['n_members']} members, each early-stopped "
                   f"on its own inner fold; one torch thread); median of {t['repeats']} fits; "
-                  f"load average at the end {load} (the machine is shared).", "",
+                  f"load average at the end {load} (the machine is shared); "
+                  f"{_measured(t)}.", "",
                   "| head | median wall s | median cpu s | epochs (all members) |",
                   "|---|---|---|---|"]
         for head, r in t["heads"].items():
@@ -237,7 +250,7 @@ def markdown(results: dict, checks) -> str:
                   f"single modality), at test time"
                   + (" and at training time" if doc["train_missing"] else " only")
                   + f"; wall {doc['wall_seconds']:.0f} s; items skipped (modality missing for "
-                  f"that row): {len(doc.get('skipped', []))}.", "",
+                  f"that row): {len(doc.get('skipped', []))}; {_measured(doc)}.", "",
                   "| configuration | kind | " + " | ".join(f"{lv:.0%} missing" for lv in levels)
                   + " | 95% CI at 50% | fit s |",
                   "|---|---|" + "---|" * len(levels) + "---|---|"]

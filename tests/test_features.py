@@ -218,8 +218,14 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(reference_store, store_mani
            "--image", "image", "--encoders", "image=slow-hog", "--out", str(out),
            "--shard-size", "1", "--on-error", "skip", "--no-progress"]
     env = {**os.environ, "MMFUSE_CACHE": str(tmp_path / "cache"), "SLOW_HOG_DELAY": "0.5"}
+
+    def default_sigint():
+        # as a user's Ctrl-C reaches it: a test suite started as a shell's background job
+        # ignores SIGINT, and a child inherits that (Python then keeps it ignored)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=default_sigint)
     try:
         while len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None:
             time.sleep(0.02)  # the child writes a shard every 0.5 s or exits

@@ -218,3 +218,44 @@ def test_race_stops_scoring_clearly_beaten_candidates():
                               scoring="log_loss", race_margin=0.05).dropped
     assert not select_encoder(parts, Candidates(names), y, g, cv=4, random_state=0,
                               max_accuracy_loss=None, race_margin=0.05).dropped
+
+
+def test_outer_folds_reuse_experts_fitted_on_the_same_rows(monkeypatch):
+    # leave-one-group-out outer folds with leave-one-group-out inner folds: outer fold 0's
+    # inner fold "train on groups 2-5" is outer fold 1's too; inside shared_rows() it is
+    # fitted once, with the very same scores as without sharing
+    import mmfuse.fusion.experts as common
+    from mmfuse.fusion.experts import ModalityExpert, shared_rows
+
+    y, _, views = _data()
+    g = (np.arange(len(y)) // 4) % 6  # 6 groups, each holding every class
+    parts = _parts({k: views[k] for k in ("noise", "good")})
+    outer = [np.flatnonzero(g != k) for k in (0, 1)]
+
+    def select(train):
+        sub = {n: p.subset(train) for n, p in parts.items()}
+        return select_encoder(sub, Candidates(("noise", "good")), y[train], g[train], cv=5,
+                              random_state=0, race_margin=None, rows=train)
+
+    calls = []
+    real_fit = ModalityExpert.fit
+    monkeypatch.setattr(common.ModalityExpert, "fit",
+                        lambda self, *a, **k: calls.append(1) or real_fit(self, *a, **k))
+    alone = [select(train) for train in outer]
+    assert len(calls) == 2 * 2 * 5  # outside the block: every fold of every outer fold
+    calls.clear()
+    with shared_rows():
+        shared = [select(train) for train in outer]
+        assert len(calls) == 2 * 5 + 2 * 4  # one inner training set in common
+        calls.clear()
+        select(outer[0])  # the same outer fold again: nothing to fit
+        assert not calls
+    for a, b in zip(alone, shared):
+        assert a.chosen == b.chosen and a.fold_accuracy == b.fold_accuracy
+        assert a.fold_log_loss == b.fold_log_loss
+    with shared_rows():  # without row ids nothing can be matched
+        sub = {n: p.subset(outer[0]) for n, p in parts.items()}
+        for _ in range(2):
+            select_encoder(sub, Candidates(("noise", "good")), y[outer[0]], g[outer[0]],
+                           cv=5, random_state=0, race_margin=None)
+    assert len(calls) == 2 * 2 * 5

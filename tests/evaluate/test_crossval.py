@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 
 from conftest import VocabEncoder, make_views, number_frame
@@ -95,3 +97,40 @@ def test_weights_in_fusion_params_win_over_the_run_wide_weights():
     assert by_name["late"].weights == "cv"
     with pytest.raises(InputError, match="names its weights twice"):
         make_configs(["a", "b"], ["late[cv]"], fusion_params={"late": {"weights": "equal"}})
+
+
+def test_outer_folds_share_fits_on_the_same_inner_training_rows(monkeypatch):
+    # leave-one-group-out outer folds, leave-one-group-out inner folds: outer fold k's inner
+    # fold "all groups but k and g" is outer fold g's too, so auto's feature-level
+    # candidates are fitted once per pair of groups, with the same results as without
+    import numpy as np
+
+    import mmfuse.fusion.experts as experts
+    from mmfuse.fusion.baseline import SeedBaseline
+    from mmfuse.fusion.early import EarlyFusion
+
+    views, y = make_views(n=240)
+    groups = (np.arange(len(y)) // 4) % 6
+
+    def run():
+        calls = []
+        for cls in (EarlyFusion, SeedBaseline):
+            real = cls._fit
+            monkeypatch.setattr(cls, "_fit", lambda self, *a, real=real, **k:
+                                calls.append(type(self).__name__) or real(self, *a, **k))
+        result = evaluate(views, y, groups=groups, cv="loso", strategies=["auto"],
+                          singles=False, baseline=False, n_jobs=1,
+                          fusion_params={"auto": {"neural": False, "cv": 5}})
+        monkeypatch.undo()
+        return result, calls
+
+    shared, shared_calls = run()
+    monkeypatch.setattr(experts, "shared_rows", contextlib.nullcontext)
+    alone, alone_calls = run()
+    assert alone.cv["kind"] == "leave-one-group-out" and alone.cv["n_splits"] == 6
+    for name in ("EarlyFusion", "SeedBaseline"):
+        # 6 outer x 5 inner folds, 15 distinct inner training sets
+        assert alone_calls.count(name) - shared_calls.count(name) == 15
+    assert shared.row("auto").fold_accuracy == alone.row("auto").fold_accuracy
+    assert shared.row("auto").chosen == alone.row("auto").chosen
+    np.testing.assert_array_equal(shared.predictions["auto"], alone.predictions["auto"])

@@ -265,7 +265,8 @@ def _fold_metrics(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndarray,
                      splits: Sequence[tuple[np.ndarray, np.ndarray]], classifier: Any = None,
                      random_state: Any = None, shared: tuple[str, Any, int] | None = None,
-                     race_margin: float | None = None) -> tuple[dict, dict]:
+                     race_margin: float | None = None, rows: np.ndarray | None = None
+                     ) -> tuple[dict, dict]:
     """Per-fold accuracy and log-loss of each candidate on ``splits`` (single-modality
     expert: the fusion strategies' scaler + classifier). Returns ``(accuracy, log_loss)``,
     each a dict of candidate -> list over the folds it was scored on.
@@ -284,8 +285,14 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
     strategy fitted next on the chosen view reuses them instead of fitting the same
     experts again (they are the very experts :func:`~mmfuse.fusion.experts.out_of_fold_probas`
     would fit on those splits).
+
+    ``rows``: the ids of these rows in the table of a
+    :func:`~mmfuse.fusion.experts.shared_rows` block (an evaluation's outer training rows):
+    a candidate with fixed features reuses an expert fitted on the same rows by an earlier
+    call in the block (another outer fold) instead of fitting it again.
     """
-    from ..fusion.experts import ModalityExpert, recall_cross_fit, remember_cross_fit
+    from ..fusion.experts import (ModalityExpert, _digest, expert_on_rows, recall_cross_fit,
+                                  remember_cross_fit)
 
     n_classes = int(y.max()) + 1
     acc: dict[str, list[float]] = {n: [] for n in names}
@@ -314,8 +321,18 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
             else:
                 view, present = (views[name] if name in views
                                  else candidate_features(parts, name, train))
-                expert = ModalityExpert(classifier, random_state)
-                expert.fit(view[train], y[train], present[train], n_classes)
+
+                def fit(view=view, present=present, train=train) -> ModalityExpert:
+                    return ModalityExpert(classifier, random_state).fit(
+                        view[train], y[train], present[train], n_classes)
+
+                if name in views and rows is not None:  # fixed features: one fit per rows
+                    key = ("selection", None if shared is None else shared[0], name,
+                           repr(classifier), repr(random_state), n_classes,
+                           _digest(y[train]))
+                    expert = expert_on_rows(key, rows[train], fit)
+                else:
+                    expert = fit()
                 proba = expert.predict_proba(view[test], present[test])
                 if name in kept:
                     kept[name][0][test] = proba
@@ -344,7 +361,8 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
                    classifier: Any = None, random_state: Any = None,
                    column: str | None = None,
                    max_accuracy_loss: float | None = MAX_ACCURACY_LOSS,
-                   race_margin: float | None = RACE_MARGIN) -> EncoderSelection:
+                   race_margin: float | None = RACE_MARGIN,
+                   rows: np.ndarray | None = None) -> EncoderSelection:
     """Choose one column's encoder among ``candidates`` by inner CV (see the module doc).
 
     Parameters
@@ -373,6 +391,11 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         :data:`RACE_MIN_FOLDS` folds, is more than this (plus ``max_accuracy_loss``) below
         the runner-up's (see the module docstring); None scores every candidate on every
         fold. Only with accuracy scoring and a capped rule (``max_accuracy_loss`` not None).
+    rows : array of int or None
+        The ids of the given rows in a larger table, inside a
+        :func:`~mmfuse.fusion.experts.shared_rows` block: inner experts fitted on the same
+        rows by another call in the block (another outer fold of one evaluation) are
+        reused (see :func:`score_candidates`).
 
     Returns
     -------
@@ -395,7 +418,7 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     if race_margin is not None and scoring == "accuracy" and max_accuracy_loss is not None:
         margin = float(race_margin) + float(max_accuracy_loss)
     acc, loss = score_candidates(parts, names, y, splits, classifier, random_state, shared,
-                                 race_margin=margin)
+                                 race_margin=margin, rows=rows)
     # candidates left behind by the race were not scored on every fold: not choosable
     dropped = {n: len(v) for n, v in acc.items() if len(v) < len(splits)}
     complete = [n for n in names if n not in dropped]
@@ -405,7 +428,7 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         pair = SEPARATOR.join(sorted(top, key=lambda n: (encoder_cost(n), n)))
         if pair not in acc:
             more_acc, more_loss = score_candidates(parts, [pair], y, splits, classifier,
-                                                   random_state, shared)
+                                                   random_state, shared, rows=rows)
             acc.update(more_acc)
             loss.update(more_loss)
     costs = {n: encoder_cost(n) for n in acc}

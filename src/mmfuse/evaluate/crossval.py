@@ -235,7 +235,7 @@ class FeatureTable:
             sub = {name: part.subset(train) for name, part in parts.items()}
             selection = select_encoder(sub, cands, y[train], g_train, cv=cv,
                                        classifier=classifier, random_state=random_state,
-                                       column=col)
+                                       column=col, rows=train)
             chosen[col] = selection.chosen
             views[col], present[col] = candidate_features(parts, selection.chosen, train)
         return views, present, chosen
@@ -400,6 +400,8 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     -------
     EvaluationResult
     """
+    from ..fusion.experts import shared_rows
+
     started = time.perf_counter()
     table, y, groups, classes, y_enc = checked_inputs(X, y, features, encoders, groups,
                                                       on_error, progress)
@@ -416,20 +418,25 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     chosen: dict[str, list[str]] = {c.name: [] for c in configs}
     folds = [(train[usable[train]], test[usable[test]]) for train, test in splits]
     chosen_encoders: list[dict[str, str]] = []
-    for name, pred, secs, w, pick, test, enc_pick in _run_folds(
-            table, y_enc, groups, folds, configs, classifier, inner_cv, random_state, n_jobs,
-            progress):
-        if enc_pick is not None and name == configs[0].name:
-            chosen_encoders.append(enc_pick)
-        if pick is not None:
-            chosen[name].append(pick)
-        preds[name][test] = pred
-        fold_acc[name].append(float(np.mean(pred == y_enc[test])))
-        fold_f1[name].append(float(f1_score(y_enc[test], pred, average="macro",
-                                            labels=np.unique(y_enc[test]), zero_division=0)))
-        seconds[name] += secs
-        if w:
-            fold_weights[name].append(w)
+    # one table, one label vector: outer folds in this process share the encoder
+    # selection's experts fitted on the same rows (leave-one-group-out outer and inner
+    # folds train on the same groups twice; see mmfuse.fusion.experts.shared_rows)
+    with shared_rows():
+        for name, pred, secs, w, pick, test, enc_pick in _run_folds(
+                table, y_enc, groups, folds, configs, classifier, inner_cv, random_state,
+                n_jobs, progress):
+            if enc_pick is not None and name == configs[0].name:
+                chosen_encoders.append(enc_pick)
+            if pick is not None:
+                chosen[name].append(pick)
+            preds[name][test] = pred
+            fold_acc[name].append(float(np.mean(pred == y_enc[test])))
+            fold_f1[name].append(float(f1_score(y_enc[test], pred, average="macro",
+                                                labels=np.unique(y_enc[test]),
+                                                zero_division=0)))
+            seconds[name] += secs
+            if w:
+                fold_weights[name].append(w)
 
     rows = []
     for c in configs:

@@ -291,8 +291,8 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
     a candidate with fixed features reuses an expert fitted on the same rows by an earlier
     call in the block (another outer fold) instead of fitting it again.
     """
-    from ..fusion.experts import (ModalityExpert, _digest, expert_on_rows, recall_cross_fit,
-                                  remember_cross_fit)
+    from ..fusion.experts import (ModalityExpert, recall_cross_fit, remember_cross_fit,
+                                  reuse_fit)
 
     n_classes = int(y.max()) + 1
     acc: dict[str, list[float]] = {n: [] for n in names}
@@ -328,9 +328,8 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
 
                 if name in views and rows is not None:  # fixed features: one fit per rows
                     key = ("selection", None if shared is None else shared[0], name,
-                           repr(classifier), repr(random_state), n_classes,
-                           _digest(y[train]))
-                    expert = expert_on_rows(key, rows[train], fit)
+                           repr(classifier), repr(random_state), n_classes)
+                    expert = reuse_fit(key, fit, np.sort(rows[train]), y[train])
                 else:
                     expert = fit()
                 proba = expert.predict_proba(view[test], present[test])

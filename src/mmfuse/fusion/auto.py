@@ -54,7 +54,7 @@ from ..views import Present, Views
 from .base import FusionStrategy, create_fusion, register_fusion
 from .choice import SIMPLE, SINGLE_PREFIX, choose, simple_order, tied_with
 from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
-from .experts import _digest, out_of_fold_probas, reuse_fit, shared_experts
+from .experts import out_of_fold_probas, reuse_fit, shared_experts
 from .splits import inner_splits
 
 #: Classical candidates: (strategy, parameters). Weight variants are separate candidates.
@@ -428,18 +428,15 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                     # the refit, whose test rows may miss some)
                     est.set_params(impute=False)
 
-                def key(est=est, v_tr=v_tr, p_tr=p_tr, g_tr=g_tr, y_tr=y[train]) -> tuple:
-                    return ("auto-candidate", c.fusion, tuple(mods),
-                            repr(est.get_params(deep=False)),
-                            _digest(y_tr, g_tr, *(v_tr[m] for m in mods),
-                                    *(p_tr[m] for m in mods)))
-
                 def fit(est=est, v_tr=v_tr, p_tr=p_tr, g_tr=g_tr, y_tr=y[train]) -> Any:
                     return self._fit_candidate(est, c, v_tr, y_tr, p_tr, g_tr)
 
                 # inside an evaluation, another outer fold may hold these very training
                 # rows (leave-one-group-out outer and inner folds): the same fit, reused
-                est = reuse_fit(key, fit)
+                est = reuse_fit(("auto-candidate", c.fusion, tuple(mods),
+                                 repr(est.get_params(deep=False))), fit,
+                                y[train], g_tr, *(v_tr[m] for m in mods),
+                                *(p_tr[m] for m in mods))
                 proba = self._proba(est, c, {m: views[m][test] for m in mods},
                                     {m: present[m][test] for m in mods})
             prior = np.bincount(y[train], minlength=k) / len(train)

@@ -38,18 +38,18 @@ def shared_experts() -> Iterator[None]:
 # Within one evaluation (one table of features, one label vector), two outer folds can
 # train an inner expert on the very same rows: with leave-one-group-out outer and inner
 # folds, outer fold k's inner fold "every group but k and g" is outer fold g's inner fold
-# "every group but g and k". Inside `shared_rows()`, an expert fitted on rows its caller
-# names by their ids in that table is kept and reused for the same rows (the same fit,
-# bit for bit: the rows, their features and labels are the same).
+# "every group but g and k". Inside `shared_rows()`, a fit keyed by the rows' ids in that
+# table (or by the training data itself) is kept and reused for the same rows (the same
+# fit, bit for bit: the rows, their features and labels are the same).
 _ROWS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mmfuse_rows",
                                                                      default=None)
 
 
 @contextlib.contextmanager
 def shared_rows() -> Iterator[None]:
-    """Reuse experts fitted on the same rows of one table within this block (see
-    :func:`expert_on_rows`). The caller guarantees that every fit named inside the block
-    sees the same features and labels for a given row id (one evaluation of one table)."""
+    """Reuse fits on the same rows of one table within this block (see :func:`reuse_fit`).
+    The caller guarantees that every fit keyed by row ids inside the block sees the same
+    features and labels for a given row id (one evaluation of one table)."""
     token = _ROWS.set({})
     try:
         yield
@@ -57,23 +57,15 @@ def shared_rows() -> Iterator[None]:
         _ROWS.reset(token)
 
 
-def expert_on_rows(key: tuple, rows: np.ndarray | None, fit: Any) -> "ModalityExpert":
-    """``fit()``, or inside :func:`shared_rows` the expert an earlier call with the same
-    ``key`` (what is fitted: column, candidate, classifier...) fitted on the same ``rows``
-    (ids in the table), without fitting it again."""
-    if rows is None:
-        return fit()
-    return reuse_fit(lambda: key + (_digest(np.sort(np.asarray(rows))),), fit)
-
-
-def reuse_fit(key: Any, fit: Any) -> Any:
-    """``fit()``, or inside :func:`shared_rows` what an earlier call with the same key
-    returned. ``key()`` builds the key (only inside a block: a content digest costs a pass
-    over the data); it must name everything the fit depends on."""
+def reuse_fit(key: tuple, fit: Any, *arrays: Any) -> Any:
+    """``fit()``, or inside :func:`shared_rows` what an earlier call with the same ``key``
+    and ``arrays`` returned. ``key`` and the content of ``arrays`` (training rows' ids, or
+    their data; digested only inside a block, where it costs a pass over them) must name
+    everything the fit depends on."""
     memo = _ROWS.get()
     if memo is None:
         return fit()
-    full = key()
+    full = key + (_digest(*arrays),)
     if full not in memo:
         memo[full] = fit()
     return memo[full]

@@ -350,3 +350,13 @@ def test_no_pixel_identical_drawings_straddle_two_family_groups():
                 if groups[i] != groups[j]:
                     straddling.append((X["image"][i], X["image"][j]))
     assert straddling == []
+
+
+def test_readme_table_holds_the_loaded_counts():
+    needs_icons()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for name in ("icons-family", "icons-theme"):
+        row = re.search(rf"^\| `{name}` \| (\d+) \| (\d+) \| (\d+) \|", readme, re.MULTILINE)
+        assert row is not None, name
+        X, y, groups = load_dataset(name, DATA)
+        assert [int(v) for v in row.groups()] == [len(X), len(set(y)), len(set(groups))]

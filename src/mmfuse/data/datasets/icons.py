@@ -30,7 +30,11 @@ THEMES = ("breeze", "oxygen", "tango")
 
 
 class Theme(NamedTuple):
-    """One icon theme's Debian package and where its kept files lie in the package."""
+    """One icon theme's Debian package and where its kept files lie in the package.
+
+    ``prefix`` (a package path) becomes ``local`` in ``icons/<theme>``; below it lie
+    ``<context>/<name><extension>``, or, with ``size_folders``, ``<context>/<size>/<name>``.
+    """
 
     package: str
     version: str
@@ -38,8 +42,14 @@ class Theme(NamedTuple):
     content_sha256: str
     licence: str
     url: str
-    prefix: str  # package path of the kept icons
-    marker: str
+    prefix: str
+    local: str
+    extension: str
+    size_folders: bool = False
+
+    @property
+    def marker(self) -> str:
+        return self.local.rstrip("/") or "actions"
 
 
 _THEMES = {
@@ -48,19 +58,19 @@ _THEMES = {
         "268e05fd9626b659f473ade05153bd5ec3b8bf704fcd07d27d91d2ce5db1bbfd",
         "be028a710373e4606d0f7ca1d02eaaed6871665171cdcb112fd1aa6c743a106c",
         "LGPL-3.0-or-later", "https://invent.kde.org/frameworks/breeze-icons",
-        "usr/share/icons/breeze/", "actions"),
+        "usr/share/icons/breeze/", "", ".svg", size_folders=True),
     "oxygen": Theme(
         "oxygen-icon-theme", "5:5.103.0-1",
         "3e49023e148906e41457a98a19a09858ddd761ef4f212fa356232924b3cebcce",
         "7c3492b863f783c28a57a2a5f045ab414f2f78fa78fa4c9119d5166f61bcb8eb",
         "LGPL-3.0-or-later", "https://invent.kde.org/frameworks/oxygen-icons5",
-        "usr/share/icons/oxygen/base/48x48/", "48x48"),
+        "usr/share/icons/oxygen/base/48x48/", "48x48/", ".png"),
     "tango": Theme(
         "tango-icon-theme", "0.8.90-11",
         "dff317aca52fde744b884a02dd9fc2702a0cc6aaecc22271b5abf6906cd90b94",
         "75a71eaa1daf941273ffa113481afa5f1962ee1a36b8663d0592a8e7263a069d",
         "public domain", "http://tango.freedesktop.org/Tango_Icon_Library",
-        "usr/share/icons/Tango/32x32/", "32x32"),
+        "usr/share/icons/Tango/32x32/", "32x32/", ".png"),
 }
 #: Breeze keeps one size folder per context: the first of these that holds icons.
 BREEZE_SIZES = ("32", "22", "48", "64", "16", "128", "96", "256", "8")
@@ -79,18 +89,16 @@ _WORD_SPLIT = re.compile(r"[-_.+]+")
 def _relocate_for(theme: str):
     info = _THEMES[theme]
     doc = f"usr/share/doc/{info.package}/copyright"
-    extension = ".svg" if theme == "breeze" else ".png"
-    local = "" if theme == "breeze" else info.marker + "/"
+    depth = 3 if info.size_folders else 2  # <context>/<size>/<file> or <context>/<file>
 
     def relocate(name: str) -> str | None:
         name = name.removeprefix("./")
         if name == doc:
             return "COPYRIGHT"
-        if not name.startswith(info.prefix) or not name.endswith(extension):
+        if not name.startswith(info.prefix) or not name.endswith(info.extension):
             return None
         rel = name[len(info.prefix):]
-        depth = 3 if theme == "breeze" else 2  # <context>/<size>/<file> or <context>/<file>
-        return local + rel if rel.count("/") == depth - 1 else None
+        return info.local + rel if rel.count("/") == depth - 1 else None
 
     return relocate
 
@@ -109,16 +117,19 @@ def icon_files(theme: str, relpaths: Iterable[str]) -> list[tuple[str, str, str]
     Oxygen and Tango: ``<size>/<context>/<name>.png``; Breeze: ``<context>/<size>/<name>.svg``,
     only the first size of :data:`BREEZE_SIZES` that a context has.
     """
+    info = _THEMES[theme]
     found = []
     for rel in relpaths:
         parts = rel.split("/")
-        if len(parts) != 3 or is_hidden(parts[2]):
+        if (len(parts) != 3 or is_hidden(parts[2]) or not rel.startswith(info.local)
+                or not parts[2].endswith(info.extension)):
             continue
-        if theme == "breeze" and parts[1] in BREEZE_SIZES and parts[2].endswith(".svg"):
-            found.append((rel, parts[0], parts[2][:-4], parts[1]))
-        elif theme != "breeze" and parts[0] == _THEMES[theme].marker and rel.endswith(".png"):
-            found.append((rel, parts[1], parts[2][:-4], parts[0]))
-    if theme == "breeze":
+        stem = parts[2][: -len(info.extension)]
+        if info.size_folders and parts[1] in BREEZE_SIZES:
+            found.append((rel, parts[0], stem, parts[1]))
+        elif not info.size_folders:
+            found.append((rel, parts[1], stem, parts[0]))
+    if info.size_folders:
         sizes: dict[str, set[str]] = {}
         for _, context, _, size in found:
             sizes.setdefault(context, set()).add(size)
@@ -129,8 +140,8 @@ def icon_files(theme: str, relpaths: Iterable[str]) -> list[tuple[str, str, str]
 
 def _source(theme: str) -> _fetch.Source:
     info = _THEMES[theme]
-    layout = ("<context>/<size>/<name>.svg, one size per context" if theme == "breeze"
-              else f"{info.marker}/<context>/<name>.png")
+    layout = (f"<context>/<size>/<name>{info.extension}, one size per context"
+              if info.size_folders else f"{info.local}<context>/<name>{info.extension}")
     return _fetch.Source(
         folder=f"icons/{theme}",
         marker=info.marker,
@@ -347,7 +358,9 @@ def _check_themes(themes: object, least: int) -> list[str]:
         raise InputError(f"themes must be a list of theme names ({', '.join(THEMES)}); "
                          f"got {themes!r}")
     unknown = sorted({str(t) for t in themes} - set(THEMES))
-    if unknown or len(set(themes)) < least:
+    if unknown:
+        raise InputError(f"unknown theme(s) {', '.join(unknown)}; valid: {', '.join(THEMES)}")
+    if len(set(themes)) < least:
         raise InputError(f"themes must name at least {least} of {', '.join(THEMES)}; "
                          f"got {list(themes)!r}")
     return sorted(set(themes))

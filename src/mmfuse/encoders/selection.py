@@ -367,7 +367,7 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
                    max_accuracy_loss: float | None = MAX_ACCURACY_LOSS,
                    race_margin: float | None = RACE_MARGIN,
                    rows: np.ndarray | None = None,
-                   parsimony: bool = PARSIMONY) -> EncoderSelection:
+                   parsimony: bool | None = None) -> EncoderSelection:
     """Choose one column's encoder among ``candidates`` by inner CV (see the module doc).
 
     Parameters
@@ -396,8 +396,8 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         :data:`RACE_MIN_FOLDS` folds, is more than this (plus ``max_accuracy_loss``) below
         the runner-up's (see the module docstring); None scores every candidate on every
         fold. Only with accuracy scoring and a capped rule (``max_accuracy_loss`` not None).
-    parsimony : bool, default=PARSIMONY
-        A concatenation (more encoders) is chosen over the best candidate with fewer
+    parsimony : bool or None, default=None
+        None means :data:`PARSIMONY` (True). A concatenation (more encoders) is chosen over the best candidate with fewer
         encoders only when it beats it by more than one standard error of the paired
         per-fold differences (:func:`parsimonious_choice`); False compares every candidate
         alike (:func:`one_se_cheapest`).
@@ -444,6 +444,8 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     costs = {n: encoder_cost(n) for n in acc}
     score = _score_dict(acc, loss, scoring)
     choosable = {n: v for n, v in score.items() if n not in dropped}
+    if parsimony is None:
+        parsimony = PARSIMONY
     pick = (parsimonious_choice(choosable, costs, acc, max_accuracy_loss) if parsimony
             else one_se_cheapest(choosable, costs, acc, max_accuracy_loss))
     return EncoderSelection(pick, scoring, score, acc, loss, costs, dropped)

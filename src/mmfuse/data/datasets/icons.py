@@ -273,6 +273,9 @@ def load_icons_family(root: Path, *, on_error: str, download: bool,
     emblem, ``application-x-*`` are pages with a logo, ``audio-volume-*`` one speaker), and
     every theme draws the same names, so a family is the unit that keeps near-duplicates,
     and the identical name text of several themes, out of the test folds of each other.
+    Families sharing a pixel-identical drawing are joined (:data:`SAME_DRAWING`); looser
+    look-alikes across families remain (Breeze draws ``user-home`` as a folder, like its
+    ``folder-*``; ``application-x-*`` and ``text-*`` pages look alike).
     Contexts whose icons nearly all belong to one family (``emotes`` are ``face-*``,
     ``emblems`` ``emblem-*``, ``categories`` ``applications-*``) cannot be learnt from
     other families and are dropped: a context is kept when at least

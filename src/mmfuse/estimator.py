@@ -181,18 +181,18 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         from .fusion.experts import shared_experts
 
         # the fusion strategy reuses the encoder selection's experts
+        source_columns = dict(source_columns or {}) if isinstance(
+            source_columns, (dict, type(None))) else source_columns
+        if not isinstance(source_columns, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in source_columns.items()):
+            raise InputError(f"source_columns must be a dict of column -> column name; got "
+                             f"{source_columns!r}")
         with threadpool_limits(limits=1, user_api="blas"), shared_experts():
             self._fit(X, y, groups, progress)
         self.source_columns_ = self._check_source_columns(source_columns)
         return self
 
-    def _check_source_columns(self, source_columns: Any) -> dict[str, str]:
-        if source_columns is None:
-            return {}
-        if not isinstance(source_columns, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in source_columns.items()):
-            raise InputError(f"source_columns must be a dict of column -> column name; got "
-                             f"{source_columns!r}")
+    def _check_source_columns(self, source_columns: dict[str, str]) -> dict[str, str]:
         unknown = sorted(set(source_columns) - set(self.encoders_))
         if unknown:
             raise InputError(f"source_columns names columns the model does not have: "

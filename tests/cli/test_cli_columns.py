@@ -119,3 +119,34 @@ def test_fit_checks_source_columns():
         clf.fit(df[["left"]], y, source_columns={"right": "x"})
     with pytest.raises(InputError, match="source_columns must be a dict"):
         clf.fit(df[["left"]], y, source_columns=["left"])
+
+
+def test_predict_rounds_shares_for_display_and_keeps_full_precision_in_the_file(tmp_path):
+    import re
+
+    import numpy as np
+
+    from conftest import make_views
+
+    views, y = make_views(n=120)
+    for name, arr in (("a", views["a"]), ("b", views["b"]), ("y", y)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    model = tmp_path / "m.mmfuse"
+    result = runner.invoke(app, ["train", "--views", f"a={tmp_path / 'a.npy'},b={tmp_path / 'b.npy'}",
+                                 "--labels", str(tmp_path / "y.npy"), "--out", str(model), "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = tmp_path / "new.jsonl"
+    pd.DataFrame({"a": [list(map(float, r)) for r in views["a"][:5]],
+                  "b": [list(map(float, r)) for r in views["b"][:5]]}).to_json(
+        manifest, orient="records", lines=True)
+    shown = runner.invoke(app, ["predict", str(model), "--manifest", str(manifest), "--explain",
+                                "-q"])
+    assert shown.exit_code == 0, shown.output
+    numbers = re.findall(r"-?\d+\.\d+", shown.output)
+    assert numbers and max(len(n.split(".")[1]) for n in numbers) <= 3, shown.output
+    out = tmp_path / "p.csv"
+    runner.invoke(app, ["predict", str(model), "--manifest", str(manifest), "--explain",
+                        "--out", str(out), "-q"])
+    written = pd.read_csv(out, dtype=str)
+    share = [c for c in written.columns if c.startswith("share_")][0]
+    assert max(len(v.split(".")[1]) for v in written[share] if "." in v) > 3

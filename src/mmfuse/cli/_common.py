@@ -126,8 +126,12 @@ def _Progress(quiet: bool) -> Progress:
 
 def print_results(result: Any, title: str) -> None:
     mods = sorted({m for r in result.rows for m in r.modalities})
-    table = Table(title=title, title_justify="left", caption_justify="left",
-                  caption=f"acc: accuracy (mean over folds), F1: macro-F1, weights: {'/'.join(mods)}")
+    tied = getattr(result, "best_tied_with", None)
+    caption = (f"acc: accuracy (mean over folds); 95% CI: t-interval of that mean over the "
+               f"folds; F1: macro-F1; weights: {'/'.join(mods)}"
+               + ("; (tied): best on the mean, but its interval overlaps the runner-up's"
+                  if tied else ""))
+    table = Table(title=title, title_justify="left", caption_justify="left", caption=caption)
     right = {"justify": "right", "no_wrap": True}
     for col, kw in [("name", {"no_wrap": True}), ("kind", {"no_wrap": True}),
                     ("acc", right), ("95% CI", {"no_wrap": True}), ("F1", right),
@@ -139,14 +143,18 @@ def print_results(result: Any, title: str) -> None:
         if r.modality_weights:
             weights = "/".join(f"{r.modality_weights.get(m, 0.0):.2f}" for m in mods)
         style = "bold green" if r.name == best else None
-        table.add_row(r.name, r.kind, f"{r.accuracy:.3f}",
+        name = f"{r.name} (tied)" if tied and r.name in (best, tied) else r.name
+        table.add_row(escape(name), r.kind, f"{r.accuracy:.3f}",
                       f"{r.accuracy_ci95[0]:.2f}-{r.accuracy_ci95[1]:.2f}", f"{r.macro_f1:.3f}",
                       weights, f"{r.seconds:.1f}", style=style)
     console.print(table)
     cv = result.cv
+    verdict = (f"best: {best}, tied with {tied} (their 95% CIs overlap)" if tied
+               else f"best: {best}")
     console.print(f"{result.n_samples} samples, {result.n_classes} classes, "
                   f"cv: {cv['kind']} ({cv['n_splits']} folds"
-                  + (f" x {cv['n_repeats']}" if "n_repeats" in cv else "") + f"); best: {best}")
+                  + (f" x {cv['n_repeats']}" if "n_repeats" in cv else "") + f"); {verdict}",
+                  markup=False, highlight=False)
     for r in result.rows:
         if r.chosen:  # fusion="auto": what it picked in each outer fold
             picks = {c: r.chosen.count(c) for c in dict.fromkeys(r.chosen)}
@@ -158,7 +166,7 @@ def print_results(result: Any, title: str) -> None:
         for e in result.errors[:20]:
             err_console.print(f"  {escape(str(e))}", highlight=False)
         if len(result.errors) > 20:
-            err_console.print(f"  ... and {len(result.errors) - 20} more (see --json)")
+            err_console.print(f"  ... and {len(result.errors) - 20} more (see --json-out)")
 
 
 def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path],

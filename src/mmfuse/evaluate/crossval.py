@@ -75,6 +75,16 @@ class EvaluationResult:
     def best(self) -> Row:
         return max(self.rows, key=lambda r: (r.accuracy, r.macro_f1))
 
+    @property
+    def best_tied_with(self) -> str | None:
+        """The runner-up's name when its 95% interval overlaps the best row's (the best is
+        picked on the mean alone; these folds do not tell the two apart), else None."""
+        ranked = sorted(self.rows, key=lambda r: (r.accuracy, r.macro_f1), reverse=True)
+        if len(ranked) < 2:
+            return None
+        best, second = ranked[0], ranked[1]
+        return second.name if best.accuracy_ci95[0] <= second.accuracy_ci95[1] else None
+
     def row(self, name: str) -> Row:
         for r in self.rows:
             if r.name == name:
@@ -99,7 +109,7 @@ class EvaluationResult:
                 d.pop("chosen")
             rows.append(d)
         out = {"n_samples": self.n_samples, "n_classes": self.n_classes, "cv": dict(self.cv),
-               "rows": rows, "best": self.best.name}
+               "rows": rows, "best": self.best.name, "best_tied_with": self.best_tied_with}
         if self.chosen_encoders:
             out["chosen_encoders"] = [dict(c) for c in self.chosen_encoders]
         return out

@@ -259,3 +259,15 @@ def test_head_race_check_compares_with_the_best_simple_candidate_on_the_same_fol
     right = np.eye(2)[y]
     check(1, right)
     check(2, wrong)  # the last fold: nothing left to save
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_a_raced_head_is_not_trained_on_two_inner_folds(monkeypatch):
+    from mmfuse.fusion.neural import NeuralFusion
+
+    views, y = make_views(n=200)
+    trained = []
+    monkeypatch.setattr(NeuralFusion, "_fit", lambda self, *a, **k: trained.append(1))
+    f = create_fusion("auto", cv=2, random_state=0).fit(views, y)
+    assert "not raced: 2 inner folds" in f.failed_candidates_["gmu"]
+    assert trained == [] and "gmu" not in f.inner_scores_

@@ -53,9 +53,9 @@ from .base import FusionStrategy, create_fusion, register_fusion
 from .choice import SIMPLE, SINGLE_PREFIX, choose, simple_order, tied_with
 from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
 from .experts import out_of_fold_probas, reuse_fit, shared_experts
-from .candidates import (CLASSICAL_CANDIDATES, NEURAL_CANDIDATES, RACED_HEADS,  # noqa: F401
-                         WEIGHTED, Candidate, RacedOut, fused_candidates, head_race,
-                         is_raced)
+from .candidates import (CLASSICAL_CANDIDATES, HEAD_RACE_MIN_FOLDS,  # noqa: F401
+                         NEURAL_CANDIDATES, RACED_HEADS, WEIGHTED, Candidate, RacedOut,
+                         fused_candidates, head_race, is_raced)
 from .splits import inner_splits
 
 AVERAGE_PREFIX = "average"
@@ -308,6 +308,13 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         for c in order:
             t0 = time.perf_counter()
             race = self._race(c, splits, y) if self._raced(c) else None
+            if race is not None and len(splits) <= HEAD_RACE_MIN_FOLDS:
+                # too few inner folds to race a head, or to tell whether it beats the simple
+                # candidates by one standard error: not worth its training
+                self.failed_candidates_[c.name] = (
+                    f"not raced: {len(splits)} inner folds (a raced head needs more than "
+                    f"{HEAD_RACE_MIN_FOLDS})")
+                continue
             try:
                 with warnings.catch_warnings():
                     # a modality absent from one inner fold is expected here

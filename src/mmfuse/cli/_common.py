@@ -187,7 +187,7 @@ def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path]
     from .._io import atomic_write_json
 
     if json_out:
-        doc = result.to_dict()
+        doc = result.to_dict(argv=_command_line())
         if not_cached is not None:
             doc["cache"] = {"features_not_cached": int(not_cached)}
         if robustness is not None:
@@ -202,6 +202,13 @@ def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path]
         write_report(result, report, title=title, robustness=robustness,
                      explanation=explanation)
         console.print(f"wrote {report}")
+
+
+def _command_line() -> list[str]:
+    """This process's command line for the JSON record, every file reduced to its name."""
+    from ..evaluate.record import reduce_paths
+
+    return reduce_paths(["mmfuse", *sys.argv[1:]])
 
 
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")]

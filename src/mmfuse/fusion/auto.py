@@ -55,7 +55,7 @@ from .base import FusionStrategy, create_fusion, register_fusion
 from .choice import SIMPLE, SINGLE_PREFIX, choose, simple_order, tied_with
 from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
 from .experts import out_of_fold_probas, reuse_fit, shared_experts
-from .splits import inner_splits
+from .splits import fallback_reason, inner_splits
 
 #: Classical candidates: (strategy, parameters). Weight variants are separate candidates.
 CLASSICAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -322,6 +322,8 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                                      np.mean([oof[n] for n in tied], axis=0), y, splits)
             else:
                 # too little data for inner CV: early fusion with equal weights needs none
+                self.weights_fallback_ = fallback_reason(y, groups).replace(
+                    "equal weights", "early fusion with equal weights", 1)
                 early = Candidate("early[equal]", "early", tuple(sorted(views)),
                                   {"weights": "equal"})
                 by_name[early.name] = early

@@ -9,13 +9,13 @@ from sklearn.linear_model import LogisticRegression
 
 from ..views import Present, Views
 from .choice import one_se_choice
-from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
+from .experts import cross_fitted_experts, fit_experts, out_of_fold_probas, predict_cross_fitted
 from .imputer import BlockImputer
 from .linear import make_classifier
 from .splits import inner_splits
 from .weights import normalise_weights
 from .base import FusionStrategy, register_fusion
-from .late import LOG_FLOOR
+from .late import LOG_FLOOR, pooled_log_scores
 
 
 def _meta_model(C: float) -> Any:
@@ -107,6 +107,17 @@ class StackingFusion(FusionStrategy):
         self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
                                              self.cv, self.random_state)
 
+    def _fit_equal_weights(self, views: Views, y: np.ndarray, present: Present,
+                           groups: Any) -> bool:
+        """No out-of-fold probabilities to stack: the experts, fitted on every training
+        row, pooled with equal weights (late fusion's equal form); ``meta_`` is None."""
+        k = len(self.classes_)
+        self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
+        self.meta_, self.meta_C_, self.imputer_ = None, None, None
+        self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
+        self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
+        return True
+
     def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,
                   groups: Any) -> None:
         """The meta-model on per-modality out-of-fold probabilities (the meta level)."""
@@ -171,6 +182,10 @@ class StackingFusion(FusionStrategy):
         return predict_cross_fitted(self.experts_, views, present, self._predict_meta)
 
     def _predict_meta(self, probas: dict[str, np.ndarray], present: Present) -> np.ndarray:
+        if self.meta_ is None:  # the equal-weight fallback (weights_fallback_)
+            from scipy.special import softmax
+
+            return softmax(pooled_log_scores(probas, self.modality_weights_), axis=1)
         proba = self.meta_.predict_proba(self._meta_features(probas))
         out = np.zeros((len(proba), len(self.classes_)))
         out[:, np.asarray(self.meta_.classes_, dtype=int)] = proba

@@ -74,3 +74,19 @@ def test_the_60_row_evaluation_with_default_weights_finishes_and_records_it():
     doc = result.to_dict()
     assert doc["weights_fallback"] == ["late", "stacking"]
     assert result.row("image").weights_fallback == [None, None]
+
+
+def test_the_estimator_says_that_it_fell_back_and_the_saved_model_keeps_it(tmp_path):
+    from mmfuse import MultimodalClassifier, load
+
+    views, y = small_views()
+    train = np.r_[0, 2:60]
+    with pytest.warns(WeightsFallbackWarning):
+        clf = MultimodalClassifier(fusion="late", random_state=0).fit(
+            {m: v[train] for m, v in views.items()}, y[train])
+    assert clf.weights_fallback_.startswith("equal weights: too few training rows")
+    assert clf.modality_weights_ == pytest.approx({"image": 0.5, "text": 0.5})
+    loaded = load(clf.save(tmp_path / "m.mmfuse"))
+    assert loaded.weights_fallback_ == clf.weights_fallback_
+    enough = MultimodalClassifier(fusion="late", cv=3, random_state=0).fit(*make_views(n=120))
+    assert enough.weights_fallback_ is None

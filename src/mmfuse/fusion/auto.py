@@ -51,7 +51,7 @@ import numpy as np
 
 from .._errors import InputError, MissingDependencyError
 from ..views import Present, Views
-from .base import FusionStrategy, create_fusion, register_fusion
+from .base import FusionStrategy, WeightsFallbackWarning, create_fusion, register_fusion
 from .choice import SIMPLE, SINGLE_PREFIX, choose, simple_order, tied_with
 from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
 from .experts import out_of_fold_probas, reuse_fit, shared_experts
@@ -373,9 +373,12 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                 with warnings.catch_warnings():
                     # a modality absent from one inner fold is expected here
                     warnings.filterwarnings("ignore", message="modalities missing for every")
+                    # a learned candidate that cannot learn on an inner fold is not scored
+                    # as what it claims to be (its equal-weight form is a candidate too)
+                    warnings.simplefilter("error", WeightsFallbackWarning)
                     proba = self._candidate_oof(c, splits, views, y, present, groups,
                                                 base_oof)
-            except (InputError, MissingDependencyError) as exc:
+            except (InputError, MissingDependencyError, WeightsFallbackWarning) as exc:
                 self.failed_candidates_[c.name] = str(exc)
                 continue
             oof[c.name] = proba

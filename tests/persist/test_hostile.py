@@ -99,8 +99,42 @@ def _fitted(doc):
 
 
 def _set_view_dim(doc, width):
-    _fitted(doc)["view_dims_"]["__map__"]["a"] = width
+    """View a's width changed, and the total input width with it (a consistent lie)."""
+    fitted = _fitted(doc)
+    if isinstance(width, int):
+        fitted["n_features_in_"] += width - fitted["view_dims_"]["__map__"]["a"]
+    fitted["view_dims_"]["__map__"]["a"] = width
     return doc
+
+
+def _lying_npy_header(good: bytes) -> bytes:
+    """coef_'s .npy with its header claiming ten times the rows its data holds."""
+    doc, inner = _state(good)
+    member = next(m for p, m in _array_refs(doc) if p.endswith(".coef_"))
+    raw = inner[member]
+    shape = str(np.load(io.BytesIO(raw)).shape).encode()
+    lying = shape.replace(b"(4,", b"(40,")
+    inner[member] = raw.replace(shape, lying.ljust(len(shape)), 1)
+    return _resign(good, _zip(inner))
+
+
+def _set_in_fusion(attr, value):
+    """Set the first ``attr`` found in the fusion strategy's state (a classifier's)."""
+    def edit(doc):
+        def walk(node):
+            if isinstance(node, dict):
+                for key in list(node):
+                    if key == attr:
+                        node[key] = value
+                        return True
+                    if walk(node[key]):
+                        return True
+            elif isinstance(node, list):
+                return any(walk(v) for v in node)
+            return False
+        assert walk(doc["__map__"]["fusion"])
+        return doc
+    return edit
 
 
 HOSTILE = {
@@ -131,11 +165,22 @@ HOSTILE = {
                            "its arrays do not fit together"),
     "view width not a number": (lambda g: _with_state(g, edit=lambda d: _set_view_dim(d, "12")),
                                 "the width of view 'a' is '12', expected a positive number"),
+    "view width of a billion": (lambda g: _with_state(g, edit=lambda d: _set_view_dim(d, 10**9)),
+                                "the width of view 'a' is 1000000000, expected a positive "
+                                "number up to"),
     "classes_ of the strategy with a fifth class": (
         lambda g: _with_array(_resign(g, _members(g)[PAYLOAD_NAME],
                                       lambda h: h.update(classes=[0, 1, 2, 3, 4])),
                               "classes_", lambda a: np.arange(5)),
         "the header's classes do not match|probabilities per row for 5 classes"),
+    "input width changed": (
+        lambda g: _with_state(g, edit=lambda d: _fitted(d).update(n_features_in_=99) or d),
+        "it declares 99 input features but its views are 25 wide in all"),
+    "a classifier's input width as text": (
+        lambda g: _with_state(g, edit=_set_in_fusion("n_features_in_", "12")),
+        "has n_features_in_ = '12', expected a positive whole number"),
+    "an npy header lying about its shape": (_lying_npy_header,
+                                            "damaged payload: EOF: reading array data"),
     "payload truncated (re-signed)": (
         lambda g: _resign(g, _members(g)[PAYLOAD_NAME][:-300]),
         "damaged payload"),

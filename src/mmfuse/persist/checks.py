@@ -30,6 +30,8 @@ _FLOAT_ARRAYS = ("coef_", "intercept_", "mean_", "scale_", "var_", "components_"
 #: arrays of one value per input feature
 _PER_FEATURE = ("mean_", "scale_", "var_")
 _MAX_DEPTH = 200
+#: the widest view a model may declare (the test prediction allocates two rows of it)
+MAX_VIEW_WIDTH = 1 << 22
 
 
 def describe_error(exc: BaseException) -> str:
@@ -113,7 +115,9 @@ def _check_object(obj: Any) -> str | None:
     """A scikit-learn-style object's fitted arrays against each other."""
     state = vars(obj)
     n_features = state.get("n_features_in_")
-    n_features = int(n_features) if isinstance(n_features, (int, np.integer)) else None
+    if n_features is not None and (not isinstance(n_features, (int, np.integer))
+                                   or isinstance(n_features, bool) or n_features < 1):
+        return f"has n_features_in_ = {n_features!r}, expected a positive whole number"
     coef, intercept, classes = (_shape(state.get(k)) for k in ("coef_", "intercept_",
                                                                "classes_"))
     if coef is not None:
@@ -164,16 +168,25 @@ def _check_views(model: Any, header: dict[str, Any], where: str) -> None:
     n_classes = len(header.get("classes") or [])
     for col in modalities:
         width = dims.get(col)
-        if not isinstance(width, (int, np.integer)) or isinstance(width, bool) or width < 1:
+        if (not isinstance(width, (int, np.integer)) or isinstance(width, bool) or width < 1
+                or width > MAX_VIEW_WIDTH):
             raise ModelFileError(f"model file {where!r} does not hold a consistent model: the "
                                  f"width of view {col!r} is {width!r}, expected a positive "
-                                 f"number; the file is damaged or was altered")
+                                 f"number up to {MAX_VIEW_WIDTH}; the file is damaged or was "
+                                 f"altered")
         enc = model.encoders_.get(col)
         fixed = _registered_dim(getattr(enc, "name", None))
         if fixed is not None and fixed != width:
             raise ModelFileError(f"model file {where!r} does not hold a consistent model: view "
                                  f"{col!r} is {width} wide but its encoder {enc.name!r} gives "
                                  f"{fixed}; the file is damaged or was altered")
+    total = getattr(model, "n_features_in_", None)
+    widths = [w for w in dims.values() if isinstance(w, (int, np.integer))]
+    if total is not None and (not isinstance(total, (int, np.integer))
+                              or total != sum(widths)):
+        raise ModelFileError(f"model file {where!r} does not hold a consistent model: it "
+                             f"declares {total!r} input features but its views are "
+                             f"{sum(widths)} wide in all; the file is damaged or was altered")
     views = {m: np.zeros((2, int(dims[m])), dtype=np.float32) for m in modalities}
     present = {m: np.ones(2, dtype=bool) for m in modalities}
     try:

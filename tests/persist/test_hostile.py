@@ -181,6 +181,13 @@ HOSTILE = {
         "has n_features_in_ = '12', expected a positive whole number"),
     "an npy header lying about its shape": (_lying_npy_header,
                                             "damaged payload: EOF: reading array data"),
+    "file truncated": (lambda g: g[: len(g) // 2], "not an mmfuse model file, or it is "
+                                                    "truncated or damaged"),
+    "header nested deeply": (lambda g: _zip({**_members(g), HEADER_NAME: b"[" * 300_000}),
+                             "damaged header: it nests too deeply"),
+    "header with a huge number": (
+        lambda g: _zip({**_members(g), HEADER_NAME: b'{"format": 1' + b"0" * 50_000 + b"}"}),
+        "damaged header: it holds a number with too many digits"),
     "payload truncated (re-signed)": (
         lambda g: _resign(g, _members(g)[PAYLOAD_NAME][:-300]),
         "damaged payload"),
@@ -214,3 +221,19 @@ def test_the_good_file_still_loads(tmp_path, saved):
     model = load(path)
     views, _ = make_views(n=10, noise_view=True)
     assert model.predict_proba(views).shape == (10, 4)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("versions", "x", "its 'versions' is text, expected an object"),
+    ("encoders", [], "its 'encoders' is a list, expected an object"),
+    ("classes", None, "its 'classes' is null, expected a list"),
+    ("estimator", 5, "its 'estimator' is a number, expected text"),
+    ("privacy", 1, "its 'privacy' is a number, expected an object"),
+])
+def test_a_header_entry_of_the_wrong_kind_is_refused(tmp_path, saved, key, value, match):
+    path = tmp_path / "hostile.mmfuse"
+    path.write_bytes(_resign(saved, _members(saved)[PAYLOAD_NAME],
+                             lambda header: header.update({key: value})))
+    with pytest.raises(ModelFileError, match=f"damaged header: {match}") as info:
+        load(path)
+    assert not CLASS_NAME.search(str(info.value))

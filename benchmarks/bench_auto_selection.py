@@ -21,7 +21,8 @@ import sys
 
 import _common  # noqa: F401  (puts src/ on the path)
 
-DATASETS = ["tuxpaint-grouped", "tuxpaint", "sign-av", "av-digits"]
+DATASETS = ["tuxpaint-grouped", "tuxpaint", "sign-av", "av-digits", "icons-family",
+            "icons-theme"]
 ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 EQUAL = ("early[equal]", "late[equal]", "seed-baseline")
 

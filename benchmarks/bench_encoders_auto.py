@@ -47,7 +47,8 @@ from mmfuse.data.datasets import dataset_info, load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate, make_splits  # noqa: E402
 
 RESULTS_JSON = HERE / "results" / "encoders_auto.json"
-DATASETS = ("tuxpaint-grouped", "sign-av", "av-digits", "tuxpaint")
+DATASETS = ("tuxpaint-grouped", "sign-av", "av-digits", "tuxpaint", "icons-family",
+            "icons-theme")
 FIXED = {"image": ("hog", "efficientnet-lite0"), "text": ("tfidf", "minilm"),
          "audio": ("mfcc", "speech-embedding")}
 DEFAULT = {"image": "hog", "text": "tfidf", "audio": "mfcc"}

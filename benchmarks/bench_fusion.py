@@ -24,7 +24,8 @@ import time
 
 import _common  # noqa: F401  (puts src/ on the path)
 
-DATASETS = ["tuxpaint-grouped", "av-digits", "sign-av", "tuxpaint"]
+DATASETS = ["tuxpaint-grouped", "av-digits", "sign-av", "tuxpaint", "icons-family",
+            "icons-theme"]
 ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 # auto first: it pays for the per-modality experts the later rows then share (within one
 # outer fold, strategies share experts and out-of-fold probabilities)

@@ -29,7 +29,8 @@ import time
 
 import _common  # noqa: F401  (puts src/ on the path)
 
-DATASETS = ["tuxpaint-grouped", "av-digits", "sign-av", "tuxpaint", "tuxpaint-tabular"]
+DATASETS = ["tuxpaint-grouped", "av-digits", "sign-av", "tuxpaint", "tuxpaint-tabular",
+            "icons-family", "icons-theme"]
 ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 CONFIGS = {
     "early": ("early", {"weights": "equal"}),

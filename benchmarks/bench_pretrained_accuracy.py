@@ -1,7 +1,8 @@
 """Accuracy with pretrained encoders against classical ones (issue 4).
 
-For ``sign-av`` (image + audio, leave-one-speaker-out) and ``tuxpaint`` (image + text +
-audio, repeated stratified 5-fold), cross-validates every single modality, every fused
+For ``sign-av`` (image + audio, leave-one-speaker-out), ``tuxpaint`` (image + text +
+audio, repeated stratified 5-fold), ``icons-family`` and ``icons-theme`` (image + text,
+grouped by icon family / leave one theme out), cross-validates every single modality, every fused
 strategy and the seed baseline twice: once with classical encoders (hog / tfidf / mfcc),
 once with pretrained ones (efficientnet-lite0 / minilm / speech-embedding). Features are
 extracted once per encoder by ``mmfuse.evaluate.FeatureTable`` (which streams them through
@@ -39,7 +40,7 @@ ENCODER_SETS = {
     "classical": {"image": "hog", "text": "tfidf", "audio": "mfcc"},
     "pretrained": {"image": "efficientnet-lite0", "text": "minilm", "audio": "speech-embedding"},
 }
-DATASETS = ("sign-av", "tuxpaint")
+DATASETS = ("sign-av", "tuxpaint", "icons-family", "icons-theme")
 
 
 def run(dataset: str, kind: str, strategies: list[str]) -> dict:

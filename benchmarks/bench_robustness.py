@@ -48,7 +48,8 @@ PRETRAINED = {"image": "efficientnet-lite0", "text": "minilm", "audio": "speech-
 #: run name -> (dataset, encoders): the classical encoders everywhere, plus tuxpaint with the
 #: pretrained ones (the heads compared with the classical strategies on the same features)
 RUNS = {"av-digits": ("av-digits", ENCODERS), "sign-av": ("sign-av", ENCODERS),
-        "tuxpaint": ("tuxpaint", ENCODERS), "tuxpaint-pretrained": ("tuxpaint", PRETRAINED)}
+        "tuxpaint": ("tuxpaint", ENCODERS), "tuxpaint-pretrained": ("tuxpaint", PRETRAINED),
+        "icons-family": ("icons-family", ENCODERS), "icons-theme": ("icons-theme", ENCODERS)}
 DATASETS = list(RUNS)
 CLASSICAL = ["early", "weighted", "late", "stacking"]
 LEARNED = ["gmu", "attention", "lowrank"]

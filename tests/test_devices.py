@@ -110,7 +110,7 @@ def test_cli_device_cuda_without_cuda_exits_2_without_a_traceback(command, tmp_p
 
 def test_cli_rejects_an_unknown_device():
     result = runner.invoke(app, ["run", "--dataset", "sign-av", "--device", "tpu"])
-    assert result.exit_code == 2 and "expected cpu, cuda or auto" in result.output
+    assert result.exit_code == 2 and "'tpu' is not one of 'auto', 'cpu', 'cuda'" in result.output
 
 
 def test_cli_device_cpu_runs(tmp_path):

@@ -176,3 +176,16 @@ def test_predict_manifest_from_a_model_file(tmp_path, number_model):
         assert written.read_text().count("s2") == 1
     with pytest.raises(InputError, match="unknown output extension"):
         write_predictions(out, tmp_path / "preds.xlsx")
+
+
+def test_display_table_rounds_probabilities_and_shares_only():
+    import pandas as pd
+
+    from mmfuse.predict import display_table
+
+    table = pd.DataFrame({"label": ["x"], "proba_x": [0.838788667558846],
+                          "share_image": [0.161211332441154], "score": [0.123456789]})
+    shown = display_table(table)
+    assert shown["proba_x"].iloc[0] == 0.839 and shown["share_image"].iloc[0] == 0.161
+    assert shown["score"].iloc[0] == 0.123456789  # not a prediction column
+    assert table["proba_x"].iloc[0] == 0.838788667558846  # the table is not changed

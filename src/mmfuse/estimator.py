@@ -98,6 +98,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         ``predict_proba`` never change the model; :meth:`predict_report` returns the item
         errors of one prediction call)
     skipped_rows_ : list of int, training rows dropped for having no modality
+    source_columns_ : dict of column -> the user's table column it was read from, where
+        they differ (``fit``'s ``source_columns``; absent on models saved before it existed)
     epsilon_spent_, delta_spent_ : float, the privacy budget spent by ``fit`` (only with
         ``epsilon``)
 
@@ -126,23 +128,27 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.pooling = pooling
 
     # -- features ---------------------------------------------------------------------
-    def _encode(self, X: Any, *, fit: bool, specs: dict | None = None) -> tuple[Views, Present]:
-        views, present, errors = self._encode_report(X, fit=fit, specs=specs)
+    def _encode(self, X: Any, *, fit: bool, specs: dict | None = None,
+                progress: Any = None) -> tuple[Views, Present]:
+        views, present, errors = self._encode_report(X, fit=fit, specs=specs, progress=progress)
         if fit:
             self.errors_ = errors
         return views, present
 
-    def _encode_report(self, X: Any, *, fit: bool, specs: dict | None = None) -> Encoded:
+    def _encode_report(self, X: Any, *, fit: bool, specs: dict | None = None,
+                       progress: Any = None) -> Encoded:
         if self.on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
         columns, _ = as_columns(X, encoders_given=self.encoders is not None)
         if not fit:
-            return self.featurizer().transform(columns, on_error=self.on_error)
+            return self.featurizer().transform(columns, on_error=self.on_error,
+                                               progress=progress)
         self.encoders_ = build_encoders(resolve_encoders(self.encoders, columns)
                                         if specs is None else specs)
         self._apply_privacy_to_encoders()
         return Featurizer(self.encoders_, owner=type(self).__name__,
-                          pooling=self.pooling).fit_transform(columns, on_error=self.on_error)
+                          pooling=self.pooling).fit_transform(columns, on_error=self.on_error,
+                                                              progress=progress)
 
     def featurizer(self) -> Featurizer:
         """The fitted encoders as a :class:`~mmfuse.encoders.featurizer.Featurizer`: the one
@@ -158,9 +164,17 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         return self.fusion_.predict_proba(views, present)
 
     # -- scikit-learn API -----------------------------------------------------------------
-    def fit(self, X: Any, y: Any, groups: Any = None) -> "MultimodalClassifier":
+    def fit(self, X: Any, y: Any, groups: Any = None, *,
+            source_columns: dict[str, str] | None = None,
+            progress: Any = None) -> "MultimodalClassifier":
         """Encode every modality (choosing the encoders first where ``encoders`` gives
         candidates), then fit the fusion strategy (weights learned out-of-fold).
+
+        ``source_columns`` maps a column of ``X`` to the column of the user's table it was
+        read from, where they differ (``{"image": "photo"}``: the command line renames a
+        manifest's columns); it is kept as ``source_columns_`` and saved with the model, so
+        :func:`~mmfuse.predict.predict_manifest` reads the same table. ``progress(stage,
+        done, total)`` is called as features are computed and as the fusion is fit.
 
         BLAS runs on one thread during the fit, as in :func:`~mmfuse.evaluate` (the fit is
         many small solver calls, where more threads mostly contend for the cores).
@@ -172,12 +186,27 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         from .fusion.experts import shared_experts
 
         # the fusion strategy reuses the encoder selection's experts
+        source_columns = dict(source_columns or {}) if isinstance(
+            source_columns, (dict, type(None))) else source_columns
+        if not isinstance(source_columns, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in source_columns.items()):
+            raise InputError(f"source_columns must be a dict of column -> column name; got "
+                             f"{source_columns!r}")
         with threadpool_limits(limits=1, user_api="blas"), shared_experts():
-            return self._fit(X, y, groups)
+            self._fit(X, y, groups, progress)
+        self.source_columns_ = self._check_source_columns(source_columns)
+        return self
 
-    def _fit(self, X: Any, y: Any, groups: Any) -> "MultimodalClassifier":
+    def _check_source_columns(self, source_columns: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(source_columns) - set(self.encoders_))
+        if unknown:
+            raise InputError(f"source_columns names columns the model does not have: "
+                             f"{unknown}; its columns are {sorted(self.encoders_)}")
+        return {k: v for k, v in sorted(source_columns.items()) if k != v}
+
+    def _fit(self, X: Any, y: Any, groups: Any, progress: Any = None) -> "MultimodalClassifier":
         specs = self._choose_encoders(X, y, groups)
-        views, present = self._encode(X, fit=True, specs=specs)
+        views, present = self._encode(X, fit=True, specs=specs, progress=progress)
         self.encoders_chosen_ = {c: "passthrough" if is_passthrough(e) else e.name
                                  for c, e in self.encoders_.items()}
         y = column_or_1d(y, warn=True)
@@ -199,7 +228,11 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
         self.fusion_ = self._make_fusion()
+        if progress is not None:
+            progress("fusion", 0, 1)
         self.fusion_.fit(views, y, present, groups)
+        if progress is not None:
+            progress("fusion", 1, 1)
         if self.epsilon is not None:
             self.epsilon_spent_ = float(self.fusion_.epsilon_spent_)
             self.delta_spent_ = float(self.fusion_.delta_spent_)
@@ -311,8 +344,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "fusion_")
         return self._encode(X, fit=False)
 
-    def predict_report(self, X: Any) -> PredictReport:
-        """Labels, probabilities and the item errors of this call, in one pass.
+    def predict_report(self, X: Any, *, progress: Any = None) -> PredictReport:
+        """Labels, probabilities and the item errors of this call, in one pass
+        (``progress(stage, done, total)`` is called as the features are computed).
 
         ``predict`` and ``predict_proba`` never change the model (scikit-learn's rule:
         only ``fit`` sets fitted state), so the unreadable items of a prediction call
@@ -326,7 +360,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             with no usable modality gets the class prior and an error.
         """
         check_is_fitted(self, "fusion_")
-        views, present, errors = self._encode_report(X, fit=False)
+        views, present, errors = self._encode_report(X, fit=False, progress=progress)
         known = [present[m] for m in self.fusion_.modalities_ if m in present]
         empty = ~np.any(np.stack(known), axis=0) if known else np.zeros(0, bool)
         if empty.any():

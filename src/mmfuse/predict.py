@@ -28,6 +28,25 @@ def model_columns(model: Any) -> list[str]:
     return model.featurizer().columns
 
 
+def source_columns(model: Any) -> dict[str, str]:
+    """Model column -> the column of the table it was trained on, where they differ (empty
+    for a model fitted on its own column names, or saved before models remembered them)."""
+    return dict(getattr(model, "source_columns_", None) or {})
+
+
+def display_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A copy of a prediction table for display: probabilities and modality shares rounded
+    to ``digits`` (a file written by :func:`write_predictions` keeps full precision)."""
+    from .explain import SHARE_PREFIX
+
+    out = table.copy()
+    for col in out.columns:
+        if str(col).startswith((PROBA_PREFIX, SHARE_PREFIX)) and pd.api.types.is_float_dtype(
+                out[col]):
+            out[col] = out[col].round(digits)
+    return out
+
+
 def used_modalities(model: Any) -> list[str]:
     """The columns the fitted fusion strategy uses (a column missing from every training row
     is dropped by the strategy and never used)."""
@@ -46,14 +65,17 @@ def view_dim(model: Any, column: str) -> int | None:
 
 
 def encode(model: Any, columns: Mapping[str, Sequence[Any]], n_rows: int,
-           on_error: str = "raise") -> tuple[Views, Present, list[ItemError]]:
+           on_error: str = "raise", progress: Any = None
+           ) -> tuple[Views, Present, list[ItemError]]:
     """The fitted encoders' views of raw columns, without touching the model's state.
 
     ``columns`` maps each model column to ``n_rows`` raw items (missing items: None, NaN,
-    ""). A column absent from ``columns`` is missing for every row.
+    ""). A column absent from ``columns`` is missing for every row. ``progress(stage,
+    done, total)`` is called as the features are computed.
     """
     encoded = model.featurizer().transform(dict(columns), on_error=on_error,
-                                           missing_columns="absent", n_rows=n_rows)
+                                           missing_columns="absent", n_rows=n_rows,
+                                           progress=progress)
     return encoded.views, encoded.present, encoded.errors
 
 
@@ -72,7 +94,8 @@ def modalities_used(model: Any, present: Present) -> list[list[str]]:
 
 def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
                   on_error: str | None = None, keep: Sequence[str] = (),
-                  missing_columns: str = "error", explain: bool = False) -> pd.DataFrame:
+                  missing_columns: str = "error", explain: bool = False,
+                  progress: Any = None) -> pd.DataFrame:
     """Predict every row of a table.
 
     Parameters
@@ -95,6 +118,8 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
     explain : bool, default=False
         Add one ``share_<modality>`` column per modality of the fusion strategy: how much
         it moved the row's prediction (see :mod:`mmfuse.explain`).
+    progress : callable, default=None
+        ``progress(stage, done, total)``, called as the features are computed.
 
     Returns
     -------
@@ -130,7 +155,7 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
 
     n = len(df)
     columns = {c: df[c] for c in cols if c in df.columns}
-    views, present, errors = encode(model, columns, n, on_error)
+    views, present, errors = encode(model, columns, n, on_error, progress)
     used = modalities_used(model, present)
     empty = [i for i, u in enumerate(used) if not u]
     if empty and on_error == "raise":
@@ -173,7 +198,7 @@ def _table_columns(model: Any) -> dict[str, list[str]]:
 def predict_manifest(model: Any, manifest: str | os.PathLike, *,
                      columns: Mapping[str, str] | None = None, keep: Sequence[str] = (),
                      on_error: str | None = None, trusted: Sequence[str] = (),
-                     explain: bool = False) -> pd.DataFrame:
+                     explain: bool = False, progress: Any = None) -> pd.DataFrame:
     """Predict every row of a manifest file (CSV, TSV, JSONL or Parquet).
 
     Parameters
@@ -184,7 +209,9 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
         One row per sample. Relative file paths are resolved against the manifest's folder.
     columns : dict, default=None
         Model column -> manifest column, for the model columns whose manifest column has
-        another name (e.g. ``{"image": "photo"}``); the others are looked up by their name.
+        another name (e.g. ``{"image": "photo"}``). It overrides what the model remembers
+        (``source_columns_``: the columns of the manifest it was trained on); the other
+        columns are looked up by their name.
     keep : sequence of str, default=()
         Manifest columns copied to the front of the result (an id, the true label...); one
         whose name clashes with a result column gets an ``input_`` prefix.
@@ -192,6 +219,8 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
         As in :func:`predict_table`.
     trusted : sequence of str, default=()
         Passed to :func:`mmfuse.load` when ``model`` is a path.
+    explain, progress
+        As in :func:`predict_table`.
 
     Returns
     -------
@@ -207,6 +236,7 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
     cols = model_columns(model)
     mapping = dict(columns or {})
     unknown = sorted(set(mapping) - set(cols))
+    mapping = {**source_columns(model), **mapping}
     if unknown:
         raise InputError(f"columns maps {unknown}, which the model does not use; its columns "
                          f"are {cols}")
@@ -219,7 +249,7 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
                        path_columns=files)
     table = pd.DataFrame({c: df[source[c]].to_numpy(dtype=object) for c in cols},
                          index=df.index)
-    out = predict_table(model, table, on_error=on_error, explain=explain)
+    out = predict_table(model, table, on_error=on_error, explain=explain, progress=progress)
     for position, name in enumerate(keep):
         target = f"input_{name}" if name in out.columns else name
         out.insert(position, target, df[name].to_numpy())

@@ -18,7 +18,7 @@ def test_run_with_seed_arrays_writes_the_json_contract(tmp_path):
     out = tmp_path / "out.json"
     result = runner.invoke(app, ["run", "--views", f"image={tmp_path/'images.npy'},text={tmp_path/'texts.npy'}",
                                  "--labels", str(tmp_path / "labels.npy"), "--cv", "3",
-                                 "--fusion", "late,stacking", "--json", str(out), "--no-progress"])
+                                 "--fusion", "late,stacking", "--json-out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "seed-baseline" in result.output and "best:" in result.output
     doc = json.loads(out.read_text())
@@ -37,8 +37,8 @@ def test_run_with_a_manifest_and_groups(tmp_path):
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["run", "--manifest", str(tmp_path / "m.csv"), "--text", "left",
                                  "--label", "label", "--group", "speaker",
-                                 "--encoders", "text=test-number", "--json", str(out),
-                                 "--no-progress"])
+                                 "--encoders", "text=test-number", "--json-out", str(out),
+                                 "--quiet"])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert doc["cv"] == {"kind": "leave-one-group-out", "n_splits": 5}
@@ -102,7 +102,7 @@ def test_evaluate_with_missing_adds_robustness(seed_arrays):
     out = tmp / "r.json"
     result = runner.invoke(app, ["evaluate", *source, "--cv", "3", "--fusion", "late",
                                  "--missing", "0,0.5", "--missing-modality", "a",
-                                 "--json", str(out), "--no-progress", "--jobs", "1"])
+                                 "--json-out", str(out), "--quiet", "--jobs", "1"])
     assert result.exit_code == 0, result.output
     rob = json.loads(out.read_text())["robustness"]
     assert rob["missing_modality"] == "a" and rob["levels"] == [0.0, 0.5]
@@ -112,7 +112,7 @@ def test_evaluate_with_missing_adds_robustness(seed_arrays):
 def test_train_then_predict(seed_arrays):
     tmp, source = seed_arrays
     model = tmp / "m.mmfuse"
-    result = runner.invoke(app, ["train", *source, "--fusion", "stacking", "--save-model", str(model)])
+    result = runner.invoke(app, ["train", *source, "--fusion", "stacking", "--out", str(model)])
     assert result.exit_code == 0, result.output
     views, y = make_views(n=160)
     manifest = tmp / "new.jsonl"
@@ -135,7 +135,7 @@ def test_train_then_predict(seed_arrays):
 def test_train_auto_says_what_it_chose(seed_arrays):
     tmp, source = seed_arrays
     model = tmp / "auto.mmfuse"
-    result = runner.invoke(app, ["train", *source, "--fusion", "auto", "--save-model", str(model)])
+    result = runner.invoke(app, ["train", *source, "--fusion", "auto", "--out", str(model)])
     assert result.exit_code == 0, result.output
     import mmfuse
 
@@ -147,7 +147,7 @@ def test_error_text_with_brackets_is_printed_verbatim(seed_arrays):
     # rich would read "[cv]" as a style tag and drop it
     tmp, source = seed_arrays
     # ("late[cv]" is a valid row now: late fusion with cv weights)
-    result = runner.invoke(app, ["run", *source, "--fusion", "late[best]", "--no-progress"])
+    result = runner.invoke(app, ["run", *source, "--fusion", "late[best]", "--quiet"])
     assert result.exit_code == 2
     assert "late[best]" in result.output and "Traceback" not in result.output
 

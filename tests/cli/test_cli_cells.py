@@ -46,8 +46,8 @@ def test_run_pools_several_files_per_cell(tmp_path, kind):
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["run", "--manifest", str(path), "--image", "photo",
                                  "--label", "label", "--encoders", "image=pixels",
-                                 "--cv", "3", "--on-error", "skip", "--json", str(out),
-                                 "--no-progress"])
+                                 "--cv", "3", "--on-error", "skip", "--json-out", str(out),
+                                 "--quiet"])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert doc["n_samples"] == 36
@@ -85,8 +85,8 @@ def test_pooling_option_of_run_and_train(tmp_path):
     accuracy = {}
     for pooling in ("mean", "max"):
         out = tmp_path / f"{pooling}.json"
-        result = runner.invoke(app, ["run", *base, "--cv", "3", "--json", str(out),
-                                     "--no-progress", "--pooling", pooling])
+        result = runner.invoke(app, ["run", *base, "--cv", "3", "--json-out", str(out),
+                                     "--quiet", "--pooling", pooling])
         assert result.exit_code == 0, result.output
         rows = json.loads(out.read_text())["rows"]
         accuracy[pooling] = next(r for r in rows if r["name"] == "image")["accuracy"]
@@ -95,7 +95,7 @@ def test_pooling_option_of_run_and_train(tmp_path):
     from mmfuse import load
 
     model_path = tmp_path / "max.mmfuse"
-    result = runner.invoke(app, ["train", *base, "--save-model", str(model_path),
+    result = runner.invoke(app, ["train", *base, "--out", str(model_path),
                                  "--pooling", "max"])
     assert result.exit_code == 0, result.output
     model = load(model_path)
@@ -108,5 +108,6 @@ def test_pooling_option_of_run_and_train(tmp_path):
 
     bad = runner.invoke(app, ["run", *base, "--pooling", "median"])
     assert bad.exit_code != 0
-    assert "pooling must be one of ['mean', 'max']; got 'median'" in bad.output
+    assert bad.exit_code == 2
+    assert "'median' is not one of 'mean', 'max'" in bad.output
     assert "Traceback" not in bad.output

@@ -24,7 +24,7 @@ def test_run_prints_and_writes_the_encoders_chosen_per_fold(tmp_path):
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["run", *_manifest(tmp_path), "--cv", "3",
                                  "--encoders", "text=test-number/test-vocab",
-                                 "--fusion", "late", "--json", str(out), "--no-progress",
+                                 "--fusion", "late", "--json-out", str(out), "--quiet",
                                  "--jobs", "1"])
     assert result.exit_code == 0, result.output
     assert "encoders chosen: text=" in result.output
@@ -35,7 +35,7 @@ def test_run_prints_and_writes_the_encoders_chosen_per_fold(tmp_path):
 
 def test_train_prints_the_choice(tmp_path):
     model = tmp_path / "m.mmfuse"
-    result = runner.invoke(app, ["train", *_manifest(tmp_path), "--save-model", str(model),
+    result = runner.invoke(app, ["train", *_manifest(tmp_path), "--out", str(model),
                                  "--encoders", "text=test-number/test-vocab",
                                  "--fusion", "late"])
     assert result.exit_code == 0, result.output
@@ -45,6 +45,6 @@ def test_train_prints_the_choice(tmp_path):
 
 def test_candidates_of_mixed_modalities_are_a_message(tmp_path):
     result = runner.invoke(app, ["run", *_manifest(tmp_path), "--encoders",
-                                 "text=test-number/hog", "--no-progress"])
+                                 "text=test-number/hog", "--quiet"])
     assert result.exit_code != 0
     assert "mix modalities" in result.output and "Traceback" not in result.output

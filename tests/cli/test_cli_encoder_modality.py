@@ -13,7 +13,7 @@ def _manifest(tmp_path):
                                      for i in range(12) for c in ("cat", "dog")]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     return ["--manifest", str(tmp_path / "m.csv"), "--image", "path", "--text", "caption",
-            "--label", "label", "--no-progress", "--jobs", "1"]
+            "--label", "label", "--quiet", "--jobs", "1"]
 
 
 def test_a_text_encoder_on_the_image_column_is_refused(tmp_path):

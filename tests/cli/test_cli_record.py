@@ -25,7 +25,7 @@ def test_small_data_falls_back_to_equal_weights_and_the_json_says_so(tmp_path, m
     out = tmp_path / "r.json"
     args = ["run", "--views", f"image={tmp_path}/images.npy,text={tmp_path}/texts.npy",
             "--labels", str(tmp_path / "labels.npy"), "--cv", "2", "--fusion", "late",
-            "--json", str(out), "--no-progress", "--jobs", "1"]
+            "--json-out", str(out), "--quiet", "--jobs", "1"]
     monkeypatch.setattr(sys, "argv", ["mmfuse", *args])
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

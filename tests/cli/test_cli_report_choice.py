@@ -19,7 +19,7 @@ def test_run_with_encoder_candidates_writes_the_report(tmp_path):
     result = runner.invoke(app, ["run", "--manifest", str(tmp_path / "m.csv"), "--text", "left",
                                  "--numeric", "right", "--label", "label", "--group", "speaker",
                                  "--cv", "3", "--encoders", "text=test-number/test-vocab",
-                                 "--fusion", "late", "--report", str(report), "--no-progress",
+                                 "--fusion", "late", "--report", str(report), "--quiet",
                                  "--jobs", "1"])
     assert result.exit_code == 0, result.output
     html = report.read_text()

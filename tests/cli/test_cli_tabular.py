@@ -33,7 +33,7 @@ def test_run_with_tabular_columns_beside_text(tmp_path):
                                  "--label", "label", "--encoders", "text=test-number",
                                  "--numeric", "size", "--categorical", "shape",
                                  "--boolean", "sold", "--fusion", "late", "--cv", "3",
-                                 "--json", str(out), "--report", str(html), "--no-progress"])
+                                 "--json-out", str(out), "--report", str(html), "--quiet"])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     rows = {r["name"]: r for r in doc["rows"]}
@@ -50,7 +50,7 @@ def test_train_saves_a_model_with_the_tabular_encoder(tmp_path):
     model = tmp_path / "m.mmfuse"
     result = runner.invoke(app, ["train", "--manifest", str(manifest(tmp_path)),
                                  "--numeric", "size", "--categorical", "shape",
-                                 "--label", "label", "--save-model", str(model)])
+                                 "--label", "label", "--out", str(model)])
     assert result.exit_code == 0, result.output
     clf = mmfuse.load(model)
     assert clf.encoders_["tabular"].columns == ["size", "shape"]
@@ -59,10 +59,10 @@ def test_train_saves_a_model_with_the_tabular_encoder(tmp_path):
 def test_bad_tabular_options_are_messages(tmp_path):
     path = manifest(tmp_path)
     result = runner.invoke(app, ["run", "--manifest", str(path), "--label", "label",
-                                 "--numeric", "nope", "--no-progress"])
+                                 "--numeric", "nope", "--quiet"])
     assert result.exit_code == 2 and "lacks column(s) ['nope']" in result.output
     result = runner.invoke(app, ["run", "--manifest", str(path), "--label", "label",
-                                 "--numeric", "shape", "--no-progress", "--cv", "3"])
+                                 "--numeric", "shape", "--quiet", "--cv", "3"])
     assert result.exit_code == 2 and "row 0, column 'shape': column 'shape' holds 'square'; expected a number" \
         in result.output
     assert "Traceback" not in result.output
@@ -72,7 +72,7 @@ def test_extract_keeps_tabular_columns_raw_and_run_learns_them_per_fold(tmp_path
     path = manifest(tmp_path)
     store = tmp_path / "store"
     base = ["extract", "--manifest", str(path), "--out", str(store), "--text", "left",
-            "--encoders", "text=test-number", "--no-progress"]
+            "--encoders", "text=test-number", "--quiet"]
     result = runner.invoke(app, base + ["--numeric", "nope"])
     assert result.exit_code == 2 and "tabular column(s) ['nope'] are not in it" in result.output
     result = runner.invoke(app, base + ["--numeric", "size", "--categorical", "shape"])
@@ -81,8 +81,8 @@ def test_extract_keeps_tabular_columns_raw_and_run_learns_them_per_fold(tmp_path
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["run", "--features", str(store), "--label", "label",
                                  "--numeric", "size", "--categorical", "shape",
-                                 "--fusion", "early", "--cv", "3", "--json", str(out),
-                                 "--no-progress"])
+                                 "--fusion", "early", "--cv", "3", "--json-out", str(out),
+                                 "--quiet"])
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"tabular", "text", "early"} <= set(rows) and rows["tabular"]["accuracy"] > 0.75
@@ -96,7 +96,7 @@ def test_predict_reads_the_tabular_columns_and_explains(tmp_path):
     result = runner.invoke(app, ["train", "--manifest", str(path), "--text", "left",
                                  "--encoders", "text=test-number", "--numeric", "size",
                                  "--categorical", "shape", "--label", "label",
-                                 "--save-model", str(model)])
+                                 "--out", str(model)])
     assert result.exit_code == 0, result.output
     out = tmp_path / "p.csv"
     result = runner.invoke(app, ["predict", str(model), "--manifest", str(path),

@@ -27,8 +27,8 @@ from mmfuse.data.datasets._registry import resolve_root
 
 DATA = Path(os.environ.get("MMFUSE_DATA")
             or Path(__file__).resolve().parents[3] / "shared" / "data")
-NAMES = ["av-digits", "fsdd", "mnist5k", "sign-av", "sign-digits", "tuxpaint",
-         "tuxpaint-grouped", "tuxpaint-tabular"]
+NAMES = ["av-digits", "fsdd", "icons-family", "icons-theme", "mnist5k", "sign-av", "sign-digits",
+         "tuxpaint", "tuxpaint-grouped", "tuxpaint-tabular"]
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 SIGN_PER_DIGIT = {0: 205, 1: 206, 2: 206, 3: 206, 4: 207, 5: 207, 6: 207, 7: 206, 8: 208, 9: 204}
 TUX_THREE_MODALITY = {"symbols": 249, "animals": 144, "town": 79, "food": 73, "household": 73,

@@ -8,7 +8,7 @@ import pytest
 from mmfuse import InputError
 from mmfuse.encoders.selection import (
     Candidates, Part, candidate_features, encode_parts, encoder_cost, installed_encoders,
-    one_se_cheapest, parse_candidates, select_encoder)
+    one_se_cheapest, parse_candidates, parsimonious_choice, select_encoder)
 
 
 def _data(n=240, n_classes=4, seed=0, groups=False):
@@ -112,6 +112,37 @@ def test_pair_candidate_is_scored_and_can_win(monkeypatch):
     # without pair=True only the listed candidates are scored
     sel = select_encoder(parts, Candidates(("a", "b")), y, cv=4, random_state=0)
     assert set(sel.fold_scores) == {"a", "b"}
+
+
+def test_an_extra_encoder_must_beat_the_best_single_by_one_standard_error():
+    costs = {"a": 1.0, "b": 2.0, "a+b": 3.0}
+    # the pair's edge over "a" is within one SE of the paired differences: "a" stays
+    noisy = {"a": [0.70, 0.60, 0.80, 0.70], "b": [0.5, 0.5, 0.5, 0.5],
+             "a+b": [0.72, 0.58, 0.84, 0.71]}
+    assert one_se_cheapest(noisy, costs, noisy, 0.0) == "a+b"  # the best mean, as before
+    assert parsimonious_choice(noisy, costs, noisy, 0.0) == "a"
+    # a steady gain on every fold pays for the extra encoder
+    steady = {"a": [0.70, 0.60, 0.80, 0.70], "b": [0.5, 0.5, 0.5, 0.5],
+              "a+b": [0.75, 0.66, 0.84, 0.76]}
+    assert parsimonious_choice(steady, costs, steady, 0.0) == "a+b"
+    # among single encoders the rule is unchanged
+    singles = {k: v for k, v in noisy.items() if "+" not in k}
+    assert parsimonious_choice(singles, costs, singles, 0.0) == one_se_cheapest(
+        singles, costs, singles, 0.0)
+
+
+def test_select_encoder_applies_parsimony_to_the_pair(monkeypatch):
+    y, _, views = _data(n=240)
+    parts = _parts({"good": views["good"], "weak": views["weak"]})
+    sel = select_encoder(parts, Candidates(("good", "weak"), pair=True), y, cv=4,
+                         random_state=0)
+    assert "good+weak" in sel.fold_scores
+    expected = parsimonious_choice({n: sel.fold_scores[n] for n in sel.fold_scores},
+                                   sel.costs, sel.fold_accuracy, 0.0)
+    assert sel.chosen == expected
+    off = select_encoder(parts, Candidates(("good", "weak"), pair=True), y, cv=4,
+                         random_state=0, parsimony=False)
+    assert off.chosen == one_se_cheapest(off.fold_scores, off.costs, off.fold_accuracy, 0.0)
 
 
 def test_single_candidate_is_no_selection():

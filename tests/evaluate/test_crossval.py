@@ -1,5 +1,7 @@
 import contextlib
 
+import numpy as np
+
 import pytest
 
 from conftest import VocabEncoder, make_views, number_frame
@@ -23,7 +25,7 @@ def test_table_has_singles_every_strategy_and_the_baseline():
     doc = result.to_dict()
     assert set(doc) == {"format", "format_version", "versions", "command", "seed", "n_samples",
                         "n_classes", "classes", "cv", "inner_cv", "encoders", "rows", "best",
-                        "weights_fallback"}
+                        "best_tied_with", "weights_fallback"}
     assert doc["cv"] == {"kind": "stratified", "n_splits": 3}
     assert all(set(r) == JSON_ROW_KEYS for r in doc["rows"])
     assert doc["best"] in names
@@ -137,3 +139,24 @@ def test_outer_folds_share_fits_on_the_same_inner_training_rows(monkeypatch):
     assert shared.row("auto").fold_accuracy == alone.row("auto").fold_accuracy
     assert shared.row("auto").chosen == alone.row("auto").chosen
     np.testing.assert_array_equal(shared.predictions["auto"], alone.predictions["auto"])
+
+
+def test_best_tied_with_names_an_overlapping_runner_up():
+    from mmfuse.evaluate.crossval import EvaluationResult, Row
+
+    def row(name, acc, low, high, f1=0.5):
+        return Row(name, "fused", ["a"], name, None, acc, [low, high], f1, 0.0)
+
+    def result(*rows):
+        return EvaluationResult(10, 2, [0, 1], {"kind": "stratified", "n_splits": 5},
+                                list(rows), {}, np.zeros(10))
+
+    tied = result(row("a", 0.80, 0.70, 0.90), row("b", 0.85, 0.78, 0.92),
+                  row("c", 0.60, 0.50, 0.70))
+    assert tied.best.name == "b" and tied.best_tied_with == "a"
+    assert tied.to_dict()["best_tied_with"] == "a"
+    apart = result(row("a", 0.70, 0.65, 0.75), row("b", 0.85, 0.80, 0.90))
+    assert apart.best_tied_with is None and apart.to_dict()["best_tied_with"] is None
+    touching = result(row("a", 0.70, 0.65, 0.80), row("b", 0.85, 0.80, 0.90))
+    assert touching.best_tied_with == "a"
+    assert result(row("a", 0.9, 0.8, 1.0)).best_tied_with is None

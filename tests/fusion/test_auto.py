@@ -81,7 +81,8 @@ def test_candidate_params_reach_the_candidates():
     ({"candidates": ["auto"]}, "'auto' cannot be one of its own candidates"),
     ({"candidates": "late"}, "candidates must be a list"),
     ({"candidates": [3]}, "each candidate must be a strategy name or a"),
-    ({"neural": "yes"}, "neural must be True, False or 'auto'"),
+    ({"neural": "yes"}, "neural must be True, False, 'auto' or head names among"),
+    ({"neural": ["gmu", 3]}, "neural must be True, False, 'auto' or head names among"),
 ])
 def test_bad_candidates(params, match):
     views, y = make_views(n=100)
@@ -123,7 +124,11 @@ def test_learned_heads_are_candidates_when_asked_and_torch_is_installed():
     assert "gmu" not in f.inner_scores_  # an explicit list is taken as given
     f = create_fusion("auto", cv=3, random_state=0, candidate_params={
         "gmu": fast, "attention": fast, "lowrank": fast}).fit(views, y)
-    assert "gmu" not in f.inner_scores_  # heads are opt-in: each costs an inner CV
+    # gmu is raced by default: scored, or stopped by the race; the other heads are opt-in
+    assert "gmu" in f.inner_scores_ or "raced out" in f.failed_candidates_["gmu"]
+    assert "attention" not in f.inner_scores_ and "lowrank" not in f.inner_scores_
+    f = create_fusion("auto", cv=3, random_state=0, neural=False).fit(views, y)
+    assert "gmu" not in f.inner_scores_ and "gmu" not in f.failed_candidates_
     f = create_fusion("auto", cv=3, random_state=0, neural="auto", candidate_params={
         "gmu": fast, "attention": fast, "lowrank": fast}).fit(views, y)
     assert {"gmu", "attention", "lowrank"} <= set(f.inner_scores_)
@@ -212,3 +217,48 @@ def test_simple_candidates_tied_with_the_choice_are_averaged():
     np.testing.assert_allclose(f.predict_proba(twins), mean, atol=1e-9)
     f = create_fusion("auto", ensemble=False, random_state=0, **CLASSICAL_ONLY).fit(twins, y)
     assert len(f.members_) == 1 and f.chosen_name_ in f.inner_scores_
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_a_raced_head_that_trails_the_simple_candidates_stops_early(monkeypatch):
+    from mmfuse.fusion import candidates as candidates_module
+    from mmfuse.fusion.neural import NeuralFusion
+
+    views, y = make_views(n=300)
+    trained = []
+    original = NeuralFusion._fit
+
+    def counting_fit(self, *args, **kwargs):
+        trained.append(self.n_members)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(NeuralFusion, "_fit", counting_fit)
+    # an impossible margin: the head must beat the best simple candidate by 100 points
+    monkeypatch.setattr(candidates_module, "HEAD_RACE_MARGIN", -1.0)
+    fast = {"max_epochs": 5, "patience": 2}
+    f = create_fusion("auto", cv=4, random_state=0, candidate_params={"gmu": fast}).fit(views, y)
+    assert "raced out after 2 inner folds" in f.failed_candidates_["gmu"]
+    assert "gmu" not in f.inner_scores_ and f.chosen_name_ != "gmu"
+    assert trained == [1, 1]  # two inner folds, one network each; no refit of the head
+    # a margin the head passes: scored on every fold, one network per inner fold
+    trained.clear()
+    monkeypatch.setattr(candidates_module, "HEAD_RACE_MARGIN", 2.0)
+    f = create_fusion("auto", cv=4, random_state=0, candidate_params={"gmu": fast}).fit(views, y)
+    assert "gmu" in f.inner_scores_ and len(f.inner_fold_scores_["gmu"]) == 4
+    assert trained[:4] == [1, 1, 1, 1]
+
+
+def test_head_race_check_compares_with_the_best_simple_candidate_on_the_same_folds():
+    from mmfuse.fusion.candidates import RacedOut, head_race
+
+    y = np.array([0, 1, 0, 1, 0, 1])
+    splits = [(None, np.array([0, 1])), (None, np.array([2, 3])), (None, np.array([4, 5]))]
+    scores = {"single:a": [1.0, 1.0, 0.0], "late[cv]": [1.0, 1.0, 1.0]}
+    check = head_race(scores, splits, y)
+    wrong = np.tile([0.0, 1.0], (6, 1))  # always class 1: half right
+    check(0, wrong)  # too early to judge
+    with pytest.raises(RacedOut, match="after 2 inner folds: accuracy 0.500 against 1.000"):
+        check(1, wrong)
+    right = np.eye(2)[y]
+    check(1, right)
+    check(2, wrong)  # the last fold: nothing left to save

@@ -47,10 +47,55 @@ def test_registry_lists_and_rejects_unknown():
 @pytest.mark.parametrize("name", ["late", "weighted", "stacking"])
 def test_cv_weights_ignore_a_noise_modality(name):
     views, y = make_views(n=600, noise_view=True)
-    params = {"projection": "class-scores"} if name == "weighted" else {}
+    # (stacking: its meta-model's own weights, without the one-SE fallback)
+    params = {"weighted": {"projection": "class-scores"},
+              "stacking": {"fallback": False}}.get(name, {})
     f = create_fusion(name, random_state=0, **params).fit(views, y)
     w = f.modality_weights_
     assert w["noise"] < min(w["a"], w["b"])
+
+
+def test_stacking_falls_back_to_a_simple_combination_that_the_meta_model_does_not_beat():
+    from mmfuse.fusion.stacking import StackingFusion
+
+    views, y = make_views(n=600, noise_view=True)
+    f = create_fusion("stacking", random_state=0).fit(views, y)
+    assert f.meta_fallback_ in {"equal", "single:a", "single:b", "single:noise"}
+    scores = f.meta_fold_scores_
+    assert set(scores) == {"meta", "equal", "single:a", "single:b", "single:noise"}
+    # the meta-model did not beat the fallback by more than one SE of the paired differences
+    from mmfuse._stats import beats_by_one_se
+
+    assert not beats_by_one_se(scores["meta"], scores[f.meta_fallback_])
+    # it predicts with the fallback, and its weights say which modalities that uses
+    probas = {m: np.full((3, 4), 0.25) for m in ("a", "b", "noise")}
+    probas["a"][0] = [0.7, 0.1, 0.1, 0.1]
+    np.testing.assert_allclose(f._predict_meta(probas, {}), f._simple_proba(f.meta_fallback_,
+                                                                            probas))
+    assert abs(sum(f.modality_weights_.values()) - 1) < 1e-9
+    kept = StackingFusion(random_state=0, fallback=False).fit(views, y)
+    assert kept.meta_fallback_ is None
+    with pytest.raises(InputError, match="fallback must be True or False"):
+        StackingFusion(fallback="yes").fit(views, y)
+
+
+def test_stacking_simple_combinations_handle_missing_modalities():
+    from mmfuse.fusion.stacking import StackingFusion
+
+    f = StackingFusion()
+    f.prior_ = np.array([0.5, 0.25, 0.25])
+    nan = np.full(3, np.nan)
+    probas = {"a": np.array([[0.8, 0.1, 0.1], nan, nan]),
+              "b": np.array([[0.2, 0.4, 0.4], [0.1, 0.8, 0.1], nan])}
+    single_a = f._simple_proba("single:a", probas)
+    np.testing.assert_allclose(single_a[0], [0.8, 0.1, 0.1])
+    # a row that lacks a: the equal-weight mean of the others' log-probabilities (late
+    # fusion's rule for a missing modality)
+    np.testing.assert_allclose(single_a[1], [0.1, 0.8, 0.1])
+    np.testing.assert_allclose(single_a[2], [0.5, 0.25, 0.25])  # none: the prior
+    equal = f._simple_proba("equal", probas)
+    expected = np.sqrt([0.8 * 0.2, 0.1 * 0.4, 0.1 * 0.4])
+    np.testing.assert_allclose(equal[0], expected / expected.sum())
 
 
 def test_relative_and_dict_weights():

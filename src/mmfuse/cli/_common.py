@@ -5,20 +5,24 @@ loading. The commands live one group per module in this package."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._constants import ON_ERROR
 from .._errors import MissingDependencyError, MmfuseError
+from ._progress import Progress
+from ._usage import Abort, ClickException, MmfuseGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=MmfuseGroup, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False, rich_markup_mode="rich",
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Multimodal fusion for image recognition: image, text and audio, "
                        "fused honestly.")
 console = Console()
@@ -26,6 +30,9 @@ err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: gre
 
 MODALITY_OPTIONS = ("image", "text", "audio")
 
+# The panels of `mmfuse run --help` (and of the commands that share its options).
+INPUT, ENCODERS, FUSION, EVALUATION, PRIVACY, OUTPUT = (
+    "Input", "Encoders", "Fusion", "Evaluation", "Privacy", "Output")
 
 #: ``mmfuse --debug ...``: show Python tracebacks instead of one-line messages.
 _DEBUG = False
@@ -36,12 +43,9 @@ def _errors() -> Iterator[None]:
     """Library exceptions become a message and an exit code, never a traceback (unless
     ``--debug``). An unexpected exception is also one line (exit 2) that says how to get
     the traceback."""
-    import click
-
     try:
         yield
-    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
-            typer.Exit, typer.Abort):  # typer's own classes are not click's in every version
+    except (ClickException, Abort, typer.Exit, typer.Abort):  # usage errors: the group prints them
         raise
     except MissingDependencyError as exc:
         if _DEBUG:
@@ -115,39 +119,19 @@ def _parse_strategies(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-class _Progress:
-    """A rich progress bar fed by the library's ``progress(stage, done, total)`` callback."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-        self._bar = None
-        self._tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> Callable[[str, int, int], None] | None:
-        if not self.enabled:
-            return None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=err_console, transient=True)
-        self._bar.__enter__()
-        return self.update
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if stage not in self._tasks:
-            self._tasks[stage] = self._bar.add_task(stage, total=total)
-        self._bar.update(self._tasks[stage], completed=done, total=total)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+def _Progress(quiet: bool) -> Progress:
+    """The progress reporter of a command (``with _Progress(quiet) as progress:``)."""
+    return Progress(quiet, err_console)
 
 
 def print_results(result: Any, title: str) -> None:
     mods = sorted({m for r in result.rows for m in r.modalities})
-    table = Table(title=title, title_justify="left", caption_justify="left",
-                  caption=f"acc: accuracy (mean over folds), F1: macro-F1, weights: {'/'.join(mods)}")
+    tied = getattr(result, "best_tied_with", None)
+    caption = (f"acc: accuracy (mean over folds); 95% CI: t-interval of that mean over the "
+               f"folds; F1: macro-F1; weights: {'/'.join(mods)}"
+               + ("; (tied): best on the mean, but its interval overlaps the runner-up's"
+                  if tied else ""))
+    table = Table(title=title, title_justify="left", caption_justify="left", caption=caption)
     right = {"justify": "right", "no_wrap": True}
     for col, kw in [("name", {"no_wrap": True}), ("kind", {"no_wrap": True}),
                     ("acc", right), ("95% CI", {"no_wrap": True}), ("F1", right),
@@ -159,14 +143,18 @@ def print_results(result: Any, title: str) -> None:
         if r.modality_weights:
             weights = "/".join(f"{r.modality_weights.get(m, 0.0):.2f}" for m in mods)
         style = "bold green" if r.name == best else None
-        table.add_row(r.name, r.kind, f"{r.accuracy:.3f}",
+        name = f"{r.name} (tied)" if tied and r.name in (best, tied) else r.name
+        table.add_row(escape(name), r.kind, f"{r.accuracy:.3f}",
                       f"{r.accuracy_ci95[0]:.2f}-{r.accuracy_ci95[1]:.2f}", f"{r.macro_f1:.3f}",
                       weights, f"{r.seconds:.1f}", style=style)
     console.print(table)
     cv = result.cv
+    verdict = (f"best: {best}, tied with {tied} (their 95% CIs overlap)" if tied
+               else f"best: {best}")
     console.print(f"{result.n_samples} samples, {result.n_classes} classes, "
                   f"cv: {cv['kind']} ({cv['n_splits']} folds"
-                  + (f" x {cv['n_repeats']}" if "n_repeats" in cv else "") + f"); best: {best}")
+                  + (f" x {cv['n_repeats']}" if "n_repeats" in cv else "") + f"); {verdict}",
+                  markup=False, highlight=False)
     for r in result.rows:
         if r.chosen:  # fusion="auto": what it picked in each outer fold
             picks = {c: r.chosen.count(c) for c in dict.fromkeys(r.chosen)}
@@ -178,7 +166,7 @@ def print_results(result: Any, title: str) -> None:
         for e in result.errors[:20]:
             err_console.print(f"  {escape(str(e))}", highlight=False)
         if len(result.errors) > 20:
-            err_console.print(f"  ... and {len(result.errors) - 20} more (see --json)")
+            err_console.print(f"  ... and {len(result.errors) - 20} more (see --json-out)")
 
 
 def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path],
@@ -206,19 +194,51 @@ def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path]
 
 def _command_line() -> list[str]:
     """This process's command line for the JSON record, every file reduced to its name."""
+    import sys
+
     from ..evaluate.record import reduce_paths
 
     return reduce_paths(["mmfuse", *sys.argv[1:]])
 
 
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")]
-ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report.")]
-FusionOpt = Annotated[str, typer.Option(help="Strategies, comma-separated, or 'all'.")]
-WeightsOpt = Annotated[str, typer.Option(help="Modality weights: cv, relative or equal.")]
-OnErrorOpt = Annotated[str, typer.Option("--on-error", help="raise or skip unreadable items.")]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")]
-JobsOpt = Annotated[int, typer.Option("--jobs", help="Worker processes for the folds (-1: one per core).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Where the pretrained image/audio encoders and learned heads run: cpu, cuda, or auto (CUDA when present).")]
+def _choices(values: Any) -> Any:
+    """A choice type for an option: typer lists the values in --help and refuses others."""
+    return Literal[tuple(values)]  # type: ignore[valid-type]
+
+
+def _parse_cv(value: Optional[str]) -> Optional[str]:
+    """``--cv``: an integer >= 2 or ``loso``, checked as the command line is parsed."""
+    if value is None or value == "loso":
+        return value
+    try:
+        folds = int(value)
+    except ValueError:
+        folds = None
+    if folds is None or folds < 2:
+        raise typer.BadParameter(f"expected an integer >= 2 or 'loso'; got {value!r}")
+    return str(folds)
+
+
+def _cv_spec(cv: Optional[str], default: Any) -> Any:
+    """The ``cv`` argument of the library for a checked ``--cv`` value."""
+    return default if cv is None else (cv if cv == "loso" else int(cv))
+
+
+WEIGHTS = ("cv", "relative", "equal")
+POOLING = ("mean", "max")
+DEVICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICE = _choices(DEVICES)
+
+JsonOpt = Annotated[Optional[Path], typer.Option("--json-out", help="Write the results as JSON to this file.", rich_help_panel=OUTPUT)]
+ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report.", rich_help_panel=OUTPUT)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress (bars on a terminal, else timestamped lines on stderr).", rich_help_panel=OUTPUT)]
+FusionOpt = Annotated[str, typer.Option(help="Strategies, comma-separated, or 'all'.", rich_help_panel=FUSION)]
+WeightsOpt = Annotated[_choices(WEIGHTS), typer.Option(help="Modality weights: learned by inner CV, relative to each modality's accuracy, or equal.", rich_help_panel=FUSION)]
+OnErrorOpt = Annotated[_choices(ON_ERROR), typer.Option("--on-error", help="Raise or skip unreadable items.", rich_help_panel=INPUT)]
+ModelOnErrorOpt = Annotated[Optional[_choices(ON_ERROR)], typer.Option("--on-error", help="Raise or skip unreadable items (default: the model's).")]
+JobsOpt = Annotated[int, typer.Option("--jobs", help="Worker processes for the folds (-1: one per core).", rich_help_panel=EVALUATION)]
+DeviceOpt = Annotated[DEVICE_CHOICE, typer.Option("--device", help="Where the pretrained image/audio encoders and learned heads run (auto: CUDA when present).", rich_help_panel=ENCODERS)]
+CvOpt = Annotated[Optional[str], typer.Option(callback=_parse_cv, help="Folds (an integer >= 2) or 'loso'. Default: the dataset's, else 5.", rich_help_panel=EVALUATION)]
 
 
 def _placement(X: Any, encoder_spec: Any, strategies: list[str], device: str) -> tuple[Any, Any]:
@@ -226,9 +246,6 @@ def _placement(X: Any, encoder_spec: Any, strategies: list[str], device: str) ->
     CUDA asked for on a machine without it is a DeviceError (exit 2)."""
     from ..devices import head_params, place_encoders, resolve_device
 
-    if device not in ("cpu", "cuda", "auto"):
-        raise typer.BadParameter(f"expected cpu, cuda or auto; got {device!r}",
-                                 param_hint="--device")
     resolved = resolve_device(device)
     if resolved != "cpu":  # encoder names already mean the CPU
         encoder_spec = place_encoders(encoder_spec, X, resolved)
@@ -236,16 +253,26 @@ def _placement(X: Any, encoder_spec: Any, strategies: list[str], device: str) ->
     return encoder_spec, params
 
 
-ScrubOpt = Annotated[bool, typer.Option("--scrub-pii/--no-scrub-pii", help="Replace e-mails, URLs, phone/card/IBAN numbers... in text by placeholders before encoding.")]
-EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="Differential privacy budget (needs mmfuse[privacy]): early/late fusion with fixed weights, data-independent encoders.")]
-DeltaOpt = Annotated[float, typer.Option("--delta", help="The delta of the DP budget (0: pure epsilon-DP).")]
-FeaturesOpt = Annotated[Optional[Path], typer.Option("--features", help="A feature store written by `mmfuse extract` (no encoder runs).")]
-NumericOpt = Annotated[Optional[str], typer.Option("--numeric", help="Tabular modality: numeric manifest columns, a,b,c (median-imputed, missing flags, robust scaling).")]
-CategoricalOpt = Annotated[Optional[str], typer.Option("--categorical", help="Tabular modality: categorical columns, d,e (one-hot of frequent levels + other/unseen).")]
-BooleanOpt = Annotated[Optional[str], typer.Option("--boolean", help="Tabular modality: boolean columns (true/false, yes/no, 1/0).")]
-DatesOpt = Annotated[Optional[str], typer.Option("--dates", help="Tabular modality: date columns (ISO 8601).")]
-PoolingOpt = Annotated[str, typer.Option("--pooling", help="A cell holding several image/audio files (a JSON list, or paths separated by ' | '): the mean or the max of their embeddings.")]
-SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Run on Dask: 'local' or a scheduler address tcp://host:8786 (default: $MMFUSE_SCHEDULER, else this process).")]
+ScrubOpt = Annotated[bool, typer.Option("--scrub-pii/--no-scrub-pii", help="Replace e-mails, URLs, phone/card/IBAN numbers... in text by placeholders before encoding.", rich_help_panel=PRIVACY)]
+EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="Differential privacy budget (needs mmfuse\\[privacy]): early/late fusion with fixed weights, data-independent encoders.", rich_help_panel=PRIVACY)]
+DeltaOpt = Annotated[float, typer.Option("--delta", help="The delta of the DP budget (0: pure epsilon-DP).", rich_help_panel=PRIVACY)]
+FeaturesOpt = Annotated[Optional[Path], typer.Option("--features", help="A feature store written by `mmfuse extract` (no encoder runs).", rich_help_panel=INPUT)]
+NumericOpt = Annotated[Optional[str], typer.Option("--numeric", help="Tabular modality: numeric manifest columns, a,b,c (median-imputed, missing flags, robust scaling).", rich_help_panel=INPUT)]
+CategoricalOpt = Annotated[Optional[str], typer.Option("--categorical", help="Tabular modality: categorical columns, d,e (one-hot of frequent levels + other/unseen).", rich_help_panel=INPUT)]
+BooleanOpt = Annotated[Optional[str], typer.Option("--boolean", help="Tabular modality: boolean columns (true/false, yes/no, 1/0).", rich_help_panel=INPUT)]
+DatesOpt = Annotated[Optional[str], typer.Option("--dates", help="Tabular modality: date columns (ISO 8601).", rich_help_panel=INPUT)]
+PoolingOpt = Annotated[_choices(POOLING), typer.Option("--pooling", help="A cell holding several image/audio files (a JSON list, or paths separated by ' | '): the mean or the max of their embeddings.", rich_help_panel=ENCODERS)]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Run on Dask: 'local' or a scheduler address tcp://host:8786 (default: $MMFUSE_SCHEDULER, else this process).", rich_help_panel=EVALUATION)]
+EncodersOpt = Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc; 'auto' (or text=auto, or text=tfidf/minilm/tfidf+minilm) chooses by inner CV.", rich_help_panel=ENCODERS)]
+ManifestOpt = Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Parquet, one row per sample.", rich_help_panel=INPUT)]
+ImageOpt = Annotated[Optional[str], typer.Option(help="Manifest column with image paths.", rich_help_panel=INPUT)]
+TextOpt = Annotated[Optional[str], typer.Option(help="Manifest column with text.", rich_help_panel=INPUT)]
+AudioOpt = Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.", rich_help_panel=INPUT)]
+LabelOpt = Annotated[Optional[str], typer.Option(help="Manifest column with the label.", rich_help_panel=INPUT)]
+ViewsOpt = Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy", rich_help_panel=INPUT)]
+LabelsOpt = Annotated[Optional[Path], typer.Option(help="labels.npy for --views.", rich_help_panel=INPUT)]
+DatasetOpt = Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).", rich_help_panel=INPUT)]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.", rich_help_panel=EVALUATION)]
 
 
 def _encoder_spec(X: Any, enc: Any, tabular: Any = None) -> Any:
@@ -296,6 +323,33 @@ def _load_input(manifest, image, text, audio, label, group, views, labels, datas
                       label=label, group=group,
                       views=_parse_pairs(views, "--views") if views else None, labels=labels,
                       dataset=dataset, features=features, encoders=encoders, tabular=tabular)
+
+
+def _manifest_header(manifest: Path) -> Optional[list[str]]:
+    """The column names of a manifest, read from its first line (None when it is not a
+    readable manifest file: the library reports that, with the reason)."""
+    from ..data.manifest import READERS
+
+    kind = READERS.get(Path(manifest).suffix.lower())
+    if kind is None or not Path(manifest).is_file():
+        return None
+    try:
+        if kind in ("csv", "tsv"):
+            import pandas as pd
+
+            return [str(c) for c in pd.read_csv(manifest, sep="," if kind == "csv" else "\t",
+                                                nrows=0).columns]
+        if kind == "jsonl":
+            import json
+
+            with open(manifest, encoding="utf-8") as fh:
+                first = json.loads(next((line for line in fh if line.strip()), "{}"))
+            return [str(c) for c in first] if isinstance(first, dict) else None
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(manifest).names)
+    except Exception:  # noqa: BLE001 - read_manifest gives the precise message
+        return None
 
 
 def _no_privacy_on_features(features, scrub_pii, epsilon) -> None:

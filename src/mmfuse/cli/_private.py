@@ -48,7 +48,7 @@ def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii:
 
 
 def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec, seed,
-                                on_error, json_out, report, progress, title, epsilon,
+                                on_error, json_out, report, quiet, title, epsilon,
                                 missing, delta=1e-5, pooling="mean") -> Any:
     from .._errors import InputError
     from ..evaluate import FeatureTable
@@ -62,7 +62,7 @@ def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_
         strategies = list(PRIVATE_FUSIONS)
     if weights == "cv":
         weights = "equal"
-    with _Progress(progress) as bar:
+    with _Progress(quiet) as bar:
         table = FeatureTable(X, encoder_spec, on_error, bar, pooling=pooling)
         result = evaluate_private(X, y, epsilon=epsilon, delta=delta, features=table,
                                   groups=groups,

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ._common import MODALITY_OPTIONS, JsonOpt, _errors, _load_input, app, console
+from ._common import (MODALITY_OPTIONS, JsonOpt, ModelOnErrorOpt, QuietOpt, _Progress, _errors,
+                      _load_input, app, console)
 
 
 @app.command()
@@ -20,10 +21,11 @@ def audit(
     text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
     audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
     label: Annotated[str, typer.Option(help="Manifest column with the label.")] = "label",
-    on_error: Annotated[Optional[str], typer.Option("--on-error", help="raise or skip unreadable items (default: the model's).")] = None,
+    on_error: ModelOnErrorOpt = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC's 95% CI.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed of the bootstrap.")] = 0,
     json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Membership-inference audit: can the loss or confidence of the model tell its training
     rows from unseen ones? Prints each attack's AUC with a bootstrap 95% CI."""
@@ -34,14 +36,18 @@ def audit(
         fitted = load(model)
         if on_error is not None:
             fitted.on_error = on_error
-        if not (image or text or audio):  # the model's own column names
-            cols = set(fitted.encoders_)
-            image, text, audio = (m if m in cols else None for m in MODALITY_OPTIONS)
+        if not (image or text or audio):  # the columns it was trained on
+            from ..predict import source_columns
+
+            cols, remembered = set(fitted.encoders_), source_columns(fitted)
+            image, text, audio = (remembered.get(m, m) if m in cols else None
+                                  for m in MODALITY_OPTIONS)
         X_m, y_m, _, _, _ = _load_input(members, image, text, audio, label, None, None, None, None)
         X_n, y_n, _, _, _ = _load_input(non_members, image, text, audio, label, None, None,
                                         None, None)
-        result = audit_model(fitted, X_m, y_m, X_n, y_n, n_bootstrap=bootstrap,
-                             random_state=seed)
+        with _Progress(quiet) as bar:
+            result = audit_model(fitted, X_m, y_m, X_n, y_n, n_bootstrap=bootstrap,
+                                 random_state=seed, progress=bar)
         table = Table(title=f"membership audit: {len(y_m)} members, {len(y_n)} non-members",
                       title_justify="left")
         for col in ("attack", "AUC", "95% CI", "advantage"):

@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import app, console, _errors
+from .._constants import MODALITIES
+from ._common import app, console, _choices, _errors
 
 
 ListJsonOpt = Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")]
@@ -37,7 +38,7 @@ def _print_listing(title: str, columns: list[str], rows: list[list[str]], record
 
 @app.command("encoders")
 def encoders_cmd(
-    modality: Annotated[Optional[str], typer.Option(help="Only this modality.")] = None,
+    modality: Annotated[Optional[_choices((*MODALITIES, "tabular"))], typer.Option(help="Only this modality.")] = None,
     as_json: ListJsonOpt = False,
 ) -> None:
     """List the registered encoders with their modality and output dimension."""

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (FusionOpt, JobsOpt, JsonOpt, ProgressOpt, ReportOpt, app, _encoder_spec,
+from ._common import (FusionOpt, JobsOpt, JsonOpt, QuietOpt, ReportOpt, app, _encoder_spec,
                       _errors, _load_input, _parse_encoders, _parse_strategies)
 from .run import _evaluate_and_print
 
@@ -17,7 +17,7 @@ def demo(
     json_out: JsonOpt = None,
     report: ReportOpt = None,
     fusion: FusionOpt = "early,weighted,late,stacking",
-    progress: ProgressOpt = True,
+    quiet: QuietOpt = False,
     jobs: JobsOpt = -1,
     encoders: Annotated[Optional[str], typer.Option(help="As in `mmfuse run`, e.g. 'auto' (default: hog, tfidf, mfcc).")] = None,
 ) -> None:
@@ -27,5 +27,5 @@ def demo(
         X, y, groups, default_cv, title = _load_input(None, None, None, None, None, None, None,
                                                       None, dataset)
         _evaluate_and_print(X, y, groups, _encoder_spec(X, enc), _parse_strategies(fusion), "cv",
-                            default_cv, 0, "raise", json_out, report, progress,
+                            default_cv, 0, "raise", json_out, report, quiet,
                             f"mmfuse demo: {title}", jobs)

@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import (BooleanOpt, CategoricalOpt, DatesOpt, NumericOpt, OnErrorOpt, ProgressOpt,
-                      SchedulerOpt, app, console, err_console, _Progress, _errors, _parse_pairs,
+from ._common import (BooleanOpt, CategoricalOpt, DatesOpt, NumericOpt, OnErrorOpt, QuietOpt,
+                      SchedulerOpt, app, console, err_console, _Progress, _errors, _manifest_header,
+                      _parse_pairs,
                       _tabular_encoder)
 
 
@@ -23,13 +24,13 @@ def extract(
     audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
     encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=efficientnet-lite0,text=minilm,audio=mfcc (stateless encoders; default image=hog, audio=mfcc).")] = None,
     scheduler: SchedulerOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes of --scheduler local (default: one per core).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=-1, help="Worker processes of --scheduler local (-1: one per core).")] = -1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Items per model call.")] = 32,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Rows per task and per Parquet file.")] = 256,
     on_error: OnErrorOpt = "raise",
     record_paths: Annotated[bool, typer.Option("--record-paths/--no-record-paths", help="Also write the files of failed items into the store's header.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a store made with other arguments.")] = False,
-    progress: ProgressOpt = True,
+    quiet: QuietOpt = False,
     numeric: NumericOpt = None,
     categorical: CategoricalOpt = None,
     boolean: BooleanOpt = None,
@@ -48,11 +49,11 @@ def extract(
         if tab is not None:
             _check_manifest_has(manifest, tab.columns, set(columns.values()))
         try:
-            with _Progress(progress) as bar:
+            with _Progress(quiet) as bar:
                 tick = None if bar is None else (lambda done, total: bar("shards", done, total))
                 result = extract_store(manifest, columns, out,
                                        encoders=_parse_pairs(encoders, "--encoders"),
-                                       scheduler=scheduler, n_workers=workers,
+                                       scheduler=scheduler, n_workers=None if jobs in (-1, 0) else jobs,
                                        rows_per_shard=shard_size, batch_size=batch_size,
                                        on_error=on_error, record_paths=record_paths,
                                        overwrite=overwrite, progress=tick)
@@ -89,25 +90,10 @@ def extract(
 def _check_manifest_has(manifest: Path, wanted: list[str], modality_columns: set[str]) -> None:
     """Fail before a long extraction when a tabular column is not in the manifest."""
     from .._errors import InputError
-    from ..data.manifest import READERS
 
-    kind = READERS.get(Path(manifest).suffix.lower())
-    if kind is None or not Path(manifest).is_file():
+    have = _manifest_header(manifest)
+    if have is None:
         return  # extract_store reports these
-    if kind in ("csv", "tsv"):
-        import pandas as pd
-
-        have = list(pd.read_csv(manifest, sep="," if kind == "csv" else "\t", nrows=0).columns)
-    elif kind == "jsonl":
-        import json
-
-        with open(manifest, encoding="utf-8") as fh:
-            first = next((line for line in fh if line.strip()), "{}")
-        have = list(json.loads(first))
-    else:
-        import pyarrow.parquet as pq
-
-        have = pq.read_schema(manifest).names
     absent = [c for c in wanted if c not in have]
     clash = [c for c in wanted if c in modality_columns]
     if absent or clash:

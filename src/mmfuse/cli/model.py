@@ -9,41 +9,46 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import (BooleanOpt, CategoricalOpt, DatesOpt, DeltaOpt, DeviceOpt, EpsilonOpt,
-                      FeaturesOpt, NumericOpt, OnErrorOpt, PoolingOpt, ScrubOpt, WeightsOpt, app, console,
-                      err_console, _encoder_spec, _errors, _load_input, _no_privacy_on_features,
-                      _parse_encoders, _placement, _print_chosen_encoders, _tabular_encoder)
+from ._common import (DEVICE_CHOICE, FUSION, INPUT, MODALITY_OPTIONS, OUTPUT, PRIVACY, AudioOpt,
+                      BooleanOpt, CategoricalOpt, DatasetOpt, DatesOpt, DeltaOpt, DeviceOpt,
+                      EncodersOpt, EpsilonOpt, FeaturesOpt, ImageOpt, LabelOpt, LabelsOpt,
+                      ManifestOpt, ModelOnErrorOpt, NumericOpt, OnErrorOpt, PoolingOpt,
+                      QuietOpt, ScrubOpt, SeedOpt, TextOpt, ViewsOpt, WeightsOpt, app, console,
+                      err_console, _Progress, _encoder_spec, _errors, _load_input,
+                      _manifest_header, _no_privacy_on_features, _parse_encoders, _placement,
+                      _print_chosen_encoders, _tabular_encoder)
 from ._private import _private_spec
 
 
 @app.command()
 def train(
-    save_model: Annotated[Path, typer.Option("--save-model", help="Where to write the fitted model (.mmfuse).")],
-    manifest: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Parquet, one row per sample.")] = None,
-    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
-    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
-    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
-    label: Annotated[Optional[str], typer.Option(help="Manifest column with the label.")] = None,
-    group: Annotated[Optional[str], typer.Option(help="Column with groups, for grouped inner splits.")] = None,
-    views: Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="labels.npy for --views.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).")] = None,
-    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc; 'auto' (or text=auto, or text=tfidf/minilm/tfidf+minilm) chooses by inner CV.")] = None,
-    fusion: Annotated[str, typer.Option(help="One strategy (see `mmfuse strategies`).")] = "late",
-    weights: WeightsOpt = "cv",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    on_error: OnErrorOpt = "raise",
-    device: DeviceOpt = "auto",
-    scrub_pii: ScrubOpt = False,
-    epsilon: EpsilonOpt = None,
-    delta: DeltaOpt = 1e-5,
-    allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the fitted model (.mmfuse).", rich_help_panel=OUTPUT)],
+    manifest: ManifestOpt = None,
+    image: ImageOpt = None,
+    text: TextOpt = None,
+    audio: AudioOpt = None,
+    label: LabelOpt = None,
+    group: Annotated[Optional[str], typer.Option(help="Column with groups, for grouped inner splits.", rich_help_panel=INPUT)] = None,
+    views: ViewsOpt = None,
+    labels: LabelsOpt = None,
+    dataset: DatasetOpt = None,
     features: FeaturesOpt = None,
     numeric: NumericOpt = None,
     categorical: CategoricalOpt = None,
     boolean: BooleanOpt = None,
     dates: DatesOpt = None,
+    on_error: OnErrorOpt = "raise",
+    encoders: EncodersOpt = None,
     pooling: PoolingOpt = "mean",
+    device: DeviceOpt = "auto",
+    fusion: Annotated[str, typer.Option(help="One strategy (see `mmfuse strategies`).", rich_help_panel=FUSION)] = "late",
+    weights: WeightsOpt = "cv",
+    seed: SeedOpt = 0,
+    scrub_pii: ScrubOpt = False,
+    epsilon: EpsilonOpt = None,
+    delta: DeltaOpt = 1e-5,
+    allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.", rich_help_panel=PRIVACY)] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
 
@@ -76,12 +81,15 @@ def train(
                                      fusion_params=(fusion_params or {}).get(fusion),
                                      scrub_pii=scrub_pii, epsilon=epsilon, delta=delta,
                                      pooling=pooling)
-        model.fit(X, y, groups=groups)
+        renamed = {m: c for m, c in (("image", image), ("text", text), ("audio", audio))
+                   if c and manifest is not None and m in X.columns}
+        with _Progress(quiet) as bar:
+            model.fit(X, y, groups=groups, source_columns=renamed, progress=bar)
         if features:
             from ..features import attach_encoders
 
             attach_encoders(model, features)  # the saved model predicts from raw files
-        model.save(save_model, allow_training_text=allow_training_text)
+        model.save(out, allow_training_text=allow_training_text)
         if epsilon is not None:
             console.print(f"differential privacy: spent epsilon={model.epsilon_spent_:g}, "
                           f"delta={model.delta_spent_:g} (budget {epsilon:g}, {delta:g})",
@@ -97,24 +105,26 @@ def train(
                       markup=False, highlight=False)
         for e in model.errors_[:20]:
             err_console.print(f"  skipped {escape(str(e))}", highlight=False)
-        console.print(f"wrote {save_model}")
+        console.print(f"wrote {out}")
 
 
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="A model file written by `mmfuse train`.")],
     manifest: Annotated[Path, typer.Option(help="CSV, JSONL or Parquet, one row per sample.")],
-    out: Annotated[Optional[Path], typer.Option(help="Write predictions (.csv, .tsv or .jsonl).")] = None,
-    image: Annotated[Optional[str], typer.Option(help="Manifest column for the model's image column, if named otherwise.")] = None,
-    text: Annotated[Optional[str], typer.Option(help="Manifest column for the model's text column, if named otherwise.")] = None,
-    audio: Annotated[Optional[str], typer.Option(help="Manifest column for the model's audio column, if named otherwise.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write predictions (.csv, .tsv or .jsonl), at full precision.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Manifest column for the model's image column (default: the column it was trained on).")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Manifest column for the model's text column (default: the column it was trained on).")] = None,
+    audio: Annotated[Optional[str], typer.Option(help="Manifest column for the model's audio column (default: the column it was trained on).")] = None,
     keep: Annotated[Optional[str], typer.Option(help="Manifest columns to copy into the output, e.g. id,label.")] = None,
-    on_error: Annotated[Optional[str], typer.Option("--on-error", help="raise or skip unreadable items (default: the model's).")] = None,
-    device: DeviceOpt = "auto",
+    on_error: ModelOnErrorOpt = None,
+    device: Annotated[DEVICE_CHOICE, typer.Option("--device", help="Where the pretrained encoders and learned heads run (auto: CUDA when present).")] = "auto",
     explain: Annotated[bool, typer.Option("--explain", help="Add share_<modality> columns: how much each modality moved each prediction.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Predict labels and per-class probabilities for every row of a manifest."""
-    from ..predict import predict_manifest, write_predictions
+    """Predict labels and per-class probabilities for every row of a manifest (by default
+    from the columns the model was trained on)."""
+    from ..predict import display_table, predict_manifest, write_predictions
 
     with _errors():
         from ..devices import resolve_device, to_device
@@ -123,22 +133,51 @@ def predict(
         _placement(None, None, [], device)  # a bad or missing device fails before loading
         fitted = to_device(load(model), resolve_device(device))
         columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
-        table = predict_manifest(fitted, manifest, columns=columns,
-                                 keep=[k.strip() for k in (keep or "").split(",") if k.strip()],
-                                 on_error=on_error, explain=explain)
+        _check_model_columns(fitted, manifest, columns)
+        with _Progress(quiet) as bar:
+            table = predict_manifest(fitted, manifest, columns=columns,
+                                     keep=[k.strip() for k in (keep or "").split(",")
+                                           if k.strip()],
+                                     on_error=on_error, explain=explain, progress=bar)
         if out:
             write_predictions(table, out)
             console.print(f"wrote {len(table)} predictions to {out}")
         else:
+            shown_table = display_table(table)
             view = Table(title=f"predictions ({len(table)} rows)", title_justify="left")
             shown = [c for c in table.columns if not c.startswith("proba_")]
             for col in shown:
                 view.add_column(col)
-            for _, row in table.head(50).iterrows():
-                view.add_row(*[str(row[c]) for c in shown])
+            for _, row in shown_table.head(50).iterrows():
+                view.add_row(*[escape(str(row[c])) for c in shown])
             console.print(view)
             if len(table) > 50:
                 console.print(f"... {len(table) - 50} more rows (use --out)")
+
+
+def _check_model_columns(model: Any, manifest: Path, flags: dict[str, str]) -> None:
+    """Before any encoding: every column the model reads is in the manifest, under the
+    name given by a flag, else the one it was trained on, else its own; a missing one is an
+    error that says which flag names it."""
+    from .._errors import InputError
+    from ..predict import model_columns, source_columns
+
+    have = _manifest_header(manifest)
+    if have is None:
+        return  # predict_manifest reports an unreadable manifest
+    remembered = source_columns(model)
+    for col in model_columns(model):
+        if col not in model.featurizer().views or getattr(model.encoders_.get(col),
+                                                          "multi_column", False):
+            continue  # a tabular view's columns keep their names
+        wanted = flags.get(col) or remembered.get(col, col)
+        if wanted in have:
+            continue
+        hint = (f"; name it with --{col} COLUMN" if col in MODALITY_OPTIONS else "")
+        origin = ("" if col in flags else " (the column it was trained on)"
+                  if col in remembered else "")
+        raise InputError(f"manifest {str(manifest)!r} lacks column {wanted!r}{origin} for "
+                         f"the model's {col} column; it has {have}{hint}")
 
 
 @app.command()
@@ -157,7 +196,7 @@ def serve(
     request_timeout: Annotated[float, typer.Option(min=0, help="Seconds a /predict request may take before a 503 (0: no limit).")] = 30.0,
     drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM/Ctrl-C: seconds in-flight requests get to finish.")] = 30.0,
     access_log: Annotated[bool, typer.Option(help="Log method, path, status, latency and size of each request.")] = True,
-    device: DeviceOpt = "auto",
+    device: Annotated[DEVICE_CHOICE, typer.Option("--device", help="Where the pretrained encoders and learned heads run (auto: CUDA when present).")] = "auto",
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, /model, /metrics, /docs."""
     from ..serving import run_server

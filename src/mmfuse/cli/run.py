@@ -3,18 +3,19 @@ and the seed baseline (``--missing``: robustness to a missing modality)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import (BooleanOpt, CategoricalOpt, DatesOpt, DeltaOpt, DeviceOpt, EpsilonOpt,
-                      FeaturesOpt, FusionOpt, JobsOpt, JsonOpt, NumericOpt, OnErrorOpt, PoolingOpt,
-                      ProgressOpt,
-                      ReportOpt, SchedulerOpt, ScrubOpt, WeightsOpt, app, console, err_console,
-                      print_results, _Progress, _encoder_spec, _errors, _load_input,
+from ._common import (EVALUATION, INPUT, AudioOpt, BooleanOpt, CategoricalOpt, CvOpt,
+                      DatasetOpt, DatesOpt, DeltaOpt, DeviceOpt, EncodersOpt, EpsilonOpt,
+                      FeaturesOpt, FusionOpt, ImageOpt, JobsOpt, JsonOpt, LabelOpt, LabelsOpt,
+                      ManifestOpt, NumericOpt, OnErrorOpt, PoolingOpt, QuietOpt, ReportOpt,
+                      SchedulerOpt, ScrubOpt, SeedOpt, TextOpt, ViewsOpt, WeightsOpt, app,
+                      console, err_console, print_results, _Progress, _cv_spec, _encoder_spec,
+                      _errors, _load_input,
                       _no_privacy_on_features, _parse_encoders, _parse_strategies, _placement,
                       _print_chosen_encoders, _tabular_encoder, _write_outputs)
 from ._private import _evaluate_private_and_print, _private_spec
@@ -22,39 +23,39 @@ from ._private import _evaluate_private_and_print, _private_spec
 
 @app.command()
 def run(
-    manifest: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Parquet, one row per sample.")] = None,
-    image: Annotated[Optional[str], typer.Option(help="Manifest column with image paths.")] = None,
-    text: Annotated[Optional[str], typer.Option(help="Manifest column with text.")] = None,
-    audio: Annotated[Optional[str], typer.Option(help="Manifest column with audio paths.")] = None,
-    label: Annotated[Optional[str], typer.Option(help="Manifest column with the label.")] = None,
-    group: Annotated[Optional[str], typer.Option(help="Column with groups (speaker...) for grouped CV.")] = None,
-    views: Annotated[Optional[str], typer.Option(help="Pre-extracted arrays: image=images.npy,text=texts.npy")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="labels.npy for --views.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="A bundled dataset (see `mmfuse datasets`).")] = None,
-    encoders: Annotated[Optional[str], typer.Option(help="Per modality: image=hog,text=tfidf,audio=mfcc; 'auto' (or text=auto, or text=tfidf/minilm/tfidf+minilm) chooses by inner CV.")] = None,
-    fusion: FusionOpt = "early,weighted,late,stacking",
-    weights: WeightsOpt = "cv",
-    cv: Annotated[Optional[str], typer.Option(help="Folds (int) or 'loso'. Default: the dataset's, else 5.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    on_error: OnErrorOpt = "raise",
-    json_out: JsonOpt = None,
-    report: ReportOpt = None,
-    progress: ProgressOpt = True,
-    jobs: JobsOpt = -1,
-    missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.")] = None,
-    missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).")] = "best",
-    train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.")] = False,
-    device: DeviceOpt = "auto",
-    scrub_pii: ScrubOpt = False,
-    epsilon: EpsilonOpt = None,
-    delta: DeltaOpt = 1e-5,
+    manifest: ManifestOpt = None,
+    image: ImageOpt = None,
+    text: TextOpt = None,
+    audio: AudioOpt = None,
+    label: LabelOpt = None,
+    group: Annotated[Optional[str], typer.Option(help="Column with groups (speaker...) for grouped CV.", rich_help_panel=INPUT)] = None,
+    views: ViewsOpt = None,
+    labels: LabelsOpt = None,
+    dataset: DatasetOpt = None,
     features: FeaturesOpt = None,
-    scheduler: SchedulerOpt = None,
     numeric: NumericOpt = None,
     categorical: CategoricalOpt = None,
     boolean: BooleanOpt = None,
     dates: DatesOpt = None,
+    on_error: OnErrorOpt = "raise",
+    encoders: EncodersOpt = None,
     pooling: PoolingOpt = "mean",
+    device: DeviceOpt = "auto",
+    fusion: FusionOpt = "early,weighted,late,stacking",
+    weights: WeightsOpt = "cv",
+    cv: CvOpt = None,
+    seed: SeedOpt = 0,
+    jobs: JobsOpt = -1,
+    scheduler: SchedulerOpt = None,
+    missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.", rich_help_panel=EVALUATION)] = None,
+    missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).", rich_help_panel=EVALUATION)] = "best",
+    train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.", rich_help_panel=EVALUATION)] = False,
+    scrub_pii: ScrubOpt = False,
+    epsilon: EpsilonOpt = None,
+    delta: DeltaOpt = 1e-5,
+    json_out: JsonOpt = None,
+    report: ReportOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
@@ -76,29 +77,29 @@ def run(
         encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
             _encoder_spec(X, enc, tab), enc, epsilon, scrub_pii, saving=False)
         encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
-        cv_spec: Any = default_cv if cv is None else (cv if cv == "loso" else int(cv))
+        cv_spec = _cv_spec(cv, default_cv)
         if epsilon is not None:
             _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec,
-                                        seed, on_error, json_out, report, progress, title,
+                                        seed, on_error, json_out, report, quiet, title,
                                         epsilon, missing, delta, pooling=pooling)
             return
         from ..distributed import fold_backend
 
         with fold_backend(scheduler):
             _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights,
-                                cv_spec, seed, on_error, json_out, report, progress, title, jobs,
+                                cv_spec, seed, on_error, json_out, report, quiet, title, jobs,
                                 missing, missing_modality, train_missing, fusion_params,
                                 pooling=pooling)
 
 
 def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
-                        json_out, report, progress, title, jobs=-1, missing=None,
+                        json_out, report, quiet, title, jobs=-1, missing=None,
                         missing_modality="best", train_missing=False,
                         fusion_params=None, pooling="mean") -> Any:
     from ..evaluate import FeatureTable, evaluate
 
     robustness = None
-    with _Progress(progress) as bar:
+    with _Progress(quiet) as bar:
         table = FeatureTable(X, encoder_spec, on_error, bar, pooling=pooling)
         result = evaluate(X, y, features=table, groups=groups, strategies=strategies,
                           weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,

@@ -87,6 +87,16 @@ class EvaluationResult:
     def best(self) -> Row:
         return max(self.rows, key=lambda r: (r.accuracy, r.macro_f1))
 
+    @property
+    def best_tied_with(self) -> str | None:
+        """The runner-up's name when its 95% interval overlaps the best row's (the best is
+        picked on the mean alone; these folds do not tell the two apart), else None."""
+        ranked = sorted(self.rows, key=lambda r: (r.accuracy, r.macro_f1), reverse=True)
+        if len(ranked) < 2:
+            return None
+        best, second = ranked[0], ranked[1]
+        return second.name if best.accuracy_ci95[0] <= second.accuracy_ci95[1] else None
+
     def row(self, name: str) -> Row:
         for r in self.rows:
             if r.name == name:

@@ -126,6 +126,7 @@ def run_record(result: Any, argv: Sequence[str] | None = None) -> dict[str, Any]
         "classes": [_plain(c) for c in result.classes], "cv": dict(result.cv),
         "inner_cv": result.inner_cv, "encoders": dict(result.encoders),
         "rows": [_row(r) for r in result.rows], "best": result.best.name,
+        "best_tied_with": result.best_tied_with,
         "weights_fallback": sorted({r.name for r in result.rows
                                     if any(f for f in r.weights_fallback)}),
     }

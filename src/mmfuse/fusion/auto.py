@@ -40,11 +40,9 @@ imputer (no inner test row would use it).
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,45 +53,12 @@ from .base import FusionStrategy, WeightsFallbackWarning, create_fusion, registe
 from .choice import SIMPLE, SINGLE_PREFIX, choose, simple_order, tied_with
 from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
 from .experts import out_of_fold_probas, reuse_fit, shared_experts
+from .candidates import (CLASSICAL_CANDIDATES, NEURAL_CANDIDATES, RACED_HEADS,  # noqa: F401
+                         WEIGHTED, Candidate, RacedOut, fused_candidates, head_race,
+                         is_raced)
 from .splits import fallback_reason, inner_splits
 
-#: Classical candidates: (strategy, parameters). Weight variants are separate candidates.
-CLASSICAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("early", {"weights": "equal"}),
-    ("late", {"weights": "equal"}),
-    ("seed-baseline", {}),
-    ("late", {"weights": "cv"}),
-    ("stacking", {}),
-)
-# (``weighted`` is not a default candidate: on class scores it is a constrained stacking,
-# and scoring its weight grid on every inner fold costs more than all the others together;
-# add it with ``candidates=``.)
-#: Learned heads, added when PyTorch is installed (``neural="auto"``).
-NEURAL_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("gmu", {}), ("attention", {}), ("lowrank", {}),
-)
-#: Strategies whose ``weights`` parameter changes the model (the others ignore it).
-WEIGHTED = ("early", "weighted", "late")
 AVERAGE_PREFIX = "average"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    name: str
-    fusion: str
-    modalities: tuple[str, ...]
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-def _label(fusion: str, params: Mapping[str, Any]) -> str:
-    w = params.get("weights")
-    if w is None:
-        return fusion
-    return f"{fusion}[{w}]" if isinstance(w, str) else f"{fusion}[custom]"
-
-
-def _torch_installed() -> bool:
-    return importlib.util.find_spec("torch") is not None
 
 
 @register_fusion("auto", description="picks the strategy and weights, or a greedy ensemble of "
@@ -122,11 +87,21 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         classical strategies (early and late with equal weights, the seed baseline, late
         fusion with cv weights, stacking) plus the learned heads
         when ``neural`` allows. Every single modality is always a candidate as well.
-    neural : bool or "auto", default=False
-        Add the learned heads (gmu, attention, lowrank) to the default candidates: True
-        always (an error without PyTorch), ``"auto"`` when PyTorch is installed. Off by
-        default: each head is trained once per inner fold, which costs more than all the
-        classical candidates together.
+    neural : bool, "auto", str or sequence of str, default="gmu"
+        Learned heads added to the default candidates. A head name or a list of names
+        (the default, ``"gmu"``): those heads, when PyTorch is installed, *raced*: each
+        head is scored with one network per inner fold (the refit trains the full
+        ensemble), after the classical candidates, and a head whose mean inner accuracy
+        trails the best simple candidate's by more than :data:`HEAD_RACE_MARGIN` after
+        :data:`HEAD_RACE_MIN_FOLDS` inner folds is not trained on the other folds and
+        cannot be chosen (``failed_candidates_`` says so). ``"auto"``: every head (gmu,
+        attention, lowrank) when PyTorch is installed; True: every head (an error without
+        PyTorch); False: none. A head is chosen, as any learned combination, only when it
+        beats the best simple candidate by more than one standard error.
+        Why gmu by default: on grouped data where one modality is weak under shift, a
+        gated head that learns per row how much to trust each modality gained several
+        points over every simple fusion (benchmarks/RESULTS.md), while the race stops it
+        after two inner folds where it does not help.
     candidate_params : dict or None, default=None
         Extra parameters per strategy name, e.g. ``{"gmu": {"max_epochs": 50}}``.
     ensemble : bool, default=False
@@ -178,7 +153,7 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
 
     def __init__(self, classifier: Any = None, weights: Any = "cv", cv: int = 5,
                  candidate_cv: int | None = None, candidates: Sequence[Any] | None = None,
-                 neural: Any = False,
+                 neural: Any = RACED_HEADS[0],
                  candidate_params: Mapping[str, Mapping[str, Any]] | None = None,
                  ensemble: bool = False, ensemble_size: int = 20, average_ties: bool = False,
                  random_state: Any = None):
@@ -196,49 +171,11 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
 
     # -- candidates -----------------------------------------------------------------------
     def _fused_candidates(self, modalities: tuple[str, ...]) -> list[Candidate]:
-        from .base import FUSIONS, _load_builtin
+        return fused_candidates(modalities, self.candidates, self.neural, self.weights,
+                                self.candidate_params)
 
-        _load_builtin()
-        if self.neural not in (True, False, "auto"):
-            raise InputError(f"neural must be True, False or 'auto'; got {self.neural!r}")
-        if self.candidates is None:
-            specs = list(CLASSICAL_CANDIDATES)
-            if self.neural is True or (self.neural == "auto" and _torch_installed()):
-                specs += list(NEURAL_CANDIDATES)
-        else:
-            if isinstance(self.candidates, str):
-                raise InputError(
-                    f"candidates must be a list of strategy names or (name, params) pairs; "
-                    f"got the string {self.candidates!r}"
-                )
-            specs = []
-            for spec in self.candidates:
-                if isinstance(spec, str):
-                    specs.append((spec, {}))
-                elif (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)
-                      and isinstance(spec[1], Mapping)):
-                    specs.append((spec[0], dict(spec[1])))
-                else:
-                    raise InputError(
-                        f"each candidate must be a strategy name or a (name, params) pair; "
-                        f"got {spec!r}"
-                    )
-        extra = dict(self.candidate_params or {})
-        out, seen = [], set()
-        for fusion, params in specs:
-            if fusion == "auto":
-                raise InputError("'auto' cannot be one of its own candidates")
-            FUSIONS.entry(fusion)  # unknown names fail with the valid list
-            params = {**params, **dict(extra.get(fusion, {}))}
-            if fusion in WEIGHTED and (not isinstance(self.weights, str) or self.weights != "cv"
-                                       or "weights" not in params):
-                params["weights"] = self.weights  # fixed weights override the list's
-            name = _label(fusion, params)
-            if name in seen:
-                continue
-            seen.add(name)
-            out.append(Candidate(name, fusion, modalities, params))
-        return out
+    def _raced(self, c: Candidate) -> bool:
+        return is_raced(c, self.candidates, self.neural)
 
     def _all_candidates(self, modalities: list[str]) -> list[Candidate]:
         mods = tuple(sorted(modalities))
@@ -367,8 +304,12 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                     base_oof = None
         self.cost_seconds_["per-modality experts (inner CV)"] = time.perf_counter() - t0
         oof: dict[str, np.ndarray] = {}
-        for c in candidates:
+        # raced heads last: the race compares them with the simple candidates' fold scores
+        order = ([c for c in candidates if not self._raced(c)]
+                 + [c for c in candidates if self._raced(c)])
+        for c in order:
             t0 = time.perf_counter()
+            race = self._race(c, splits, y) if self._raced(c) else None
             try:
                 with warnings.catch_warnings():
                     # a modality absent from one inner fold is expected here
@@ -377,9 +318,11 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                     # as what it claims to be (its equal-weight form is a candidate too)
                     warnings.simplefilter("error", WeightsFallbackWarning)
                     proba = self._candidate_oof(c, splits, views, y, present, groups,
-                                                base_oof)
-            except (InputError, MissingDependencyError, WeightsFallbackWarning) as exc:
+                                                base_oof, race)
+            except (InputError, MissingDependencyError, RacedOut,
+                    WeightsFallbackWarning) as exc:
                 self.failed_candidates_[c.name] = str(exc)
+                self.cost_seconds_[c.name] = time.perf_counter() - t0
                 continue
             oof[c.name] = proba
             self._record(c.name, proba, y, splits)
@@ -394,9 +337,15 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         self.inner_scores_[name] = float(np.mean(proba.argmax(axis=1) == y))
         self.inner_log_loss_[name] = float(-np.log(truth).mean())
 
+    def _race(self, c: Candidate, splits: list, y: np.ndarray) -> Any:
+        return head_race(self.inner_fold_scores_, splits, y)
+
     def _candidate_oof(self, c: Candidate, splits: list, views: Views, y: np.ndarray,
-                       present: Present, groups: Any, base_oof: dict | None) -> np.ndarray:
-        """A candidate's out-of-fold probabilities (rows it cannot see get the prior)."""
+                       present: Present, groups: Any, base_oof: dict | None,
+                       race: Any = None) -> np.ndarray:
+        """A candidate's out-of-fold probabilities (rows it cannot see get the prior).
+        ``race``: called after each fold with the fold index and the probabilities so far
+        (it raises to stop)."""
         k = len(self.classes_)
         out = np.full((len(y), k), np.nan)
         est0 = self._build(c)
@@ -406,7 +355,7 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         mods = list(c.modalities)
         sees = np.any(np.stack([present[m] for m in mods]), axis=0)
         complete = all(present[m].all() for m in mods)
-        for train, test in splits:
+        for j, (train, test) in enumerate(splits):
             if meta:
                 # the meta level, cross-validated on the shared out-of-fold probabilities
                 est = self._build(c)
@@ -432,6 +381,11 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                     # skipping the imputer's fit changes no prediction (it stays on for
                     # the refit, whose test rows may miss some)
                     est.set_params(impute=False)
+                if race is not None and "n_members" not in c.params:
+                    # a raced head is scored with one network per inner fold (a third of
+                    # the default ensemble's cost; the refit trains the whole ensemble, so
+                    # the inner score is, if anything, pessimistic)
+                    est.set_params(n_members=1)
 
                 def fit(est=est, v_tr=v_tr, p_tr=p_tr, g_tr=g_tr, y_tr=y[train]) -> Any:
                     return self._fit_candidate(est, c, v_tr, y_tr, p_tr, g_tr)
@@ -448,6 +402,8 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
             proba = np.asarray(proba, dtype=float)
             proba[~sees[test]] = prior
             out[test] = proba
+            if race is not None:
+                race(j, out)
         return out
 
 

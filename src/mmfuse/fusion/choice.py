@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .._stats import beats_by_one_se, within_one_se
+
 #: Candidates that combine the modalities without learning how: with the single
 #: modalities, the "simple" side of the one-standard-error rule. In this order of
 #: preference when the inner folds cannot tell them apart (see :func:`choose`): fewest
@@ -34,9 +36,7 @@ def one_se_choice(fold_scores: Mapping[str, np.ndarray], simple: Any) -> str:
     if best in plain or not plain:
         return best
     ref = max(plain, key=lambda n: (means[n], -names.index(n)))
-    diff = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[ref], float)
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    return best if diff.mean() > se else ref
+    return best if beats_by_one_se(fold_scores[best], fold_scores[ref]) else ref
 
 
 def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> list[str]:
@@ -44,9 +44,7 @@ def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> 
     per-fold differences) of ``best``'s, ``best`` included, in name order."""
     out = []
     for n in sorted(set(simple) & set(fold_scores)):
-        d = np.asarray(fold_scores[best], float) - np.asarray(fold_scores[n], float)
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        if n == best or d.mean() <= se:
+        if n == best or within_one_se(fold_scores[n], fold_scores[best]):
             out.append(n)
     return out
 
@@ -88,8 +86,6 @@ def choose(fold_scores: Mapping[str, Any]) -> str:
     for n in simple:
         if n not in SIMPLE:
             break
-        d = scores[pick] - scores[n]
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        if d.mean() <= se and scores[n].mean() >= floor:
+        if within_one_se(scores[n], scores[pick]) and scores[n].mean() >= floor:
             return n
     return pick

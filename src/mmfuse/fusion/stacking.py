@@ -8,14 +8,14 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from ..views import Present, Views
-from .choice import one_se_choice
+from .choice import SINGLE_PREFIX, one_se_choice
 from .experts import cross_fitted_experts, fit_experts, out_of_fold_probas, predict_cross_fitted
 from .imputer import BlockImputer
 from .linear import make_classifier
 from .splits import inner_splits
 from .weights import normalise_weights
 from .base import FusionStrategy, register_fusion
-from .late import LOG_FLOOR, pooled_log_scores
+from .late import LOG_FLOOR
 
 
 def _meta_model(C: float) -> Any:
@@ -55,6 +55,16 @@ class StackingFusion(FusionStrategy):
         other modalities' (:class:`~mmfuse.fusion.imputer.BlockImputer`, fit on the
         out-of-fold training probabilities); False uses the class prior. The presence flags
         are meta-features either way.
+    fallback : bool, default=True
+        The one-standard-error rule inside stacking: the default meta-model is kept only
+        when, on the inner splits that choose its penalty, it beats the best *simple*
+        combination of the same out-of-fold probabilities — the equal-weight mean of
+        log-probabilities (late fusion with equal weights) or one modality alone — by more
+        than one standard error of the paired per-fold differences; otherwise stacking
+        predicts with that simple combination (``meta_fallback_`` names it). A meta-model
+        with K·M inputs per class fits the training groups' quirks, and on unseen groups it
+        fell below the best single modality (see benchmarks/RESULTS.md); a learned
+        combination must show it pays, as in ``auto``. Only for the default meta-model.
 
     Attributes
     ----------
@@ -62,14 +72,21 @@ class StackingFusion(FusionStrategy):
         meta-model sees inputs calibrated like its out-of-fold training inputs) and the
         meta-classifier
     meta_C_ : float or None, the penalty chosen for the default meta-model
+    meta_fallback_ : str or None
+        ``"equal"`` or ``"single:<modality>"`` when the one-SE fallback replaced the
+        meta-model (see ``fallback``), else None.
+    meta_fold_scores_ : dict of str -> list of float
+        Per-inner-fold accuracy of the meta-model and of each simple combination, on the
+        splits that decided the fallback (empty when there were none).
     imputer_ : BlockImputer or None
     modality_weights_ : dict, share of the meta-classifier's absolute coefficients per modality
     """
 
     def __init__(self, classifier: Any = None, meta_classifier: Any = None, weights: Any = "cv",
                  cv: int = 5, random_state: Any = None, impute: bool = True,
-                 meta_Cs: tuple[float, ...] = (0.01, 0.1, 1.0)):
+                 meta_Cs: tuple[float, ...] = (0.01, 0.1, 1.0), fallback: bool = True):
         self.classifier = classifier
+        self.fallback = fallback
         self.meta_classifier = meta_classifier
         self.meta_Cs = meta_Cs
         self.weights = weights
@@ -114,6 +131,7 @@ class StackingFusion(FusionStrategy):
         k = len(self.classes_)
         self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
         self.meta_, self.meta_C_, self.imputer_ = None, None, None
+        self.meta_fallback_ = "equal"  # predicts with late fusion's equal weights
         self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
         self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
         return True
@@ -123,11 +141,19 @@ class StackingFusion(FusionStrategy):
         """The meta-model on per-modality out-of-fold probabilities (the meta level)."""
         k = len(self.classes_)
         self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
+        if not isinstance(self.fallback, (bool, np.bool_)):
+            from .._errors import InputError
+
+            raise InputError(f"fallback must be True or False; got {self.fallback!r}")
         meta_x = self._meta_features(oof, fit_imputer=True)
         self.meta_C_ = None
+        self.meta_fallback_ = None
+        self.meta_fold_scores_: dict[str, list[float]] = {}
         if self.meta_classifier is None:
             self.meta_C_ = self._choose_C(meta_x, y, groups)
             self.meta_ = _meta_model(self.meta_C_)
+            if self.fallback and self.meta_fold_scores_:
+                self.meta_fallback_ = self._simple_fallback(oof, y)
         else:
             self.meta_ = make_classifier(self.meta_classifier, self.random_state)
         self.meta_.fit(meta_x, y)
@@ -135,7 +161,11 @@ class StackingFusion(FusionStrategy):
         coef = getattr(final, "coef_", None)
         if coef is not None and hasattr(self.meta_, "steps"):
             coef = coef / self.meta_[0].scale_  # back to the unscaled meta-features
-        if coef is not None:
+        if self.meta_fallback_ is not None:
+            used = sorted(oof) if self.meta_fallback_ == "equal" else [
+                self.meta_fallback_.removeprefix(SINGLE_PREFIX)]
+            self.modality_weights_ = normalise_weights({m: float(m in used) for m in oof})
+        elif coef is not None:
             # A modality's weight is how much its block moves the meta-model's scores
             # (spread of its contribution over the training rows), not the raw coefficient
             # size: a near-constant input can carry big coefficients and change nothing.
@@ -157,7 +187,8 @@ class StackingFusion(FusionStrategy):
         # 3 inner folds at most, as for weighted's grid: this choice is nested in every
         # inner fold of auto, and a penalty path needs fewer folds than a model choice
         splits = inner_splits(y, groups, min(self.cv, 3), self.random_state)
-        if len(Cs) == 1 or not splits:
+        self._fallback_splits = splits
+        if not splits:
             return Cs[0]
         Cs = sorted(Cs)  # strongest penalty first: preferred among ties
         acc = np.zeros((len(Cs), len(splits)))
@@ -173,19 +204,52 @@ class StackingFusion(FusionStrategy):
         self.meta_C_scores_ = {float(k): float(v.mean()) for k, v in scores.items()}
         best = max(scores, key=lambda k: scores[k].mean())
         # the strongest penalty within one standard error of the best
+        pick = best
         for k in scores:
             if one_se_choice({best: scores[best], k: scores[k]}, {k}) == k:
-                return float(k)
-        return float(best)
+                pick = k
+                break
+        self.meta_fold_scores_ = {"meta": scores[pick].tolist()}
+        return float(pick)
+
+    def _simple_fallback(self, oof: dict[str, np.ndarray], y: np.ndarray) -> str | None:
+        """The simple combination stacking falls back to, or None when the meta-model beats
+        the best of them by more than one standard error (on the penalty's inner splits)."""
+        for name in ["equal"] + [SINGLE_PREFIX + m for m in sorted(oof)]:
+            proba = self._simple_proba(name, oof)
+            self.meta_fold_scores_[name] = [
+                float(np.mean(proba[test].argmax(axis=1) == y[test]))
+                for _, test in self._fallback_splits]
+        # simple candidates in order of preference: the equal-weight mean first
+        pick = one_se_choice(self.meta_fold_scores_, set(self.meta_fold_scores_) - {"meta"})
+        return None if pick == "meta" else pick
+
+    def _simple_proba(self, name: str, probas: dict[str, np.ndarray]) -> np.ndarray:
+        """Probabilities of a simple combination: the equal-weight mean of log-probabilities
+        over the present modalities (``"equal"``: late fusion's equal weights) or one
+        modality's (a row that lacks it
+        gets the equal-weight mean of the others; a row with none gets the prior)."""
+        from scipy.special import softmax
+
+        from .late import pooled_log_scores
+
+        mods = sorted(probas)
+        scores = pooled_log_scores(probas, dict.fromkeys(mods, 1.0 / len(mods)))
+        if name != "equal":
+            m = name.removeprefix(SINGLE_PREFIX)
+            has = ~np.isnan(probas[m]).any(axis=1)
+            scores[has] = np.log(np.clip(probas[m][has], LOG_FLOOR, 1.0))
+        out = softmax(scores, axis=1)
+        none = np.all([np.isnan(probas[m]).any(axis=1) for m in mods], axis=0)
+        out[none] = self.prior_ / self.prior_.sum()
+        return out
 
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
         return predict_cross_fitted(self.experts_, views, present, self._predict_meta)
 
     def _predict_meta(self, probas: dict[str, np.ndarray], present: Present) -> np.ndarray:
-        if self.meta_ is None:  # the equal-weight fallback (weights_fallback_)
-            from scipy.special import softmax
-
-            return softmax(pooled_log_scores(probas, self.modality_weights_), axis=1)
+        if getattr(self, "meta_fallback_", None) is not None:
+            return self._simple_proba(self.meta_fallback_, probas)
         proba = self.meta_.predict_proba(self._meta_features(probas))
         out = np.zeros((len(proba), len(self.classes_)))
         out[:, np.asarray(self.meta_.classes_, dtype=int)] = proba

@@ -138,9 +138,15 @@ def membership_audit(proba_members: np.ndarray, y_members: Any, proba_non_member
 
 
 def audit_model(model: Any, X_members: Any, y_members: Any, X_non_members: Any,
-                y_non_members: Any, **kwargs: Any) -> AuditResult:
+                y_non_members: Any, *, progress: Any = None, **kwargs: Any) -> AuditResult:
     """:func:`membership_audit` of a fitted :class:`~mmfuse.MultimodalClassifier` on raw
-    member and non-member samples (same columns as for ``predict_proba``)."""
-    return membership_audit(model.predict_proba(X_members), y_members,
-                            model.predict_proba(X_non_members), y_non_members,
+    member and non-member samples (same columns as for ``predict_proba``);
+    ``progress(stage, done, total)`` is called as their features are computed."""
+    def proba(X: Any, who: str) -> np.ndarray:
+        tick = None if progress is None else (
+            lambda stage, done, total: progress(f"{who}: {stage}", done, total))
+        return model.predict_report(X, progress=tick).proba
+
+    return membership_audit(proba(X_members, "members"), y_members,
+                            proba(X_non_members, "non-members"), y_non_members,
                             model.classes_, **kwargs)

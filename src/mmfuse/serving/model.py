@@ -33,6 +33,9 @@ class ModelSpec:
     featurizer: Featurizer | None = None
     #: views that read several request fields (tabular): view -> encoder
     tables: dict[str, Any] = field(default_factory=dict)
+    #: the training manifest's column name -> the model column it feeds (a field may be
+    #: named either way: the model remembers the columns it was trained on)
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def model_spec(model: Any, max_upload_bytes: int, max_text_chars: int,
@@ -72,7 +75,15 @@ def model_spec(model: Any, max_upload_bytes: int, max_text_chars: int,
               if getattr(featurizer.encoders[c], "multi_column", False)}
     for c, enc in tables.items():
         encoders[c]["columns"] = list(enc.input_columns)  # the request's fields
-    return ModelSpec(columns, kinds, used, dims, classes, info, featurizer, tables)
+    from ..predict import source_columns
+
+    table_fields = {f for enc in tables.values() for f in enc.input_columns}
+    aliases = {src: col for col, src in source_columns(model).items()
+               if col in kinds and col not in tables and src not in kinds
+               and src not in table_fields}
+    for src, col in aliases.items():
+        encoders[col]["field_alias"] = src
+    return ModelSpec(columns, kinds, used, dims, classes, info, featurizer, tables, aliases)
 
 
 def warm_up_model(model: Any) -> None:

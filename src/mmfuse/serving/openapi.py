@@ -28,6 +28,10 @@ def openapi_request(spec: ModelSpec, max_text_chars: int) -> dict[str, Any]:
                 vector.update(minItems=spec.dims[col], maxItems=spec.dims[col])
             as_json[col] = vector
             multipart[col] = {"type": "string", "description": "feature vector as a JSON array"}
+    for alias, col in spec.aliases.items():  # the training manifest's name of a column
+        note = f"the same as {col!r} (the column the model was trained on)"
+        multipart[alias] = {**multipart[col], "description": note}
+        as_json[alias] = {**as_json[col], "description": note}
     description = (f"Any subset of the fields {spec.columns}; at least one that the model "
                    f"uses ({spec.used}).")
     return {"requestBody": {"required": True, "description": description, "content": {

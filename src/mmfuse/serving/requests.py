@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 from typing import Any
 
@@ -171,6 +171,8 @@ def items_from_fields(fields: list[Field], spec: ModelSpec, max_upload_bytes: in
     """Raw items by column from form fields: bytes for files, str for text; the fields of a
     tabular view (named after its columns) make one row item."""
     table_cols = {c for enc in spec.tables.values() for c in enc.input_columns}
+    fields = [replace(f, name=spec.aliases[f.name]) if f.name in spec.aliases else f
+              for f in fields]
     cells: dict[str, Any] = {}
     for f in fields:
         if f.name in table_cols:
@@ -227,6 +229,7 @@ def items_from_json(body: bytes, spec: ModelSpec, max_upload_bytes: int,
     if not doc:
         raise ApiError(400, "empty_request",
                        f"the JSON object is empty; send at least one of the fields {spec.columns}")
+    doc = _canonical_names(doc, spec)
     doc, tables = _table_items(doc, spec)
     _check_names(list(doc), spec)
     items: dict[str, Any] = dict(tables)
@@ -244,6 +247,18 @@ def items_from_json(body: bytes, spec: ModelSpec, max_upload_bytes: int,
         else:
             items[name] = _check_vector(name, value, spec.dims[name])
     return {k: v for k, v in items.items() if v is not None}
+
+
+def _canonical_names(doc: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+    """Fields named after the training manifest's columns, renamed to the model's columns."""
+    out: dict[str, Any] = {}
+    for name, value in doc.items():
+        col = spec.aliases.get(name, name)
+        if col in out:
+            raise ApiError(422, "duplicate_field", f"fields {name!r} and {col!r} are the same "
+                           f"column; give one", field=name)
+        out[col] = value
+    return out
 
 
 def _table_items(doc: dict[str, Any], spec: ModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -4,8 +4,9 @@ Loading only lists files (no decoding): image and audio cells are absolute paths
 images are 28x28 uint8 arrays), text cells are strings, a missing modality is None.
 
 The data root is ``root=``, else ``$MMFUSE_DATA``, else ``<user cache>/mmfuse/datasets``;
-each raw source lives in ``<root>/fsdd``, ``<root>/sign-digits`` and ``<root>/tuxpaint`` with
-its upstream layout, and is downloaded and verified there when missing.
+each raw source lives in ``<root>/fsdd``, ``<root>/sign-digits``, ``<root>/tuxpaint`` and
+``<root>/icons/<theme>`` with its upstream layout, and is downloaded (Debian packages with
+``apt-get download``) and verified there when missing.
 
 Examples
 --------

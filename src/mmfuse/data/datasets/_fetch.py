@@ -1,6 +1,7 @@
 """Fetch a raw dataset folder from its pinned upstream archive, verified before it lands.
 
-A fetch downloads into a temporary folder next to the target, extracts only the files the
+The archive comes from its URLs, or, for a Debian package, from ``apt-get download
+<package>=<version>`` (the system's own package client and mirrors). A fetch downloads into a temporary folder next to the target, extracts only the files the
 dataset keeps, checks the sha256 of their ``sha256sum`` listing against the pinned value
 and only then renames the result into place. On any failure nothing is left behind.
 """
@@ -12,6 +13,7 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
 import urllib.error
@@ -39,11 +41,11 @@ class Source:
     Attributes
     ----------
     folder : str
-        Folder name under the data root, e.g. ``"fsdd"``.
+        Folder under the data root, e.g. ``"fsdd"``; ``/`` nests it (``"icons/tango"``).
     marker : str
         Entry of ``folder`` whose absence means the dataset must be fetched.
     urls : tuple of str
-        Archive URLs, tried in order.
+        Archive URLs, tried in order; empty when ``apt`` names the package.
     archive : {"zip", "deb"}
         Archive format.
     archive_sha256 : str or None
@@ -56,6 +58,9 @@ class Source:
         Maps an archive member name to a path relative to ``folder``, or None to ignore it.
     keep : callable
         Selects, from all relative paths, the ones the dataset keeps.
+    apt : str or None
+        ``"<package>=<version>"`` of a Debian package fetched with ``apt-get download``
+        instead of from ``urls`` (its ``archive_sha256`` is still checked).
     """
 
     folder: str
@@ -67,10 +72,16 @@ class Source:
     description: str
     relocate: Callable[[str], str | None]
     keep: Callable[[list[str]], list[str]]
+    apt: str | None = None
 
     @property
     def name(self) -> str:
         return self.folder
+
+    @property
+    def origin(self) -> str:
+        """Where the archive comes from, for messages."""
+        return f"`apt-get download {self.apt}`" if self.apt else self.urls[0]
 
     def verify(self, root: Path) -> dict:
         """Recompute the content hash of ``root/<folder>`` (see ``verify_dataset``)."""
@@ -187,10 +198,12 @@ def fetch(source: Source, root: Path) -> None:
     """
     target = root / source.folder
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{source.folder}.partial-", dir=root))
+    prefix = "." + source.folder.replace("/", "-") + ".partial-"
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     try:
         archive = staging / f"archive.{source.archive}"
-        url, archive_sha256 = _download_first(source, archive, target)
+        obtain = _apt_download if source.apt else _download_first
+        url, archive_sha256 = obtain(source, archive, target)
         if source.archive_sha256 is not None and archive_sha256 != source.archive_sha256:
             raise InputError(
                 f"archive {url} has sha256 {archive_sha256}, expected "
@@ -215,7 +228,7 @@ def fetch(source: Source, root: Path) -> None:
 def _missing_message(source: Source, target: Path, why: str) -> str:
     return (
         f"{target / source.marker} is missing ({why}); fill {target} with {source.description}, "
-        f"from {source.urls[0]}"
+        f"from {source.origin}"
     )
 
 
@@ -228,6 +241,30 @@ def _download_first(source: Source, dest: Path, target: Path) -> tuple[str, str]
         except (urllib.error.URLError, OSError, ValueError) as exc:
             errors.append(f"{url}: {exc}")
     raise InputError(_missing_message(source, target, "download failed: " + "; ".join(errors)))
+
+
+def _apt_download(source: Source, dest: Path, target: Path) -> tuple[str, str]:
+    """``apt-get download`` the pinned package into ``dest``'s folder; its origin and sha256."""
+    apt_get = shutil.which("apt-get")
+    if apt_get is None:
+        raise InputError(_missing_message(
+            source, target, "apt-get, which downloads it, is not available here; or point "
+            "MMFUSE_DATA (or root=) at a folder holding it"))
+    workdir = dest.parent / "apt"
+    workdir.mkdir()
+    logger.info("apt-get download %s", source.apt)
+    try:
+        done = subprocess.run([apt_get, "download", source.apt], cwd=workdir,
+                              capture_output=True, text=True, timeout=1800, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(_missing_message(source, target, f"apt-get failed: {exc}")) from None
+    debs = sorted(workdir.glob("*.deb"))
+    if done.returncode != 0 or len(debs) != 1:
+        lines = [line for line in (done.stderr or "").splitlines() if line.startswith("E:")]
+        why = lines[-1] if lines else f"exit status {done.returncode}, {len(debs)} .deb file(s)"
+        raise InputError(_missing_message(source, target, f"apt-get download failed: {why}"))
+    os.replace(debs[0], dest)
+    return source.origin, _file_sha256(dest)
 
 
 def _download(url: str, dest: Path) -> str:
@@ -322,6 +359,7 @@ def _write(src, path: Path) -> None:
 
 
 def _install(content: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         os.replace(content, target)
         return

@@ -1,0 +1,311 @@
+"""The one command (``--encoders auto --fusion auto``) against what a careful person gets by
+trying a few combinations, on the bundled datasets with real group shift (issue 27).
+
+For each grouped dataset (tuxpaint-grouped, icons-family, icons-theme), on the dataset's
+default outer splits (stratified grouped 5-fold, or leave one theme out), in one run:
+
+* **one command**: ``evaluate(encoders="auto", strategies=["auto"])``, the library's
+  defaults (parsimonious encoder choice, gmu raced among ``auto``'s candidates);
+* **without heads**: the same with ``auto``'s ``neural=False``: what the raced head adds to
+  the one command, in accuracy and in time;
+* **without parsimony**: the same with the encoder choice of main before issue 27 (the best
+  inner mean, a concatenation chosen on any edge; ``--ablations`` only);
+* **fixed**: every combination of image hog / efficientnet-lite0 and text tfidf / minilm,
+  with every single modality and the strategies early, late, seed-baseline, stacking and
+  gmu; the best row is "the best fixed combination";
+* **baseline time**: the single-modality rows of the default encoders (hog, tfidf).
+
+Reports, with paired 95% t-intervals over the outer folds: the one command − the best
+fixed combination (target ≥ −1 point); stacking − the best single modality of the same
+encoders (target ≥ −1 point), for every combination; gmu − the best of early/late/seed of
+the same encoders, with gmu's fit time over late's (the heads' gain and cost); the one
+command's time over the baseline's (target ≤ 30×). Features come from the warm cache.
+
+Writes ``benchmarks/results/one_command.md`` (+ ``.json``); resumable per dataset and
+part::
+
+    PYTHONPATH=src MMFUSE_DATA=../shared/data python benchmarks/bench_one_command.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("MMFUSE_DATA", str(REPO.parent / "shared" / "data"))
+
+from _common import code_version, machine, write_section  # noqa: E402
+from mmfuse._io import atomic_write_text  # noqa: E402
+from mmfuse.data.datasets import dataset_info, load_dataset  # noqa: E402
+from mmfuse.evaluate import FeatureTable, evaluate  # noqa: E402
+
+RESULTS_JSON = HERE / "results" / "one_command.json"
+DATASETS = ("tuxpaint-grouped", "icons-family", "icons-theme")
+MODALITIES = ("image", "text")
+COMBOS = ({"image": "hog", "text": "tfidf"}, {"image": "efficientnet-lite0", "text": "tfidf"},
+          {"image": "hog", "text": "minilm"}, {"image": "efficientnet-lite0", "text": "minilm"})
+DEFAULT = COMBOS[0]
+FIXED_STRATEGIES = ["early", "late", "seed-baseline", "stacking", "gmu"]
+SIMPLE = ("early", "late", "seed-baseline")
+TIME_TARGET = 30
+BASELINE_RUNS = 2
+
+
+def _t_interval(diff) -> dict:
+    from scipy import stats
+
+    diff = np.asarray(diff, float)
+    half = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) * float(
+        stats.t.ppf(0.975, len(diff) - 1)) if len(diff) > 1 else float("nan")
+    return {"mean": float(diff.mean()), "ci95": [float(diff.mean() - half),
+                                                 float(diff.mean() + half)]}
+
+
+def _timed(X, y, groups, cv, encoders, strategies, fusion_params=None, singles=True):
+    start = time.perf_counter()
+    table = FeatureTable(X, encoders, on_error="skip", cache=True)
+    result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=strategies,
+                      on_error="skip", baseline=False, singles=singles, n_jobs=1,
+                      fusion_params=fusion_params)
+    return result, time.perf_counter() - start
+
+
+def _rows(result) -> list[dict]:
+    return [{"name": r.name, "kind": r.kind, "accuracy": r.accuracy,
+             "fold_accuracy": r.fold_accuracy, "seconds": r.seconds, "chosen": r.chosen}
+            for r in result.rows]
+
+
+def _one(X, y, groups, cv, fusion_params=None) -> dict:
+    result, secs = _timed(X, y, groups, cv, "auto", ["auto"], fusion_params)
+    row = result.row("auto")
+    return {"accuracy": row.accuracy, "fold_accuracy": row.fold_accuracy,
+            "chosen_fusion": row.chosen, "chosen_encoders": result.chosen_encoders,
+            "seconds": secs, "singles": {r.name: r.accuracy for r in result.rows
+                                         if r.kind == "single"},
+            "code": code_version()}
+
+
+def run_part(dataset: str, part: str, out: dict) -> None:
+    X, y, groups = load_dataset(dataset)
+    cv = dataset_info(dataset)["cv"]
+    X = X[[m for m in MODALITIES if m in X.columns]]
+    print(f"{dataset} / {part}: {len(y)} rows, cv {cv}", flush=True)
+    if part == "warm":
+        start = time.perf_counter()
+        FeatureTable(X, "auto", on_error="skip", cache=True)
+        out["warm_seconds"] = time.perf_counter() - start
+    elif part == "one":
+        out["one"] = _one(X, y, groups, cv)
+    elif part == "no_heads":
+        out["no_heads"] = _one(X, y, groups, cv, {"auto": {"neural": False}})
+    elif part == "no_parsimony":
+        from mmfuse.encoders import selection
+
+        selection.PARSIMONY = False
+        try:
+            out["no_parsimony"] = _one(X, y, groups, cv)
+        finally:
+            selection.PARSIMONY = True
+    elif part == "baseline":
+        runs = [_timed(X, y, groups, cv, DEFAULT, [])[1] for _ in range(BASELINE_RUNS)]
+        out["baseline_seconds"] = float(np.median(runs))
+        out["baseline_runs"] = runs
+    elif part.startswith("fixed:"):
+        combo = COMBOS[int(part.split(":")[1])]
+        result, secs = _timed(X, y, groups, cv, combo, FIXED_STRATEGIES)
+        label = ", ".join(f"{m}={e}" for m, e in combo.items())
+        out.setdefault("fixed", {})[label] = {"rows": _rows(result), "seconds": secs,
+                                              "code": code_version()}
+    print(f"  done: {part}", flush=True)
+
+
+def parts_of(with_ablations: bool) -> list[str]:
+    parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
+    parts += ["no_heads"]
+    return parts + (["no_parsimony"] if with_ablations else [])
+
+
+def summary(r: dict) -> dict:
+    """The targets' numbers for one dataset's result (what is measured so far)."""
+    s: dict = {}
+    fixed = r.get("fixed", {})
+    rows = [(label, row) for label, f in fixed.items() for row in f["rows"]]
+    if "one" in r and rows:
+        label, best = max(rows, key=lambda lr: lr[1]["accuracy"])
+        s["best_fixed"] = {"encoders": label, "name": best["name"],
+                           "accuracy": best["accuracy"]}
+        s["one_vs_best"] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
+                                                   best["fold_accuracy"]))
+    s["stacking"], s["heads"] = {}, {}
+    for label, f in fixed.items():
+        by = {row["name"]: row for row in f["rows"]}
+        singles = [row for row in f["rows"] if row["kind"] == "single"]
+        if "stacking" in by and singles:
+            single = max(singles, key=lambda row: row["accuracy"])
+            s["stacking"][label] = {"stacking": by["stacking"]["accuracy"],
+                                    "best_single": single["name"],
+                                    "single": single["accuracy"],
+                                    **_t_interval(np.subtract(by["stacking"]["fold_accuracy"],
+                                                              single["fold_accuracy"]))}
+        simple = [by[n] for n in SIMPLE if n in by]
+        if "gmu" in by and simple:
+            ref = max(simple, key=lambda row: row["accuracy"])
+            s["heads"][label] = {"gmu": by["gmu"]["accuracy"], "best_simple": ref["name"],
+                                 "simple": ref["accuracy"],
+                                 "cost": by["gmu"]["seconds"] / max(by["late"]["seconds"], 1e-9)
+                                 if "late" in by else float("nan"),
+                                 **_t_interval(np.subtract(by["gmu"]["fold_accuracy"],
+                                                           ref["fold_accuracy"]))}
+    for variant in ("no_heads", "no_parsimony"):
+        if "one" in r and variant in r:
+            s[variant] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
+                                                 r[variant]["fold_accuracy"]))
+    if "one" in r and "baseline_seconds" in r:
+        s["time_ratio"] = r["one"]["seconds"] / r["baseline_seconds"]
+    return s
+
+
+def _ci(d: dict) -> str:
+    return f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+
+
+def render(results: list[dict]) -> str:
+    lines = [
+        "# The one command on grouped data with real shift (issue 27)",
+        "",
+        f"Measured by `benchmarks/bench_one_command.py` ({machine()}; shared with other "
+        "jobs, so times are ratios within one run; each part records when and on which code "
+        "it ran). **One command**: `evaluate(encoders=\"auto\", strategies=[\"auto\"])` with "
+        "the library's defaults. **Best fixed**: the best row (single modality, early, late, "
+        "seed-baseline, stacking or gmu) over every combination of image hog / "
+        "efficientnet-lite0 and text tfidf / minilm, on the same outer splits. Δ: paired "
+        "differences over the outer folds, mean [95% t-interval]. Outer splits: each "
+        "dataset's default (stratified grouped 5-fold; icons-theme: leave one theme out, 3 "
+        "folds).",
+        "",
+        "| dataset | rows | one command | best fixed | Δ one − best [95% CI] | ≥ best − 1 pt "
+        "| time ratio (≤ 30×) | encoders chosen (per fold) | fusion chosen (per fold) |",
+        "|---|---:|---:|---|---|---|---:|---|---|",
+    ]
+    for r in results:
+        s = summary(r)
+        if "one" not in r:
+            continue
+        enc = Counter(", ".join(f"{c}={e}" for c, e in sorted(f.items()))
+                      for f in r["one"]["chosen_encoders"])
+        fus = Counter(r["one"]["chosen_fusion"])
+        best = s.get("best_fixed")
+        lines.append(
+            f"| {r['dataset']} | {r['n']} | {r['one']['accuracy']:.3f} | "
+            + (f"{best['accuracy']:.3f} ({best['name']}; {best['encoders']}) | "
+               f"{_ci(s['one_vs_best'])} | "
+               + ("yes" if s["one_vs_best"]["mean"] >= -0.01 else "**no**")
+               if best else "not measured | | ")
+            + " | "
+            + (f"{s['time_ratio']:.1f}× ({r['one']['seconds']:.0f} s / "
+               f"{r['baseline_seconds']:.1f} s)" if "time_ratio" in s else "")
+            + f" | {'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} | "
+            f"{'; '.join(f'{k} ×{v}' for k, v in fus.most_common())} |")
+    lines += ["", "### Stacking against the best single modality of the same encoders", "",
+              "| dataset | encoders | stacking | best single | Δ [95% CI] | ≥ single − 1 pt |",
+              "|---|---|---:|---:|---|---|"]
+    for r in results:
+        for label, st in summary(r)["stacking"].items():
+            lines.append(f"| {r['dataset']} | {label} | {st['stacking']:.3f} | "
+                         f"{st['single']:.3f} ({st['best_single']}) | {_ci(st)} | "
+                         + ("yes" if st["mean"] >= -0.01 else "**no**") + " |")
+    lines += ["", "### The learned head (gmu): gain and cost", "",
+              "Fixed encoders: gmu against the best of early, late and seed-baseline, and "
+              "gmu's fit time over late fusion's (outer folds summed). In the one command: "
+              "the one command against the same with `auto(neural=False)` (gmu not raced), "
+              "and the time it adds.", "",
+              "| dataset | encoders | gmu | best simple | Δ [95% CI] | time gmu / late |",
+              "|---|---|---:|---:|---|---:|"]
+    for r in results:
+        for label, h in summary(r)["heads"].items():
+            lines.append(f"| {r['dataset']} | {label} | {h['gmu']:.3f} | {h['simple']:.3f} "
+                         f"({h['best_simple']}) | {_ci(h)} | {h['cost']:.1f}× |")
+    lines += ["", "| dataset | one command | without heads | Δ [95% CI] | time with / without |",
+              "|---|---:|---:|---|---:|"]
+    for r in results:
+        s = summary(r)
+        if "no_heads" in s:
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{r['no_heads']['accuracy']:.3f} | {_ci(s['no_heads'])} | "
+                         f"{r['one']['seconds'] / r['no_heads']['seconds']:.2f}× |")
+    ablated = [r for r in results if "no_parsimony" in summary(r)]
+    if ablated:
+        lines += ["", "### Parsimony in the encoder choice", "",
+                  "The one command against the same with the encoder choice before issue 27 "
+                  "(a concatenation chosen on any edge of its inner mean).", "",
+                  "| dataset | one command | without parsimony | Δ [95% CI] | encoders "
+                  "chosen without parsimony |", "|---|---:|---:|---|---|"]
+        for r in ablated:
+            enc = Counter(", ".join(f"{c}={e}" for c, e in sorted(f.items()))
+                          for f in r["no_parsimony"]["chosen_encoders"])
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{r['no_parsimony']['accuracy']:.3f} | "
+                         f"{_ci(summary(r)['no_parsimony'])} | "
+                         f"{'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} |")
+    missing = [(r["dataset"], p) for r in results for p in r.get("todo", [])]
+    if missing:
+        lines += ["", "Not measured yet (the script resumes with them): "
+                  + ", ".join(f"{d} {p}" for d, p in missing) + "."]
+    codes = sorted({r[p]["code"] for r in results for p in ("one", "no_heads", "no_parsimony")
+                    if p in r} | {f["code"] for r in results for f in r.get("fixed", {}).values()})
+    lines += ["", f"Code measured: {', '.join(codes)}; "
+              f"{', '.join(r['dataset'] + ': ' + r['when'] for r in results)}."]
+    return "\n".join(lines)
+
+
+def _label(combo: dict) -> str:
+    return ", ".join(f"{m}={e}" for m, e in combo.items())
+
+
+def measured(r: dict, part: str) -> bool:
+    if part.startswith("fixed:"):
+        return _label(COMBOS[int(part.split(":")[1])]) in r.get("fixed", {})
+    return {"baseline": "baseline_seconds", "warm": "warm_seconds"}.get(part, part) in r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--parts", nargs="*", default=None,
+                        help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
+                             "no_parsimony (default: every part not measured yet)")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also measure the one command without parsimony")
+    args = parser.parse_args()
+    results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
+    for dataset in args.datasets:
+        r = next((x for x in results if x["dataset"] == dataset), None)
+        if r is None:
+            r = {"dataset": dataset, "n": dataset_info(dataset).get("n_samples"),
+                 "when": time.strftime("%Y-%m-%d")}
+            results.append(r)
+        wanted = parts_of(args.ablations)
+        todo = args.parts if args.parts is not None else [
+            p for p in wanted if not measured(r, p)]
+        for part in todo:
+            r["todo"] = [p for p in wanted if not measured(r, p) and p != part]
+            run_part(dataset, part, r)
+            r["when"] = time.strftime("%Y-%m-%d")
+            r["todo"] = [p for p in wanted if not measured(r, p)]
+            atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))  # resumable
+            write_section("one_command", render(results))
+
+
+if __name__ == "__main__":
+    main()

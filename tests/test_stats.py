@@ -1,0 +1,26 @@
+"""The paired one-standard-error comparison (mmfuse._stats)."""
+
+import numpy as np
+import pytest
+
+from mmfuse._stats import beats_by_one_se, paired_gap, within_one_se
+
+
+def test_paired_gap_is_the_mean_and_standard_error_of_the_differences():
+    a, b = [0.8, 0.7, 0.9, 0.6], [0.7, 0.7, 0.7, 0.7]
+    mean, se = paired_gap(a, b)
+    d = np.subtract(a, b)
+    assert mean == pytest.approx(d.mean())
+    assert se == pytest.approx(d.std(ddof=1) / 2)
+    assert paired_gap([0.5], [0.4]) == pytest.approx((0.1, 0.0))
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_gap([0.5, 0.6], [0.4])
+
+
+def test_beats_and_within_one_se():
+    steady = [0.80, 0.81, 0.79, 0.80]
+    base = [0.70, 0.70, 0.70, 0.70]
+    assert beats_by_one_se(steady, base) and not within_one_se(base, steady)
+    noisy = [0.95, 0.55, 0.90, 0.62]  # a higher mean, but swinging around the base
+    assert not beats_by_one_se(noisy, base) and within_one_se(base, noisy)
+    assert within_one_se(base, base) and not beats_by_one_se(base, base)

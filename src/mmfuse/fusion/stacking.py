@@ -132,6 +132,7 @@ class StackingFusion(FusionStrategy):
         self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
         self.meta_, self.meta_C_, self.imputer_ = None, None, None
         self.meta_fallback_ = "equal"  # predicts with late fusion's equal weights
+        self.meta_fold_scores_: dict[str, list[float]] = {}
         self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
         self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
         return True

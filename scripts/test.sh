@@ -18,8 +18,9 @@ if [ -z "${MMFUSE_DATA:-}" ] && [ -d ../shared/data ]; then
 fi
 # A private cache so tests never read features or exported models of another run.
 export MMFUSE_CACHE="${MMFUSE_CACHE:-$(mktemp -d)}"
-# What pip alone gives a user: a fresh virtualenv, `pip install ".[all]"`, one encode per
-# pretrained encoder (scripts/check_install.sh). Run before the full suite only (no pytest
+# What pip alone gives a user: the wheel built and installed in a fresh virtualenv
+# (`pip install "dist/mmfuse-*.whl[all]"`), one encode per pretrained encoder and the
+# README's quick start (scripts/check_install.sh). Run before the full suite only (no pytest
 # arguments), so that pytest's summary is the last thing printed;
 # MMFUSE_SKIP_INSTALL_CHECK=1 skips it.
 if [ "$#" -eq 0 ] && [ -z "${MMFUSE_SKIP_INSTALL_CHECK:-}" ]; then

@@ -78,3 +78,21 @@ def test_stacked_and_one_by_one_predictions_give_the_same_explanation(fusion, mo
     np.testing.assert_allclose(stacked.proba, single.proba, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(stacked.contributions, single.contributions,
                                rtol=1e-8, atol=1e-10)
+
+
+def test_holdout_explanation_reads_the_chosen_encoders_views():
+    """A column that chooses its encoder by inner CV has only a placeholder view in the
+    table; the held-out explanation chooses it on the training fold, as evaluation does
+    (`mmfuse run --encoders auto --report` failed on the placeholder's NaN rows)."""
+    from conftest import number_frame
+
+    from mmfuse.evaluate import FeatureTable
+    from mmfuse.explain import holdout_explanation
+
+    df, y = number_frame(n=120)
+    table = FeatureTable(df, {"left": ["test-number", "test-vocab"], "right": "test-number"})
+    assert np.isnan(table.views["left"]).all()  # the placeholder
+    exp = holdout_explanation(table, y, None, 3, "late", weights="equal", inner_cv=3)
+    frame = exp.to_frame()
+    assert len(frame) == 40 and np.isfinite(frame.filter(like="share").to_numpy()).all()
+    assert frame["share:left"].abs().sum() > 0

@@ -89,6 +89,11 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         accuracy and log-loss (:meth:`~mmfuse.encoders.selection.EncoderSelection.to_dict`)
     fusion_ : fitted strategy
     modality_weights_ : dict of column -> weight (sum 1), or None
+    weights_fallback_ : str or None
+        Why learned weights (``weights="cv"``, stacking's meta-model...) fell back to equal
+        weights: the training rows could not be split into inner folds holding every class
+        (a :class:`~mmfuse.fusion.base.WeightsFallbackWarning` says so too). None: they did
+        not.
     errors_ : list of ItemError from ``fit`` (set by ``fit`` only: ``predict`` and
         ``predict_proba`` never change the model; :meth:`predict_report` returns the item
         errors of one prediction call)
@@ -233,6 +238,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             self.delta_spent_ = float(self.fusion_.delta_spent_)
         self.classes_ = self.fusion_.classes_
         self.modality_weights_ = self.fusion_.modality_weights_
+        # why learned weights fell back to equal ones (too few rows per class), or None
+        self.weights_fallback_ = getattr(self.fusion_, "weights_fallback_", None)
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
         self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self

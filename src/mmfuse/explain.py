@@ -205,12 +205,14 @@ def explain(model: Any, X: Any) -> Explanation:
 
 def holdout_explanation(table: Any, y: Any, groups: Any, cv: Any, fusion: str, *,
                         weights: Any = "cv", random_state: Any = 0,
-                        fusion_params: Any = None) -> Explanation:
+                        fusion_params: Any = None, inner_cv: int = 5) -> Explanation:
     """Contributions on held-out rows: ``fusion`` fit on the first outer training fold of
     ``cv`` (the same splits as :func:`mmfuse.evaluate.evaluate`), explained on its test fold.
 
     ``table`` is a :class:`~mmfuse.evaluate.FeatureTable`; stateful encoders are fit on the
-    training fold only. Used by the HTML report (``mmfuse run --report``).
+    training fold only, and a column that chooses its encoder (``encoders="auto"``, a list)
+    chooses it by ``inner_cv`` folds of that training fold, as the evaluation does. Used by
+    the HTML report (``mmfuse run --report``).
     """
     from .evaluate import make_splits
     from .fusion import create_fusion
@@ -219,7 +221,10 @@ def holdout_explanation(table: Any, y: Any, groups: Any, cv: Any, fusion: str, *
     _, y_enc = np.unique(y, return_inverse=True)
     splits, _ = make_splits(y_enc, groups, cv, random_state)
     train, test = splits[0]
-    views, present = table.fold_views(train)
+    if getattr(table, "candidates", None):  # the chosen encoders' views, not placeholders
+        views, present, _ = table.choose(train, y_enc, groups, inner_cv, random_state)
+    else:
+        views, present = table.fold_views(train)
     keep = np.any(np.stack([present[m][train] for m in present]), axis=0)
     train = train[keep]
     params = dict(fusion_params or {})

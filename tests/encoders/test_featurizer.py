@@ -119,3 +119,27 @@ def test_an_encoder_may_read_several_columns():
     assert encoded.views["pair"][:2, 0].tolist() == [3.0, 5.0]
     with pytest.raises(InputError, match="columns the data does not have"):
         resolve_encoders({"pair": PairEncoder()}, table[["p"]])
+
+
+@pytest.mark.parametrize("encoders, match", [
+    ({"image": "tfidf"}, r"encoder 'tfidf' encodes text, not image: column 'image' takes one "
+                         r"of .*hog"),
+    ({"text": "hog"}, r"encoder 'hog' encodes image, not text: column 'text' takes one of "
+                      r".*tfidf"),
+    ({"audio": "pixels+hog"}, r"'pixels\+hog' encodes image, not audio: .*mfcc"),
+    ({"text": ["hog", "pixels"]}, r"'hog' encodes image, not text"),
+    ({"image": NumberEncoder()}, r"'test-number' encodes text, not image"),
+])
+def test_an_encoder_of_another_modality_is_refused(encoders, match):
+    X = pd.DataFrame({"image": ["a/cat/1.png"], "text": ["x"], "audio": ["a.wav"]})
+    with pytest.raises(InputError, match=match):
+        resolve_encoders(encoders, X)
+    with pytest.raises(InputError, match=match):  # the estimator refuses it before any work
+        MultimodalClassifier(encoders=encoders).fit(pd.concat([X] * 4, ignore_index=True),
+                                                    [0, 1, 0, 1])
+
+
+def test_columns_not_named_like_a_modality_take_any_encoder():
+    X = pd.DataFrame({"caption": ["x"], "image": ["a.png"]})
+    assert resolve_encoders({"caption": "tfidf", "image": "hog"}, X) == {
+        "caption": "tfidf", "image": "hog"}

@@ -9,7 +9,8 @@ from mmfuse import InputError
 from mmfuse.evaluate import evaluate, make_configs
 
 JSON_ROW_KEYS = {"name", "kind", "modalities", "fusion", "weights", "accuracy", "accuracy_ci95",
-                 "macro_f1", "seconds"}
+                 "macro_f1", "seconds", "fold_accuracy", "fold_macro_f1", "modality_weights",
+                 "fold_weights", "weights_fallback"}
 
 
 def test_table_has_singles_every_strategy_and_the_baseline():
@@ -22,7 +23,9 @@ def test_table_has_singles_every_strategy_and_the_baseline():
     kinds = {r.name: r.kind for r in result.rows}
     assert kinds["a"] == "single" and kinds["late"] == "fused" and kinds["seed-baseline"] == "baseline"
     doc = result.to_dict()
-    assert set(doc) == {"n_samples", "n_classes", "cv", "rows", "best", "best_tied_with"}
+    assert set(doc) == {"format", "format_version", "versions", "command", "seed", "n_samples",
+                        "n_classes", "classes", "cv", "inner_cv", "encoders", "rows", "best",
+                        "best_tied_with", "weights_fallback"}
     assert doc["cv"] == {"kind": "stratified", "n_splits": 3}
     assert all(set(r) == JSON_ROW_KEYS for r in doc["rows"])
     assert doc["best"] in names

@@ -9,6 +9,7 @@ from conftest import make_views, spy_inner_splits
 from mmfuse import InputError, MultimodalClassifier
 from mmfuse.fusion import auto as auto_module
 from mmfuse.fusion import create_fusion
+from mmfuse.fusion.base import WeightsFallbackWarning
 
 CLASSICAL_ONLY = {"neural": False, "cv": 3}
 
@@ -100,8 +101,10 @@ def test_reproducible():
 def test_too_little_data_falls_back_to_early_fusion():
     views, y = make_views(n=40)
     y = np.r_[np.zeros(39, int), 1]  # one sample of class 1: no inner split is possible
-    f = create_fusion("auto", **CLASSICAL_ONLY).fit(views, y)
+    with pytest.warns(WeightsFallbackWarning, match="auto fusion fell back to early fusion"):
+        f = create_fusion("auto", **CLASSICAL_ONLY).fit(views, y)
     assert f.chosen_name_ == "early[equal]" and f.inner_scores_ == {}
+    assert f.weights_fallback_.startswith("early fusion with equal weights: too few")
 
 
 def test_through_the_classifier_reports_the_choice():

@@ -175,7 +175,7 @@ def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path]
     from .._io import atomic_write_json
 
     if json_out:
-        doc = result.to_dict()
+        doc = result.to_dict(argv=_command_line())
         if not_cached is not None:
             doc["cache"] = {"features_not_cached": int(not_cached)}
         if robustness is not None:
@@ -190,6 +190,15 @@ def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path]
         write_report(result, report, title=title, robustness=robustness,
                      explanation=explanation)
         console.print(f"wrote {report}")
+
+
+def _command_line() -> list[str]:
+    """This process's command line for the JSON record, every file reduced to its name."""
+    import sys
+
+    from ..evaluate.record import reduce_paths
+
+    return reduce_paths(["mmfuse", *sys.argv[1:]])
 
 
 def _choices(values: Any) -> Any:

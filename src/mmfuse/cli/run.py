@@ -113,6 +113,11 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
                 missing_levels=missing, missing_modality=missing_modality,
                 train_missing=train_missing, fusion_params=fusion_params)
     print_results(result, title)
+    for r in (r for r in result.rows if any(r.weights_fallback)):
+        err_console.print(f"[yellow]warning:[/yellow] {escape(r.name)}: learned weights fell back "
+                          f"to {escape(next(f for f in r.weights_fallback if f))} in "
+                          f"{sum(map(bool, r.weights_fallback))} of {len(r.weights_fallback)} "
+                          "folds", highlight=False)
     _print_chosen_encoders(result.chosen_encoders)
     if robustness is not None:
         print_robustness(robustness)

@@ -165,7 +165,7 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
     from (``"auto"`` or a list of names). Nothing is built (see :func:`build_encoders`)."""
     import pandas as pd
 
-    from .registry import create_encoder
+    from .registry import check_modality, create_encoder
 
     if encoders is None:
         if isinstance(columns, pd.DataFrame) and not all(
@@ -216,6 +216,8 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
         else:
             raise InputError(f"encoder for column {col!r} must be a name, an Encoder, 'auto' or "
                              f"a list of candidate names; got {spec!r}")
+        if not is_passthrough(out[col]):
+            check_modality(col, out[col])
     return out
 
 

@@ -105,6 +105,35 @@ def encoder_modality(name: str) -> str:
     return ENCODERS.entry(name).meta["modality"]
 
 
+def check_modality(column: str, spec: Any) -> None:
+    """A column named like a modality (``image``, ``text``, ``audio``) takes only encoders
+    of that modality: TF-IDF on image paths reads the file names, which can hold the label.
+
+    Raises
+    ------
+    InputError
+        Naming the column, the encoder and the encoders that fit the column.
+    """
+    from .base import MODALITIES
+    from .concat import split_name
+
+    if column not in MODALITIES:
+        return
+    # registered names (``a+b``: each part), or the names a column chooses from (Candidates)
+    names = [spec] if isinstance(spec, str) else getattr(spec, "names", None)
+    if isinstance(names, (list, tuple)):
+        found = {n: "/".join(sorted({encoder_modality(p) for p in split_name(n)}))
+                 for n in names}
+    else:  # an Encoder instance declares its modality as a class attribute
+        found = {getattr(spec, "name", type(spec).__name__): getattr(spec, "modality", column)}
+    wrong = {n: m for n, m in found.items() if m != column}
+    if wrong:
+        name, modality = next(iter(wrong.items()))
+        fits = ", ".join(e["name"] for e in list_encoders(column))
+        raise InputError(f"encoder {name!r} encodes {modality}, not {column}: column "
+                         f"{column!r} takes one of {fits}")
+
+
 def load_builtin() -> None:
     """Import the built-in encoder modules, which registers their encoders."""
     _load_builtin()

@@ -10,6 +10,7 @@ weights, meta-models) are fit on each training fold only. Fold work is a pure fu
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from .._errors import InputError
 from ..encoders.base import ON_ERROR, ItemError
 from ..encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
+from ..fusion.base import WeightsFallbackWarning
 from ..views import Present, Views
 from .folds import make_splits, mean_ci95
 
@@ -53,8 +55,14 @@ class Row:
     macro_f1: float
     seconds: float
     fold_accuracy: list[float] = field(default_factory=list)
+    #: the fold mean of the learned weights (the results table's column)
     modality_weights: dict[str, float] | None = None
     chosen: list[str] = field(default_factory=list)  # per outer fold, for fusion="auto"
+    fold_macro_f1: list[float] = field(default_factory=list)
+    #: per outer fold: the weights the fitted strategy used (None: it has none)
+    fold_weights: list[dict[str, float] | None] = field(default_factory=list)
+    #: per outer fold: why learned weights fell back to equal ones (None: they did not)
+    weights_fallback: list[str | None] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +78,10 @@ class EvaluationResult:
     feature_seconds: float = 0.0
     #: per outer fold, column -> encoder chosen by inner CV (when encoders gave candidates)
     chosen_encoders: list[dict[str, str]] = field(default_factory=list)
+    #: column -> encoder (``a/b``: the candidates a column chose from), the seed, inner folds
+    encoders: dict[str, str] = field(default_factory=dict)
+    random_state: Any = None
+    inner_cv: int | None = None
 
     @property
     def best(self) -> Row:
@@ -98,21 +110,12 @@ class EvaluationResult:
         done = pred >= 0
         return confusion_matrix(self.y[done], pred[done], labels=np.arange(self.n_classes))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document of ``mmfuse run --json``."""
-        rows = []
-        for r in self.rows:
-            d = asdict(r)
-            for extra in ("fold_accuracy", "modality_weights"):
-                d.pop(extra)
-            if not d["chosen"]:
-                d.pop("chosen")
-            rows.append(d)
-        out = {"n_samples": self.n_samples, "n_classes": self.n_classes, "cv": dict(self.cv),
-               "rows": rows, "best": self.best.name, "best_tied_with": self.best_tied_with}
-        if self.chosen_encoders:
-            out["chosen_encoders"] = [dict(c) for c in self.chosen_encoders]
-        return out
+    def to_dict(self, argv: Sequence[str] | None = None) -> dict[str, Any]:
+        """The JSON document of ``mmfuse run --json``: a full record of the run (see
+        :func:`mmfuse.evaluate.record.run_record` and ``run.schema.json``)."""
+        from .record import run_record
+
+        return run_record(self, argv)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.rows])
@@ -318,8 +321,11 @@ def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train
     if not keep.any():
         return None
     strategy = create_fusion(c.fusion, **params)
-    strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
-                 {m: a[keep] for m, a in p.items()}, None if g_train is None else g_train[keep])
+    with warnings.catch_warnings():  # the result records it per fold (weights_fallback)
+        warnings.simplefilter("ignore", WeightsFallbackWarning)
+        strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
+                     {m: a[keep] for m, a in p.items()},
+                     None if g_train is None else g_train[keep])
     return strategy
 
 
@@ -335,7 +341,7 @@ def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_tra
     pred = strategy.predict({m: views[m][test] for m in c.modalities},
                             {m: present[m][test] for m in c.modalities})
     return (c.name, pred, time.perf_counter() - start, strategy.modality_weights_,
-            getattr(strategy, "chosen_name_", None))
+            (getattr(strategy, "chosen_name_", None), getattr(strategy, "weights_fallback_", None)))
 
 
 def checked_inputs(X: Any, y: Any, features: FeatureTable | None, encoders: Any, groups: Any,
@@ -424,7 +430,8 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     fold_acc: dict[str, list[float]] = {c.name: [] for c in configs}
     fold_f1: dict[str, list[float]] = {c.name: [] for c in configs}
     seconds = {c.name: 0.0 for c in configs}
-    fold_weights: dict[str, list[dict]] = {c.name: [] for c in configs}
+    fold_weights: dict[str, list[Any]] = {c.name: [] for c in configs}
+    fallback: dict[str, list[str | None]] = {c.name: [] for c in configs}
     chosen: dict[str, list[str]] = {c.name: [] for c in configs}
     folds = [(train[usable[train]], test[usable[test]]) for train, test in splits]
     chosen_encoders: list[dict[str, str]] = []
@@ -432,7 +439,7 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     # selection's experts fitted on the same rows (leave-one-group-out outer and inner
     # folds train on the same groups twice; see mmfuse.fusion.experts.shared_rows)
     with shared_rows():
-        for name, pred, secs, w, pick, test, enc_pick in _run_folds(
+        for name, pred, secs, w, (pick, fell_back), test, enc_pick in _run_folds(
                 table, y_enc, groups, folds, configs, classifier, inner_cv, random_state,
                 n_jobs, progress):
             if enc_pick is not None and name == configs[0].name:
@@ -445,19 +452,23 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
                                                 labels=np.unique(y_enc[test]),
                                                 zero_division=0)))
             seconds[name] += secs
-            if w:
-                fold_weights[name].append(w)
+            fold_weights[name].append(dict(w) if w else None)
+            fallback[name].append(fell_back)
 
     rows = []
     for c in configs:
         acc, ci = mean_ci95(fold_acc[c.name])
-        mw = None
-        if fold_weights[c.name] and c.kind != "single":
-            mw = {m: float(np.mean([w.get(m, 0.0) for w in fold_weights[c.name]]))
-                  for m in c.modalities}  # a dropped modality has no weight: 0
+        mw, fw = None, [None] * len(fold_weights[c.name])
+        if any(fold_weights[c.name]) and c.kind != "single":
+            # a dropped modality has no weight: 0
+            fw = [None if w is None else {m: float(w.get(m, 0.0)) for m in c.modalities}
+                  for w in fold_weights[c.name]]
+            mw = {m: float(np.mean([w[m] for w in fw if w is not None])) for m in c.modalities}
         rows.append(Row(c.name, c.kind, list(c.modalities), None if c.kind == "single" else c.fusion,
                         c.weights if isinstance(c.weights, (str, type(None))) else dict(c.weights),
                         acc, ci, float(np.mean(fold_f1[c.name])), round(seconds[c.name], 3),
-                        fold_acc[c.name], mw, chosen[c.name]))
+                        fold_acc[c.name], mw, chosen[c.name], fold_f1[c.name], fw,
+                        fallback[c.name]))
     return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
-                            errors, feature_seconds, chosen_encoders)
+                            errors, feature_seconds, chosen_encoders, dict(table.encoder_names),
+                            random_state, inner_cv)

@@ -83,8 +83,11 @@ def evaluate_private(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,
         rows.append(Row(name, kind, list(cmods), None if kind == "single" else fusion,
                         "equal" if isinstance(weights, str) else dict(weights), acc, ci,
                         float(np.mean(fold_f1[name])), round(seconds[name], 3),
-                        fold_acc[name], w))
+                        fold_acc[name], w, fold_macro_f1=fold_f1[name],
+                        fold_weights=[w] * len(fold_acc[name]),
+                        weights_fallback=[None] * len(fold_acc[name])))
     cv_info = {**cv_info, "epsilon": epsilon if math.isfinite(epsilon) else "inf",
                "delta": delta if dp_model == "centroid" else 0.0, "dp_model": dp_model}
     return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
-                            errors)
+                            errors, encoders=dict(table.encoder_names),
+                            random_state=random_state)

@@ -49,14 +49,14 @@ import numpy as np
 
 from .._errors import InputError, MissingDependencyError
 from ..views import Present, Views
-from .base import FusionStrategy, create_fusion, register_fusion
+from .base import FusionStrategy, WeightsFallbackWarning, create_fusion, register_fusion
 from .choice import SIMPLE, SINGLE_PREFIX, choose, simple_order, tied_with
 from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
 from .experts import out_of_fold_probas, reuse_fit, shared_experts
 from .candidates import (CLASSICAL_CANDIDATES, HEAD_RACE_MIN_FOLDS,  # noqa: F401
                          NEURAL_CANDIDATES, RACED_HEADS, WEIGHTED, Candidate, RacedOut,
                          fused_candidates, head_race, is_raced)
-from .splits import inner_splits
+from .splits import fallback_reason, inner_splits
 
 AVERAGE_PREFIX = "average"
 
@@ -259,6 +259,8 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                                      np.mean([oof[n] for n in tied], axis=0), y, splits)
             else:
                 # too little data for inner CV: early fusion with equal weights needs none
+                self.weights_fallback_ = fallback_reason(y, groups).replace(
+                    "equal weights", "early fusion with equal weights", 1)
                 early = Candidate("early[equal]", "early", tuple(sorted(views)),
                                   {"weights": "equal"})
                 by_name[early.name] = early
@@ -319,9 +321,13 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                 with warnings.catch_warnings():
                     # a modality absent from one inner fold is expected here
                     warnings.filterwarnings("ignore", message="modalities missing for every")
+                    # a learned candidate that cannot learn on an inner fold is not scored
+                    # as what it claims to be (its equal-weight form is a candidate too)
+                    warnings.simplefilter("error", WeightsFallbackWarning)
                     proba = self._candidate_oof(c, splits, views, y, present, groups,
                                                 base_oof, race)
-            except (InputError, MissingDependencyError, RacedOut) as exc:
+            except (InputError, MissingDependencyError, RacedOut,
+                    WeightsFallbackWarning) as exc:
                 self.failed_candidates_[c.name] = str(exc)
                 self.cost_seconds_[c.name] = time.perf_counter() - t0
                 continue

@@ -11,6 +11,12 @@ Missing modalities: any subset of a sample's modalities may be missing. A traini
 no modality at all is an error; at prediction such a row gets ``class_prior_``. A modality
 missing for every training sample is dropped with a warning and listed in
 ``dropped_modalities_``.
+
+Learned weights degrade gracefully: when the training rows cannot be split into inner folds
+that hold every class, a strategy that learns its combination out-of-fold (``weights="cv"``
+or ``"relative"``, stacking's meta-model) fits its equal-weight form instead, warns
+(:class:`WeightsFallbackWarning`) and says why in ``weights_fallback_`` (None when it
+learned them).
 """
 
 from __future__ import annotations
@@ -25,8 +31,14 @@ from sklearn.utils.validation import check_is_fitted
 from .._errors import InputError
 from .._registry import Registry
 from ..views import Present, Views, check_views
+from .splits import TooFewForInnerFolds, fallback_reason
 
 FUSIONS: Registry[Any] = Registry("fusion strategy")
+
+
+class WeightsFallbackWarning(UserWarning):
+    """Learned weights could not be learned (too few rows per class for inner folds): the
+    strategy fell back to equal weights for this fit (``weights_fallback_`` says why)."""
 
 
 def register_fusion(name: str, *, description: str = "", extra: str | None = None,
@@ -122,8 +134,33 @@ class FusionStrategy(ClassifierMixin, BaseEstimator):
                 stacklevel=2,
             )
         self.modalities_ = sorted(usable)
-        self._fit(usable, y_enc, {k: present[k] for k in usable}, groups)
+        present = {k: present[k] for k in usable}
+        self.weights_fallback_ = None
+        try:
+            self._fit(usable, y_enc, present, groups)
+        except TooFewForInnerFolds:
+            if not self._fit_equal_weights(usable, y_enc, present, groups):
+                raise
+            self.weights_fallback_ = fallback_reason(y_enc, groups)
+        if self.weights_fallback_:
+            warnings.warn(f"{fusion_name(self)} fusion fell back to {self.weights_fallback_}",
+                          WeightsFallbackWarning, stacklevel=2)
         return self
+
+    def _fit_equal_weights(self, views: Views, y: np.ndarray, present: Present,
+                           groups: Any) -> bool:
+        """Fit the strategy's equal-weight form when its learned weights need inner folds
+        the data cannot give (False: it has none, the error stands). By default: the same
+        strategy with ``weights="equal"`` (the parameter is restored afterwards)."""
+        learned = self.get_params(deep=False).get("weights", "equal")
+        if isinstance(learned, str) and learned == "equal":
+            return False
+        self.weights = "equal"
+        try:
+            self._fit(views, y, present, groups)
+        finally:
+            self.weights = learned
+        return True
 
     def predict_proba(self, views: Views, present: Present | None = None) -> np.ndarray:
         check_is_fitted(self, "classes_")

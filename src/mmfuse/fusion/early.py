@@ -12,7 +12,7 @@ from .experts import out_of_fold_probas
 from .imputer import BlockImputer
 from .linear import fit_logistic_gram, gram_applicable, make_classifier
 from .scaling import ViewScaler, leading_variance
-from .splits import inner_splits
+from .splits import fallback_reason, inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
 from .base import FusionStrategy, register_fusion
 
@@ -202,7 +202,10 @@ class EarlyFusion(FusionStrategy):
         grid = simplex_grid(len(mods), 0.25) if len(mods) > 1 else np.ones((1, 1))
         splits = inner_splits(y, groups, self.cv, self.random_state)
         if not splits or len(grid) == 1:
-            return dict(zip(mods, grid[0])) if len(grid) == 1 else {m: 1 / len(mods) for m in mods}
+            if len(grid) == 1:
+                return dict(zip(mods, grid[0]))
+            self.weights_fallback_ = fallback_reason(y, groups)
+            return {m: 1 / len(mods) for m in mods}
         scores = []
         for w in grid:
             x = self._design(views, present, dict(zip(mods, w)))

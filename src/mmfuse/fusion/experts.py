@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import InputError
 from ..views import Present, Views, is_sparse
 from .linear import aligned_proba, make_classifier
 from .scaling import ViewScaler
-from .splits import inner_splits
+from .splits import TooFewForInnerFolds, inner_splits
 
 # Several strategies fitted on the same training fold need the same per-modality experts and
 # out-of-fold probabilities. Inside `shared_experts()` they are computed once; outside it
@@ -254,7 +253,7 @@ def _oof_one(x: Any, y: np.ndarray, present: np.ndarray, groups: Any, classifier
              ) -> tuple[np.ndarray, list[ModalityExpert]]:
     splits = inner_splits(y, groups, n_splits, random_state)
     if not splits:
-        raise InputError(
+        raise TooFewForInnerFolds(
             "too few samples (or groups) per class to learn fusion weights out-of-fold; "
             "use weights='equal' or more data"
         )

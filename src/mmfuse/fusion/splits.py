@@ -7,6 +7,23 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
+from .._errors import InputError
+
+
+class TooFewForInnerFolds(InputError):
+    """The training rows cannot be split into inner folds that each hold every class (a
+    class with one row, or fewer than 2 groups): nothing can be learned out-of-fold.
+    :class:`~mmfuse.fusion.base.FusionStrategy` catches it and fits its equal-weight form
+    (``weights_fallback_``)."""
+
+
+def fallback_reason(y: np.ndarray, groups: Any = None) -> str:
+    """What ``weights_fallback_`` says when learned weights fell back to equal weights."""
+    counts = np.bincount(np.asarray(y))
+    where = (f"{len(np.unique(groups))} groups, " if groups is not None else "")
+    return (f"equal weights: too few training rows per class for inner folds "
+            f"({len(y)} rows, {where}the rarest class has {int(counts[counts > 0].min())})")
+
 
 def grouped_splits(y: np.ndarray, groups: np.ndarray, n_splits: int, random_state: Any
                    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:

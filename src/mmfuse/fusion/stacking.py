@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..views import Present, Views
 from .choice import SINGLE_PREFIX, one_se_choice
-from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
+from .experts import cross_fitted_experts, fit_experts, out_of_fold_probas, predict_cross_fitted
 from .imputer import BlockImputer
 from .linear import make_classifier
 from .splits import inner_splits
@@ -123,6 +123,19 @@ class StackingFusion(FusionStrategy):
         self._fit_meta(oof, y, present, groups)
         self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
                                              self.cv, self.random_state)
+
+    def _fit_equal_weights(self, views: Views, y: np.ndarray, present: Present,
+                           groups: Any) -> bool:
+        """No out-of-fold probabilities to stack: the experts, fitted on every training
+        row, pooled with equal weights (late fusion's equal form); ``meta_`` is None."""
+        k = len(self.classes_)
+        self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
+        self.meta_, self.meta_C_, self.imputer_ = None, None, None
+        self.meta_fallback_ = "equal"  # predicts with late fusion's equal weights
+        self.meta_fold_scores_: dict[str, list[float]] = {}
+        self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
+        self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
+        return True
 
     def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,
                   groups: Any) -> None:

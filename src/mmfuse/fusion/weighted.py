@@ -13,7 +13,7 @@ from .choice import one_se_choice
 from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
 from .linear import make_classifier
 from .scaling import ViewScaler
-from .splits import inner_splits
+from .splits import fallback_reason, inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
@@ -195,6 +195,7 @@ class WeightedSumFusion(FusionStrategy):
         if self.projection not in PROJECTIONS:
             raise InputError(f"projection must be one of {PROJECTIONS}; got {self.projection!r}")
         self._direct()  # a bad direct_sum fails before any work
+        self.projection_ = self.projection  # the equal-weight fallback may use another
         spec = check_weight_spec(self.weights, list(views), ("cv", "relative", "equal"))
         mods = sorted(views)
         oof = None
@@ -288,6 +289,8 @@ class WeightedSumFusion(FusionStrategy):
             grid = np.vstack([equal, grid])
         splits = inner_splits(y, groups, min(self.cv, 3), self.random_state)
         if not splits:
+            if len(mods) > 1:
+                self.weights_fallback_ = fallback_reason(y, groups)
             return {m: 1.0 / len(mods) for m in mods}
         scores = np.zeros((len(grid), len(splits)))
         widths = [z.shape[1] for z in projected.values()]
@@ -343,15 +346,32 @@ class WeightedSumFusion(FusionStrategy):
         return out
 
     def _project(self, views: Views, present: Present) -> dict[str, np.ndarray]:
-        if self.projection == "class-scores":
+        if self._projection() == "class-scores":
             return {m: _class_scores(self.experts_[m].predict_proba(views[m], present[m]))
                     / self.score_scale_[m] for m in views}
-        if self.projection == "features":
+        if self._projection() == "features":
             return {m: self._feature_project(m, views[m], present[m]) for m in views}
         return {m: self._pca_project(m, dense(views[m]), present[m]) for m in views}
 
+    def _projection(self) -> str:
+        return getattr(self, "projection_", self.projection)
+
+    def _fit_equal_weights(self, views: Views, y: np.ndarray, present: Present,
+                           groups: Any) -> bool:
+        """Equal weights; class scores (learned out-of-fold) give way to the standardised
+        features: the seed's equal-weight formula."""
+        learned, projection = self.weights, self.projection
+        self.weights = "equal"
+        if projection == "class-scores":
+            self.projection = "features"
+        try:
+            self._fit(views, y, present, groups)
+        finally:
+            self.weights, self.projection = learned, projection
+        return True
+
     def _predict_proba(self, views: Views, present: Present) -> np.ndarray:
-        if self.projection == "class-scores":
+        if self._projection() == "class-scores":
             return predict_cross_fitted(self.experts_, views, present, self._predict_meta)
         f = weighted_sum(self._project(views, present), present, self.modality_weights_,
                          self._direct())

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._errors import InputError
 from .allowlist import type_name
+from .checks import describe_error
 from .container import MAX_PAYLOAD_BYTES, ModelFileError
 
 # -- the state codec: JSON + arrays, no code ---------------------------------------------------
@@ -286,11 +287,11 @@ def load_state(payload: bytes, allowed: Any, path: Any) -> Any:
                                                     allow_pickle=False)
     except ModelFileError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, one clear message
         raise ModelFileError(f"model file {where!r} has a damaged payload: "
-                             f"{type(exc).__name__}: {exc}") from None
+                             f"{describe_error(exc)}") from None
     try:
         return StateDecoder(arrays, classes).decode(document)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         raise ModelFileError(f"model file {where!r} has a damaged or incompatible payload: "
-                             f"{type(exc).__name__}: {exc}") from None
+                             f"{describe_error(exc)}") from None

@@ -92,9 +92,14 @@ def read_header_of(archive: zipfile.ZipFile, path: Any) -> dict[str, Any]:
     raw = read_member(archive, HEADER_NAME, MAX_HEADER_BYTES, path)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise ModelFileError(f"model file {os.fspath(path)!r} has a damaged header: it nests "
+                             f"too deeply to be read") from None
+    except ValueError as exc:  # bad UTF-8 or JSON, or a number of thousands of digits
+        reason = ("it holds a number with too many digits" if "digits" in str(exc)
+                  else str(exc))
         raise ModelFileError(f"model file {os.fspath(path)!r} has a damaged header: "
-                             f"{exc}") from None
+                             f"{reason}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else None
         raise ModelFileError(f"{os.fspath(path)!r} is not an mmfuse model file "
@@ -118,7 +123,27 @@ def read_header_of(archive: zipfile.ZipFile, path: Any) -> dict[str, Any]:
     for key in ("payload", "encoders", "classes"):
         if key not in header:
             raise ModelFileError(f"model file {os.fspath(path)!r}: header lacks {key!r}")
+    for key, kind in _HEADER_TYPES.items():
+        if key in header and not isinstance(header[key], kind):
+            raise ModelFileError(f"model file {os.fspath(path)!r} has a damaged header: its "
+                                 f"{key!r} is {_json_kind(header[key])}, expected "
+                                 f"{_json_kind(kind())}")
     return header
+
+
+#: what the writer puts under each header key (a reader relies on it)
+_HEADER_TYPES: dict[str, type] = {
+    "payload": dict, "encoders": dict, "classes": list, "versions": dict, "modalities": list,
+    "used_modalities": list, "types": list, "privacy": dict, "mmfuse_version": str,
+    "fusion": str, "fusion_class": str, "estimator": str}
+
+
+def _json_kind(value: Any) -> str:
+    for kind, name in ((bool, "true/false"), (dict, "an object"), (list, "a list"),
+                       (str, "text"), (int, "a number"), (float, "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null"
 
 
 def read_payload(archive: zipfile.ZipFile, header: dict[str, Any], path: Any) -> bytes:

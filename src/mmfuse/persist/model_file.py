@@ -50,6 +50,7 @@ import numpy as np
 from .._errors import InputError
 from .allowlist import import_class, resolve_types, type_name
 from ..fusion.base import fusion_name
+from .checks import check_model
 from .codec import dump_state, load_state
 from .container import (FORMAT, SCHEMA_VERSION, ModelFileError, current_version, jsonable,
                         library_versions, open_container, payload_record, read_header_of,
@@ -298,6 +299,7 @@ def load(path: str | os.PathLike, *, trusted: Iterable[str] = (),
     if jsonable(np.asarray(model.classes_).tolist()) != header.get("classes"):
         raise ModelFileError(f"model file {os.fspath(path)!r}: the header's classes do not match "
                              f"the payload's; the file was altered")
+    check_model(model, header, path)  # arrays against their objects, a test prediction
     return model
 
 

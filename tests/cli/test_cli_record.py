@@ -40,3 +40,21 @@ def test_small_data_falls_back_to_equal_weights_and_the_json_says_so(tmp_path, m
     assert doc["classes"][0] == "class-0" and doc["seed"] == 0
     assert doc["command"][:2] == ["mmfuse", "run"] and "r.json" in doc["command"]
     assert str(tmp_path) not in json.dumps(doc)  # names, never paths
+
+
+def test_train_on_small_data_says_it_fell_back_in_words(tmp_path):
+    rng = np.random.default_rng(0)
+    # 30 rows, the rarest class once: no inner fold can hold every class
+    y = np.repeat(np.array([f"class-{i}" for i in range(9)]), [1, 3, 3, 3, 4, 4, 4, 4, 4])
+    codes = np.unique(y, return_inverse=True)[1]
+    np.save(tmp_path / "images.npy", rng.normal(size=(30, 5)) + 0.8 * codes[:, None])
+    np.save(tmp_path / "texts.npy", rng.normal(size=(30, 4)) + 0.5 * codes[:, None])
+    np.save(tmp_path / "labels.npy", y)
+    result = runner.invoke(app, [
+        "train", "--views", f"image={tmp_path}/images.npy,text={tmp_path}/texts.npy",
+        "--labels", str(tmp_path / "labels.npy"), "--fusion", "late",
+        "--out", str(tmp_path / "m.mmfuse"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "warning: learned weights fell back: equal weights: too few" in output
+    assert "Warning" not in output  # no Python warning class, no source line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -83,8 +84,15 @@ def train(
                                      pooling=pooling)
         renamed = {m: c for m, c in (("image", image), ("text", text), ("audio", audio))
                    if c and manifest is not None and m in X.columns}
-        with _Progress(quiet) as bar:
+        from ..fusion.base import WeightsFallbackWarning
+
+        with _Progress(quiet) as bar, warnings.catch_warnings():
+            # said once below, in words (weights_fallback_), not as a Python warning line
+            warnings.simplefilter("ignore", WeightsFallbackWarning)
             model.fit(X, y, groups=groups, source_columns=renamed, progress=bar)
+        if model.weights_fallback_:
+            err_console.print(f"[yellow]warning:[/yellow] learned weights fell back: "
+                              f"{escape(model.weights_fallback_)}", highlight=False)
         if features:
             from ..features import attach_encoders
 

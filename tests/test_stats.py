@@ -24,3 +24,8 @@ def test_beats_and_within_one_se():
     noisy = [0.95, 0.55, 0.90, 0.62]  # a higher mean, but swinging around the base
     assert not beats_by_one_se(noisy, base) and within_one_se(base, noisy)
     assert within_one_se(base, base) and not beats_by_one_se(base, base)
+
+
+def test_no_gain_is_established_on_fewer_than_three_folds():
+    assert not beats_by_one_se([0.9, 0.8], [0.5, 0.4])  # a steady gain, but two folds
+    assert beats_by_one_se([0.9, 0.8, 0.85], [0.5, 0.4, 0.45])

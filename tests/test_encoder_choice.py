@@ -108,3 +108,79 @@ def test_robustness_chooses_per_fold_too():
                                  missing_levels=[0.0, 0.5], baseline=False)
     late = next(r for r in result.rows if r.name == "late")
     assert late.accuracy[0] > 0.5  # the chosen views are real features, not placeholders
+
+
+SPLIT = "test-number|test-vocab"  # separate experts: the view of test-number+test-vocab
+
+
+def _split_experts(model):
+    from mmfuse.fusion.linear import SplitExperts
+
+    return [e.model_ for e in model.fusion_.experts_["left"].experts
+            if isinstance(e.model_, SplitExperts)]
+
+
+def test_classifier_with_separate_experts_fits_saves_and_loads(tmp_path):
+    import mmfuse
+    from mmfuse.fusion.linear import ANY_VIEW
+
+    X, y, g = _frame()
+    clf = MultimodalClassifier(encoders={"left": [SPLIT], "right": "test-number"},
+                               fusion="late", cv=4, random_state=0).fit(X, y, groups=g)
+    assert clf.encoders_chosen_ == {"left": SPLIT, "right": "test-number"}
+    assert clf.encoders_["left"].name == "test-number+test-vocab"
+    experts = _split_experts(clf)
+    assert len(experts) == 4 and all(e.widths == (2, 2) for e in experts)
+    assert clf.fusion_.classifier[ANY_VIEW] is None and "right" not in clf.fusion_.classifier
+    assert clf.get_params()["classifier"] is None  # the estimator's parameter is unchanged
+    path = clf.save(tmp_path / "split.mmfuse")
+    back = mmfuse.load(path)
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    assert back.encoders_chosen_["left"] == SPLIT
+    # the concatenation, one classifier: another model
+    cat = MultimodalClassifier(encoders={"left": ["test-number+test-vocab"],
+                                         "right": "test-number"},
+                               fusion="late", cv=4, random_state=0).fit(X, y, groups=g)
+    assert not _split_experts(cat)
+    assert not np.allclose(cat.predict_proba(X), clf.predict_proba(X))
+
+
+def test_strategy_instance_gets_the_separate_experts_too():
+    from sklearn.linear_model import LogisticRegression
+
+    from mmfuse.fusion.stacking import StackingFusion
+
+    X, y, g = _frame()
+    base = LogisticRegression(C=0.5, max_iter=500)
+    clf = MultimodalClassifier(encoders={"left": [SPLIT], "right": "test-number"},
+                               fusion=StackingFusion(classifier=base, cv=3),
+                               random_state=0).fit(X, y, groups=g)
+    experts = _split_experts(clf)
+    assert experts and all(e.estimator.C == 0.5 for e in experts)
+    assert clf.fusion.classifier is base  # the instance given is not changed
+
+
+def test_evaluate_folds_choosing_separate_experts_fit_them(monkeypatch):
+    import mmfuse.encoders.selection as selection
+    from mmfuse.fusion.linear import SplitExperts
+
+    X, y, g = _frame()
+    fits = []
+    real_fit = SplitExperts.fit
+    monkeypatch.setattr(SplitExperts, "fit",
+                        lambda self, *a, **k: fits.append(self.widths) or real_fit(self, *a, **k))
+    # "auto" for the column: its candidates are the fake encoders, and every pair form
+    monkeypatch.setattr(selection, "installed_encoders", lambda modality, variants=False: CANDS)
+    result = evaluate(X.rename(columns={"left": "text"}), y,
+                      encoders={"text": "auto", "right": "test-number"}, groups=g,
+                      cv=3, inner_cv=3, strategies=["late"], baseline=False)
+    assert len(result.chosen_encoders) == 3
+    assert fits  # "a|b" was scored by its own experts in the inner folds
+    assert all(f["text"] in CANDS + [SPLIT, "test-number+test-vocab"]
+               for f in result.chosen_encoders)
+    fits.clear()
+    forced = evaluate(X, y, encoders={"left": [SPLIT], "right": "test-number"}, groups=g,
+                      cv=3, inner_cv=3, strategies=["late"], baseline=False)
+    assert [f["left"] for f in forced.chosen_encoders] == [SPLIT] * 3
+    assert fits and set(fits) == {(2, 2)}  # each fold's late fusion fitted separate experts
+    assert forced.row("late").accuracy > 0.4

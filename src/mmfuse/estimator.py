@@ -38,7 +38,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         audio) makes ``fit`` choose the encoder by grouped, stratified inner CV on the
         training data, each candidate scored alone, with a one-standard-error rule toward
         the cheaper encoder (see :mod:`mmfuse.encoders.selection`). ``"a+b"`` puts two
-        encoders' features side by side (:mod:`mmfuse.encoders.concat`).
+        encoders' features side by side (:mod:`mmfuse.encoders.concat`); a candidate
+        ``"a|b"`` (scored by ``"auto"`` too) keeps them as separate experts: the view
+        ``a+b``, one classifier per part (:class:`~mmfuse.fusion.linear.SplitExperts`).
     fusion : str or FusionStrategy, default="late"
         A registered strategy name (early, weighted, late, stacking, seed-baseline, auto,
         ...), or a strategy instance such as ``LateFusion(weights="cv")`` (cloned at fit; its
@@ -209,6 +211,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         views, present = self._encode(X, fit=True, specs=specs, progress=progress)
         self.encoders_chosen_ = {c: "passthrough" if is_passthrough(e) else e.name
                                  for c, e in self.encoders_.items()}
+        self.encoders_chosen_.update({c: s["chosen"] for c, s in self.encoder_selection_.items()
+                                      if "|" in s["chosen"]})  # separate experts "a|b"
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         n = next(iter(views.values())).shape[0]
@@ -227,7 +231,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             present = {k: p[keep] for k, p in present.items()}
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
-        self.fusion_ = self._make_fusion()
+        self.fusion_ = self._with_split_experts(self._make_fusion())
         if progress is not None:
             progress("fusion", 0, 1)
         self.fusion_.fit(views, y, present, groups)
@@ -280,7 +284,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         this training data (sets ``encoder_selection_``); returns the spec with the choices,
         or None when nothing is to choose."""
         from .encoders.selection import (Candidates, encode_parts, needed_encoders,
-                                         select_encoder)
+                                         select_encoder, view_name)
 
         self.encoder_selection_ = {}
         if self.encoders is None:
@@ -312,8 +316,25 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                                        classifier=self.classifier,
                                        random_state=self.random_state, column=col)
             self.encoder_selection_[col] = selection.to_dict()
-            specs[col] = selection.chosen
+            specs[col] = view_name(selection.chosen)  # "a|b": the view of "a+b"
         return specs
+
+    def _with_split_experts(self, strategy: Any) -> Any:
+        """``strategy`` with a :class:`~mmfuse.fusion.linear.SplitExperts` as the per-view
+        classifier of each column that chose separate experts (``"a|b"``: its view is the
+        concatenation ``a+b``, one classifier per part's block of columns)."""
+        from .encoders.selection import is_split, view_classifier
+        from .fusion.linear import classifier_for, with_view_classifiers
+
+        split = {c: s["chosen"] for c, s in self.encoder_selection_.items()
+                 if is_split(s["chosen"])}
+        params = strategy.get_params(deep=False)
+        if not split or "classifier" not in params:
+            return strategy
+        base = params["classifier"]
+        own = {c: view_classifier(name, [p.dim for p in self.encoders_[c].parts_],
+                                  classifier_for(base, c)) for c, name in split.items()}
+        return strategy.set_params(classifier=with_view_classifiers(base, own))
 
     def _apply_privacy_to_encoders(self) -> None:
         """Switch PII scrubbing on for the text encoders; refuse data-dependent encoders

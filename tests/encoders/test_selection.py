@@ -290,3 +290,84 @@ def test_outer_folds_reuse_experts_fitted_on_the_same_rows(monkeypatch):
             select_encoder(sub, Candidates(("noise", "good")), y[outer[0]], g[outer[0]],
                            cv=5, random_state=0, race_margin=None)
     assert len(calls) == 2 * 2 * 5
+
+
+# -- separate experts ("a|b") ---------------------------------------------------------------
+
+def _parity_half(n=320, seed=1):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    a = rng.normal(size=(n, 4)).astype(np.float32)
+    b = rng.normal(size=(n, 4)).astype(np.float32)
+    a[:, 0] += 3.0 * (y % 2)   # a knows the parity, b the half: independent evidence
+    b[:, 0] += 3.0 * (y // 2)
+    return y, {"a": a, "b": b}
+
+
+def test_separate_experts_are_scored_beside_the_pair_and_scored_as_fitted():
+    from mmfuse.encoders.selection import candidate_view, view_classifier
+    from mmfuse.fusion.experts import ModalityExpert
+    from mmfuse.fusion.splits import inner_splits
+
+    y, views = _parity_half()
+    parts = _parts(views)
+    sel = select_encoder(parts, Candidates(("a", "b"), pair=True), y, cv=4, random_state=0)
+    assert list(sel.fold_scores)[-2:] == ["a|b", "a+b"]  # a tie goes to separate experts
+    assert sel.costs["a|b"] == sel.costs["a+b"] == encoder_cost("a") + encoder_cost("b")
+    # both parts help independently: a two-encoder form is chosen, the better inner mean
+    acc = {n: float(np.mean(v)) for n, v in sel.fold_accuracy.items()}
+    assert sel.chosen in ("a|b", "a+b") and acc["a|b"] > max(acc["a"], acc["b"]) + 0.2
+    assert acc[sel.chosen] == max(acc["a|b"], acc["a+b"])
+    # the score of "a|b" is that of the expert fitted on its view: SplitExperts per fold
+    view, present, widths = candidate_view(parts, "a|b", None)
+    assert widths == [4, 4]
+    expected = []
+    for train, test in inner_splits(y, None, 4, 0):
+        expert = ModalityExpert(view_classifier("a|b", widths, None), 0).fit(
+            view[train], y[train], present[train], 4)
+        pred = expert.predict_proba(view[test], present[test]).argmax(axis=1)
+        expected.append(float(np.mean(pred == y[test])))
+    assert sel.fold_accuracy["a|b"] == expected
+
+
+def test_separate_experts_must_pay_like_a_concatenation(monkeypatch):
+    import mmfuse.encoders.selection as selection
+
+    y, _, views = _data(n=240)
+    parts = _parts({"good": views["good"], "noise": views["noise"]})
+    sel = select_encoder(parts, Candidates(("good", "noise"), pair=True), y, cv=4,
+                         random_state=0)
+    assert {"good|noise", "good+noise"} <= set(sel.fold_scores)
+    assert sel.chosen == "good"  # the noise encoder does not beat "good" by one SE
+    monkeypatch.setattr(selection, "SEPARATE_EXPERTS", False)
+    sel = select_encoder(parts, Candidates(("good", "noise"), pair=True), y, cv=4,
+                         random_state=0)
+    assert "good|noise" not in sel.fold_scores and "good+noise" in sel.fold_scores
+
+
+def test_separate_experts_can_be_listed_and_hand_their_experts_to_the_fusion(monkeypatch):
+    import mmfuse.fusion.experts as common
+    from mmfuse.encoders.selection import candidate_view, view_classifier
+    from mmfuse.fusion.experts import ModalityExpert, out_of_fold_probas, shared_experts
+    from mmfuse.fusion.linear import ANY_VIEW
+
+    cands = parse_candidates(["hog", "hog|color-hist"], "image")
+    assert cands.names == ("hog", "hog|color-hist") and not cands.pair
+    with pytest.raises(InputError, match="must share one modality"):
+        parse_candidates(["hog|tfidf"], "image")
+    y, views = _parity_half()
+    parts = _parts(views)
+    view, present, widths = candidate_view(parts, "a|b", None)
+    per_view = {ANY_VIEW: None, "image": view_classifier("a|b", widths, None)}
+    expected = out_of_fold_probas({"image": view}, y, {"image": present}, None, per_view, 4, 0)
+    calls = []
+    real_fit = ModalityExpert.fit
+    monkeypatch.setattr(common.ModalityExpert, "fit",
+                        lambda self, *a, **k: calls.append(1) or real_fit(self, *a, **k))
+    with shared_experts():
+        sel = select_encoder(parts, Candidates(("a", "a|b")), y, cv=4, random_state=0,
+                             column="image")
+        assert sel.chosen == "a|b" and len(calls) == 2 * 4
+        got = out_of_fold_probas({"image": view}, y, {"image": present}, None, per_view, 4, 0)
+        assert len(calls) == 2 * 4  # the fusion's experts came from the selection
+    np.testing.assert_array_equal(got["image"], expected["image"])

@@ -18,6 +18,15 @@ encoder a choice learned from the training data, like the fusion strategy:
    replaces the best single encoder only when it beats it by more than one standard error
    of the paired per-fold differences (:func:`parsimonious_choice`): an extra encoder must
    pay for itself.
+   The two are also scored as **separate experts** ``a|b`` (:data:`SEPARATE_EXPERTS`; a
+   list may name ``"tfidf|minilm"``): the view ``a+b``, one classifier per part, the
+   softmax of their mean log-probabilities (:class:`~mmfuse.fusion.linear.SplitExperts`).
+   It is scored as it will be fitted (its own experts per inner fold, not the singles'
+   geometric mean: a concatenation with TF-IDF scales its parts differently and drops a
+   row either part misses). Parsimony treats both forms alike (two encoders: each must
+   beat the best single by one SE); between them the best inner mean wins, a tie (equal
+   cost) going to ``a|b``, listed first, as the plain one-SE rule does: on held-out
+   grouped data separate experts beat the concatenations (issue 27).
 3. The one-standard-error rule toward the cheaper encoder (:func:`one_se_cheapest`),
    capped: the choice is the cheapest candidate (:func:`encoder_cost`) whose paired
    per-fold score difference to the best one is at most one standard error *and* whose
@@ -65,8 +74,9 @@ import numpy as np
 
 from .._errors import InputError
 from .._stats import beats_by_one_se, within_one_se
-from .concat import SEPARATOR, split_name
-from .parts import Part, candidate_features, encode_parts, needed_encoders  # noqa: F401
+from .concat import SEPARATOR
+from .parts import (SPLIT, Part, candidate_features, candidate_view, encode_parts,  # noqa: F401
+                    encoder_parts, is_split, needed_encoders, view_classifier, view_name)
 
 SCORINGS = ("log_loss", "accuracy")
 #: The score the selection uses by default (see the module docstring).
@@ -87,6 +97,10 @@ RACE_MARGIN: float | None = 0.05
 #: An extra encoder must pay: a concatenation is chosen over the best candidate with fewer
 #: encoders only when it beats it by more than one standard error (:func:`parsimonious_choice`)
 PARSIMONY = True
+#: ``"auto"`` also scores the best two as separate experts ``a|b`` (read at call time).
+#: Off by default: on icons-family it changed no outer accuracy (auto chose early fusion,
+#: which pools the blocks anyway) and cost two more fits per inner fold; a list may name it
+SEPARATE_EXPERTS = False
 RACE_MIN_FOLDS = 2
 
 #: Relative cost of encoding one item, which breaks ties (and drives the opt-in one-SE rule
@@ -98,8 +112,9 @@ DEFAULT_COST = 10.0
 
 
 def encoder_cost(name: str) -> float:
-    """Relative cost of an encoder name (a concatenation: the sum of its parts)."""
-    return float(sum(_part_cost(p) for p in split_name(name)))
+    """Relative cost of an encoder name (a concatenation or separate experts: the sum of
+    its parts)."""
+    return float(sum(_part_cost(p) for p in encoder_parts(name)))
 
 
 def _part_cost(name: str) -> float:
@@ -142,7 +157,7 @@ class Candidates:
     Attributes
     ----------
     names : tuple of str
-        Candidate encoder names (``"a+b"`` is a concatenation).
+        Candidate encoder names (``"a+b"`` is a concatenation, ``"a|b"`` separate experts).
     pair : bool
         Also score the concatenation of the two best single candidates (``"auto"``).
     """
@@ -179,8 +194,8 @@ def parse_candidates(spec: Any, column: str, modality: str | None = None) -> Can
         raise InputError(f"candidate encoders of column {column!r} repeat a name: {names}")
     mods = {}
     for n in names:
-        create_encoder(n)  # unknown names fail here, with the list of valid ones
-        mods[n] = {encoder_modality(p) for p in split_name(n)}
+        create_encoder(view_name(n))  # unknown names fail here, with the list of valid ones
+        mods[n] = {encoder_modality(p) for p in encoder_parts(n)}
     found = set().union(*mods.values())
     if len(found) > 1:
         raise InputError(f"candidate encoders of column {column!r} mix modalities: "
@@ -195,7 +210,8 @@ class EncoderSelection:
     Attributes
     ----------
     chosen : str
-        The chosen candidate (``"a+b"`` for a concatenation).
+        The chosen candidate (``"a+b"`` for a concatenation, ``"a|b"`` for separate
+        experts: the view of :func:`view_name`, the classifier of :func:`view_classifier`).
     scoring : str
     fold_scores : dict of candidate -> per-inner-fold scores (higher is better: accuracy, or
         minus the log-loss)
@@ -303,17 +319,19 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
     acc: dict[str, list[float]] = {n: [] for n in names}
     loss: dict[str, list[float]] = {n: [] for n in names}
     priors = [np.bincount(y[train], minlength=n_classes) / len(train) for train, _ in splits]
-    fixed = {n: all(parts[p].encoder is None for p in split_name(n) if p in parts)
+    fixed = {n: all(parts[p].encoder is None for p in encoder_parts(n) if p in parts)
              for n in names}
-    # features of fixed candidates: built once for every fold
-    views = {n: candidate_features(parts, n, None) for n in names if fixed[n]}
+    # features of fixed candidates: built once for every fold; a candidate "a|b" has its
+    # own classifier (SplitExperts over its parts' blocks)
+    views = {n: candidate_view(parts, n, None) for n in names if fixed[n]}
+    clfs = {n: view_classifier(n, v[2], classifier) for n, v in views.items()}
     remembered: dict[str, Any] = {}
     kept: dict[str, tuple[np.ndarray, list]] = {}
     if shared is not None:
         column, groups, n_splits = shared
         for n in views:
             found = recall_cross_fit(column, views[n][0], y, views[n][1], groups,
-                                     classifier, n_splits, random_state)
+                                     clfs[n], n_splits, random_state)
             if found is not None:
                 remembered[n] = found
             else:
@@ -324,16 +342,17 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
             if name in remembered:
                 proba = remembered[name][0][test]
             else:
-                view, present = (views[name] if name in views
-                                 else candidate_features(parts, name, train))
+                view, present, widths = (views[name] if name in views
+                                         else candidate_view(parts, name, train))
+                clf = clfs[name] if name in clfs else view_classifier(name, widths, classifier)
 
-                def fit(view=view, present=present, train=train) -> ModalityExpert:
-                    return ModalityExpert(classifier, random_state).fit(
+                def fit(view=view, present=present, train=train, clf=clf) -> ModalityExpert:
+                    return ModalityExpert(clf, random_state).fit(
                         view[train], y[train], present[train], n_classes)
 
                 if name in views and rows is not None:  # fixed features: one fit per rows
                     key = ("selection", None if shared is None else shared[0], name,
-                           repr(classifier), repr(random_state), n_classes)
+                           repr(clf), repr(random_state), n_classes)
                     expert = reuse_fit(key, fit, np.sort(rows[train]), y[train])
                 else:
                     expert = fit()
@@ -356,7 +375,7 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
         for name in alive:
             if name in kept:
                 remember_cross_fit(column, views[name][0], y, views[name][1], groups,
-                                   classifier, n_splits, random_state, *kept[name])
+                                   clfs[name], n_splits, random_state, *kept[name])
     return acc, loss
 
 
@@ -397,10 +416,9 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         the runner-up's (see the module docstring); None scores every candidate on every
         fold. Only with accuracy scoring and a capped rule (``max_accuracy_loss`` not None).
     parsimony : bool or None, default=None
-        None means :data:`PARSIMONY` (True). A concatenation (more encoders) is chosen over the best candidate with fewer
-        encoders only when it beats it by more than one standard error of the paired
-        per-fold differences (:func:`parsimonious_choice`); False compares every candidate
-        alike (:func:`one_se_cheapest`).
+        None means :data:`PARSIMONY` (True): a candidate with more encoders (``a+b``,
+        ``a|b``) replaces the best one with fewer only when it beats it by more than one SE
+        (:func:`parsimonious_choice`); False compares every candidate alike.
     rows : array of int or None
         The ids of the given rows in a larger table, inside a
         :func:`~mmfuse.fusion.experts.shared_rows` block: inner experts fitted on the same
@@ -434,10 +452,12 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     complete = [n for n in names if n not in dropped]
     if candidates.pair and len(complete) >= 2:
         score = _score_dict(acc, loss, scoring)
-        top = sorted(complete, key=lambda n: -float(np.mean(score[n])))[:2]
-        pair = SEPARATOR.join(sorted(top, key=lambda n: (encoder_cost(n), n)))
-        if pair not in acc:
-            more_acc, more_loss = score_candidates(parts, [pair], y, splits, classifier,
+        top = sorted(sorted(complete, key=lambda n: -float(np.mean(score[n])))[:2],
+                     key=lambda n: (encoder_cost(n), n))
+        joins = (SPLIT, SEPARATOR) if SEPARATE_EXPERTS else (SEPARATOR,)  # a tie: "a|b"
+        pairs = [j.join(top) for j in joins if j.join(top) not in acc]
+        if pairs:
+            more_acc, more_loss = score_candidates(parts, pairs, y, splits, classifier,
                                                    random_state, shared, rows=rows)
             acc.update(more_acc)
             loss.update(more_loss)
@@ -466,7 +486,7 @@ def parsimonious_choice(fold_scores: Mapping[str, Sequence[float]],
     """
     by_size: dict[int, list[str]] = {}
     for n in fold_scores:
-        by_size.setdefault(len(split_name(n)), []).append(n)
+        by_size.setdefault(len(encoder_parts(n)), []).append(n)
     pick = None
     for size in sorted(by_size):
         best = one_se_cheapest({n: fold_scores[n] for n in by_size[size]}, costs,

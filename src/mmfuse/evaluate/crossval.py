@@ -234,24 +234,31 @@ class FeatureTable:
 
     def choose(self, train: np.ndarray, y: np.ndarray, groups: Any, cv: int,
                random_state: Any, classifier: Any = None
-               ) -> tuple[Views, Present, dict[str, str]]:
+               ) -> tuple[Views, Present, dict[str, str], Any]:
         """:meth:`fold_views`, with each candidate column's encoder chosen by inner CV on
         the ``train`` rows only (:func:`mmfuse.encoders.selection.select_encoder`):
-        ``(views, present, {column: chosen encoder})``."""
-        from ..encoders.selection import candidate_features, select_encoder
+        ``(views, present, {column: chosen encoder}, classifier)``. ``classifier`` is the
+        one given, or where a column chose separate experts (``"a|b"``) a per-view dict
+        giving that column its :class:`~mmfuse.fusion.linear.SplitExperts`
+        (:func:`~mmfuse.fusion.linear.classifier_for`), for the fold's strategies."""
+        from ..encoders.selection import candidate_view, select_encoder, view_classifier
+        from ..fusion.linear import classifier_for, with_view_classifiers
 
         views, present = self.fold_views(train)
         views, present = dict(views), dict(present)
         chosen: dict[str, str] = {}
+        own: dict[str, Any] = {}
         g_train = None if groups is None else np.asarray(groups)[train]
         for col, (cands, parts) in self.candidates.items():
             sub = {name: part.subset(train) for name, part in parts.items()}
+            base = classifier_for(classifier, col)
             selection = select_encoder(sub, cands, y[train], g_train, cv=cv,
-                                       classifier=classifier, random_state=random_state,
+                                       classifier=base, random_state=random_state,
                                        column=col, rows=train)
             chosen[col] = selection.chosen
-            views[col], present[col] = candidate_features(parts, selection.chosen, train)
-        return views, present, chosen
+            views[col], present[col], widths = candidate_view(parts, selection.chosen, train)
+            own[col] = view_classifier(selection.chosen, widths, base)
+        return views, present, chosen, with_view_classifiers(classifier, own)
 
 
 def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
@@ -283,8 +290,9 @@ def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
     with threadpool_limits(limits=1, user_api="blas"), shared_experts():
         chosen = None
         if getattr(table, "candidates", None):
-            views, present, chosen = table.choose(train, y, groups, cv, random_state,
-                                                  classifier)
+            # a column of separate experts ("a|b") has its own classifier in this fold
+            views, present, chosen, classifier = table.choose(train, y, groups, cv,
+                                                              random_state, classifier)
         else:
             views, present = table.fold_views(train)
         return [(*r, test, chosen) for r in run_fold(views, present, y, groups, train, test,

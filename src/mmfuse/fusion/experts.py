@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..views import Present, Views, is_sparse
-from .linear import aligned_proba, make_classifier
+from .linear import aligned_proba, classifier_for, make_classifier
 from .scaling import ViewScaler
 from .splits import TooFewForInnerFolds, inner_splits
 
@@ -212,10 +212,13 @@ def _cross_fit_base(y: np.ndarray, groups: Any, classifier: Any, n_splits: int,
 
 
 def _cross_fit(views, y, present, groups, classifier, n_splits, random_state):
+    # each view's expert has its own classifier (a per-view dict: see classifier_for)
     n_classes = int(y.max()) + 1
-    base = _cross_fit_base(y, groups, classifier, n_splits, random_state)
-    return {m: _memo(_cross_fit_key(m, x, present[m], base),
-                     lambda m=m, x=x: _oof_one(x, y, present[m], groups, classifier, n_splits,
+    return {m: _memo(_cross_fit_key(m, x, present[m],
+                                    _cross_fit_base(y, groups, classifier_for(classifier, m),
+                                                    n_splits, random_state)),
+                     lambda m=m, x=x: _oof_one(x, y, present[m], groups,
+                                               classifier_for(classifier, m), n_splits,
                                                random_state, n_classes))
             for m, x in views.items()}
 
@@ -228,7 +231,8 @@ def recall_cross_fit(modality: str, x: Any, y: np.ndarray, present: np.ndarray, 
     memo = _MEMO.get()
     if memo is None:
         return None
-    base = _cross_fit_base(y, groups, classifier, n_splits, random_state)
+    base = _cross_fit_base(y, groups, classifier_for(classifier, modality), n_splits,
+                           random_state)
     return memo.get(_cross_fit_key(modality, x, present, base))
 
 
@@ -244,7 +248,8 @@ def remember_cross_fit(modality: str, x: Any, y: np.ndarray, present: np.ndarray
     memo = _MEMO.get()
     if memo is None:
         return
-    base = _cross_fit_base(y, groups, classifier, n_splits, random_state)
+    base = _cross_fit_base(y, groups, classifier_for(classifier, modality), n_splits,
+                           random_state)
     memo.setdefault(_cross_fit_key(modality, x, present, base), (oof, experts))
 
 
@@ -270,8 +275,8 @@ def _oof_one(x: Any, y: np.ndarray, present: np.ndarray, groups: Any, classifier
 def fit_experts(views: Views, y: np.ndarray, present: Present, classifier: Any,
                 random_state: Any) -> dict[str, ModalityExpert]:
     n_classes = int(y.max()) + 1
-    base = (repr(classifier), repr(random_state), _digest(y))
-    return {m: _memo(("expert", m, _digest(x, present[m])) + base,
-                     lambda m=m, x=x: ModalityExpert(classifier, random_state)
+    return {m: _memo(("expert", m, _digest(x, present[m]), repr(classifier_for(classifier, m)),
+                      repr(random_state), _digest(y)),
+                     lambda m=m, x=x: ModalityExpert(classifier_for(classifier, m), random_state)
                      .fit(x, y, present[m], n_classes))
             for m, x in views.items()}

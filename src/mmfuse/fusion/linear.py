@@ -3,18 +3,51 @@ wide logistic regressions, and ``predict_proba`` without per-call validation."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
 
 from .._errors import InputError
 from ..views import is_sparse
 
 
+#: The key of a per-view classifier dict (see :func:`classifier_for`) that names the
+#: classifier of every view the dict does not name, and of models over all views together.
+ANY_VIEW = "*"
+
+
+def classifier_for(classifier: Any, view: str | None) -> Any:
+    """The classifier of one view's expert, or with ``view=None`` the base classifier (of
+    models fitted on all views together: early fusion, the seed baseline, weighted's F).
+
+    A strategy's ``classifier`` is an estimator, None (LogisticRegression), or a dict
+    ``{view: estimator or None}`` whose :data:`ANY_VIEW` entry (default None) is the
+    base: the encoder choice gives a view of separate experts ``"a|b"`` its own
+    :class:`SplitExperts` this way (:mod:`mmfuse.encoders.selection`).
+    """
+    if not isinstance(classifier, dict):
+        return classifier
+    if view is not None and view in classifier:
+        return classifier[view]
+    return classifier.get(ANY_VIEW)
+
+
+def with_view_classifiers(classifier: Any, own: Mapping[str, Any]) -> Any:
+    """``classifier`` with ``own`` per-view classifiers added where they differ from it
+    (a per-view dict, see :func:`classifier_for`); ``classifier`` itself when none does.
+    Each entry of ``own`` is the view's classifier given ``classifier_for(classifier,
+    view)``: an entry that *is* that classifier adds nothing."""
+    base = dict(classifier) if isinstance(classifier, dict) else {ANY_VIEW: classifier}
+    added = {v: c for v, c in sorted(own.items()) if c is not classifier_for(classifier, v)}
+    return {**base, **added} if added else classifier
+
+
 def make_classifier(classifier: Any, random_state: Any = None, x: Any = None) -> Any:
-    """A fresh copy of ``classifier``; None means LogisticRegression (the seed's choice).
+    """A fresh copy of ``classifier``; None means LogisticRegression (the seed's choice);
+    a per-view dict means its base classifier (:func:`classifier_for`).
 
     The default logistic regression uses the Newton-CG solver on a sparse ``x`` with fewer
     than 20 stored values per column on average (a TF-IDF block): the same model, but there
@@ -24,6 +57,7 @@ def make_classifier(classifier: Any, random_state: Any = None, x: Any = None) ->
     steps, 0.7 s, same predictions). On denser input (TF-IDF concatenated with dense
     blocks) a Hessian-vector product costs a pass over the data, and L-BFGS stays faster.
     """
+    classifier = classifier_for(classifier, None)
     if classifier is None:
         newton = is_sparse(x) and x.nnz < 20 * x.shape[1]
         return LogisticRegression(max_iter=2000, C=1.0,
@@ -143,6 +177,94 @@ def linear_proba(model: Any, x: Any) -> np.ndarray | None:
 
     scores = safe_sparse_dot(x, model.coef_.T, dense_output=True) + model.intercept_
     return softmax(scores, copy=False)
+
+
+class SplitExperts(ClassifierMixin, BaseEstimator):
+    """Separate experts on the column blocks of one view, combined with equal weights.
+
+    The per-view classifier of a candidate ``"a|b"`` of the encoder choice (two encoders
+    of one modality kept as separate experts): the view is the concatenation ``a+b``
+    (:func:`mmfuse.encoders.concat.concat_views`), and this classifier fits one clone of
+    ``estimator`` on each block of ``widths`` columns; its probabilities are the softmax of
+    the mean of the blocks' log-probabilities (floored at ``LOG_FLOOR``), which is what
+    late fusion with equal weights does across modalities. Unlike one classifier on the
+    concatenation, no block's features compete with the other's under one penalty.
+
+    On a sparse view (a concatenation with TF-IDF: every part's rows unit-norm) each
+    block's rows are rescaled to L2 norm sqrt(width), as
+    :class:`~mmfuse.fusion.scaling.ViewScaler` scales a sparse view alone, so that a block
+    is fitted as its encoder alone would be; dense views arrive standardised per column,
+    which is the same per block.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        The blocks' widths (at least two), in column order; they sum to the view's width.
+    estimator : estimator or None, default=None
+        The classifier of each block (cloned); None: :func:`make_classifier`'s default.
+    random_state : int or None, default=None
+        Passed to each block's classifier that has none.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    estimators_ : list of fitted classifiers, one per block
+    """
+
+    _model_file_safe = True  # a model file may hold it (mmfuse.persist.allowlist)
+    LOG_FLOOR = 1e-9
+
+    def __init__(self, widths: Any = (), estimator: Any = None, random_state: Any = None):
+        self.widths = widths
+        self.estimator = estimator
+        self.random_state = random_state
+
+    def _bounds(self, n_columns: int) -> list[tuple[int, int]]:
+        widths = [int(w) for w in self.widths] if isinstance(
+            self.widths, (list, tuple, np.ndarray)) else []
+        if len(widths) < 2 or min(widths) < 1 or sum(widths) != n_columns:
+            raise InputError(f"SplitExperts needs at least two positive block widths summing "
+                             f"to the view's {n_columns} columns; got widths={self.widths!r}")
+        ends = np.cumsum(widths)
+        return [(int(e - w), int(e)) for w, e in zip(widths, ends)]
+
+    def _blocks(self, x: Any) -> list:
+        out = []
+        for a, b in self._bounds(x.shape[1]):
+            if is_sparse(x):
+                from sklearn.preprocessing import normalize
+
+                block = normalize(x.tocsr()[:, a:b], norm="l2", copy=True)
+                out.append((block * np.float32(np.sqrt(b - a))).tocsr())
+            else:
+                out.append(x[:, a:b])
+        return out
+
+    def fit(self, X: Any, y: Any) -> "SplitExperts":
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        self.estimators_ = [make_classifier(self.estimator, self.random_state, block).fit(block, y)
+                            for block in self._blocks(X)]
+        self.n_features_in_ = int(X.shape[1])
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Softmax of the mean of the blocks' log-probabilities (columns: ``classes_``)."""
+        from scipy.special import softmax
+
+        k = len(self.classes_)
+        logs = np.zeros((X.shape[0], k))
+        for est, block in zip(self.estimators_, self._blocks(X)):
+            proba = linear_proba(est, block)
+            if proba is None:
+                proba = est.predict_proba(block)
+            p = np.zeros((X.shape[0], k))
+            p[:, np.searchsorted(self.classes_, est.classes_)] = proba
+            logs += np.log(np.clip(p, self.LOG_FLOOR, 1.0))
+        return softmax(logs / len(self.estimators_), axis=1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 def aligned_proba(model: Any, x: np.ndarray, n_classes: int) -> np.ndarray:

@@ -1,0 +1,53 @@
+"""Per-view classifiers of the per-modality experts (mmfuse.fusion.experts)."""
+
+import numpy as np
+from sklearn.base import clone
+
+from mmfuse.fusion import create_fusion
+from mmfuse.fusion.experts import fit_experts, out_of_fold_probas, shared_experts
+from mmfuse.fusion.linear import ANY_VIEW, SplitExperts
+
+from conftest import make_views
+
+
+def _data():
+    views, y = make_views(n=240, seed=1)
+    views["ab"] = np.hstack([views["a"], views["b"]])  # one view made of two encoders
+    views = {m: views[m] for m in ("a", "ab")}
+    present = {m: np.ones(len(y), bool) for m in views}
+    return views, y, present, np.arange(len(y)) // 6
+
+
+def test_each_view_expert_gets_its_own_classifier_and_memo_entry():
+    views, y, present, g = _data()
+    split = SplitExperts(widths=(12, 8))
+    per_view = {ANY_VIEW: None, "ab": split}
+    base = out_of_fold_probas(views, y, present, g, None, 4, 0)
+    own = out_of_fold_probas(views, y, present, g, per_view, 4, 0)
+    np.testing.assert_array_equal(base["a"], own["a"])  # the base classifier elsewhere
+    assert not np.allclose(base["ab"], own["ab"])       # separate experts on "ab"
+    alone = out_of_fold_probas({"ab": views["ab"]}, y, {"ab": present["ab"]}, g, split, 4, 0)
+    np.testing.assert_array_equal(own["ab"], alone["ab"])
+    with shared_experts():  # the memo keeps the two classifiers apart, in either order
+        first = out_of_fold_probas(views, y, present, g, per_view, 4, 0)
+        second = out_of_fold_probas(views, y, present, g, None, 4, 0)
+    np.testing.assert_array_equal(first["ab"], own["ab"])
+    np.testing.assert_array_equal(second["ab"], base["ab"])
+    experts = fit_experts(views, y, present, per_view, 0)
+    assert isinstance(experts["ab"].model_, SplitExperts)
+    assert not isinstance(experts["a"].model_, SplitExperts)
+
+
+def test_strategies_take_a_per_view_classifier_dict():
+    views, y, present, g = _data()
+    per_view = {ANY_VIEW: None, "ab": SplitExperts(widths=(12, 8))}
+    fitted = {}
+    for name in ("late", "stacking", "weighted", "early"):
+        strategy = create_fusion(name, classifier=per_view, cv=3, random_state=0)
+        assert clone(strategy).get_params()["classifier"]["ab"].widths == (12, 8)
+        proba = strategy.fit(views, y, present, g).predict_proba(views, present)
+        assert proba.shape == (len(y), 4) and np.allclose(proba.sum(axis=1), 1.0)
+        fitted[name] = strategy
+    for name in ("late", "stacking"):
+        assert all(isinstance(e.model_, SplitExperts)
+                   for e in fitted[name].experts_["ab"].experts)

@@ -1,0 +1,92 @@
+"""Separate experts on a view's column blocks (SplitExperts) and per-view classifiers
+(classifier_for) in mmfuse.fusion.linear."""
+
+import numpy as np
+import pytest
+from scipy import sparse
+from scipy.special import softmax
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import normalize
+
+from mmfuse import InputError
+from mmfuse.fusion.linear import (ANY_VIEW, SplitExperts, classifier_for, make_classifier,
+                                  with_view_classifiers)
+
+
+def _blocks(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    a = rng.normal(size=(n, 5))
+    a[:, 0] += 2.0 * (y % 2)
+    b = rng.normal(size=(n, 3))
+    b[:, 0] += 2.0 * (y // 2)
+    return a, b, y
+
+
+def _product(models, blocks):
+    logs = sum(np.log(np.clip(m.predict_proba(x), 1e-9, 1.0)) for m, x in zip(models, blocks))
+    return softmax(logs / len(models), axis=1)
+
+
+def test_split_experts_is_the_equal_weight_product_of_per_block_classifiers():
+    a, b, y = _blocks()
+    x = np.hstack([a, b])
+    model = SplitExperts(widths=(5, 3)).fit(x, y)
+    manual = [LogisticRegression(max_iter=2000).fit(a, y), LogisticRegression(max_iter=2000).fit(b, y)]
+    np.testing.assert_allclose(model.predict_proba(x), _product(manual, [a, b]), atol=1e-6)
+    assert model.predict(x).tolist() == model.classes_[
+        np.argmax(model.predict_proba(x), axis=1)].tolist()
+    # both blocks help: the product beats either block alone
+    acc = np.mean(model.predict(x) == y)
+    assert acc > max(np.mean(m.predict(v) == y) for m, v in zip(manual, [a, b])) + 0.1
+    # the estimator of each block is cloned, and given the random state when it has none
+    est = SplitExperts((5, 3), LogisticRegression(C=0.5, max_iter=500), random_state=3).fit(x, y)
+    assert [e.C for e in est.estimators_] == [0.5, 0.5]
+    assert all(e.random_state == 3 for e in est.estimators_)
+
+
+def test_split_experts_rescales_each_sparse_block_as_a_sparse_view_alone():
+    a, b, y = _blocks()
+    a, b = np.abs(a), np.abs(b)
+    # a sparse concatenation as concat_views builds it: every part's rows unit-norm
+    x = sparse.hstack([normalize(sparse.csr_matrix(a)), normalize(sparse.csr_matrix(b))],
+                      format="csr")
+    model = SplitExperts(widths=[5, 3]).fit(x, y)
+    # each block alone, scaled as ViewScaler scales a sparse view: rows of norm sqrt(width)
+    ba = normalize(sparse.csr_matrix(a)) * np.sqrt(5)
+    bb = normalize(sparse.csr_matrix(b)) * np.sqrt(3)
+    manual = [make_classifier(None, None, ba).fit(ba, y), make_classifier(None, None, bb).fit(bb, y)]
+    np.testing.assert_allclose(model.predict_proba(x), _product(manual, [ba, bb]), atol=1e-6)
+
+
+def test_split_experts_aligns_classes_and_checks_widths():
+    a, b, y = _blocks()
+    labels = np.array(["cat", "dog", "eel", "fox"])[y]
+    model = SplitExperts((5, 3)).fit(np.hstack([a, b]), labels)
+    assert model.classes_.tolist() == ["cat", "dog", "eel", "fox"]
+    assert model.predict_proba(np.hstack([a, b])).shape == (len(y), 4)
+    for widths in [(5, 4), (8,), (), (0, 8), "53"]:
+        with pytest.raises(InputError, match="block widths summing to the view's 8 columns"):
+            SplitExperts(widths).fit(np.hstack([a, b]), y)
+    # scikit-learn conventions: __init__ stores, clone keeps the parameters
+    c = clone(SplitExperts((5, 3), LogisticRegression(C=2.0)))
+    assert c.get_params()["widths"] == (5, 3) and c.get_params()["estimator"].C == 2.0
+    assert "SplitExperts(widths=(5, 3))" == repr(SplitExperts((5, 3)))
+
+
+def test_classifier_for_reads_a_per_view_dict():
+    lr = LogisticRegression(C=0.3)
+    split = SplitExperts((2, 2))
+    assert classifier_for(None, "image") is None and classifier_for(lr, None) is lr
+    per_view = {ANY_VIEW: lr, "image": split}
+    assert classifier_for(per_view, "image") is split
+    assert classifier_for(per_view, "text") is lr and classifier_for(per_view, None) is lr
+    assert classifier_for({"image": split}, "text") is None  # no base: the default
+    # models over all views together use the base classifier
+    assert make_classifier(per_view).C == 0.3
+    assert isinstance(make_classifier({"image": split}), LogisticRegression)
+    # with_view_classifiers adds only what differs from the base
+    assert with_view_classifiers(lr, {"text": lr}) is lr
+    assert with_view_classifiers(None, {"image": split}) == {ANY_VIEW: None, "image": split}
+    assert with_view_classifiers(per_view, {"text": split})["text"] is split

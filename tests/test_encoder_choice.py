@@ -171,6 +171,7 @@ def test_evaluate_folds_choosing_separate_experts_fit_them(monkeypatch):
                         lambda self, *a, **k: fits.append(self.widths) or real_fit(self, *a, **k))
     # "auto" for the column: its candidates are the fake encoders, and every pair form
     monkeypatch.setattr(selection, "installed_encoders", lambda modality, variants=False: CANDS)
+    monkeypatch.setattr(selection, "SEPARATE_EXPERTS", True)  # opt-in for "auto"
     result = evaluate(X.rename(columns={"left": "text"}), y,
                       encoders={"text": "auto", "right": "test-number"}, groups=g,
                       cv=3, inner_cv=3, strategies=["late"], baseline=False)

@@ -304,8 +304,11 @@ def _parity_half(n=320, seed=1):
     return y, {"a": a, "b": b}
 
 
-def test_separate_experts_are_scored_beside_the_pair_and_scored_as_fitted():
+def test_separate_experts_are_scored_beside_the_pair_and_scored_as_fitted(monkeypatch):
+    import mmfuse.encoders.selection as selection
     from mmfuse.encoders.selection import candidate_view, view_classifier
+
+    monkeypatch.setattr(selection, "SEPARATE_EXPERTS", True)  # opt-in for "auto"
     from mmfuse.fusion.experts import ModalityExpert
     from mmfuse.fusion.splits import inner_splits
 
@@ -333,6 +336,7 @@ def test_separate_experts_are_scored_beside_the_pair_and_scored_as_fitted():
 def test_separate_experts_must_pay_like_a_concatenation(monkeypatch):
     import mmfuse.encoders.selection as selection
 
+    monkeypatch.setattr(selection, "SEPARATE_EXPERTS", True)  # opt-in for "auto"
     y, _, views = _data(n=240)
     parts = _parts({"good": views["good"], "noise": views["noise"]})
     sel = select_encoder(parts, Candidates(("good", "noise"), pair=True), y, cv=4,
@@ -371,3 +375,10 @@ def test_separate_experts_can_be_listed_and_hand_their_experts_to_the_fusion(mon
         got = out_of_fold_probas({"image": view}, y, {"image": present}, None, per_view, 4, 0)
         assert len(calls) == 2 * 4  # the fusion's experts came from the selection
     np.testing.assert_array_equal(got["image"], expected["image"])
+
+
+def test_separate_experts_are_opt_in_for_auto():
+    y, views = _parity_half()
+    sel = select_encoder(_parts(views), Candidates(("a", "b"), pair=True), y, cv=4,
+                         random_state=0)
+    assert "a+b" in sel.fold_scores and "a|b" not in sel.fold_scores

@@ -94,12 +94,10 @@ MAX_ACCURACY_LOSS = 0.0
 #: mean inner accuracy is more than RACE_MARGIN below the runner-up's is not scored on the
 #: other folds. None: every candidate is scored on every fold.
 RACE_MARGIN: float | None = 0.05
-#: An extra encoder must pay: a concatenation is chosen over the best candidate with fewer
-#: encoders only when it beats it by more than one standard error (:func:`parsimonious_choice`)
+#: An extra encoder must pay for itself (:func:`parsimonious_choice`)
 PARSIMONY = True
-#: ``"auto"`` also scores the best two as separate experts ``a|b`` (read at call time).
-#: Off by default: on icons-family it changed no outer accuracy (auto chose early fusion,
-#: which pools the blocks anyway) and cost two more fits per inner fold; a list may name it
+#: ``"auto"`` also scores the best two as separate experts ``a|b`` (read at call time); off:
+#: no outer gain on icons-family, two more fits per inner fold (README)
 SEPARATE_EXPERTS = False
 RACE_MIN_FOLDS = 2
 

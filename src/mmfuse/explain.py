@@ -221,13 +221,17 @@ def holdout_explanation(table: Any, y: Any, groups: Any, cv: Any, fusion: str, *
     _, y_enc = np.unique(y, return_inverse=True)
     splits, _ = make_splits(y_enc, groups, cv, random_state)
     train, test = splits[0]
+    params = dict(fusion_params or {})
     if getattr(table, "candidates", None):  # the chosen encoders' views, not placeholders
-        views, present, _ = table.choose(train, y_enc, groups, inner_cv, random_state)
+        # (and a column that chose separate experts "a|b" gets them, as in the evaluation)
+        views, present, _, classifier = table.choose(train, y_enc, groups, inner_cv,
+                                                     random_state)
+        if classifier is not None:
+            params.setdefault("classifier", classifier)
     else:
         views, present = table.fold_views(train)
     keep = np.any(np.stack([present[m][train] for m in present]), axis=0)
     train = train[keep]
-    params = dict(fusion_params or {})
     params.setdefault("weights", weights)
     params.setdefault("random_state", random_state)
     model = create_fusion(fusion, **params)

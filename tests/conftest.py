@@ -155,3 +155,31 @@ def reference_store(store_manifest, tmp_path_factory):
     result = extract_store(store_manifest, STORE_COLUMNS, out, encoders=STORE_ENCODERS,
                            rows_per_shard=8, on_error="skip")
     return result
+
+
+def tar_xz(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """An xz tar of ``files`` (name -> bytes) and symbolic ``links`` (name -> target), as a
+    Debian package's ``data.tar.xz``."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def ar_archive(members: dict[str, bytes]) -> bytes:
+    """An ``ar`` archive of ``members``: the container of a ``.deb``."""
+    out = b"!<arch>\n"
+    for name, data in members.items():
+        header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n"
+        out += header.encode() + data + (b"\n" if len(data) % 2 else b"")
+    return out

@@ -15,16 +15,23 @@ from mmfuse.evaluate.record import schema
 runner = CliRunner()
 
 
-def test_small_data_falls_back_to_equal_weights_and_the_json_says_so(tmp_path, monkeypatch):
+def small_views(folder, counts) -> list[str]:
+    """Two views and labels of 9 classes with ``counts`` rows each, saved in ``folder``;
+    the CLI arguments that read them."""
     rng = np.random.default_rng(0)
-    y = np.repeat(np.array([f"class-{i}" for i in range(9)]), [2, 6, 7, 7, 7, 7, 8, 8, 8])
+    y = np.repeat(np.array([f"class-{i}" for i in range(9)]), counts)
     codes = np.unique(y, return_inverse=True)[1]
-    np.save(tmp_path / "images.npy", rng.normal(size=(60, 5)) + 0.8 * codes[:, None])
-    np.save(tmp_path / "texts.npy", rng.normal(size=(60, 4)) + 0.5 * codes[:, None])
-    np.save(tmp_path / "labels.npy", y)
+    np.save(folder / "images.npy", rng.normal(size=(len(y), 5)) + 0.8 * codes[:, None])
+    np.save(folder / "texts.npy", rng.normal(size=(len(y), 4)) + 0.5 * codes[:, None])
+    np.save(folder / "labels.npy", y)
+    return ["--views", f"image={folder}/images.npy,text={folder}/texts.npy",
+            "--labels", str(folder / "labels.npy")]
+
+
+def test_small_data_falls_back_to_equal_weights_and_the_json_says_so(tmp_path, monkeypatch):
+    inputs = small_views(tmp_path, [2, 6, 7, 7, 7, 7, 8, 8, 8])  # 60 rows
     out = tmp_path / "r.json"
-    args = ["run", "--views", f"image={tmp_path}/images.npy,text={tmp_path}/texts.npy",
-            "--labels", str(tmp_path / "labels.npy"), "--cv", "2", "--fusion", "late",
+    args = ["run", *inputs, "--cv", "2", "--fusion", "late",
             "--json-out", str(out), "--quiet", "--jobs", "1"]
     monkeypatch.setattr(sys, "argv", ["mmfuse", *args])
     result = runner.invoke(app, args)
@@ -43,17 +50,10 @@ def test_small_data_falls_back_to_equal_weights_and_the_json_says_so(tmp_path, m
 
 
 def test_train_on_small_data_says_it_fell_back_in_words(tmp_path):
-    rng = np.random.default_rng(0)
     # 30 rows, the rarest class once: no inner fold can hold every class
-    y = np.repeat(np.array([f"class-{i}" for i in range(9)]), [1, 3, 3, 3, 4, 4, 4, 4, 4])
-    codes = np.unique(y, return_inverse=True)[1]
-    np.save(tmp_path / "images.npy", rng.normal(size=(30, 5)) + 0.8 * codes[:, None])
-    np.save(tmp_path / "texts.npy", rng.normal(size=(30, 4)) + 0.5 * codes[:, None])
-    np.save(tmp_path / "labels.npy", y)
-    result = runner.invoke(app, [
-        "train", "--views", f"image={tmp_path}/images.npy,text={tmp_path}/texts.npy",
-        "--labels", str(tmp_path / "labels.npy"), "--fusion", "late",
-        "--out", str(tmp_path / "m.mmfuse"), "--quiet"])
+    inputs = small_views(tmp_path, [1, 3, 3, 3, 4, 4, 4, 4, 4])
+    result = runner.invoke(app, ["train", *inputs, "--fusion", "late",
+                                 "--out", str(tmp_path / "m.mmfuse"), "--quiet"])
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
     assert "warning: learned weights fell back: equal weights: too few" in output

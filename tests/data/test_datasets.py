@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
-import tarfile
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -14,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from conftest import ar_archive, tar_xz
 
 from mmfuse import InputError
 from mmfuse.data.datasets import (
@@ -370,24 +370,6 @@ def test_fetch_failure_is_the_offline_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"fsdd/recordings is missing \(download failed"):
         load_dataset("fsdd", tmp_path / "root")
     assert os.listdir(tmp_path / "root") == []
-
-
-def tar_xz(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def ar_archive(members: dict[str, bytes]) -> bytes:
-    out = b"!<arch>\n"
-    for name, data in members.items():
-        header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n"
-        out += header.encode() + data + (b"\n" if len(data) % 2 else b"")
-    return out
 
 
 def fake_tuxpaint_deb(path: Path, corrupt: bool = False) -> tuple[dict[str, bytes], str]:

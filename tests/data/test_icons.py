@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import shutil
-import tarfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import ar_archive, tar_xz
 
 from mmfuse import InputError
 from mmfuse.data.datasets import _fetch, dataset_info, list_datasets, load_dataset, verify_dataset
@@ -209,28 +209,6 @@ def test_verify_refuses_a_modified_file(tmp_path):
     (tango / "32x32" / "actions" / "extra.png").write_bytes(b"added")
     icon.unlink()
     assert not SOURCES["tango"].verify(tmp_path)["ok"]
-
-
-def tar_xz(files: dict[str, bytes], links: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in links.items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-    return buffer.getvalue()
-
-
-def ar_archive(members: dict[str, bytes]) -> bytes:
-    out = b"!<arch>\n"
-    for name, data in members.items():
-        header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n"
-        out += header.encode() + data + (b"\n" if len(data) % 2 else b"")
-    return out
 
 
 def tango_deb(path: Path, tamper: bool = False) -> None:

@@ -151,10 +151,13 @@ class StackingFusion(FusionStrategy):
         self.meta_fallback_ = None
         self.meta_fold_scores_: dict[str, list[float]] = {}
         if self.meta_classifier is None:
-            self.meta_C_ = self._choose_C(meta_x, y, groups)
+            # 3 inner folds at most, as for weighted's grid: this choice is nested in every
+            # inner fold of auto, and a penalty path needs fewer folds than a model choice
+            splits = inner_splits(y, groups, min(self.cv, 3), self.random_state)
+            self.meta_C_ = self._choose_C(meta_x, y, splits)
             self.meta_ = _meta_model(self.meta_C_)
             if self.fallback and self.meta_fold_scores_:
-                self.meta_fallback_ = self._simple_fallback(oof, y)
+                self.meta_fallback_ = self._simple_fallback(oof, y, splits)
         else:
             self.meta_ = make_classifier(self.meta_classifier, self.random_state)
         self.meta_.fit(meta_x, y)
@@ -179,16 +182,12 @@ class StackingFusion(FusionStrategy):
         else:
             self.modality_weights_ = None
 
-    def _choose_C(self, meta_x: np.ndarray, y: np.ndarray, groups: Any) -> float:
+    def _choose_C(self, meta_x: np.ndarray, y: np.ndarray, splits: list) -> float:
         Cs = [float(c) for c in self.meta_Cs]
         if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
             from .._errors import InputError
 
             raise InputError(f"meta_Cs must be positive numbers; got {self.meta_Cs!r}")
-        # 3 inner folds at most, as for weighted's grid: this choice is nested in every
-        # inner fold of auto, and a penalty path needs fewer folds than a model choice
-        splits = inner_splits(y, groups, min(self.cv, 3), self.random_state)
-        self._fallback_splits = splits
         if not splits:
             return Cs[0]
         Cs = sorted(Cs)  # strongest penalty first: preferred among ties
@@ -213,14 +212,15 @@ class StackingFusion(FusionStrategy):
         self.meta_fold_scores_ = {"meta": scores[pick].tolist()}
         return float(pick)
 
-    def _simple_fallback(self, oof: dict[str, np.ndarray], y: np.ndarray) -> str | None:
+    def _simple_fallback(self, oof: dict[str, np.ndarray], y: np.ndarray, splits: list
+                         ) -> str | None:
         """The simple combination stacking falls back to, or None when the meta-model beats
         the best of them by more than one standard error (on the penalty's inner splits)."""
         for name in ["equal"] + [SINGLE_PREFIX + m for m in sorted(oof)]:
             proba = self._simple_proba(name, oof)
             self.meta_fold_scores_[name] = [
                 float(np.mean(proba[test].argmax(axis=1) == y[test]))
-                for _, test in self._fallback_splits]
+                for _, test in splits]
         # simple candidates in order of preference: the equal-weight mean first
         pick = one_se_choice(self.meta_fold_scores_, set(self.meta_fold_scores_) - {"meta"})
         return None if pick == "meta" else pick

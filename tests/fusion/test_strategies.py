@@ -232,3 +232,21 @@ def test_seed_baseline_sums_in_the_views_precision():
         assert f._sum(cast, present).dtype == dtype
         fits[dtype] = f.predict_proba({k: v.astype(dtype) for k, v in te.items()})
     np.testing.assert_allclose(fits[np.float32], fits[np.float64], atol=1e-3)
+
+
+def test_stacking_falling_back_to_one_modality_predicts_with_that_modality_alone():
+    """A fallback to one modality is that modality's model: its expert fitted on every
+    training row (as the single-modality row is), not the inner-fold experts averaged."""
+    from mmfuse.fusion.experts import fit_experts
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    strong = (rng.normal(size=(300, 6)) + 1.5 * np.eye(4)[y] @ rng.normal(size=(4, 6))
+              ).astype(np.float32)
+    noise = rng.normal(size=(300, 60)).astype(np.float32)  # confident, and wrong
+    views = {"a": strong, "b": noise}
+    f = create_fusion("stacking", random_state=0).fit(views, y)
+    assert f.meta_fallback_ == "single:a"
+    alone = fit_experts({"a": strong}, y, {"a": np.ones(300, bool)}, None, 0)["a"]
+    np.testing.assert_allclose(f.predict_proba(views),
+                               alone.predict_proba(strong, np.ones(300, bool)), rtol=1e-6)

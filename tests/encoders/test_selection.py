@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from mmfuse import InputError
+from mmfuse.encoders.featurizer import encode_candidates
 from mmfuse.encoders.selection import (
-    Candidates, Part, candidate_features, encode_parts, encoder_cost, installed_encoders,
+    Candidates, Part, candidate_features, encoder_cost, installed_encoders,
     one_se_cheapest, parse_candidates, parsimonious_choice, select_encoder)
 
 
@@ -196,9 +197,9 @@ def test_parse_candidates():
     assert parse_candidates("auto", "caption", modality="text").pair
 
 
-def test_encode_parts_reports_each_bad_item_once(tmp_path):
+def test_encode_candidates_reports_each_bad_item_once(tmp_path):
     texts = ["a red fish", None, "two blue birds", "green frog"]
-    parts, errors = encode_parts(["hashing", "tfidf"], texts, column="text", cache=None)
+    parts, errors = encode_candidates(["hashing", "tfidf"], texts, "text", cache=None)
     assert parts["hashing"].view is not None and parts["tfidf"].encoder is not None
     assert parts["tfidf"].present.tolist() == [True, False, True, True]
     assert errors == []

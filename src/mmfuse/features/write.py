@@ -282,7 +282,7 @@ def _extract_shard(job: Mapping[str, Any], index: int, chunk: pd.DataFrame) -> d
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..extract import extract_features
+    from ..encoders.featurizer import Featurizer
 
     start, n = int(chunk.index[0]), len(chunk)
     arrays = [pa.array(np.arange(start, start + n, dtype=np.int64))]
@@ -298,9 +298,11 @@ def _extract_shard(job: Mapping[str, Any], index: int, chunk: pd.DataFrame) -> d
         builds += built
         col = job["columns"][m]
         samples = chunk[col].tolist()
-        features, present, errors = extract_features(
-            enc, samples, cache=False, batch_size=job["batch_size"],
-            workers=job["decode_threads"], on_error="skip", column=col)
+        # the featurizer's path, as for a model (a cell of several files: mean-pooled)
+        encoded = Featurizer({m: enc}, sources={m: (col,)}).transform(
+            chunk, on_error="skip", cache=False, batch_size=job["batch_size"],
+            workers=job["decode_threads"])
+        features, present, errors = encoded.views[m], encoded.present[m], encoded.errors
         for e in errors:
             item = samples[e.row]
             f = {"row": start + e.row, "modality": m, "cause": _scrub(e.message, item)}

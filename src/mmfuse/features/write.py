@@ -69,7 +69,8 @@ def extract_store(
     manifest : path to a CSV, TSV, JSONL or Parquet manifest (one row per sample)
     columns : dict of modality -> manifest column, e.g. ``{"image": "photo"}``
         Image and audio cells are file paths (relative ones are taken from the manifest's
-        folder); every worker must see them under the same path.
+        folder; several in one cell are mean-pooled, as a model's featurizer pools them);
+        every worker must see them under the same path.
     out : path of the store folder (created; every worker must see it)
     encoders : dict of modality -> encoder name, optional
         Default ``hog`` for images and ``mfcc`` for audio; text needs a stateless text

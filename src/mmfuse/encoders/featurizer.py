@@ -12,7 +12,7 @@ Every caller encodes through a :class:`Featurizer` (``Featurizer._encode_cells``
 place an encoder meets raw cells; ``tests/test_architecture.py`` checks that no other
 module calls the extraction functions): the estimator (fit, predict, ``predict_table``,
 explain), evaluation (:class:`~mmfuse.evaluate.FeatureTable`: fixed columns, and the
-candidate encoders of :func:`mmfuse.encoders.parts.encode_parts`), robustness, the
+candidate encoders of an encoder choice, :func:`encode_candidates`), robustness, the
 feature store (:mod:`mmfuse.features.write`) and the HTTP service, which uses its per-item
 half (:meth:`Featurizer.prepare_item` per request, then :meth:`Featurizer.views_from_prepared`
 on a micro-batch, pooling a cell of several files as :meth:`Featurizer.transform` does).

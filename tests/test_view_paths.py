@@ -92,7 +92,7 @@ def _store_path(model, manifest, root):
     result = CliRunner().invoke(app, ["extract", "--manifest", str(manifest), "--image",
                                       "image", "--text", "text", "--encoders", encs,
                                       "--out", str(out), "--shard-size", "10",
-                                      "--no-progress"])
+                                      "--quiet"])
     assert result.exit_code == 0, result.output
     store = load(out)
     return store.views, store.present

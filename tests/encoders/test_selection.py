@@ -203,6 +203,11 @@ def test_encode_candidates_reports_each_bad_item_once(tmp_path):
     assert parts["hashing"].view is not None and parts["tfidf"].encoder is not None
     assert parts["tfidf"].present.tolist() == [True, False, True, True]
     assert errors == []
+    # an item both candidates fail on is one error, not two
+    parts, errors = encode_candidates(["hashing", "tfidf"], texts[:2] + [5] + texts[3:],
+                                      "text", cache=None, on_error="skip")
+    assert [(e.row, e.column) for e in errors] == [(2, "text")]
+    assert parts["hashing"].present.tolist() == [True, False, False, True]
 
 
 def test_fusion_reuses_the_selection_experts_in_a_shared_memo(monkeypatch):

@@ -154,3 +154,66 @@ def test_nothing_outside_a_registry_switches_on_registered_names():
             if value in names and (module, value) not in NAME_SWITCHES:
                 found.add(f"{module}:{line} tests the {names[value]} name {value!r}")
     assert sorted(found) == []
+
+
+#: The extraction and preparation functions, and the only modules that may call them: the
+#: featurizer (every path from raw columns to views goes through it), the extraction
+#: module itself, and the encoders' base class (``prepare_all`` and its own ``fit``).
+EXTRACTION = {"extract_features", "iter_features", "prepare_all"}
+MAY_EXTRACT = {"encoders/featurizer.py", "extract.py", "encoders/base.py"}
+
+
+def _extraction_calls(tree: ast.AST, package: str) -> list[tuple[int, str]]:
+    """(line, name) of every call of :data:`EXTRACTION` in a module of ``package``: a name
+    imported from ``mmfuse.extract``, an attribute of that module, or any ``.prepare_all``
+    method call (an ``extract_features`` attribute of something else, e.g. a torch model,
+    is not ours)."""
+    names: dict[str, str] = {}    # local name -> function of mmfuse.extract
+    modules: set[str] = set()     # local names of the mmfuse.extract module
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = (".".join(parts[:len(parts) - node.level + 1]
+                             + ([node.module] if node.module else []))
+                    if node.level else node.module or "")
+            for a in node.names:
+                if base == "mmfuse.extract" and a.name in EXTRACTION:
+                    names[a.asname or a.name] = a.name
+                elif base == "mmfuse" and a.name == "extract":
+                    modules.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "mmfuse.extract":
+                    modules.add(a.asname or a.name)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in names:
+            found.append((node.lineno, names[func.id]))
+        elif isinstance(func, ast.Attribute) and func.attr in EXTRACTION and (
+                func.attr == "prepare_all" or ast.unparse(func.value) in modules):
+            found.append((node.lineno, func.attr))
+    return found
+
+
+def test_only_the_featurizer_extracts_and_prepares():
+    """Every path from raw columns to views (fit, predict, evaluation's fixed and
+    candidate encoders, explain, the feature store, the service) goes through the
+    featurizer: no other module calls the extraction or preparation functions."""
+    snippet = ("from ..extract import extract_features as ef\nfrom .. import extract\n"
+               "import mmfuse.extract as mx\nef(e, s)\nextract.iter_features(e, s)\n"
+               "mx.extract_features(e, s)\nenc.prepare_all(s)\nself.net.extract_features(x)\n")
+    assert sorted(n for _, n in _extraction_calls(ast.parse(snippet), "mmfuse.features")) == [
+        "extract_features", "extract_features", "iter_features", "prepare_all"]
+    found = []
+    for path in SRC.rglob("*.py"):
+        module = path.relative_to(SRC).as_posix()
+        if module in MAY_EXTRACT:
+            continue
+        package = _module(path) if path.name == "__init__.py" else \
+            _module(path).rpartition(".")[0]
+        found += [f"{module}:{line} calls {name}" for line, name in
+                  _extraction_calls(ast.parse(path.read_text(encoding="utf-8")), package)]
+    assert sorted(found) == []

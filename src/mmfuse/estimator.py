@@ -283,8 +283,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         """Where ``encoders`` gives candidates, choose each column's encoder by inner CV on
         this training data (sets ``encoder_selection_``); returns the spec with the choices,
         or None when nothing is to choose."""
-        from .encoders.selection import (Candidates, encode_parts, needed_encoders,
-                                         select_encoder, view_name)
+        from .encoders.featurizer import encode_candidates
+        from .encoders.selection import Candidates, needed_encoders, select_encoder, view_name
 
         self.encoder_selection_ = {}
         if self.encoders is None:
@@ -305,13 +305,12 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         for col, spec in specs.items():
             if not isinstance(spec, Candidates):
                 continue
-            values = columns[col]
-            samples = values.tolist() if hasattr(values, "tolist") and not isinstance(
-                values, np.ndarray) else list(values)
-            if len(samples) != len(y_enc):
-                raise InputError(f"X has {len(samples)} samples but y has {len(y_enc)} labels")
-            parts, _ = encode_parts(needed_encoders(spec), samples, on_error=self.on_error,
-                                    column=col, scrub_pii=bool(self.scrub_pii))
+            if len(columns[col]) != len(y_enc):
+                raise InputError(f"X has {len(columns[col])} samples but y has {len(y_enc)} "
+                                 f"labels")
+            parts, _ = encode_candidates(needed_encoders(spec), columns, col,
+                                         on_error=self.on_error, pooling=self.pooling,
+                                         scrub_pii=bool(self.scrub_pii))
             selection = select_encoder(parts, spec, y_enc, groups, cv=self.cv,
                                        classifier=self.classifier,
                                        random_state=self.random_state, column=col)

@@ -77,3 +77,33 @@ def test_the_classifier_pools_lists_of_files(images):
     report = clf.predict_report({"image": [[paths[0], bad], [bad]]})
     assert [e.row for e in report.errors] == [0, 1, 1]
     assert "1 of 2 files failed" in report.errors[0].message
+
+
+def test_row_records_are_the_one_way_to_build_multi_column_items():
+    import pandas as pd
+
+    from mmfuse.encoders.cells import row_records
+    from mmfuse.encoders.tabular import TabularEncoder, gather_fields, row_items
+
+    df = pd.DataFrame({"a": [1.0, None, 3.0], "b": ["x", None, ""]})
+    assert row_records(df, ("a", "b"), 3) == [{"a": 1.0, "b": "x"}, None,
+                                              {"a": 3.0, "b": ""}]
+    # a column the table lacks is empty in every row (the featurizer's missing columns)
+    assert row_records({"a": [1, None]}, ("a", "c"), 2) == [{"a": 1, "c": None}, None]
+    enc = TabularEncoder(numeric=["a"], categorical=["b"])
+    assert row_items(df, enc) == row_records(df, ("a", "b"), 3)
+    # a request: fields sent with no value make no item, as an all-empty table row
+    assert gather_fields({"a": None, "b": ""}, {"tabular": enc}) == ({}, {})
+    assert gather_fields({"b": "x"}, {"tabular": enc})[1] == {"tabular": {"a": None, "b": "x"}}
+
+
+def test_pooled_takes_the_items_of_a_cell_from_the_caller(images):
+    """The service pools prepared files: ``items_of`` says which cells hold several."""
+    paths, _ = images
+    enc = create_encoder("color-hist")
+    plain, _, _ = pooled(encode_with(enc), [paths[:2], paths[2]], column="image")
+    tagged = [("several", paths[:2]), paths[2]]
+    view, present, errors = pooled(
+        lambda items, oe: encode_with(enc)(items, oe), tagged, column="image",
+        items_of=lambda c: c[1] if isinstance(c, tuple) else None)
+    assert present.all() and errors == [] and np.array_equal(view, plain)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from mmfuse import InputError
+from mmfuse.encoders.featurizer import encode_candidates
 from mmfuse.encoders.selection import (
-    Candidates, Part, candidate_features, encode_parts, encoder_cost, installed_encoders,
+    Candidates, Part, candidate_features, encoder_cost, installed_encoders,
     one_se_cheapest, parse_candidates, parsimonious_choice, select_encoder)
 
 
@@ -196,12 +197,17 @@ def test_parse_candidates():
     assert parse_candidates("auto", "caption", modality="text").pair
 
 
-def test_encode_parts_reports_each_bad_item_once(tmp_path):
+def test_encode_candidates_reports_each_bad_item_once(tmp_path):
     texts = ["a red fish", None, "two blue birds", "green frog"]
-    parts, errors = encode_parts(["hashing", "tfidf"], texts, column="text", cache=None)
+    parts, errors = encode_candidates(["hashing", "tfidf"], texts, "text", cache=None)
     assert parts["hashing"].view is not None and parts["tfidf"].encoder is not None
     assert parts["tfidf"].present.tolist() == [True, False, True, True]
     assert errors == []
+    # an item both candidates fail on is one error, not two
+    parts, errors = encode_candidates(["hashing", "tfidf"], texts[:2] + [5] + texts[3:],
+                                      "text", cache=None, on_error="skip")
+    assert [(e.row, e.column) for e in errors] == [(2, "text")]
+    assert parts["hashing"].present.tolist() == [True, False, False, True]
 
 
 def test_fusion_reuses_the_selection_experts_in_a_shared_memo(monkeypatch):

@@ -136,6 +136,28 @@ def test_json_with_base64_files(service):
     _check_answer(response.json(), _expected(model, row, ("text",)), model, ("text",))
 
 
+def test_a_field_given_several_times_is_one_cell_of_several_files(service):
+    """Several uploads of one image field (or a JSON list) are one cell of several files,
+    pooled as a list cell of a table is; other fields stay single."""
+    client, model, X, _ = service
+    paths = [X.iloc[i]["image"] for i in (1, 2)]
+    text = X.iloc[1]["text"]
+    expected = predict_table(model, pd.DataFrame({"image": [paths], "audio": [None],
+                                                  "text": [text]})).iloc[0]
+    files = [("image", (f"s{i}.png", Path(p).read_bytes(), "image/png"))
+             for i, p in enumerate(paths)]
+    response = client.post("/predict", files=files, data={"text": text})
+    assert response.status_code == 200, response.text
+    _check_answer(response.json(), expected, model, ("image", "text"))
+    images = [base64.b64encode(Path(p).read_bytes()).decode() for p in paths]
+    response = client.post("/predict", json={"image": images, "text": text})
+    assert response.status_code == 200, response.text
+    _check_answer(response.json(), expected, model, ("image", "text"))
+    twice = client.post("/predict", files=[("text", ("a.txt", b"a", "text/plain")),
+                                           ("text", ("b.txt", b"b", "text/plain"))])
+    assert twice.status_code == 422 and twice.json()["error"]["code"] == "duplicate_field"
+
+
 def test_urlencoded_text(service):
     client, model, X, _ = service
     row = X.iloc[7]

@@ -219,6 +219,25 @@ class Encoder:
         return f"{type(self).__name__}({args})"
 
 
+def fit_on_rows(encoder: Encoder, prepared: Sequence[Any], present: np.ndarray,
+                train: np.ndarray | None) -> Any:
+    """The view of every row from a stateful encoder fit (on a copy) on the ``train`` rows
+    only (None: every row); ``prepared`` holds the items of the ``present`` rows. Used by
+    the featurizer's per-fold views and by the candidate encoders alike."""
+    import copy
+
+    rows = np.arange(len(present)) if train is None else train
+    items = prepared_rows(prepared, present, rows)
+    return copy.deepcopy(encoder).fit_prepared(items).assemble(prepared, present)
+
+
+def prepared_rows(prepared: Sequence[Any], present: np.ndarray, rows: np.ndarray) -> list[Any]:
+    """The prepared items of ``rows`` (those present): ``prepared`` holds one item per
+    present row, in order."""
+    index = np.cumsum(present) - 1  # position of each present row in ``prepared``
+    return [prepared[index[r]] for r in rows if present[r]]
+
+
 def _sparse_rows(emb: Any, present: np.ndarray, dim: int) -> Any:
     """``emb`` (one row per present row) spread to ``len(present)`` rows, zero elsewhere."""
     from scipy import sparse

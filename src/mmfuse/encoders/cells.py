@@ -9,9 +9,11 @@
   cell whose files partly fail is pooled over the others and reported as an item error
   saying how many failed (with ``on_error="raise"`` any failed file raises).
 * **Several columns per item.** A multi-column encoder (``tabular``) gets one
-  ``{column: value}`` mapping per row (see :func:`mmfuse.encoders.tabular.row_items`).
+  ``{column: value}`` record per row, built by :func:`row_records` (the only place that
+  builds them: the featurizer, the tabular encoder's ``row_items`` and the HTTP service).
 
-:func:`encoder_samples` and :func:`pooled` are what the featurizer calls.
+:func:`row_records` and :func:`pooled` are what the featurizer calls (for whole tables and
+for the service's micro-batches alike).
 """
 
 from __future__ import annotations
@@ -48,17 +50,18 @@ def split_paths(value: Any) -> Any:
     return [p for p in parts if p]
 
 
-def encoder_samples(columns: Any, col: str, encoder: Any) -> list[Any]:
-    """The items ``encoder`` gets for the view ``col``: the column's cells, or one mapping
-    per row for a multi-column encoder."""
-    import pandas as pd
+def row_records(columns: Any, sources: Sequence[str], n: int) -> list[dict[str, Any] | None]:
+    """The items of a view that reads several columns: one ``{column: cell}`` record per
+    row, ``None`` where every cell of the row is missing. ``columns`` is a DataFrame or a
+    mapping column -> sequence of ``n`` cells; a column it lacks is empty in every row.
 
-    if getattr(encoder, "multi_column", False):
-        from .tabular import row_items
-
-        return row_items(columns, encoder)
-    values = columns[col]
-    return values.tolist() if isinstance(values, pd.Series) else list(values)
+    The one place records are built: the featurizer (tables), :func:`~mmfuse.encoders.
+    tabular.row_items` and the HTTP service (a request's fields: ``n=1``) call it.
+    """
+    have = columns.columns if hasattr(columns, "columns") else columns
+    lists = [list(columns[c]) if c in have else [None] * n for c in sources]
+    return [None if all(is_missing(v) for v in row) else dict(zip(sources, row))
+            for row in zip(*lists)]
 
 
 def check_pooling(pooling: str) -> None:
@@ -66,23 +69,30 @@ def check_pooling(pooling: str) -> None:
         raise InputError(f"pooling must be one of {list(POOLING)}; got {pooling!r}")
 
 
+def _items_of(cell: Any) -> list[Any] | None:
+    return list(cell) if is_multi(cell) else None
+
+
 def pooled(encode: Encode, samples: Sequence[Any], *, pooling: str = "mean",
-           on_error: str = "raise", column: str | None = None
+           on_error: str = "raise", column: str | None = None,
+           items_of: Callable[[Any], list[Any] | None] = _items_of
            ) -> tuple[Any, np.ndarray, list[ItemError]]:
     """``encode(items, on_error) -> (view, present, errors)`` over cells that may each hold
-    several items, pooled per cell (see the module docstring).
+    several items, pooled per cell (see the module docstring). ``items_of(cell)`` gives the
+    items of a cell of several, None for a cell of one (default: :func:`is_multi` cells).
 
     Without a multi-item cell this is exactly ``encode(samples, on_error)``.
     """
     check_pooling(pooling)
     samples = list(samples)
-    if not any(is_multi(s) for s in samples):
+    split = [items_of(s) for s in samples]
+    if all(items is None for items in split):
         return encode(samples, on_error)
     flat: list[Any] = []
     owner: list[int] = []
     size = np.zeros(len(samples), dtype=int)
-    for row, cell in enumerate(samples):
-        items = list(cell) if is_multi(cell) else [cell]
+    for row, (cell, several) in enumerate(zip(samples, split)):
+        items = several if several is not None else [cell]
         for item in items:
             if not is_missing(item):
                 flat.append(item)

@@ -1,19 +1,21 @@
-"""The one path from raw columns to views.
-
-::
+"""The one path from raw columns to views::
 
     raw table (DataFrame, dict of columns, 2-D array)
         ──► as_columns ──► resolve_encoders / build_encoders (fit only)
-        ──► Featurizer: per view, the cells of its source column(s)
+        ──► Featurizer: per view, the cells of its source column(s) (cells.row_records)
               passthrough   → the pre-extracted vectors themselves
-              stateless     → extract_features (streamed, cached on disk)
+              stateless     → extract_features (streamed, cached on disk), pooled per cell
               stateful      → prepare_all, fit_prepared (fit only), assemble
         ──► Encoded(views, present, errors)
 
-The estimator (fit, predict), evaluation (:class:`~mmfuse.evaluate.FeatureTable`),
-robustness, :mod:`mmfuse.predict` and the HTTP service all encode through a
-:class:`Featurizer`; the service uses its per-item half (:meth:`Featurizer.prepare_item`,
-then :meth:`Featurizer.views_from_prepared` on a micro-batch).
+Every caller encodes through a :class:`Featurizer` (``Featurizer._encode_cells`` is the one
+place an encoder meets raw cells; ``tests/test_architecture.py`` checks that no other
+module calls the extraction functions): the estimator (fit, predict, ``predict_table``,
+explain), evaluation (:class:`~mmfuse.evaluate.FeatureTable`: fixed columns, and the
+candidate encoders of an encoder choice, :func:`encode_candidates`), robustness, the
+feature store (:mod:`mmfuse.features.write`) and the HTTP service, which uses its per-item
+half (:meth:`Featurizer.prepare_item` per request, then :meth:`Featurizer.views_from_prepared`
+on a micro-batch, pooling a cell of several files as :meth:`Featurizer.transform` does).
 
 Extension points (kept open on purpose):
 
@@ -37,91 +39,15 @@ import numpy as np
 
 from .._errors import InputError
 from ..views import Present, Views, check_views
-from .base import MODALITIES, ON_ERROR, Encoder, ItemError, MissingItem, is_missing
+from .base import (MODALITIES, ON_ERROR, Encoder, ItemError, MissingItem, fit_on_rows,
+                   is_missing)
+from .passthrough import PASSTHROUGH, Passthrough, is_passthrough
 
-__all__ = ["PASSTHROUGH", "Encoded", "Featurizer", "Passthrough", "as_columns",
-           "build_encoders", "default_encoder", "is_passthrough", "resolve_encoders",
-           "source_columns"]
+__all__ = ["PASSTHROUGH", "Encoded", "Featurizer", "Passthrough", "PreparedFiles",
+           "as_columns", "build_encoders", "default_encoder", "encode_candidates",
+           "is_passthrough", "resolve_encoders", "source_columns"]
 
 Progress = Callable[[str, int, int], Any]
-
-
-class Passthrough:
-    """The "encoder" of a column of pre-extracted feature vectors: the column is its view.
-
-    ``encoders={"x": "passthrough"}`` (the string) and ``PASSTHROUGH`` (this object) mean
-    the same; a fitted model holds the object. It compares equal to the string
-    ``"passthrough"`` so code written against the old string sentinel keeps working.
-    """
-
-    name = "passthrough"
-    modality = "features"
-    stateless = True
-    stores_training_text = False
-    fingerprint = None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Passthrough) or (isinstance(other, str) and other == self.name)
-
-    def __hash__(self) -> int:
-        return hash(self.name)
-
-    def __repr__(self) -> str:
-        return "PASSTHROUGH"
-
-    def view(self, column: str, cells: Sequence[Any], dim: int | None = None
-             ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(view, present)`` of a column of vectors; ``present`` is None when no cell is
-        missing (all-NaN rows then count as missing, see :func:`~mmfuse.views.check_views`)."""
-        if isinstance(cells, np.ndarray) and cells.dtype != object:
-            return _vectors(column, cells, dim), None
-        cells = list(cells)
-        mask = np.array([not _missing_vector(v) for v in cells], dtype=bool)
-        if mask.all() and len(cells):
-            return _vectors(column, cells, dim), None
-        rows = [v for v, m in zip(cells, mask) if m]
-        width = dim if dim is not None else (_vectors(column, rows).shape[1] if rows else 1)
-        out = np.full((len(cells), width), np.nan, dtype=np.float32)
-        if rows:
-            out[mask] = _vectors(column, rows, dim)
-        return out, mask & ~np.isnan(out).all(axis=1)
-
-
-#: The passthrough marker held in a fitted model's ``encoders_``.
-PASSTHROUGH = Passthrough()
-
-
-def is_passthrough(encoder: Any) -> bool:
-    """True for the passthrough marker (or its name)."""
-    return isinstance(encoder, Passthrough) or (isinstance(encoder, str)
-                                                and encoder == Passthrough.name)
-
-
-def _missing_vector(value: Any) -> bool:
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return len(value) == 0
-    return is_missing(value)
-
-
-def _vectors(column: str, values: Any, dim: int | None = None) -> np.ndarray:
-    if not isinstance(values, np.ndarray):
-        values = list(values)
-        if any(isinstance(v, (np.ndarray, list, tuple)) for v in values):
-            # a column of vectors: missing cells become NaN rows of the right width
-            width = next(len(np.ravel(v)) for v in values
-                         if isinstance(v, (np.ndarray, list, tuple)))
-            values = [np.full(width, np.nan) if not isinstance(v, (np.ndarray, list, tuple))
-                      else np.ravel(v) for v in values]
-    try:
-        arr = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"column {column!r} is 'passthrough' and must hold numeric feature vectors of equal "
-            f"length; give it an encoder (e.g. 'hog', 'tfidf', 'mfcc') for raw files"
-        ) from None
-    if arr.size == 0 and dim is not None:
-        return arr.reshape(len(arr), dim)
-    return arr.reshape(len(arr), -1)
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -253,6 +179,42 @@ def _holds_vectors(column: Any) -> bool:
     return False
 
 
+def encode_candidates(names: Sequence[str], X: Any, column: str, *, on_error: str = "raise",
+                      cache: Any = True, progress: Progress | None = None,
+                      stats: dict[str, Any] | None = None, scrub_pii: bool = False,
+                      pooling: str = "mean") -> tuple[dict[str, Any], list[ItemError]]:
+    """``({name: Part}, errors)``: every candidate encoder of column ``column`` of ``X`` (a
+    table, or the column's cells) through a :class:`Featurizer`, as a fixed encoder (for
+    :mod:`mmfuse.encoders.selection`; encoders that learn keep their prepared items). An
+    item error is reported once per row (the first encoder's)."""
+    from .parts import Part
+    from .registry import create_encoder
+
+    table = X if isinstance(X, Mapping) or hasattr(X, "columns") else {column: list(X)}
+    parts: dict[str, Any] = {}
+    errors: dict[int, ItemError] = {}
+    for name in names:
+        enc = create_encoder(name)
+        if scrub_pii and enc.modality == "text":
+            if not enc.scrubs_pii:
+                raise InputError(f"scrub_pii=True, but the candidate encoder {name!r} of text "
+                                 f"column {column!r} does not support scrubbing")
+            enc.scrub_pii = True
+        tick = None if progress is None else (lambda _, done, total, name=name: progress(
+            f"features: {column} ({name})", done, total))
+        out = Featurizer({column: enc}, sources={column: (column,)}, pooling=pooling
+                         ).transform_deferred(table, on_error=on_error, cache=cache,
+                                              progress=tick)
+        present = np.asarray(out.present[column], bool)
+        parts[name] = (Part(present, encoder=enc, prepared=out.deferred[column])
+                       if column in out.deferred else Part(present, view=out.views[column]))
+        if stats is not None:
+            stats["not_cached"] = stats.get("not_cached", 0) + out.not_cached
+        for e in out.errors:
+            errors.setdefault(e.row, e)
+    return parts, [errors[r] for r in sorted(errors)]
+
+
 # -- the featurizer --------------------------------------------------------------------------
 
 
@@ -339,14 +301,17 @@ class Featurizer:
 
     def transform(self, X: Any, *, on_error: str = "raise", cache: Any = True,
                   progress: Progress | None = None, missing_columns: str = "error",
-                  n_rows: int | None = None) -> Encoded:
+                  n_rows: int | None = None, batch_size: int | None = None,
+                  workers: int | None = None) -> Encoded:
         """Encode ``X`` with the (fitted) encoders.
 
         ``missing_columns="absent"`` makes a column that ``X`` lacks missing for every row
-        (``n_rows`` rows when ``X`` has no column at all).
+        (``n_rows`` rows when ``X`` has no column at all). ``batch_size`` and ``workers``
+        (decoding threads) tune the streamed extraction (:func:`mmfuse.extract.
+        extract_features`; default: the encoder's preferences).
         """
         return self._encode(X, "transform", on_error, cache, progress, missing_columns,
-                            n_rows)
+                            n_rows, batch_size=batch_size, workers=workers)
 
     def transform_deferred(self, X: Any, *, on_error: str = "raise", cache: Any = True,
                            progress: Progress | None = None) -> Encoded:
@@ -357,19 +322,14 @@ class Featurizer:
     def fit_fold(self, encoded: Encoded, train: np.ndarray) -> Views:
         """Views of every row, with the deferred (stateful) encoders fit on ``train`` rows
         only, on copies: the featurizer's encoders are not changed."""
-        import copy
-
         views = dict(encoded.views)
         for view, prepared in encoded.deferred.items():
-            mask = encoded.present[view]
-            index = np.cumsum(mask) - 1  # position of each present row in ``prepared``
-            train_items = [prepared[index[r]] for r in train if mask[r]]
-            fold_encoder = copy.deepcopy(self.encoders[view]).fit_prepared(train_items)
-            views[view] = fold_encoder.assemble(prepared, mask)
+            views[view] = fit_on_rows(self.encoders[view], prepared, encoded.present[view],
+                                      train)
         return views
 
     def _encode(self, X: Any, mode: str, on_error: str, cache: Any, progress: Progress | None,
-                missing_columns: str, n_rows: int | None = None) -> Encoded:
+                missing_columns: str, n_rows: int | None = None, **stream: Any) -> Encoded:
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
         if missing_columns not in ("error", "absent"):
@@ -395,31 +355,11 @@ class Featurizer:
                     out.present[view] = mask
                     given_present.add(view)
                 continue
-            cells = cells.tolist() if hasattr(cells, "tolist") and not isinstance(
-                cells, np.ndarray) else list(cells)
-            if enc.stateless:
-                from ..extract import extract_features
-                from .cells import pooled
-
-                tick = None if progress is None else (
-                    lambda done, total, v=view: progress(f"features: {v}", done, total))
-                counts: dict[str, Any] = {}
-                # a cell with several files is embedded file by file, then pooled
-                view_, mask, errors = pooled(
-                    lambda items, oe, enc=enc, view=view, tick=tick, counts=counts:
-                    extract_features(enc, items, cache=cache, on_error=oe, column=view,
-                                     progress=tick, stats=counts),
-                    cells, pooling=self.pooling, on_error=on_error, column=view)
-                out.not_cached += counts.get("not_cached", 0)
-            else:
-                prepared, mask, errors = enc.prepare_all(cells, on_error, column=view)
-                if mode == "defer":
-                    out.deferred[view] = prepared
-                    view_ = np.full((n, 1), np.nan, np.float32)  # placeholder until fit_fold
-                else:
-                    if mode == "fit":
-                        enc.fit_prepared(prepared)
-                    view_ = enc.assemble(prepared, mask)
+            view_, mask, errors, prepared = self._encode_cells(
+                view, cells, mode, on_error, cache, progress, out, **stream)
+            if prepared is not None:
+                out.deferred[view] = prepared
+                view_ = np.full((n, 1), np.nan, np.float32)  # placeholder until fit_fold
             out.views[view], out.present[view] = view_, mask
             given_present.add(view)
             out.errors += errors
@@ -437,6 +377,42 @@ class Featurizer:
         out.errors.sort(key=lambda e: e.row)
         return out
 
+    def _encode_cells(self, view: str, cells: Any, mode: str, on_error: str, cache: Any,
+                      progress: Progress | None, out: Encoded, batch_size: int | None = None,
+                      workers: int | None = None
+                      ) -> tuple[Any, np.ndarray, list[ItemError], list[Any] | None]:
+        """The one place an encoder meets raw cells: ``(view, present, errors, prepared)``.
+
+        A stateless encoder streams through :func:`mmfuse.extract.extract_features` (the
+        feature cache), a cell with several files embedded file by file and pooled
+        (:func:`mmfuse.encoders.cells.pooled`); a stateful one prepares every cell, and is
+        fit (``mode="fit"``), applied (``"transform"``) or keeps its prepared items for
+        :meth:`fit_fold` (``"defer"``: ``prepared`` is returned, ``view`` is None).
+        """
+        enc = self.encoders[view]
+        cells = cells.tolist() if hasattr(cells, "tolist") and not isinstance(
+            cells, np.ndarray) else list(cells)
+        if not enc.stateless:
+            prepared, mask, errors = enc.prepare_all(cells, on_error, column=view)
+            if mode == "defer":
+                return None, mask, errors, prepared
+            if mode == "fit":
+                enc.fit_prepared(prepared)
+            return enc.assemble(prepared, mask), mask, errors, None
+        from ..extract import extract_features
+        from .cells import pooled
+
+        tick = None if progress is None else (
+            lambda done, total: progress(f"features: {view}", done, total))
+        counts: dict[str, Any] = {}
+        view_, mask, errors = pooled(
+            lambda items, oe: extract_features(enc, items, cache=cache, on_error=oe,
+                                               column=view, progress=tick, stats=counts,
+                                               batch_size=batch_size, workers=workers),
+            cells, pooling=self.pooling, on_error=on_error, column=view)
+        out.not_cached += counts.get("not_cached", 0)
+        return view_, mask, errors, None
+
     def _cells(self, columns: Mapping[str, Any], view: str, n: int) -> Any:
         """The raw cells of ``view``: its column's (None where the column is absent), or one
         ``{column: cell}`` record per row when it reads several columns."""
@@ -445,9 +421,9 @@ class Featurizer:
             values = columns.get(sources[0]) if isinstance(columns, Mapping) else (
                 columns[sources[0]] if sources[0] in columns else None)
             return [None] * n if values is None else values
-        lists = [list(columns[c]) if c in columns else [None] * n for c in sources]
-        return [None if all(is_missing(v) for v in row) else dict(zip(sources, row))
-                for row in zip(*lists)]
+        from .cells import row_records
+
+        return row_records(columns, sources, n)
 
     def _check_dims(self, views: Views) -> None:
         for view, dim in self.dims.items():
@@ -460,31 +436,64 @@ class Featurizer:
 
     # -- one item at a time (the HTTP service) ----------------------------------------------
     def prepare_item(self, view: str, raw: Any) -> Any:
-        """One decoded item of ``view``, ready for :meth:`views_from_prepared`. Raises
-        :class:`~mmfuse.encoders.MissingItem` when the item turns out empty, and the
-        decoder's error when it is unreadable. Passthrough vectors pass as they are."""
+        """One decoded cell of ``view``, ready for :meth:`views_from_prepared`: the item
+        prepared, or for a cell of several files (a list) each file prepared. Raises
+        :class:`~mmfuse.encoders.MissingItem` when the cell turns out empty, and the
+        decoder's error when a file is unreadable. Passthrough vectors pass as they are."""
         enc = self.encoders[view]
         if is_passthrough(enc):
             return raw
+        from .cells import is_multi
+
+        if enc.stateless and is_multi(raw):  # pooled in views_from_prepared, as in _encode
+            files = []
+            for item in raw:
+                try:
+                    files.append(enc.prepare(item))
+                except MissingItem:
+                    continue
+            if not files:
+                raise MissingItem(view)
+            return PreparedFiles(files)
         if is_missing(raw):
             raise MissingItem(view)
         return enc.prepare(raw)
 
     def views_from_prepared(self, batch: Sequence[Mapping[str, Any]]) -> tuple[Views, Present]:
-        """Views of a batch of samples, each a ``{view: prepared item}`` dict (a view it
-        lacks is missing): one encoder call per view."""
+        """Views of a batch of samples, each a ``{view: prepared cell}`` dict (a view it
+        lacks is missing): one encoder call per view, a cell of several files pooled as
+        :meth:`transform` pools it."""
+        from .cells import pooled
+
         n = len(batch)
         views: Views = {}
         present: Present = {}
         for view, enc in self.encoders.items():
             mask = np.array([view in item for item in batch], dtype=bool)
-            items = [item[view] for item in batch if view in item]
             if is_passthrough(enc):
+                items = [item[view] for item in batch if view in item]
                 dim = self.dim(view) or (len(items[0]) if items else 1)
                 out = np.full((n, dim), np.nan, dtype=np.float32)
                 if items:
                     out[mask] = np.stack(items)
             else:
-                out = enc.assemble(items, mask)
+                cells = [item.get(view) for item in batch]
+                out, mask, _ = pooled(lambda items, oe, enc=enc: _assemble(enc, items),
+                                      cells, pooling=self.pooling, column=view,
+                                      items_of=PreparedFiles.items_of)
             views[view], present[view] = out, mask
         return check_views(views, present)
+
+
+class PreparedFiles(list):
+    """The prepared files of one cell of several files (see :meth:`Featurizer.prepare_item`)."""
+
+    @staticmethod
+    def items_of(cell: Any) -> list[Any] | None:
+        return list(cell) if isinstance(cell, PreparedFiles) else None
+
+
+def _assemble(enc: Any, items: list[Any]) -> tuple[Any, np.ndarray, list[ItemError]]:
+    """``(view, present, [])`` of prepared items, None ones missing."""
+    mask = np.array([i is not None for i in items], dtype=bool)
+    return enc.assemble([i for i in items if i is not None], mask), mask, []

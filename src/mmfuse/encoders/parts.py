@@ -1,8 +1,10 @@
 """Candidate encoders' features for the encoder choice (:mod:`mmfuse.encoders.selection`).
 
-:func:`encode_parts` computes every single encoder's features once for the whole table
-(stateless encoders through the feature cache); :class:`Part` holds them, fitting an
-encoder that learns (TF-IDF) on the training rows of each fold only; and
+:func:`mmfuse.encoders.featurizer.encode_candidates` computes every single encoder's
+features once for the whole table, through the featurizer (the feature cache, pooling);
+:class:`Part` holds them, fitting an encoder that learns (TF-IDF) on the training rows of
+each fold only (as the featurizer's per-fold views: :func:`~mmfuse.encoders.base.
+fit_on_rows`); and
 :func:`candidate_features` builds a candidate's view (``a+b``: the concatenation).
 
 A candidate ``a|b`` keeps two encoders of one modality as **separate experts**: its view
@@ -13,7 +15,6 @@ is the same concatenation as ``a+b`` (:func:`view_name`), but its per-view class
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from .base import fit_on_rows, prepared_rows
 from .concat import SEPARATOR, concat_views, split_name
 
 #: Joins the parts of a candidate kept as separate experts (``"efficientnet-lite0|color-hist"``)
@@ -70,19 +72,14 @@ class Part:
         """The same encoder's features for ``rows`` only."""
         if self.encoder is None:
             return Part(self.present[rows], view=self.view[rows])
-        index = np.cumsum(self.present) - 1
         return Part(self.present[rows], encoder=self.encoder,
-                    prepared=[self.prepared[index[r]] for r in rows if self.present[r]])
+                    prepared=prepared_rows(self.prepared, self.present, rows))
 
     def features(self, train: np.ndarray | None) -> Any:
         """Features of every row, an encoder that learns being fit on ``train`` rows only."""
         if self.encoder is None:
             return self.view
-        index = np.cumsum(self.present) - 1
-        rows = np.arange(len(self.present)) if train is None else train
-        items = [self.prepared[index[r]] for r in rows if self.present[r]]
-        enc = copy.deepcopy(self.encoder).fit_prepared(items)
-        return enc.assemble(self.prepared, self.present)
+        return fit_on_rows(self.encoder, self.prepared, self.present, train)
 
 
 def candidate_features(parts: Mapping[str, Part], name: str, train: np.ndarray | None
@@ -117,48 +114,3 @@ def needed_encoders(candidates: Any) -> list[str]:
             if p not in out:
                 out.append(p)
     return out
-
-
-def encode_parts(names: Sequence[str], samples: Sequence[Any], *, on_error: str = "raise",
-                 column: str | None = None, cache: Any = True, progress: Any = None,
-                 stats: dict[str, Any] | None = None, scrub_pii: bool = False
-                 ) -> tuple[dict[str, Part], list]:
-    """Features of every encoder in ``names`` for ``samples``: ``({name: Part}, errors)``.
-
-    Stateless encoders are streamed through :func:`mmfuse.extract.extract_features` (the
-    feature cache: computed once for every fold); encoders that learn keep their prepared
-    items, to be fit on training rows only (:meth:`Part.features`). Item errors are
-    reported once per item (the first encoder's report wins: the others name the same
-    rows). ``scrub_pii`` scrubs text before any text encoder sees it.
-    """
-    from ..extract import extract_features
-    from .registry import create_encoder
-
-    parts: dict[str, Part] = {}
-    errors: list = []
-    seen_rows: set[int] = set()
-    for name in names:
-        enc = create_encoder(name)
-        if scrub_pii and enc.modality == "text":
-            if not enc.scrubs_pii:
-                raise InputError(f"scrub_pii=True, but the candidate encoder {name!r} of text "
-                                 f"column {column!r} does not support scrubbing")
-            enc.scrub_pii = True
-        if enc.stateless:
-            tick = None if progress is None else (
-                lambda done, total, name=name: progress(f"features: {column} ({name})", done,
-                                                        total))
-            counts: dict[str, Any] = {}
-            view, mask, errs = extract_features(enc, samples, cache=cache, on_error=on_error,
-                                                column=column, progress=tick, stats=counts)
-            if stats is not None:
-                stats["not_cached"] = stats.get("not_cached", 0) + counts.get("not_cached", 0)
-            parts[name] = Part(np.asarray(mask, bool), view=view)
-        else:
-            prepared, mask, errs = enc.prepare_all(samples, on_error, column=column)
-            parts[name] = Part(np.asarray(mask, bool), encoder=enc, prepared=prepared)
-        for e in errs:
-            if e.row not in seen_rows:
-                seen_rows.add(e.row)
-                errors.append(e)
-    return parts, sorted(errors, key=lambda e: e.row)

@@ -75,7 +75,7 @@ import numpy as np
 from .._errors import InputError
 from .._stats import beats_by_one_se, within_one_se
 from .concat import SEPARATOR
-from .parts import (SPLIT, Part, candidate_features, candidate_view, encode_parts,  # noqa: F401
+from .parts import (SPLIT, Part, candidate_features, candidate_view,  # noqa: F401
                     encoder_parts, is_split, needed_encoders, view_classifier, view_name)
 
 SCORINGS = ("log_loss", "accuracy")

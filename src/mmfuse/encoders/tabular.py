@@ -433,34 +433,37 @@ class TabularEncoder(Encoder):
 
 
 def row_items(columns: Any, encoder: Encoder) -> list[dict[str, Any] | None]:
-    """The items of a multi-column encoder: one ``{column: value}`` mapping per row.
+    """The items of a multi-column encoder: one ``{column: value}`` record per row (None
+    where every cell is empty), built by :func:`mmfuse.encoders.cells.row_records` as the
+    featurizer builds them.
 
     ``columns`` is a DataFrame or a mapping column -> sequence. A column the encoder needs
     and the table lacks is an :class:`~mmfuse.InputError` listing what is there.
     """
-    import pandas as pd
+    from .cells import row_records
 
     needed = encoder.columns
-    have = list(columns.columns) if isinstance(columns, pd.DataFrame) else list(columns)
+    have = list(columns.columns) if hasattr(columns, "columns") else list(columns)
     absent = [c for c in needed if c not in have]
     if absent:
         raise InputError(f"the tabular columns {absent} are not in the data; it has "
                          f"{sorted(map(str, have))}")
-    values = {c: (columns[c].tolist() if isinstance(columns[c], pd.Series)
-                  else list(columns[c])) for c in needed}
-    n = len(next(iter(values.values())))
-    return [{c: values[c][i] for c in needed} for i in range(n)]
+    return row_records(columns, needed, len(columns[needed[0]]))
 
 
 def gather_fields(fields: Mapping[str, Any], encoders: Mapping[str, Any]
                   ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Split a request's fields into the other fields and one ``{column: value}`` item per
-    multi-column view (the HTTP service: a tabular view's fields are named after its columns).
+    """Split a request's fields into the other fields and one ``{column: value}`` record per
+    multi-column view (the HTTP service: a tabular view's fields are named after its
+    columns; the record is built by :func:`mmfuse.encoders.cells.row_records`, as the
+    featurizer builds a table's).
 
     A column absent from the request is an empty cell; a view none of whose columns was sent
-    gets no item (the modality is missing). A value that is not a JSON scalar is an
-    :class:`~mmfuse.InputError` naming the field.
+    with a value gets no item (the modality is missing). A value that is not a JSON scalar
+    is an :class:`~mmfuse.InputError` naming the field.
     """
+    from .cells import row_records
+
     rest = dict(fields)
     tables: dict[str, dict[str, Any]] = {}
     for view, enc in encoders.items():
@@ -472,6 +475,7 @@ def gather_fields(fields: Mapping[str, Any], encoders: Mapping[str, Any]
             if v is not None and not isinstance(v, (str, int, float, bool)):
                 raise InputError(f"field {c!r} (a column of {view!r}) must be a number, a "
                                  f"string, a boolean or null; got {type(v).__name__}")
-        if sent:
-            tables[view] = {c: sent.get(c) for c in columns}
+        record = row_records({c: [v] for c, v in sent.items()}, list(columns), 1)[0]
+        if record is not None:
+            tables[view] = record
     return rest, tables

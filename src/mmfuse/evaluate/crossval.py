@@ -183,7 +183,8 @@ class FeatureTable:
                  progress: Progress | None = None, cache: Any = True, pooling: str = "mean"):
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
-        from ..encoders.selection import Candidates, encode_parts, needed_encoders
+        from ..encoders.featurizer import encode_candidates
+        from ..encoders.selection import Candidates, needed_encoders
 
         columns, self.n = as_columns(X)
         specs = resolve_encoders(encoders, columns)
@@ -206,12 +207,11 @@ class FeatureTable:
         for col, spec in specs.items():
             if not isinstance(spec, Candidates):
                 continue
-            values = columns[col]
-            samples = values.tolist() if isinstance(values, pd.Series) else list(values)
             counts: dict[str, Any] = {}
-            parts, errors = encode_parts(needed_encoders(spec), samples, on_error=on_error,
-                                         column=col, cache=cache, progress=progress,
-                                         stats=counts)
+            parts, errors = encode_candidates(needed_encoders(spec), columns, col,
+                                              on_error=on_error, cache=cache,
+                                              progress=progress, stats=counts,
+                                              pooling=pooling)
             not_cached += counts.get("not_cached", 0)
             self.candidates[col] = (spec, parts)
             self.encoder_names[col] = "/".join(spec.names)

@@ -69,7 +69,8 @@ def extract_store(
     manifest : path to a CSV, TSV, JSONL or Parquet manifest (one row per sample)
     columns : dict of modality -> manifest column, e.g. ``{"image": "photo"}``
         Image and audio cells are file paths (relative ones are taken from the manifest's
-        folder); every worker must see them under the same path.
+        folder; several in one cell are mean-pooled, as a model's featurizer pools them);
+        every worker must see them under the same path.
     out : path of the store folder (created; every worker must see it)
     encoders : dict of modality -> encoder name, optional
         Default ``hog`` for images and ``mfcc`` for audio; text needs a stateless text
@@ -282,7 +283,7 @@ def _extract_shard(job: Mapping[str, Any], index: int, chunk: pd.DataFrame) -> d
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..extract import extract_features
+    from ..encoders.featurizer import Featurizer
 
     start, n = int(chunk.index[0]), len(chunk)
     arrays = [pa.array(np.arange(start, start + n, dtype=np.int64))]
@@ -298,9 +299,11 @@ def _extract_shard(job: Mapping[str, Any], index: int, chunk: pd.DataFrame) -> d
         builds += built
         col = job["columns"][m]
         samples = chunk[col].tolist()
-        features, present, errors = extract_features(
-            enc, samples, cache=False, batch_size=job["batch_size"],
-            workers=job["decode_threads"], on_error="skip", column=col)
+        # the featurizer's path, as for a model (a cell of several files: mean-pooled)
+        encoded = Featurizer({m: enc}, sources={m: (col,)}).transform(
+            chunk, on_error="skip", cache=False, batch_size=job["batch_size"],
+            workers=job["decode_threads"])
+        features, present, errors = encoded.views[m], encoded.present[m], encoded.errors
         for e in errors:
             item = samples[e.row]
             f = {"row": start + e.row, "modality": m, "cause": _scrub(e.message, item)}

@@ -16,9 +16,12 @@ def openapi_request(spec: ModelSpec, max_text_chars: int) -> dict[str, Any]:
         if kind in ("image", "audio"):
             formats = "PNG, JPEG, ..." if kind == "image" else "WAV, FLAC, OGG"
             multipart[col] = {"type": "string", "format": "binary",
-                              "description": f"{kind} file ({formats})"}
+                              "description": f"{kind} file ({formats}); the field given several "
+                                             f"times: one cell of several files, pooled"}
             as_json[col] = {"type": "string", "contentEncoding": "base64",
-                            "description": f"{kind} file, base64 or a base64 data: URI"}
+                            "description": f"{kind} file, base64 or a base64 data: URI (a "
+                                           f"list of them: one cell of several files, "
+                                           f"pooled)"}
         elif kind == "text":
             multipart[col] = as_json[col] = {"type": "string", "maxLength": max_text_chars}
         else:

@@ -153,7 +153,9 @@ def parse_urlencoded(body: bytes, n_columns: int) -> list[Field]:
     return [Field(name=k, data=v.encode("utf-8"), is_file=False) for k, v in pairs]
 
 
-def _check_names(names: list[str], spec: ModelSpec) -> None:
+def _check_names(names: list[str], spec: ModelSpec, several: tuple[str, ...] = ()) -> None:
+    """Known fields, each given once but for the kinds in ``several`` (image and audio
+    uploads: a field given several times is a cell of several files, pooled)."""
     unknown = sorted({n for n in names if n not in spec.kinds})
     if unknown:
         raise ApiError(422, "unknown_field",
@@ -161,9 +163,19 @@ def _check_names(names: list[str], spec: ModelSpec) -> None:
                        field=unknown[0])
     seen = set()
     for n in names:
-        if n in seen:
+        if n in seen and spec.kinds[n] not in several:
             raise ApiError(422, "duplicate_field", f"field {n!r} is given more than once", field=n)
         seen.add(n)
+
+
+def _add_file(items: dict[str, Any], name: str, data: bytes) -> None:
+    """One more file of field ``name``: a second file makes the cell a list of files."""
+    if name not in items:
+        items[name] = data
+    elif isinstance(items[name], list):
+        items[name].append(data)
+    else:
+        items[name] = [items[name], data]
 
 
 def items_from_fields(fields: list[Field], spec: ModelSpec, max_upload_bytes: int,
@@ -183,7 +195,9 @@ def items_from_fields(fields: list[Field], spec: ModelSpec, max_upload_bytes: in
             cells[f.name] = data if data.strip() else None
     _, tables = _table_items(cells, spec)
     fields = [f for f in fields if f.name not in table_cols]
-    _check_names([f.name for f in fields], spec)
+    _check_names([f.name for f in fields if not (f.is_file and f.name in spec.kinds)],
+                 spec)
+    _check_names([f.name for f in fields], spec, several=("image", "audio"))
     items: dict[str, Any] = dict(tables)
     for f in fields:
         kind = spec.kinds[f.name]
@@ -197,7 +211,7 @@ def items_from_fields(fields: list[Field], spec: ModelSpec, max_upload_bytes: in
                                f"{f.name}=@file); strings are never opened as paths",
                                field=f.name)
             _check_file_type(f.name, kind, f.content_type)
-            items[f.name] = _check_bytes(f.name, data, max_upload_bytes)
+            _add_file(items, f.name, _check_bytes(f.name, data, max_upload_bytes))
         elif kind == "text":
             if f.is_file:
                 _check_file_type(f.name, "text", f.content_type)
@@ -237,7 +251,10 @@ def items_from_json(body: bytes, spec: ModelSpec, max_upload_bytes: int,
         kind = spec.kinds[name]
         if value is None or value == "":
             continue
-        if kind in ("image", "audio"):
+        if kind in ("image", "audio") and isinstance(value, list) and value:
+            # a cell of several files (pooled, as a list cell of a table is)
+            items[name] = [_decode_base64(name, kind, v, max_upload_bytes) for v in value]
+        elif kind in ("image", "audio"):
             items[name] = _decode_base64(name, kind, value, max_upload_bytes)
         elif kind == "text":
             if not isinstance(value, str):

@@ -15,15 +15,34 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _holds_code(tree: ast.Module) -> bool:
+    """Whether a module does more than re-export: anything but its docstring, imports and
+    ``__all__`` (a function, a class, a constant, a statement)."""
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else None)
+        if targets is not None and [getattr(t, "id", None) for t in targets] == ["__all__"]:
+            continue
+        return True
+    return False
+
+
 def _import_graph() -> dict[str, set[str]]:
-    """Module -> the mmfuse modules it imports. A package's ``__init__`` only re-exports, so
-    importing it is not counted as a dependency on it (that would make every sub-module of a
-    package that imports a sibling through ``from . import x`` look cyclic)."""
+    """Module -> the mmfuse modules it imports. Importing a package counts as a dependency on
+    its ``__init__`` when that holds code; one that only re-exports is skipped (that would make
+    every sub-module of a package that imports a sibling through ``from . import x`` look
+    cyclic), and so is a module's own package (its ``__init__`` runs first anyway)."""
     files = {_module(p): p for p in SRC.rglob("*.py")}
+    trees = {m: ast.parse(p.read_text(encoding="utf-8")) for m, p in files.items()}
+    counted = {m for m, p in files.items() if p.name != "__init__.py" or _holds_code(trees[m])}
     graph: dict[str, set[str]] = {m: set() for m in files}
     for module, path in files.items():
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(trees[module]):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     parts = package.split(".")[:len(package.split(".")) - node.level + 1]
@@ -39,7 +58,8 @@ def _import_graph() -> dict[str, set[str]]:
             for name in names:
                 while name and name not in files:
                     name = name.rpartition(".")[0]
-                if name and name != module and files[name].name != "__init__.py":
+                if (name and name != module and name in counted
+                        and not module.startswith(name + ".")):
                     graph[module].add(name)
     return graph
 
@@ -86,7 +106,23 @@ def test_the_checker_sees_a_cycle():
 def test_no_import_cycles_inside_mmfuse():
     graph = _import_graph()
     assert "mmfuse.encoders.featurizer" in graph["mmfuse.estimator"]
+    # packages whose __init__ holds code count (issue 28: a cycle hid behind them)
+    assert "mmfuse.encoders.pretrained" in graph["mmfuse.encoders.featurizer"]
     assert _cycles(graph) == []
+
+
+def test_init_modules_that_hold_code_are_seen():
+    assert _holds_code(ast.parse('"""doc"""\nfrom .a import b\n__all__ = ["b"]\n')) is False
+    assert _holds_code(ast.parse('from .a import b\nX = b()\n')) is True
+    assert _holds_code(ast.parse('def f():\n    pass\n')) is True
+
+
+def test_the_devices_sit_at_the_bottom():
+    """The device helpers are used by the encoders and the heads; they import neither."""
+    graph = _import_graph()
+    assert graph["mmfuse.devices"] <= {"mmfuse._errors"}
+    assert "mmfuse.devices" in graph["mmfuse.fusion.neural"]
+    assert "mmfuse.devices" in graph["mmfuse.encoders.pretrained.runtime"]
 
 
 #: Modules may have at most this many lines...

@@ -10,7 +10,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._errors import InputError
-from .encoders.base import ON_ERROR, ItemError
+from .encoders.base import ON_ERROR, Encoder, ItemError
 from .encoders.featurizer import (PASSTHROUGH, Encoded, Featurizer,  # noqa: F401 (re-export)
                                   as_columns, build_encoders, is_passthrough, resolve_encoders)
 from .views import Present, Views
@@ -164,6 +164,18 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         modality gets the strategy's answer for an empty row (the class prior)."""
         check_is_fitted(self, "fusion_")
         return self.fusion_.predict_proba(views, present)
+
+    def to(self, device: str) -> "MultimodalClassifier":
+        """Run a fitted (or loaded) model on ``device`` (resolved: ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``; see :func:`mmfuse.devices.resolve_device`) from now on: each encoder
+        and the strategy move themselves (models reload lazily on their next use).
+        Returns self."""
+        check_is_fitted(self, "fusion_")
+        for enc in self.encoders_.values():
+            if isinstance(enc, Encoder):
+                enc.to(device)
+        self.fusion_.to(device)
+        return self
 
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None, *,

@@ -135,11 +135,11 @@ def predict(
     from ..predict import display_table, predict_manifest, write_predictions
 
     with _errors():
-        from ..devices import resolve_device, to_device
+        from ..devices import resolve_device
         from ..persist import load
 
         _placement(None, None, [], device)  # a bad or missing device fails before loading
-        fitted = to_device(load(model), resolve_device(device))
+        fitted = load(model).to(resolve_device(device))
         columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
         _check_model_columns(fitted, manifest, columns)
         with _Progress(quiet) as bar:

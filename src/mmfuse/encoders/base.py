@@ -138,6 +138,19 @@ class Encoder:
         """Hash of the pretrained weights; classical encoders have none."""
         return ""
 
+    # -- where it runs ------------------------------------------------------------------
+    @classmethod
+    def device_for(cls, device: str) -> str | None:
+        """The device this encoder runs on when a run asks for ``device`` (resolved:
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``); None when it takes no device (the classical
+        ones run on the CPU)."""
+        return None
+
+    def to(self, device: str) -> "Encoder":
+        """Run on ``device`` (resolved) from now on, as :meth:`device_for` places it; an
+        encoder without a device stays as it is. Returns self."""
+        return self
+
     # -- provided -----------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:

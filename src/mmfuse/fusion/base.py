@@ -102,6 +102,24 @@ def _load_builtin() -> None:
             importlib.import_module(f"{__package__}.{info.name}")
 
 
+def _move_held(obj: Any, device: str, depth: int = 0) -> None:
+    """Call ``to(device)`` on every strategy ``obj`` holds: itself, or inside containers
+    (lists, dicts, mmfuse's own helper objects), read only."""
+    if depth > 6:
+        return
+    if isinstance(obj, FusionStrategy):
+        obj.to(device)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _move_held(item, device, depth + 1)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _move_held(item, device, depth + 1)
+    elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("mmfuse"):
+        for item in vars(obj).values():
+            _move_held(item, device, depth + 1)
+
+
 class FusionStrategy(ClassifierMixin, BaseEstimator):
     """Base class: validation, class bookkeeping and ``predict``; subclasses do the fusion."""
 
@@ -180,6 +198,14 @@ class FusionStrategy(ClassifierMixin, BaseEstimator):
         if empty.any():
             proba[empty] = self.class_prior_
         return proba
+
+    def to(self, device: str) -> "FusionStrategy":
+        """Predict on ``device`` (resolved: ``"cpu"``, ``"cuda"``, ``"cuda:N"``) from now
+        on. A strategy without a device has nothing of its own to move; the strategies it
+        holds (candidates, members, base strategies) move themselves. Returns self."""
+        for value in vars(self).values():
+            _move_held(value, device)
+        return self
 
     def predict(self, views: Views, present: Present | None = None) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(views, present), axis=1)]

@@ -5,6 +5,7 @@ listed ones, and nothing outside a registry switches on a registered name."""
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmfuse"
@@ -141,7 +142,6 @@ def test_no_module_over_the_size_limit():
 
 #: Where a registered name may still be compared against, and why.
 NAME_SWITCHES = {
-    ("fusion/auto.py", "weighted"): "auto's candidate policy (issue 10)",
     ("privacy/dp.py", "early"): "the two DP strategies, named after the public ones they mirror",
     ("cli/model.py", "tfidf"): "train's documented swap of tfidf for its variant tfidf-hashed",
     ("cli/model.py", "tfidf-hashed"): "the same swap",
@@ -190,3 +190,65 @@ def test_nothing_outside_a_registry_switches_on_registered_names():
             if value in names and (module, value) not in NAME_SWITCHES:
                 found.add(f"{module}:{line} tests the {names[value]} name {value!r}")
     assert sorted(found) == []
+
+
+#: Where a fusion strategy's registered name may appear as a string outside the module that
+#: registers it (module, name) -> why. Anything else asks the registry for a capability
+#: (``capabilities``, ``fusions_with``) instead of listing names.
+FUSION_NAME_LITERALS = {
+    ("estimator.py", "late"): "MultimodalClassifier's default fusion",
+    ("cli/model.py", "late"): "train's default --fusion",
+    **{("evaluate/crossval.py", n): "DEFAULT_STRATEGIES: the evaluation's default rows, in order"
+       for n in ("early", "weighted", "late", "stacking", "seed-baseline")},
+    ("evaluate/dp.py", "early"): "a single modality under DP is DP early fusion of one view",
+    **{("fusion/__init__.py", n): "the lazily imported classes' modules"
+       for n in ("early", "weighted", "late", "stacking")},
+    **{("fusion/candidates.py", n): "auto's default candidate list (its policy)"
+       for n in ("early", "late", "seed-baseline", "stacking", "gmu", "attention", "lowrank")},
+    ("fusion/auto.py", "late"): "auto's single-modality candidates are late fusion of one view",
+    ("fusion/auto.py", "early"): "auto's fallback without inner folds: early fusion, equal weights",
+    **{("fusion/neural/modules.py", n): "the torch module of each head, keyed by its name"
+       for n in ("gmu", "attention", "lowrank")},
+    ("privacy/dp.py", "early"): "the two DP strategies, named after the public ones they mirror",
+}
+
+
+def _string_literals(tree: ast.AST):
+    """(line, value) of every string constant but docstrings."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef,
+                                       ast.ClassDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and id(node) not in docstrings):
+            yield node.lineno, node.value
+
+
+def test_the_literal_check_sees_a_name_list():
+    tree = ast.parse('"""late"""\nWEIGHTED = ("early", "late")\n')
+    assert sorted(v for _, v in _string_literals(tree)) == ["early", "late"]
+
+
+def test_fusion_names_appear_only_where_they_are_registered():
+    """Capabilities (takes weights, meta level, explanation, DP, cost...) are declared at
+    registration; a list of strategy names elsewhere is a capability nobody declared."""
+    from mmfuse.fusion.base import FUSIONS, load_builtin
+
+    load_builtin()
+    home = {n: str(Path(inspect.getfile(FUSIONS.entry(n).builder)).relative_to(SRC))
+            for n in FUSIONS.names()}
+    assert home["late"] == "fusion/late.py"
+    found, used = set(), set()
+    for path in SRC.rglob("*.py"):
+        module = str(path.relative_to(SRC))
+        for line, value in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
+            if value not in home or value in KEYWORDS or home[value] == module:
+                continue
+            if (module, value) in FUSION_NAME_LITERALS:
+                used.add((module, value))
+            else:
+                found.add(f"{module}:{line} names the fusion strategy {value!r}")
+    assert sorted(found) == []
+    assert used == set(FUSION_NAME_LITERALS)  # a stale entry is an error too

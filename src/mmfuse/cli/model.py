@@ -18,7 +18,7 @@ from ._common import (DEVICE_CHOICE, FUSION, INPUT, MODALITY_OPTIONS, OUTPUT, PR
                       err_console, _Progress, _encoder_spec, _errors, _load_input,
                       _manifest_header, _no_privacy_on_features, _parse_encoders, _placement,
                       _print_chosen_encoders, _tabular_encoder)
-from ._private import _private_spec
+from ._dp import _dp_spec
 
 
 @app.command()
@@ -72,7 +72,7 @@ def train(
         if epsilon is not None and weights == "cv":
             weights = "equal"  # DP: fixed weights (learning them would spend budget)
             console.print("differential privacy: fixed equal modality weights", markup=False)
-        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
+        encoder_spec = _encoder_spec(X, None, tab) if features else _dp_spec(
             _encoder_spec(X, enc, tab), enc, epsilon, False, saving=True)
         if not allow_training_text:
             encoder_spec = _no_training_text_candidates(encoder_spec, X)

@@ -31,7 +31,7 @@ def _hstack(blocks: list) -> Any:
 
 
 @register_fusion("early", description="standardise each view, concatenate, one classifier",
-                 evaluation_weights="equal")
+                 evaluation_weights="equal", takes_weights=True, private=True, simple_rank=1)
 class EarlyFusion(FusionStrategy):
     """Feature-level fusion.
 

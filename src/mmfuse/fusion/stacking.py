@@ -29,7 +29,7 @@ def _meta_model(C: float) -> Any:
 
 
 @register_fusion("stacking", description="meta-classifier on out-of-fold per-modality probabilities",
-                 evaluation_weights=None)
+                 evaluation_weights=None, meta_level=True, cost="medium")
 class StackingFusion(FusionStrategy):
     """Stacked generalisation over modalities (the scikit-learn StackingClassifier rule,
     with grouped inner splits and missing modalities handled).

@@ -106,7 +106,8 @@ def _kernel_factor(k: np.ndarray, train: np.ndarray, test: np.ndarray
     return vecs * root, (k[np.ix_(test, train)] @ vecs) / root
 
 
-@register_fusion("weighted", description="weighted sum of views projected to a common space")
+@register_fusion("weighted", description="weighted sum of views projected to a common space",
+                 takes_weights=True, meta_level=True, explanation="log-share", cost="medium")
 class WeightedSumFusion(FusionStrategy):
     """F(x) = Σ_m w_m · P_m(x_m), then one classifier on F.
 
@@ -241,6 +242,10 @@ class WeightedSumFusion(FusionStrategy):
         self.modality_weights_ = weights
         self.model_ = make_classifier(self.classifier, self.random_state)
         self.model_.fit(weighted_sum(projected, present, weights, self._direct()), y)
+
+    def has_meta_level(self) -> bool:
+        """Only on class scores is the weighting a meta level over expert probabilities."""
+        return self.projection == "class-scores"
 
     def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,
                   groups: Any) -> None:

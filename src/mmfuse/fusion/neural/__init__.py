@@ -340,7 +340,7 @@ class NeuralFusion(FusionStrategy):
         return state
 
 
-@register_fusion("gmu", takes_device=True, description="learned gated multimodal unit (PyTorch)", extra="torch")
+@register_fusion("gmu", takes_device=True, cost="high", description="learned gated multimodal unit (PyTorch)", extra="torch")
 class GMUFusion(NeuralFusion):
     """Gated multimodal unit (Arevalo et al., 2017): per-feature gates choose, for each
     sample, how much each present modality contributes.
@@ -355,7 +355,7 @@ class GMUFusion(NeuralFusion):
     _head = "gmu"
 
 
-@register_fusion("attention", takes_device=True, description="learned attention over modality tokens (PyTorch)",
+@register_fusion("attention", takes_device=True, cost="high", description="learned attention over modality tokens (PyTorch)",
                  extra="torch")
 class AttentionFusion(NeuralFusion):
     """Attention over per-modality tokens: a self-attention block lets modalities inform
@@ -394,7 +394,7 @@ class AttentionFusion(NeuralFusion):
         return {"n_heads": int(self.n_heads)}
 
 
-@register_fusion("lowrank", takes_device=True, description="learned low-rank tensor fusion (PyTorch)", extra="torch")
+@register_fusion("lowrank", takes_device=True, cost="high", description="learned low-rank tensor fusion (PyTorch)", extra="torch")
 class LowRankFusion(NeuralFusion):
     """Low-rank multimodal fusion (Liu et al., 2018): the multimodal outer-product tensor
     fusion computed through rank-``rank`` modality-specific factors.

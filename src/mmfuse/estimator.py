@@ -37,7 +37,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         of its modality; for the whole argument: for each column named image, text or
         audio) makes ``fit`` choose the encoder by grouped, stratified inner CV on the
         training data, each candidate scored alone, with a one-standard-error rule toward
-        the cheaper encoder (see :mod:`mmfuse.encoders.selection`). ``"a+b"`` puts two
+        the cheaper encoder (see :mod:`mmfuse.encoder_choice`). ``"a+b"`` puts two
         encoders' features side by side (:mod:`mmfuse.encoders.concat`); a candidate
         ``"a|b"`` (scored by ``"auto"`` too) keeps them as separate experts: the view
         ``a+b``, one classifier per part (:class:`~mmfuse.fusion.linear.SplitExperts`).
@@ -88,7 +88,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         gave candidates; ``"passthrough"`` for pre-extracted arrays)
     encoder_selection_ : dict of column -> dict
         For columns that chose: the choice, the scoring, and each candidate's mean inner
-        accuracy and log-loss (:meth:`~mmfuse.encoders.selection.EncoderSelection.to_dict`)
+        accuracy and log-loss (:meth:`~mmfuse.encoder_choice.EncoderSelection.to_dict`)
     fusion_ : fitted strategy
     modality_weights_ : dict of column -> weight (sum 1), or None
     weights_fallback_ : str or None
@@ -295,8 +295,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         """Where ``encoders`` gives candidates, choose each column's encoder by inner CV on
         this training data (sets ``encoder_selection_``); returns the spec with the choices,
         or None when nothing is to choose."""
-        from .encoders.selection import (Candidates, encode_parts, needed_encoders,
-                                         select_encoder, view_name)
+        from .encoder_choice import select_encoder
+        from .encoders.candidates import Candidates
+        from .encoders.parts import encode_parts, needed_encoders, view_name
 
         self.encoder_selection_ = {}
         if self.encoders is None:
@@ -335,7 +336,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         """``strategy`` with a :class:`~mmfuse.fusion.linear.SplitExperts` as the per-view
         classifier of each column that chose separate experts (``"a|b"``: its view is the
         concatenation ``a+b``, one classifier per part's block of columns)."""
-        from .encoders.selection import is_split, view_classifier
+        from .encoders.parts import is_split, view_classifier
         from .fusion.linear import classifier_for, with_view_classifiers
 
         split = {c: s["chosen"] for c, s in self.encoder_selection_.items()

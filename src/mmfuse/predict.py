@@ -47,12 +47,6 @@ def display_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return out
 
 
-def used_modalities(model: Any) -> list[str]:
-    """The columns the fitted fusion strategy uses (a column missing from every training row
-    is dropped by the strategy and never used)."""
-    return list(getattr(model.fusion_, "modalities_", model_columns(model)))
-
-
 def column_kind(model: Any, column: str) -> str:
     """``"image"``, ``"text"`` or ``"audio"`` for an encoded column, ``"features"`` for a
     passthrough column (pre-extracted feature vectors)."""
@@ -85,9 +79,13 @@ def predict_views(model: Any, views: Views, present: Present) -> np.ndarray:
     return model.predict_views(views, present)
 
 
-def modalities_used(model: Any, present: Present) -> list[list[str]]:
-    """Per row, the sorted columns that were present and used by the fusion strategy."""
-    used = used_modalities(model)
+def modalities_used(model: Any, present: Present | None = None) -> Any:
+    """The columns the fitted fusion strategy uses (a column missing from every training row
+    is dropped by the strategy and never used), sorted; with ``present`` (column -> row
+    mask), per row the ones that were present and used."""
+    used = list(getattr(model.fusion_, "modalities_", model_columns(model)))
+    if present is None:
+        return used
     n = len(next(iter(present.values()))) if present else 0
     return [[m for m in used if m in present and bool(present[m][i])] for i in range(n)]
 

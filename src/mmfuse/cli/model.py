@@ -224,7 +224,7 @@ def _no_training_text_candidates(spec: Any, X: Any) -> Any:
     """For a saved model: candidate encoders that would store training text (the tfidf
     vocabulary) are left out of ``auto`` and candidate lists (``tfidf-hashed`` stays)."""
     from ..encoders.registry import create_encoder
-    from ..encoders.selection import is_choice
+    from ..encoders.candidates import is_choice
 
     if spec is None or not (spec == "auto" or (isinstance(spec, dict) and any(
             is_choice(v) for v in spec.values()))):

@@ -161,7 +161,7 @@ def as_columns(X: Any, encoders_given: bool = True) -> tuple[Mapping[str, Any], 
 
 def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
     """Map each used column to an encoder spec: a registered name, an Encoder, or
-    :data:`PASSTHROUGH`, or the :class:`~mmfuse.encoders.selection.Candidates` it chooses
+    :data:`PASSTHROUGH`, or the :class:`~mmfuse.encoders.candidates.Candidates` it chooses
     from (``"auto"`` or a list of names). Nothing is built (see :func:`build_encoders`)."""
     import pandas as pd
 
@@ -184,8 +184,8 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
                 f"encoders='auto' picks an encoder for columns named {list(MODALITIES)}; "
                 f"the data has {sorted(map(str, columns))}"
             )
-        # every installed encoder of each modality is a candidate (mmfuse.encoders.selection)
-        from .selection import parse_candidates
+        # every installed encoder of each modality is a candidate (mmfuse.encoder_choice)
+        from .candidates import parse_candidates
 
         return {c: parse_candidates("auto", c) for c in sorted(cols)}
     if not isinstance(encoders, Mapping) or not encoders:
@@ -197,7 +197,7 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
             f"encoders name columns the data does not have: {missing}; "
             f"available columns: {sorted(map(str, columns))}"
         )
-    from .selection import Candidates, is_choice, parse_candidates
+    from .candidates import Candidates, is_choice, parse_candidates
 
     out: dict[str, Any] = {}
     for col in sorted(encoders):

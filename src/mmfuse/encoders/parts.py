@@ -1,4 +1,4 @@
-"""Candidate encoders' features for the encoder choice (:mod:`mmfuse.encoders.selection`).
+"""Candidate encoders' features for the encoder choice (:mod:`mmfuse.encoder_choice`).
 
 :func:`encode_parts` computes every single encoder's features once for the whole table
 (stateless encoders through the feature cache); :class:`Part` holds them, fitting an

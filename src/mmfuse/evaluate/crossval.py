@@ -183,7 +183,8 @@ class FeatureTable:
                  progress: Progress | None = None, cache: Any = True, pooling: str = "mean"):
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
-        from ..encoders.selection import Candidates, encode_parts, needed_encoders
+        from ..encoders.candidates import Candidates
+        from ..encoders.parts import encode_parts, needed_encoders
 
         columns, self.n = as_columns(X)
         specs = resolve_encoders(encoders, columns)
@@ -236,12 +237,13 @@ class FeatureTable:
                random_state: Any, classifier: Any = None
                ) -> tuple[Views, Present, dict[str, str], Any]:
         """:meth:`fold_views`, with each candidate column's encoder chosen by inner CV on
-        the ``train`` rows only (:func:`mmfuse.encoders.selection.select_encoder`):
+        the ``train`` rows only (:func:`mmfuse.encoder_choice.select_encoder`):
         ``(views, present, {column: chosen encoder}, classifier)``. ``classifier`` is the
         one given, or where a column chose separate experts (``"a|b"``) a per-view dict
         giving that column its :class:`~mmfuse.fusion.linear.SplitExperts`
         (:func:`~mmfuse.fusion.linear.classifier_for`), for the fold's strategies."""
-        from ..encoders.selection import candidate_view, select_encoder, view_classifier
+        from ..encoder_choice import select_encoder
+        from ..encoders.parts import candidate_view, view_classifier
         from ..fusion.linear import classifier_for, with_view_classifiers
 
         views, present = self.fold_views(train)

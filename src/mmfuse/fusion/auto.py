@@ -56,7 +56,7 @@ from .experts import out_of_fold_probas, reuse_fit, shared_experts
 from .candidates import (CLASSICAL_CANDIDATES, HEAD_RACE_MIN_FOLDS,  # noqa: F401
                          NEURAL_CANDIDATES, RACED_HEADS, Candidate, RacedOut,
                          fused_candidates, head_race, is_raced)
-from .splits import fallback_reason, inner_splits
+from ..splits import fallback_reason, inner_splits
 
 AVERAGE_PREFIX = "average"
 

@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._errors import InputError
 from .._registry import Registry
 from ..views import Present, Views, check_views
-from .splits import TooFewForInnerFolds, fallback_reason
+from ..splits import TooFewForInnerFolds, fallback_reason
 
 FUSIONS: Registry[Any] = Registry("fusion strategy")
 

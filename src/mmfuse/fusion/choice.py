@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._stats import beats_by_one_se, within_one_se
+from .._stats import MIN_FOLDS, one_se_rule, within_one_se
 
 SINGLE_PREFIX = "single:"
 
@@ -46,7 +46,8 @@ def one_se_choice(fold_scores: Mapping[str, np.ndarray], simple: Any) -> str:
     if best in plain or not plain:
         return best
     ref = max(plain, key=lambda n: (means[n], -names.index(n)))
-    return best if beats_by_one_se(fold_scores[best], fold_scores[ref]) else ref
+    # the simple one unless the best beats it by more than one SE (on MIN_FOLDS folds)
+    return one_se_rule(fold_scores, [ref, best], best=best, min_folds=MIN_FOLDS)
 
 
 def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> list[str]:
@@ -93,9 +94,5 @@ def choose(fold_scores: Mapping[str, Any]) -> str:
         return pick
     singles = [scores[n].mean() for n in simple if n.startswith(SINGLE_PREFIX)]
     floor = max(singles) if singles else -np.inf
-    for n in simple:
-        if n not in simple_labels():
-            break
-        if within_one_se(scores[n], scores[pick]) and scores[n].mean() >= floor:
-            return n
-    return pick
+    fusions = [n for n in simple if n in simple_labels()]  # (simple_order puts them first)
+    return one_se_rule(scores, [n for n in fusions if scores[n].mean() >= floor], best=pick)

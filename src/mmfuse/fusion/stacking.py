@@ -12,7 +12,7 @@ from .choice import SINGLE_PREFIX, one_se_choice
 from .experts import cross_fitted_experts, fit_experts, out_of_fold_probas, predict_cross_fitted
 from .imputer import BlockImputer
 from .linear import make_classifier
-from .splits import inner_splits
+from ..splits import inner_splits
 from .weights import normalise_weights
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR

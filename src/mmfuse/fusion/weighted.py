@@ -13,7 +13,7 @@ from .choice import one_se_choice
 from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
 from .linear import make_classifier
 from .scaling import ViewScaler
-from .splits import fallback_reason, inner_splits
+from ..splits import fallback_reason, inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR

@@ -29,7 +29,7 @@ from ...devices import resolve_device
 from ...views import Present, Views, dense
 from ..base import FusionStrategy, register_fusion
 from ..scaling import EPS
-from ..splits import inner_splits, seed_from
+from ...splits import inner_splits, seed_from
 from .modules import _adamw, _drop_modalities, _Tensors, _threads, _torch, build_module
 
 #: Standardised features are clipped here: a near-constant TF-IDF column would otherwise

@@ -1,9 +1,9 @@
-"""The paired one-standard-error comparison (mmfuse._stats)."""
+"""The one-standard-error rule and its paired comparison (mmfuse._stats)."""
 
 import numpy as np
 import pytest
 
-from mmfuse._stats import beats_by_one_se, paired_gap, within_one_se
+from mmfuse._stats import MIN_FOLDS, beats_by_one_se, one_se_rule, paired_gap, within_one_se
 
 
 def test_paired_gap_is_the_mean_and_standard_error_of_the_differences():
@@ -29,3 +29,22 @@ def test_beats_and_within_one_se():
 def test_no_gain_is_established_on_fewer_than_three_folds():
     assert not beats_by_one_se([0.9, 0.8], [0.5, 0.4])  # a steady gain, but two folds
     assert beats_by_one_se([0.9, 0.8, 0.85], [0.5, 0.4, 0.45])
+
+
+def test_the_rule_takes_the_simplest_candidate_within_one_se_of_the_best():
+    scores = {"simple": [0.70, 0.70, 0.70, 0.70], "complex": [0.95, 0.55, 0.90, 0.62],
+              "steady": [0.80, 0.81, 0.79, 0.80]}
+    # the best by mean is steady; simple is more than one SE below it, complex within
+    assert one_se_rule(scores, ["simple", "complex", "steady"]) == "complex"
+    assert one_se_rule(scores, ["simple", "steady"]) == "steady"
+    # against a given reference, in the given order of simplicity
+    assert one_se_rule(scores, ["simple"], best="complex") == "simple"
+    assert one_se_rule(scores, [], best="steady") == "steady"  # nothing simpler qualifies
+    with pytest.raises(ValueError, match="no candidate"):
+        one_se_rule(scores, [])
+
+
+def test_the_rule_holds_to_the_simpler_one_on_too_few_folds():
+    two = {"simple": [0.5, 0.4], "complex": [0.9, 0.8]}
+    assert one_se_rule(two, ["simple", "complex"]) == "complex"
+    assert one_se_rule(two, ["simple", "complex"], min_folds=MIN_FOLDS) == "simple"

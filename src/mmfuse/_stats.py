@@ -56,9 +56,9 @@ def one_se_rule(fold_scores: Mapping[str, Sequence[float]], order: Sequence[str]
     simpler candidate is within reach of it.
     """
     order = list(order)
-    if not order:
-        raise ValueError("no candidate to choose from")
     if best is None:
+        if not order:
+            raise ValueError("no candidate to choose from")
         best = max(order, key=lambda n: (float(np.mean(fold_scores[n])), -order.index(n)))
     for n in order:
         if len(fold_scores[n]) < min_folds or within_one_se(fold_scores[n], fold_scores[best]):

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
+from ._params import check_on_error
 from ._errors import InputError
-from .encoders.base import ON_ERROR, ItemError
+from .encoders.base import ItemError
 from .views import Present, Views
 
 PROBA_PREFIX = "proba_"
@@ -132,8 +133,7 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
     """
     check_is_fitted(model, "fusion_")
     on_error = model.on_error if on_error is None else on_error
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+    check_on_error(on_error)
     if missing_columns not in ("error", "absent"):
         raise InputError(f"missing_columns must be 'error' or 'absent'; got {missing_columns!r}")
     if not isinstance(df, pd.DataFrame):

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._params import check_on_error
 from .._constants import MODALITIES, ON_ERROR  # noqa: F401 (re-exported)
 from .._errors import DeviceError, InputError, MissingDependencyError
 
@@ -166,8 +167,7 @@ class Encoder:
         self, samples: Sequence[Any], on_error: str = "raise", column: str | None = None
     ) -> tuple[list[Any], np.ndarray, list[ItemError]]:
         """Prepare every item: returns (prepared items of present rows, present mask, errors)."""
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
+        check_on_error(on_error)
         samples = list(samples)
         present = np.zeros(len(samples), dtype=bool)
         prepared: list[Any] = []

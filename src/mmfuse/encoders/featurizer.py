@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from .._params import check_on_error
 from .._errors import InputError
 from ..views import Present, Views, check_views
-from .base import MODALITIES, ON_ERROR, Encoder, ItemError, MissingItem, is_missing
+from .base import MODALITIES, Encoder, ItemError, MissingItem, is_missing
 
 __all__ = ["PASSTHROUGH", "Encoded", "Featurizer", "Passthrough", "as_columns",
            "build_encoders", "default_encoder", "is_passthrough", "resolve_encoders",
@@ -370,8 +371,7 @@ class Featurizer:
 
     def _encode(self, X: Any, mode: str, on_error: str, cache: Any, progress: Progress | None,
                 missing_columns: str, n_rows: int | None = None) -> Encoded:
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+        check_on_error(on_error)
         if missing_columns not in ("error", "absent"):
             raise InputError(f"missing_columns must be 'error' or 'absent'; got "
                              f"{missing_columns!r}")

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
+from .._params import check_on_error
 from .._errors import InputError
-from ..encoders.base import ON_ERROR, ItemError
+from ..encoders.base import ItemError
 from ..encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
 from ..fusion.base import WeightsFallbackWarning
 from ..views import Present, Views
@@ -181,8 +182,7 @@ class FeatureTable:
 
     def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
                  progress: Progress | None = None, cache: Any = True, pooling: str = "mean"):
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+        check_on_error(on_error)
         from ..encoders.candidates import Candidates
         from ..encoders.parts import encode_parts, needed_encoders
 

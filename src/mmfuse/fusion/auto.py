@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError, MissingDependencyError
+from .._params import Boolean, Interval
 from ..views import Present, Views
 from .base import FusionStrategy, WeightsFallbackWarning, create_fusion, register_fusion
 from .choice import SINGLE_PREFIX, choose, simple_labels, simple_order, tied_with
@@ -152,6 +153,13 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
     'late[cv]'
     """
 
+    _parameter_constraints = {
+        **FusionStrategy._parameter_constraints,
+        "ensemble": [Boolean()],
+        "average_ties": [Boolean()],
+        "ensemble_size": [Interval(1, None, integer=True)],
+    }
+
     def __init__(self, classifier: Any = None, weights: Any = "cv", cv: int = 5,
                  candidate_cv: int | None = None, candidates: Sequence[Any] | None = None,
                  neural: Any = RACED_HEADS[0],
@@ -221,13 +229,6 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
     # -- fit / predict ----------------------------------------------------------------------
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         started = time.perf_counter()
-        if not isinstance(self.ensemble, (bool, np.bool_)):
-            raise InputError(f"ensemble must be True or False; got {self.ensemble!r}")
-        if not isinstance(self.average_ties, (bool, np.bool_)):
-            raise InputError(f"average_ties must be True or False; got {self.average_ties!r}")
-        if (not isinstance(self.ensemble_size, (int, np.integer))
-                or isinstance(self.ensemble_size, bool) or self.ensemble_size < 1):
-            raise InputError(f"ensemble_size must be an integer >= 1; got {self.ensemble_size!r}")
         candidates = self._all_candidates(list(views))
         splits = inner_splits(y, groups, self.cv, self.random_state)
         self.failed_candidates_: dict[str, str] = {}

@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._errors import InputError
+from .._params import CLASSIFIER, Interval, validate_params
 from .._registry import Registry
 from ..views import Present, Views, check_views
 from ..splits import TooFewForInnerFolds, fallback_reason
@@ -166,10 +167,23 @@ def _move_held(obj: Any, device: str, depth: int = 0) -> None:
 
 
 class FusionStrategy(ClassifierMixin, BaseEstimator):
-    """Base class: validation, class bookkeeping and ``predict``; subclasses do the fusion."""
+    """Base class: validation, class bookkeeping and ``predict``; subclasses do the fusion.
+
+    Parameters are checked in one place when ``fit`` starts: the settings every strategy
+    shares are declared here, each strategy declares its own beside them
+    (``_parameter_constraints``, see :mod:`mmfuse._params`).
+    """
+
+    _parameter_constraints: dict[str, Any] = {
+        "classifier": [None, dict, CLASSIFIER],
+        "cv": [Interval(2, None, integer=True)],
+        "weights": "no_validation",  # which weights: each strategy (fusion.weights)
+        "random_state": "no_validation",  # scikit-learn's check_random_state
+    }
 
     def fit(self, views: Views, y: Any, present: Present | None = None,
             groups: Any = None) -> "FusionStrategy":
+        validate_params(self)
         # a training row with no modality at all carries nothing to learn from
         views, present = check_views(views, present, allow_all_missing_rows=False)
         y = np.asarray(y)

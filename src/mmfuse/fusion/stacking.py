@@ -14,6 +14,7 @@ from .imputer import BlockImputer
 from .linear import make_classifier
 from ..splits import inner_splits
 from .weights import normalise_weights
+from .._params import Boolean
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -82,6 +83,9 @@ class StackingFusion(FusionStrategy):
     modality_weights_ : dict, share of the meta-classifier's absolute coefficients per modality
     """
 
+    _parameter_constraints = {**FusionStrategy._parameter_constraints,
+                              "fallback": [Boolean()]}
+
     def __init__(self, classifier: Any = None, meta_classifier: Any = None, weights: Any = "cv",
                  cv: int = 5, random_state: Any = None, impute: bool = True,
                  meta_Cs: tuple[float, ...] = (0.01, 0.1, 1.0), fallback: bool = True):
@@ -142,10 +146,6 @@ class StackingFusion(FusionStrategy):
         """The meta-model on per-modality out-of-fold probabilities (the meta level)."""
         k = len(self.classes_)
         self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
-        if not isinstance(self.fallback, (bool, np.bool_)):
-            from .._errors import InputError
-
-            raise InputError(f"fallback must be True or False; got {self.fallback!r}")
         meta_x = self._meta_features(oof, fit_imputer=True)
         self.meta_C_ = None
         self.meta_fallback_ = None

@@ -15,6 +15,7 @@ from .linear import make_classifier
 from .scaling import ViewScaler
 from ..splits import fallback_reason, inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
+from .._params import Options
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -173,6 +174,9 @@ class WeightedSumFusion(FusionStrategy):
     padding, by corrupting the informative columns, makes the weight search drop it.
     """
 
+    _parameter_constraints = {**FusionStrategy._parameter_constraints,
+                              "projection": [Options(PROJECTIONS)]}
+
     def __init__(self, classifier: Any = None, weights: Any = "cv",
                  projection: str = "features", dim: int = 64, step: float | None = None,
                  cv: int = 5, random_state: Any = None, direct_sum: bool = False):
@@ -193,8 +197,6 @@ class WeightedSumFusion(FusionStrategy):
         return bool(direct)
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
-        if self.projection not in PROJECTIONS:
-            raise InputError(f"projection must be one of {PROJECTIONS}; got {self.projection!r}")
         self._direct()  # a bad direct_sum fails before any work
         self.projection_ = self.projection  # the equal-weight fallback may use another
         spec = check_weight_spec(self.weights, list(views), ("cv", "relative", "equal"))

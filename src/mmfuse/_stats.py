@@ -44,16 +44,17 @@ def within_one_se(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def one_se_rule(fold_scores: Mapping[str, Sequence[float]], order: Sequence[str], *,
-                best: str | None = None, min_folds: int = 1) -> str:
+                best: str | None = None, must_beat: bool = False) -> str:
     """The one-standard-error rule: the first candidate of ``order`` (simplest first) whose
     per-fold scores are within one standard error of ``best``'s (the paired differences;
     higher is better); ``best`` itself when none is.
 
     ``fold_scores`` maps candidate name -> per-fold scores. ``best`` defaults to the
     candidate of ``order`` with the highest mean score (exact ties: the first in
-    ``order``). ``min_folds``: a gain over fewer paired folds than this is not established
-    (:data:`MIN_FOLDS` for "a more complex candidate must beat the simpler one"), so the
-    simpler candidate is within reach of it.
+    ``order``). Within one SE is :func:`within_one_se`; with ``must_beat``, a simpler
+    candidate is kept unless ``best`` establishes its gain (:func:`beats_by_one_se`: more
+    than one SE, on at least :data:`MIN_FOLDS` folds), the form of the rule where a more
+    complex candidate must pay for itself.
     """
     order = list(order)
     if best is None:
@@ -61,6 +62,7 @@ def one_se_rule(fold_scores: Mapping[str, Sequence[float]], order: Sequence[str]
             raise ValueError("no candidate to choose from")
         best = max(order, key=lambda n: (float(np.mean(fold_scores[n])), -order.index(n)))
     for n in order:
-        if len(fold_scores[n]) < min_folds or within_one_se(fold_scores[n], fold_scores[best]):
+        if (not beats_by_one_se(fold_scores[best], fold_scores[n]) if must_beat
+                else within_one_se(fold_scores[n], fold_scores[best])):
             return n
     return best

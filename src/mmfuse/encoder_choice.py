@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError
-from ._stats import MIN_FOLDS, one_se_rule
+from ._stats import one_se_rule
 from .encoders.candidates import Candidates, encoder_cost
 from .encoders.concat import SEPARATOR
 from .encoders.parts import (SPLIT, Part, candidate_view, encoder_parts, view_classifier)
@@ -393,7 +393,7 @@ def parsimonious_choice(fold_scores: Mapping[str, Sequence[float]],
                                fold_accuracy, max_accuracy_loss)
         # more encoders only when they beat the choice by more than one SE
         pick = best if pick is None else one_se_rule(fold_scores, [pick, best], best=best,
-                                                      min_folds=MIN_FOLDS)
+                                                      must_beat=True)
     return pick
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._stats import MIN_FOLDS, one_se_rule, within_one_se
+from .._stats import one_se_rule, within_one_se
 
 SINGLE_PREFIX = "single:"
 
@@ -46,8 +46,8 @@ def one_se_choice(fold_scores: Mapping[str, np.ndarray], simple: Any) -> str:
     if best in plain or not plain:
         return best
     ref = max(plain, key=lambda n: (means[n], -names.index(n)))
-    # the simple one unless the best beats it by more than one SE (on MIN_FOLDS folds)
-    return one_se_rule(fold_scores, [ref, best], best=best, min_folds=MIN_FOLDS)
+    # the simple one unless the best beats it by more than one SE
+    return one_se_rule(fold_scores, [ref, best], best=best, must_beat=True)
 
 
 def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> list[str]:

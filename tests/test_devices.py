@@ -1,11 +1,10 @@
-"""Devices: resolving cpu/cuda/auto, placing a run's encoders and heads, the CLI's --device.
+"""Devices: resolving cpu/cuda/auto, a fitted model moving itself, the CLI's --device.
 
 CUDA itself is tested in the tests marked ``cuda`` (skipped without a CUDA device)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -13,7 +12,6 @@ from conftest import make_views
 from mmfuse import InputError, MmfuseError
 from mmfuse.cli import app
 from mmfuse.devices import DeviceError, check_device, check_precision, cuda_available, resolve_device
-from mmfuse.placement import encoder_device, head_params, place_encoders
 
 runner = CliRunner()
 no_cuda = pytest.mark.skipif(cuda_available(), reason="a CUDA device is present")
@@ -45,35 +43,6 @@ def test_precision_rules():
         check_precision("fp16", "cpu")
     with pytest.raises(DeviceError, match="precision must be one of"):
         check_precision("fp64", "cpu")
-
-
-def test_encoder_device_per_backend(monkeypatch):
-    import mmfuse.devices as devices
-
-    assert encoder_device("hog", "cuda") is None  # classical: no device
-    assert encoder_device("efficientnet-lite0", "cuda") == "cuda"  # PyTorch path
-    assert encoder_device("sound-effects", "cuda") == "cuda"
-    assert encoder_device("efficientnet-lite0", "cpu") == "cpu"
-    monkeypatch.setattr(devices, "onnxruntime_has_cuda", lambda: False)
-    assert encoder_device("minilm", "cuda") == "cpu"  # ONNX-only, no onnxruntime-gpu
-    monkeypatch.setattr(devices, "onnxruntime_has_cuda", lambda: True)
-    assert encoder_device("speech-embedding", "cuda") == "cuda"
-
-
-def test_place_encoders_builds_cuda_encoders_without_loading_them():
-    frame = pd.DataFrame({"image": ["a.jpg"], "text": ["some words"]})
-    spec = place_encoders({"image": "efficientnet-lite0", "text": "tfidf"}, frame, "cuda")
-    assert spec["text"] == "tfidf"
-    assert spec["image"].name == "efficientnet-lite0" and spec["image"].device == "cuda"
-    assert place_encoders(None, frame, "cuda") is None
-
-
-def test_head_params_reach_heads_directly_and_inside_auto():
-    params = head_params(["late", "gmu", "auto"], "cuda", {"auto": {"neural": True}})
-    assert "late" not in params and params["gmu"] == {"device": "cuda"}
-    assert params["auto"]["neural"] is True
-    assert params["auto"]["candidate_params"] == {h: {"device": "cuda"}
-                                                 for h in ("gmu", "attention", "lowrank")}
 
 
 def test_check_device_names_the_kinds_without_asking_the_machine():

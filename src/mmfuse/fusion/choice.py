@@ -90,9 +90,10 @@ def choose(fold_scores: Mapping[str, Any]) -> str:
     scores = {n: np.asarray(v, float) for n, v in fold_scores.items()}
     simple = simple_order(scores)
     pick = one_se_choice(scores, set(simple))
-    if pick not in simple_labels():
+    labels = simple_labels()
+    if pick not in labels:
         return pick
     singles = [scores[n].mean() for n in simple if n.startswith(SINGLE_PREFIX)]
     floor = max(singles) if singles else -np.inf
-    fusions = [n for n in simple if n in simple_labels()]  # (simple_order puts them first)
+    fusions = [n for n in simple if n in labels]  # (simple_order puts them first)
     return one_se_rule(scores, [n for n in fusions if scores[n].mean() >= floor], best=pick)

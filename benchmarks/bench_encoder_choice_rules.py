@@ -3,7 +3,7 @@
 For one dataset, on the outer splits of ``bench_encoders_auto.py`` (same folds, same seed),
 every outer training fold scores each column's candidate encoders **once** (both inner
 accuracy and inner log-loss, from the same grouped stratified inner folds, as
-:func:`mmfuse.encoders.selection.select_encoder` does), and several choice rules pick
+:func:`mmfuse.encoder_choice.select_encoder` does), and several choice rules pick
 from those scores:
 
 * ``acc, 1-SE cheaper``: inner accuracy, one-SE rule toward the cheaper encoder (the
@@ -59,7 +59,7 @@ REFERENCE = {"tuxpaint-grouped": {"image": "efficientnet-lite0", "text": "minilm
 
 
 def _rules(acc, loss, names, costs):
-    from mmfuse.encoders.selection import SEPARATOR, _score_dict, one_se_cheapest
+    from mmfuse.encoder_choice import SEPARATOR, _score_dict, one_se_cheapest
 
     singles = [n for n in names if SEPARATOR not in n]
     out = {}
@@ -83,10 +83,11 @@ def _rules(acc, loss, names, costs):
 def study(dataset: str) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from mmfuse.encoders.selection import (SEPARATOR, candidate_features, encoder_cost,
-                                           score_candidates)
+    from mmfuse.encoder_choice import SEPARATOR, score_candidates
+    from mmfuse.encoders.candidates import encoder_cost
+    from mmfuse.encoders.parts import candidate_features
     from mmfuse.fusion.experts import ModalityExpert, shared_experts
-    from mmfuse.fusion.splits import inner_splits
+    from mmfuse.splits import inner_splits
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()  # at the start

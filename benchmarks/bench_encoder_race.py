@@ -31,7 +31,7 @@ from _common import machine, stamp, write_section  # noqa: E402
 from bench_encoders_auto import DATASETS, _cv  # noqa: E402
 from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import load_dataset  # noqa: E402
-from mmfuse.encoders.selection import RACE_MARGIN, RACE_MIN_FOLDS, select_encoder  # noqa: E402
+from mmfuse.encoder_choice import RACE_MARGIN, RACE_MIN_FOLDS, select_encoder  # noqa: E402
 from mmfuse.evaluate import FeatureTable, make_splits  # noqa: E402
 from mmfuse.fusion.experts import shared_experts  # noqa: E402
 

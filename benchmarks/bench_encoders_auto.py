@@ -4,7 +4,7 @@ For each bundled dataset, in one run and on the same outer splits:
 
 * **auto**: ``evaluate(encoders="auto", strategies=["auto"])``: each outer training fold
   chooses every modality's encoder (every installed one, plus the best pair, by grouped
-  inner CV; :mod:`mmfuse.encoders.selection`), then ``auto`` fusion runs on the choice;
+  inner CV; :mod:`mmfuse.encoder_choice`), then ``auto`` fusion runs on the choice;
 * **fixed**: for every combination of a classical and a pretrained encoder per modality
   (hog / efficientnet-lite0, tfidf / minilm, mfcc / speech-embedding), every single
   modality and the strategies ``late``, ``stacking`` and ``auto``; the best of them (by
@@ -161,10 +161,11 @@ def run(dataset: str, previous: dict | None = None, auto_only: bool = False) -> 
 
 def scoring_study(X, y, groups, cv, mods) -> dict:
     """Regret of the one-SE choice under each inner score (see the module docstring)."""
-    from mmfuse.encoders.selection import (_score_dict, candidate_features, encoder_cost,
-                                           one_se_cheapest, score_candidates)
+    from mmfuse.encoder_choice import _score_dict, one_se_cheapest, score_candidates
+    from mmfuse.encoders.candidates import encoder_cost
+    from mmfuse.encoders.parts import candidate_features
     from mmfuse.fusion.experts import ModalityExpert
-    from mmfuse.fusion.splits import inner_splits
+    from mmfuse.splits import inner_splits
 
     table = FeatureTable(X, "auto", on_error="skip", cache=True)
     y_enc = np.unique(y, return_inverse=True)[1]
@@ -291,7 +292,7 @@ def render(results: list[dict]) -> str:
         acc = np.mean([r["scoring"]["accuracy"]["mean_regret"] for r in scored])
         ll = np.mean([r["scoring"]["log_loss"]["mean_regret"] for r in scored])
         lines += ["", f"Mean over datasets: accuracy {acc:.3f}, log-loss {ll:.3f}. The "
-                  f"library's default (`mmfuse.encoders.selection.DEFAULT_SCORING`) is the "
+                  f"library's default (`mmfuse.encoder_choice.DEFAULT_SCORING`) is the "
                   f"score with the lower regret here."]
     return "\n".join(lines)
 

@@ -110,7 +110,7 @@ def run_part(dataset: str, part: str, out: dict) -> None:
     elif part == "no_heads":
         out["no_heads"] = _one(X, y, groups, cv, {"auto": {"neural": False}})
     elif part == "no_parsimony":
-        from mmfuse.encoders import selection
+        from mmfuse import encoder_choice as selection
 
         selection.PARSIMONY = False
         try:

@@ -53,7 +53,7 @@ from _common import machine, stamp, write_section  # noqa: E402
 from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate  # noqa: E402
-from mmfuse.evaluate.private import evaluate_private  # noqa: E402
+from mmfuse.evaluate.dp import evaluate_dp  # noqa: E402
 
 RESULTS_JSON = HERE / "results" / "privacy.json"
 EPSILONS = [0.5, 1.0, 2.0, 4.0, 8.0, math.inf]
@@ -85,7 +85,7 @@ def part_curves() -> dict:
         rows = []
         for eps in EPSILONS:
             start = time.perf_counter()
-            res = evaluate_private(X, y, epsilon=eps, delta=DELTA, groups=groups,
+            res = evaluate_dp(X, y, epsilon=eps, delta=DELTA, groups=groups,
                                    cv=cfg["cv"], features=table, noise_seed=0,
                                    on_error="skip")
             for r in res.rows:
@@ -98,7 +98,7 @@ def part_curves() -> dict:
         logistic = []
         if dataset == "sign-av":
             for eps in (1.0, 8.0):
-                res = evaluate_private(X, y, epsilon=eps, groups=groups, cv=cfg["cv"],
+                res = evaluate_dp(X, y, epsilon=eps, groups=groups, cv=cfg["cv"],
                                        features=table, noise_seed=0, on_error="skip",
                                        dp_model="logistic", strategies=("early",))
                 r = res.row("early")

@@ -5,6 +5,7 @@ listed ones, and nothing outside a registry switches on a registered name."""
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmfuse"
@@ -15,15 +16,34 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _holds_code(tree: ast.Module) -> bool:
+    """Whether a module does more than re-export: anything but its docstring, imports and
+    ``__all__`` (a function, a class, a constant, a statement)."""
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else None)
+        if targets is not None and [getattr(t, "id", None) for t in targets] == ["__all__"]:
+            continue
+        return True
+    return False
+
+
 def _import_graph() -> dict[str, set[str]]:
-    """Module -> the mmfuse modules it imports. A package's ``__init__`` only re-exports, so
-    importing it is not counted as a dependency on it (that would make every sub-module of a
-    package that imports a sibling through ``from . import x`` look cyclic)."""
+    """Module -> the mmfuse modules it imports. Importing a package counts as a dependency on
+    its ``__init__`` when that holds code; one that only re-exports is skipped (that would make
+    every sub-module of a package that imports a sibling through ``from . import x`` look
+    cyclic), and so is a module's own package (its ``__init__`` runs first anyway)."""
     files = {_module(p): p for p in SRC.rglob("*.py")}
+    trees = {m: ast.parse(p.read_text(encoding="utf-8")) for m, p in files.items()}
+    counted = {m for m, p in files.items() if p.name != "__init__.py" or _holds_code(trees[m])}
     graph: dict[str, set[str]] = {m: set() for m in files}
     for module, path in files.items():
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(trees[module]):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     parts = package.split(".")[:len(package.split(".")) - node.level + 1]
@@ -39,7 +59,8 @@ def _import_graph() -> dict[str, set[str]]:
             for name in names:
                 while name and name not in files:
                     name = name.rpartition(".")[0]
-                if name and name != module and files[name].name != "__init__.py":
+                if (name and name != module and name in counted
+                        and not module.startswith(name + ".")):
                     graph[module].add(name)
     return graph
 
@@ -86,7 +107,80 @@ def test_the_checker_sees_a_cycle():
 def test_no_import_cycles_inside_mmfuse():
     graph = _import_graph()
     assert "mmfuse.encoders.featurizer" in graph["mmfuse.estimator"]
+    # packages whose __init__ holds code count (issue 28: a cycle hid behind them)
+    assert "mmfuse.encoders.pretrained" in graph["mmfuse.encoders.featurizer"]
     assert _cycles(graph) == []
+
+
+def test_init_modules_that_hold_code_are_seen():
+    assert _holds_code(ast.parse('"""doc"""\nfrom .a import b\n__all__ = ["b"]\n')) is False
+    assert _holds_code(ast.parse('from .a import b\nX = b()\n')) is True
+    assert _holds_code(ast.parse('def f():\n    pass\n')) is True
+
+
+#: The layers (ARCHITECTURE.md, "Layers"): module prefixes (relative to mmfuse) per room.
+ROOMS = {
+    "foundations": ("_constants", "_errors", "_registry", "_params", "_stats", "_io", "views",
+                    "devices", "splits", "distributed", "privacy.audit"),
+    "decoding": ("preprocess", "cache", "privacy.scrub", "data.datasets"),
+    "encoders": ("encoders", "extract", "data.manifest", "data.inputs"),
+    "fusion": ("fusion",),
+    "model": ("privacy.dp", "encoder_choice", "estimator", "placement", "explain", "persist",
+              "predict", "evaluate", "features"),
+    "surfaces": ("serving", "report", "cli", "__main__", "datasets", "privacy", "data", ""),
+}
+#: What each room may import besides itself.
+MAY_IMPORT = {
+    "foundations": set(),
+    "decoding": {"foundations"},
+    "encoders": {"foundations", "decoding"},
+    "fusion": {"foundations"},
+    "model": {"foundations", "decoding", "encoders", "fusion"},
+    "surfaces": {"foundations", "decoding", "encoders", "fusion", "model"},
+}
+def _room(module: str) -> str | None:
+    """The room of a module (the longest prefix that names it)."""
+    rel = module[len("mmfuse."):] if module.startswith("mmfuse.") else ""
+    best = None
+    for name, prefixes in ROOMS.items():
+        for p in prefixes:
+            if rel == p or rel.startswith(p + ".") or (p == "" and rel == ""):
+                if best is None or len(p) > len(best[1]):
+                    best = (name, p)
+    return best[0] if best else None
+
+#: Imports across rooms that the layering does not allow, and why they stay (for now).
+LAYER_EXCEPTIONS = {
+    ("mmfuse.encoders.parts", "mmfuse.fusion.linear"):
+        "the classifier of separate experts a|b (SplitExperts) of a candidate encoder",
+}
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    graph = _import_graph()
+    assert _room("mmfuse.fusion.late") == "fusion" and _room("mmfuse.privacy.dp") == "model"
+    found, used = set(), set()
+    for module, imported in graph.items():
+        here = _room(module)
+        assert here is not None, f"{module} is in no room of ROOMS"
+        for other in imported:
+            there = _room(other)
+            if there == here or there in MAY_IMPORT[here]:
+                continue
+            if (module, other) in LAYER_EXCEPTIONS:
+                used.add((module, other))
+            else:
+                found.add(f"{module} ({here}) imports {other} ({there})")
+    assert sorted(found) == []
+    assert used == set(LAYER_EXCEPTIONS)
+
+
+def test_the_devices_sit_at_the_bottom():
+    """The device helpers are used by the encoders and the heads; they import neither."""
+    graph = _import_graph()
+    assert graph["mmfuse.devices"] <= {"mmfuse._errors"}
+    assert "mmfuse.devices" in graph["mmfuse.fusion.neural"]
+    assert "mmfuse.devices" in graph["mmfuse.encoders.pretrained.runtime"]
 
 
 #: Modules may have at most this many lines...
@@ -105,7 +199,6 @@ def test_no_module_over_the_size_limit():
 
 #: Where a registered name may still be compared against, and why.
 NAME_SWITCHES = {
-    ("fusion/auto.py", "weighted"): "auto's candidate policy (issue 10)",
     ("privacy/dp.py", "early"): "the two DP strategies, named after the public ones they mirror",
     ("cli/model.py", "tfidf"): "train's documented swap of tfidf for its variant tfidf-hashed",
     ("cli/model.py", "tfidf-hashed"): "the same swap",
@@ -217,3 +310,65 @@ def test_only_the_featurizer_extracts_and_prepares():
         found += [f"{module}:{line} calls {name}" for line, name in
                   _extraction_calls(ast.parse(path.read_text(encoding="utf-8")), package)]
     assert sorted(found) == []
+
+
+#: Where a fusion strategy's registered name may appear as a string outside the module that
+#: registers it (module, name) -> why. Anything else asks the registry for a capability
+#: (``capabilities``, ``fusions_with``) instead of listing names.
+FUSION_NAME_LITERALS = {
+    ("estimator.py", "late"): "MultimodalClassifier's default fusion",
+    ("cli/model.py", "late"): "train's default --fusion",
+    **{("evaluate/crossval.py", n): "DEFAULT_STRATEGIES: the evaluation's default rows, in order"
+       for n in ("early", "weighted", "late", "stacking", "seed-baseline")},
+    ("evaluate/dp.py", "early"): "a single modality under DP is DP early fusion of one view",
+    **{("fusion/__init__.py", n): "the lazily imported classes' modules"
+       for n in ("early", "weighted", "late", "stacking")},
+    **{("fusion/candidates.py", n): "auto's default candidate list (its policy)"
+       for n in ("early", "late", "seed-baseline", "stacking", "gmu", "attention", "lowrank")},
+    ("fusion/auto.py", "late"): "auto's single-modality candidates are late fusion of one view",
+    ("fusion/auto.py", "early"): "auto's fallback without inner folds: early fusion, equal weights",
+    **{("fusion/neural/modules.py", n): "the torch module of each head, keyed by its name"
+       for n in ("gmu", "attention", "lowrank")},
+    ("privacy/dp.py", "early"): "the two DP strategies, named after the public ones they mirror",
+}
+
+
+def _string_literals(tree: ast.AST):
+    """(line, value) of every string constant but docstrings."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef,
+                                       ast.ClassDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and id(node) not in docstrings):
+            yield node.lineno, node.value
+
+
+def test_the_literal_check_sees_a_name_list():
+    tree = ast.parse('"""late"""\nWEIGHTED = ("early", "late")\n')
+    assert sorted(v for _, v in _string_literals(tree)) == ["early", "late"]
+
+
+def test_fusion_names_appear_only_where_they_are_registered():
+    """Capabilities (takes weights, meta level, explanation, DP, cost...) are declared at
+    registration; a list of strategy names elsewhere is a capability nobody declared."""
+    from mmfuse.fusion.base import FUSIONS, load_builtin
+
+    load_builtin()
+    home = {n: str(Path(inspect.getfile(FUSIONS.entry(n).builder)).relative_to(SRC))
+            for n in FUSIONS.names()}
+    assert home["late"] == "fusion/late.py"
+    found, used = set(), set()
+    for path in SRC.rglob("*.py"):
+        module = str(path.relative_to(SRC))
+        for line, value in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
+            if value not in home or value in KEYWORDS or home[value] == module:
+                continue
+            if (module, value) in FUSION_NAME_LITERALS:
+                used.add((module, value))
+            else:
+                found.add(f"{module}:{line} names the fusion strategy {value!r}")
+    assert sorted(found) == []
+    assert used == set(FUSION_NAME_LITERALS)  # a stale entry is an error too

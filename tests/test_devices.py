@@ -1,19 +1,17 @@
-"""Devices: resolving cpu/cuda/auto, placing a run's encoders and heads, the CLI's --device.
+"""Devices: resolving cpu/cuda/auto, a fitted model moving itself, the CLI's --device.
 
 CUDA itself is tested in the tests marked ``cuda`` (skipped without a CUDA device)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from conftest import make_views
 from mmfuse import InputError, MmfuseError
 from mmfuse.cli import app
-from mmfuse.devices import (DeviceError, check_precision, cuda_available, encoder_device,
-                            head_params, place_encoders, resolve_device, to_device)
+from mmfuse.devices import DeviceError, check_device, check_precision, cuda_available, resolve_device
 
 runner = CliRunner()
 no_cuda = pytest.mark.skipif(cuda_available(), reason="a CUDA device is present")
@@ -47,36 +45,24 @@ def test_precision_rules():
         check_precision("fp64", "cpu")
 
 
-def test_encoder_device_per_backend(monkeypatch):
+def test_check_device_names_the_kinds_without_asking_the_machine():
+    assert check_device("cuda:3") == "cuda:3"  # whether there is a 4th GPU is resolve's job
+    with pytest.raises(DeviceError, match=r"device must be one of \['cpu', 'cuda'\]"):
+        check_device("auto", ("cpu", "cuda"))
+
+
+def test_the_device_helpers_import_nothing_above_them():
+    import ast
+    from pathlib import Path
+
     import mmfuse.devices as devices
 
-    assert encoder_device("hog", "cuda") is None  # classical: no device
-    assert encoder_device("efficientnet-lite0", "cuda") == "cuda"  # PyTorch path
-    assert encoder_device("sound-effects", "cuda") == "cuda"
-    assert encoder_device("efficientnet-lite0", "cpu") == "cpu"
-    monkeypatch.setattr(devices, "_onnxruntime_has_cuda", lambda: False)
-    assert encoder_device("minilm", "cuda") == "cpu"  # ONNX-only, no onnxruntime-gpu
-    monkeypatch.setattr(devices, "_onnxruntime_has_cuda", lambda: True)
-    assert encoder_device("speech-embedding", "cuda") == "cuda"
+    tree = ast.parse(Path(devices.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+    assert imported == {"_errors"}
 
 
-def test_place_encoders_builds_cuda_encoders_without_loading_them():
-    frame = pd.DataFrame({"image": ["a.jpg"], "text": ["some words"]})
-    spec = place_encoders({"image": "efficientnet-lite0", "text": "tfidf"}, frame, "cuda")
-    assert spec["text"] == "tfidf"
-    assert spec["image"].name == "efficientnet-lite0" and spec["image"].device == "cuda"
-    assert place_encoders(None, frame, "cuda") is None
-
-
-def test_head_params_reach_heads_directly_and_inside_auto():
-    params = head_params(["late", "gmu", "auto"], "cuda", {"auto": {"neural": True}})
-    assert "late" not in params and params["gmu"] == {"device": "cuda"}
-    assert params["auto"]["neural"] is True
-    assert params["auto"]["candidate_params"] == {h: {"device": "cuda"}
-                                                 for h in ("gmu", "attention", "lowrank")}
-
-
-def test_to_device_moves_heads_and_keeps_predictions():
+def test_model_to_moves_heads_and_keeps_predictions():
     pytest.importorskip("torch")
     from mmfuse import MultimodalClassifier
 
@@ -86,7 +72,8 @@ def test_to_device_moves_heads_and_keeps_predictions():
                                                 "device": "cpu"}).fit(views, y)
     before = model.predict_proba(views)
     model.fusion_.device_ = "elsewhere"  # as if trained on another device
-    assert to_device(model, "cpu") is model
+    model.fusion_.module()  # built on the old device
+    assert model.to("cpu") is model
     assert model.fusion_.device_ == "cpu" and "_module" not in vars(model.fusion_)
     np.testing.assert_allclose(model.predict_proba(views), before, atol=1e-6)
 

@@ -76,7 +76,7 @@ def test_evaluate_reports_the_choice_of_every_outer_fold():
 
 
 def test_selection_sees_training_rows_only(monkeypatch):
-    import mmfuse.encoders.selection as selection
+    import mmfuse.encoder_choice as selection
 
     X, y, g = _frame()
     seen = []
@@ -161,7 +161,8 @@ def test_strategy_instance_gets_the_separate_experts_too():
 
 
 def test_evaluate_folds_choosing_separate_experts_fit_them(monkeypatch):
-    import mmfuse.encoders.selection as selection
+    import mmfuse.encoder_choice as selection
+    import mmfuse.encoders.candidates as candidates
     from mmfuse.fusion.linear import SplitExperts
 
     X, y, g = _frame()
@@ -170,7 +171,7 @@ def test_evaluate_folds_choosing_separate_experts_fit_them(monkeypatch):
     monkeypatch.setattr(SplitExperts, "fit",
                         lambda self, *a, **k: fits.append(self.widths) or real_fit(self, *a, **k))
     # "auto" for the column: its candidates are the fake encoders, and every pair form
-    monkeypatch.setattr(selection, "installed_encoders", lambda modality, variants=False: CANDS)
+    monkeypatch.setattr(candidates, "installed_encoders", lambda modality, variants=False: CANDS)
     monkeypatch.setattr(selection, "SEPARATE_EXPERTS", True)  # opt-in for "auto"
     result = evaluate(X.rename(columns={"left": "text"}), y,
                       encoders={"text": "auto", "right": "test-number"}, groups=g,

@@ -189,3 +189,12 @@ def test_display_table_rounds_probabilities_and_shares_only():
     assert shown["proba_x"].iloc[0] == 0.839 and shown["share_image"].iloc[0] == 0.161
     assert shown["score"].iloc[0] == 0.123456789  # not a prediction column
     assert table["proba_x"].iloc[0] == 0.838788667558846  # the table is not changed
+
+
+def test_modalities_used_by_the_model_and_per_row(number_model):
+    from mmfuse.predict import modalities_used
+
+    model, _, _ = number_model
+    assert modalities_used(model) == ["left", "right"]
+    present = {"left": np.array([True, False]), "right": np.array([True, True])}
+    assert modalities_used(model, present) == [["left", "right"], ["right"]]

@@ -1,10 +1,11 @@
-"""The paired one-standard-error comparison every choice in mmfuse uses (Breiman et al.,
-1984): the encoder choice (:mod:`mmfuse.encoders.selection`), ``auto``'s fusion choice
-(:mod:`mmfuse.fusion.choice`) and stacking's fallback (:mod:`mmfuse.fusion.stacking`)."""
+"""The one-standard-error rule (Breiman et al., 1984) every choice in mmfuse uses:
+:func:`one_se_rule`, on the paired per-fold comparisons :func:`beats_by_one_se` and
+:func:`within_one_se`: the encoder choice, ``auto``'s fusion choice, its ensemble, the
+weighted strategy's weights and stacking's fallback."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -40,3 +41,28 @@ def within_one_se(a: Sequence[float], b: Sequence[float]) -> bool:
     (``b - a`` has mean <= its standard error)."""
     mean, se = paired_gap(b, a)
     return mean <= se + 1e-12
+
+
+def one_se_rule(fold_scores: Mapping[str, Sequence[float]], order: Sequence[str], *,
+                best: str | None = None, must_beat: bool = False) -> str:
+    """The one-standard-error rule: the first candidate of ``order`` (simplest first) whose
+    per-fold scores are within one standard error of ``best``'s (the paired differences;
+    higher is better); ``best`` itself when none is.
+
+    ``fold_scores`` maps candidate name -> per-fold scores. ``best`` defaults to the
+    candidate of ``order`` with the highest mean score (exact ties: the first in
+    ``order``). Within one SE is :func:`within_one_se`; with ``must_beat``, a simpler
+    candidate is kept unless ``best`` establishes its gain (:func:`beats_by_one_se`: more
+    than one SE, on at least :data:`MIN_FOLDS` folds), the form of the rule where a more
+    complex candidate must pay for itself.
+    """
+    order = list(order)
+    if best is None:
+        if not order:
+            raise ValueError("no candidate to choose from")
+        best = max(order, key=lambda n: (float(np.mean(fold_scores[n])), -order.index(n)))
+    for n in order:
+        if (not beats_by_one_se(fold_scores[best], fold_scores[n]) if must_beat
+                else within_one_se(fold_scores[n], fold_scores[best])):
+            return n
+    return best

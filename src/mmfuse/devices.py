@@ -11,9 +11,14 @@ What runs where with ``device="cuda"``:
   :mod:`mmfuse.encoders.gpu`), fed with whole batches decoded by CPU worker threads: one
   host-to-device copy (from pinned memory) and one device-to-host copy per batch.
 * The ONNX-only encoders (``minilm``, ``speech-embedding``) need onnxruntime-gpu for CUDA;
-  :func:`encoder_device` leaves them on the CPU when it is not installed.
+  :func:`mmfuse.placement.encoder_device` leaves them on the CPU when it is not installed.
 * The learned fusion heads (``gmu``, ``attention``, ``lowrank``) keep the whole training
   set on the device and train there (see :mod:`mmfuse.fusion.neural`).
+
+This is the bottom layer of device handling: it imports nothing of mmfuse but its errors,
+and the encoders and the fusion heads alike check and resolve their ``device`` here. Placing
+a whole run (which encoder and head goes where) is :mod:`mmfuse.placement`; a fitted model
+moves itself with ``model.to(device)``.
 
 Importing this module is cheap: torch is imported only to ask about CUDA.
 """
@@ -21,18 +26,15 @@ Importing this module is cheap: torch is imported only to ask about CUDA.
 from __future__ import annotations
 
 import importlib.util
-import inspect
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._errors import DeviceError, MmfuseError  # noqa: F401 (DeviceError lives here for users)
 
-__all__ = ["DEVICES", "PRECISIONS", "DeviceError", "check_precision", "cuda_available",
-           "encoder_device", "head_params", "place_encoders", "resolve_device", "to_device"]
+__all__ = ["DEVICES", "PRECISIONS", "DeviceError", "check_device", "check_precision",
+           "cuda_available", "onnxruntime_has_cuda", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
-#: The learned heads: strategies that take ``device``.
 
 
 def cuda_available() -> bool:
@@ -60,10 +62,8 @@ def resolve_device(device: Any) -> str:
         For anything that is not one of ``DEVICES`` (or ``"cuda:N"``), and for CUDA on a
         machine without it.
     """
-    text = str(device) if isinstance(device, str) else None
-    kind, _, index = (text or "").partition(":")
-    if text is None or kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise DeviceError(f"device must be one of {list(DEVICES)} (or 'cuda:N'); got {device!r}")
+    text = check_device(device)
+    kind, _, index = text.partition(":")
     if kind == "cpu":
         return "cpu"
     if kind == "auto":
@@ -76,6 +76,21 @@ def resolve_device(device: Any) -> str:
     if index and int(index) >= _cuda_count():
         raise DeviceError(f"device={device!r}: this machine has {_cuda_count()} CUDA "
                           f"device(s), numbered from 0")
+    return text
+
+
+def check_device(device: Any, kinds: tuple[str, ...] = DEVICES) -> str:
+    """``device`` if it is one of ``kinds`` (or ``"cuda:N"``), without asking the machine.
+
+    Raises
+    ------
+    DeviceError
+        For anything else.
+    """
+    text = device if isinstance(device, str) else None
+    kind, _, index = (text or "").partition(":")
+    if text is None or kind not in kinds or (index and (kind != "cuda" or not index.isdigit())):
+        raise DeviceError(f"device must be one of {list(kinds)} (or 'cuda:N'); got {device!r}")
     return text
 
 
@@ -98,129 +113,10 @@ def check_precision(precision: Any, device: str) -> str:
     return precision
 
 
-# -- placing a whole run ----------------------------------------------------------------------
-
-
-def encoder_device(name: str, device: str) -> str | None:
-    """The device an encoder registered as ``name`` gets when the run asks for ``device``
-    (already resolved: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``).
-
-    None when the encoder takes no ``device`` (the classical ones run on the CPU). On CUDA,
-    encoders with a PyTorch path get the GPU; ONNX-only ones get it when onnxruntime-gpu
-    provides the CUDA execution provider, else the CPU.
-    """
-    from .encoders.registry import ENCODERS, load_builtin as _load_builtin
-
-    _load_builtin()
-    builder = ENCODERS.entry(name).builder
-    try:
-        takes = "device" in inspect.signature(builder).parameters
-    except (TypeError, ValueError):
-        takes = False
-    if not takes:
-        return None
-    if device == "cpu":
-        return "cpu"
-    if getattr(builder, "cuda_backend", "onnxruntime") == "torch":
-        return device
-    return device if _onnxruntime_has_cuda() else "cpu"
-
-
-def _onnxruntime_has_cuda() -> bool:
+def onnxruntime_has_cuda() -> bool:
+    """True when onnxruntime is installed with the CUDA execution provider."""
     if importlib.util.find_spec("onnxruntime") is None:
         return False
     import onnxruntime
 
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
-def place_encoders(spec: Any, columns: Any, device: str) -> Any:
-    """An encoder spec (``{column: name}`` or ``"auto"``) with every encoder that takes a
-    device built for ``device`` (resolved). Columns of pre-extracted arrays (spec None)
-    stay as they are."""
-    from .encoders.base import Encoder
-    from .encoders.registry import create_encoder
-    from .encoders.featurizer import is_passthrough, resolve_encoders
-
-    if spec is None:
-        return None
-    out: dict[str, Any] = {}
-    for col, enc in resolve_encoders(spec, columns).items():
-        if isinstance(enc, str) and "+" in enc:
-            out[col] = enc  # a concatenation: its parts run where they run
-        elif isinstance(enc, str) and not is_passthrough(enc):
-            where = encoder_device(enc, device)
-            out[col] = enc if where is None else create_encoder(enc, device=where)
-        elif isinstance(enc, Encoder) and "device" in vars(enc):
-            placed = create_encoder(enc)
-            placed.device = encoder_device(enc.name, device) or placed.device
-            out[col] = placed
-        else:
-            out[col] = enc
-    return out
-
-
-def head_params(strategies: Sequence[str], device: str,
-                params: Mapping[str, Mapping[str, Any]] | None = None
-                ) -> dict[str, dict[str, Any]]:
-    """Per-strategy parameters (as ``evaluate(fusion_params=...)`` takes them) putting the
-    learned heads on ``device``, directly or as candidates of ``auto``."""
-    from .fusion.base import FUSIONS, fusions_with
-
-    heads = fusions_with(takes_device=True)
-    out = {k: dict(v) for k, v in (params or {}).items()}
-    for name in strategies:
-        if name in heads:
-            out.setdefault(name, {})["device"] = device
-        elif name in FUSIONS.names() and _takes_candidate_params(FUSIONS.entry(name).builder):
-            # a strategy choosing among others (``auto``): its head candidates on ``device``
-            candidate = dict(out.setdefault(name, {}).get("candidate_params") or {})
-            for head in heads:
-                candidate[head] = {**dict(candidate.get(head, {})), "device": device}
-            out[name]["candidate_params"] = candidate
-    return out
-
-
-def _takes_candidate_params(builder: Any) -> bool:
-    """Whether a strategy class passes parameters on to candidate strategies (its own
-    ``candidate_params`` parameter declares it)."""
-    names = getattr(builder, "_get_param_names", None)
-    return callable(names) and "candidate_params" in names()
-
-
-def to_device(model: Any, device: str) -> Any:
-    """Move a fitted (or loaded) :class:`~mmfuse.MultimodalClassifier` to ``device``
-    (resolved): its encoders as :func:`encoder_device` places them, its learned heads
-    (alone, or inside ``auto``) for prediction. Models reload lazily on their next use.
-    Returns the model."""
-    from .fusion.neural import NeuralFusion
-
-    for enc in getattr(model, "encoders_", {}).values():
-        if hasattr(enc, "device") and "device" in vars(enc):
-            enc.device = encoder_device(enc.name, device) or enc.device
-            for key in [k for k in vars(enc) if k.startswith("_")]:
-                delattr(enc, key)  # runtime state (model sessions): rebuilt on the new device
-
-    seen: set[int] = set()
-
-    def walk(obj: Any, depth: int = 0) -> None:
-        if id(obj) in seen or depth > 6:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, NeuralFusion):
-            if hasattr(obj, "device_"):
-                obj.device_ = "cuda" if device.startswith("cuda") else "cpu"
-            obj.__dict__.pop("_module", None)
-            return
-        if isinstance(obj, (list, tuple)):
-            for item in obj:
-                walk(item, depth + 1)
-        elif isinstance(obj, dict):
-            for item in obj.values():
-                walk(item, depth + 1)
-        elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("mmfuse"):
-            for item in vars(obj).values():
-                walk(item, depth + 1)
-
-    walk(getattr(model, "fusion_", None))
-    return model

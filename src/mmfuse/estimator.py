@@ -9,10 +9,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ._constants import ON_ERROR
 from ._errors import InputError
-from .encoders.base import ON_ERROR, ItemError
+from ._params import (CLASSIFIER, Boolean, HasMethods, Interval, Options, same_value,
+                      validate_params)
+from .encoders.base import Encoder, ItemError
 from .encoders.featurizer import (PASSTHROUGH, Encoded, Featurizer,  # noqa: F401 (re-export)
                                   as_columns, build_encoders, is_passthrough, resolve_encoders)
+from .encoders.cells import POOLING
 from .views import Present, Views
 
 
@@ -22,6 +26,23 @@ class PredictReport(NamedTuple):
     labels: np.ndarray
     proba: np.ndarray
     errors: list[ItemError]
+
+
+def _check_epsilon(epsilon: Any) -> None:
+    if epsilon is not None:
+        from .privacy.dp import check_epsilon
+
+        check_epsilon(epsilon)
+
+
+def _check_delta(delta: Any) -> None:
+    from .privacy.dp import check_delta
+
+    check_delta(delta)
+
+
+#: Settings of the estimator that reach the fusion strategy, by name or given as an object.
+STRATEGY_SETTINGS = ("weights", "classifier", "cv")
 
 
 class MultimodalClassifier(ClassifierMixin, BaseEstimator):
@@ -37,7 +58,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         of its modality; for the whole argument: for each column named image, text or
         audio) makes ``fit`` choose the encoder by grouped, stratified inner CV on the
         training data, each candidate scored alone, with a one-standard-error rule toward
-        the cheaper encoder (see :mod:`mmfuse.encoders.selection`). ``"a+b"`` puts two
+        the cheaper encoder (see :mod:`mmfuse.encoder_choice`). ``"a+b"`` puts two
         encoders' features side by side (:mod:`mmfuse.encoders.concat`); a candidate
         ``"a|b"`` (scored by ``"auto"`` too) keeps them as separate experts: the view
         ``a+b``, one classifier per part (:class:`~mmfuse.fusion.linear.SplitExperts`).
@@ -88,7 +109,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         gave candidates; ``"passthrough"`` for pre-extracted arrays)
     encoder_selection_ : dict of column -> dict
         For columns that chose: the choice, the scoring, and each candidate's mean inner
-        accuracy and log-loss (:meth:`~mmfuse.encoders.selection.EncoderSelection.to_dict`)
+        accuracy and log-loss (:meth:`~mmfuse.encoder_choice.EncoderSelection.to_dict`)
     fusion_ : fitted strategy
     modality_weights_ : dict of column -> weight (sum 1), or None
     weights_fallback_ : str or None
@@ -110,6 +131,23 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     >>> clf = MultimodalClassifier(encoders={"image": "hog", "text": "tfidf"}, fusion="late")
     >>> clf.fit(df, df["label"]).predict(df)  # doctest: +SKIP
     """
+
+    #: Every parameter, checked in one place when ``fit`` starts (:mod:`mmfuse._params`);
+    #: the encoder spec and the strategy's own parameters are checked where they are read.
+    _parameter_constraints: dict[str, Any] = {
+        "encoders": "no_validation",  # the featurizer's spec (names, lists, instances)
+        "fusion": [str, HasMethods(("fit", "predict_proba"), "a fusion strategy")],
+        "weights": [str, dict],  # which weights: the strategy's (fusion.weights)
+        "classifier": [None, dict, CLASSIFIER],
+        "cv": [Interval(2, None, integer=True)],
+        "random_state": "no_validation",  # scikit-learn's check_random_state
+        "on_error": [Options(ON_ERROR)],
+        "fusion_params": [None, dict],
+        "scrub_pii": [Boolean()],
+        "epsilon": _check_epsilon,
+        "delta": _check_delta,
+        "pooling": [Options(POOLING)],
+    }
 
     def __init__(self, encoders: Any = None, fusion: Any = "late", weights: Any = "cv",
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
@@ -139,8 +177,6 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
 
     def _encode_report(self, X: Any, *, fit: bool, specs: dict | None = None,
                        progress: Any = None) -> Encoded:
-        if self.on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
         columns, _ = as_columns(X, encoders_given=self.encoders is not None)
         if not fit:
             return self.featurizer().transform(columns, on_error=self.on_error,
@@ -165,6 +201,18 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "fusion_")
         return self.fusion_.predict_proba(views, present)
 
+    def to(self, device: str) -> "MultimodalClassifier":
+        """Run a fitted (or loaded) model on ``device`` (resolved: ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``; see :func:`mmfuse.devices.resolve_device`) from now on: each encoder
+        and the strategy move themselves (models reload lazily on their next use).
+        Returns self."""
+        check_is_fitted(self, "fusion_")
+        for enc in self.encoders_.values():
+            if isinstance(enc, Encoder):
+                enc.to(device)
+        self.fusion_.to(device)
+        return self
+
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None, *,
             source_columns: dict[str, str] | None = None,
@@ -183,6 +231,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         Pretrained encoders keep their own ``threads``."""
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        validate_params(self)
         from threadpoolctl import threadpool_limits
 
         from .fusion.experts import shared_experts
@@ -262,6 +311,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                     "epsilon needs the fusion strategy by name ('early' or 'late'), so that "
                     f"its private version is built; got the instance {self.fusion!r}")
             strategy = clone(self.fusion)
+            strategy.set_params(**self._settings_for(strategy))
             if self.fusion_params:
                 strategy.set_params(**self.fusion_params)
             if ("random_state" in strategy.get_params(deep=False)
@@ -279,12 +329,38 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             return make_private_fusion(self.fusion, self.epsilon, delta=self.delta, **params)
         return create_fusion(self.fusion, **params)
 
+    def _settings_for(self, strategy: Any) -> dict[str, Any]:
+        """The estimator's ``weights``, ``classifier`` and ``cv`` for a strategy given as an
+        object, as for one given by name: a setting given (not the estimator's default)
+        applies where the object leaves its own at the class default; given on both sides
+        with different values, it is an error (say it in one place)."""
+        import inspect
+
+        mine = self.get_params(deep=False)
+        own = strategy.get_params(deep=False)
+        defaults = {k: p.default for k, p in inspect.signature(type(self)).parameters.items()}
+        class_defaults = {k: p.default
+                          for k, p in inspect.signature(type(strategy)).parameters.items()}
+        out = {}
+        for key in STRATEGY_SETTINGS:
+            if key not in own or same_value(mine[key], defaults[key]):
+                continue  # the strategy takes no such setting, or none was given here
+            if same_value(own[key], class_defaults.get(key)) or same_value(own[key], mine[key]):
+                out[key] = mine[key]
+            else:
+                raise InputError(
+                    f"{key} is set both on {type(self).__name__} ({mine[key]!r}) and on its "
+                    f"fusion strategy ({own[key]!r}); set it in one place")
+        return out
+
     def _choose_encoders(self, X: Any, y: Any, groups: Any) -> dict | None:
         """Where ``encoders`` gives candidates, choose each column's encoder by inner CV on
         this training data (sets ``encoder_selection_``); returns the spec with the choices,
         or None when nothing is to choose."""
+        from .encoder_choice import select_encoder
+        from .encoders.candidates import Candidates
         from .encoders.featurizer import encode_candidates
-        from .encoders.selection import Candidates, needed_encoders, select_encoder, view_name
+        from .encoders.parts import needed_encoders, view_name
 
         self.encoder_selection_ = {}
         if self.encoders is None:
@@ -296,8 +372,6 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         if self.epsilon is not None:
             raise InputError("epsilon: choosing encoders learns from the data outside the "
                              "privacy budget; name one encoder per column")
-        if self.on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {self.on_error!r}")
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         y_enc = np.unique(y, return_inverse=True)[1]
@@ -322,7 +396,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         """``strategy`` with a :class:`~mmfuse.fusion.linear.SplitExperts` as the per-view
         classifier of each column that chose separate experts (``"a|b"``: its view is the
         concatenation ``a+b``, one classifier per part's block of columns)."""
-        from .encoders.selection import is_split, view_classifier
+        from .encoders.parts import is_split, view_classifier
         from .fusion.linear import classifier_for, with_view_classifiers
 
         split = {c: s["chosen"] for c, s in self.encoder_selection_.items()
@@ -338,13 +412,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     def _apply_privacy_to_encoders(self) -> None:
         """Switch PII scrubbing on for the text encoders; refuse data-dependent encoders
         under differential privacy."""
-        if not isinstance(self.scrub_pii, (bool, np.bool_)):
-            raise InputError(f"scrub_pii must be True or False; got {self.scrub_pii!r}")
-        if self.epsilon is not None:
-            from .privacy.dp import check_delta, check_epsilon, check_private_encoders
+        if self.epsilon is not None:  # (epsilon and delta: checked when fit starts)
+            from .privacy.dp import check_private_encoders
 
-            check_epsilon(self.epsilon)
-            check_delta(self.delta)
             check_private_encoders(self.encoders_)
         if not self.scrub_pii:
             return
@@ -425,4 +495,3 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         from .persist import save
 
         return save(self, path, **kwargs)
-

@@ -101,10 +101,10 @@ class Explanation:
 
 def method_for(fusion: Any) -> str:
     """The method used for a fitted strategy (see the module docstring)."""
-    from .fusion.late import LateFusion
-    from .fusion.weighted import WeightedSumFusion
+    from .fusion.base import capabilities
 
-    if isinstance(fusion, (LateFusion, WeightedSumFusion)) and \
+    # what the strategy declared at registration (register_fusion(explanation=...))
+    if capabilities(fusion).get("explanation") == LOG_SHARE and \
             getattr(fusion, "modality_weights_", None):
         return LOG_SHARE
     return LEAVE_ONE_OUT

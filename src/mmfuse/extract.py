@@ -30,10 +30,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._params import check_on_error
 from ._errors import InputError
 from ._io import read_and_hash
 from .cache import FeatureCache, content_key
-from .encoders.base import (NOT_ITEM_ERRORS, ON_ERROR, Encoder, ItemError, MissingItem,
+from .encoders.base import (NOT_ITEM_ERRORS, Encoder, ItemError, MissingItem,
                             describe_item, failure_message, is_missing, raise_item_error)
 
 log = logging.getLogger(__name__)
@@ -226,8 +227,7 @@ def iter_features(
 def _stream_options(encoder: Encoder, on_error: str, batch_size: int | None,
                     workers: int | None, prefetch: int | None) -> tuple[int, int, int]:
     """Checked ``(batch_size, workers, prefetch)``, defaults from the encoder's preferences."""
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
+    check_on_error(on_error)
     if batch_size is None:
         batch_size = _preference(encoder, "effective_batch_size", 32)
     if workers is None:

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
+from ._params import check_on_error
 from ._errors import InputError
-from .encoders.base import ON_ERROR, ItemError
+from .encoders.base import ItemError
 from .views import Present, Views
 
 PROBA_PREFIX = "proba_"
@@ -45,12 +46,6 @@ def display_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
                 out[col]):
             out[col] = out[col].round(digits)
     return out
-
-
-def used_modalities(model: Any) -> list[str]:
-    """The columns the fitted fusion strategy uses (a column missing from every training row
-    is dropped by the strategy and never used)."""
-    return list(getattr(model.fusion_, "modalities_", model_columns(model)))
 
 
 def column_kind(model: Any, column: str) -> str:
@@ -85,9 +80,13 @@ def predict_views(model: Any, views: Views, present: Present) -> np.ndarray:
     return model.predict_views(views, present)
 
 
-def modalities_used(model: Any, present: Present) -> list[list[str]]:
-    """Per row, the sorted columns that were present and used by the fusion strategy."""
-    used = used_modalities(model)
+def modalities_used(model: Any, present: Present | None = None) -> Any:
+    """The columns the fitted fusion strategy uses (a column missing from every training row
+    is dropped by the strategy and never used), sorted; with ``present`` (column -> row
+    mask), per row the ones that were present and used."""
+    used = list(getattr(model.fusion_, "modalities_", model_columns(model)))
+    if present is None:
+        return used
     n = len(next(iter(present.values()))) if present else 0
     return [[m for m in used if m in present and bool(present[m][i])] for i in range(n)]
 
@@ -134,8 +133,7 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
     """
     check_is_fitted(model, "fusion_")
     on_error = model.on_error if on_error is None else on_error
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+    check_on_error(on_error)
     if missing_columns not in ("error", "absent"):
         raise InputError(f"missing_columns must be 'error' or 'absent'; got {missing_columns!r}")
     if not isinstance(df, pd.DataFrame):

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from mmfuse.fusion import create_fusion
 from mmfuse.fusion import baseline as baseline_module
 from mmfuse.fusion import early as early_module
-from mmfuse.fusion.choice import SIMPLE, choose, simple_order
+from mmfuse.fusion.choice import choose, simple_labels, simple_order
 from mmfuse.fusion.linear import fit_logistic_gram, gram_applicable
 
 
@@ -19,7 +19,8 @@ def test_simple_order_puts_the_seed_first_and_singles_last():
     names = ["single:b", "late[equal]", "stacking", "early[equal]", "seed-baseline", "single:a"]
     assert simple_order(names) == ["seed-baseline", "early[equal]", "late[equal]",
                                    "single:a", "single:b"]
-    assert SIMPLE[0] == "seed-baseline"
+    # declared at registration (simple_rank), not listed here
+    assert simple_labels() == ["seed-baseline", "early[equal]", "late[equal]"]
 
 
 def test_a_tie_the_inner_folds_cannot_resolve_keeps_the_seed_formula():

@@ -10,6 +10,7 @@ from sklearn.base import clone
 
 from conftest import make_views, spy_inner_splits
 from mmfuse import InputError, MissingDependencyError
+from mmfuse.devices import DeviceError
 from mmfuse.fusion import create_fusion, list_fusions
 
 torch = pytest.importorskip("torch")
@@ -135,7 +136,6 @@ def test_modality_dropout_keeps_one_present_and_adds_none():
     ({"width": 0}, "width must be an integer >= 1"),
     ({"modality_dropout": 1.0}, r"modality_dropout must be in \[0, 1\)"),
     ({"lr": 0}, "lr must be a finite number > 0"),
-    ({"device": "tpu"}, "device must be one of"),
 ])
 def test_bad_parameters(params, match):
     views, y = make_views(n=60)
@@ -149,11 +149,19 @@ def test_attention_heads_must_divide_width():
         create_fusion("attention", width=10, n_heads=4).fit(views, y)
 
 
+def test_a_bad_device_is_the_one_device_error():
+    views, y = make_views(n=60)
+    with pytest.raises(DeviceError, match=r"device must be one of \['auto', 'cpu', 'cuda'\]"):
+        create_fusion("gmu", device="tpu").fit(views, y)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_cuda_without_a_device_is_a_clear_error():
     views, y = make_views(n=60)
-    with pytest.raises(InputError, match="no CUDA device is available"):
-        create_fusion("gmu", device="cuda").fit(views, y)
+    # the heads and the encoders resolve devices in one place (mmfuse.devices)
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(DeviceError, match="no CUDA device is available"):
+            create_fusion("gmu", device=device).fit(views, y)
 
 
 def test_missing_torch_names_the_extra(monkeypatch):

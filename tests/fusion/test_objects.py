@@ -71,3 +71,38 @@ def test_an_instance_survives_save_and_load(data, tmp_path):
     loaded = load(path)
     assert isinstance(loaded.fusion, LateFusion) and loaded.fusion.weights == "equal"
     np.testing.assert_array_equal(loaded.predict_proba(views), model.predict_proba(views))
+
+
+def test_the_estimators_settings_reach_a_strategy_object_in_a_grid_search(data):
+    """weights, classifier and cv of the estimator apply to a strategy given as an object,
+    as to one given by name: GridSearchCV sees them (issue 28)."""
+    from sklearn.linear_model import LogisticRegression
+
+    views, y = data
+    search = GridSearchCV(MultimodalClassifier(fusion=LateFusion(), cv=3, random_state=0),
+                          {"weights": ["equal", "relative"]}, cv=3)
+    search.fit(views_to_frame(views), y)
+    assert [p["weights"] for p in search.cv_results_["params"]] == ["equal", "relative"]
+    best = search.best_estimator_
+    assert best.fusion_.weights == search.best_params_["weights"] and best.fusion_.cv == 3
+    assert best.fusion.weights == "cv"  # the object given is not changed
+    by_name = MultimodalClassifier(fusion="late", weights="relative", cv=3, random_state=0)
+    by_object = MultimodalClassifier(fusion=LateFusion(), weights="relative", cv=3,
+                                     random_state=0)
+    np.testing.assert_array_equal(by_name.fit(views, y).predict_proba(views),
+                                  by_object.fit(views, y).predict_proba(views))
+    base = LogisticRegression(C=0.5, max_iter=500)
+    fitted = MultimodalClassifier(fusion=EarlyFusion(), classifier=base,
+                                  random_state=0).fit(views, y)
+    assert fitted.fusion_.classifier is base
+
+
+def test_a_setting_given_twice_differently_is_an_error(data):
+    views, y = data
+    model = MultimodalClassifier(fusion=LateFusion(weights="equal"), weights="relative")
+    with pytest.raises(InputError, match=r"weights is set both on MultimodalClassifier "
+                                         r"\('relative'\) and on its fusion strategy "
+                                         r"\('equal'\); set it in one place"):
+        model.fit(views, y)
+    # the same value on both sides is no conflict
+    MultimodalClassifier(fusion=LateFusion(weights="equal"), weights="equal", cv=3).fit(views, y)

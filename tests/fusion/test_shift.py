@@ -12,7 +12,7 @@ from mmfuse.fusion import create_fusion, experts
 from mmfuse.fusion.choice import choose, one_se_choice
 from mmfuse.fusion.experts import CrossFitExpert
 from mmfuse.fusion.scaling import ViewScaler
-from mmfuse.fusion.splits import inner_splits
+from mmfuse.splits import inner_splits
 
 
 def test_one_se_rule_prefers_the_simple_candidate_unless_clearly_better():

@@ -5,7 +5,7 @@ from sklearn.ensemble import RandomForestClassifier
 from conftest import make_views
 from mmfuse import InputError
 from mmfuse.fusion import create_fusion, list_fusions
-from mmfuse.fusion.splits import inner_splits
+from mmfuse.splits import inner_splits
 from mmfuse.fusion.weights import simplex_grid
 
 CLASSICAL = ["early", "weighted", "late", "stacking", "seed-baseline"]

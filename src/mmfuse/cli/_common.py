@@ -244,7 +244,8 @@ CvOpt = Annotated[Optional[str], typer.Option(callback=_parse_cv, help="Folds (a
 def _placement(X: Any, encoder_spec: Any, strategies: list[str], device: str) -> tuple[Any, Any]:
     """(encoder spec, per-strategy params) with the models on ``device`` (cpu/cuda/auto).
     CUDA asked for on a machine without it is a DeviceError (exit 2)."""
-    from ..devices import head_params, place_encoders, resolve_device
+    from ..devices import resolve_device
+    from ..placement import head_params, place_encoders
 
     resolved = resolve_device(device)
     if resolved != "cpu":  # encoder names already mean the CPU

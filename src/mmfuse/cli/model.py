@@ -18,7 +18,7 @@ from ._common import (DEVICE_CHOICE, FUSION, INPUT, MODALITY_OPTIONS, OUTPUT, PR
                       err_console, _Progress, _encoder_spec, _errors, _load_input,
                       _manifest_header, _no_privacy_on_features, _parse_encoders, _placement,
                       _print_chosen_encoders, _tabular_encoder)
-from ._private import _private_spec
+from ._dp import _dp_spec
 
 
 @app.command()
@@ -72,7 +72,7 @@ def train(
         if epsilon is not None and weights == "cv":
             weights = "equal"  # DP: fixed weights (learning them would spend budget)
             console.print("differential privacy: fixed equal modality weights", markup=False)
-        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
+        encoder_spec = _encoder_spec(X, None, tab) if features else _dp_spec(
             _encoder_spec(X, enc, tab), enc, epsilon, False, saving=True)
         if not allow_training_text:
             encoder_spec = _no_training_text_candidates(encoder_spec, X)
@@ -135,11 +135,11 @@ def predict(
     from ..predict import display_table, predict_manifest, write_predictions
 
     with _errors():
-        from ..devices import resolve_device, to_device
+        from ..devices import resolve_device
         from ..persist import load
 
         _placement(None, None, [], device)  # a bad or missing device fails before loading
-        fitted = to_device(load(model), resolve_device(device))
+        fitted = load(model).to(resolve_device(device))
         columns = {m: c for m, c in (("image", image), ("text", text), ("audio", audio)) if c}
         _check_model_columns(fitted, manifest, columns)
         with _Progress(quiet) as bar:
@@ -224,7 +224,7 @@ def _no_training_text_candidates(spec: Any, X: Any) -> Any:
     """For a saved model: candidate encoders that would store training text (the tfidf
     vocabulary) are left out of ``auto`` and candidate lists (``tfidf-hashed`` stays)."""
     from ..encoders.registry import create_encoder
-    from ..encoders.selection import is_choice
+    from ..encoders.candidates import is_choice
 
     if spec is None or not (spec == "auto" or (isinstance(spec, dict) and any(
             is_choice(v) for v in spec.values()))):

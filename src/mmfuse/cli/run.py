@@ -18,7 +18,7 @@ from ._common import (EVALUATION, INPUT, AudioOpt, BooleanOpt, CategoricalOpt, C
                       _errors, _load_input,
                       _no_privacy_on_features, _parse_encoders, _parse_strategies, _placement,
                       _print_chosen_encoders, _tabular_encoder, _write_outputs)
-from ._private import _evaluate_private_and_print, _private_spec
+from ._dp import _evaluate_dp_and_print, _dp_spec
 
 
 @app.command()
@@ -74,12 +74,12 @@ def run(
                                                       tabular=tab)
         _no_privacy_on_features(features, scrub_pii, epsilon)
         strategies = _parse_strategies(fusion)
-        encoder_spec = _encoder_spec(X, None, tab) if features else _private_spec(
+        encoder_spec = _encoder_spec(X, None, tab) if features else _dp_spec(
             _encoder_spec(X, enc, tab), enc, epsilon, scrub_pii, saving=False)
         encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
         cv_spec = _cv_spec(cv, default_cv)
         if epsilon is not None:
-            _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec,
+            _evaluate_dp_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec,
                                         seed, on_error, json_out, report, quiet, title,
                                         epsilon, missing, delta, pooling=pooling)
             return

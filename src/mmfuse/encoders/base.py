@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._params import check_on_error
 from .._constants import MODALITIES, ON_ERROR  # noqa: F401 (re-exported)
 from .._errors import DeviceError, InputError, MissingDependencyError
 
@@ -138,6 +139,19 @@ class Encoder:
         """Hash of the pretrained weights; classical encoders have none."""
         return ""
 
+    # -- where it runs ------------------------------------------------------------------
+    @classmethod
+    def device_for(cls, device: str) -> str | None:
+        """The device this encoder runs on when a run asks for ``device`` (resolved:
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``); None when it takes no device (the classical
+        ones run on the CPU)."""
+        return None
+
+    def to(self, device: str) -> "Encoder":
+        """Run on ``device`` (resolved) from now on, as :meth:`device_for` places it; an
+        encoder without a device stays as it is. Returns self."""
+        return self
+
     # -- provided -----------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
@@ -153,8 +167,7 @@ class Encoder:
         self, samples: Sequence[Any], on_error: str = "raise", column: str | None = None
     ) -> tuple[list[Any], np.ndarray, list[ItemError]]:
         """Prepare every item: returns (prepared items of present rows, present mask, errors)."""
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
+        check_on_error(on_error)
         samples = list(samples)
         present = np.zeros(len(samples), dtype=bool)
         prepared: list[Any] = []

@@ -14,7 +14,7 @@ it learns nothing and cannot leak):
 
 A row is present when every part has it (an item one part cannot read is an error of the
 concatenation). :func:`concat_views` builds the same matrix from the parts' views, which is
-how :mod:`mmfuse.encoders.selection` scores a concatenation from cached features.
+how :mod:`mmfuse.encoder_choice` scores a concatenation from cached features.
 """
 
 from __future__ import annotations

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from .._params import check_on_error
 from .._errors import InputError
 from ..views import Present, Views, check_views
-from .base import (MODALITIES, ON_ERROR, Encoder, ItemError, MissingItem, fit_on_rows,
-                   is_missing)
+from .base import MODALITIES, Encoder, ItemError, MissingItem, fit_on_rows, is_missing
 from .passthrough import PASSTHROUGH, Passthrough, is_passthrough
 
 __all__ = ["PASSTHROUGH", "Encoded", "Featurizer", "Passthrough", "PreparedFiles",
@@ -87,7 +87,7 @@ def as_columns(X: Any, encoders_given: bool = True) -> tuple[Mapping[str, Any], 
 
 def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
     """Map each used column to an encoder spec: a registered name, an Encoder, or
-    :data:`PASSTHROUGH`, or the :class:`~mmfuse.encoders.selection.Candidates` it chooses
+    :data:`PASSTHROUGH`, or the :class:`~mmfuse.encoders.candidates.Candidates` it chooses
     from (``"auto"`` or a list of names). Nothing is built (see :func:`build_encoders`)."""
     import pandas as pd
 
@@ -110,8 +110,8 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
                 f"encoders='auto' picks an encoder for columns named {list(MODALITIES)}; "
                 f"the data has {sorted(map(str, columns))}"
             )
-        # every installed encoder of each modality is a candidate (mmfuse.encoders.selection)
-        from .selection import parse_candidates
+        # every installed encoder of each modality is a candidate (mmfuse.encoder_choice)
+        from .candidates import parse_candidates
 
         return {c: parse_candidates("auto", c) for c in sorted(cols)}
     if not isinstance(encoders, Mapping) or not encoders:
@@ -123,7 +123,7 @@ def resolve_encoders(encoders: Any, columns: Mapping[str, Any]) -> dict[str, Any
             f"encoders name columns the data does not have: {missing}; "
             f"available columns: {sorted(map(str, columns))}"
         )
-    from .selection import Candidates, is_choice, parse_candidates
+    from .candidates import Candidates, is_choice, parse_candidates
 
     out: dict[str, Any] = {}
     for col in sorted(encoders):
@@ -185,7 +185,7 @@ def encode_candidates(names: Sequence[str], X: Any, column: str, *, on_error: st
                       pooling: str = "mean") -> tuple[dict[str, Any], list[ItemError]]:
     """``({name: Part}, errors)``: every candidate encoder of column ``column`` of ``X`` (a
     table, or the column's cells) through a :class:`Featurizer`, as a fixed encoder (for
-    :mod:`mmfuse.encoders.selection`; encoders that learn keep their prepared items). An
+    :mod:`mmfuse.encoder_choice`; encoders that learn keep their prepared items). An
     item error is reported once per row (the first encoder's)."""
     from .parts import Part
     from .registry import create_encoder
@@ -330,8 +330,7 @@ class Featurizer:
 
     def _encode(self, X: Any, mode: str, on_error: str, cache: Any, progress: Progress | None,
                 missing_columns: str, n_rows: int | None = None, **stream: Any) -> Encoded:
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+        check_on_error(on_error)
         if missing_columns not in ("error", "absent"):
             raise InputError(f"missing_columns must be 'error' or 'absent'; got "
                              f"{missing_columns!r}")

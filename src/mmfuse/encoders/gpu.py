@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from .pretrained import IMAGENET_MEAN, IMAGENET_STD
-
 __all__ = ["TorchRunner", "efficientnet_features"]
 
 
-def efficientnet_features(torch: Any, weights_path: Path) -> Any:
+def efficientnet_features(torch: Any, weights_path: Path, mean: tuple[float, ...],
+                          std: tuple[float, ...]) -> Any:
     """EfficientNet-Lite0 as a module mapping uint8 NHWC pixels (B, 224, 224, 3) to the
-    pooled 1280-d features: ImageNet normalisation, NCHW, ``extract_features``, spatial mean.
+    pooled 1280-d features: normalisation by the per-channel ``mean``/``std`` (ImageNet's,
+    on a [0, 1] scale), NCHW, ``extract_features``, spatial mean.
 
     The same module is exported to ONNX for the CPU path, so both paths compute one model.
     """
@@ -51,8 +51,8 @@ def efficientnet_features(torch: Any, weights_path: Path) -> Any:
         def __init__(self, net: Any):
             super().__init__()
             self.net = net
-            self.register_buffer("shift", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
-            self.register_buffer("scale", 1.0 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1) * 255)
+            self.register_buffer("scale", 1.0 / (torch.tensor(std).view(1, 3, 1, 1)
                                                  * 255))
 
         def forward(self, pixels: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Candidate encoders' features for the encoder choice (:mod:`mmfuse.encoders.selection`).
+"""Candidate encoders' features for the encoder choice (:mod:`mmfuse.encoder_choice`).
 
 :func:`mmfuse.encoders.featurizer.encode_candidates` computes every single encoder's
 features once for the whole table, through the featurizer (the feature cache, pooling);

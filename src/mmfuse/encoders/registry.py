@@ -34,7 +34,7 @@ def register_encoder(name: str, *, modality: str, dim: int | None, description: 
     cost : float, optional
         Relative cost of encoding one item (order of magnitude, from the "extraction"
         benchmark): choosing among equally good encoders leans toward the cheaper one.
-        None: :data:`mmfuse.encoders.selection.DEFAULT_COST`.
+        None: :data:`mmfuse.encoders.candidates.DEFAULT_COST`.
     variant_of : str, optional
         The encoder this one is a privacy variant of (it exists for privacy, not accuracy):
         ``encoders="auto"`` leaves it out when that encoder is installed.

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
+from .._params import check_on_error
 from .._errors import InputError
-from ..encoders.base import ON_ERROR, ItemError
+from ..encoders.base import ItemError
 from ..encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
 from ..fusion.base import WeightsFallbackWarning
 from ..views import Present, Views
@@ -181,10 +182,10 @@ class FeatureTable:
 
     def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
                  progress: Progress | None = None, cache: Any = True, pooling: str = "mean"):
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+        check_on_error(on_error)
+        from ..encoders.candidates import Candidates
         from ..encoders.featurizer import encode_candidates
-        from ..encoders.selection import Candidates, needed_encoders
+        from ..encoders.parts import needed_encoders
 
         columns, self.n = as_columns(X)
         specs = resolve_encoders(encoders, columns)
@@ -236,12 +237,13 @@ class FeatureTable:
                random_state: Any, classifier: Any = None
                ) -> tuple[Views, Present, dict[str, str], Any]:
         """:meth:`fold_views`, with each candidate column's encoder chosen by inner CV on
-        the ``train`` rows only (:func:`mmfuse.encoders.selection.select_encoder`):
+        the ``train`` rows only (:func:`mmfuse.encoder_choice.select_encoder`):
         ``(views, present, {column: chosen encoder}, classifier)``. ``classifier`` is the
         one given, or where a column chose separate experts (``"a|b"``) a per-view dict
         giving that column its :class:`~mmfuse.fusion.linear.SplitExperts`
         (:func:`~mmfuse.fusion.linear.classifier_for`), for the fold's strategies."""
-        from ..encoders.selection import candidate_view, select_encoder, view_classifier
+        from ..encoder_choice import select_encoder
+        from ..encoders.parts import candidate_view, view_classifier
         from ..fusion.linear import classifier_for, with_view_classifiers
 
         views, present = self.fold_views(train)

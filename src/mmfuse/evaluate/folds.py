@@ -2,7 +2,7 @@
 
 Outer splits are stratified, and grouped whenever groups exist (``StratifiedGroupKFold``
 shuffled with the seed, or leave one group out); the fusion strategies' inner splits follow
-the same rules (:mod:`mmfuse.fusion.splits`).
+the same rules (:mod:`mmfuse.splits`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
     if kind == "loso":
         n_splits = "loso"
     if groups is not None:
-        from ..fusion.splits import grouped_splits
+        from ..splits import grouped_splits
 
         if kind not in (None, "group", "stratified-group", "loso", "leave-one-group-out"):
             raise InputError(f"groups were given, so the split must be grouped; got kind {kind!r}"

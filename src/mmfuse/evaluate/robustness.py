@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from .._errors import InputError
 from ..encoders.base import ItemError
 from ..fusion.experts import shared_experts  # per-modality experts shared within a block
-from ..fusion.splits import seed_from
+from ..splits import seed_from
 from ..views import Present, Views
 from .crossval import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, fit_config,
                        make_configs, usable_rows)

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._params import check_on_error
 from .._errors import InputError, require
-from ..encoders.base import MODALITIES, ON_ERROR, is_missing
+from ..encoders.base import MODALITIES, is_missing
 from .store import FORMAT, PATH_MODALITIES, ROW, VERSION, _stateless_default
 
 
@@ -25,8 +26,7 @@ def _plan(manifest: Path, columns: Mapping[str, str], encoders: Mapping[str, str
     and the plan (the store's identity, written into its header)."""
     from .. import __version__
 
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {list(ON_ERROR)}; got {on_error!r}")
+    check_on_error(on_error)
     for label, value, low in (("rows_per_shard", rows_per_shard, 1),
                               ("batch_size", batch_size, 1), ("decode_threads", decode_threads, 0)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:

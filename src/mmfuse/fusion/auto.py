@@ -48,21 +48,23 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError, MissingDependencyError
+from .._params import Boolean, Interval
 from ..views import Present, Views
 from .base import FusionStrategy, WeightsFallbackWarning, create_fusion, register_fusion
-from .choice import SIMPLE, SINGLE_PREFIX, choose, simple_order, tied_with
+from .choice import SINGLE_PREFIX, choose, simple_labels, simple_order, tied_with
 from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
 from .experts import out_of_fold_probas, reuse_fit, shared_experts
 from .candidates import (CLASSICAL_CANDIDATES, HEAD_RACE_MIN_FOLDS,  # noqa: F401
-                         NEURAL_CANDIDATES, RACED_HEADS, WEIGHTED, Candidate, RacedOut,
+                         NEURAL_CANDIDATES, RACED_HEADS, Candidate, RacedOut,
                          fused_candidates, head_race, is_raced)
-from .splits import fallback_reason, inner_splits
+from ..splits import fallback_reason, inner_splits
 
 AVERAGE_PREFIX = "average"
 
 
 @register_fusion("auto", description="picks the strategy and weights, or a greedy ensemble of "
-                 "them, by inner cross-validation (every single modality is a candidate)")
+                 "them, by inner cross-validation (every single modality is a candidate)",
+                 cost="high")
 class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
     """Pick among fusion strategies, weight options and single modalities by inner CV.
 
@@ -151,6 +153,13 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
     'late[cv]'
     """
 
+    _parameter_constraints = {
+        **FusionStrategy._parameter_constraints,
+        "ensemble": [Boolean()],
+        "average_ties": [Boolean()],
+        "ensemble_size": [Interval(1, None, integer=True)],
+    }
+
     def __init__(self, classifier: Any = None, weights: Any = "cv", cv: int = 5,
                  candidate_cv: int | None = None, candidates: Sequence[Any] | None = None,
                  neural: Any = RACED_HEADS[0],
@@ -220,13 +229,6 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
     # -- fit / predict ----------------------------------------------------------------------
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         started = time.perf_counter()
-        if not isinstance(self.ensemble, (bool, np.bool_)):
-            raise InputError(f"ensemble must be True or False; got {self.ensemble!r}")
-        if not isinstance(self.average_ties, (bool, np.bool_)):
-            raise InputError(f"average_ties must be True or False; got {self.average_ties!r}")
-        if (not isinstance(self.ensemble_size, (int, np.integer))
-                or isinstance(self.ensemble_size, bool) or self.ensemble_size < 1):
-            raise InputError(f"ensemble_size must be an integer >= 1; got {self.ensemble_size!r}")
         candidates = self._all_candidates(list(views))
         splits = inner_splits(y, groups, self.cv, self.random_state)
         self.failed_candidates_: dict[str, str] = {}
@@ -276,7 +278,7 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         heaviest = max(range(len(names)), key=lambda i: (counts[names[i]], -i))
         self.chosen_candidate_ = self.member_candidates_[heaviest]
         self.chosen_ = self.members_[heaviest]
-        averaged = len(names) > 1 and set(names) <= set(SIMPLE) | {
+        averaged = len(names) > 1 and set(names) <= set(simple_labels()) | {
             n for n in names if n.startswith(SINGLE_PREFIX)} and len(set(counts.values())) == 1
         prefix = AVERAGE_PREFIX if averaged and self.average_ties else ENSEMBLE_PREFIX
         self.chosen_name_ = (names[0] if len(names) == 1 else f"{prefix}({'+'.join(names)})")
@@ -356,9 +358,7 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         k = len(self.classes_)
         out = np.full((len(y), k), np.nan)
         est0 = self._build(c)
-        meta = (base_oof is not None and hasattr(est0, "_fit_meta")
-                and not (c.fusion == "weighted"
-                         and getattr(est0, "projection", "class-scores") != "class-scores"))
+        meta = base_oof is not None and est0.has_meta_level()
         mods = list(c.modalities)
         sees = np.any(np.stack([present[m] for m in mods]), axis=0)
         complete = all(present[m].all() for m in mods)
@@ -371,13 +371,11 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                 tr = train[sees[train]]
                 if len(np.unique(y[tr])) < 2:
                     raise InputError(f"an inner training fold of {c.name} has one class")
-                est.classes_ = np.arange(k)
-                est.modalities_ = mods
                 g_tr = None if groups is None else np.asarray(groups)[tr]
-                est._fit_meta({m: base_oof[m][tr] for m in mods}, y[tr],
-                              {m: present[m][tr] for m in mods}, g_tr)
-                proba = est._predict_meta({m: base_oof[m][test] for m in mods},
-                                          {m: present[m][test] for m in mods})
+                est.fit_meta({m: base_oof[m][tr] for m in mods}, y[tr],
+                             {m: present[m][tr] for m in mods}, g_tr, n_classes=k)
+                proba = est.predict_meta({m: base_oof[m][test] for m in mods},
+                                         {m: present[m][test] for m in mods})
             else:
                 v_tr = {m: views[m][train] for m in mods}
                 p_tr = {m: present[m][train] for m in mods}

@@ -14,7 +14,7 @@ from .linear import fit_logistic_gram, gram_applicable
 
 
 @register_fusion("seed-baseline", description="the seed: StandardScaler, fixed equal-weight sum, LogisticRegression",
-                 reference=True)
+                 reference=True, simple_rank=0)
 class SeedBaseline(FusionStrategy):
     """StandardScaler per view, F = 0.5·f1 + 0.5·f2 (1/M each for M views), LogisticRegression.
 

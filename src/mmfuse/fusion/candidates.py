@@ -41,8 +41,6 @@ RACED_HEADS = ("gmu",)
 #: theme out: the head doubled the one command's time and was never chosen).
 HEAD_RACE_MIN_FOLDS = 2
 HEAD_RACE_MARGIN = 0.02
-#: Strategies whose ``weights`` parameter changes the model (the others ignore it).
-WEIGHTED = ("early", "weighted", "late")
 
 
 class RacedOut(Exception):
@@ -98,9 +96,9 @@ def fused_candidates(modalities: tuple[str, ...], candidates: Sequence[Any] | No
                      candidate_params: Mapping[str, Mapping[str, Any]] | None
                      ) -> list[Candidate]:
     """The fused candidates of ``auto`` (see its parameters of the same names)."""
-    from .base import FUSIONS, _load_builtin
+    from .base import FUSIONS, capabilities, load_builtin
 
-    _load_builtin()
+    load_builtin()
     if candidates is None:
         specs = list(CLASSICAL_CANDIDATES) + [(h, {}) for h in heads(neural)]
     else:
@@ -129,8 +127,8 @@ def fused_candidates(modalities: tuple[str, ...], candidates: Sequence[Any] | No
             raise InputError("'auto' cannot be one of its own candidates")
         FUSIONS.entry(fusion)  # unknown names fail with the valid list
         params = {**params, **dict(extra.get(fusion, {}))}
-        if fusion in WEIGHTED and (not isinstance(weights, str) or weights != "cv"
-                                   or "weights" not in params):
+        if capabilities(fusion)["takes_weights"] and (
+                not isinstance(weights, str) or weights != "cv" or "weights" not in params):
             params["weights"] = weights  # fixed weights override the list's
         name = label(fusion, params)
         if name in seen:

@@ -8,16 +8,26 @@ from typing import Any
 
 import numpy as np
 
-from .._stats import beats_by_one_se, within_one_se
+from .._stats import one_se_rule, within_one_se
 
-#: Candidates that combine the modalities without learning how: with the single
-#: modalities, the "simple" side of the one-standard-error rule. In this order of
-#: preference when the inner folds cannot tell them apart (see :func:`choose`): fewest
-#: coefficients first — the seed's one model on the sum of the standardised views has
-#: max_m d_m per class, early fusion's on their concatenation sum_m d_m — and one model
-#: before a product of per-modality models.
-SIMPLE = ("seed-baseline", "early[equal]", "late[equal]")
 SINGLE_PREFIX = "single:"
+
+
+def simple_labels() -> list[str]:
+    """Candidates that combine the modalities without learning how: with the single
+    modalities, the "simple" side of the one-standard-error rule. The strategies declare it
+    at registration (``register_fusion(simple_rank=...)``), in this order of preference when
+    the inner folds cannot tell them apart (see :func:`choose`): fewest coefficients first —
+    the seed's one model on the sum of the standardised views has max_m d_m per class, early
+    fusion's on their concatenation sum_m d_m — and one model before a product of
+    per-modality models. A strategy that takes weights is simple with equal weights
+    (``"late[equal]"``)."""
+    from .base import fusions_with, list_fusions
+
+    ranked = sorted((f["simple_rank"], f["name"]) for f in list_fusions()
+                    if f.get("simple_rank") is not None)
+    weighted = set(fusions_with(takes_weights=True))
+    return [f"{n}[equal]" if n in weighted else n for _, n in ranked]
 
 
 def one_se_choice(fold_scores: Mapping[str, np.ndarray], simple: Any) -> str:
@@ -36,7 +46,8 @@ def one_se_choice(fold_scores: Mapping[str, np.ndarray], simple: Any) -> str:
     if best in plain or not plain:
         return best
     ref = max(plain, key=lambda n: (means[n], -names.index(n)))
-    return best if beats_by_one_se(fold_scores[best], fold_scores[ref]) else ref
+    # the simple one unless the best beats it by more than one SE
+    return one_se_rule(fold_scores, [ref, best], best=best, must_beat=True)
 
 
 def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> list[str]:
@@ -50,10 +61,10 @@ def tied_with(fold_scores: Mapping[str, np.ndarray], best: str, simple: Any) -> 
 
 
 def simple_order(names: Any) -> list[str]:
-    """The simple candidates among ``names``: the equal-weight fusions in :data:`SIMPLE`'s
-    order of preference, then the single modalities (by name)."""
+    """The simple candidates among ``names``: the equal-weight fusions in
+    :func:`simple_labels`' order of preference, then the single modalities (by name)."""
     names = list(names)
-    return ([n for n in SIMPLE if n in names]
+    return ([n for n in simple_labels() if n in names]
             + sorted(n for n in names if n.startswith(SINGLE_PREFIX)))
 
 
@@ -67,7 +78,7 @@ def choose(fold_scores: Mapping[str, Any]) -> str:
       when it beats the best simple candidate by more than one standard error of their
       paired per-fold differences (:func:`~mmfuse.fusion.choice.one_se_choice`);
     - otherwise, when the best simple candidate is an equal-weight fusion, the choice is
-      the *first* equal-weight fusion in :data:`SIMPLE`'s order whose paired deficit to it
+      the *first* equal-weight fusion in :func:`simple_labels`' order whose paired deficit to it
       is within one standard error and whose mean is not below the best single modality
       (Breiman's rule: the simplest model within one SE of the best). The inner folds
       train on fewer rows and groups than the refit, and which equal-weight fusion ranks
@@ -79,13 +90,10 @@ def choose(fold_scores: Mapping[str, Any]) -> str:
     scores = {n: np.asarray(v, float) for n, v in fold_scores.items()}
     simple = simple_order(scores)
     pick = one_se_choice(scores, set(simple))
-    if pick not in SIMPLE:
+    labels = simple_labels()
+    if pick not in labels:
         return pick
     singles = [scores[n].mean() for n in simple if n.startswith(SINGLE_PREFIX)]
     floor = max(singles) if singles else -np.inf
-    for n in simple:
-        if n not in SIMPLE:
-            break
-        if within_one_se(scores[n], scores[pick]) and scores[n].mean() >= floor:
-            return n
-    return pick
+    fusions = [n for n in simple if n in labels]  # (simple_order puts them first)
+    return one_se_rule(scores, [n for n in fusions if scores[n].mean() >= floor], best=pick)

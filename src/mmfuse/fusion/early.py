@@ -12,7 +12,7 @@ from .experts import out_of_fold_probas
 from .imputer import BlockImputer
 from .linear import fit_logistic_gram, gram_applicable, make_classifier
 from .scaling import ViewScaler, leading_variance
-from .splits import fallback_reason, inner_splits
+from ..splits import fallback_reason, inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
 from .base import FusionStrategy, register_fusion
 
@@ -31,7 +31,7 @@ def _hstack(blocks: list) -> Any:
 
 
 @register_fusion("early", description="standardise each view, concatenate, one classifier",
-                 evaluation_weights="equal")
+                 evaluation_weights="equal", takes_weights=True, private=True, simple_rank=1)
 class EarlyFusion(FusionStrategy):
     """Feature-level fusion.
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..views import Present, Views, is_sparse
 from .linear import aligned_proba, classifier_for, make_classifier
 from .scaling import ViewScaler
-from .splits import TooFewForInnerFolds, inner_splits
+from ..splits import TooFewForInnerFolds, inner_splits
 
 # Several strategies fitted on the same training fold need the same per-modality experts and
 # out-of-fold probabilities. Inside `shared_experts()` they are computed once; outside it

@@ -45,7 +45,9 @@ def pooled_log_scores(probas: dict[str, np.ndarray], weights: dict[str, float],
     return np.log(np.clip(acc, LOG_FLOOR, None))
 
 
-@register_fusion("late", description="one classifier per modality; weighted mean of log-probabilities")
+@register_fusion("late", description="one classifier per modality; weighted mean of log-probabilities",
+                 takes_weights=True, meta_level=True, explanation="log-share", private=True,
+                 simple_rank=2)
 class LateFusion(FusionStrategy):
     """Late fusion with weights learned out-of-fold.
 

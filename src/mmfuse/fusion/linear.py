@@ -26,7 +26,7 @@ def classifier_for(classifier: Any, view: str | None) -> Any:
     A strategy's ``classifier`` is an estimator, None (LogisticRegression), or a dict
     ``{view: estimator or None}`` whose :data:`ANY_VIEW` entry (default None) is the
     base: the encoder choice gives a view of separate experts ``"a|b"`` its own
-    :class:`SplitExperts` this way (:mod:`mmfuse.encoders.selection`).
+    :class:`SplitExperts` this way (:mod:`mmfuse.encoder_choice`).
     """
     if not isinstance(classifier, dict):
         return classifier

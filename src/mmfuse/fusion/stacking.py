@@ -12,8 +12,9 @@ from .choice import SINGLE_PREFIX, one_se_choice
 from .experts import cross_fitted_experts, fit_experts, out_of_fold_probas, predict_cross_fitted
 from .imputer import BlockImputer
 from .linear import make_classifier
-from .splits import inner_splits
+from ..splits import inner_splits
 from .weights import normalise_weights
+from .._params import Boolean
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -29,7 +30,7 @@ def _meta_model(C: float) -> Any:
 
 
 @register_fusion("stacking", description="meta-classifier on out-of-fold per-modality probabilities",
-                 evaluation_weights=None)
+                 evaluation_weights=None, meta_level=True, cost="medium")
 class StackingFusion(FusionStrategy):
     """Stacked generalisation over modalities (the scikit-learn StackingClassifier rule,
     with grouped inner splits and missing modalities handled).
@@ -82,6 +83,9 @@ class StackingFusion(FusionStrategy):
     imputer_ : BlockImputer or None
     modality_weights_ : dict, share of the meta-classifier's absolute coefficients per modality
     """
+
+    _parameter_constraints = {**FusionStrategy._parameter_constraints,
+                              "fallback": [Boolean()]}
 
     def __init__(self, classifier: Any = None, meta_classifier: Any = None, weights: Any = "cv",
                  cv: int = 5, random_state: Any = None, impute: bool = True,
@@ -153,10 +157,6 @@ class StackingFusion(FusionStrategy):
         """The meta-model on per-modality out-of-fold probabilities (the meta level)."""
         k = len(self.classes_)
         self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
-        if not isinstance(self.fallback, (bool, np.bool_)):
-            from .._errors import InputError
-
-            raise InputError(f"fallback must be True or False; got {self.fallback!r}")
         meta_x = self._meta_features(oof, fit_imputer=True)
         self.meta_C_ = None
         self.meta_fallback_ = None

@@ -13,8 +13,9 @@ from .choice import one_se_choice
 from .experts import cross_fitted_experts, out_of_fold_probas, predict_cross_fitted
 from .linear import make_classifier
 from .scaling import ViewScaler
-from .splits import fallback_reason, inner_splits
+from ..splits import fallback_reason, inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
+from .._params import Options
 from .base import FusionStrategy, register_fusion
 from .late import LOG_FLOOR
 
@@ -106,7 +107,8 @@ def _kernel_factor(k: np.ndarray, train: np.ndarray, test: np.ndarray
     return vecs * root, (k[np.ix_(test, train)] @ vecs) / root
 
 
-@register_fusion("weighted", description="weighted sum of views projected to a common space")
+@register_fusion("weighted", description="weighted sum of views projected to a common space",
+                 takes_weights=True, meta_level=True, explanation="log-share", cost="medium")
 class WeightedSumFusion(FusionStrategy):
     """F(x) = Σ_m w_m · P_m(x_m), then one classifier on F.
 
@@ -172,6 +174,9 @@ class WeightedSumFusion(FusionStrategy):
     padding, by corrupting the informative columns, makes the weight search drop it.
     """
 
+    _parameter_constraints = {**FusionStrategy._parameter_constraints,
+                              "projection": [Options(PROJECTIONS)]}
+
     def __init__(self, classifier: Any = None, weights: Any = "cv",
                  projection: str = "features", dim: int = 64, step: float | None = None,
                  cv: int = 5, random_state: Any = None, direct_sum: bool = False):
@@ -192,8 +197,6 @@ class WeightedSumFusion(FusionStrategy):
         return bool(direct)
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
-        if self.projection not in PROJECTIONS:
-            raise InputError(f"projection must be one of {PROJECTIONS}; got {self.projection!r}")
         self._direct()  # a bad direct_sum fails before any work
         self.projection_ = self.projection  # the equal-weight fallback may use another
         spec = check_weight_spec(self.weights, list(views), ("cv", "relative", "equal"))
@@ -241,6 +244,10 @@ class WeightedSumFusion(FusionStrategy):
         self.modality_weights_ = weights
         self.model_ = make_classifier(self.classifier, self.random_state)
         self.model_.fit(weighted_sum(projected, present, weights, self._direct()), y)
+
+    def has_meta_level(self) -> bool:
+        """Only on class scores is the weighting a meta level over expert probabilities."""
+        return self.projection == "class-scores"
 
     def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,
                   groups: Any) -> None:

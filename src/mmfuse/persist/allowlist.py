@@ -32,7 +32,7 @@ def _safe_classes() -> dict[str, type]:
     from ..fusion.imputer import BlockImputer
     from ..fusion.scaling import ViewScaler
 
-    fusion_base._load_builtin()
+    fusion_base.load_builtin()
     helpers = (ViewScaler, ModalityExpert, BlockImputer, CrossFitExpert)
     classes = {type_name(c): c for c in helpers}
     # model files saved before these helpers left ``mmfuse.fusion._common`` name them there

@@ -54,7 +54,13 @@ from .._errors import InputError, require
 from ..views import Present, Views
 from ..fusion.base import FusionStrategy
 
-PRIVATE_FUSIONS = ("early", "late")
+
+
+def private_fusions() -> list[str]:
+    """The fusion strategies with a DP version: those registered with ``private=True``."""
+    from ..fusion.base import fusions_with
+
+    return fusions_with(private=True)
 
 
 def import_diffprivlib() -> Any:
@@ -316,7 +322,9 @@ def check_delta(delta: Any) -> float:
 DP_MODELS = ("centroid", "logistic")
 
 
-def _fixed_weights(weights: Any, modalities: list[str]) -> dict[str, float]:
+def fixed_weights(weights: Any, modalities: list[str]) -> dict[str, float]:
+    """The normalised modality weights a DP strategy may use: fixed in advance ('equal' or a
+    dict), never learned from the data (that would spend privacy budget)."""
     from ..fusion.weights import check_weight_spec, normalise_weights
 
     if isinstance(weights, str) and weights != "equal":
@@ -406,7 +414,7 @@ class DPEarlyFusion(_PrivateFusion):
 
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         epsilon, delta, accountant = self._start()
-        self.modality_weights_ = _fixed_weights(self.weights, sorted(views))
+        self.modality_weights_ = fixed_weights(self.weights, sorted(views))
         self.model_ = self._fit_model(self._design(views, present), y, epsilon, delta,
                                       accountant)
         self._finish(accountant)
@@ -428,7 +436,7 @@ class DPLateFusion(_PrivateFusion):
     def _fit(self, views: Views, y: np.ndarray, present: Present, groups: Any) -> None:
         epsilon, delta, accountant = self._start()
         mods = sorted(views)
-        self.modality_weights_ = _fixed_weights(self.weights, mods)
+        self.modality_weights_ = fixed_weights(self.weights, mods)
         share = epsilon / len(mods)  # sequential composition: the same people in every view
         self.experts_ = {}
         for i, m in enumerate(mods):
@@ -468,9 +476,9 @@ def make_private_fusion(name: str, epsilon: float, *, delta: float = 1e-5,
     secret unless ``noise_seed``). Anything else a non-private strategy takes is refused.
     """
     epsilon = check_epsilon(epsilon)
-    if name not in PRIVATE_FUSIONS:
+    if name not in private_fusions():
         raise InputError(
-            f"under differential privacy the fusion must be one of {list(PRIVATE_FUSIONS)} "
+            f"under differential privacy the fusion must be one of {private_fusions()} "
             f"(fixed weights, linear models); got {name!r}: weighted, stacking, auto and the "
             f"neural heads learn weights, meta-models or network layers whose privacy cost "
             f"is not accounted"

@@ -14,6 +14,7 @@ import numpy as np
 from .._errors import InputError
 from ..fusion.base import fusion_name
 from ..encoders.base import MissingItem
+from ..predict import modalities_used
 from ..encoders.featurizer import Featurizer
 from .errors import ApiError
 
@@ -46,7 +47,7 @@ def model_spec(model: Any, max_upload_bytes: int, max_text_chars: int,
     columns = featurizer.views
     kinds = {c: featurizer.kind(c) for c in columns}
     dims = {c: featurizer.dim(c) for c in columns}
-    used = list(getattr(model.fusion_, "modalities_", columns))
+    used = modalities_used(model)
     classes = _jsonable(np.asarray(model.classes_).tolist())
     encoders = {}
     for c in columns:

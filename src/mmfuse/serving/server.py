@@ -57,7 +57,7 @@ def run_server(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int
         Level of uvicorn's and mmfuse's loggers; ``"info"`` shows the access log.
     device : {"cpu", "cuda", "auto"}, optional
         If given, the model's encoders and learned heads move there
-        (:func:`mmfuse.devices.to_device`).
+        (``model.to(device)``).
 
     Blocks until stopped.
     """
@@ -78,9 +78,9 @@ def run_server(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int
     started = time.perf_counter()
     model = load(model_path, trusted=trusted, encoder_options=encoder_options)
     if device is not None:
-        from ..devices import resolve_device, to_device
+        from ..devices import resolve_device
 
-        to_device(model, resolve_device(device))
+        model.to(resolve_device(device))
     logger.info("loaded the model in %.2f s", time.perf_counter() - started)
     app = create_app(model, max_upload_bytes=max_upload_bytes, max_text_chars=max_text_chars,
                      batch_max=batch_max, batch_wait_ms=batch_wait_ms, api_keys=keys,

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..._params import check_on_error
 from ..._errors import InputError
-from ._registry import DATASETS, ON_ERROR, resolve_root
+from ._registry import DATASETS, resolve_root
 
 # Every public module of this package registers its datasets on import, so adding a dataset
 # is one new module (helpers start with "_").
@@ -84,8 +85,7 @@ def load_dataset(
         unusable file with ``on_error="raise"``.
     """
     entry = DATASETS.entry(name)
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
+    check_on_error(on_error)
     unknown = sorted(set(options) - set(entry.meta["options"]))
     if unknown:
         valid = ", ".join(sorted(entry.meta["options"])) or "(none)"

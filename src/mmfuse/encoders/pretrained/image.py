@@ -103,7 +103,7 @@ class EfficientNetLite0Encoder(TorchExportedEncoder):
         import_optional("efficientnet_lite_pytorch", self.extra)
         from ..gpu import efficientnet_features
 
-        return efficientnet_features(torch, self._weights_path())
+        return efficientnet_features(torch, self._weights_path(), IMAGENET_MEAN, IMAGENET_STD)
 
     def _export(self, path: Path) -> None:
         torch = import_optional("torch", self.extra)

@@ -91,10 +91,10 @@ def asset(*parts: str) -> Path:
 
 def onnx_providers(device: str, extra: str = "pretrained") -> list[Any]:
     """ONNX Runtime execution providers for ``device`` ("cpu", "cuda" or "cuda:N")."""
+    from ...devices import check_device
+
     ort = import_optional("onnxruntime", extra)
-    kind, _, index = str(device).partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'); got {device!r}")
+    kind, _, index = check_device(device, DEVICES).partition(":")
     if kind == "cpu":
         return ["CPUExecutionProvider"]
     available = ort.get_available_providers()
@@ -201,13 +201,9 @@ def torch_export(module: Any, example: Any, path: Path, input_name: str, output_
 def check_torch_device(device: Any, precision: Any) -> None:
     """Device and precision of an encoder with a PyTorch path: one of DEVICES (or
     "cuda:N"), present on this machine (else :class:`~mmfuse.devices.DeviceError`)."""
-    from ...devices import check_precision, resolve_device
+    from ...devices import check_device, check_precision, resolve_device
 
-    kind, _, index = str(device).partition(":")
-    if (not isinstance(device, str) or kind not in DEVICES
-            or (index and (kind != "cuda" or not index.isdigit()))):
-        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'); got {device!r}")
-    check_precision(precision, resolve_device(device))
+    check_precision(precision, resolve_device(check_device(device, DEVICES)))
 
 
 # -- common base -----------------------------------------------------------------------------
@@ -269,6 +265,24 @@ class PretrainedEncoder(Encoder):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         return f"{type(self).__name__}({args})"
+
+    @classmethod
+    def device_for(cls, device: str) -> str:
+        """On CUDA, an encoder with a PyTorch path gets the GPU; an ONNX-only one gets it
+        when onnxruntime-gpu provides the CUDA execution provider, else the CPU."""
+        from ... import devices
+
+        if device == "cpu" or cls.cuda_backend == "torch":
+            return device
+        return device if devices.onnxruntime_has_cuda() else "cpu"
+
+    def to(self, device: str) -> "PretrainedEncoder":
+        """Run on ``device`` (resolved) from now on; the loaded model and its sessions are
+        dropped and rebuilt there on the next use. Returns self."""
+        self.device = self.device_for(device)
+        for key in [k for k in vars(self) if k.startswith("_")]:
+            delattr(self, key)  # runtime state (model sessions), see __getstate__
+        return self
 
     @classmethod
     def available(cls) -> bool:
@@ -364,6 +378,24 @@ class TorchExportedEncoder(PretrainedEncoder):
     weights_file: ClassVar[tuple[str, ...]] = ()
     #: Whether the PyTorch path feeds NHWC images in channels-last memory format.
     channels_last: ClassVar[bool] = False
+
+    @classmethod
+    def device_for(cls, device: str) -> str:
+        """On CUDA, an encoder with a PyTorch path gets the GPU; an ONNX-only one gets it
+        when onnxruntime-gpu provides the CUDA execution provider, else the CPU."""
+        from ... import devices
+
+        if device == "cpu" or cls.cuda_backend == "torch":
+            return device
+        return device if devices.onnxruntime_has_cuda() else "cpu"
+
+    def to(self, device: str) -> "PretrainedEncoder":
+        """Run on ``device`` (resolved) from now on; the loaded model and its sessions are
+        dropped and rebuilt there on the next use. Returns self."""
+        self.device = self.device_for(device)
+        for key in [k for k in vars(self) if k.startswith("_")]:
+            delattr(self, key)  # runtime state (model sessions), see __getstate__
+        return self
 
     @classmethod
     def available(cls) -> bool:

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from ..._errors import InputError
+from ...devices import resolve_device
 from ...views import Present, Views, dense
 from ..base import FusionStrategy, register_fusion
 from ..scaling import EPS
-from ..splits import inner_splits, seed_from
-from .modules import (_adamw, _drop_modalities, _Tensors, _threads, _torch, build_module,
-                      resolve_device)
+from ...splits import inner_splits, seed_from
+from .modules import _adamw, _drop_modalities, _Tensors, _threads, _torch, build_module
 
 #: Standardised features are clipped here: a near-constant TF-IDF column would otherwise
 #: produce huge values on the rare rows where it fires.
@@ -187,7 +187,7 @@ class NeuralFusion(FusionStrategy):
         self.history_, self.best_epoch_, self.n_epochs_ = [], [], []
         with _threads(torch, self.n_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            if self.device_ == "cuda":
+            if self.device_.startswith("cuda"):
                 torch.cuda.manual_seed_all(seed)
             ensemble = build_module(self.architecture_).to(self.device_)
             data = _Tensors(torch, xs, mask, y, self.device_)
@@ -285,12 +285,21 @@ class NeuralFusion(FusionStrategy):
         return {m: float(w / total) for m, w in zip(self.modalities_, mean)}
 
     # -- prediction -----------------------------------------------------------------------
+    def to(self, device: str) -> "NeuralFusion":
+        """Predict on ``device`` (resolved) from now on: the torch module is rebuilt there
+        on its next use. Returns self."""
+        if hasattr(self, "device_"):
+            self.device_ = device
+        self.__dict__.pop("_module", None)
+        return self
+
     def module(self) -> Any:
         """The fitted torch module (rebuilt from ``architecture_`` and ``state_dict_``)."""
         cached = getattr(self, "_module", None)
         if cached is None:
             torch = _torch()
-            device = "cuda" if self.device_ == "cuda" and torch.cuda.is_available() else "cpu"
+            device = (self.device_ if self.device_.startswith("cuda")
+                      and torch.cuda.is_available() else "cpu")
             cached = build_module(self.architecture_, self.state_dict_).eval().to(device)
             self._module = cached
         return cached
@@ -331,7 +340,7 @@ class NeuralFusion(FusionStrategy):
         return state
 
 
-@register_fusion("gmu", takes_device=True, description="learned gated multimodal unit (PyTorch)", extra="torch")
+@register_fusion("gmu", takes_device=True, cost="high", description="learned gated multimodal unit (PyTorch)", extra="torch")
 class GMUFusion(NeuralFusion):
     """Gated multimodal unit (Arevalo et al., 2017): per-feature gates choose, for each
     sample, how much each present modality contributes.
@@ -346,7 +355,7 @@ class GMUFusion(NeuralFusion):
     _head = "gmu"
 
 
-@register_fusion("attention", takes_device=True, description="learned attention over modality tokens (PyTorch)",
+@register_fusion("attention", takes_device=True, cost="high", description="learned attention over modality tokens (PyTorch)",
                  extra="torch")
 class AttentionFusion(NeuralFusion):
     """Attention over per-modality tokens: a self-attention block lets modalities inform
@@ -385,7 +394,7 @@ class AttentionFusion(NeuralFusion):
         return {"n_heads": int(self.n_heads)}
 
 
-@register_fusion("lowrank", takes_device=True, description="learned low-rank tensor fusion (PyTorch)", extra="torch")
+@register_fusion("lowrank", takes_device=True, cost="high", description="learned low-rank tensor fusion (PyTorch)", extra="torch")
 class LowRankFusion(NeuralFusion):
     """Low-rank multimodal fusion (Liu et al., 2018): the multimodal outer-product tensor
     fusion computed through rank-``rank`` modality-specific factors.

@@ -1,6 +1,6 @@
 """The PyTorch side of the learned fusion heads: the torch modules (projections, the GMU,
 attention and low-rank fusion modules, the ensemble), :func:`build_module` from a plain
-``architecture`` dict, and the training helpers (device choice, thread limit, AdamW,
+``architecture`` dict, and the training helpers (thread limit, AdamW,
 modality dropout). PyTorch is imported only when one of these runs.
 """
 
@@ -14,25 +14,9 @@ import numpy as np
 
 from ..._errors import InputError, require
 
-DEVICES = ("auto", "cpu", "cuda")
-HEADS = ("gmu", "attention", "lowrank")
-
 
 def _torch() -> Any:
     return require("torch", "torch")
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a CUDA device is usable, else ``"cpu"``."""
-    if device not in DEVICES:
-        raise InputError(f"device must be one of {list(DEVICES)}; got {device!r}")
-    torch = _torch()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device='cuda' was asked for but no CUDA device is available; "
-                         "use device='cpu' or 'auto'")
-    return device
 
 
 @contextlib.contextmanager
@@ -184,7 +168,7 @@ def _modules() -> dict[str, Any]:
 
         def __init__(self, arch):
             super().__init__()
-            net = {"gmu": GMUNet, "attention": AttentionNet, "lowrank": LowRankNet}[arch["head"]]
+            net = nets[arch["head"]]
             self.members = nn.ModuleList([net(arch) for _ in range(int(arch["n_members"]))])
 
         def forward(self, xs, mask):
@@ -200,16 +184,17 @@ def _modules() -> dict[str, Any]:
                 out.append(w)
             return torch.stack(out).mean(0)
 
-    return {"gmu": GMUNet, "attention": AttentionNet, "lowrank": LowRankNet,
-            "ensemble": Ensemble}
+    nets = {"gmu": GMUNet, "attention": AttentionNet, "lowrank": LowRankNet}
+    return {"nets": nets, "ensemble": Ensemble}
 
 
 def build_module(architecture: dict[str, Any], state_dict: dict[str, np.ndarray] | None = None):
     """The torch module (an ensemble of ``n_members`` heads) described by ``architecture``,
     loaded with ``state_dict`` (name -> numpy array) if given."""
     torch = _torch()
-    if architecture.get("head") not in HEADS:
-        raise InputError(f"architecture['head'] must be one of {list(HEADS)}; "
+    nets = _modules()["nets"]
+    if architecture.get("head") not in nets:
+        raise InputError(f"architecture['head'] must be one of {list(nets)}; "
                          f"got {architecture.get('head')!r}")
     module = _modules()["ensemble"](architecture)
     if state_dict is not None:

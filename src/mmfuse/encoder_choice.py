@@ -1,4 +1,5 @@
-"""Choose each modality's encoder by grouped, stratified inner cross-validation.
+"""The encoder choice: each modality's encoder chosen by grouped, stratified inner
+cross-validation (what to choose from: :mod:`mmfuse.encoders.candidates`).
 
 ``encoders="auto"`` (every installed encoder of each modality, classical and pretrained,
 but for the privacy variants of TF-IDF, which declare ``variant_of``)
@@ -7,7 +8,7 @@ encoder a choice learned from the training data, like the fusion strategy:
 
 1. Every candidate is scored **alone** (its modality only: the per-modality expert of the
    fusion strategies, a scaler and the classifier) on inner splits of the training rows,
-   made like the outer ones (:func:`mmfuse.fusion.splits.inner_splits`: stratified, and
+   made like the outer ones (:func:`mmfuse.splits.inner_splits`: stratified, and
    grouped whenever groups exist). The score of a fold is its log-loss (default) or
    accuracy; rows a candidate could not encode get the fold's class prior, so an encoder
    that fails on items pays for it.
@@ -56,6 +57,10 @@ Features of stateless encoders are computed once for every fold (and come from t
 feature cache); an encoder that learns (TF-IDF) is fit on each inner training fold only,
 so its inner score is as honest as the others'.
 
+This module sits above the encoders and the fusion strategies: a candidate is scored with
+the per-modality experts of the fusion strategies (:mod:`mmfuse.fusion.experts`), on the
+inner splits of :mod:`mmfuse.splits`.
+
 Which score: accuracy by default. Under group shift the per-modality logistic regression
 is over-confident (inner log-losses above the chance level's were seen on
 tuxpaint-grouped), so log-loss ranks how confident a feature scale makes the classifier
@@ -72,11 +77,13 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import InputError
-from .._stats import beats_by_one_se, within_one_se
-from .concat import SEPARATOR
-from .parts import (SPLIT, Part, candidate_features, candidate_view,  # noqa: F401
-                    encoder_parts, is_split, needed_encoders, view_classifier, view_name)
+from ._errors import InputError
+from ._stats import one_se_rule
+from .encoders.candidates import Candidates, encoder_cost
+from .encoders.concat import SEPARATOR
+from .encoders.parts import (SPLIT, Part, candidate_view, encoder_parts, view_classifier)
+from .fusion.experts import ModalityExpert, recall_cross_fit, remember_cross_fit, reuse_fit
+from .splits import inner_splits
 
 SCORINGS = ("log_loss", "accuracy")
 #: The score the selection uses by default (see the module docstring).
@@ -84,7 +91,6 @@ DEFAULT_SCORING = "accuracy"
 #: Log-loss of a row is capped at -log(PROBA_FLOOR): one confident mistake must not
 #: outweigh a fold.
 PROBA_FLOOR = 1e-6
-AUTO = "auto"
 #: Mean inner accuracy the choice may give up for a cheaper encoder (see
 #: :func:`one_se_cheapest`). 0: none, the cost only breaks ties (the module docstring says
 #: why); 0.01 trades up to a point for speed; None: the plain one-SE rule.
@@ -100,105 +106,6 @@ PARSIMONY = True
 #: no outer gain on icons-family, two more fits per inner fold (README)
 SEPARATE_EXPERTS = False
 RACE_MIN_FOLDS = 2
-
-#: Relative cost of encoding one item, which breaks ties (and drives the opt-in one-SE rule
-#: toward the cheaper encoder). Each encoder declares it (``register_encoder(cost=...)``); a
-#: name put here overrides that (empty by default), one without either (a user's encoder)
-#: costs DEFAULT_COST, and a concatenation costs the sum of its parts.
-COST: dict[str, float] = {}
-DEFAULT_COST = 10.0
-
-
-def encoder_cost(name: str) -> float:
-    """Relative cost of an encoder name (a concatenation or separate experts: the sum of
-    its parts)."""
-    return float(sum(_part_cost(p) for p in encoder_parts(name)))
-
-
-def _part_cost(name: str) -> float:
-    from .registry import ENCODERS, load_builtin
-
-    if name in COST:
-        return COST[name]
-    load_builtin()
-    cost = ENCODERS.entry(name).meta.get("cost") if name in ENCODERS else None
-    return DEFAULT_COST if cost is None else float(cost)
-
-
-#: Variants of another encoder that exist for privacy, not accuracy, declare it
-#: (``register_encoder(variant_of=...)``): ``hashing`` (learns nothing: usable under
-#: differential privacy) and ``tfidf-hashed`` (no vocabulary in a saved model) approximate
-#: ``tfidf``. ``"auto"`` scores ``tfidf`` and leaves them out; a list may name them
-#: (``mmfuse train --encoders auto`` swaps ``tfidf`` for ``tfidf-hashed`` when the model
-#: must not store training text).
-
-
-def installed_encoders(modality: str, variants: bool = False) -> list[str]:
-    """Every registered encoder of ``modality`` whose packages are installed, cheapest first
-    (without the privacy variants of an installed encoder unless ``variants``)."""
-    from .registry import ENCODERS, list_encoders
-
-    names = []
-    for row in list_encoders(modality):
-        if not variants and row.get("variant_of") in ENCODERS:
-            continue
-        check = getattr(ENCODERS.entry(row["name"]).builder, "available", None)
-        if check is None or check():
-            names.append(row["name"])
-    return sorted(names, key=lambda n: (encoder_cost(n), n))
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """The encoders one column chooses from.
-
-    Attributes
-    ----------
-    names : tuple of str
-        Candidate encoder names (``"a+b"`` is a concatenation, ``"a|b"`` separate experts).
-    pair : bool
-        Also score the concatenation of the two best single candidates (``"auto"``).
-    """
-
-    names: tuple[str, ...]
-    pair: bool = False
-
-
-def is_choice(spec: Any) -> bool:
-    """True for a column spec that asks for a choice (``"auto"`` or a list of names)."""
-    return (isinstance(spec, str) and spec == AUTO) or (
-        isinstance(spec, (list, tuple)) and not isinstance(spec, str))
-
-
-def parse_candidates(spec: Any, column: str, modality: str | None = None) -> Candidates:
-    """The :class:`Candidates` of a column spec: ``"auto"`` (every installed encoder of the
-    column's modality, plus the best pair) or a list of encoder names."""
-    from .base import MODALITIES
-    from .registry import create_encoder, encoder_modality
-
-    if isinstance(spec, str) and spec == AUTO:
-        modality = modality or column
-        if modality not in MODALITIES:
-            raise InputError(f"encoders 'auto' for column {column!r}: the modality is unknown "
-                             f"(columns named {list(MODALITIES)} get one); give a list of "
-                             f"encoder names instead")
-        return Candidates(tuple(installed_encoders(modality)), pair=True)
-    names = list(spec)
-    if not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise InputError(f"candidate encoders of column {column!r} must be a non-empty list of "
-                         f"encoder names; got {spec!r}")
-    names = [n.strip() for n in names]
-    if len(set(names)) != len(names):
-        raise InputError(f"candidate encoders of column {column!r} repeat a name: {names}")
-    mods = {}
-    for n in names:
-        create_encoder(view_name(n))  # unknown names fail here, with the list of valid ones
-        mods[n] = {encoder_modality(p) for p in encoder_parts(n)}
-    found = set().union(*mods.values())
-    if len(found) > 1:
-        raise InputError(f"candidate encoders of column {column!r} mix modalities: "
-                         f"{ {n: sorted(m) for n, m in mods.items()} }")
-    return Candidates(tuple(names), pair=False)
 
 
 @dataclass
@@ -264,15 +171,15 @@ def one_se_cheapest(fold_scores: Mapping[str, Sequence[float]],
         raise InputError("no candidate to choose from")
     means = {n: float(np.mean(fold_scores[n])) for n in names}
     best = max(names, key=lambda n: (means[n], -costs.get(n, 0.0), -names.index(n)))
-    ok = []
+    allowed = []
     for n in names:
         if max_accuracy_loss is not None and fold_accuracy is not None and n != best:
             shortfall = float(np.mean(fold_accuracy[best]) - np.mean(fold_accuracy[n]))
             if shortfall > max_accuracy_loss + 1e-12:
                 continue
-        if within_one_se(fold_scores[n], fold_scores[best]):
-            ok.append(n)
-    return min(ok, key=lambda n: (costs.get(n, 0.0), names.index(n)))
+        allowed.append(n)
+    cheapest_first = sorted(allowed, key=lambda n: (costs.get(n, 0.0), names.index(n)))
+    return one_se_rule(fold_scores, cheapest_first, best=best)
 
 
 def _fold_metrics(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -310,9 +217,6 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
     a candidate with fixed features reuses an expert fitted on the same rows by an earlier
     call in the block (another outer fold) instead of fitting it again.
     """
-    from ..fusion.experts import (ModalityExpert, recall_cross_fit, remember_cross_fit,
-                                  reuse_fit)
-
     n_classes = int(y.max()) + 1
     acc: dict[str, list[float]] = {n: [] for n in names}
     loss: dict[str, list[float]] = {n: [] for n in names}
@@ -427,8 +331,6 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     -------
     EncoderSelection
     """
-    from ..fusion.splits import inner_splits
-
     if scoring not in SCORINGS:
         raise InputError(f"scoring must be one of {list(SCORINGS)}; got {scoring!r}")
     names = list(candidates.names)
@@ -489,8 +391,9 @@ def parsimonious_choice(fold_scores: Mapping[str, Sequence[float]],
     for size in sorted(by_size):
         best = one_se_cheapest({n: fold_scores[n] for n in by_size[size]}, costs,
                                fold_accuracy, max_accuracy_loss)
-        if pick is None or beats_by_one_se(fold_scores[best], fold_scores[pick]):
-            pick = best
+        # more encoders only when they beat the choice by more than one SE
+        pick = best if pick is None else one_se_rule(fold_scores, [pick, best], best=best,
+                                                      must_beat=True)
     return pick
 
 

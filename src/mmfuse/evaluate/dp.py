@@ -12,25 +12,26 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from .._errors import InputError
-from ..privacy.dp import (PRIVATE_FUSIONS, _fixed_weights, check_epsilon, check_private_encoders,
-                          make_private_fusion)
+from ..privacy.dp import (check_epsilon, check_private_encoders, fixed_weights,
+                          make_private_fusion, private_fusions)
 from .crossval import EvaluationResult, Row, checked_inputs, usable_rows
 from .folds import make_splits, mean_ci95
 
 
-def evaluate_private(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,
-                     encoders: Any = None, groups: Any = None,
-                     strategies: Any = PRIVATE_FUSIONS, weights: Any = "equal", cv: Any = 5,
-                     random_state: Any = 0, on_error: str = "raise",
-                     noise_seed: int | None = None, dp_model: str = "centroid",
-                     features: Any = None, progress: Any = None) -> Any:
+def evaluate_dp(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,
+                encoders: Any = None, groups: Any = None,
+                strategies: Any = None, weights: Any = "equal", cv: Any = 5,
+                random_state: Any = 0, on_error: str = "raise",
+                noise_seed: int | None = None, dp_model: str = "centroid",
+                features: Any = None, progress: Any = None) -> Any:
     """Cross-validate every single modality and each DP fusion strategy at budget ``epsilon``.
 
     Each configuration is trained on every outer training fold with the full budget
     ``epsilon`` (a model per fold, as a user would train one model); single modalities are
     DP early fusion of one view. Splits are those of :func:`mmfuse.evaluate.evaluate`
     (grouped whenever groups exist). Returns an :class:`~mmfuse.evaluate.EvaluationResult`
-    (no seed-baseline row: it learns weights).
+    (no seed-baseline row: it learns weights). ``strategies``: by default every strategy
+    with a DP version (:func:`mmfuse.privacy.dp.private_fusions`).
     """
     epsilon = check_epsilon(epsilon)
     table, y, groups, classes, y_enc = checked_inputs(X, y, features, encoders, groups,
@@ -41,7 +42,8 @@ def evaluate_private(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,
     if table.stateful:
         col = sorted(table.stateful)[0]
         check_private_encoders({col: table.stateful[col][0]})
-    unknown = [s for s in strategies if s not in PRIVATE_FUSIONS]
+    strategies = private_fusions() if strategies is None else list(strategies)
+    unknown = [s for s in strategies if s not in private_fusions()]
     if unknown:
         make_private_fusion(unknown[0], epsilon)  # raises the clear error
     usable, errors = usable_rows(table, on_error)
@@ -79,7 +81,7 @@ def evaluate_private(X: Any, y: Any, *, epsilon: float, delta: float = 1e-5,
         acc, ci = mean_ci95(fold_acc[name])
         w = None
         if kind == "fused":
-            w = _fixed_weights(weights, list(cmods))
+            w = fixed_weights(weights, list(cmods))
         rows.append(Row(name, kind, list(cmods), None if kind == "single" else fusion,
                         "equal" if isinstance(weights, str) else dict(weights), acc, ci,
                         float(np.mean(fold_f1[name])), round(seconds[name], 3),

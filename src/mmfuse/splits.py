@@ -1,4 +1,6 @@
-"""Inner and outer cross-validation splits: stratified, grouped whenever groups exist."""
+"""Inner and outer cross-validation splits: stratified, grouped whenever groups exist. The
+bottom layer of model selection: fusion strategies, the encoder choice and evaluation use
+them alike."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
-from .._errors import InputError
+from ._errors import InputError
 
 
 class TooFewForInnerFolds(InputError):

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from ._common import _Progress, _parse_strategies, _write_outputs, console, print_results
 
 
-def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii: bool,
+def _dp_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii: bool,
                   saving: bool) -> Any:
     """The encoder spec with the privacy defaults: text is encoded with ``hashing`` under
     --epsilon and with ``tfidf-hashed`` when a model is saved (unless --encoders names one);
@@ -47,24 +47,24 @@ def _private_spec(spec: Any, explicit: Any, epsilon: Optional[float], scrub_pii:
     return spec
 
 
-def _evaluate_private_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec, seed,
+def _evaluate_dp_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec, seed,
                                 on_error, json_out, report, quiet, title, epsilon,
                                 missing, delta=1e-5, pooling="mean") -> Any:
     from .._errors import InputError
     from ..evaluate import FeatureTable
-    from ..evaluate.private import evaluate_private
-    from ..privacy.dp import PRIVATE_FUSIONS
+    from ..evaluate.dp import evaluate_dp
+    from ..privacy.dp import private_fusions
 
     if missing:
         raise InputError("--missing is not available with --epsilon")
     strategies = _parse_strategies(fusion)
     if fusion == "early,weighted,late,stacking":  # the default: the DP-capable ones
-        strategies = list(PRIVATE_FUSIONS)
+        strategies = private_fusions()
     if weights == "cv":
         weights = "equal"
     with _Progress(quiet) as bar:
         table = FeatureTable(X, encoder_spec, on_error, bar, pooling=pooling)
-        result = evaluate_private(X, y, epsilon=epsilon, delta=delta, features=table,
+        result = evaluate_dp(X, y, epsilon=epsilon, delta=delta, features=table,
                                   groups=groups,
                                   strategies=strategies, weights=weights, cv=cv_spec,
                                   random_state=seed, on_error=on_error)

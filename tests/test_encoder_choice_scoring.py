@@ -1,4 +1,5 @@
-"""Encoder selection by inner cross-validation (mmfuse.encoders.selection)."""
+"""The encoder choice by inner cross-validation (mmfuse.encoder_choice) and what it chooses
+from (mmfuse.encoders.candidates)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import numpy as np
 import pytest
 
 from mmfuse import InputError
+import mmfuse.encoder_choice as selection
+import mmfuse.encoders.candidates as candidates
+from mmfuse.encoder_choice import one_se_cheapest, parsimonious_choice, select_encoder
+from mmfuse.encoders.candidates import (Candidates, encoder_cost, installed_encoders,
+                                        parse_candidates)
 from mmfuse.encoders.featurizer import encode_candidates
-from mmfuse.encoders.selection import (
-    Candidates, Part, candidate_features, encoder_cost, installed_encoders,
-    one_se_cheapest, parse_candidates, parsimonious_choice, select_encoder)
+from mmfuse.encoders.parts import Part, candidate_features, candidate_view, view_classifier
 
 
 def _data(n=240, n_classes=4, seed=0, groups=False):
@@ -29,16 +33,15 @@ def _parts(views):
 
 
 def test_default_choice_gives_up_no_inner_accuracy_for_a_cheaper_encoder(monkeypatch):
-    import mmfuse.encoders.selection as selection
 
     y, g, views = _data(groups=True)
     views["good2"] = views["good"] + np.float32(0.3) * views["noise"]  # a bit worse, cheaper
-    monkeypatch.setitem(selection.COST, "good", 50.0)
-    monkeypatch.setitem(selection.COST, "good2", 1.0)
+    monkeypatch.setitem(candidates.COST, "good", 50.0)
+    monkeypatch.setitem(candidates.COST, "good2", 1.0)
     parts = _parts(views)
     sel = select_encoder(parts, Candidates(("good2", "good")), y, g, cv=4, random_state=0)
     acc = {n: float(np.mean(v)) for n, v in sel.fold_accuracy.items()}
-    assert sel.chosen == max(acc, key=lambda n: (acc[n], -selection.COST[n]))
+    assert sel.chosen == max(acc, key=lambda n: (acc[n], -candidates.COST[n]))
     assert selection.MAX_ACCURACY_LOSS == 0.0
 
 
@@ -69,7 +72,7 @@ def test_one_se_gives_up_at_most_the_accuracy_cap_for_a_cheaper_encoder():
 def test_select_finds_the_informative_encoder(scoring, grouped, monkeypatch):
     y, g, views = _data(groups=grouped)
     # make "good" the costliest: it must still win, by far more than one standard error
-    monkeypatch.setitem(__import__("mmfuse.encoders.selection", fromlist=["COST"]).COST,
+    monkeypatch.setitem(candidates.COST,
                         "good", 50.0)
     sel = select_encoder(_parts(views), Candidates(("noise", "weak", "good")), y, g,
                          cv=4, scoring=scoring, random_state=0, race_margin=None)
@@ -81,7 +84,6 @@ def test_select_finds_the_informative_encoder(scoring, grouped, monkeypatch):
 
 
 def test_inner_splits_are_grouped_when_groups_exist(monkeypatch):
-    import mmfuse.encoders.selection as selection
 
     y, g, views = _data(groups=True)
     seen = []
@@ -311,12 +313,10 @@ def _parity_half(n=320, seed=1):
 
 
 def test_separate_experts_are_scored_beside_the_pair_and_scored_as_fitted(monkeypatch):
-    import mmfuse.encoders.selection as selection
-    from mmfuse.encoders.selection import candidate_view, view_classifier
 
     monkeypatch.setattr(selection, "SEPARATE_EXPERTS", True)  # opt-in for "auto"
     from mmfuse.fusion.experts import ModalityExpert
-    from mmfuse.fusion.splits import inner_splits
+    from mmfuse.splits import inner_splits
 
     y, views = _parity_half()
     parts = _parts(views)
@@ -340,7 +340,6 @@ def test_separate_experts_are_scored_beside_the_pair_and_scored_as_fitted(monkey
 
 
 def test_separate_experts_must_pay_like_a_concatenation(monkeypatch):
-    import mmfuse.encoders.selection as selection
 
     monkeypatch.setattr(selection, "SEPARATE_EXPERTS", True)  # opt-in for "auto"
     y, _, views = _data(n=240)
@@ -357,7 +356,6 @@ def test_separate_experts_must_pay_like_a_concatenation(monkeypatch):
 
 def test_separate_experts_can_be_listed_and_hand_their_experts_to_the_fusion(monkeypatch):
     import mmfuse.fusion.experts as common
-    from mmfuse.encoders.selection import candidate_view, view_classifier
     from mmfuse.fusion.experts import ModalityExpert, out_of_fold_probas, shared_experts
     from mmfuse.fusion.linear import ANY_VIEW
 

@@ -456,3 +456,25 @@ def test_decompression_bombs_are_refused(tmp_path, views_model):
     _edit_state(path, arrays={"arrays/0.npy": bomb.getvalue()})
     with pytest.raises(ModelFileError, match="inflates to"):
         load(path)
+
+
+def test_the_same_model_saved_twice_is_the_same_bytes(tmp_path):
+    """No timestamp or memory address in a model file: the same fit, saved at two times,
+    is byte-identical (TF-IDF included: scikit-learn caches id(stop_words) on it)."""
+    import time
+
+    texts = [f"{w} stamp number {i % 7}" for i, w in
+             enumerate(["red apple", "blue car", "green tree", "yellow sun"] * 15)]
+    X = {"text": texts, "num": np.arange(60.0)[:, None]}
+    y = np.arange(60) % 4
+    model = MultimodalClassifier(encoders={"text": "tfidf", "num": "passthrough"},
+                                 fusion="late", random_state=0).fit(X, y)
+    first, second = tmp_path / "a.mmfuse", tmp_path / "b.mmfuse"
+    model.save(first, allow_training_text=True)
+    time.sleep(2.1)  # zip stores times to 2 s: a later save would show it
+    model.save(second, allow_training_text=True)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    again = mmfuse.load(first)
+    np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))

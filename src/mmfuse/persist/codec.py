@@ -16,7 +16,7 @@ import numpy as np
 from .._errors import InputError
 from .allowlist import type_name
 from .checks import describe_error
-from .container import MAX_PAYLOAD_BYTES, ModelFileError
+from .container import MAX_PAYLOAD_BYTES, ModelFileError, zip_member
 
 # -- the state codec: JSON + arrays, no code ---------------------------------------------------
 #
@@ -135,6 +135,7 @@ class StateEncoder:
         state = obj.__getstate__() if hasattr(obj, "__getstate__") else vars(obj)
         if not isinstance(state, dict):
             raise InputError(f"cannot save {name} at {where}: its state is not a dict")
+        state = {k: v for k, v in state.items() if k not in PROCESS_LOCAL}
         self.types.add(name)
         return {"__object__": name,
                 "state": self._encode_dict(state, where, depth + 1, attributes=True)}
@@ -253,17 +254,24 @@ def object_types(node: Any, found: set[str], depth: int = 0) -> set[str]:
     return found
 
 
+#: Attributes that only mean something in the process that set them, left out of a file:
+#: scikit-learn's text vectorisers cache ``id(self.stop_words)`` (a memory address) to
+#: skip re-checking their stop words; without it they check once more after loading. A
+#: model saved twice is then the same bytes.
+PROCESS_LOCAL = frozenset({"_stop_words_id"})
+
 def dump_state(obj: Any) -> tuple[bytes, set[str]]:
     """The payload (a stored zip of state.json and arrays/*.npy) and the object types."""
     encoder = StateEncoder()
     document = encoder.encode(obj, "model")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(STATE_NAME, json.dumps(document, allow_nan=False))
+        archive.writestr(zip_member(STATE_NAME, zipfile.ZIP_DEFLATED),
+                         json.dumps(document, allow_nan=False))
         for name, arr in encoder.arrays.items():
             data = io.BytesIO()
             np.save(data, arr, allow_pickle=False)  # keeps Fortran order: same BLAS path
-            archive.writestr(name, data.getvalue())
+            archive.writestr(zip_member(name, zipfile.ZIP_DEFLATED), data.getvalue())
     return buffer.getvalue(), encoder.types
 
 

@@ -160,13 +160,26 @@ def read_payload(archive: zipfile.ZipFile, header: dict[str, Any], path: Any) ->
     return payload
 
 
+#: The timestamp of every member of a model file: a fixed one, so that the same model
+#: saved twice (or by two versions that agree) is the same bytes (zip's epoch, 1980).
+MEMBER_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def zip_member(name: str, compress_type: int) -> zipfile.ZipInfo:
+    """A zip member header with :data:`MEMBER_TIME`, read/write for the owner only."""
+    info = zipfile.ZipInfo(name, date_time=MEMBER_TIME)
+    info.compress_type = compress_type
+    info.external_attr = 0o600 << 16
+    return info
+
+
 def write_container(header: dict[str, Any], payload: bytes) -> bytes:
     """The bytes of a model file: the header (deflated) and the payload (stored)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(HEADER_NAME, json.dumps(header, indent=2, default=str),
-                         compress_type=zipfile.ZIP_DEFLATED)
-        archive.writestr(PAYLOAD_NAME, payload, compress_type=zipfile.ZIP_STORED)
+        archive.writestr(zip_member(HEADER_NAME, zipfile.ZIP_DEFLATED),
+                         json.dumps(header, indent=2, default=str))
+        archive.writestr(zip_member(PAYLOAD_NAME, zipfile.ZIP_STORED), payload)
     return buffer.getvalue()
 
 

@@ -18,7 +18,11 @@ from ._common import (EVALUATION, INPUT, AudioOpt, BooleanOpt, CategoricalOpt, C
                       _errors, _load_input,
                       _no_privacy_on_features, _parse_encoders, _parse_strategies, _placement,
                       _print_chosen_encoders, _tabular_encoder, _write_outputs)
+from ._outofcore import OutOfCoreOpt, evaluate_streamed_and_print, streamed_path
 from ._private import _evaluate_private_and_print, _private_spec
+
+
+_FUSION_DEFAULT = "early,weighted,late,stacking"
 
 
 @app.command()
@@ -41,12 +45,13 @@ def run(
     encoders: EncodersOpt = None,
     pooling: PoolingOpt = "mean",
     device: DeviceOpt = "auto",
-    fusion: FusionOpt = "early,weighted,late,stacking",
+    fusion: FusionOpt = _FUSION_DEFAULT,
     weights: WeightsOpt = "cv",
     cv: CvOpt = None,
     seed: SeedOpt = 0,
     jobs: JobsOpt = -1,
     scheduler: SchedulerOpt = None,
+    out_of_core: OutOfCoreOpt = None,
     missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.", rich_help_panel=EVALUATION)] = None,
     missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).", rich_help_panel=EVALUATION)] = "best",
     train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.", rich_help_panel=EVALUATION)] = False,
@@ -64,6 +69,14 @@ def run(
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_encoders(encoders)
+        if streamed_path(features, out_of_core, **{
+                "--missing": missing, "--epsilon": epsilon is not None, "--scrub-pii": scrub_pii,
+                "--numeric/--categorical/--boolean/--dates": numeric or categorical or boolean
+                or dates}):
+            evaluate_streamed_and_print(features, label, group, enc, _parse_strategies(fusion),
+                                        fusion == _FUSION_DEFAULT, weights, _cv_spec(cv, 5), seed, json_out,
+                                        report, quiet)
+            return
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         from ..encoders.cells import check_pooling
 

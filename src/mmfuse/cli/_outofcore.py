@@ -1,0 +1,73 @@
+"""``--out-of-core`` / ``--in-memory``: which path ``run`` and ``train`` take on a feature
+store (``--features STORE``), and the streamed evaluation's printing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ._common import EVALUATION, _Progress, _write_outputs, console, print_results
+
+OutOfCoreOpt = Annotated[Optional[bool], typer.Option(
+    "--out-of-core/--in-memory",
+    help="With --features: stream the store shard by shard (early, late, weighted with fixed "
+         "weights, seed baseline), or load it whole. Default: stream above "
+         "$MMFUSE_OUT_OF_CORE_BYTES (2 GiB of features).", rich_help_panel=EVALUATION)]
+
+#: the strategies `run` compares by default when it streams (stacking cannot stream)
+STREAMED_DEFAULT = "early,weighted,late"
+
+
+def streamed_path(features: Optional[Path], out_of_core: Optional[bool], **refused: Any) -> bool:
+    """True when this command streams the store. ``refused``: option name -> value of the
+    options the streamed path cannot honour (an error names the first one given)."""
+    from .._errors import InputError
+
+    if not features:
+        if out_of_core:
+            raise InputError("--out-of-core needs a feature store: --features DIR (write one "
+                             "with `mmfuse extract`)")
+        return False
+    from ..evaluate.streamed import OUT_OF_CORE, choose_path
+
+    if choose_path(features, out_of_core) != OUT_OF_CORE:
+        return False
+    for name, value in refused.items():
+        if value:
+            raise InputError(f"{name} is not available out of core (the store is streamed); "
+                             f"drop it, or add --in-memory on a store that fits in memory")
+    return True
+
+
+def evaluate_streamed_and_print(features: Path, label: Optional[str], group: Optional[str],
+                                encoders: Any, strategies: list[str], fusion_default: bool,
+                                weights: Any, cv_spec: Any, seed: int, json_out: Any,
+                                report: Any, quiet: bool) -> Any:
+    from .._errors import InputError
+    from ..evaluate.streamed import evaluate_store
+    from ..features import check_encoders, read_header
+    from ..fusion.streamed import STREAMABLE
+
+    if not label:
+        raise InputError("--label COL is required with --features (a manifest column kept in "
+                         "the store)")
+    if encoders == "auto":
+        raise InputError("--encoders auto cannot be used with --features: the store's "
+                         "encoders are fixed; drop --encoders or name them")
+    if encoders:
+        check_encoders(read_header(features), encoders, where=str(features))
+    if fusion_default:
+        strategies = [s for s in strategies if s.partition("[")[0] in STREAMABLE]
+    title = f"features {Path(features).name} (out of core)"
+    with _Progress(quiet) as bar:
+        result = evaluate_store(features, label, group, strategies=strategies, weights=weights,
+                                cv=cv_spec, random_state=seed,
+                                modalities=sorted(encoders) if encoders else None,
+                                progress=bar)
+    print_results(result, title)
+    console.print("path: out-of-core (the store was streamed shard by shard; learned weights "
+                  "fall back to equal ones)", markup=False, highlight=False)
+    _write_outputs(result, json_out, report, title)
+    return result

@@ -1,0 +1,282 @@
+"""Cross-validation from a feature store larger than memory (the out-of-core path of
+``mmfuse run --features STORE``).
+
+The outer folds come from the labels and groups alone (read as columns, without the
+features) by the in-memory path's own :func:`~mmfuse.evaluate.folds.make_splits`. Then
+the store is streamed shard by shard, every pass serving all outer folds at once:
+
+1. one pass: per-modality standardisation of each fold's training rows
+   (:func:`~mmfuse.features.stream.fold_scalers`: a fold's test rows never enter it);
+2. ``epochs`` passes in a new random shard order each: every fold's learners
+   (:class:`~mmfuse.fusion.streamed.StreamedSoftmax`) take a mini-batch pass over the
+   shard's training rows of that fold;
+3. one pass: each row is predicted by the models of the fold that tests it.
+
+Memory is one shard plus a few numbers per row. The strategies that stream are
+``early``, ``late`` and ``weighted`` (fixed weights: equal or a dict) and the
+``seed-baseline``; learned weights (``cv``, ``relative``) are not fitted out of core: the
+row falls back to equal weights and says so in ``weights_fallback``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from .._errors import InputError
+from ..features.stream import StoreStream, fold_scalers
+from ..fusion.streamed import STREAMABLE, StreamedSoftmax, design, pool_late
+from .crossval import DEFAULT_STRATEGIES, EvaluationResult, Row, make_configs
+from .folds import make_splits, mean_ci95
+
+OUT_OF_CORE, IN_MEMORY = "out-of-core", "in-memory"
+#: above this many bytes of float32 features, ``--features`` streams by default
+DEFAULT_THRESHOLD_BYTES = 2 * 2**30
+FALLBACK = "out-of-core: learned weights are not fitted when streaming; equal weights"
+
+
+def threshold_bytes() -> int:
+    """The size above which a store is streamed (``$MMFUSE_OUT_OF_CORE_BYTES``, default
+    2 GiB of float32 features)."""
+    value = os.environ.get("MMFUSE_OUT_OF_CORE_BYTES")
+    if not value:
+        return DEFAULT_THRESHOLD_BYTES
+    try:
+        return int(float(value))
+    except ValueError:
+        raise InputError(f"$MMFUSE_OUT_OF_CORE_BYTES must be a number of bytes; got "
+                         f"{value!r}") from None
+
+
+def choose_path(path: Any, out_of_core: bool | None) -> str:
+    """``"out-of-core"`` or ``"in-memory"`` for the store at ``path``: as asked, else by
+    size (streamed above :func:`threshold_bytes`)."""
+    if out_of_core is not None:
+        return OUT_OF_CORE if out_of_core else IN_MEMORY
+    return OUT_OF_CORE if StoreStream(path).nbytes > threshold_bytes() else IN_MEMORY
+
+
+def read_targets(stream: StoreStream, label: str, group: str | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(classes, y codes, group codes or None)`` from the store's columns (no features;
+    an empty label or group is an error naming the row)."""
+    from ..encoders.base import is_missing
+
+    out = []
+    for name in [label] + ([group] if group else []):
+        values = stream.column(name)
+        bad = [i for i, v in enumerate(values) if is_missing(v)] if values.dtype == object \
+            else list(np.flatnonzero(np.isnan(values))) if values.dtype.kind == "f" else []
+        if bad:
+            raise InputError(f"feature store {str(stream.path)!r}: column {name!r} is empty in "
+                             f"row {bad[0]} ({len(bad)} rows); every sample needs a {name}")
+        uniques, codes = np.unique(values, return_inverse=True)
+        out.append((uniques, codes.astype(np.int32)))
+        del values
+    classes, y = out[0]
+    return classes, y, (out[1][1] if group else None)
+
+
+def _configs(modalities: Sequence[str], strategies: Sequence[str], weights: Any) -> list[Any]:
+    configs = make_configs(modalities, strategies, weights)
+    cannot = sorted({c.fusion for c in configs if c.kind != "single"
+                     and c.fusion not in STREAMABLE})
+    if cannot:
+        raise InputError(f"fusion {', '.join(cannot)} cannot be fitted out of core; the "
+                         f"streamed strategies are {', '.join(STREAMABLE)} (or drop "
+                         f"--out-of-core on a store that fits in memory)")
+    return configs
+
+
+def _fixed(c: Any, modalities: Sequence[str]) -> tuple[dict[str, float], str | None]:
+    """A config's fixed weights, and the fallback note when it asked for learned ones."""
+    if isinstance(c.weights, Mapping):
+        total = sum(float(c.weights.get(m, 0.0)) for m in modalities)
+        if total <= 0:
+            raise InputError(f"{c.name}: weights must have a positive sum; got {c.weights}")
+        return {m: float(c.weights.get(m, 0.0)) / total for m in modalities}, None
+    equal = {m: 1.0 / len(modalities) for m in modalities}
+    return equal, (None if c.weights in (None, "equal") or c.kind == "baseline" else FALLBACK)
+
+
+def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None, *,
+                   strategies: Sequence[str] = DEFAULT_STRATEGIES, weights: Any = "cv",
+                   cv: Any = 5, random_state: Any = 0, modalities: Sequence[str] | None = None,
+                   epochs: int = 2, batch_size: int = 512, learning_rate: float = 0.002,
+                   progress: Callable[[str, int, int], None] | None = None
+                   ) -> EvaluationResult:
+    """Cross-validate the single modalities, the streamable fusion strategies and the seed
+    baseline on the store at ``path``, reading it shard by shard (see the module doc).
+
+    Parameters
+    ----------
+    path : the store folder
+    label, group : kept columns of the store (group: grouped outer folds)
+    strategies : sequence of str, default=("early", "weighted", "late", "stacking")
+        ``stacking`` (and any other strategy that cannot stream) is an error; the CLI
+        drops it from its default list.
+    weights : {"cv", "relative", "equal"} or dict, default="cv"
+        Only fixed weights are used; learned ones fall back to equal (recorded).
+    cv : int or "loso" or dict, default=5
+        Each row must be tested in exactly one fold (no repeated splits).
+    epochs : int, default=2
+        Passes of mini-batch steps over the training rows.
+
+    Returns
+    -------
+    EvaluationResult (its ``path`` is ``"out-of-core"``)
+    """
+    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
+        raise InputError(f"epochs must be an int >= 1; got {epochs!r}")
+    stream = StoreStream(path, modalities)
+    mods = stream.modalities
+    classes, y, groups = read_targets(stream, label, group)
+    if len(classes) < 2:
+        raise InputError(f"column {label!r} holds a single class; at least 2 are needed")
+    splits, cv_info = make_splits(y, groups, cv, random_state)
+    fold_of_row = np.full(len(y), -1, dtype=np.int16)
+    for f, (_, test) in enumerate(splits):
+        if (fold_of_row[test] >= 0).any():
+            raise InputError("out-of-core cross-validation tests each row once; repeated "
+                             "splits are not supported (use an int cv or 'loso')")
+        fold_of_row[test] = f
+    del splits
+    n_folds = int(fold_of_row.max()) + 1
+    configs = _configs(mods, strategies, weights)
+    fixed = {c.name: _fixed(c, mods) for c in configs if c.kind != "single"}
+    models = _new_models(configs, mods, n_folds, batch_size, learning_rate, random_state)
+    n_train = [int((fold_of_row != f).sum()) for f in range(n_folds)]
+
+    def tick(stage: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda d, t: progress(stage, d, t))
+
+    scalers = fold_scalers(stream, fold_of_row, n_folds, tick("standardising"))
+    rng = np.random.default_rng(random_state)
+    seconds = {c.name: 0.0 for c in configs}
+    for epoch in range(int(epochs)):
+        for done, shard in enumerate(stream.shards(rng.permutation(stream.n_shards))):
+            fold = fold_of_row[shard.rows]
+            for f in range(n_folds):
+                train = fold != f
+                if not train.any():
+                    continue
+                blocks = {m: scalers.transform(m, f, shard.views[m][train]) for m in mods}
+                present = {m: shard.present[m][train] for m in mods}
+                _partial_fit(models[f], configs, fixed, blocks, present, y[shard.rows][train],
+                             classes, n_train[f], seconds)
+            if progress is not None:
+                progress(f"fitting (pass {epoch + 1} of {epochs})", done + 1, stream.n_shards)
+    preds = {c.name: np.full(len(y), -1, dtype=np.int32) for c in configs}
+    for done, shard in enumerate(stream.shards()):
+        fold = fold_of_row[shard.rows]
+        for f in range(n_folds):
+            test = fold == f
+            if not test.any():
+                continue
+            blocks = {m: scalers.transform(m, f, shard.views[m][test]) for m in mods}
+            present = {m: shard.present[m][test] for m in mods}
+            for name, p in _predict(models[f], configs, fixed, blocks, present,
+                                    seconds).items():
+                preds[name][shard.rows[test]] = p
+        if progress is not None:
+            progress("predicting", done + 1, stream.n_shards)
+    rows = _rows(configs, fixed, preds, y, fold_of_row, n_folds, seconds)
+    result = EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y,
+                              [], 0.0, [], dict(sorted(
+                                  (m, stream.header["encoders"][m]["name"]) for m in mods)),
+                              random_state, None, path=OUT_OF_CORE)
+    return result
+
+
+def _new_models(configs: Sequence[Any], mods: Sequence[str], n_folds: int, batch_size: int,
+                learning_rate: float, random_state: Any) -> list[dict[str, StreamedSoftmax]]:
+    seed = 0 if random_state is None else int(random_state)
+    out = []
+    for f in range(n_folds):
+        keys = [f"single:{m}" for m in mods] + [c.name for c in configs
+                                                 if c.kind != "single" and c.fusion != "late"]
+        out.append({k: StreamedSoftmax(learning_rate=learning_rate, batch_size=batch_size,
+                                       random_state=[seed, f, i]) for i, k in enumerate(keys)})
+    return out
+
+
+def _features(c: Any, fixed: Mapping[str, Any], blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+    if c.fusion == "early":
+        return design("early", blocks)
+    return design("sum", blocks, fixed[c.name][0])  # weighted, seed-baseline
+
+
+def _partial_fit(models: Mapping[str, StreamedSoftmax], configs: Sequence[Any],
+                 fixed: Mapping[str, Any], blocks: Mapping[str, np.ndarray],
+                 present: Mapping[str, np.ndarray], y: np.ndarray, classes: np.ndarray,
+                 n_train: int, seconds: dict[str, float]) -> None:
+    index = np.arange(len(classes))
+    y = y.astype(np.intp)
+    for m, z in blocks.items():
+        t = time.perf_counter()
+        if present[m].any():
+            models[f"single:{m}"].partial_fit(z[present[m]], y[present[m]], classes=index,
+                                              n_train=n_train)
+        secs = time.perf_counter() - t
+        for c in configs:
+            if c.modalities == (m,) or c.fusion == "late":
+                seconds[c.name] += secs
+    for c in configs:
+        if c.kind == "single" or c.fusion == "late":
+            continue
+        t = time.perf_counter()
+        models[c.name].partial_fit(_features(c, fixed, blocks), y, classes=index,
+                                   n_train=n_train)
+        seconds[c.name] += time.perf_counter() - t
+
+
+def _predict(models: Mapping[str, StreamedSoftmax], configs: Sequence[Any],
+             fixed: Mapping[str, Any], blocks: Mapping[str, np.ndarray],
+             present: Mapping[str, np.ndarray], seconds: dict[str, float]
+             ) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    probas = {}
+    for m, z in blocks.items():
+        if f"single:{m}" in models and hasattr(models[f"single:{m}"], "coef_"):
+            probas[m] = models[f"single:{m}"].predict_proba(z)
+    for c in configs:
+        t = time.perf_counter()
+        if c.kind == "single":
+            out[c.name] = probas[c.modalities[0]].argmax(axis=1)
+        elif c.fusion == "late":
+            out[c.name] = pool_late({m: probas[m] for m in probas},
+                                    {m: present[m] for m in probas},
+                                    fixed[c.name][0]).argmax(axis=1)
+        else:
+            out[c.name] = models[c.name].predict_proba(_features(c, fixed, blocks)).argmax(axis=1)
+        seconds[c.name] += time.perf_counter() - t
+    return out
+
+
+def _rows(configs: Sequence[Any], fixed: Mapping[str, Any], preds: Mapping[str, np.ndarray],
+          y: np.ndarray, fold_of_row: np.ndarray, n_folds: int, seconds: Mapping[str, float]
+          ) -> list[Row]:
+    rows = []
+    for c in configs:
+        acc, f1 = [], []
+        for f in range(n_folds):
+            test = fold_of_row == f
+            p, t = preds[c.name][test], y[test]
+            acc.append(float(np.mean(p == t)))
+            f1.append(float(f1_score(t, p, average="macro", labels=np.unique(t),
+                                     zero_division=0)))
+        mean, ci = mean_ci95(acc)
+        w, note = fixed.get(c.name, (None, None))
+        fw = [dict(w) if w is not None and c.fusion in ("late", "weighted") else None] * n_folds
+        rows.append(Row(c.name, c.kind, list(c.modalities),
+                        None if c.kind == "single" else c.fusion,
+                        c.weights if isinstance(c.weights, (str, type(None)))
+                        else dict(c.weights), mean, ci, float(np.mean(f1)),
+                        round(seconds[c.name], 3), acc,
+                        None if fw[0] is None else dict(w), [], f1, fw, [note] * n_folds))
+    return rows

@@ -40,6 +40,16 @@ DEFAULT_THRESHOLD_BYTES = 2 * 2**30
 FALLBACK = "out-of-core: learned weights are not fitted when streaming; equal weights"
 
 
+#: the fewest mini-batch steps a streamed model takes when the passes are chosen for it
+MIN_STEPS = 100
+
+
+def auto_epochs(n_train: int, batch_size: int) -> int:
+    """Passes over ``n_train`` rows: 2, or enough for :data:`MIN_STEPS` steps (at most
+    20)."""
+    return int(min(20, max(2, -(-MIN_STEPS * batch_size // max(1, n_train)))))
+
+
 def threshold_bytes() -> int:
     """The size above which a store is streamed (``$MMFUSE_OUT_OF_CORE_BYTES``, default
     2 GiB of float32 features)."""
@@ -107,7 +117,7 @@ def _fixed(c: Any, modalities: Sequence[str]) -> tuple[dict[str, float], str | N
 def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None, *,
                    strategies: Sequence[str] = DEFAULT_STRATEGIES, weights: Any = "cv",
                    cv: Any = 5, random_state: Any = 0, modalities: Sequence[str] | None = None,
-                   epochs: int = 2, batch_size: int = 512, learning_rate: float = 0.002,
+                   epochs: int | None = None, batch_size: int = 512, learning_rate: float = 0.002,
                    progress: Callable[[str, int, int], None] | None = None
                    ) -> EvaluationResult:
     """Cross-validate the single modalities, the streamable fusion strategies and the seed
@@ -124,15 +134,18 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
         Only fixed weights are used; learned ones fall back to equal (recorded).
     cv : int or "loso" or dict, default=5
         Each row must be tested in exactly one fold (no repeated splits).
-    epochs : int, default=2
-        Passes of mini-batch steps over the training rows.
+    epochs : int or None, default=None
+        Passes of mini-batch steps over the training rows. None: 2, or more on a small
+        store, so that every model takes at least :data:`MIN_STEPS` steps (at most 20
+        passes).
 
     Returns
     -------
     EvaluationResult (its ``path`` is ``"out-of-core"``)
     """
-    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
-        raise InputError(f"epochs must be an int >= 1; got {epochs!r}")
+    if epochs is not None and (not isinstance(epochs, (int, np.integer))
+                               or isinstance(epochs, bool) or epochs < 1):
+        raise InputError(f"epochs must be an int >= 1 or None; got {epochs!r}")
     stream = StoreStream(path, modalities)
     mods = stream.modalities
     classes, y, groups = read_targets(stream, label, group)
@@ -151,6 +164,8 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
     fixed = {c.name: _fixed(c, mods) for c in configs if c.kind != "single"}
     models = _new_models(configs, mods, n_folds, batch_size, learning_rate, random_state)
     n_train = [int((fold_of_row != f).sum()) for f in range(n_folds)]
+    if epochs is None:
+        epochs = auto_epochs(min(n_train), batch_size)
 
     def tick(stage: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda d, t: progress(stage, d, t))

@@ -81,12 +81,17 @@ def make_store(rows: int, out: Path, seed: int = 0) -> dict:
     return {"rows": rows, "shards": header["n_shards"], "bytes": size, "seconds": seconds}
 
 
-def run_cli(store: Path, json_out: Path, out_of_core: bool, fusion: str) -> dict:
-    """``mmfuse run --features STORE`` in a subprocess: wall seconds, the child's own peak
-    RSS (``os.wait4``'s rusage) and its JSON record."""
+def run_cli(store: Path, json_out: Path, out_of_core: bool, fusion: str,
+            reuse: bool = False) -> dict:
+    """``mmfuse run --features STORE`` in a subprocess (folds in one process): wall
+    seconds, the child's own peak RSS (``os.wait4``'s rusage) and its JSON record. With
+    ``reuse``, a result measured before (``<json_out>.result.json``) is taken again."""
+    cache = json_out.with_suffix(".result.json")
+    if reuse and cache.is_file():
+        return json.loads(cache.read_text())
     cmd = [sys.executable, "-m", "mmfuse", "run", "--features", str(store), "--label", "label",
            "--group", "group", "--out-of-core" if out_of_core else "--in-memory",
-           "--fusion", fusion, "--json-out", str(json_out), "-q"]
+           "--fusion", fusion, "--jobs", "1", "--json-out", str(json_out), "-q"]
     env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"), OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     started = time.perf_counter()
@@ -97,10 +102,12 @@ def run_cli(store: Path, json_out: Path, out_of_core: bool, fusion: str) -> dict
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
     record = json.loads(json_out.read_text())
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-            "path": record["path"], "n_samples": record["n_samples"],
-            "accuracy": {r["name"]: r["accuracy"] for r in record["rows"]},
-            "fold_accuracy": {r["name"]: r["fold_accuracy"] for r in record["rows"]}}
+    out = {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+           "path": record["path"], "n_samples": record["n_samples"],
+           "accuracy": {r["name"]: r["accuracy"] for r in record["rows"]},
+           "fold_accuracy": {r["name"]: r["fold_accuracy"] for r in record["rows"]}}
+    cache.write_text(json.dumps(out))
+    return out
 
 
 def shard_costs(store: Path, repeats: int = 3) -> dict:
@@ -157,7 +164,8 @@ def paired(streamed: dict, memory: dict, pairs: dict) -> dict:
     return out
 
 
-def measure(work: Path, sizes: list[int], compare_rows: int, seed: int) -> dict:
+def measure(work: Path, sizes: list[int], compare_rows: int, seed: int,
+            reuse_in_memory: bool = False) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     report: dict = {"machine": machine(), "when": stamp(), "code": code_version(), "runs": [],
                     "stores": {}}
@@ -168,7 +176,7 @@ def measure(work: Path, sizes: list[int], compare_rows: int, seed: int) -> dict:
     compare = work / f"store-{compare_rows}"
     streamed = run_cli(compare, work / "cmp-streamed.json", True, "early,weighted,late")
     memory = run_cli(compare, work / "cmp-memory.json", False,
-                     "early,late[equal],weighted[equal]")
+                     "early,late[equal],weighted[equal]", reuse=reuse_in_memory)
     report["compare"] = {"rows": compare_rows, "streamed": streamed, "in_memory": memory,
                          "paired": paired(streamed, memory, {"early": "early",
                                                              "late": "late[equal]",
@@ -188,7 +196,7 @@ def scaling_model(costs: dict, rows: int = 100_000_000, folds: int = 5, epochs: 
     from shared storage and fits its own fold)."""
     shards = -(-rows // costs["rows_per_shard"])
     r, f, p = costs["read_s"], costs["fit_one_fold_s"], costs["predict_s"]
-    one = shards * ((r + 0.1 * r) + epochs * (r + folds * f) + (r + p))
+    one = shards * ((r + 0.1 * r) + epochs * (r + folds * f) + (r + p))  # stats pass ~ a read
     per_worker = shards * ((r + 0.1 * r) + epochs * (r + f) + (r + p / folds))
     per_row_bytes = 4 + 2 + 4 * 6  # labels, fold, six rows' predictions
     return {"rows": rows, "shards": shards, "folds": folds, "epochs": epochs,
@@ -206,7 +214,7 @@ def render(r: dict) -> str:
              f"{DIMS['image']}-d + text {DIMS['text']}-d float32, {ROWS_PER_SHARD:,} rows per "
              f"shard. `mmfuse run --features STORE --label label --group group` in a "
              f"subprocess (one BLAS thread); peak RSS is the child's own (`os.wait4`). 5 "
-             f"grouped stratified outer folds, 2 passes of mini-batch steps. The machine is "
+             f"grouped stratified outer folds; mini-batch steps in the passes `evaluate_store` chooses (2 on large stores, more on small ones: at least 1,000 steps). The machine is "
              f"shared (2 cores, other jobs running): times are upper bounds.", ""]
     c = r.get("compare")
     if c:
@@ -275,12 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     ms.add_argument("--sizes", default="100000,1000000")
     ms.add_argument("--compare-rows", type=int, default=20000)
     ms.add_argument("--seed", type=int, default=0)
+    ms.add_argument("--reuse-in-memory", action="store_true",
+                    help="take the in-memory comparison measured by an earlier run")
     rd = sub.add_parser("render", help="rebuild the markdown from the JSON")
     del rd
     args = parser.parse_args(argv)
     if args.command == "measure":
         report = measure(args.work, [int(v) for v in args.sizes.split(",")], args.compare_rows,
-                         args.seed)
+                         args.seed, args.reuse_in_memory)
         RESULTS_JSON.write_text(json.dumps(report, indent=2) + "\n")
     if args.command in ("measure", "render"):
         text = render(json.loads(RESULTS_JSON.read_text()))

@@ -40,14 +40,21 @@ DEFAULT_THRESHOLD_BYTES = 2 * 2**30
 FALLBACK = "out-of-core: learned weights are not fitted when streaming; equal weights"
 
 
-#: the fewest mini-batch steps a streamed model takes when the passes are chosen for it
-MIN_STEPS = 100
+#: the fewest mini-batch steps a streamed model takes when its passes are chosen for it
+MIN_STEPS = 1000
+
+
+def auto_batch(n_train: int, batch_size: int | None) -> int:
+    """Rows per step: ``batch_size``, else ``n_train / 200`` within [32, 512]."""
+    if batch_size is not None:
+        return int(batch_size)
+    return int(min(512, max(32, n_train // 200)))
 
 
 def auto_epochs(n_train: int, batch_size: int) -> int:
     """Passes over ``n_train`` rows: 2, or enough for :data:`MIN_STEPS` steps (at most
-    20)."""
-    return int(min(20, max(2, -(-MIN_STEPS * batch_size // max(1, n_train)))))
+    50)."""
+    return int(min(50, max(2, -(-MIN_STEPS * batch_size // max(1, n_train)))))
 
 
 def threshold_bytes() -> int:
@@ -117,7 +124,7 @@ def _fixed(c: Any, modalities: Sequence[str]) -> tuple[dict[str, float], str | N
 def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None, *,
                    strategies: Sequence[str] = DEFAULT_STRATEGIES, weights: Any = "cv",
                    cv: Any = 5, random_state: Any = 0, modalities: Sequence[str] | None = None,
-                   epochs: int | None = None, batch_size: int = 512, learning_rate: float = 0.002,
+                   epochs: int | None = None, batch_size: int | None = None, learning_rate: float = 0.002,
                    progress: Callable[[str, int, int], None] | None = None
                    ) -> EvaluationResult:
     """Cross-validate the single modalities, the streamable fusion strategies and the seed
@@ -136,8 +143,10 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
         Each row must be tested in exactly one fold (no repeated splits).
     epochs : int or None, default=None
         Passes of mini-batch steps over the training rows. None: 2, or more on a small
-        store, so that every model takes at least :data:`MIN_STEPS` steps (at most 20
+        store, so that every model takes at least :data:`MIN_STEPS` steps (at most 50
         passes).
+    batch_size : int or None, default=None
+        Rows per step; None: :func:`auto_batch` (512 on large stores).
 
     Returns
     -------
@@ -162,10 +171,11 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
     n_folds = int(fold_of_row.max()) + 1
     configs = _configs(mods, strategies, weights)
     fixed = {c.name: _fixed(c, mods) for c in configs if c.kind != "single"}
-    models = _new_models(configs, mods, n_folds, batch_size, learning_rate, random_state)
     n_train = [int((fold_of_row != f).sum()) for f in range(n_folds)]
+    batch_size = auto_batch(min(n_train), batch_size)
     if epochs is None:
         epochs = auto_epochs(min(n_train), batch_size)
+    models = _new_models(configs, mods, n_folds, batch_size, learning_rate, random_state)
 
     def tick(stage: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda d, t: progress(stage, d, t))

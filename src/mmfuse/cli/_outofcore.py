@@ -71,3 +71,34 @@ def evaluate_streamed_and_print(features: Path, label: Optional[str], group: Opt
                   "fall back to equal ones)", markup=False, highlight=False)
     _write_outputs(result, json_out, report, title)
     return result
+
+
+def train_streamed_and_save(features: Path, label: Optional[str], encoders: Any, fusion: str,
+                            weights: Any, seed: int, out: Path, quiet: bool) -> Any:
+    """``train --features STORE --out-of-core``: fit on the streamed store, save."""
+    from .._errors import InputError
+    from ..features import attach_encoders, check_encoders, read_header
+    from ..fusion.streamed_model import train_store
+
+    if not label:
+        raise InputError("--label COL is required with --features (a manifest column kept in "
+                         "the store)")
+    header = read_header(features)
+    if encoders and encoders != "auto":
+        check_encoders(header, encoders, where=str(features))
+    with _Progress(quiet) as bar:
+        model = train_store(features, label, fusion=fusion, weights=weights, random_state=seed,
+                            progress=bar)
+    raw = header.get("manifest_sha256") is not None  # written by `mmfuse extract`
+    if raw:
+        attach_encoders(model, features)  # the saved model predicts from raw files
+    model.save(out)
+    if model.weights_fallback_:
+        console.print(f"note: {model.weights_fallback_}", markup=False, highlight=False)
+    console.print(f"trained {fusion} out of core on {model.n_train_rows_} samples of features "
+                  f"{Path(features).name} (path: out-of-core; "
+                  + ("it predicts from raw files)" if raw else
+                     "the store was written from arrays: it predicts from feature vectors)"),
+                  markup=False, highlight=False)
+    console.print(f"wrote {out}")
+    return model

@@ -32,6 +32,11 @@ class Shard:
     present: dict[str, np.ndarray]
 
 
+#: a store whose features take at most this many bytes keeps its decoded shards between
+#: passes (it fits in memory anyway; a streamed fit reads every shard several times)
+CACHE_BYTES = 64 * 2**20
+
+
 class StoreStream:
     """A complete feature store opened for streaming (nothing is read but its header).
 
@@ -41,6 +46,8 @@ class StoreStream:
     modalities : list of str, optional
         The views to read (default: all the store holds).
     """
+
+    _cache: dict[int, "Shard"]
 
     def __init__(self, path: str | os.PathLike, modalities: Sequence[str] | None = None):
         require("pyarrow.parquet", "parquet")
@@ -61,6 +68,7 @@ class StoreStream:
         if absent:
             raise InputError(f"feature store {str(self.path)!r} lacks shard(s) {absent[:5]}; "
                              f"run the same `mmfuse extract` again to restore them")
+        self._cache = {}
 
     @property
     def n_rows(self) -> int:
@@ -104,7 +112,10 @@ class StoreStream:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=object)
 
     def shard(self, index: int) -> Shard:
-        """The views of shard ``index``."""
+        """The views of shard ``index`` (kept for the next pass when the whole store is
+        small: :data:`CACHE_BYTES`)."""
+        if index in self._cache:
+            return self._cache[index]
         cols = [ROW] + [c for m in self.modalities for c in (m, f"{m}_present")]
         t = self._read(index, cols)
         n = t.num_rows
@@ -119,7 +130,10 @@ class StoreStream:
                 raise InputError(f"feature store {str(self.path)!r}: modality {m!r} row "
                                  f"{int(t.column(ROW)[int(np.flatnonzero(bad)[0])].as_py())} "
                                  f"is marked present but holds NaN")
-        return Shard(index, t.column(ROW).to_numpy(), views, present)
+        shard = Shard(index, t.column(ROW).to_numpy(), views, present)
+        if self.nbytes <= CACHE_BYTES:
+            self._cache[index] = shard
+        return shard
 
     def shards(self, order: Sequence[int] | None = None) -> Iterator[Shard]:
         """Every shard (in ``order``, default store order), one at a time."""

@@ -73,8 +73,9 @@ def extract_store(
     out : path of the store folder (created; every worker must see it)
     encoders : dict of modality -> encoder name, optional
         Default ``hog`` for images and ``mfcc`` for audio; text needs a stateless text
-        encoder (``minilm``, ``wordllama``). Encoders that learn from data (``tfidf``)
-        cannot be stored: their features depend on the training folds.
+        encoder: ``hashing`` (TF-IDF's hashed n-grams without the learned idf),
+        ``minilm`` or ``wordllama``. Encoders that learn from data (``tfidf``,
+        ``tfidf-hashed``) cannot be stored: their features depend on the training folds.
     scheduler : None, "local" or a Dask scheduler address, optional
         ``None``: this process (or ``$MMFUSE_SCHEDULER`` if set). ``"local"``: a
         ``LocalCluster`` of ``n_workers`` single-threaded processes. ``"tcp://host:8786"``:

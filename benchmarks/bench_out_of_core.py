@@ -132,14 +132,14 @@ def shard_costs(store: Path, repeats: int = 3) -> dict:
         yy = y[:len(shard.rows)]
         models = {m: StreamedSoftmax(random_state=0).partial_fit(z, yy, classes, len(yy))
                   for m, z in blocks.items()}
-        for kind in ("early", "sum", "sum"):  # early, weighted, seed baseline
+        for kind in ("concat", "sum", "sum"):  # early, weighted, seed baseline
             models[kind] = StreamedSoftmax(random_state=0).partial_fit(
                 design(kind, blocks), yy, classes, len(yy))
         fit.append(time.perf_counter() - t)
         t = time.perf_counter()
         for m, z in blocks.items():
             models[m].predict_proba(z)
-        for kind in ("early", "sum"):
+        for kind in ("concat", "sum"):
             models[kind].predict_proba(design(kind, blocks))
         predict.append(time.perf_counter() - t)
     return {"rows_per_shard": stream.header["rows_per_shard"],

@@ -49,7 +49,7 @@ def test_same_seed_same_model_and_bad_parameters():
 def test_design_and_late_pooling():
     a = np.ones((2, 3), np.float32)
     b = 2 * np.ones((2, 1), np.float32)
-    assert design("early", {"b": b, "a": a}).tolist() == [[1, 1, 1, 2]] * 2
+    assert design("concat", {"b": b, "a": a}).tolist() == [[1, 1, 1, 2]] * 2
     assert design("sum", {"a": a, "b": b}).tolist() == [[1.5, 0.5, 0.5]] * 2
     assert design("sum", {"a": a, "b": b}, {"a": 0.25, "b": 0.75})[0].tolist() == [1.75, .25, .25]
     rng = np.random.default_rng(0)

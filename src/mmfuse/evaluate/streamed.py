@@ -30,7 +30,7 @@ from sklearn.metrics import f1_score
 
 from .._errors import InputError
 from ..features.stream import StoreStream, fold_scalers
-from ..fusion.streamed import STREAMABLE, StreamedSoftmax, design, pool_late
+from ..fusion.streamed import STREAMABLE, STREAMED, StreamedSoftmax, design, pool_late
 from .crossval import DEFAULT_STRATEGIES, EvaluationResult, Row, make_configs
 from .folds import make_splits, mean_ci95
 
@@ -224,16 +224,20 @@ def _new_models(configs: Sequence[Any], mods: Sequence[str], n_folds: int, batch
     out = []
     for f in range(n_folds):
         keys = [f"single:{m}" for m in mods] + [c.name for c in configs
-                                                 if c.kind != "single" and c.fusion != "late"]
+                                                 if _kind(c) not in ("single", "pool")]
         out.append({k: StreamedSoftmax(learning_rate=learning_rate, batch_size=batch_size,
                                        random_state=[seed, f, i]) for i, k in enumerate(keys)})
     return out
 
 
+def _kind(c: Any) -> str:
+    """"single", or how the config's strategy streams (:data:`STREAMED`)."""
+    return "single" if c.kind == "single" else STREAMED[c.fusion]
+
+
 def _features(c: Any, fixed: Mapping[str, Any], blocks: Mapping[str, np.ndarray]) -> np.ndarray:
-    if c.fusion == "early":
-        return design("early", blocks)
-    return design("sum", blocks, fixed[c.name][0])  # weighted, seed-baseline
+    kind = _kind(c)
+    return design(kind, blocks, fixed[c.name][0] if kind == "sum" else None)
 
 
 def _partial_fit(models: Mapping[str, StreamedSoftmax], configs: Sequence[Any],
@@ -249,10 +253,10 @@ def _partial_fit(models: Mapping[str, StreamedSoftmax], configs: Sequence[Any],
                                               n_train=n_train)
         secs = time.perf_counter() - t
         for c in configs:
-            if c.modalities == (m,) or c.fusion == "late":
+            if c.modalities == (m,) or _kind(c) == "pool":
                 seconds[c.name] += secs
     for c in configs:
-        if c.kind == "single" or c.fusion == "late":
+        if _kind(c) in ("single", "pool"):
             continue
         t = time.perf_counter()
         models[c.name].partial_fit(_features(c, fixed, blocks), y, classes=index,
@@ -271,9 +275,9 @@ def _predict(models: Mapping[str, StreamedSoftmax], configs: Sequence[Any],
             probas[m] = models[f"single:{m}"].predict_proba(z)
     for c in configs:
         t = time.perf_counter()
-        if c.kind == "single":
+        if _kind(c) == "single":
             out[c.name] = probas[c.modalities[0]].argmax(axis=1)
-        elif c.fusion == "late":
+        elif _kind(c) == "pool":
             out[c.name] = pool_late({m: probas[m] for m in probas},
                                     {m: present[m] for m in probas},
                                     fixed[c.name][0]).argmax(axis=1)
@@ -297,7 +301,8 @@ def _rows(configs: Sequence[Any], fixed: Mapping[str, Any], preds: Mapping[str, 
                                      zero_division=0)))
         mean, ci = mean_ci95(acc)
         w, note = fixed.get(c.name, (None, None))
-        fw = [dict(w) if w is not None and c.fusion in ("late", "weighted") else None] * n_folds
+        weighed = c.kind == "fused" and _kind(c) in ("pool", "sum")
+        fw = [dict(w) if w is not None and weighed else None] * n_folds
         rows.append(Row(c.name, c.kind, list(c.modalities),
                         None if c.kind == "single" else c.fusion,
                         c.weights if isinstance(c.weights, (str, type(None)))

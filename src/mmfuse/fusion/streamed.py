@@ -1,8 +1,8 @@
 """Learners that fit a store shard by shard (out of core): a multinomial logistic
 regression trained by mini-batch gradient steps (:class:`StreamedSoftmax`), and the
-feature maps of the strategies that can stream (:func:`design`: ``early``, the
-``weighted`` sum with fixed weights and the ``seed-baseline``; ``late`` pools the single
-modalities' probabilities, :func:`pool_late`).
+feature maps of the strategies that can stream (:data:`STREAMED`; :func:`design`:
+``early``, the ``weighted`` sum with fixed weights and the ``seed-baseline``; ``late``
+pools the single modalities' probabilities, :func:`pool_late`).
 
 Why not ``SGDClassifier(loss="log_loss").partial_fit``: it fits one-vs-rest binary models
 one sample at a time (20 classes: 20 passes of scalar updates); the mini-batch softmax
@@ -24,8 +24,12 @@ import numpy as np
 from .._errors import InputError
 from .late import LOG_FLOOR
 
-#: the strategies that stream, and the weights each can use
-STREAMABLE = ("early", "late", "weighted", "seed-baseline")
+#: how each strategy that streams is fitted out of core (the strategies' names are looked
+#: up here, never tested): "pool" (the single modalities' probabilities pooled: late
+#: fusion), "concat" (one model on the concatenated blocks), "sum" (one model on the
+#: weighted, zero-padded sum of the blocks: the seed's feature space)
+STREAMED = {"early": "concat", "late": "pool", "weighted": "sum", "seed-baseline": "sum"}
+STREAMABLE = tuple(STREAMED)
 
 
 class StreamedSoftmax:
@@ -148,11 +152,11 @@ class StreamedSoftmax:
 def design(kind: str, blocks: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None
            ) -> np.ndarray:
     """The feature map of a streamed strategy from standardised blocks (absent rows at 0):
-    ``"early"`` concatenates them (sorted by modality); ``"sum"`` (``weighted`` with fixed
-    weights, and the ``seed-baseline`` with 1/M each) adds ``w_m · z_m`` zero-padded to the
-    widest block."""
+    ``"concat"`` (early fusion) concatenates them (sorted by modality); ``"sum"``
+    (``weighted`` with fixed weights, and the ``seed-baseline`` with 1/M each) adds
+    ``w_m · z_m`` zero-padded to the widest block."""
     mods = sorted(blocks)
-    if kind == "early":
+    if kind == "concat":
         return np.hstack([blocks[m] for m in mods])
     if kind == "sum":
         n = len(blocks[mods[0]])
@@ -162,7 +166,7 @@ def design(kind: str, blocks: Mapping[str, np.ndarray], weights: Mapping[str, fl
             w = 1.0 / len(mods) if weights is None else float(weights[m])
             out[:, :blocks[m].shape[1]] += w * blocks[m]
         return out
-    raise InputError(f"unknown streamed design {kind!r}; valid: early, sum")
+    raise InputError(f"unknown streamed design {kind!r}; valid: concat, sum")
 
 
 def pool_late(probas: Mapping[str, np.ndarray], present: Mapping[str, np.ndarray],

@@ -44,7 +44,8 @@ def streamed_path(features: Optional[Path], out_of_core: Optional[bool], **refus
 def evaluate_streamed_and_print(features: Path, label: Optional[str], group: Optional[str],
                                 encoders: Any, strategies: list[str], fusion_default: bool,
                                 weights: Any, cv_spec: Any, seed: int, json_out: Any,
-                                report: Any, quiet: bool) -> Any:
+                                report: Any, quiet: bool, scheduler: Optional[str] = None
+                                ) -> Any:
     from .._errors import InputError
     from ..evaluate.streamed import evaluate_store
     from ..features import check_encoders, read_header
@@ -65,7 +66,7 @@ def evaluate_streamed_and_print(features: Path, label: Optional[str], group: Opt
         result = evaluate_store(features, label, group, strategies=strategies, weights=weights,
                                 cv=cv_spec, random_state=seed,
                                 modalities=sorted(encoders) if encoders else None,
-                                progress=bar)
+                                progress=bar, scheduler=scheduler)
     print_results(result, title)
     console.print("path: out-of-core (the store was streamed shard by shard; learned weights "
                   "fall back to equal ones)", markup=False, highlight=False)

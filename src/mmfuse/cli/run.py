@@ -75,7 +75,7 @@ def run(
                 or dates}):
             evaluate_streamed_and_print(features, label, group, enc, _parse_strategies(fusion),
                                         fusion == _FUSION_DEFAULT, weights, _cv_spec(cv, 5), seed, json_out,
-                                        report, quiet)
+                                        report, quiet, scheduler)
             return
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         from ..encoders.cells import check_pooling

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,7 +127,8 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
                    strategies: Sequence[str] = DEFAULT_STRATEGIES, weights: Any = "cv",
                    cv: Any = 5, random_state: Any = 0, modalities: Sequence[str] | None = None,
                    epochs: int | None = None, batch_size: int | None = None, learning_rate: float = 0.002,
-                   progress: Callable[[str, int, int], None] | None = None
+                   progress: Callable[[str, int, int], None] | None = None,
+                   scheduler: str | None = None, n_workers: int | None = None
                    ) -> EvaluationResult:
     """Cross-validate the single modalities, the streamable fusion strategies and the seed
     baseline on the store at ``path``, reading it shard by shard (see the module doc).
@@ -147,6 +150,12 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
         passes).
     batch_size : int or None, default=None
         Rows per step; None: :func:`auto_batch` (512 on large stores).
+    scheduler : None, "local" or a Dask scheduler address, optional
+        Run the outer folds as Dask tasks, one per fold: each worker reads the store from
+        its path (every worker must see it, as with ``extract``) and sends back its test
+        rows' predictions; no feature is shipped. Results equal the one-process run's.
+    n_workers : int, optional
+        Workers of a ``"local"`` cluster.
 
     Returns
     -------
@@ -155,12 +164,38 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
     if epochs is not None and (not isinstance(epochs, (int, np.integer))
                                or isinstance(epochs, bool) or epochs < 1):
         raise InputError(f"epochs must be an int >= 1 or None; got {epochs!r}")
-    stream = StoreStream(path, modalities)
+    from ..distributed import resolve_scheduler
+
+    job = {"path": str(Path(path).resolve()), "label": label, "group": group, "cv": cv,
+           "random_state": random_state, "modalities": modalities,
+           "strategies": list(strategies), "weights": weights, "epochs": epochs,
+           "batch_size": batch_size, "learning_rate": learning_rate}
+    plan = _plan(job)
+    address = resolve_scheduler(scheduler)
+    if address is None:
+        preds, seconds = _fit_predict(plan, job, range(plan["n_folds"]), progress)
+    else:
+        preds, seconds = _folds_on_dask(plan, job, address, n_workers, progress)
+    stream, configs, y = plan["stream"], plan["configs"], plan["y"]
+    rows = _rows(configs, plan["fixed"], preds, y, plan["fold_of_row"], plan["n_folds"],
+                 seconds)
+    return EvaluationResult(len(y), len(plan["classes"]), plan["classes"].tolist(),
+                            plan["cv_info"], rows, preds, y, [], 0.0, [],
+                            dict(sorted((m, stream.header["encoders"][m]["name"])
+                                        for m in stream.modalities)),
+                            random_state, None, path=OUT_OF_CORE)
+
+
+def _plan(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the folds share, from the store's header and columns alone: targets,
+    folds, configurations, steps. A pure function of ``job`` (a Dask worker computes the
+    same plan from the store it reads)."""
+    stream = StoreStream(job["path"], job["modalities"])
     mods = stream.modalities
-    classes, y, groups = read_targets(stream, label, group)
+    classes, y, groups = read_targets(stream, job["label"], job["group"])
     if len(classes) < 2:
-        raise InputError(f"column {label!r} holds a single class; at least 2 are needed")
-    splits, cv_info = make_splits(y, groups, cv, random_state)
+        raise InputError(f"column {job['label']!r} holds a single class; at least 2 are needed")
+    splits, cv_info = make_splits(y, groups, job["cv"], job["random_state"])
     fold_of_row = np.full(len(y), -1, dtype=np.int16)
     for f, (_, test) in enumerate(splits):
         if (fold_of_row[test] >= 0).any():
@@ -169,37 +204,51 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
         fold_of_row[test] = f
     del splits
     n_folds = int(fold_of_row.max()) + 1
-    configs = _configs(mods, strategies, weights)
-    fixed = {c.name: _fixed(c, mods) for c in configs if c.kind != "single"}
+    configs = _configs(mods, job["strategies"], job["weights"])
     n_train = [int((fold_of_row != f).sum()) for f in range(n_folds)]
-    batch_size = auto_batch(min(n_train), batch_size)
-    if epochs is None:
-        epochs = auto_epochs(min(n_train), batch_size)
-    models = _new_models(configs, mods, n_folds, batch_size, learning_rate, random_state)
+    batch_size = auto_batch(min(n_train), job["batch_size"])
+    epochs = job["epochs"] or auto_epochs(min(n_train), batch_size)
+    return {"stream": stream, "classes": classes, "y": y, "fold_of_row": fold_of_row,
+            "n_folds": n_folds, "cv_info": cv_info, "configs": configs,
+            "fixed": {c.name: _fixed(c, mods) for c in configs if c.kind != "single"},
+            "n_train": n_train, "batch_size": batch_size, "epochs": int(epochs)}
+
+
+def _fit_predict(plan: Mapping[str, Any], job: Mapping[str, Any], folds: Any,
+                 progress: Callable[[str, int, int], None] | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Fit the models of ``folds`` shard by shard and predict their test rows: every
+    row's prediction per configuration (-1 for rows of other folds), and seconds."""
+    stream, y, fold_of_row = plan["stream"], plan["y"], plan["fold_of_row"]
+    configs, fixed, mods = plan["configs"], plan["fixed"], stream.modalities
+    folds = list(folds)
+    epochs = plan["epochs"]
+    models = _new_models(configs, mods, plan["n_folds"], plan["batch_size"],
+                         job["learning_rate"], job["random_state"])
 
     def tick(stage: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda d, t: progress(stage, d, t))
 
-    scalers = fold_scalers(stream, fold_of_row, n_folds, tick("standardising"))
-    rng = np.random.default_rng(random_state)
+    scalers = fold_scalers(stream, fold_of_row, plan["n_folds"], tick("standardising"))
+    rng = np.random.default_rng(job["random_state"])
     seconds = {c.name: 0.0 for c in configs}
-    for epoch in range(int(epochs)):
+    for epoch in range(epochs):
         for done, shard in enumerate(stream.shards(rng.permutation(stream.n_shards))):
             fold = fold_of_row[shard.rows]
-            for f in range(n_folds):
+            for f in folds:
                 train = fold != f
                 if not train.any():
                     continue
                 blocks = {m: scalers.transform(m, f, shard.views[m][train]) for m in mods}
                 present = {m: shard.present[m][train] for m in mods}
                 _partial_fit(models[f], configs, fixed, blocks, present, y[shard.rows][train],
-                             classes, n_train[f], seconds)
+                             plan["classes"], plan["n_train"][f], seconds)
             if progress is not None:
                 progress(f"fitting (pass {epoch + 1} of {epochs})", done + 1, stream.n_shards)
     preds = {c.name: np.full(len(y), -1, dtype=np.int32) for c in configs}
     for done, shard in enumerate(stream.shards()):
         fold = fold_of_row[shard.rows]
-        for f in range(n_folds):
+        for f in folds:
             test = fold == f
             if not test.any():
                 continue
@@ -210,12 +259,46 @@ def evaluate_store(path: str | os.PathLike, label: str, group: str | None = None
                 preds[name][shard.rows[test]] = p
         if progress is not None:
             progress("predicting", done + 1, stream.n_shards)
-    rows = _rows(configs, fixed, preds, y, fold_of_row, n_folds, seconds)
-    result = EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y,
-                              [], 0.0, [], dict(sorted(
-                                  (m, stream.header["encoders"][m]["name"]) for m in mods)),
-                              random_state, None, path=OUT_OF_CORE)
-    return result
+    return preds, seconds
+
+
+def _fold_task(job: Mapping[str, Any], fold: int) -> dict[str, Any]:
+    """One outer fold on a Dask worker: the worker reads the store itself (shared
+    storage) and sends back its test rows' predictions only."""
+    plan = _plan(job)
+    preds, seconds = _fit_predict(plan, job, [fold])
+    test = plan["fold_of_row"] == fold
+    return {"fold": fold, "preds": {k: v[test] for k, v in preds.items()},
+            "seconds": seconds}
+
+
+def _folds_on_dask(plan: Mapping[str, Any], job: Mapping[str, Any], address: str,
+                   n_workers: int | None, progress: Callable[[str, int, int], None] | None
+                   ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """One task per outer fold. A task carries ``job`` (the store's path and the run's
+    arguments: a few hundred bytes), never the features; a task rerun after a lost
+    worker computes the same result."""
+    from distributed import as_completed
+
+    from ..distributed import dask_client
+
+    y, fold_of_row = plan["y"], plan["fold_of_row"]
+    preds = {c.name: np.full(len(y), -1, dtype=np.int32) for c in plan["configs"]}
+    seconds = {c.name: 0.0 for c in plan["configs"]}
+    with dask_client(address, n_workers=n_workers) as client:
+        futures = [client.submit(_fold_task, job, f, pure=False,
+                                 key=f"mmfuse-streamed-fold-{f}-{uuid.uuid4().hex[:8]}")
+                   for f in range(plan["n_folds"])]
+        for done, future in enumerate(as_completed(futures)):
+            out = future.result()
+            test = fold_of_row == out["fold"]
+            for name, p in out["preds"].items():
+                preds[name][test] = p
+            for name, secs in out["seconds"].items():
+                seconds[name] += secs
+            if progress is not None:
+                progress("folds on the cluster", done + 1, plan["n_folds"])
+    return preds, seconds
 
 
 def _new_models(configs: Sequence[Any], mods: Sequence[str], n_folds: int, batch_size: int,

@@ -103,3 +103,57 @@ def train_streamed_and_save(features: Path, label: Optional[str], encoders: Any,
                   markup=False, highlight=False)
     console.print(f"wrote {out}")
     return model
+
+
+StoreOpt = Annotated[Optional[Path], typer.Option(
+    "--store", help="With --scheduler on a raw --manifest: extract the features on the cluster "
+    "into this store (a folder every worker sees; default with --scheduler local: a temporary "
+    "one), then evaluate from it.", rich_help_panel=EVALUATION)]
+
+
+def extract_for_run(manifest: Optional[Path], columns: dict, encoders: Any,
+                    scheduler: Optional[str], store: Optional[Path], tabular: bool,
+                    stack: Any, quiet: bool, on_error: str = "raise") -> Optional[Path]:
+    """``run --scheduler ... --manifest``: extract on the cluster into ``store`` (or a
+    temporary store on a local cluster) and return its path; None when the run extracts in
+    this process as before (no scheduler; encoders that learn from data, which a store
+    cannot hold; tabular columns; a remote cluster without --store), with a note why."""
+    from .._errors import InputError
+    from ..distributed import resolve_scheduler
+
+    address = resolve_scheduler(scheduler)
+    if store is not None and (address is None or manifest is None):
+        raise InputError("--store needs --scheduler and a raw --manifest (it is where the "
+                         "cluster extracts the features)")
+    if address is None or manifest is None:
+        return None
+    from ..features.plan import storable
+
+    cols = {m: c for m, c in columns.items() if c}
+    why = ("tabular columns are encoded per fold" if tabular else
+           "--encoders auto chooses per fold" if encoders == "auto" else
+           storable(cols, encoders))
+    if why is None and store is None and address != "local":
+        why = "a remote cluster needs --store DIR on storage every worker sees"
+    if why is not None:
+        if store is not None:
+            raise InputError(f"--store: the features cannot be extracted into a store: {why}")
+        console.print(f"note: features extracted in this process, folds on the cluster ({why})",
+                      markup=False, highlight=False)
+        return None
+    import tempfile
+
+    from ..features import extract_store
+
+    out = store or Path(stack.enter_context(tempfile.TemporaryDirectory(
+        prefix="mmfuse-store-"))) / "store"
+    with _Progress(quiet) as bar:
+        result = extract_store(manifest, cols, out, encoders=encoders or None,
+                               scheduler=scheduler, on_error=on_error,
+                               progress=None if bar is None else
+                               (lambda d, t: bar("extracting on the cluster", d, t)))
+    console.print(f"extracted {result.n_rows} rows on the cluster into "
+                  f"{'a temporary store' if store is None else Path(out).name} "
+                  f"({result.computed} shards computed, {result.reused} reused)",
+                  markup=False, highlight=False)
+    return Path(out)

@@ -3,6 +3,7 @@ and the seed baseline (``--missing``: robustness to a missing modality)."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Annotated, Any, Optional
 
 import typer
@@ -18,7 +19,8 @@ from ._common import (EVALUATION, INPUT, AudioOpt, BooleanOpt, CategoricalOpt, C
                       _errors, _load_input,
                       _no_privacy_on_features, _parse_encoders, _parse_strategies, _placement,
                       _print_chosen_encoders, _tabular_encoder, _write_outputs)
-from ._outofcore import OutOfCoreOpt, evaluate_streamed_and_print, streamed_path
+from ._outofcore import (OutOfCoreOpt, StoreOpt, evaluate_streamed_and_print, extract_for_run,
+                         streamed_path)
 from ._private import _evaluate_private_and_print, _private_spec
 
 
@@ -52,6 +54,7 @@ def run(
     jobs: JobsOpt = -1,
     scheduler: SchedulerOpt = None,
     out_of_core: OutOfCoreOpt = None,
+    store: StoreOpt = None,
     missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.", rich_help_panel=EVALUATION)] = None,
     missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).", rich_help_panel=EVALUATION)] = "best",
     train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.", rich_help_panel=EVALUATION)] = False,
@@ -64,11 +67,17 @@ def run(
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
-    with _errors():
+    with _errors(), ExitStack() as stack:
         sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_encoders(encoders)
+        extracted = extract_for_run(manifest, {"image": image, "text": text, "audio": audio},
+                                    enc, scheduler, store, bool(numeric or categorical or boolean
+                                                                or dates), stack, quiet,
+                                    on_error)
+        if extracted is not None:  # features extracted on the cluster: evaluate from them
+            features, manifest = extracted, None
         if streamed_path(features, out_of_core, **{
                 "--missing": missing, "--epsilon": epsilon is not None, "--scrub-pii": scrub_pii,
                 "--numeric/--categorical/--boolean/--dates": numeric or categorical or boolean

@@ -214,3 +214,13 @@ def _resolve_path(value: Any, base: Path) -> Any:
     from ..data.manifest import resolve_path
 
     return resolve_path(value, base)
+
+
+def storable(columns: Mapping[str, str], encoders: Mapping[str, str] | None) -> str | None:
+    """None when every column's encoder (given, or its modality's default) is stateless,
+    so a store can hold its features; else why not (one line)."""
+    try:
+        _encoder_specs(columns, encoders)
+    except InputError as exc:
+        return str(exc)
+    return None

@@ -92,3 +92,20 @@ def test_train_out_of_core_saves_a_model_that_loads_and_predicts(small_store, tm
     assert proba.shape == (480, 4) and np.allclose(proba.sum(axis=1), 1)
     assert (clf.classes_[proba.argmax(axis=1)] == store.column("label")).mean() > 0.6
     assert clf.fit_path_ == "out-of-core"
+
+
+def test_a_model_trained_out_of_core_predicts_from_raw_files(reference_store, store_manifest,
+                                                             tmp_path):
+    model, out = tmp_path / "m.mmfuse", tmp_path / "p.csv"
+    result = runner.invoke(app, ["train", "--features", str(reference_store.out), "--label",
+                                 "label", "--out-of-core", "--weights", "equal", "--out",
+                                 str(model), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "it predicts from raw files" in _flat(result)
+    result = runner.invoke(app, ["predict", str(model), "--manifest", str(store_manifest),
+                                 "--on-error", "skip", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    predicted = pd.read_csv(out)
+    assert len(predicted) == 24 and predicted.filter(like="prob").shape[1] >= 4

@@ -241,6 +241,16 @@ def render(r: dict) -> str:
                          f"{run['peak_rss_mib']:.0f} | {a.get('early', float('nan')):.3f} | "
                          f"{a.get('late', float('nan')):.3f} | "
                          f"{a.get('weighted', float('nan')):.3f} |")
+        from mmfuse.evaluate.streamed import auto_batch, auto_epochs
+
+        def passes(rows: int) -> int:  # what evaluate_store chose (5 folds: 4/5 train)
+            n_train = rows * 4 // 5
+            return auto_epochs(n_train, auto_batch(n_train, None))
+
+        lines += ["", "Passes of mini-batch steps: " + ", ".join(
+            f"{run['rows']:,} rows: {passes(run['rows'])}" for run in runs)
+            + " (at least 1,000 steps per model; each run also reads the store once to "
+              "standardise and once to predict)."]
         if len(runs) >= 2:
             a, b = runs[0], runs[-1]
             lines += ["", f"{b['rows']:,} / {a['rows']:,} rows: time x"

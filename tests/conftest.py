@@ -183,3 +183,37 @@ def ar_archive(members: dict[str, bytes]) -> bytes:
         header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n"
         out += header.encode() + data + (b"\n" if len(data) % 2 else b"")
     return out
+
+
+def write_small_store(path: Path, n: int = 1200, seed: int = 0, rows_per_shard: int = 256,
+                      missing_text: float = 0.05) -> Path:
+    """A small feature store (written through the store's shard writer): 4 classes, 40
+    groups, views ``image`` (24-d, knows the parity) and ``text`` (8-d, knows the half),
+    some rows without text. Labels ``c0``..``c3`` in column ``label``, groups in ``group``."""
+    import pandas as pd
+
+    from mmfuse.features.arrays import write_array_store
+
+    def shards():
+        for i, start in enumerate(range(0, n, rows_per_shard)):
+            m = min(rows_per_shard, n - start)
+            rng = np.random.default_rng([seed, i])
+            y = rng.integers(0, 4, m)
+            g = rng.integers(0, 40, m)
+            image = rng.normal(size=(m, 24)).astype(np.float32)
+            image[:, 0] += 2.0 * (y % 2)
+            image[:, 1] += 0.05 * g  # a group shift
+            text = rng.normal(size=(m, 8)).astype(np.float32)
+            text[:, 0] += 2.0 * (y // 2)
+            text[rng.random(m) < missing_text] = np.nan
+            yield (pd.DataFrame({"label": [f"c{v}" for v in y], "group": g}),
+                   {"image": image, "text": text})
+
+    write_array_store(path, shards(), encoders={"image": "test-image", "text": "test-text"},
+                      dims={"image": 24, "text": 8}, n_rows=n, rows_per_shard=rows_per_shard)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory) -> Path:
+    return write_small_store(tmp_path_factory.mktemp("store") / "store")

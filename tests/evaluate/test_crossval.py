@@ -25,7 +25,8 @@ def test_table_has_singles_every_strategy_and_the_baseline():
     doc = result.to_dict()
     assert set(doc) == {"format", "format_version", "versions", "command", "seed", "n_samples",
                         "n_classes", "classes", "cv", "inner_cv", "encoders", "rows", "best",
-                        "best_tied_with", "weights_fallback"}
+                        "best_tied_with", "weights_fallback", "path"}
+    assert doc["path"] == "in-memory"
     assert doc["cv"] == {"kind": "stratified", "n_splits": 3}
     assert all(set(r) == JSON_ROW_KEYS for r in doc["rows"])
     assert doc["best"] in names

@@ -19,6 +19,7 @@ from ._common import (DEVICE_CHOICE, FUSION, INPUT, MODALITY_OPTIONS, OUTPUT, PR
                       _manifest_header, _no_privacy_on_features, _parse_encoders, _placement,
                       _print_chosen_encoders, _tabular_encoder)
 from ._dp import _dp_spec
+from ._outofcore import OutOfCoreOpt, streamed_path, train_streamed_and_save
 
 
 @app.command()
@@ -49,6 +50,7 @@ def train(
     epsilon: EpsilonOpt = None,
     delta: DeltaOpt = 1e-5,
     allow_training_text: Annotated[bool, typer.Option("--allow-training-text", help="Allow encoders that store training text (the tfidf vocabulary) in the saved model.", rich_help_panel=PRIVACY)] = False,
+    out_of_core: OutOfCoreOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Fit one fusion model on all the data and save it (for `mmfuse predict` and `serve`).
@@ -64,6 +66,12 @@ def train(
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_encoders(encoders)
+        if streamed_path(features, out_of_core, **{
+                "--epsilon": epsilon is not None, "--scrub-pii": scrub_pii,
+                "--numeric/--categorical/--boolean/--dates": numeric or categorical or boolean
+                or dates}):
+            train_streamed_and_save(features, label, enc, fusion, weights, seed, out, quiet)
+            return
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)
         X, y, groups, _, title = _load_input(manifest, image, text, audio, label, group, views,

@@ -3,6 +3,7 @@ and the seed baseline (``--missing``: robustness to a missing modality)."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Annotated, Any, Optional
 
 import typer
@@ -19,6 +20,11 @@ from ._common import (EVALUATION, INPUT, AudioOpt, BooleanOpt, CategoricalOpt, C
                       _no_privacy_on_features, _parse_encoders, _parse_strategies, _placement,
                       _print_chosen_encoders, _tabular_encoder, _write_outputs)
 from ._dp import _evaluate_dp_and_print, _dp_spec
+from ._outofcore import (OutOfCoreOpt, StoreOpt, evaluate_streamed_and_print, extract_for_run,
+                         streamed_path)
+
+
+_FUSION_DEFAULT = "early,weighted,late,stacking"
 
 
 @app.command()
@@ -41,12 +47,14 @@ def run(
     encoders: EncodersOpt = None,
     pooling: PoolingOpt = "mean",
     device: DeviceOpt = "auto",
-    fusion: FusionOpt = "early,weighted,late,stacking",
+    fusion: FusionOpt = _FUSION_DEFAULT,
     weights: WeightsOpt = "cv",
     cv: CvOpt = None,
     seed: SeedOpt = 0,
     jobs: JobsOpt = -1,
     scheduler: SchedulerOpt = None,
+    out_of_core: OutOfCoreOpt = None,
+    store: StoreOpt = None,
     missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.", rich_help_panel=EVALUATION)] = None,
     missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).", rich_help_panel=EVALUATION)] = "best",
     train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.", rich_help_panel=EVALUATION)] = False,
@@ -59,11 +67,25 @@ def run(
 ) -> None:
     """Compare every single modality, every fusion strategy and the seed baseline
     (with --missing, also how each holds up as a modality goes missing)."""
-    with _errors():
+    with _errors(), ExitStack() as stack:
         sources = [s for s in (manifest, views, dataset, features) if s]
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --manifest, --views or --dataset (or --features)")
         enc = _parse_encoders(encoders)
+        extracted = extract_for_run(manifest, {"image": image, "text": text, "audio": audio},
+                                    enc, scheduler, store, bool(numeric or categorical or boolean
+                                                                or dates), stack, quiet,
+                                    on_error)
+        if extracted is not None:  # features extracted on the cluster: evaluate from them
+            features, manifest = extracted, None
+        if streamed_path(features, out_of_core, **{
+                "--missing": missing, "--epsilon": epsilon is not None, "--scrub-pii": scrub_pii,
+                "--numeric/--categorical/--boolean/--dates": numeric or categorical or boolean
+                or dates}):
+            evaluate_streamed_and_print(features, label, group, enc, _parse_strategies(fusion),
+                                        fusion == _FUSION_DEFAULT, weights, _cv_spec(cv, 5), seed, json_out,
+                                        report, quiet, scheduler)
+            return
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         from ..encoders.cells import check_pooling
 

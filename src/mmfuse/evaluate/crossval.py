@@ -83,6 +83,8 @@ class EvaluationResult:
     encoders: dict[str, str] = field(default_factory=dict)
     random_state: Any = None
     inner_cv: int | None = None
+    #: how the folds were fitted: "in-memory", or "out-of-core" (streamed from a store)
+    path: str = "in-memory"
 
     @property
     def best(self) -> Row:

@@ -125,6 +125,7 @@ def run_record(result: Any, argv: Sequence[str] | None = None) -> dict[str, Any]
         "n_samples": int(result.n_samples), "n_classes": int(result.n_classes),
         "classes": [_plain(c) for c in result.classes], "cv": dict(result.cv),
         "inner_cv": result.inner_cv, "encoders": dict(result.encoders),
+        "path": getattr(result, "path", "in-memory"),
         "rows": [_row(r) for r in result.rows], "best": result.best.name,
         "best_tied_with": result.best_tied_with,
         "weights_fallback": sorted({r.name for r in result.rows

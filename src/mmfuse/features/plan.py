@@ -63,7 +63,7 @@ def _plan(manifest: Path, columns: Mapping[str, str], encoders: Mapping[str, str
 def _encoder_specs(columns: Mapping[str, str], encoders: Mapping[str, str] | None
                    ) -> dict[str, dict[str, Any]]:
     """Name, fingerprint and width of the stateless encoder of each modality column."""
-    from ..encoders.registry import create_encoder, encoder_modality
+    from ..encoders.registry import create_encoder, default_encoder, encoder_modality
 
     encoders = dict(encoders or {})
     extra = sorted(set(encoders) - set(columns))
@@ -74,8 +74,9 @@ def _encoder_specs(columns: Mapping[str, str], encoders: Mapping[str, str] | Non
     for m in sorted(columns):
         name = encoders.get(m, _stateless_default(m))
         if name is None:
-            raise InputError(f"give a stateless encoder for {m}, e.g. --encoders {m}=minilm "
-                             f"(or wordllama); tfidf learns from data and cannot be stored")
+            raise InputError(f"give a stateless encoder for {m}: --encoders {m}="
+                             f"{_stateless_names(m)} (the default, {default_encoder(m)}, "
+                             f"learns from data and cannot be stored)")
         if not isinstance(name, str):
             raise InputError(f"encoder for {m!r} must be a registered name; got {name!r}")
         enc = create_encoder(name)
@@ -83,10 +84,29 @@ def _encoder_specs(columns: Mapping[str, str], encoders: Mapping[str, str] | Non
             raise InputError(f"encoder {name!r} is for {encoder_modality(name)}, not {m}")
         if not getattr(enc, "stateless", True):
             raise InputError(f"encoder {name!r} learns from data (its features depend on the "
-                             f"training folds), so it cannot go into a feature store; use a "
-                             f"stateless one (see `mmfuse encoders`)")
+                             f"training folds), so it cannot go into a feature store; the "
+                             f"store's {m} encoders are {_stateless_names(m, ' or ')}"
+                             + (" (hashing: TF-IDF's hashed word and character n-grams, "
+                                "without the idf it would learn)" if m == "text" else ""))
         specs[m] = {"name": name, "fingerprint": enc.fingerprint, "dim": int(enc.dim)}
     return specs
+
+
+def _stateless_names(modality: str, sep: str = "/") -> str:
+    """The registered encoders of ``modality`` that learn nothing from data (a store can
+    hold their features), e.g. ``hashing/minilm/wordllama`` for text."""
+    from ..encoders.registry import create_encoder, list_encoders
+
+    names = []
+    for e in list_encoders():
+        if e.get("modality") != modality:
+            continue
+        try:
+            if create_encoder(e["name"]).stateless:
+                names.append(e["name"])
+        except Exception:  # noqa: BLE001 - an encoder whose extra is missing still counts
+            names.append(e["name"])
+    return sep.join(sorted(names))
 
 
 def _scan_manifest(manifest: Path, columns: Mapping[str, str], rows_per_shard: int
@@ -194,3 +214,13 @@ def _resolve_path(value: Any, base: Path) -> Any:
     from ..data.manifest import resolve_path
 
     return resolve_path(value, base)
+
+
+def storable(columns: Mapping[str, str], encoders: Mapping[str, str] | None) -> str | None:
+    """None when every column's encoder (given, or its modality's default) is stateless,
+    so a store can hold its features; else why not (one line)."""
+    try:
+        _encoder_specs(columns, encoders)
+    except InputError as exc:
+        return str(exc)
+    return None

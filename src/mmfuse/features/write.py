@@ -74,8 +74,9 @@ def extract_store(
     out : path of the store folder (created; every worker must see it)
     encoders : dict of modality -> encoder name, optional
         Default ``hog`` for images and ``mfcc`` for audio; text needs a stateless text
-        encoder (``minilm``, ``wordllama``). Encoders that learn from data (``tfidf``)
-        cannot be stored: their features depend on the training folds.
+        encoder: ``hashing`` (TF-IDF's hashed n-grams without the learned idf),
+        ``minilm`` or ``wordllama``. Encoders that learn from data (``tfidf``,
+        ``tfidf-hashed``) cannot be stored: their features depend on the training folds.
     scheduler : None, "local" or a Dask scheduler address, optional
         ``None``: this process (or ``$MMFUSE_SCHEDULER`` if set). ``"local"``: a
         ``LocalCluster`` of ``n_workers`` single-threaded processes. ``"tcp://host:8786"``:
@@ -281,7 +282,6 @@ def _extract_shard(job: Mapping[str, Any], index: int, chunk: pd.DataFrame) -> d
     """Compute shard ``index`` (manifest rows ``chunk.index``) and write it atomically to
     ``job["out"]``. Returns small metadata only (never the features)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from ..encoders.featurizer import Featurizer
 
@@ -321,11 +321,21 @@ def _extract_shard(job: Mapping[str, Any], index: int, chunk: pd.DataFrame) -> d
                          f"{where}: {first['cause']}")
     meta = {"plan_id": job["plan_id"], "shard": index, "start": start, "stop": start + n,
             "failed": [_public_failure(f, job["record_paths"]) for f in failed]}
-    table = pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(
-        {_META_KEY: json.dumps(meta, sort_keys=True).encode()})
-    out = Path(job["out"])
-    final = out / SHARD_NAME.format(index)
-    tmp = out / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    write_shard(Path(job["out"]), index, pa.Table.from_arrays(arrays, names=names), meta)
+    return {"shard": index, "rows": n, "failed": failed, "worker": os.getpid(),
+            "builds": builds}
+
+
+def write_shard(out: Path, index: int, table: Any, meta: Mapping[str, Any]) -> None:
+    """Write shard ``index`` (an Arrow table in the store's layout, with its ``meta``:
+    ``plan_id``, ``shard``, ``start``, ``stop``, ``failed``) atomically: temp file, fsync,
+    rename, so a reader never sees it half-written."""
+    import pyarrow.parquet as pq
+
+    table = table.replace_schema_metadata({_META_KEY: json.dumps(dict(meta), sort_keys=True)
+                                           .encode()})
+    final = Path(out) / SHARD_NAME.format(index)
+    tmp = Path(out) / f".{final.name}.{uuid.uuid4().hex}.tmp"
     try:
         pq.write_table(table, tmp, compression="zstd")
         with open(tmp, "rb+") as fh:
@@ -334,5 +344,3 @@ def _extract_shard(job: Mapping[str, Any], index: int, chunk: pd.DataFrame) -> d
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"shard": index, "rows": n, "failed": failed, "worker": os.getpid(),
-            "builds": builds}

@@ -1,0 +1,49 @@
+"""Streaming a store shard by shard (features/stream.py)."""
+
+import numpy as np
+import pytest
+
+from mmfuse import InputError
+from mmfuse.features import load
+from mmfuse.features.stream import StoreStream, fold_scalers
+
+
+def test_shards_together_are_the_loaded_store(small_store):
+    stream = StoreStream(small_store)
+    whole = load(small_store)
+    parts = list(stream.shards())
+    assert [p.index for p in parts] == list(range(5))
+    rows = np.concatenate([p.rows for p in parts])
+    assert np.array_equal(rows, np.arange(1200))
+    for m in ("image", "text"):
+        got = np.vstack([p.views[m] for p in parts])
+        assert np.array_equal(np.isnan(got), np.isnan(whole.views[m]))
+        assert np.allclose(np.nan_to_num(got), np.nan_to_num(whole.views[m]))
+        assert np.array_equal(np.concatenate([p.present[m] for p in parts]), whole.present[m])
+    assert np.array_equal(stream.column("label"), whole.column("label"))
+    assert stream.nbytes == 1200 * 32 * 4
+    assert [p.index for p in stream.shards([3, 1])] == [3, 1]
+
+
+def test_fold_scalers_use_training_rows_only(small_store):
+    whole = load(small_store)
+    fold = np.random.default_rng(0).integers(-1, 3, 1200).astype(np.int16)
+    scalers = fold_scalers(StoreStream(small_store), fold, 3)
+    for f in range(3):
+        for m in ("image", "text"):
+            train = (fold != f) & whole.present[m]
+            x = whole.views[m][train].astype(np.float64)
+            assert np.allclose(scalers.mean[m][f], x.mean(axis=0), atol=1e-5)
+            assert np.allclose(scalers.scale[m][f], x.std(axis=0), rtol=1e-4)
+    z = scalers.transform("text", 0, whole.views["text"][:50])  # absent rows: 0, the mean
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    assert (z[~whole.present["text"][:50]] == 0).all()
+
+
+def test_stream_errors_name_the_store(small_store, tmp_path):
+    with pytest.raises(InputError, match=r"has no features for \['audio'\]"):
+        StoreStream(small_store, ["audio"])
+    with pytest.raises(InputError, match="has no column 'speaker'"):
+        StoreStream(small_store).column("speaker")
+    with pytest.raises(InputError, match="is not a feature store"):
+        StoreStream(tmp_path)

@@ -316,6 +316,10 @@ def test_only_the_featurizer_extracts_and_prepares():
 #: registers it (module, name) -> why. Anything else asks the registry for a capability
 #: (``capabilities``, ``fusions_with``) instead of listing names.
 FUSION_NAME_LITERALS = {
+    **{("fusion/streamed.py", n): "STREAMED: each streamable strategy's out-of-core form "
+       "(a registration capability once the streamed forms live beside the strategies)"
+       for n in ("early", "late", "weighted", "seed-baseline")},
+    ("features/train.py", "late"): "a streamed train fits late fusion only (TRAINABLE)",
     ("estimator.py", "late"): "MultimodalClassifier's default fusion",
     ("cli/model.py", "late"): "train's default --fusion",
     **{("evaluate/crossval.py", n): "DEFAULT_STRATEGIES: the evaluation's default rows, in order"

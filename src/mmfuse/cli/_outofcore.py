@@ -79,7 +79,7 @@ def train_streamed_and_save(features: Path, label: Optional[str], encoders: Any,
     """``train --features STORE --out-of-core``: fit on the streamed store, save."""
     from .._errors import InputError
     from ..features import attach_encoders, check_encoders, read_header
-    from ..fusion.streamed_model import train_store
+    from ..features.train import train_store
 
     if not label:
         raise InputError("--label COL is required with --features (a manifest column kept in "

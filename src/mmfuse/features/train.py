@@ -73,8 +73,8 @@ def train_store(path: str | os.PathLike, label: str, *, fusion: str = "late",
     """
     from ..estimator import MultimodalClassifier
     from ..evaluate.streamed import FALLBACK, auto_batch, auto_epochs, read_targets
-    from ..features.stream import StoreStream, fold_scalers
-    from .streamed import StreamedSoftmax
+    from .stream import StoreStream, fold_scalers
+    from ..fusion.streamed import StreamedSoftmax
 
     if fusion not in TRAINABLE:
         raise InputError(f"fusion {fusion!r} cannot be trained out of core; the streamed "

@@ -75,6 +75,21 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     pooling : {"mean", "max"}, default="mean"
         How the embeddings of a cell holding several files (a list of paths, see
         :mod:`mmfuse.encoders.cells`) are pooled into the cell's row.
+    calibration : {"temperature", "isotonic"} or None, default=None
+        Calibrate the fused probabilities, on out-of-fold probabilities of grouped inner
+        folds of the training rows (``cv`` folds; a group never calibrates itself), per
+        missingness pattern (see :mod:`mmfuse.uncertainty.fit`). Temperature keeps the
+        predicted labels; isotonic may change them. Costs ``cv`` extra fits.
+    coverage : float or None, default=None
+        Make :meth:`predict_set` available: conformal sets that hold the true label with
+        this probability (e.g. 0.9), thresholds learned on the same out-of-fold
+        probabilities (cross-conformal; after calibration, if any).
+    conformal_score : {"aps", "raps", "lac"}, default="aps"
+        The non-conformity score (see :mod:`mmfuse.uncertainty.conformal`): adaptive sets
+        (``aps``, ``raps``) or the smallest on average (``lac``).
+    mondrian : bool, default=False
+        One threshold per class, so that coverage holds within each class (needs more
+        rows per class; a class with too few gets every label).
 
     Tabular columns are one more view: ``encoders={"tabular": TabularEncoder(numeric=[...],
     categorical=[...])}`` (see :mod:`mmfuse.encoders.tabular`); the key names the view, the
@@ -104,6 +119,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         they differ (``fit``'s ``source_columns``; absent on models saved before it existed)
     epsilon_spent_, delta_spent_ : float, the privacy budget spent by ``fit`` (only with
         ``epsilon``)
+    uncertainty_ : :class:`~mmfuse.uncertainty.Uncertainty` or None
+        The calibrators and conformal thresholds (None without ``calibration`` and
+        ``coverage``)
 
     Examples
     --------
@@ -115,7 +133,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
                  on_error: str = "raise", fusion_params: dict | None = None,
                  scrub_pii: bool = False, epsilon: float | None = None,
-                 delta: float = 1e-5, pooling: str = "mean"):
+                 delta: float = 1e-5, pooling: str = "mean", calibration: str | None = None,
+                 coverage: float | None = None, conformal_score: str = "aps",
+                 mondrian: bool = False):
         self.encoders = encoders
         self.fusion = fusion
         self.weights = weights
@@ -128,6 +148,10 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.epsilon = epsilon
         self.delta = delta
         self.pooling = pooling
+        self.calibration = calibration
+        self.coverage = coverage
+        self.conformal_score = conformal_score
+        self.mondrian = mondrian
 
     # -- features ---------------------------------------------------------------------
     def _encode(self, X: Any, *, fit: bool, specs: dict | None = None,
@@ -163,7 +187,19 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities of views made by :meth:`featurizer`; a row with no usable
         modality gets the strategy's answer for an empty row (the class prior)."""
         check_is_fitted(self, "fusion_")
-        return self.fusion_.predict_proba(views, present)
+        proba = self.fusion_.predict_proba(views, present)
+        unc = getattr(self, "uncertainty_", None)  # absent on models saved before it
+        return proba if unc is None else unc.calibrate(proba, present)
+
+    def predict_set_views(self, views: Views, present: Present) -> np.ndarray:
+        """Conformal sets of views made by :meth:`featurizer`: a boolean matrix (n,
+        n_classes), column k for ``classes_[k]`` (see :meth:`predict_set`)."""
+        proba = self.predict_views(views, present)
+        unc = getattr(self, "uncertainty_", None)
+        if unc is None or unc.conformal is None:
+            raise InputError("prediction sets need a model fitted with coverage (e.g. "
+                             "coverage=0.9, or --coverage 0.9)")
+        return unc.sets(proba, present)
 
     # -- scikit-learn API -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, groups: Any = None, *,
@@ -232,6 +268,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
         self.fusion_ = self._with_split_experts(self._make_fusion())
+        self.uncertainty_ = self._fit_uncertainty(views, y, present, groups)
         if progress is not None:
             progress("fusion", 0, 1)
         self.fusion_.fit(views, y, present, groups)
@@ -247,6 +284,24 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = sum(v.shape[1] for v in views.values())
         self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self
+
+    def _fit_uncertainty(self, views: Views, y: np.ndarray, present: Present,
+                         groups: Any) -> Any:
+        """Calibrators and conformal thresholds of the (unfitted) strategy, learned on
+        grouped inner folds of these training rows (:mod:`mmfuse.uncertainty.fit`)."""
+        if self.calibration is None and self.coverage is None:
+            return None
+        if self.epsilon is not None:
+            raise InputError("epsilon: calibration and coverage learn from the data outside "
+                             "the privacy budget; fit without them")
+        from .uncertainty import fit_uncertainty
+
+        classes, y_enc = np.unique(y, return_inverse=True)
+        return fit_uncertainty(self.fusion_, views, present, y_enc, groups,
+                               calibration=self.calibration, coverage=self.coverage,
+                               score=self.conformal_score, mondrian=self.mondrian,
+                               n_splits=self.cv, random_state=self.random_state,
+                               n_classes=len(classes))[0]
 
     def _make_fusion(self) -> Any:
         """A fresh strategy: built by name with this estimator's settings, or a clone of
@@ -394,7 +449,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             errors = errors + [ItemError(r, None, "",
                                          "no usable modality: predicted the class prior")
                                for r in rows]
-        proba = self.fusion_.predict_proba(views, present)
+        proba = self.predict_views(views, present)
         return PredictReport(self.classes_[np.argmax(proba, axis=1)], proba,
                              sorted(errors, key=lambda e: e.row))
 
@@ -406,6 +461,15 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         :meth:`predict_report` to get the item errors of the call.
         """
         return self.predict_report(X).proba
+
+    def predict_set(self, X: Any) -> np.ndarray:
+        """Conformal prediction sets (needs ``coverage``): a boolean matrix (n, n_classes),
+        ``True`` in column k when ``classes_[k]`` is in the row's set. The labels of row i:
+        ``classes_[sets[i]]``. A set may be empty (LAC, APS: nothing is likely enough) or
+        hold every label; each row uses the thresholds of its missingness pattern."""
+        check_is_fitted(self, "fusion_")
+        views, present = self._encode(X, fit=False)
+        return self.predict_set_views(views, present)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (see :meth:`predict_report` for the item errors of the call)."""

@@ -191,10 +191,12 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         unc = getattr(self, "uncertainty_", None)  # absent on models saved before it
         return proba if unc is None else unc.calibrate(proba, present)
 
-    def predict_set_views(self, views: Views, present: Present) -> np.ndarray:
+    def predict_set_views(self, views: Views, present: Present,
+                          proba: np.ndarray | None = None) -> np.ndarray:
         """Conformal sets of views made by :meth:`featurizer`: a boolean matrix (n,
-        n_classes), column k for ``classes_[k]`` (see :meth:`predict_set`)."""
-        proba = self.predict_views(views, present)
+        n_classes), column k for ``classes_[k]`` (see :meth:`predict_set`); ``proba``:
+        their :meth:`predict_views`, when already computed."""
+        proba = self.predict_views(views, present) if proba is None else proba
         unc = getattr(self, "uncertainty_", None)
         if unc is None or unc.conformal is None:
             raise InputError("prediction sets need a model fitted with coverage (e.g. "

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..views import blank_rows
 from .fit import fit_uncertainty
-from .metrics import probability_metrics, set_metrics
+from .metrics import probability_metrics, reliability, set_metrics
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
     if spec is None or not spec.fits:
         out.update(out.pop("raw"))
         out.pop("accuracy")
+        out["reliability"] = _bins(raw, y[test])
         return raw.argmax(1), out
     keep = np.any(np.stack([present[m][train] for m in mods]), axis=0)
     rows = train[keep]
@@ -82,7 +83,18 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
         _add_sets(out, unc, oof, spec, score, raw, p_test, y[test], proba_of, test)
     final = unc.calibrate(raw, p_test)
     out.update(probability_metrics(final, y[test]))
+    out["reliability"] = _bins(final, y[test])
     return final.argmax(1), out
+
+
+def _bins(proba: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
+    """A fold's reliability bins as sums (count, confidence, correct): they add up over
+    the folds."""
+    bins = reliability(proba, y)
+    count = np.asarray(bins["count"])
+    return {"count": count.tolist(),
+            "confidence": np.nan_to_num(np.asarray(bins["confidence"]) * count).tolist(),
+            "correct": np.nan_to_num(np.asarray(bins["accuracy"]) * count).tolist()}
 
 
 def _add_sets(out: dict, unc: Any, oof: dict, spec: UncertaintySpec, score: str,
@@ -122,7 +134,8 @@ UNBOUNDED = ("log_loss", "brier", "set_size")  # not shares: their interval is n
 def summarize(folds: list[dict]) -> dict | None:
     """The row's record from its folds' metrics: ``{metric: {"mean", "ci95", "folds"}}``
     (the fold mean and interval of :func:`mmfuse.evaluate.folds.mean_ci95`), nested as the
-    folds' dicts are."""
+    folds' dicts are; ``reliability``: the 15 bins' row counts, mean confidence and
+    accuracy, pooled over the folds (null for an empty bin)."""
     from ..evaluate.folds import mean_ci95
 
     if not folds or any(f is None for f in folds):
@@ -132,7 +145,14 @@ def summarize(folds: list[dict]) -> dict | None:
         merged: dict = {}
         for key in parts[0]:
             values = [p[key] for p in parts if key in p]
-            if isinstance(values[0], dict):
+            if key == "reliability":  # pooled over the folds: the reliability diagram
+                total = {k: np.sum([v[k] for v in values], axis=0) for k in values[0]}
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    merged[key] = {
+                        "count": [int(c) for c in total["count"]],
+                        "confidence": _nulls(total["confidence"] / total["count"]),
+                        "accuracy": _nulls(total["correct"] / total["count"])}
+            elif isinstance(values[0], dict):
                 merged[key] = merge(values)
             else:
                 mean, ci = mean_ci95(values, upper=None if key in UNBOUNDED else 1.0)
@@ -140,3 +160,7 @@ def summarize(folds: list[dict]) -> dict | None:
         return merged
 
     return merge(folds)
+
+
+def _nulls(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in values]

@@ -61,6 +61,7 @@ def test_train_with_coverage_then_predict_sets(tmp_path):
                                  "temperature", "--coverage", "0.9", "--out", str(model_path),
                                  "--quiet"])
     assert result.exit_code == 0, result.output
+    assert "calibration: temperature; prediction sets: coverage 0.9 (aps)" in result.output
     manifest = tmp_path / "new.jsonl"
     pd.DataFrame({"a": [list(map(float, r)) for r in views["a"][:20]],
                   "b": [list(map(float, r)) for r in views["b"][:20]]}).to_json(

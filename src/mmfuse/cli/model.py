@@ -118,6 +118,14 @@ def train(
                       + f" on {len(y)} samples of {title}"
                       + (f" (weights: {weights_text})" if weights_text else ""),
                       markup=False, highlight=False)
+        unc = model.uncertainty_
+        if unc is not None:  # learned on grouped inner folds of the training rows
+            console.print(("" if unc.calibration is None else f"calibration: {unc.calibration}")
+                          + ("" if unc.conformal is None else
+                             ("; " if unc.calibration else "") + f"prediction sets: coverage "
+                             f"{unc.conformal.coverage:g} ({unc.conformal.score}"
+                             + (", per class" if unc.conformal.mondrian else "") + ")"),
+                          markup=False, highlight=False)
         for e in model.errors_[:20]:
             err_console.print(f"  skipped {escape(str(e))}", highlight=False)
         console.print(f"wrote {out}")

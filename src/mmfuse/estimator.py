@@ -270,7 +270,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
         self.fusion_ = self._with_split_experts(self._make_fusion())
-        self.uncertainty_ = self._fit_uncertainty(views, y, present, groups)
+        self.uncertainty_ = self._fit_uncertainty(views, y, present, groups, X,
+                                                  np.flatnonzero(any_present))
         if progress is not None:
             progress("fusion", 0, 1)
         self.fusion_.fit(views, y, present, groups)
@@ -287,19 +288,21 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.view_dims_ = {k: v.shape[1] for k, v in views.items()}
         return self
 
-    def _fit_uncertainty(self, views: Views, y: np.ndarray, present: Present,
-                         groups: Any) -> Any:
+    def _fit_uncertainty(self, views: Views, y: np.ndarray, present: Present, groups: Any,
+                         X: Any, kept: np.ndarray) -> Any:
         """Calibrators and conformal thresholds of the (unfitted) strategy, learned on
-        grouped inner folds of these training rows (:mod:`mmfuse.uncertainty.fit`)."""
+        grouped inner folds of these training rows (``kept`` rows of ``X``), the stateful
+        encoders refit on each inner training fold (:mod:`mmfuse.uncertainty.fit`)."""
         if self.calibration is None and self.coverage is None:
             return None
         if self.epsilon is not None:
             raise InputError("epsilon: calibration and coverage learn from the data outside "
                              "the privacy budget; fit without them")
-        from .uncertainty import fit_uncertainty
+        from .uncertainty.fit import fit_uncertainty, stateful_refit
 
         classes, y_enc = np.unique(y, return_inverse=True)
-        return fit_uncertainty(self.fusion_, views, present, y_enc, groups,
+        refit = stateful_refit(self.encoders_, X, kept, self.on_error, self.pooling)
+        return fit_uncertainty(self.fusion_, views, present, y_enc, groups, refit=refit,
                                calibration=self.calibration, coverage=self.coverage,
                                score=self.conformal_score, mondrian=self.mondrian,
                                n_splits=self.cv, random_state=self.random_state,

@@ -268,7 +268,7 @@ class FeatureTable:
 
 def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
              test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
-             random_state: Any) -> list[tuple[str, np.ndarray, float, dict | None, str | None]]:
+             random_state: Any, table: Any = None) -> list[tuple[str, np.ndarray, float, Any, Any]]:
     """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds,
     modality weights, what ``auto`` chose or None)."""
     from ..fusion import create_fusion
@@ -279,7 +279,7 @@ def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: 
     with shared_experts():
         for c in configs:
             out.append(_fit_predict(c, views, present, y, g_train, train, test, classifier, cv,
-                                    random_state, create_fusion))
+                                    random_state, create_fusion, table))
     return out
 
 
@@ -301,7 +301,8 @@ def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
         else:
             views, present = table.fold_views(train)
         return [(*r, test, chosen) for r in run_fold(views, present, y, groups, train, test,
-                                                      configs, classifier, cv, random_state)]
+                                                      configs, classifier, cv, random_state,
+                                                      table)]
 
 
 def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n_jobs, progress):
@@ -344,8 +345,8 @@ def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train
 
 def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                  train: np.ndarray, test: np.ndarray, classifier: Any, cv: int,
-                 random_state: Any, create_fusion: Callable
-                 ) -> tuple[str, np.ndarray, float, Any, str | None]:
+                 random_state: Any, create_fusion: Callable, table: Any = None
+                 ) -> tuple[str, np.ndarray, float, Any, Any]:
     start = time.perf_counter()
     strategy = fit_config(c, views, present, y, g_train, train, classifier, cv, random_state,
                           create_fusion)
@@ -354,7 +355,7 @@ def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_tra
     from ..uncertainty.evaluation import fold_scores
 
     pred, unc = fold_scores(strategy, c.uncertainty, views, present, y, g_train, train, test,
-                            cv, random_state)
+                            cv, random_state, table)
     return (c.name, pred, time.perf_counter() - start, strategy.modality_weights_,
             (getattr(strategy, "chosen_name_", None), getattr(strategy, "weights_fallback_", None),
              unc))

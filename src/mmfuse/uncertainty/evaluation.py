@@ -43,10 +43,11 @@ class UncertaintySpec:
 
 def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present: Any,
                 y: np.ndarray, g_train: Any, train: np.ndarray, test: np.ndarray, cv: int,
-                random_state: Any) -> tuple[np.ndarray, dict]:
+                random_state: Any, table: Any = None) -> tuple[np.ndarray, dict]:
     """The fitted ``strategy``'s labels (0..K-1) for the ``test`` rows and the fold's
     uncertainty metrics; with a spec that fits, calibrators and thresholds are learned
-    on the ``train`` rows (those with one of the strategy's modalities)."""
+    on the ``train`` rows (those with one of the strategy's modalities), the ``table``'s
+    stateful encoders refit on each inner training fold."""
     from sklearn.base import clone
 
     mods = list(strategy.modalities_) + list(strategy.dropped_modalities_)
@@ -74,11 +75,18 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
         return raw.argmax(1), out
     keep = np.any(np.stack([present[m][train] for m in mods]), axis=0)
     rows = train[keep]
+    stateful = [m for m in mods if m in getattr(table, "stateful", {})]
+
+    def refit(inner: np.ndarray) -> dict:
+        fold = table.fold_views(rows[inner])[0]
+        return {m: fold[m][rows] for m in stateful}
+
     unc, oof = fit_uncertainty(
         clone(strategy), {m: views[m][rows] for m in mods}, {m: present[m][rows] for m in mods},
         y[rows], None if g_train is None else g_train[keep], calibration=spec.calibration,
         coverage=spec.coverage[0] if spec.coverage else None, score=spec.scores[0],
-        mondrian=spec.mondrian, n_splits=cv, random_state=random_state, n_classes=n_classes)
+        mondrian=spec.mondrian, n_splits=cv, random_state=random_state, n_classes=n_classes,
+        refit=refit if stateful else None)
     for score in spec.scores if spec.coverage else ():
         _add_sets(out, unc, oof, spec, score, raw, p_test, y[test], proba_of, test)
     final = unc.calibrate(raw, p_test)

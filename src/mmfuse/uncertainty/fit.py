@@ -12,9 +12,11 @@ training rows). At prediction a row uses its own pattern's calibrator and thresh
 sets keep their coverage when a modality is missing (assuming it goes missing independently
 of the label).
 
-Cost: ``n_splits`` extra fits of the strategy (each on ``(n_splits - 1) / n_splits`` of the
-rows) and ``2**M - 1`` predictions of each held-out fold for M modalities (M <= 4; beyond,
-the patterns seen in training).
+The features of stateless encoders are reused; stateful encoders (TF-IDF, tabular scaling)
+are refit on each inner training fold, as they are for a new group. Cost: ``n_splits``
+extra fits of the strategy (each on ``(n_splits - 1) / n_splits`` of the rows), as many
+refits of the stateful encoders, and ``2**M - 1`` predictions of each held-out fold for M
+modalities (M <= 4; beyond, the patterns seen in training).
 """
 
 from __future__ import annotations
@@ -54,10 +56,13 @@ def _patterns(present: Present, modalities: list[str]) -> list[tuple[str, ...]]:
 
 
 def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, groups: Any,
-                n_splits: int, random_state: Any, n_classes: int
+                n_splits: int, random_state: Any, n_classes: int, refit: Any = None
                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Pattern -> (out-of-fold probabilities (n, n_classes), labels) of clones of the
     unfitted ``strategy`` on grouped inner folds; ``y`` holds labels 0..n_classes-1.
+    ``refit(train)``: the views of the stateful encoders (TF-IDF...) refit on the inner
+    training rows ``train`` (positions in these rows), so that a held-out fold's words
+    are unknown to the model as a new group's are (None: no stateful encoder).
     Raises :class:`InputError` when the rows cannot be split into inner folds."""
     from sklearn.base import clone
 
@@ -72,8 +77,10 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
     patterns = _patterns(present, mods)
     out: dict[str, tuple[list, list]] = {"+".join(p): ([], []) for p in patterns}
     g = None if groups is None else np.asarray(groups)
+    all_views = views
     for train, test in splits:
         fold = clone(strategy)
+        views = all_views if refit is None else {**all_views, **refit(train)}
         keep = train[np.any(np.stack([present[m][train] for m in mods]), axis=0)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", WeightsFallbackWarning)
@@ -94,6 +101,25 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
             out["+".join(p)][0].append(proba)
             out["+".join(p)][1].append(y[rows])
     return {p: (np.concatenate(a), np.concatenate(b)) for p, (a, b) in out.items() if a}
+
+
+def stateful_refit(encoders: dict, X: Any, kept: np.ndarray, on_error: str,
+                   pooling: str) -> Any:
+    """For :func:`out_of_fold`: ``refit(train)``, the views of the stateful ``encoders``
+    refit on the ``kept`` rows of ``X`` at positions ``train`` (None: none is stateful)."""
+    from ..encoders.featurizer import Featurizer, as_columns, is_passthrough
+
+    stateful = {c: e for c, e in encoders.items() if not is_passthrough(e) and not e.stateless}
+    if not stateful:
+        return None
+    featurizer = Featurizer(stateful, pooling=pooling)
+    encoded = featurizer.transform_deferred(as_columns(X)[0], on_error=on_error)
+
+    def refit(train: np.ndarray) -> Views:
+        fold = featurizer.fit_fold(encoded, kept[train])
+        return {c: fold[c][kept] for c in stateful}
+
+    return refit
 
 
 @dataclass
@@ -151,11 +177,11 @@ def conformal_from_oof(oof: dict[str, tuple[np.ndarray, np.ndarray]],
 def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray,
                     groups: Any, *, calibration: str | None, coverage: float | None,
                     score: str = "aps", mondrian: bool = False, n_splits: int = 5,
-                    random_state: Any = None, n_classes: int | None = None
-                    ) -> tuple[Uncertainty | None, dict]:
+                    random_state: Any = None, n_classes: int | None = None,
+                    refit: Any = None) -> tuple[Uncertainty | None, dict]:
     """The :class:`Uncertainty` of the unfitted ``strategy`` on these training rows (None
     when neither ``calibration`` nor ``coverage`` is asked), and the out-of-fold
-    probabilities it was learned from."""
+    probabilities it was learned from (``refit``: see :func:`out_of_fold`)."""
     if calibration is None and coverage is None:
         return None, {}
     if calibration is not None:
@@ -166,7 +192,8 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
     if not isinstance(mondrian, (bool, np.bool_)):
         raise InputError(f"mondrian must be True or False; got {mondrian!r}")
     n_classes = int(np.max(y)) + 1 if n_classes is None else n_classes
-    oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state, n_classes)
+    oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state, n_classes,
+                      refit)
     calibrators, calibrated = calibrated_oof(oof, calibration)
     conformal = (None if coverage is None
                  else conformal_from_oof(oof, calibrated, coverage, score, mondrian))

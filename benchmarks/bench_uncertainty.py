@@ -21,6 +21,12 @@ Writes ``benchmarks/results/uncertainty.md`` (+ ``.json``) and rebuilds RESULTS.
 resumable per dataset and part::
 
     PYTHONPATH=src MMFUSE_DATA=../shared/data python benchmarks/bench_uncertainty.py
+
+or one process per dataset, then merged (the merge writes the section)::
+
+    python benchmarks/bench_uncertainty.py --datasets icons-family --json /tmp/a.json &
+    ...
+    python benchmarks/bench_uncertainty.py --merge /tmp/a.json,/tmp/b.json
 """
 
 from __future__ import annotations
@@ -150,7 +156,7 @@ def run_timing(X, y, groups, enc, cv, table) -> dict:
             "ratio": float(np.median(sets) / np.median(pred)), "fit_seconds": fit_seconds}
 
 
-def run_dataset(dataset: str, parts, saved: dict) -> dict:
+def run_dataset(dataset: str, parts, saved: dict, path: Path = RESULTS_JSON) -> dict:
     out = saved.get(dataset, {"dataset": dataset})
     todo = [p for p in parts if p not in out]
     if not todo:
@@ -167,7 +173,7 @@ def run_dataset(dataset: str, parts, saved: dict) -> dict:
         out[part]["when"], out[part]["code"] = stamp(), code_version()
         print(f"  {part}: {time.perf_counter() - start:.0f} s", flush=True)
         saved[dataset] = out
-        atomic_write_text(RESULTS_JSON, json.dumps(saved, indent=1))
+        atomic_write_text(path, json.dumps(saved, indent=1))
     return out
 
 
@@ -310,14 +316,26 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--fresh", action="store_true", help="ignore saved results")
+    parser.add_argument("--json", type=Path, default=RESULTS_JSON,
+                        help="where this run keeps its results (several runs in parallel: "
+                             "one file each, then --merge)")
+    parser.add_argument("--merge", default="",
+                        help="comma-separated JSON files of parallel runs to merge into "
+                             "uncertainty.json (no measuring)")
     args = parser.parse_args()
-    saved = {} if args.fresh or not RESULTS_JSON.exists() else json.loads(
-        RESULTS_JSON.read_text())
-    for dataset in args.datasets.split(","):
-        run_dataset(dataset, args.parts.split(","), saved)
+    saved = {} if args.fresh or not args.json.exists() else json.loads(args.json.read_text())
+    for part in filter(None, args.merge.split(",")):
+        saved.update(json.loads(Path(part).read_text()))
+    datasets = [] if args.merge else args.datasets.split(",")
+    for dataset in datasets:
+        run_dataset(dataset, args.parts.split(","), saved, args.json)
+    if args.merge:
+        atomic_write_text(args.json, json.dumps(saved, indent=1))
+    if args.json == RESULTS_JSON:
         results = [saved[d] for d in DATASETS if d in saved]
         write_section("uncertainty", render(results))
-    print((HERE / "results" / "uncertainty.md").read_text())
+    if args.json == RESULTS_JSON:
+        print((HERE / "results" / "uncertainty.md").read_text())
 
 
 if __name__ == "__main__":

@@ -132,3 +132,34 @@ def test_out_of_fold_uses_every_training_row_once_per_pattern():
     oof = fit_module.out_of_fold(create_fusion("early"), views, present, y, groups, 5, 0, 4)
     assert set(oof) == {"a+b", "a", "b"}
     assert all(len(lab) == len(y) for _, lab in oof.values())
+
+
+def test_inner_folds_refit_the_stateful_encoders_on_their_training_rows():
+    from conftest import VocabEncoder, number_frame
+
+    df, y = number_frame(n=150)
+    groups = np.arange(150) // 5
+    VocabEncoder.fitted_on.clear()
+    MultimodalClassifier(encoders={"left": "test-vocab", "right": "test-number"},
+                         fusion="late", cv=3, coverage=0.9, random_state=0).fit(df, y, groups)
+    # once on every training row, then once per inner fold on its training rows only
+    assert VocabEncoder.fitted_on[0] == 150
+    assert len(VocabEncoder.fitted_on) == 4 and all(90 <= n < 150
+                                                   for n in VocabEncoder.fitted_on[1:])
+
+
+def test_evaluation_refits_the_stateful_encoders_in_each_inner_fold():
+    from conftest import VocabEncoder, number_frame
+
+    from mmfuse.evaluate import evaluate
+    from mmfuse.uncertainty.evaluation import UncertaintySpec
+
+    df, y = number_frame(n=150)
+    VocabEncoder.fitted_on.clear()
+    evaluate(df, y, encoders={"left": "test-vocab", "right": "test-number"}, cv=2,
+             inner_cv=3, strategies=["late"], singles=False, baseline=False, n_jobs=1,
+             uncertainty=UncertaintySpec("temperature"))
+    # per outer fold: once on its 75 training rows, then on each inner fold's ~50
+    assert sorted(VocabEncoder.fitted_on, reverse=True)[:2] == [75, 75]
+    assert len(VocabEncoder.fitted_on) == 2 + 2 * 3
+    assert all(n <= 52 for n in sorted(VocabEncoder.fitted_on)[:6])

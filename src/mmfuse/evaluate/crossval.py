@@ -65,8 +65,7 @@ class Row:
     fold_weights: list[dict[str, float] | None] = field(default_factory=list)
     #: per outer fold: why learned weights fell back to equal ones (None: they did not)
     weights_fallback: list[str | None] = field(default_factory=list)
-    #: log-loss, Brier, ECE (and sets) per fold with their interval (mmfuse.uncertainty)
-    uncertainty: dict[str, Any] | None = None
+    uncertainty: dict[str, Any] | None = None  # log-loss, Brier, ECE, sets (per fold, CI)
 
 
 @dataclass
@@ -428,10 +427,8 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
         several times slower than one.
     features : FeatureTable, optional
         Features already extracted for X (then X is ignored).
-    uncertainty : UncertaintySpec or None, default=None
-        Calibration and conformal sets learned in each training fold
-        (:class:`mmfuse.uncertainty.evaluation.UncertaintySpec`); every row reports
-        log-loss, Brier score and ECE in any case.
+    uncertainty : :class:`~mmfuse.uncertainty.evaluation.UncertaintySpec`, default=None
+        Calibration and sets learned per training fold (log-loss, Brier, ECE: always).
 
     Returns
     -------

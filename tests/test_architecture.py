@@ -125,7 +125,7 @@ ROOMS = {
     "decoding": ("preprocess", "cache", "privacy.scrub", "data.datasets"),
     "encoders": ("encoders", "extract", "data.manifest", "data.inputs"),
     "fusion": ("fusion",),
-    "model": ("privacy.dp", "encoder_choice", "estimator", "placement", "explain", "persist",
+    "model": ("privacy.dp", "encoder_choice", "estimator", "placement", "explain", "persist", "uncertainty",
               "predict", "evaluate", "features"),
     "surfaces": ("serving", "report", "cli", "__main__", "datasets", "privacy", "data", ""),
 }

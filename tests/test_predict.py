@@ -47,6 +47,31 @@ def test_missing_cells_change_the_modalities_used(number_model):
     assert proba.tobytes() == model.predict_proba(gappy).tobytes()
 
 
+def test_sets_column_matches_predict_set_with_missing_cells():
+    df, y = number_frame(n=200)
+    model = MultimodalClassifier(encoders={"left": "test-number", "right": "test-number"},
+                                 fusion="late", cv=3, calibration="temperature",
+                                 coverage=0.8, random_state=0).fit(df, y)
+    gappy = df.iloc[:30].copy()
+    gappy.loc[gappy.index[:10], "left"] = None
+    out = predict_table(model, gappy, sets=True)
+    expected = model.predict_set(gappy)
+    assert out["set"].tolist() == ["|".join(str(c) for c in model.classes_[row])
+                                   for row in expected]
+    # a row without "left" uses the thresholds of its own pattern: larger sets
+    sizes = expected.sum(axis=1)
+    assert sizes[:10].mean() > sizes[10:].mean()
+    proba = out.filter(like=PROBA_PREFIX).to_numpy()
+    assert proba.tobytes() == model.predict_proba(gappy).tobytes()
+
+
+def test_sets_need_a_model_with_coverage(number_model):
+    model, df, _ = number_model
+    with pytest.raises(InputError, match="prediction sets need a model trained with a "
+                                         "coverage"):
+        predict_table(model, df, sets=True)
+
+
 def test_on_error_raise_names_row_and_column(number_model):
     model, df, _ = number_model
     bad = df.iloc[:5].copy()

@@ -401,3 +401,63 @@ def _score_dict(acc: dict, loss: dict, scoring: str) -> dict[str, list[float]]:
     if scoring == "accuracy":
         return acc
     return {n: [-v for v in values] for n, values in loss.items()}
+
+
+def choose_encoders(model: Any, X: Any, y: Any, groups: Any) -> tuple[dict | None, dict]:
+    """A :class:`~mmfuse.estimator.MultimodalClassifier`'s encoder spec with each candidate
+    column's encoder chosen by inner CV on this training data (its settings: ``encoders``,
+    ``cv``, ``classifier``, ``random_state``, ``on_error``, ``pooling``, ``scrub_pii``):
+    ``(specs, {column: selection as a dict})``; specs is None when ``encoders`` is None."""
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import column_or_1d
+
+    from .encoders.featurizer import as_columns, encode_candidates, resolve_encoders
+    from .encoders.parts import needed_encoders, view_name
+
+    chosen: dict[str, Any] = {}
+    if model.encoders is None:
+        return None, chosen
+    columns, _ = as_columns(X, encoders_given=True)
+    specs = resolve_encoders(model.encoders, columns)
+    if not any(isinstance(s, Candidates) for s in specs.values()):
+        return specs, chosen
+    if model.epsilon is not None:
+        raise InputError("epsilon: choosing encoders learns from the data outside the "
+                         "privacy budget; name one encoder per column")
+    y = column_or_1d(y, warn=True)
+    check_classification_targets(y)
+    y_enc = np.unique(y, return_inverse=True)[1]
+    groups = None if groups is None else np.asarray(groups)
+    for col, spec in specs.items():
+        if not isinstance(spec, Candidates):
+            continue
+        if len(columns[col]) != len(y_enc):
+            raise InputError(f"X has {len(columns[col])} samples but y has {len(y_enc)} "
+                             f"labels")
+        parts, _ = encode_candidates(needed_encoders(spec), columns, col,
+                                     on_error=model.on_error, pooling=model.pooling,
+                                     scrub_pii=bool(model.scrub_pii))
+        selection = select_encoder(parts, spec, y_enc, groups, cv=model.cv,
+                                   classifier=model.classifier,
+                                   random_state=model.random_state, column=col)
+        chosen[col] = selection.to_dict()
+        specs[col] = view_name(selection.chosen)  # "a|b": the view of "a+b"
+    return specs, chosen
+
+
+def with_split_experts(model: Any, strategy: Any) -> Any:
+    """``strategy`` with a :class:`~mmfuse.fusion.linear.SplitExperts` as the per-view
+    classifier of each of ``model``'s columns that chose separate experts (``"a|b"``: its
+    view is the concatenation ``a+b``, one classifier per part's block of columns)."""
+    from .encoders.parts import is_split
+    from .fusion.linear import classifier_for, with_view_classifiers
+
+    split = {c: s["chosen"] for c, s in model.encoder_selection_.items()
+             if is_split(s["chosen"])}
+    params = strategy.get_params(deep=False)
+    if not split or "classifier" not in params:
+        return strategy
+    base = params["classifier"]
+    own = {c: view_classifier(name, [p.dim for p in model.encoders_[c].parts_],
+                              classifier_for(base, c)) for c, name in split.items()}
+    return strategy.set_params(classifier=with_view_classifiers(base, own))

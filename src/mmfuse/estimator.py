@@ -17,6 +17,7 @@ from .encoders.base import Encoder, ItemError
 from .encoders.featurizer import (PASSTHROUGH, Encoded, Featurizer,  # noqa: F401 (re-export)
                                   as_columns, build_encoders, is_passthrough, resolve_encoders)
 from .encoders.cells import POOLING
+from .uncertainty import CALIBRATIONS, SCORES
 from .views import Present, Views
 
 
@@ -67,7 +68,8 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         ...), or a strategy instance such as ``LateFusion(weights="cv")`` (cloned at fit; its
         own parameters rule, reachable as ``fusion__<param>`` by ``set_params`` and
         ``GridSearchCV``). ``weights``, ``classifier`` and ``cv`` below apply to a strategy
-        given by name; ``random_state`` also goes to an instance that has none.
+        by name, and to an instance that left its own at the default (two different
+        settings are an error); ``random_state`` goes to an instance that has none.
     weights : {"cv", "relative", "equal"} or dict, default="cv"
         Modality weights, learned on the training data only (out-of-fold).
     classifier : estimator, default=None
@@ -96,6 +98,18 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     pooling : {"mean", "max"}, default="mean"
         How the embeddings of a cell holding several files (a list of paths, see
         :mod:`mmfuse.encoders.cells`) are pooled into the cell's row.
+    calibration : {"temperature", "isotonic"} or None, default=None
+        Calibrate the fused probabilities on out-of-fold probabilities of grouped inner
+        folds (``cv``; a group never calibrates itself), per missingness pattern
+        (:mod:`mmfuse.uncertainty.fit`). Temperature keeps the labels. Costs ``cv`` fits.
+    coverage : float or None, default=None
+        :meth:`predict_set` gives conformal sets that hold the true label with this
+        probability (e.g. 0.9), learned on the same out-of-fold probabilities (CV+).
+    conformal_score : {"aps", "raps", "lac"}, default="aps"
+        Adaptive sets (``aps``, ``raps``) or the smallest on average (``lac``).
+    mondrian : bool, default=False
+        One threshold per class: coverage holds within each class (a class with too
+        few rows gets every label).
 
     Tabular columns are one more view: ``encoders={"tabular": TabularEncoder(numeric=[...],
     categorical=[...])}`` (see :mod:`mmfuse.encoders.tabular`); the key names the view, the
@@ -125,6 +139,9 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         they differ (``fit``'s ``source_columns``; absent on models saved before it existed)
     epsilon_spent_, delta_spent_ : float, the privacy budget spent by ``fit`` (only with
         ``epsilon``)
+    uncertainty_ : :class:`~mmfuse.uncertainty.Uncertainty` or None
+        The calibrators and conformal thresholds (None without ``calibration`` and
+        ``coverage``)
 
     Examples
     --------
@@ -147,13 +164,19 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         "epsilon": _check_epsilon,
         "delta": _check_delta,
         "pooling": [Options(POOLING)],
+        "calibration": [None, Options(CALIBRATIONS)],
+        "coverage": [None, Interval(0, 1, closed="neither")],
+        "conformal_score": [Options(SCORES)],
+        "mondrian": [Boolean()],
     }
 
     def __init__(self, encoders: Any = None, fusion: Any = "late", weights: Any = "cv",
                  classifier: Any = None, cv: int = 5, random_state: Any = None,
                  on_error: str = "raise", fusion_params: dict | None = None,
                  scrub_pii: bool = False, epsilon: float | None = None,
-                 delta: float = 1e-5, pooling: str = "mean"):
+                 delta: float = 1e-5, pooling: str = "mean", calibration: str | None = None,
+                 coverage: float | None = None, conformal_score: str = "aps",
+                 mondrian: bool = False):
         self.encoders = encoders
         self.fusion = fusion
         self.weights = weights
@@ -166,6 +189,10 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         self.epsilon = epsilon
         self.delta = delta
         self.pooling = pooling
+        self.calibration = calibration
+        self.coverage = coverage
+        self.conformal_score = conformal_score
+        self.mondrian = mondrian
 
     # -- features ---------------------------------------------------------------------
     def _encode(self, X: Any, *, fit: bool, specs: dict | None = None,
@@ -199,7 +226,21 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities of views made by :meth:`featurizer`; a row with no usable
         modality gets the strategy's answer for an empty row (the class prior)."""
         check_is_fitted(self, "fusion_")
-        return self.fusion_.predict_proba(views, present)
+        proba = self.fusion_.predict_proba(views, present)
+        unc = getattr(self, "uncertainty_", None)  # absent on models saved before it
+        return proba if unc is None else unc.calibrate(proba, present)
+
+    def predict_set_views(self, views: Views, present: Present,
+                          proba: np.ndarray | None = None) -> np.ndarray:
+        """Conformal sets of views made by :meth:`featurizer`: a boolean matrix (n,
+        n_classes), column k for ``classes_[k]`` (see :meth:`predict_set`); ``proba``:
+        their :meth:`predict_views`, when already computed."""
+        proba = self.predict_views(views, present) if proba is None else proba
+        unc = getattr(self, "uncertainty_", None)
+        if unc is None or unc.conformal is None:
+            raise InputError("prediction sets need a model fitted with coverage (e.g. "
+                             "coverage=0.9, or --coverage 0.9)")
+        return unc.sets(proba, present)
 
     def to(self, device: str) -> "MultimodalClassifier":
         """Run a fitted (or loaded) model on ``device`` (resolved: ``"cpu"``, ``"cuda"``,
@@ -256,7 +297,10 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         return {k: v for k, v in sorted(source_columns.items()) if k != v}
 
     def _fit(self, X: Any, y: Any, groups: Any, progress: Any = None) -> "MultimodalClassifier":
-        specs = self._choose_encoders(X, y, groups)
+        from .encoder_choice import choose_encoders, with_split_experts
+
+        # where ``encoders`` gives candidates, each column's encoder chosen by inner CV
+        specs, self.encoder_selection_ = choose_encoders(self, X, y, groups)
         views, present = self._encode(X, fit=True, specs=specs, progress=progress)
         self.encoders_chosen_ = {c: "passthrough" if is_passthrough(e) else e.name
                                  for c, e in self.encoders_.items()}
@@ -280,7 +324,13 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             present = {k: p[keep] for k, p in present.items()}
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
-        self.fusion_ = self._with_split_experts(self._make_fusion())
+        self.fusion_ = with_split_experts(self, self._make_fusion())
+        self.uncertainty_ = None  # calibrators and conformal thresholds (mmfuse.uncertainty)
+        if self.calibration is not None or self.coverage is not None:
+            from .uncertainty.fit import for_model
+
+            self.uncertainty_ = for_model(self, views, y, present, groups, X,
+                                          np.flatnonzero(any_present))
         if progress is not None:
             progress("fusion", 0, 1)
         self.fusion_.fit(views, y, present, groups)
@@ -353,62 +403,6 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                     f"fusion strategy ({own[key]!r}); set it in one place")
         return out
 
-    def _choose_encoders(self, X: Any, y: Any, groups: Any) -> dict | None:
-        """Where ``encoders`` gives candidates, choose each column's encoder by inner CV on
-        this training data (sets ``encoder_selection_``); returns the spec with the choices,
-        or None when nothing is to choose."""
-        from .encoder_choice import select_encoder
-        from .encoders.candidates import Candidates
-        from .encoders.featurizer import encode_candidates
-        from .encoders.parts import needed_encoders, view_name
-
-        self.encoder_selection_ = {}
-        if self.encoders is None:
-            return None
-        columns, _ = as_columns(X, encoders_given=True)
-        specs = resolve_encoders(self.encoders, columns)
-        if not any(isinstance(s, Candidates) for s in specs.values()):
-            return specs
-        if self.epsilon is not None:
-            raise InputError("epsilon: choosing encoders learns from the data outside the "
-                             "privacy budget; name one encoder per column")
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        y_enc = np.unique(y, return_inverse=True)[1]
-        groups = None if groups is None else np.asarray(groups)
-        for col, spec in specs.items():
-            if not isinstance(spec, Candidates):
-                continue
-            if len(columns[col]) != len(y_enc):
-                raise InputError(f"X has {len(columns[col])} samples but y has {len(y_enc)} "
-                                 f"labels")
-            parts, _ = encode_candidates(needed_encoders(spec), columns, col,
-                                         on_error=self.on_error, pooling=self.pooling,
-                                         scrub_pii=bool(self.scrub_pii))
-            selection = select_encoder(parts, spec, y_enc, groups, cv=self.cv,
-                                       classifier=self.classifier,
-                                       random_state=self.random_state, column=col)
-            self.encoder_selection_[col] = selection.to_dict()
-            specs[col] = view_name(selection.chosen)  # "a|b": the view of "a+b"
-        return specs
-
-    def _with_split_experts(self, strategy: Any) -> Any:
-        """``strategy`` with a :class:`~mmfuse.fusion.linear.SplitExperts` as the per-view
-        classifier of each column that chose separate experts (``"a|b"``: its view is the
-        concatenation ``a+b``, one classifier per part's block of columns)."""
-        from .encoders.parts import is_split, view_classifier
-        from .fusion.linear import classifier_for, with_view_classifiers
-
-        split = {c: s["chosen"] for c, s in self.encoder_selection_.items()
-                 if is_split(s["chosen"])}
-        params = strategy.get_params(deep=False)
-        if not split or "classifier" not in params:
-            return strategy
-        base = params["classifier"]
-        own = {c: view_classifier(name, [p.dim for p in self.encoders_[c].parts_],
-                                  classifier_for(base, c)) for c, name in split.items()}
-        return strategy.set_params(classifier=with_view_classifiers(base, own))
-
     def _apply_privacy_to_encoders(self) -> None:
         """Switch PII scrubbing on for the text encoders; refuse data-dependent encoders
         under differential privacy."""
@@ -463,7 +457,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             errors = errors + [ItemError(r, None, "",
                                          "no usable modality: predicted the class prior")
                                for r in rows]
-        proba = self.fusion_.predict_proba(views, present)
+        proba = self.predict_views(views, present)
         return PredictReport(self.classes_[np.argmax(proba, axis=1)], proba,
                              sorted(errors, key=lambda e: e.row))
 
@@ -475,6 +469,15 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         :meth:`predict_report` to get the item errors of the call.
         """
         return self.predict_report(X).proba
+
+    def predict_set(self, X: Any) -> np.ndarray:
+        """Conformal prediction sets (needs ``coverage``): a boolean matrix (n, n_classes),
+        ``True`` in column k when ``classes_[k]`` is in the row's set. The labels of row i:
+        ``classes_[sets[i]]``. A set may be empty (LAC, APS: nothing is likely enough) or
+        hold every label; each row uses the thresholds of its missingness pattern."""
+        check_is_fitted(self, "fusion_")
+        views, present = self._encode(X, fit=False)
+        return self.predict_set_views(views, present)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (see :meth:`predict_report` for the item errors of the call)."""

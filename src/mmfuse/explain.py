@@ -52,7 +52,8 @@ class Explanation:
     labels : ndarray (n,)
         Predicted labels.
     proba : ndarray (n, n_classes)
-        Class probabilities (the same as ``predict_proba``).
+        Class probabilities of the fusion strategy (``predict_proba``, before the model's
+        ``calibration`` if it has one: contributions explain the fusion itself).
     modalities : list of str
         The columns of ``contributions`` and ``shares``.
     contributions : ndarray (n, n_modalities)

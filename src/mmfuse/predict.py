@@ -94,7 +94,7 @@ def modalities_used(model: Any, present: Present | None = None) -> Any:
 def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
                   on_error: str | None = None, keep: Sequence[str] = (),
                   missing_columns: str = "error", explain: bool = False,
-                  progress: Any = None) -> pd.DataFrame:
+                  progress: Any = None, sets: bool = False) -> pd.DataFrame:
     """Predict every row of a table.
 
     Parameters
@@ -119,19 +119,27 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
         it moved the row's prediction (see :mod:`mmfuse.explain`).
     progress : callable, default=None
         ``progress(stage, done, total)``, called as the features are computed.
+    sets : bool, default=False
+        Add a ``set`` column: the row's conformal prediction set, its labels joined by
+        ``|`` ("" for an empty set); needs a model fitted with ``coverage``.
 
     Returns
     -------
     DataFrame
         Same index as ``df``: the kept columns, ``label``, one ``proba_<class>`` column per
-        class, ``modalities_used`` (the columns used, joined by "+"), with ``explain`` the
-        ``share_<modality>`` columns, and ``error`` ("" when none).
+        class, with ``sets`` the ``set`` column, ``modalities_used`` (the columns used,
+        joined by "+"), with ``explain`` the ``share_<modality>`` columns, and ``error``
+        ("" when none).
 
     Examples
     --------
     >>> predict_table(mmfuse.load("m.mmfuse"), df).head()  # doctest: +SKIP
     """
     check_is_fitted(model, "fusion_")
+    unc = getattr(model, "uncertainty_", None)
+    if sets and (unc is None or unc.conformal is None):
+        raise InputError("prediction sets need a model trained with a coverage (mmfuse train "
+                         "--coverage 0.9, or coverage=0.9)")
     on_error = model.on_error if on_error is None else on_error
     check_on_error(on_error)
     if missing_columns not in ("error", "absent"):
@@ -176,6 +184,9 @@ def predict_table(model: Any, df: pd.DataFrame | Mapping[str, Sequence[Any]], *,
     out["label"] = classes[np.argmax(proba, axis=1)] if n else classes[:0]
     for k, cls in enumerate(classes):
         out[f"{PROBA_PREFIX}{cls}"] = proba[:, k]
+    if sets:
+        chosen = model.predict_set_views(views, present, proba) if n else np.zeros((0, 0), bool)
+        out["set"] = ["|".join(map(str, classes[row])) for row in chosen]
     out["modalities_used"] = ["+".join(u) for u in used]
     if explain:
         from .explain import SHARE_PREFIX, explain_views
@@ -196,7 +207,8 @@ def _table_columns(model: Any) -> dict[str, list[str]]:
 def predict_manifest(model: Any, manifest: str | os.PathLike, *,
                      columns: Mapping[str, str] | None = None, keep: Sequence[str] = (),
                      on_error: str | None = None, trusted: Sequence[str] = (),
-                     explain: bool = False, progress: Any = None) -> pd.DataFrame:
+                     explain: bool = False, progress: Any = None,
+                     sets: bool = False) -> pd.DataFrame:
     """Predict every row of a manifest file (CSV, TSV, JSONL or Parquet).
 
     Parameters
@@ -217,7 +229,7 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
         As in :func:`predict_table`.
     trusted : sequence of str, default=()
         Passed to :func:`mmfuse.load` when ``model`` is a path.
-    explain, progress
+    explain, progress, sets
         As in :func:`predict_table`.
 
     Returns
@@ -247,7 +259,8 @@ def predict_manifest(model: Any, manifest: str | os.PathLike, *,
                        path_columns=files)
     table = pd.DataFrame({c: df[source[c]].to_numpy(dtype=object) for c in cols},
                          index=df.index)
-    out = predict_table(model, table, on_error=on_error, explain=explain, progress=progress)
+    out = predict_table(model, table, on_error=on_error, explain=explain, progress=progress,
+                        sets=sets)
     for position, name in enumerate(keep):
         target = f"input_{name}" if name in out.columns else name
         out.insert(position, target, df[name].to_numpy())

@@ -10,7 +10,7 @@ from mmfuse.evaluate import evaluate, make_configs
 
 JSON_ROW_KEYS = {"name", "kind", "modalities", "fusion", "weights", "accuracy", "accuracy_ci95",
                  "macro_f1", "seconds", "fold_accuracy", "fold_macro_f1", "modality_weights",
-                 "fold_weights", "weights_fallback"}
+                 "fold_weights", "weights_fallback", "uncertainty"}
 
 
 def test_table_has_singles_every_strategy_and_the_baseline():

@@ -36,6 +36,48 @@ def test_a_real_run_validates_against_the_shipped_schema():
     assert rows["left"]["fold_weights"] == [None] * 3
 
 
+def test_uncertainty_scores_and_sets_validate_and_hold_per_fold_values():
+    from mmfuse.uncertainty.evaluation import UncertaintySpec
+
+    views, y = make_views(n=300)
+    groups = np.arange(300) // 10
+    spec = UncertaintySpec("temperature", (0.9, 0.8), ("aps", "lac"), mask={"a": 0.5})
+    result = evaluate(views, y, groups=groups, cv=3, inner_cv=3, strategies=["late"],
+                      random_state=0, n_jobs=1, uncertainty=spec)
+    doc = json.loads(json.dumps(result.to_dict()))
+    jsonschema.validate(doc, schema())
+    assert doc["uncertainty"] == {"calibration": "temperature", "coverage": [0.9, 0.8],
+                                  "scores": ["aps", "lac"], "mondrian": False,
+                                  "mask": {"a": 0.5}}
+    for row in doc["rows"]:
+        unc = row["uncertainty"]
+        masked = {"sets_masked"} if "a" in row["modalities"] else set()
+        assert set(unc) == {"log_loss", "brier", "ece", "raw", "sets", "reliability"} | masked
+        assert set(unc["sets"]) == {"aps@0.9", "aps@0.8", "lac@0.9", "lac@0.8"}
+        cover = unc["sets"]["aps@0.9"]["coverage"]
+        assert len(cover["folds"]) == 3 and cover["mean"] == pytest.approx(
+            np.mean(cover["folds"]))
+        assert cover["ci95"][0] <= cover["mean"] <= cover["ci95"][1]
+        assert unc["sets"]["aps@0.9"]["set_size"]["mean"] >= unc["sets"]["aps@0.8"][
+            "set_size"]["mean"]
+        # temperature scaling keeps the labels: the row's accuracy is the raw one
+        assert row["accuracy"] == pytest.approx(unc["raw"]["accuracy"]["mean"])
+    assert set(doc["rows"][-1]["uncertainty"]["sets_masked"]) == {
+        f"{k} a-0.5" for k in ("aps@0.9", "aps@0.8", "lac@0.9", "lac@0.8")}
+
+
+def test_every_row_reports_log_loss_brier_and_ece_without_calibration():
+    views, y = make_views(n=150)
+    doc = evaluate(views, y, cv=3, strategies=["early"], n_jobs=1).to_dict()
+    jsonschema.validate(doc, schema())
+    assert "uncertainty" not in doc
+    for row in doc["rows"]:
+        assert set(row["uncertainty"]) == {"log_loss", "brier", "ece", "reliability"}
+        assert sum(row["uncertainty"]["reliability"]["count"]) == 150
+        assert row["uncertainty"]["log_loss"]["ci95"][1] >= row["uncertainty"]["log_loss"][
+            "mean"]
+
+
 def test_the_schema_rejects_an_incomplete_record():
     views, y = make_views(n=90)
     doc = evaluate(views, y, cv=3, strategies=["late"], n_jobs=1).to_dict()

@@ -106,6 +106,23 @@ def test_loaded_model_predicts_bit_for_bit(tmp_path, fusion, weights):
     assert type(loaded.fusion_) is type(model.fusion_)
 
 
+@pytest.mark.parametrize("calibration, score, mondrian", [("temperature", "aps", False),
+                                                         ("isotonic", "lac", True)])
+def test_loaded_model_keeps_calibration_and_conformal_sets(tmp_path, calibration, score,
+                                                           mondrian):
+    views, y = make_views(n=240)
+    model = MultimodalClassifier(fusion="late", cv=3, calibration=calibration, coverage=0.9,
+                                 conformal_score=score, mondrian=mondrian,
+                                 random_state=0).fit(views, y)
+    loaded = mmfuse.load(model.save(tmp_path / "m.mmfuse"))
+    assert loaded.uncertainty_.conformal.thresholds.keys() == {"a", "b", "a+b"}
+    half = dict(views, a=np.where(np.arange(len(y))[:, None] % 2 == 0, np.nan, views["a"]))
+    for X in (views, half):
+        assert model.predict_proba(X).tobytes() == loaded.predict_proba(X).tobytes()
+        assert np.array_equal(model.predict_set(X), loaded.predict_set(X))
+    assert loaded.get_params()["coverage"] == 0.9
+
+
 def test_stateful_encoders_keep_their_fitted_state(tmp_path):
     df, y = number_frame(n=80)
     model = MultimodalClassifier(encoders={"left": "test-vocab", "right": "test-number"},

@@ -135,9 +135,25 @@ def test_report_of_a_real_evaluation(tmp_path):
     views, y = make_views(n=60)
     result = evaluate(views, y, strategies=("late",), cv=2, inner_cv=2)
     page = write_report(result, tmp_path / "r.html", title="real").read_text()
-    assert len(embedded_pngs(page)) == 3
+    # accuracy, confusion, weights, and the reliability diagram (every row has log-loss...)
+    assert len(embedded_pngs(page)) == 4
     for row in result.rows:
         assert f"<td>{row.name}</td>" in page
+    assert "Calibration and prediction sets" in page and "coverage" not in page
+
+
+def test_report_shows_reliability_and_coverage_against_set_size(tmp_path):
+    from conftest import make_views
+
+    from mmfuse.uncertainty.evaluation import UncertaintySpec
+
+    views, y = make_views(n=150)
+    result = evaluate(views, y, strategies=("late",), cv=2, inner_cv=2, n_jobs=1,
+                      uncertainty=UncertaintySpec("temperature", (0.9,)))
+    page = write_report(result, tmp_path / "r.html", title="sets").read_text()
+    assert len(embedded_pngs(page)) == 5
+    assert "temperature-calibrated" in page and "<th>coverage aps@0.9</th>" in page
+    assert 'alt="Reliability diagram"' in page and 'alt="Coverage against set size"' in page
 
 
 def test_importing_the_report_package_does_not_import_matplotlib():

@@ -367,6 +367,33 @@ def test_passthrough_features_as_json():
             assert bad.status_code == 422
 
 
+def test_the_service_answers_the_same_sets_as_the_loaded_model(tmp_path):
+    from conftest import make_views
+
+    views, y = make_views(n=240)
+    fitted = MultimodalClassifier(fusion="late", cv=3, calibration="temperature",
+                                  coverage=0.9, random_state=0).fit(views, y)
+    model = load(fitted.save(tmp_path / "m.mmfuse"))
+    rows = range(12)
+    only_a = {"a": views["a"][:12], "b": np.full((12, 8), np.nan, np.float32)}
+    expected = {"both": model.predict_set({k: v[:12] for k, v in views.items()}),
+                "a": model.predict_set(only_a)}
+    assert (expected["both"] == fitted.predict_set({k: v[:12] for k, v in views.items()})).all()
+    with ServerThread(create_app(model, batch_wait_ms=0)) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in rows:
+                both = client.post("/predict", json={"a": views["a"][i].tolist(),
+                                                     "b": views["b"][i].tolist()}).json()
+                assert both["set"] == model.classes_[expected["both"][i]].tolist()
+                one = client.post("/predict", json={"a": views["a"][i].tolist()}).json()
+                assert one["set"] == model.classes_[expected["a"][i]].tolist()
+            plain = MultimodalClassifier(fusion="early").fit(views, y)
+    with ServerThread(create_app(plain, batch_wait_ms=0)) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert "set" not in client.post("/predict",
+                                            json={"a": views["a"][0].tolist()}).json()
+
+
 # -- production: keys, TLS, overload, shutdown, metrics ------------------------------------------
 
 KEYS = ("k-3f9a1c7e5b2d4f60a8c1", "k-second-7d2e9b14c3a6")

@@ -17,6 +17,8 @@ from rich.table import Table
 
 from .._constants import ON_ERROR
 from .._errors import MissingDependencyError, MmfuseError
+from ..uncertainty.calibration import CALIBRATIONS
+from ..uncertainty.conformal import SCORES
 from ._progress import Progress
 from ._usage import Abort, ClickException, MmfuseGroup
 
@@ -148,6 +150,7 @@ def print_results(result: Any, title: str) -> None:
                       f"{r.accuracy_ci95[0]:.2f}-{r.accuracy_ci95[1]:.2f}", f"{r.macro_f1:.3f}",
                       weights, f"{r.seconds:.1f}", style=style)
     console.print(table)
+    print_uncertainty(result, best)
     cv = result.cv
     verdict = (f"best: {best}, tied with {tied} (their 95% CIs overlap)" if tied
                else f"best: {best}")
@@ -167,6 +170,51 @@ def print_results(result: Any, title: str) -> None:
             err_console.print(f"  {escape(str(e))}", highlight=False)
         if len(result.errors) > 20:
             err_console.print(f"  ... and {len(result.errors) - 20} more (see --json-out)")
+
+
+def print_uncertainty(result: Any, best: str) -> None:
+    """The second table: each row's log-loss, Brier score and ECE, and with a coverage its
+    sets' coverage, mean size and share of singletons (fold mean and 95% interval)."""
+    scores = _uncertainty_columns(result)
+    if not scores:
+        return
+    spec = getattr(result, "uncertainty", None)
+    calibration = getattr(spec, "calibration", None)
+    table = Table(title="probabilities" + (f" ({calibration} calibration)" if calibration
+                                           else "") + " and prediction sets",
+                  title_justify="left", caption_justify="left",
+                  caption="fold mean (95% CI); ECE: 15 equal-width bins of the top "
+                          "probability; sets: conformal, learned in each training fold")
+    table.add_column("name", no_wrap=True)
+    for col, _ in scores:
+        table.add_column(col)  # narrow terminals: the interval wraps under the mean
+    for r in result.rows:
+        table.add_row(escape(r.name), *[cell(r) for _, cell in scores],
+                      style="bold green" if r.name == best else None)
+    console.print(table)
+
+
+def _uncertainty_columns(result: Any) -> list[tuple[str, Any]]:
+    """The probability and set columns: (header, row -> "mean (low-high)")."""
+    def cell(*path: str) -> Any:
+        def text(row: Any) -> str:
+            d = getattr(row, "uncertainty", None)
+            for key in path:
+                d = (d or {}).get(key)
+            return "" if not d else f"{d['mean']:.3f} ({d['ci95'][0]:.2f}-{d['ci95'][1]:.2f})"
+
+        return text
+
+    if not any(getattr(r, "uncertainty", None) for r in result.rows):
+        return []
+    cols = [("log-loss", cell("log_loss")), ("Brier", cell("brier")), ("ECE", cell("ece"))]
+    spec = getattr(result, "uncertainty", None)
+    for target in getattr(spec, "coverage", ()):
+        key = f"{spec.scores[0]}@{target:g}"
+        cols += [(f"coverage {target:g}", cell("sets", key, "coverage")),
+                 ("set size", cell("sets", key, "set_size")),
+                 ("singletons", cell("sets", key, "singletons"))]
+    return cols
 
 
 def _write_outputs(result: Any, json_out: Optional[Path], report: Optional[Path],
@@ -219,6 +267,13 @@ def _parse_cv(value: Optional[str]) -> Optional[str]:
     return str(folds)
 
 
+def _parse_coverage(value: Optional[float]) -> Optional[float]:
+    """``--coverage``: a share strictly between 0 and 1, checked as the line is parsed."""
+    if value is not None and not 0.0 < value < 1.0:
+        raise typer.BadParameter(f"expected a share between 0 and 1 such as 0.9; got {value:g}")
+    return value
+
+
 def _cv_spec(cv: Optional[str], default: Any) -> Any:
     """The ``cv`` argument of the library for a checked ``--cv`` value."""
     return default if cv is None else (cv if cv == "loso" else int(cv))
@@ -233,6 +288,10 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json-out", help="Write the r
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report.", rich_help_panel=OUTPUT)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress (bars on a terminal, else timestamped lines on stderr).", rich_help_panel=OUTPUT)]
 FusionOpt = Annotated[str, typer.Option(help="Strategies, comma-separated, or 'all'.", rich_help_panel=FUSION)]
+CalibrationOpt = Annotated[Optional[_choices(CALIBRATIONS)], typer.Option("--calibration", help="Calibrate the fused probabilities on grouped inner folds of the training rows (temperature keeps the labels).", rich_help_panel=FUSION)]
+CoverageOpt = Annotated[Optional[float], typer.Option("--coverage", callback=_parse_coverage, help="Conformal prediction sets that hold the true label with this probability, e.g. 0.9.", rich_help_panel=FUSION)]
+ScoreOpt = Annotated[_choices(SCORES), typer.Option("--conformal-score", help="Sets: adaptive (aps, raps) or smallest on average (lac).", rich_help_panel=FUSION)]
+MondrianOpt = Annotated[bool, typer.Option("--mondrian/--no-mondrian", help="Sets: coverage per class (one threshold per class).", rich_help_panel=FUSION)]
 WeightsOpt = Annotated[_choices(WEIGHTS), typer.Option(help="Modality weights: learned by inner CV, relative to each modality's accuracy, or equal.", rich_help_panel=FUSION)]
 OnErrorOpt = Annotated[_choices(ON_ERROR), typer.Option("--on-error", help="Raise or skip unreadable items.", rich_help_panel=INPUT)]
 ModelOnErrorOpt = Annotated[Optional[_choices(ON_ERROR)], typer.Option("--on-error", help="Raise or skip unreadable items (default: the model's).")]

@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._common import (DEVICE_CHOICE, FUSION, INPUT, MODALITY_OPTIONS, OUTPUT, PRIVACY, AudioOpt,
-                      BooleanOpt, CategoricalOpt, DatasetOpt, DatesOpt, DeltaOpt, DeviceOpt,
+                      BooleanOpt, CalibrationOpt, CategoricalOpt, CoverageOpt, MondrianOpt,
+                      ScoreOpt, DatasetOpt, DatesOpt, DeltaOpt, DeviceOpt,
                       EncodersOpt, EpsilonOpt, FeaturesOpt, ImageOpt, LabelOpt, LabelsOpt,
                       ManifestOpt, ModelOnErrorOpt, NumericOpt, OnErrorOpt, PoolingOpt,
                       QuietOpt, ScrubOpt, SeedOpt, TextOpt, ViewsOpt, WeightsOpt, app, console,
@@ -46,6 +47,10 @@ def train(
     fusion: Annotated[str, typer.Option(help="One strategy (see `mmfuse strategies`).", rich_help_panel=FUSION)] = "late",
     weights: WeightsOpt = "cv",
     seed: SeedOpt = 0,
+    calibration: CalibrationOpt = None,
+    coverage: CoverageOpt = None,
+    conformal_score: ScoreOpt = "aps",
+    mondrian: MondrianOpt = False,
     scrub_pii: ScrubOpt = False,
     epsilon: EpsilonOpt = None,
     delta: DeltaOpt = 1e-5,
@@ -89,7 +94,9 @@ def train(
                                      random_state=seed, on_error=on_error,
                                      fusion_params=(fusion_params or {}).get(fusion),
                                      scrub_pii=scrub_pii, epsilon=epsilon, delta=delta,
-                                     pooling=pooling)
+                                     pooling=pooling, calibration=calibration,
+                                     coverage=coverage, conformal_score=conformal_score,
+                                     mondrian=mondrian)
         renamed = {m: c for m, c in (("image", image), ("text", text), ("audio", audio))
                    if c and manifest is not None and m in X.columns}
         from ..fusion.base import WeightsFallbackWarning
@@ -119,6 +126,14 @@ def train(
                       + f" on {len(y)} samples of {title}"
                       + (f" (weights: {weights_text})" if weights_text else ""),
                       markup=False, highlight=False)
+        unc = model.uncertainty_
+        if unc is not None:  # learned on grouped inner folds of the training rows
+            console.print(("" if unc.calibration is None else f"calibration: {unc.calibration}")
+                          + ("" if unc.conformal is None else
+                             ("; " if unc.calibration else "") + f"prediction sets: coverage "
+                             f"{unc.conformal.coverage:g} ({unc.conformal.score}"
+                             + (", per class" if unc.conformal.mondrian else "") + ")"),
+                          markup=False, highlight=False)
         for e in model.errors_[:20]:
             err_console.print(f"  skipped {escape(str(e))}", highlight=False)
         console.print(f"wrote {out}")
@@ -136,6 +151,7 @@ def predict(
     on_error: ModelOnErrorOpt = None,
     device: Annotated[DEVICE_CHOICE, typer.Option("--device", help="Where the pretrained encoders and learned heads run (auto: CUDA when present).")] = "auto",
     explain: Annotated[bool, typer.Option("--explain", help="Add share_<modality> columns: how much each modality moved each prediction.")] = False,
+    sets: Annotated[bool, typer.Option("--sets", help="Add a set column: the conformal prediction set, labels joined by | (a model trained with --coverage).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict labels and per-class probabilities for every row of a manifest (by default
@@ -154,7 +170,8 @@ def predict(
             table = predict_manifest(fitted, manifest, columns=columns,
                                      keep=[k.strip() for k in (keep or "").split(",")
                                            if k.strip()],
-                                     on_error=on_error, explain=explain, progress=bar)
+                                     on_error=on_error, explain=explain, progress=bar,
+                                     sets=sets)
         if out:
             write_predictions(table, out)
             console.print(f"wrote {len(table)} predictions to {out}")

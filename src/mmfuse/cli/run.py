@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import (EVALUATION, INPUT, AudioOpt, BooleanOpt, CategoricalOpt, CvOpt,
+from ._common import (EVALUATION, INPUT, AudioOpt, BooleanOpt, CalibrationOpt,
+                      CategoricalOpt, CoverageOpt, CvOpt, MondrianOpt, ScoreOpt,
                       DatasetOpt, DatesOpt, DeltaOpt, DeviceOpt, EncodersOpt, EpsilonOpt,
                       FeaturesOpt, FusionOpt, ImageOpt, JobsOpt, JsonOpt, LabelOpt, LabelsOpt,
                       ManifestOpt, NumericOpt, OnErrorOpt, PoolingOpt, QuietOpt, ReportOpt,
@@ -58,6 +59,10 @@ def run(
     missing: Annotated[Optional[str], typer.Option(help="Robustness: fractions of a modality dropped at test time, e.g. 0,0.1,0.3,0.5.", rich_help_panel=EVALUATION)] = None,
     missing_modality: Annotated[str, typer.Option(help="Robustness: the modality to drop ('best': the strongest single one).", rich_help_panel=EVALUATION)] = "best",
     train_missing: Annotated[bool, typer.Option("--train-missing/--no-train-missing", help="Robustness: drop the same fraction in training too.", rich_help_panel=EVALUATION)] = False,
+    calibration: CalibrationOpt = None,
+    coverage: CoverageOpt = None,
+    conformal_score: ScoreOpt = "aps",
+    mondrian: MondrianOpt = False,
     scrub_pii: ScrubOpt = False,
     epsilon: EpsilonOpt = None,
     delta: DeltaOpt = 1e-5,
@@ -100,6 +105,13 @@ def run(
             _encoder_spec(X, enc, tab), enc, epsilon, scrub_pii, saving=False)
         encoder_spec, fusion_params = _placement(X, encoder_spec, strategies, device)
         cv_spec = _cv_spec(cv, default_cv)
+        from ..uncertainty.evaluation import UncertaintySpec
+
+        spec = UncertaintySpec(calibration, () if coverage is None else (coverage,),
+                               (conformal_score,), mondrian)
+        if epsilon is not None and spec.fits:
+            raise typer.BadParameter("--calibration and --coverage learn outside the privacy "
+                                     "budget; leave them out with --epsilon")
         if epsilon is not None:
             _evaluate_dp_and_print(X, y, groups, encoder_spec, fusion, weights, cv_spec,
                                         seed, on_error, json_out, report, quiet, title,
@@ -111,13 +123,13 @@ def run(
             _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights,
                                 cv_spec, seed, on_error, json_out, report, quiet, title, jobs,
                                 missing, missing_modality, train_missing, fusion_params,
-                                pooling=pooling)
+                                pooling=pooling, uncertainty=spec)
 
 
 def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec, seed, on_error,
                         json_out, report, quiet, title, jobs=-1, missing=None,
                         missing_modality="best", train_missing=False,
-                        fusion_params=None, pooling="mean") -> Any:
+                        fusion_params=None, pooling="mean", uncertainty=None) -> Any:
     from ..evaluate import FeatureTable, evaluate
 
     robustness = None
@@ -125,7 +137,8 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
         table = FeatureTable(X, encoder_spec, on_error, bar, pooling=pooling)
         result = evaluate(X, y, features=table, groups=groups, strategies=strategies,
                           weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,
-                          progress=bar, n_jobs=jobs, fusion_params=fusion_params)
+                          progress=bar, n_jobs=jobs, fusion_params=fusion_params,
+                          uncertainty=uncertainty)
         if missing:
             from ..evaluate import evaluate_robustness
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from .._errors import InputError
 from ..encoders.base import ItemError
 from ..encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
 from ..fusion.base import WeightsFallbackWarning
+from ..uncertainty.evaluation import summarize
 from ..views import Present, Views
 from .folds import make_splits, mean_ci95
 
@@ -42,6 +43,7 @@ class Config:
     fusion: str
     weights: Any = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    uncertainty: Any = None  # an UncertaintySpec (evaluate's ``uncertainty``) or None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Row:
     fold_weights: list[dict[str, float] | None] = field(default_factory=list)
     #: per outer fold: why learned weights fell back to equal ones (None: they did not)
     weights_fallback: list[str | None] = field(default_factory=list)
+    uncertainty: dict[str, Any] | None = None  # log-loss, Brier, ECE, sets (per fold, CI)
 
 
 @dataclass
@@ -85,6 +88,7 @@ class EvaluationResult:
     inner_cv: int | None = None
     #: how the folds were fitted: "in-memory", or "out-of-core" (streamed from a store)
     path: str = "in-memory"
+    uncertainty: Any = None  # the UncertaintySpec measured, or None
 
     @property
     def best(self) -> Row:
@@ -267,7 +271,7 @@ class FeatureTable:
 
 def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
              test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
-             random_state: Any) -> list[tuple[str, np.ndarray, float, dict | None, str | None]]:
+             random_state: Any, table: Any = None) -> list[tuple[str, np.ndarray, float, Any, Any]]:
     """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds,
     modality weights, what ``auto`` chose or None)."""
     from ..fusion import create_fusion
@@ -278,7 +282,7 @@ def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: 
     with shared_experts():
         for c in configs:
             out.append(_fit_predict(c, views, present, y, g_train, train, test, classifier, cv,
-                                    random_state, create_fusion))
+                                    random_state, create_fusion, table))
     return out
 
 
@@ -300,7 +304,8 @@ def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
         else:
             views, present = table.fold_views(train)
         return [(*r, test, chosen) for r in run_fold(views, present, y, groups, train, test,
-                                                      configs, classifier, cv, random_state)]
+                                                      configs, classifier, cv, random_state,
+                                                      table)]
 
 
 def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n_jobs, progress):
@@ -343,17 +348,20 @@ def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train
 
 def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                  train: np.ndarray, test: np.ndarray, classifier: Any, cv: int,
-                 random_state: Any, create_fusion: Callable
-                 ) -> tuple[str, np.ndarray, float, Any, str | None]:
+                 random_state: Any, create_fusion: Callable, table: Any = None
+                 ) -> tuple[str, np.ndarray, float, Any, Any]:
     start = time.perf_counter()
     strategy = fit_config(c, views, present, y, g_train, train, classifier, cv, random_state,
                           create_fusion)
     if strategy is None:
         raise InputError(f"{c.name}: no training row of a fold has any of {list(c.modalities)}")
-    pred = strategy.predict({m: views[m][test] for m in c.modalities},
-                            {m: present[m][test] for m in c.modalities})
+    from ..uncertainty.evaluation import fold_scores
+
+    pred, unc = fold_scores(strategy, c.uncertainty, views, present, y, g_train, train, test,
+                            cv, random_state, table)
     return (c.name, pred, time.perf_counter() - start, strategy.modality_weights_,
-            (getattr(strategy, "chosen_name_", None), getattr(strategy, "weights_fallback_", None)))
+            (getattr(strategy, "chosen_name_", None), getattr(strategy, "weights_fallback_", None),
+             unc))
 
 
 def checked_inputs(X: Any, y: Any, features: FeatureTable | None, encoders: Any, groups: Any,
@@ -397,7 +405,7 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
              on_error: str = "raise", singles: bool = True, baseline: bool = True,
              fusion_params: Mapping[str, Mapping[str, Any]] | None = None,
              progress: Progress | None = None, features: FeatureTable | None = None,
-             n_jobs: int | None = None) -> EvaluationResult:
+             n_jobs: int | None = None, uncertainty: Any = None) -> EvaluationResult:
     """Cross-validate every single modality, every fused strategy and the seed baseline.
 
     Parameters
@@ -423,6 +431,8 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
         several times slower than one.
     features : FeatureTable, optional
         Features already extracted for X (then X is ignored).
+    uncertainty : :class:`~mmfuse.uncertainty.evaluation.UncertaintySpec`, default=None
+        Calibration and sets learned per training fold (log-loss, Brier, ECE: always).
 
     Returns
     -------
@@ -435,8 +445,8 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
                                                       on_error, progress)
     feature_seconds = time.perf_counter() - started
     usable, errors = usable_rows(table, on_error)
-    configs = make_configs(list(table.views), strategies, weights, singles, baseline,
-                           fusion_params)
+    configs = [replace(c, uncertainty=uncertainty) for c in make_configs(
+        list(table.views), strategies, weights, singles, baseline, fusion_params)]
     splits, cv_info = make_splits(y_enc, groups, cv, random_state)
     preds = {c.name: np.full(len(y), -1, dtype=int) for c in configs}
     fold_acc: dict[str, list[float]] = {c.name: [] for c in configs}
@@ -444,6 +454,7 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     seconds = {c.name: 0.0 for c in configs}
     fold_weights: dict[str, list[Any]] = {c.name: [] for c in configs}
     fallback: dict[str, list[str | None]] = {c.name: [] for c in configs}
+    unc: dict[str, list[Any]] = {c.name: [] for c in configs}
     chosen: dict[str, list[str]] = {c.name: [] for c in configs}
     folds = [(train[usable[train]], test[usable[test]]) for train, test in splits]
     chosen_encoders: list[dict[str, str]] = []
@@ -451,7 +462,7 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     # selection's experts fitted on the same rows (leave-one-group-out outer and inner
     # folds train on the same groups twice; see mmfuse.fusion.experts.shared_rows)
     with shared_rows():
-        for name, pred, secs, w, (pick, fell_back), test, enc_pick in _run_folds(
+        for name, pred, secs, w, (pick, fell_back, u), test, enc_pick in _run_folds(
                 table, y_enc, groups, folds, configs, classifier, inner_cv, random_state,
                 n_jobs, progress):
             if enc_pick is not None and name == configs[0].name:
@@ -466,6 +477,7 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
             seconds[name] += secs
             fold_weights[name].append(dict(w) if w else None)
             fallback[name].append(fell_back)
+            unc[name].append(u)
 
     rows = []
     for c in configs:
@@ -480,7 +492,7 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
                         c.weights if isinstance(c.weights, (str, type(None))) else dict(c.weights),
                         acc, ci, float(np.mean(fold_f1[c.name])), round(seconds[c.name], 3),
                         fold_acc[c.name], mw, chosen[c.name], fold_f1[c.name], fw,
-                        fallback[c.name]))
+                        fallback[c.name], summarize(unc[c.name])))
     return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
                             errors, feature_seconds, chosen_encoders, dict(table.encoder_names),
-                            random_state, inner_cv)
+                            random_state, inner_cv, uncertainty)

@@ -87,11 +87,12 @@ def make_splits(y: np.ndarray, groups: Any, cv: Any, random_state: Any
     return list(splitter.split(dummy, y)), {"kind": "stratified", "n_splits": int(n_splits)}
 
 
-def mean_ci95(scores: Sequence[float]) -> tuple[float, list[float]]:
-    """Mean over folds and a t-interval for it (degenerate for a single fold)."""
+def mean_ci95(scores: Sequence[float], upper: float | None = 1.0) -> tuple[float, list[float]]:
+    """Mean over folds and a t-interval for it (degenerate for a single fold), cut to
+    [0, ``upper``] (``upper=None``: a score without a ceiling, e.g. log-loss)."""
     a = np.asarray(scores, dtype=float)
     mean = float(a.mean())
     if len(a) < 2:
         return mean, [mean, mean]
     half = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
-    return mean, [max(0.0, mean - half), min(1.0, mean + half)]
+    return mean, [max(0.0, mean - half), mean + half if upper is None else min(upper, mean + half)]

@@ -104,6 +104,8 @@ def _row(row: Any) -> dict[str, Any]:
          "weights_fallback": list(row.weights_fallback)}
     if row.chosen:
         d["chosen"] = list(row.chosen)
+    if getattr(row, "uncertainty", None):
+        d["uncertainty"] = row.uncertainty
     return d
 
 
@@ -133,6 +135,12 @@ def run_record(result: Any, argv: Sequence[str] | None = None) -> dict[str, Any]
     }
     if result.chosen_encoders:
         out["chosen_encoders"] = [dict(c) for c in result.chosen_encoders]
+    spec = getattr(result, "uncertainty", None)
+    if spec is not None and spec.fits:
+        out["uncertainty"] = {"calibration": spec.calibration,
+                              "coverage": [float(c) for c in spec.coverage],
+                              "scores": list(spec.scores), "mondrian": bool(spec.mondrian),
+                              "mask": {m: float(v) for m, v in spec.mask.items()}}
     return out
 
 

@@ -202,6 +202,10 @@ def render_report(result: Any, *, title: str = "mmfuse report", robustness: Any 
     else:
         sections.append("<p>No fused configuration reports modality weights.</p>")
 
+    from .uncertainty import uncertainty_section
+
+    sections += uncertainty_section(result, best, _img, _e)
+
     if curves is not None:
         frame, level_name = curves
         table = frame.pivot_table(index="series", columns="level", values="accuracy",

@@ -153,10 +153,17 @@ def answer_body(model: Any, spec: ModelSpec, proba: np.ndarray, used: list[str],
         sub = {m: float(weights.get(m, 0.0)) for m in used}
         total = sum(sub.values())
         used_weights = {m: (w / total if total > 0 else 1.0 / len(sub)) for m, w in sub.items()}
-    return {
+    body = {
         "label": spec.classes[k],
         "probabilities": {str(c): float(p) for c, p in zip(spec.classes, proba)},
         "modalities_used": used,
         "modality_weights": used_weights,
         "ignored_fields": [g for g in given if g not in used],
     }
+    unc = getattr(model, "uncertainty_", None)
+    if unc is not None and unc.conformal is not None:
+        # the conformal set, with the thresholds of the modalities this request used
+        present = {m: np.array([m in used]) for m in unc.modalities}
+        chosen = unc.sets(np.asarray(proba, dtype=np.float64)[None, :], present)[0]
+        body["set"] = [spec.classes[i] for i in np.flatnonzero(chosen)]
+    return body

@@ -54,6 +54,7 @@ def response_models() -> tuple[Any, Any]:
         modalities_used: list[str]
         modality_weights: dict[str, float] | None
         ignored_fields: list[str]
+        set: list[Any] | None = None  # the conformal prediction set (coverage models)
 
     class ErrorDetail(BaseModel):
         code: str

@@ -1,0 +1,220 @@
+"""Calibration and conformal thresholds around a fusion strategy, learned on the training
+rows only, out of fold.
+
+:func:`out_of_fold` fits clones of the strategy on grouped, stratified inner folds of the
+training rows (the folds of :func:`mmfuse.splits.inner_splits`: a group never
+calibrates itself) and predicts each held-out fold, once as it is and once per *missingness
+pattern* (the set of modalities present): a held-out row that has the pattern's modalities
+is predicted with the others masked. :func:`fit_uncertainty` then fits, per pattern, a
+calibrator on those probabilities and conformal thresholds on the calibrated ones
+(cross-conformal: the scores of every inner fold pooled, applied to the model refit on all
+training rows). At prediction a row uses its own pattern's calibrator and threshold, so
+sets keep their coverage when a modality is missing (assuming it goes missing independently
+of the label).
+
+The features of stateless encoders are reused; stateful encoders (TF-IDF, tabular scaling)
+are refit on each inner training fold, as they are for a new group. Cost: ``n_splits``
+extra fits of the strategy (each on ``(n_splits - 1) / n_splits`` of the rows), as many
+refits of the stateful encoders, and ``2**M - 1`` predictions of each held-out fold for M
+modalities (M <= 4; beyond, the patterns seen in training).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from ..views import Present, Views, blank_rows
+from .calibration import Calibrator, fit_calibrator
+from .conformal import ConformalSets, check_coverage, check_score, thresholds
+
+ALL = "*"  # the pooled calibrator: for a pattern never calibrated
+MIN_ROWS = 30  # a pattern with fewer out-of-fold rows uses the pooled calibrator
+
+
+def row_patterns(present: Present, modalities: list[str]) -> np.ndarray:
+    """Each row's missingness pattern: the names of its present modalities, joined by +."""
+    n = len(next(iter(present.values())))
+    names = np.array([""] * n, dtype=object)
+    for m in sorted(modalities):
+        has = np.asarray(present[m], bool) if m in present else np.zeros(n, bool)
+        names[has] = np.where(names[has] == "", m, names[has] + "+" + m)
+    return names.astype(str)
+
+
+def _patterns(present: Present, modalities: list[str]) -> list[tuple[str, ...]]:
+    mods = sorted(modalities)
+    if len(mods) <= 4:
+        return [c for r in range(len(mods), 0, -1) for c in itertools.combinations(mods, r)]
+    seen = set(row_patterns(present, mods)) - {""}
+    return [tuple(p.split("+")) for p in sorted(seen)]
+
+
+def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, groups: Any,
+                n_splits: int, random_state: Any, n_classes: int, refit: Any = None
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pattern -> (out-of-fold probabilities (n, n_classes), labels) of clones of the
+    unfitted ``strategy`` on grouped inner folds; ``y`` holds labels 0..n_classes-1.
+    ``refit(train)``: the views of the stateful encoders (TF-IDF...) refit on the inner
+    training rows ``train`` (positions in these rows), so that a held-out fold's words
+    are unknown to the model as a new group's are (None: no stateful encoder).
+    Raises :class:`InputError` when the rows cannot be split into inner folds."""
+    from sklearn.base import clone
+
+    from ..fusion.base import WeightsFallbackWarning
+    from ..splits import inner_splits
+
+    splits = inner_splits(y, groups, n_splits, random_state)
+    if not splits:
+        raise InputError("calibration and coverage need inner folds, but the training rows "
+                         "cannot be split (fewer than 2 groups, or a class with one row)")
+    mods = sorted(views)
+    patterns = _patterns(present, mods)
+    out: dict[str, tuple[list, list]] = {"+".join(p): ([], []) for p in patterns}
+    g = None if groups is None else np.asarray(groups)
+    all_views = views
+    for train, test in splits:
+        fold = clone(strategy)
+        views = all_views if refit is None else {**all_views, **refit(train)}
+        keep = train[np.any(np.stack([present[m][train] for m in mods]), axis=0)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", WeightsFallbackWarning)
+            warnings.filterwarnings("ignore", message="modalities missing for every")
+            fold.fit({m: views[m][keep] for m in mods}, y[keep],
+                     {m: present[m][keep] for m in mods}, None if g is None else g[keep])
+        cols = np.asarray(fold.classes_, dtype=int)
+        for p in patterns:
+            rows = test[np.all(np.stack([present[m][test] for m in p]), axis=0)]
+            if not len(rows):
+                continue
+            masked = np.ones(len(rows), bool)
+            v = {m: views[m][rows] if m in p else blank_rows(views[m][rows], masked)
+                 for m in mods}
+            pr = {m: present[m][rows] if m in p else ~masked for m in mods}
+            proba = np.zeros((len(rows), n_classes))
+            proba[:, cols] = fold.predict_proba(v, pr)
+            out["+".join(p)][0].append(proba)
+            out["+".join(p)][1].append(y[rows])
+    return {p: (np.concatenate(a), np.concatenate(b)) for p, (a, b) in out.items() if a}
+
+
+def stateful_refit(encoders: dict, X: Any, kept: np.ndarray, on_error: str,
+                   pooling: str) -> Any:
+    """For :func:`out_of_fold`: ``refit(train)``, the views of the stateful ``encoders``
+    refit on the ``kept`` rows of ``X`` at positions ``train`` (None: none is stateful)."""
+    from ..encoders.featurizer import Featurizer, as_columns, is_passthrough
+
+    stateful = {c: e for c, e in encoders.items() if not is_passthrough(e) and not e.stateless}
+    if not stateful:
+        return None
+    featurizer = Featurizer(stateful, pooling=pooling)
+    encoded = featurizer.transform_deferred(as_columns(X)[0], on_error=on_error)
+
+    def refit(train: np.ndarray) -> Views:
+        fold = featurizer.fit_fold(encoded, kept[train])
+        return {c: fold[c][kept] for c in stateful}
+
+    return refit
+
+
+@dataclass
+class Uncertainty:
+    """What a model keeps to calibrate its probabilities and make prediction sets:
+    calibrators and conformal thresholds per missingness pattern (``"*"``: pooled)."""
+
+    modalities: list
+    calibration: Any = None
+    calibrators: Any = None  # dict pattern -> Calibrator, or None
+    conformal: Any = None  # ConformalSets, or None
+
+    def calibrate(self, proba: np.ndarray, present: Present) -> np.ndarray:
+        if not self.calibrators:
+            return np.asarray(proba, dtype=np.float64)
+        patterns = row_patterns(present, self.modalities)
+        out = np.array(proba, dtype=np.float64, copy=True)
+        for p in np.unique(patterns):
+            rows = patterns == p
+            out[rows] = self.calibrators.get(str(p), self.calibrators[ALL]).transform(
+                out[rows])
+        return out
+
+    def sets(self, calibrated: np.ndarray, present: Present) -> np.ndarray:
+        if self.conformal is None:
+            raise InputError("prediction sets need a coverage: fit with coverage=0.9 (or "
+                             "--coverage 0.9)")
+        return self.conformal.sets(calibrated, row_patterns(present, self.modalities))
+
+
+def calibrated_oof(oof: dict[str, tuple[np.ndarray, np.ndarray]], calibration: str | None
+                   ) -> tuple[dict[str, Calibrator] | None, dict[str, np.ndarray]]:
+    """Calibrators per pattern (None without calibration) and the calibrated out-of-fold
+    probabilities they give."""
+    if calibration is None:
+        return None, {p: proba for p, (proba, _) in oof.items()}
+    pooled = (np.concatenate([a for a, _ in oof.values()]),
+              np.concatenate([b for _, b in oof.values()]))
+    calibrators = {ALL: fit_calibrator(calibration, *pooled)}
+    for p, (proba, y) in oof.items():
+        calibrators[p] = (fit_calibrator(calibration, proba, y) if len(y) >= MIN_ROWS
+                          else calibrators[ALL])
+    return calibrators, {p: calibrators[p].transform(proba) for p, (proba, _) in oof.items()}
+
+
+def conformal_from_oof(oof: dict[str, tuple[np.ndarray, np.ndarray]],
+                       calibrated: dict[str, np.ndarray], coverage: float, score: str,
+                       mondrian: bool) -> ConformalSets:
+    return ConformalSets(check_coverage(coverage), check_score(score), bool(mondrian),
+                         {p: thresholds(calibrated[p], y, coverage, score, mondrian)
+                          for p, (_, y) in oof.items()},
+                         {p: int(len(y)) for p, (_, y) in oof.items()})
+
+
+def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray,
+                    groups: Any, *, calibration: str | None, coverage: float | None,
+                    score: str = "aps", mondrian: bool = False, n_splits: int = 5,
+                    random_state: Any = None, n_classes: int | None = None,
+                    refit: Any = None) -> tuple[Uncertainty | None, dict]:
+    """The :class:`Uncertainty` of the unfitted ``strategy`` on these training rows (None
+    when neither ``calibration`` nor ``coverage`` is asked), and the out-of-fold
+    probabilities it was learned from (``refit``: see :func:`out_of_fold`)."""
+    if calibration is None and coverage is None:
+        return None, {}
+    if calibration is not None:
+        fit_calibrator(calibration, np.full((1, 2), 0.5), np.zeros(1, int))  # checks the name
+    if coverage is not None:
+        check_coverage(coverage)
+        check_score(score)
+    if not isinstance(mondrian, (bool, np.bool_)):
+        raise InputError(f"mondrian must be True or False; got {mondrian!r}")
+    n_classes = int(np.max(y)) + 1 if n_classes is None else n_classes
+    oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state, n_classes,
+                      refit)
+    calibrators, calibrated = calibrated_oof(oof, calibration)
+    conformal = (None if coverage is None
+                 else conformal_from_oof(oof, calibrated, coverage, score, mondrian))
+    return Uncertainty(sorted(views), calibration, calibrators, conformal), oof
+
+
+def for_model(model: Any, views: Views, y: np.ndarray, present: Present, groups: Any,
+              X: Any, kept: np.ndarray) -> Any:
+    """A :class:`~mmfuse.estimator.MultimodalClassifier`'s calibrators and conformal
+    thresholds for its (unfitted) strategy ``model.fusion_``, learned on grouped inner
+    folds of these training rows (``kept`` rows of ``X``), the stateful encoders refit on
+    each inner training fold; its settings: ``calibration``, ``coverage``,
+    ``conformal_score``, ``mondrian``, ``cv``, ``random_state``, ``on_error``, ``pooling``.
+    Called only with ``calibration`` or ``coverage`` set."""
+    if model.epsilon is not None:
+        raise InputError("epsilon: calibration and coverage learn from the data outside "
+                         "the privacy budget; fit without them")
+    classes, y_enc = np.unique(y, return_inverse=True)
+    refit = stateful_refit(model.encoders_, X, kept, model.on_error, model.pooling)
+    return fit_uncertainty(model.fusion_, views, present, y_enc, groups, refit=refit,
+                           calibration=model.calibration, coverage=model.coverage,
+                           score=model.conformal_score, mondrian=model.mondrian,
+                           n_splits=model.cv, random_state=model.random_state,
+                           n_classes=len(classes))[0]

@@ -1,0 +1,85 @@
+"""Probability and prediction-set metrics: log-loss, Brier score, expected calibration error
+(ECE), reliability bins, empirical coverage, mean set size and the share of singletons.
+
+Every function takes probabilities (n, K) with columns in class order and integer labels
+0..K-1 (or boolean sets (n, K)). Definitions:
+
+- **log-loss**: mean of ``-log p(y)`` (p clipped at 1e-15).
+- **Brier score**: mean over rows of ``sum_k (p_k - [y == k])**2`` (0 best, 2 worst).
+- **ECE** (15 equal-width bins): the top-label confidence ``max_k p_k`` of each row falls in
+  one of 15 bins ``(0, 1/15], ..., (14/15, 1]``; ECE is the row-weighted mean over bins of
+  ``|accuracy(bin) - mean confidence(bin)|``.
+- **coverage**: share of rows whose set holds the true label; **set size**: mean number of
+  labels per set; **singletons**: share of sets holding exactly one label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._errors import InputError
+
+N_BINS = 15
+
+
+def _check(proba: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y).astype(int, copy=False)
+    if proba.ndim != 2 or proba.shape[0] != y.shape[0]:
+        raise InputError(f"expected probabilities (n, K) for {y.shape[0]} labels; got shape "
+                         f"{proba.shape}")
+    return proba, y
+
+
+def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+    proba, y = _check(proba, y)
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0))))
+
+
+def brier(proba: np.ndarray, y: np.ndarray) -> float:
+    proba, y = _check(proba, y)
+    onehot = np.zeros_like(proba)
+    onehot[np.arange(len(y)), y] = 1.0
+    return float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+
+
+def reliability(proba: np.ndarray, y: np.ndarray, n_bins: int = N_BINS
+                ) -> dict[str, list[float]]:
+    """Per equal-width confidence bin: ``count``, mean ``confidence`` and ``accuracy`` (NaN
+    for an empty bin), and the bin ``edges``: the reliability diagram's points."""
+    proba, y = _check(proba, y)
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # bins (0, 1/15], ..., (14/15, 1]; a confidence of exactly 0 joins the first
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, conf, minlength=n_bins) / count
+        acc = np.bincount(which, correct, minlength=n_bins) / count
+    return {"edges": edges.tolist(), "count": count.tolist(),
+            "confidence": mean_conf.tolist(), "accuracy": acc.tolist()}
+
+
+def ece(proba: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> float:
+    """Expected calibration error of the top label over ``n_bins`` equal-width bins."""
+    bins = reliability(proba, y, n_bins)
+    count = np.asarray(bins["count"])
+    used = count > 0
+    gap = np.abs(np.asarray(bins["accuracy"])[used] - np.asarray(bins["confidence"])[used])
+    return float(np.sum(count[used] * gap) / max(count.sum(), 1.0))
+
+
+def set_metrics(sets: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """``coverage``, ``set_size`` (mean labels per set) and ``singletons`` (share of sets
+    with one label) of boolean sets (n, K) against labels 0..K-1."""
+    sets = np.asarray(sets, dtype=bool)
+    y = np.asarray(y).astype(int, copy=False)
+    size = sets.sum(axis=1)
+    return {"coverage": float(np.mean(sets[np.arange(len(y)), y])),
+            "set_size": float(np.mean(size)), "singletons": float(np.mean(size == 1))}
+
+
+def probability_metrics(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """``log_loss``, ``brier`` and ``ece`` (15 bins) of probabilities against labels."""
+    return {"log_loss": log_loss(proba, y), "brier": brier(proba, y), "ece": ece(proba, y)}

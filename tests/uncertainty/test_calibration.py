@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from mmfuse import InputError
+from mmfuse.uncertainty.calibration import (IsotonicCalibration, TemperatureScaling,
+                                            fit_calibrator)
+from mmfuse.uncertainty.metrics import ece, log_loss
+
+
+def overconfident(n=3000, k=4, seed=0, temperature=3.0):
+    """Labels drawn from softmax(z); the reported probabilities are softmax(z * T)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=1.5, size=(n, k))
+    true = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(k, p=p) for p in true])
+    shown = np.exp(z * temperature) / np.exp(z * temperature).sum(1, keepdims=True)
+    return shown, y
+
+
+def test_temperature_recovers_the_overconfidence_and_keeps_the_labels():
+    proba, y = overconfident()
+    cal = fit_calibrator("temperature", proba, y)
+    assert isinstance(cal, TemperatureScaling)
+    assert cal.temperature == pytest.approx(3.0, rel=0.15)
+    fixed = cal.transform(proba)
+    assert np.allclose(fixed.sum(1), 1.0)
+    assert (fixed.argmax(1) == proba.argmax(1)).all()
+    assert ece(fixed, y) < 0.5 * ece(proba, y)
+    assert log_loss(fixed, y) < log_loss(proba, y)
+
+
+def test_isotonic_lowers_ece_and_gives_distributions():
+    proba, y = overconfident(seed=1)
+    cal = fit_calibrator("isotonic", proba, y)
+    assert isinstance(cal, IsotonicCalibration)
+    fixed = cal.transform(proba)
+    assert np.allclose(fixed.sum(1), 1.0) and (fixed >= 0).all()
+    assert ece(fixed, y) < 0.5 * ece(proba, y)
+
+
+def test_unknown_calibration_names_the_valid_ones():
+    with pytest.raises(InputError, match=r"calibration must be one of \['temperature', "
+                                         r"'isotonic'\] or None; got 'platt'"):
+        fit_calibrator("platt", np.full((2, 2), 0.5), np.array([0, 1]))

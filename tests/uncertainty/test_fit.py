@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+from conftest import make_views, spy_inner_splits
+
+from mmfuse import InputError, MultimodalClassifier
+from mmfuse.uncertainty import fit as fit_module
+from mmfuse.uncertainty.fit import ALL, row_patterns
+from mmfuse.uncertainty.metrics import ece, set_metrics
+
+
+def grouped(n=1600, seed=1):
+    views, y = make_views(n=n, seed=seed)
+    groups = np.arange(n) // 20
+    return views, y, groups
+
+
+def rows(views, mask):
+    return {k: v[mask] for k, v in views.items()}
+
+
+def test_row_patterns_name_the_present_modalities():
+    present = {"b": np.array([True, True, False]), "a": np.array([True, False, False])}
+    assert row_patterns(present, ["a", "b"]).tolist() == ["a+b", "b", ""]
+
+
+def test_calibration_folds_are_grouped_and_a_group_never_calibrates_itself(monkeypatch):
+    import mmfuse.fusion.splits as splits_module
+
+    seen = spy_inner_splits(monkeypatch, splits_module)
+    views, y, groups = grouped(n=400)
+    MultimodalClassifier(fusion="early", calibration="temperature", coverage=0.9,
+                         random_state=0).fit(views, y, groups)
+    calls = [(g, s) for g, s in seen if g is not None and len(g) == len(y)]
+    assert calls, "the calibration folds were not grouped"
+    for g, splits in calls:
+        for train, test in splits:
+            assert not set(g[train]) & set(g[test])
+
+
+@pytest.mark.parametrize("fusion", ["late", "stacking"])
+def test_sets_cover_unseen_groups(fusion):
+    views, y, groups = grouped()
+    train, test = groups < 60, groups >= 60
+    clf = MultimodalClassifier(fusion=fusion, calibration="temperature", coverage=0.9,
+                               random_state=0).fit(rows(views, train), y[train], groups[train])
+    sets = clf.predict_set(rows(views, test))
+    assert sets.shape == (test.sum(), 4) and sets.dtype == bool
+    out = set_metrics(sets, y[test])
+    assert 0.86 <= out["coverage"] <= 0.95
+    assert out["set_size"] < 2.5  # fused sets are informative (a single view needs 2+)
+
+
+def test_temperature_keeps_the_labels_and_lowers_ece_of_an_overconfident_model():
+    from sklearn.linear_model import LogisticRegression
+
+    views, y, groups = grouped()
+    train, test = groups < 60, groups >= 60
+    # an almost unregularised model on noisy features is overconfident
+    common = dict(fusion="early", classifier=LogisticRegression(C=100.0, max_iter=2000),
+                  random_state=0)
+    raw = MultimodalClassifier(**common).fit(rows(views, train), y[train], groups[train])
+    cal = MultimodalClassifier(calibration="temperature", **common).fit(
+        rows(views, train), y[train], groups[train])
+    assert (raw.predict(rows(views, test)) == cal.predict(rows(views, test))).all()
+    assert cal.uncertainty_.calibrators[ALL].temperature != pytest.approx(1.0)
+    assert ece(cal.predict_proba(rows(views, test)), y[test]) <= ece(
+        raw.predict_proba(rows(views, test)), y[test]) + 0.005
+
+
+def test_sets_keep_coverage_when_a_modality_is_missing():
+    views, y, groups = grouped()
+    train, test = groups < 60, groups >= 60
+    clf = MultimodalClassifier(fusion="late", coverage=0.9, random_state=0).fit(
+        rows(views, train), y[train], groups[train])
+    assert set(clf.uncertainty_.conformal.thresholds) == {"a+b", "a", "b"}
+    X = rows(views, test)
+    drop = np.random.default_rng(0).random(test.sum()) < 0.5
+    X["a"] = X["a"].copy()
+    X["a"][drop] = np.nan
+    sets = clf.predict_set(X)
+    assert set_metrics(sets[drop], y[test][drop])["coverage"] >= 0.86
+    # a row without a's information needs larger sets
+    assert sets[drop].sum(1).mean() > sets[~drop].sum(1).mean()
+
+
+def test_params_are_stored_and_checked_at_fit():
+    from sklearn.base import clone
+
+    clf = MultimodalClassifier(calibration="platt", coverage=1.5, conformal_score="thr",
+                               mondrian="yes")
+    assert clone(clf).get_params()["calibration"] == "platt"
+    views, y = make_views(n=200)
+    with pytest.raises(InputError, match="calibration must be None or one of"):
+        clf.fit(views, y)
+    with pytest.raises(InputError, match=r"coverage must be None or a number in \(0, 1\)"):
+        clf.set_params(calibration=None).fit(views, y)
+    with pytest.raises(InputError, match="conformal_score must be one of"):
+        clf.set_params(coverage=0.9).fit(views, y)
+    with pytest.raises(InputError, match="mondrian must be True or False"):
+        clf.set_params(conformal_score="lac").fit(views, y)
+
+
+def test_predict_set_without_coverage_says_what_to_do():
+    views, y = make_views(n=200)
+    clf = MultimodalClassifier(fusion="early", calibration="temperature").fit(views, y)
+    assert clf.uncertainty_.conformal is None
+    with pytest.raises(InputError, match=r"prediction sets need a model fitted with coverage"):
+        clf.predict_set(views)
+    plain = MultimodalClassifier(fusion="early").fit(views, y)
+    assert plain.uncertainty_ is None
+    with pytest.raises(InputError, match="coverage"):
+        plain.predict_set(views)
+
+
+def test_epsilon_refuses_calibration():
+    views, y = make_views(n=200)
+    with pytest.raises(InputError, match="outside the privacy budget"):
+        MultimodalClassifier(fusion="early", epsilon=5.0, coverage=0.9).fit(views, y)
+
+
+def test_too_few_rows_for_inner_folds_is_a_clear_error():
+    views, y = make_views(n=40)
+    with pytest.raises(InputError, match="calibration and coverage need inner folds"):
+        MultimodalClassifier(fusion="early", coverage=0.9).fit(views, y, np.zeros(40))
+
+
+def test_out_of_fold_uses_every_training_row_once_per_pattern():
+    views, y, groups = grouped(n=400)
+    from mmfuse.fusion import create_fusion
+
+    present = {k: np.ones(len(y), bool) for k in views}
+    oof = fit_module.out_of_fold(create_fusion("early"), views, present, y, groups, 5, 0, 4)
+    assert set(oof) == {"a+b", "a", "b"}
+    assert all(len(lab) == len(y) for _, lab in oof.values())
+
+
+def test_inner_folds_refit_the_stateful_encoders_on_their_training_rows():
+    from conftest import VocabEncoder, number_frame
+
+    df, y = number_frame(n=150)
+    groups = np.arange(150) // 5
+    VocabEncoder.fitted_on.clear()
+    MultimodalClassifier(encoders={"left": "test-vocab", "right": "test-number"},
+                         fusion="late", cv=3, coverage=0.9, random_state=0).fit(df, y, groups)
+    # once on every training row, then once per inner fold on its training rows only
+    assert VocabEncoder.fitted_on[0] == 150
+    assert len(VocabEncoder.fitted_on) == 4 and all(90 <= n < 150
+                                                   for n in VocabEncoder.fitted_on[1:])
+
+
+def test_evaluation_refits_the_stateful_encoders_in_each_inner_fold():
+    from conftest import VocabEncoder, number_frame
+
+    from mmfuse.evaluate import evaluate
+    from mmfuse.uncertainty.evaluation import UncertaintySpec
+
+    df, y = number_frame(n=150)
+    VocabEncoder.fitted_on.clear()
+    evaluate(df, y, encoders={"left": "test-vocab", "right": "test-number"}, cv=2,
+             inner_cv=3, strategies=["late"], singles=False, baseline=False, n_jobs=1,
+             uncertainty=UncertaintySpec("temperature"))
+    # per outer fold: once on its 75 training rows, then on each inner fold's ~50
+    assert sorted(VocabEncoder.fitted_on, reverse=True)[:2] == [75, 75]
+    assert len(VocabEncoder.fitted_on) == 2 + 2 * 3
+    assert all(n <= 52 for n in sorted(VocabEncoder.fitted_on)[:6])

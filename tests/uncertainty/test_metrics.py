@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss as sk_log_loss
+
+from mmfuse import InputError
+from mmfuse.uncertainty.metrics import (brier, ece, log_loss, probability_metrics,
+                                        reliability, set_metrics)
+
+
+def test_log_loss_and_brier_match_their_definitions():
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]])
+    y = np.array([0, 2, 0])
+    assert log_loss(proba, y) == pytest.approx(sk_log_loss(y, proba, labels=[0, 1, 2]))
+    expected = np.mean([(0.3 ** 2 + 0.04 + 0.01), (0.01 + 0.01 + 0.04), (0.49 + 0.16 + 0.09)])
+    assert brier(proba, y) == pytest.approx(expected)
+
+
+def test_ece_uses_15_equal_width_bins_of_the_top_label():
+    # confidences 0.95 (bin 14) right twice, wrong twice; 0.5 (bin 7) right once
+    proba = np.array([[0.95, 0.05]] * 4 + [[0.5, 0.5]])
+    y = np.array([0, 0, 1, 1, 0])
+    # bin 14: |0.5 - 0.95| * 4 rows; bin 7: |1 - 0.5| * 1 row
+    assert ece(proba, y) == pytest.approx((4 * 0.45 + 0.5) / 5)
+    bins = reliability(proba, y)
+    assert len(bins["edges"]) == 16 and sum(bins["count"]) == 5
+    assert bins["count"][14] == 4 and bins["count"][7] == 1
+
+
+def test_ece_of_perfectly_calibrated_bins_is_zero():
+    proba = np.array([[0.75, 0.25]] * 4)
+    assert ece(proba, np.array([0, 0, 0, 1])) == pytest.approx(0.0)
+
+
+def test_set_metrics():
+    sets = np.array([[True, False, False], [True, True, False], [False, False, False]])
+    out = set_metrics(sets, np.array([0, 2, 1]))
+    assert out == pytest.approx({"coverage": 1 / 3, "set_size": 1.0, "singletons": 1 / 3})
+
+
+def test_bad_shapes_are_one_line_errors():
+    with pytest.raises(InputError, match="expected probabilities"):
+        probability_metrics(np.ones(3), np.zeros(3))

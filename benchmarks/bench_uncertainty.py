@@ -92,7 +92,7 @@ def run_split(X, y, groups, enc, cv, table) -> dict:
     held-out groups, no refit."""
     from mmfuse.evaluate.folds import make_splits
     from mmfuse.fusion import create_fusion
-    from mmfuse.fusion.splits import inner_splits
+    from mmfuse.splits import inner_splits
     from mmfuse.uncertainty.calibration import fit_calibrator
     from mmfuse.uncertainty.conformal import ConformalSets, thresholds
     from mmfuse.uncertainty.metrics import set_metrics

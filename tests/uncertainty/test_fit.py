@@ -24,7 +24,7 @@ def test_row_patterns_name_the_present_modalities():
 
 
 def test_calibration_folds_are_grouped_and_a_group_never_calibrates_itself(monkeypatch):
-    import mmfuse.fusion.splits as splits_module
+    import mmfuse.splits as splits_module
 
     seen = spy_inner_splits(monkeypatch, splits_module)
     views, y, groups = grouped(n=400)

@@ -495,4 +495,4 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
                         fallback[c.name], summarize(unc[c.name])))
     return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
                             errors, feature_seconds, chosen_encoders, dict(table.encoder_names),
-                            random_state, inner_cv, uncertainty)
+                            random_state, inner_cv, uncertainty=uncertainty)

@@ -46,17 +46,12 @@ def evaluate_streamed_and_print(features: Path, label: Optional[str], group: Opt
                                 weights: Any, cv_spec: Any, seed: int, json_out: Any,
                                 report: Any, quiet: bool, scheduler: Optional[str] = None
                                 ) -> Any:
-    from .._errors import InputError
+    from ..data.inputs import check_store_options
     from ..evaluate.streamed import evaluate_store
     from ..features import check_encoders, read_header
     from ..fusion.streamed import STREAMABLE
 
-    if not label:
-        raise InputError("--label COL is required with --features (a manifest column kept in "
-                         "the store)")
-    if encoders == "auto":
-        raise InputError("--encoders auto cannot be used with --features: the store's "
-                         "encoders are fixed; drop --encoders or name them")
+    check_store_options(label, encoders)
     if encoders:
         check_encoders(read_header(features), encoders, where=str(features))
     if fusion_default:

@@ -78,6 +78,17 @@ def load_input(*, manifest: Any = None, columns: Mapping[str, str | None] | None
     return Input(X, df[label].to_numpy(), groups, 5, f"manifest {Path(manifest).name}")
 
 
+
+def check_store_options(label: Any, encoders: Any) -> None:
+    """The options ``--features DIR`` needs and refuses: a ``--label``, and no
+    ``--encoders auto`` (the store's encoders are fixed)."""
+    if not label:
+        raise InputError("--label COL is required with --features (a manifest column kept in "
+                         "the store)")
+    if encoders == "auto":
+        raise InputError("--encoders auto cannot be used with --features: the store's "
+                         "encoders are fixed; drop --encoders or name them")
+
 def load_feature_store(path: Any, label: str | None, group: str | None,
                        encoders: Any, table_cols: Any = ()) -> Input:
     """Views, labels and groups from a feature store (``--features DIR``), with the raw
@@ -85,12 +96,7 @@ def load_feature_store(path: Any, label: str | None, group: str | None,
     from ..encoders.base import is_missing
     from ..features import load
 
-    if not label:
-        raise InputError("--label COL is required with --features (a manifest column kept in "
-                         "the store)")
-    if encoders == "auto":
-        raise InputError("--encoders auto cannot be used with --features: the store's "
-                         "encoders are fixed; drop --encoders or name them")
+    check_store_options(label, encoders)
     store = load(path, encoders=encoders or None)
     y = store.column(label)
     groups = store.column(group) if group else None

@@ -380,24 +380,6 @@ class TorchExportedEncoder(PretrainedEncoder):
     channels_last: ClassVar[bool] = False
 
     @classmethod
-    def device_for(cls, device: str) -> str:
-        """On CUDA, an encoder with a PyTorch path gets the GPU; an ONNX-only one gets it
-        when onnxruntime-gpu provides the CUDA execution provider, else the CPU."""
-        from ... import devices
-
-        if device == "cpu" or cls.cuda_backend == "torch":
-            return device
-        return device if devices.onnxruntime_has_cuda() else "cpu"
-
-    def to(self, device: str) -> "PretrainedEncoder":
-        """Run on ``device`` (resolved) from now on; the loaded model and its sessions are
-        dropped and rebuilt there on the next use. Returns self."""
-        self.device = self.device_for(device)
-        for key in [k for k in vars(self) if k.startswith("_")]:
-            delattr(self, key)  # runtime state (model sessions), see __getstate__
-        return self
-
-    @classmethod
     def available(cls) -> bool:
         if not super().available():
             return False

@@ -318,7 +318,7 @@ def test_only_the_featurizer_extracts_and_prepares():
 FUSION_NAME_LITERALS = {
     **{("fusion/streamed.py", n): "STREAMED: each streamable strategy's out-of-core form "
        "(a registration capability once the streamed forms live beside the strategies)"
-       for n in ("early", "late", "weighted", "seed-baseline")},
+       for n in ("early", "late", "weighted", "seed-baseline", "stacking")},
     ("features/train.py", "late"): "a streamed train fits late fusion only (TRAINABLE)",
     ("estimator.py", "late"): "MultimodalClassifier's default fusion",
     ("cli/model.py", "late"): "train's default --fusion",

@@ -36,9 +36,10 @@ def test_run_out_of_core_says_which_path_ran(small_store, tmp_path):
     assert "(out of core)" in flat and "path: out-of-core" in flat
     doc = json.loads(out.read_text())
     assert doc["path"] == "out-of-core" and doc["n_samples"] == 480
-    # the default list without stacking, which cannot stream
+    # the default list, stacking's meta level streamed too
     assert [r["name"] for r in doc["rows"]] == ["image", "text", "early", "weighted", "late",
-                                                "seed-baseline"]
+                                                "stacking", "seed-baseline"]
+    assert all(r["weights_fallback"] == [None] * 3 for r in doc["rows"])
 
 
 def test_a_store_above_the_threshold_streams_without_the_flag(small_store, tmp_path,
@@ -59,7 +60,7 @@ def test_a_store_above_the_threshold_streams_without_the_flag(small_store, tmp_p
 def test_out_of_core_refusals_are_one_line(small_store, tmp_path):
     cases = [
         (["run", "--features", str(small_store), "--label", "label", "--out-of-core",
-          "--fusion", "stacking"], "fusion stacking cannot be fitted out of core"),
+          "--fusion", "gmu"], "fusion gmu cannot be fitted out of core"),
         (["run", "--features", str(small_store), "--label", "label", "--out-of-core",
           "--missing", "0,0.5"], "--missing is not available out of core"),
         (["run", "--views", f"a={tmp_path / 'a.npy'}", "--labels", str(tmp_path / "y.npy"),

@@ -11,17 +11,28 @@ from mmfuse.evaluate.streamed import auto_batch, auto_epochs, choose_path, evalu
 from mmfuse.features import load
 
 
+STRATEGIES = ["early", "late", "weighted", "stacking"]
+
+
 @pytest.fixture(scope="module")
 def streamed(small_store):
-    return evaluate_store(small_store, "label", "group", strategies=["early", "late", "weighted"],
+    return evaluate_store(small_store, "label", "group", strategies=STRATEGIES,
                           weights="cv", cv=3, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def in_memory(small_store):
+    store = load(small_store)
+    return evaluate(store.views, store.column("label"), groups=store.column("group"),
+                    strategies=STRATEGIES + ["late[equal]"], weights="cv", cv=3,
+                    random_state=0)
 
 
 def test_rows_folds_and_record(streamed, small_store):
     r = streamed
     assert r.path == "out-of-core"
     assert [row.name for row in r.rows] == ["image", "text", "early", "late", "weighted",
-                                            "seed-baseline"]
+                                            "stacking", "seed-baseline"]
     store = load(small_store)
     classes, y = np.unique(store.column("label"), return_inverse=True)
     assert r.classes == classes.tolist() and np.array_equal(r.y, y)
@@ -35,8 +46,12 @@ def test_rows_folds_and_record(streamed, small_store):
     acc = {row.name: row.accuracy for row in r.rows}
     # each view knows half the label (about 0.42 alone), together about 0.7
     assert acc["early"] > 0.6 and acc["late"] > 0.6 and acc["image"] < 0.5
-    assert r.row("late").weights_fallback == ["out-of-core: learned weights are not fitted "
-                                              "when streaming; equal weights"] * 3
+    # learned out of core: late's cv weights and stacking's meta level (one per fold)
+    for name in ("late", "weighted", "stacking"):
+        assert r.row(name).weights_fallback == [None] * 3
+        for w in r.row(name).fold_weights:
+            assert sorted(w) == ["image", "text"] and sum(w.values()) == pytest.approx(1.0)
+    assert len({tuple(w.values()) for w in r.row("late").fold_weights}) == 3
     assert r.row("early").weights_fallback == [None] * 3
     doc = run_record(r)
     assert doc["path"] == "out-of-core"
@@ -45,14 +60,16 @@ def test_rows_folds_and_record(streamed, small_store):
     jsonschema.validate(doc, schema())
 
 
-def test_streamed_is_close_to_in_memory_on_the_same_folds(streamed, small_store):
-    store = load(small_store)
-    mem = evaluate(store.views, store.column("label"), groups=store.column("group"),
-                   strategies=["early", "late[equal]"], cv=3, random_state=0)
+def test_streamed_is_close_to_in_memory_on_the_same_folds(streamed, in_memory):
+    mem = in_memory
     assert mem.path == "in-memory"
-    for ours, theirs in (("early", "early"), ("late", "late[equal]")):
-        diff = np.mean(streamed.row(ours).fold_accuracy) - np.mean(mem.row(theirs).fold_accuracy)
-        assert abs(diff) < 0.03, (ours, diff)
+    for name in STRATEGIES + ["seed-baseline"]:
+        diff = np.mean(streamed.row(name).fold_accuracy) - np.mean(mem.row(name).fold_accuracy)
+        assert abs(diff) < 0.03, (name, diff)
+    # the learned late weights follow the in-memory ones (text is a little stronger here)
+    for ours, theirs in zip(streamed.row("late").fold_weights, mem.row("late").fold_weights):
+        assert ours["text"] > 0.5 and theirs["text"] > 0.5
+        assert abs(ours["text"] - theirs["text"]) < 0.06
 
 
 def test_fixed_weights_and_refusals(small_store, monkeypatch):
@@ -61,8 +78,10 @@ def test_fixed_weights_and_refusals(small_store, monkeypatch):
     assert r.cv["kind"] == "stratified"
     assert r.row("late").fold_weights[0] == {"image": 0.75, "text": 0.25}
     assert r.row("late").weights_fallback == [None] * 3
-    with pytest.raises(InputError, match="fusion stacking cannot be fitted out of core"):
-        evaluate_store(small_store, "label", "group", strategies=["stacking"])
+    with pytest.raises(InputError, match="fusion auto cannot be fitted out of core"):
+        evaluate_store(small_store, "label", "group", strategies=["auto"])
+    with pytest.raises(InputError, match="inner_cv must be an int >= 2"):
+        evaluate_store(small_store, "label", "group", inner_cv=1)
     with pytest.raises(InputError, match="tests each row once"):
         evaluate_store(small_store, "label", None, cv={"kind": "repeated-stratified",
                                                        "n_splits": 3})
@@ -77,3 +96,102 @@ def test_fixed_weights_and_refusals(small_store, monkeypatch):
     assert choose_path(small_store, None) == "in-memory"
     assert auto_epochs(800_000, auto_batch(800_000, None)) == 2
     assert auto_batch(800, None) == 32 and auto_epochs(800, 32) == 40
+
+
+def test_early_fusion_keeps_equal_weights_and_says_so(small_store):
+    r = evaluate_store(small_store, "label", "group", strategies=["early[cv]"], cv=3, epochs=1)
+    assert r.row("early[cv]").weights_fallback == ["out-of-core: learned weights are not "
+                                                   "fitted when streaming; equal weights"] * 3
+
+
+def test_the_meta_level_sees_out_of_fold_probabilities(small_store, monkeypatch):
+    """What stacking's meta level is fitted on is, row by row, the prediction of the inner
+    expert that did not train on the row; weighted's grid scores each training row once."""
+    from mmfuse.evaluate import streamed_fit
+    from mmfuse.evaluate.streamed import _plan
+    from mmfuse.fusion.weighted import grid_choice
+
+    seen = {}
+    fit_meta = streamed_fit.StreamedFit._fit_meta
+
+    def spy(self, f, oof):
+        seen[f] = {m: np.array(p) for m, p in oof.items()}
+        return fit_meta(self, f, oof)
+
+    monkeypatch.setattr(streamed_fit.StreamedFit, "_fit_meta", spy)
+    job = {"path": str(small_store), "label": "label", "group": "group", "cv": 3,
+           "random_state": 0, "modalities": None, "strategies": ["stacking", "weighted"],
+           "weights": "cv", "epochs": 2, "batch_size": None}
+    plan = _plan(job)
+    fit = streamed_fit.StreamedFit(plan["stream"], plan["classes"], plan["y"], plan["groups"],
+                                   plan["fold_of_row"], plan["n_folds"], plan["configs"],
+                                   batch_size=plan["batch_size"], epochs=2,
+                                   learning_rate=0.002, random_state=0).fit([0, 1])
+    assert sorted(seen) == [0, 1] and fit.n_inner[0] == 3
+    train = np.flatnonzero(plan["fold_of_row"] != 0)
+    shard = plan["stream"].shard(1)
+    rows = shard.rows[plan["fold_of_row"][shard.rows] != 0]
+    local = np.searchsorted(shard.rows, rows)
+    for j in range(3):
+        pick = fit.inner[0][rows] == j
+        views = {m: fit.scalers.transform(m, 0, shard.views[m][local[pick]])
+                 for m in fit.mods}
+        present = {m: shard.present[m][local[pick]] for m in fit.mods}
+        want = fit._inner_probas(0, j, views, present)
+        for m in fit.mods:
+            got = seen[0][m][np.searchsorted(train, rows[pick])]
+            np.testing.assert_allclose(got, want[m], rtol=1e-5)
+        # the other inner folds' experts trained on these rows: they predict differently
+        other = fit._inner_probas(0, (j + 1) % 3, views, present)
+        assert not np.allclose(other["image"], want["image"])
+    counts = fit.grids[0]["weighted"]
+    assert counts[..., 1].sum(axis=1).tolist() == [len(train)] * len(counts)
+    i = grid_choice(counts[..., 0] / counts[..., 1], fit.grid[1])
+    assert fit.weights[0]["weighted"] == dict(zip(fit.mods, fit.grid[0][i]))
+    assert "weighted" in fit.stage2[0] and "stacking" in fit.metas[0]
+
+
+def test_out_of_fold_probabilities_on_disk_change_nothing(small_store, monkeypatch):
+    from mmfuse.evaluate import streamed_fit
+
+    kwargs = dict(strategies=["late", "stacking"], weights="relative", cv=2, random_state=0,
+                  epochs=2)
+    memory = evaluate_store(small_store, "label", "group", **kwargs)
+    made = []
+    real = np.lib.format.open_memmap
+
+    def recording(path, *args, **kw):
+        made.append(path)
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(streamed_fit, "OOF_MEMORY_BYTES", 0)
+    monkeypatch.setattr(np.lib.format, "open_memmap", recording)
+    disk = evaluate_store(small_store, "label", "group", **kwargs)
+    assert len(made) == 4  # 2 folds x 2 modalities
+    for name, pred in memory.predictions.items():
+        np.testing.assert_array_equal(pred, disk.predictions[name])
+
+
+def test_without_inner_folds_learned_weights_fall_back_to_equal(tmp_path):
+    """Two groups, leave-one-group-out: a fold's training rows are one group, too few for
+    inner folds; as in memory, learned weights and stacking fall back to equal weights."""
+    import pandas as pd
+
+    from mmfuse.features.arrays import write_array_store
+
+    rng = np.random.default_rng(0)
+    n = 200
+    y = rng.integers(0, 2, n)
+    views = {"a": (rng.normal(size=(n, 3)) + y[:, None]).astype(np.float32),
+             "b": (rng.normal(size=(n, 2)) + y[:, None]).astype(np.float32)}
+    frame = pd.DataFrame({"label": y, "group": np.arange(n) % 2})
+    store = tmp_path / "store"
+    write_array_store(store, [(frame, views)], encoders={"a": "x", "b": "y"},
+                      dims={"a": 3, "b": 2}, n_rows=n, rows_per_shard=n)
+    r = evaluate_store(store, "label", "group", strategies=["late", "weighted", "stacking"],
+                       weights="cv", cv=2, epochs=2)
+    for name in ("late", "weighted", "stacking"):
+        notes = r.row(name).weights_fallback
+        assert len(notes) == 2 and all(n.startswith("equal weights: too few") for n in notes)
+        assert r.row(name).fold_weights == [{"a": 0.5, "b": 0.5}] * 2
+    assert r.row("late").fold_accuracy == r.row("stacking").fold_accuracy

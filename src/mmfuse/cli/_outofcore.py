@@ -12,13 +12,9 @@ from ._common import EVALUATION, _Progress, _write_outputs, console, print_resul
 
 OutOfCoreOpt = Annotated[Optional[bool], typer.Option(
     "--out-of-core/--in-memory",
-    help="With --features: stream the store shard by shard (early, late, weighted with fixed "
-         "weights, seed baseline), or load it whole. Default: stream above "
+    help="With --features: stream the store shard by shard (early, late, weighted, stacking, "
+         "seed baseline), or load it whole. Default: stream above "
          "$MMFUSE_OUT_OF_CORE_BYTES (2 GiB of features).", rich_help_panel=EVALUATION)]
-
-#: the strategies `run` compares by default when it streams (stacking cannot stream)
-STREAMED_DEFAULT = "early,weighted,late"
-
 
 def streamed_path(features: Optional[Path], out_of_core: Optional[bool], **refused: Any) -> bool:
     """True when this command streams the store. ``refused``: option name -> value of the
@@ -64,7 +60,8 @@ def evaluate_streamed_and_print(features: Path, label: Optional[str], group: Opt
                                 progress=bar, scheduler=scheduler)
     print_results(result, title)
     console.print("path: out-of-core (the store was streamed shard by shard; learned weights "
-                  "fall back to equal ones)", markup=False, highlight=False)
+                  "and stacking's meta level fitted on streamed inner folds)", markup=False,
+                  highlight=False)
     _write_outputs(result, json_out, report, title)
     return result
 

@@ -26,9 +26,12 @@ from .late import LOG_FLOOR
 
 #: how each strategy that streams is fitted out of core (the strategies' names are looked
 #: up here, never tested): "pool" (the single modalities' probabilities pooled: late
-#: fusion), "concat" (one model on the concatenated blocks), "sum" (one model on the
-#: weighted, zero-padded sum of the blocks: the seed's feature space)
-STREAMED = {"early": "concat", "late": "pool", "weighted": "sum", "seed-baseline": "sum"}
+#: fusion; learned weights by its own meta level on streamed out-of-fold probabilities),
+#: "concat" (one model on the concatenated blocks), "sum" (one model on the weighted,
+#: zero-padded sum of the blocks: the seed's feature space), "meta" (the strategy's own
+#: meta level, fitted on streamed out-of-fold probabilities: stacking)
+STREAMED = {"early": "concat", "late": "pool", "weighted": "sum", "seed-baseline": "sum",
+            "stacking": "meta"}
 STREAMABLE = tuple(STREAMED)
 
 
@@ -149,15 +152,22 @@ class StreamedSoftmax:
         return lr
 
 
-def design(kind: str, blocks: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None
-           ) -> np.ndarray:
+def design(kind: str, blocks: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None,
+           present: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """The feature map of a streamed strategy from standardised blocks (absent rows at 0):
     ``"concat"`` (early fusion) concatenates them (sorted by modality); ``"sum"``
-    (``weighted`` with fixed weights, and the ``seed-baseline`` with 1/M each) adds
-    ``w_m · z_m`` zero-padded to the widest block."""
+    (``weighted``, and the ``seed-baseline`` with 1/M each) adds ``w_m · z_m`` zero-padded
+    to the widest block. With ``present``, the sum is ``weighted``'s own
+    (:func:`~mmfuse.fusion.weighted.weighted_sum`: a row missing a modality is rescaled to
+    the total weight); without, the seed's (no rescaling)."""
     mods = sorted(blocks)
     if kind == "concat":
         return np.hstack([blocks[m] for m in mods])
+    if kind == "sum" and present is not None:
+        from .weighted import weighted_sum
+
+        w = {m: 1.0 / len(mods) if weights is None else float(weights[m]) for m in mods}
+        return weighted_sum(dict(blocks), dict(present), w).astype(np.float32)
     if kind == "sum":
         n = len(blocks[mods[0]])
         width = max(blocks[m].shape[1] for m in mods)

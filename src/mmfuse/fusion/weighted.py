@@ -95,6 +95,31 @@ class _PairGram:
         return k * r[:, None] * r[None, :]
 
 
+def weight_grid(n_modalities: int, step: float | None = None) -> tuple[np.ndarray, int]:
+    """The simplex grid the ``cv`` weight search scores (``step`` as in
+    :class:`WeightedSumFusion`), equal weights included, and the equal point's index."""
+    if step is None:
+        step = {1: 1.0, 2: 0.25, 3: 1 / 3}.get(n_modalities, 0.5)
+    else:
+        if not (isinstance(step, (int, float)) and 0 < step <= 1):
+            raise InputError(f"step must be a number in (0, 1] or None; got {step!r}")
+        # the grid grows as (1/step)^(M-1): coarsen it so a search stays ~20 points
+        step = {1: 1.0, 2: step, 3: max(step, 0.2)}.get(n_modalities, max(step, 0.25))
+    grid = simplex_grid(n_modalities, step) if n_modalities > 1 else np.ones((1, 1))
+    equal = np.full(n_modalities, 1.0 / n_modalities)
+    if not np.isclose(grid, equal).all(axis=1).any():
+        grid = np.vstack([equal, grid])
+    return grid, int(np.flatnonzero(np.isclose(grid, equal).all(axis=1))[0])
+
+
+def grid_choice(scores: np.ndarray, i_equal: int) -> int:
+    """The grid point chosen from per-inner-fold accuracies ``scores`` (points x folds):
+    the best, unless it does not beat equal weights by more than one standard error of
+    the paired per-fold differences (the one-SE rule)."""
+    names = [str(i) for i in range(len(scores))]
+    return int(one_se_choice(dict(zip(names, scores)), {names[i_equal]}))
+
+
 def _kernel_factor(k: np.ndarray, train: np.ndarray, test: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Features G with G G^T = K on the training rows, and the test rows in the same basis:
@@ -282,18 +307,7 @@ class WeightedSumFusion(FusionStrategy):
 
     def _search_weights(self, projected, present, y, groups) -> dict[str, float]:
         mods = sorted(projected)
-        if self.step is None:
-            step = {1: 1.0, 2: 0.25, 3: 1 / 3}.get(len(mods), 0.5)
-        else:
-            if not (isinstance(self.step, (int, float)) and 0 < self.step <= 1):
-                raise InputError(f"step must be a number in (0, 1] or None; got {self.step!r}")
-            # the grid grows as (1/step)^(M-1): coarsen it so a search stays ~20 points
-            step = {1: 1.0, 2: self.step, 3: max(self.step, 0.2)}.get(
-                len(mods), max(self.step, 0.25))
-        grid = simplex_grid(len(mods), step) if len(mods) > 1 else np.ones((1, 1))
-        equal = np.full(len(mods), 1.0 / len(mods))
-        if not np.isclose(grid, equal).all(axis=1).any():
-            grid = np.vstack([equal, grid])
+        grid, i_equal = weight_grid(len(mods), self.step)
         splits = inner_splits(y, groups, min(self.cv, 3), self.random_state)
         if not splits:
             if len(mods) > 1:
@@ -333,9 +347,7 @@ class WeightedSumFusion(FusionStrategy):
                 for j, (train, test) in enumerate(splits):
                     models[j].fit(f[train], y[train])
                     scores[i, j] = float(np.mean(models[j].predict(f[test]) == y[test]))
-        names = [str(i) for i in range(len(grid))]
-        i_equal = int(np.flatnonzero(np.isclose(grid, equal).all(axis=1))[0])
-        pick = int(one_se_choice(dict(zip(names, scores)), {names[i_equal]}))
+        pick = grid_choice(scores, i_equal)
         self.weight_search_ = {"grid": grid, "fold_accuracy": scores}
         return {m: float(w) for m, w in zip(mods, grid[pick])}
 

@@ -319,7 +319,6 @@ FUSION_NAME_LITERALS = {
     **{("fusion/streamed.py", n): "STREAMED: each streamable strategy's out-of-core form "
        "(a registration capability once the streamed forms live beside the strategies)"
        for n in ("early", "late", "weighted", "seed-baseline", "stacking")},
-    ("features/train.py", "late"): "a streamed train fits late fusion only (TRAINABLE)",
     ("estimator.py", "late"): "MultimodalClassifier's default fusion",
     ("cli/model.py", "late"): "train's default --fusion",
     **{("evaluate/crossval.py", n): "DEFAULT_STRATEGIES: the evaluation's default rows, in order"

@@ -67,8 +67,8 @@ def test_out_of_core_refusals_are_one_line(small_store, tmp_path):
           "--out-of-core"], "--out-of-core needs a feature store"),
         (["run", "--features", str(small_store), "--out-of-core"], "--label COL is required"),
         (["train", "--features", str(small_store), "--label", "label", "--out-of-core",
-          "--fusion", "early", "--save-model", str(tmp_path / "m.mmfuse")],
-         "fusion 'early' cannot be trained out of core"),
+          "--fusion", "gmu", "--out", str(tmp_path / "m.mmfuse")],
+         "fusion 'gmu' cannot be trained out of core"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
@@ -82,11 +82,12 @@ def test_train_out_of_core_saves_a_model_that_loads_and_predicts(small_store, tm
 
     model = tmp_path / "m.mmfuse"
     result = runner.invoke(app, ["train", "--features", str(small_store), "--label", "label",
-                                 "--out-of-core", "--save-model", str(model), "-q"])
+                                 "--group", "group", "--out-of-core", "--fusion", "stacking",
+                                 "--out", str(model), "-q"])
     assert result.exit_code == 0, result.output
     flat = _flat(result)
-    assert "trained late out of core on 480 samples" in flat and "path: out-of-core" in flat
-    assert "learned weights are not fitted" in flat  # --weights cv fell back to equal
+    assert "trained stacking out of core on 480 samples" in flat and "path: out-of-core" in flat
+    assert "note:" not in flat  # its meta level was fitted on streamed inner folds
     clf = load_model(model)
     store = load(small_store)
     proba = clf.predict_proba(store.views)

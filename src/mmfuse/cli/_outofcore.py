@@ -67,7 +67,8 @@ def evaluate_streamed_and_print(features: Path, label: Optional[str], group: Opt
 
 
 def train_streamed_and_save(features: Path, label: Optional[str], encoders: Any, fusion: str,
-                            weights: Any, seed: int, out: Path, quiet: bool) -> Any:
+                            weights: Any, seed: int, out: Path, quiet: bool,
+                            group: Optional[str] = None) -> Any:
     """``train --features STORE --out-of-core``: fit on the streamed store, save."""
     from .._errors import InputError
     from ..features import attach_encoders, check_encoders, read_header
@@ -80,8 +81,8 @@ def train_streamed_and_save(features: Path, label: Optional[str], encoders: Any,
     if encoders and encoders != "auto":
         check_encoders(header, encoders, where=str(features))
     with _Progress(quiet) as bar:
-        model = train_store(features, label, fusion=fusion, weights=weights, random_state=seed,
-                            progress=bar)
+        model = train_store(features, label, fusion=fusion, weights=weights, group=group,
+                            random_state=seed, progress=bar)
     raw = header.get("manifest_sha256") is not None  # written by `mmfuse extract`
     if raw:
         attach_encoders(model, features)  # the saved model predicts from raw files

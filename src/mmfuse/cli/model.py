@@ -75,7 +75,8 @@ def train(
                 "--epsilon": epsilon is not None, "--scrub-pii": scrub_pii,
                 "--numeric/--categorical/--boolean/--dates": numeric or categorical or boolean
                 or dates}):
-            train_streamed_and_save(features, label, enc, fusion, weights, seed, out, quiet)
+            train_streamed_and_save(features, label, enc, fusion, weights, seed, out, quiet,
+                                    group)
             return
         _placement(None, None, [], device)  # a bad or missing device fails before any work
         tab = _tabular_encoder(numeric, categorical, boolean, dates, dataset, features)

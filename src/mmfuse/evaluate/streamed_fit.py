@@ -188,7 +188,10 @@ class StreamedFit:
     def _design(self, c: Any, blocks: Mapping[str, np.ndarray],
                 present: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
         kind = kind_of(c)
-        if kind == "concat":
+        if kind == "concat":  # early fusion's weights: each block times sqrt(M w_m)
+            factors = {m: np.sqrt(len(self.mods) * weights[m]) for m in self.mods}
+            if not np.allclose(list(factors.values()), 1.0):
+                blocks = {m: b * np.float32(factors[m]) for m, b in blocks.items()}
             return design(kind, blocks)
         # weighted's sum rescales rows that miss a modality; the seed's does not
         return design(kind, blocks, weights, None if c.kind == "baseline" else present)

@@ -339,7 +339,7 @@ def render(results: list[dict]) -> str:
     for r in results:
         if "main" in r and "split" in r and FUSION in r["main"]["rows"]:
             cross = r["main"]["rows"][FUSION]["uncertainty"]["sets"]
-            for key in cross:
+            for key in [k for k in cross if k in r["split"]["folds"][0]]:
                 sp = [f[key] for f in r["split"]["folds"]]
                 lines.append(
                     f"| {r['dataset']} | {key} | {cross[key]['coverage']['mean']:.3f} | "

@@ -42,3 +42,19 @@ def test_unknown_calibration_names_the_valid_ones():
     with pytest.raises(InputError, match=r"calibration must be one of \['temperature', "
                                          r"'isotonic'\] or None; got 'platt'"):
         fit_calibrator("platt", np.full((2, 2), 0.5), np.array([0, 1]))
+
+
+def test_temperature_is_not_driven_by_rows_whose_label_got_no_probability():
+    # calibrated rows, but 10% carry the label the model gave least (late fusion on unseen
+    # groups): the log-loss temperature flattens every row for them, the Brier one does not
+    rng = np.random.default_rng(0)
+    z = rng.normal(scale=3.0, size=(3000, 6))
+    proba = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(6, p=p) for p in proba])
+    odd = rng.random(3000) < 0.1
+    y[odd] = proba[odd].argmin(1)
+    brier_t = TemperatureScaling.fit(proba, y)
+    nll_t = TemperatureScaling.fit(proba, y, objective="log_loss")
+    assert brier_t.temperature < 1.5 < nll_t.temperature
+    assert ece(brier_t.transform(proba), y) < 0.5 * ece(nll_t.transform(proba), y)
+    assert ece(brier_t.transform(proba), y) < ece(proba, y)

@@ -86,3 +86,18 @@ def test_bad_settings_are_one_line_errors():
     with pytest.raises(InputError, match=r"conformal_score must be one of \['aps', 'raps', "
                                          r"'lac'\]; got 'thr'"):
         check_score("thr")
+
+
+@pytest.mark.parametrize("mondrian", [False, True])
+def test_worst_fold_threshold_is_the_largest_fold_threshold(mondrian):
+    p, y = probas(900, seed=3)
+    folds = np.repeat([0, 1, 2], 300)
+    # fold 2's labels are shuffled: its own threshold is the largest
+    y = y.copy()
+    y[600:] = np.random.default_rng(0).permutation(y[600:])
+    per_fold = [thresholds(p[folds == f], y[folds == f], 0.9, "aps", mondrian)
+                for f in range(3)]
+    worst = thresholds(p, y, 0.9, "aps", mondrian, folds=folds)
+    assert np.allclose(worst, np.max(per_fold, axis=0))
+    pooled = thresholds(p, y, 0.9, "aps", mondrian)
+    assert np.all(worst >= pooled) and worst.max() > pooled.max()

@@ -131,7 +131,9 @@ def test_out_of_fold_uses_every_training_row_once_per_pattern():
     present = {k: np.ones(len(y), bool) for k in views}
     oof = fit_module.out_of_fold(create_fusion("early"), views, present, y, groups, 5, 0, 4)
     assert set(oof) == {"a+b", "a", "b"}
-    assert all(len(lab) == len(y) for _, lab in oof.values())
+    assert all(len(lab) == len(y) for _, lab, _ in oof.values())
+    for _, _, fold in oof.values():  # each row's inner fold: 5 folds of about 80 rows
+        assert np.bincount(fold).tolist() == [len(y) // 5] * 5 or len(set(fold)) == 5
 
 
 def test_inner_folds_refit_the_stateful_encoders_on_their_training_rows():

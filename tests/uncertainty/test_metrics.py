@@ -3,8 +3,8 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
 from mmfuse import InputError
-from mmfuse.uncertainty.metrics import (brier, ece, log_loss, probability_metrics,
-                                        reliability, set_metrics)
+from mmfuse.uncertainty.metrics import (brier, ece, ece_floor, ece_of_bins, log_loss,
+                                        probability_metrics, reliability, set_metrics)
 
 
 def test_log_loss_and_brier_match_their_definitions():
@@ -40,3 +40,27 @@ def test_set_metrics():
 def test_bad_shapes_are_one_line_errors():
     with pytest.raises(InputError, match="expected probabilities"):
         probability_metrics(np.ones(3), np.zeros(3))
+
+
+def test_ece_floor_is_the_ece_of_labels_drawn_from_the_probabilities():
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(5), size=150)
+    draws = []
+    for seed in range(300):  # the definition, the slow way
+        r = np.random.default_rng(seed)
+        correct = r.random(150) < proba.max(1)
+        y = np.where(correct, proba.argmax(1), (proba.argmax(1) + 1) % 5)
+        draws.append(ece(proba, y))
+    assert ece_floor(proba) == pytest.approx(np.mean(draws), rel=0.1)
+    # the floor falls as rows are added: 1/sqrt(rows per bin)
+    many = rng.dirichlet(np.ones(5), size=6000)
+    assert ece_floor(many) < 0.3 * ece_floor(proba)
+    assert probability_metrics(proba, np.zeros(150, int))["ece_floor"] == ece_floor(proba)
+
+
+def test_ece_of_bins_matches_ece_and_skips_empty_bins():
+    proba = np.array([[0.95, 0.05]] * 4 + [[0.5, 0.5]])
+    y = np.array([0, 0, 1, 1, 0])
+    bins = reliability(proba, y)
+    bins["confidence"] = [None if np.isnan(v) else v for v in bins["confidence"]]
+    assert ece_of_bins(bins) == pytest.approx(ece(proba, y))

@@ -1,8 +1,13 @@
 """Calibrators of class probabilities, fitted on out-of-fold probabilities of training rows.
 
 - ``temperature``: one temperature T > 0 that divides the log-probabilities,
-  ``softmax(log p / T)``, chosen by minimising the log-loss; it never changes the arg-max,
-  so accuracy stays (ties aside).
+  ``softmax(log p / T)``, chosen by minimising the Brier score (a proper scoring rule,
+  so the right temperature when one exists; bounded, so unlike the log-loss it is not
+  driven by the few rows whose true label got almost no probability: late fusion's product
+  of experts gives many such rows on unseen groups, and the log-loss temperature then
+  flattens every row to soften them, leaving the top label under-confident; the log-loss
+  one stays available as ``objective="log_loss"``); it never changes the arg-max, so
+  accuracy stays (ties aside).
 - ``isotonic``: one isotonic map per class (one-vs-rest, as scikit-learn's
   ``CalibratedClassifierCV``), rows renormalised to sum 1; more flexible, needs more rows,
   and may change the arg-max.
@@ -39,18 +44,24 @@ class TemperatureScaling:
     temperature: float = 1.0
 
     @classmethod
-    def fit(cls, proba: np.ndarray, y: np.ndarray) -> "TemperatureScaling":
+    def fit(cls, proba: np.ndarray, y: np.ndarray, objective: str = "brier"
+            ) -> "TemperatureScaling":
+        """The temperature minimising ``objective`` ("brier" or "log_loss") of these rows."""
         from scipy.optimize import minimize_scalar
 
         logp = _log(proba)
         rows = np.arange(len(y))
+        onehot = np.zeros_like(logp)
+        onehot[rows, y] = 1.0
 
-        def nll(log_t: float) -> float:
+        def loss(log_t: float) -> float:
             z = logp / np.exp(log_t)
             z = z - z.max(axis=1, keepdims=True)
-            return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y]))
+            if objective == "log_loss":
+                return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y]))
+            return float(np.mean(np.sum((_softmax(z) - onehot) ** 2, axis=1)))
 
-        best = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+        best = minimize_scalar(loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
         return cls(float(np.exp(best.x)))
 
     def transform(self, proba: np.ndarray) -> np.ndarray:

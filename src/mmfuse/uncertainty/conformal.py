@@ -88,8 +88,16 @@ def quantile(scores: np.ndarray, coverage: float) -> float:
 
 
 def thresholds(proba: np.ndarray, y: np.ndarray, coverage: float, score: str,
-               mondrian: bool) -> np.ndarray:
-    """One threshold (marginal) or one per class (Mondrian) from calibration rows."""
+               mondrian: bool, folds: np.ndarray | None = None) -> np.ndarray:
+    """One threshold (marginal) or one per class (Mondrian) from calibration rows.
+
+    ``folds``: each row's inner fold; then the largest of the thresholds each fold gives
+    on its own (*worst fold*): conservative, for groups that differ more than pooling
+    them shows (the pooled threshold assumes the held-out groups exchangeable)."""
+    if folds is not None:
+        folds = np.asarray(folds)
+        return np.max([thresholds(proba[folds == f], y[folds == f], coverage, score, mondrian)
+                       for f in np.unique(folds)], axis=0)
     s = score_matrix(proba, score)[np.arange(len(y)), y]
     if not mondrian:
         return np.array([quantile(s, coverage)])

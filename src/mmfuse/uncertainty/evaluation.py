@@ -27,7 +27,8 @@ class UncertaintySpec:
     ``coverage``: the target coverages of the sets (e.g. ``(0.9,)``), each with every score
     of ``scores``. ``mondrian``: one threshold per class. ``mask``: modality -> share of
     each test fold's rows that lose it (seeded), to measure the sets with it missing
-    (reported as ``sets_masked``)."""
+    (reported as ``sets_masked``). ``worst_fold``: the sets also with the conservative
+    worst-inner-fold thresholds (reported as ``"<score>@<coverage> worst-fold"``)."""
 
     calibration: str | None = None
     coverage: tuple = ()
@@ -35,6 +36,7 @@ class UncertaintySpec:
     mondrian: bool = False
     mask: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
+    worst_fold: bool = False
 
     @property
     def fits(self) -> bool:
@@ -92,7 +94,45 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
     final = unc.calibrate(raw, p_test)
     out.update(probability_metrics(final, y[test]))
     out["reliability"] = _bins(final, y[test])
+    out["reliability_raw"] = _bins(raw, y[test])
+    if spec.calibration is not None:
+        out["diagnosis"] = _diagnosis(unc, oof, spec.calibration, raw, y[test])
     return final.argmax(1), out
+
+
+def _diagnosis(unc: Any, oof: dict, calibration: str, raw: np.ndarray, y_test: np.ndarray
+               ) -> dict:
+    """What limits the fold's calibration: the ECE of the inner out-of-fold probabilities
+    (all modalities present) before and after their calibrator, their accuracy and mean
+    top-label confidence against the test rows' (a final model sharper or more accurate
+    than the inner-fold models is a mismatch the calibrator cannot see), and the ECE of
+    the best temperature for the test rows themselves (fitted on their labels: a bound
+    on what any temperature could reach, never used to predict); isotonic calibration
+    fitted on the same out-of-fold rows (its test ECE and accuracy), and with temperature
+    the former log-loss temperature's."""
+    from .calibration import TemperatureScaling, fit_calibrator
+    from .metrics import ece
+
+    full = max(oof, key=lambda p: (p.count("+"), len(oof[p][1])))
+    proba, y = oof[full][:2]
+    calibrated = unc.calibrators.get(full, unc.calibrators["*"]).transform(proba)
+    best = fit_calibrator("temperature", raw, y_test)
+    out = {"inner_ece_raw": ece(proba, y), "inner_ece": ece(calibrated, y),
+           "inner_accuracy": float(np.mean(proba.argmax(1) == y)),
+           "inner_confidence": float(np.mean(proba.max(1))),
+           "test_confidence": float(np.mean(raw.max(1))),
+           "test_ece_best_temperature": ece(best.transform(raw), y_test),
+           "best_temperature": best.temperature}
+    iso = fit_calibrator("isotonic", proba, y)  # the other calibrator, on the same rows
+    out["test_ece_isotonic"] = ece(iso.transform(raw), y_test)
+    out["test_accuracy_isotonic"] = float(np.mean(iso.transform(raw).argmax(1) == y_test))
+    if calibration == "temperature":
+        out["temperature"] = unc.calibrators.get(full, unc.calibrators["*"]).temperature
+        nll = TemperatureScaling.fit(proba, y, objective="log_loss")  # the former objective
+        out["log_loss_temperature"] = nll.temperature
+        out["inner_ece_log_loss_temperature"] = ece(nll.transform(proba), y)
+        out["test_ece_log_loss_temperature"] = ece(nll.transform(raw), y_test)
+    return out
 
 
 def _bins(proba: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
@@ -124,6 +164,10 @@ def _add_sets(out: dict, unc: Any, oof: dict, spec: UncertaintySpec, score: str,
         key = f"{score}@{target:g}"
         sets = conf.sets(unc.calibrate(raw, p_test), _patterns(unc, p_test))
         out.setdefault("sets", {})[key] = set_metrics(sets, y_test)
+        if spec.worst_fold:
+            worst = conformal_from_oof(oof, calibrated, target, score, spec.mondrian, True)
+            out["sets"][f"{key} worst-fold"] = set_metrics(
+                worst.sets(unc.calibrate(raw, p_test), _patterns(unc, p_test)), y_test)
         for modality, share, (proba, p, keep) in masked:
             s = conf.sets(unc.calibrate(proba, p), _patterns(unc, p))
             out.setdefault("sets_masked", {})[f"{key} {modality}-{share:g}"] = set_metrics(
@@ -136,7 +180,8 @@ def _patterns(unc: Any, present: Any) -> np.ndarray:
     return row_patterns(present, unc.modalities)
 
 
-UNBOUNDED = ("log_loss", "brier", "set_size")  # not shares: their interval is not cut at 1
+UNBOUNDED = ("log_loss", "brier", "set_size", "temperature", "best_temperature",
+             "log_loss_temperature")  # not shares: their interval is not cut at 1
 
 
 def summarize(folds: list[dict]) -> dict | None:
@@ -153,7 +198,7 @@ def summarize(folds: list[dict]) -> dict | None:
         merged: dict = {}
         for key in parts[0]:
             values = [p[key] for p in parts if key in p]
-            if key == "reliability":  # pooled over the folds: the reliability diagram
+            if key.startswith("reliability"):  # pooled over the folds: the diagram
                 total = {k: np.sum([v[k] for v in values], axis=0) for k in values[0]}
                 with np.errstate(invalid="ignore", divide="ignore"):
                     merged[key] = {

@@ -57,9 +57,10 @@ def _patterns(present: Present, modalities: list[str]) -> list[tuple[str, ...]]:
 
 def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, groups: Any,
                 n_splits: int, random_state: Any, n_classes: int, refit: Any = None
-                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Pattern -> (out-of-fold probabilities (n, n_classes), labels) of clones of the
-    unfitted ``strategy`` on grouped inner folds; ``y`` holds labels 0..n_classes-1.
+                ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Pattern -> (out-of-fold probabilities (n, n_classes), labels, inner fold of each
+    row) of clones of the unfitted ``strategy`` on grouped inner folds; ``y`` holds labels
+    0..n_classes-1.
     ``refit(train)``: the views of the stateful encoders (TF-IDF...) refit on the inner
     training rows ``train`` (positions in these rows), so that a held-out fold's words
     are unknown to the model as a new group's are (None: no stateful encoder).
@@ -75,10 +76,10 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
                          "cannot be split (fewer than 2 groups, or a class with one row)")
     mods = sorted(views)
     patterns = _patterns(present, mods)
-    out: dict[str, tuple[list, list]] = {"+".join(p): ([], []) for p in patterns}
+    out: dict[str, tuple[list, list, list]] = {"+".join(p): ([], [], []) for p in patterns}
     g = None if groups is None else np.asarray(groups)
     all_views = views
-    for train, test in splits:
+    for k, (train, test) in enumerate(splits):
         fold = clone(strategy)
         views = all_views if refit is None else {**all_views, **refit(train)}
         keep = train[np.any(np.stack([present[m][train] for m in mods]), axis=0)]
@@ -100,7 +101,9 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
             proba[:, cols] = fold.predict_proba(v, pr)
             out["+".join(p)][0].append(proba)
             out["+".join(p)][1].append(y[rows])
-    return {p: (np.concatenate(a), np.concatenate(b)) for p, (a, b) in out.items() if a}
+            out["+".join(p)][2].append(np.full(len(rows), k))
+    return {p: tuple(np.concatenate(part) for part in parts) for p, parts in out.items()
+            if parts[0]}
 
 
 def stateful_refit(encoders: dict, X: Any, kept: np.ndarray, on_error: str,
@@ -150,28 +153,32 @@ class Uncertainty:
         return self.conformal.sets(calibrated, row_patterns(present, self.modalities))
 
 
-def calibrated_oof(oof: dict[str, tuple[np.ndarray, np.ndarray]], calibration: str | None
+def calibrated_oof(oof: dict[str, tuple], calibration: str | None
                    ) -> tuple[dict[str, Calibrator] | None, dict[str, np.ndarray]]:
     """Calibrators per pattern (None without calibration) and the calibrated out-of-fold
     probabilities they give."""
     if calibration is None:
-        return None, {p: proba for p, (proba, _) in oof.items()}
-    pooled = (np.concatenate([a for a, _ in oof.values()]),
-              np.concatenate([b for _, b in oof.values()]))
+        return None, {p: o[0] for p, o in oof.items()}
+    pooled = (np.concatenate([o[0] for o in oof.values()]),
+              np.concatenate([o[1] for o in oof.values()]))
     calibrators = {ALL: fit_calibrator(calibration, *pooled)}
-    for p, (proba, y) in oof.items():
+    for p, (proba, y, *_) in oof.items():
         calibrators[p] = (fit_calibrator(calibration, proba, y) if len(y) >= MIN_ROWS
                           else calibrators[ALL])
-    return calibrators, {p: calibrators[p].transform(proba) for p, (proba, _) in oof.items()}
+    return calibrators, {p: calibrators[p].transform(o[0]) for p, o in oof.items()}
 
 
-def conformal_from_oof(oof: dict[str, tuple[np.ndarray, np.ndarray]],
-                       calibrated: dict[str, np.ndarray], coverage: float, score: str,
-                       mondrian: bool) -> ConformalSets:
+def conformal_from_oof(oof: dict[str, tuple], calibrated: dict[str, np.ndarray],
+                       coverage: float, score: str, mondrian: bool,
+                       worst_fold: bool = False) -> ConformalSets:
+    """Thresholds per pattern from the calibrated out-of-fold probabilities, pooled over
+    the inner folds (cross-conformal), or with ``worst_fold`` the largest of the folds'
+    own thresholds (see :func:`~mmfuse.uncertainty.conformal.thresholds`)."""
     return ConformalSets(check_coverage(coverage), check_score(score), bool(mondrian),
-                         {p: thresholds(calibrated[p], y, coverage, score, mondrian)
-                          for p, (_, y) in oof.items()},
-                         {p: int(len(y)) for p, (_, y) in oof.items()})
+                         {p: thresholds(calibrated[p], o[1], coverage, score, mondrian,
+                                        o[2] if worst_fold else None)
+                          for p, o in oof.items()},
+                         {p: int(len(o[1])) for p, o in oof.items()})
 
 
 def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray,

@@ -81,3 +81,26 @@ def test_run_on_workers_gives_what_it_gives_here():
     cv = CrossValidation.split(table, y, None, 3, 0)
     here = list(cv.run(partial(_fold_sum, scale=2.0)))
     assert here == list(cv.run(partial(_fold_sum, scale=2.0), n_jobs=2))
+
+
+def test_strategies_in_one_fold_share_the_experts_of_the_fold(monkeypatch):
+    import mmfuse.fusion.experts as experts
+    from mmfuse.evaluate import evaluate
+
+    views, y = make_views(n=150)
+    fits = []
+    real = experts.ModalityExpert.fit
+    monkeypatch.setattr(experts.ModalityExpert, "fit",
+                        lambda self, *a, **k: fits.append(1) or real(self, *a, **k))
+
+    def count(strategies):
+        fits.clear()
+        res = evaluate(views, y, cv=3, inner_cv=3, strategies=strategies, singles=False,
+                       baseline=False, n_jobs=1)
+        return len(fits), res
+
+    n_late, late = count(["late"])
+    n_both, both = count(["late", "stacking"])
+    assert n_late == 3 * 2 * 3  # per outer fold: each modality's expert on 3 inner folds
+    assert n_both == n_late  # stacking reused late's experts through the fold's cache
+    assert both.row("late").fold_accuracy == late.row("late").fold_accuracy

@@ -181,19 +181,18 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
 
 def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
              test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
-             random_state: Any, table: Any = None) -> list[tuple[str, np.ndarray, float, Any, Any]]:
+             random_state: Any, table: Any = None, *, experts_cache: Any = None
+             ) -> list[tuple[str, np.ndarray, float, Any, Any]]:
     """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds,
-    modality weights, what ``auto`` chose or None)."""
+    modality weights, what ``auto`` chose or None). The configurations share one
+    :class:`~mmfuse.fusion.experts.ExpertsCache` (``experts_cache``, else a new one)."""
     from ..fusion import create_fusion
-    from ..fusion.experts import shared_experts
+    from ..fusion.experts import ExpertsCache
 
+    cache = ExpertsCache() if experts_cache is None else experts_cache
     g_train = None if groups is None else np.asarray(groups)[train]
-    out = []
-    with shared_experts():
-        for c in configs:
-            out.append(_fit_predict(c, views, present, y, g_train, train, test, classifier, cv,
-                                    random_state, create_fusion, table))
-    return out
+    return [_fit_predict(c, views, present, y, g_train, train, test, classifier, cv,
+                         random_state, create_fusion, table, cache) for c in configs]
 
 
 def fold_work(fold: Fold, configs: Sequence[Config]
@@ -204,14 +203,17 @@ def fold_work(fold: Fold, configs: Sequence[Config]
     return [(*r, fold.test, fold.chosen)
             for r in run_fold(fold.views, fold.present, fold.y, fold.groups, fold.train,
                               fold.test, configs, fold.classifier, fold.inner_cv,
-                              fold.random_state, fold.table)]
+                              fold.random_state, fold.table,
+                              experts_cache=fold.experts_cache)]
 
 
 def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                train: np.ndarray, classifier: Any, cv: int, random_state: Any,
-               create_fusion: Callable | None = None) -> Any:
+               create_fusion: Callable | None = None, experts_cache: Any = None) -> Any:
     """Configuration ``c`` fitted on the ``train`` rows that carry at least one of its
-    modalities (None when no training row does). Shared by evaluation and robustness."""
+    modalities (None when no training row does), sharing ``experts_cache`` (an
+    :class:`~mmfuse.fusion.experts.ExpertsCache`, or None). Shared by evaluation and
+    robustness."""
     if create_fusion is None:
         from ..fusion import create_fusion
     params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
@@ -226,23 +228,23 @@ def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train
         warnings.simplefilter("ignore", WeightsFallbackWarning)
         strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
                      {m: a[keep] for m, a in p.items()},
-                     None if g_train is None else g_train[keep])
+                     None if g_train is None else g_train[keep], experts_cache=experts_cache)
     return strategy
 
 
 def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                  train: np.ndarray, test: np.ndarray, classifier: Any, cv: int,
-                 random_state: Any, create_fusion: Callable, table: Any = None
-                 ) -> tuple[str, np.ndarray, float, Any, Any]:
+                 random_state: Any, create_fusion: Callable, table: Any = None,
+                 experts_cache: Any = None) -> tuple[str, np.ndarray, float, Any, Any]:
     start = time.perf_counter()
     strategy = fit_config(c, views, present, y, g_train, train, classifier, cv, random_state,
-                          create_fusion)
+                          create_fusion, experts_cache)
     if strategy is None:
         raise InputError(f"{c.name}: no training row of a fold has any of {list(c.modalities)}")
     from ..uncertainty.evaluation import fold_scores
 
     pred, unc = fold_scores(strategy, c.uncertainty, views, present, y, g_train, train, test,
-                            cv, random_state, table)
+                            cv, random_state, table, experts_cache=experts_cache)
     return (c.name, pred, time.perf_counter() - start, strategy.modality_weights_,
             (getattr(strategy, "chosen_name_", None), getattr(strategy, "weights_fallback_", None),
              unc))

@@ -14,7 +14,6 @@ order. The callers only say what to do in a fold and how to sum the folds up.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from .._errors import InputError
 from .._params import check_on_error
 from ..encoders.base import ItemError
 from ..encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
+from ..fusion.experts import ExpertsCache
 from ..views import Present, Views
 from .folds import make_splits
 
@@ -92,14 +92,17 @@ class FeatureTable:
         return self.featurizer.fit_fold(encoded, train), self.present
 
     def choose(self, train: np.ndarray, y: np.ndarray, groups: Any, cv: int,
-               random_state: Any, classifier: Any = None
+               random_state: Any, classifier: Any = None, *, experts_cache: Any = None
                ) -> tuple[Views, Present, dict[str, str], Any]:
         """:meth:`fold_views`, with each candidate column's encoder chosen by inner CV on
         the ``train`` rows only (:func:`mmfuse.encoder_choice.select_encoder`):
         ``(views, present, {column: chosen encoder}, classifier)``. ``classifier`` is the
         one given, or where a column chose separate experts (``"a|b"``) a per-view dict
         giving that column its :class:`~mmfuse.fusion.linear.SplitExperts`
-        (:func:`~mmfuse.fusion.linear.classifier_for`), for the fold's strategies."""
+        (:func:`~mmfuse.fusion.linear.classifier_for`), for the fold's strategies.
+        ``experts_cache``: the fold's :class:`~mmfuse.fusion.experts.ExpertsCache`, which
+        then holds the chosen encoders' inner-fold experts for the strategies fitted next
+        on the same rows (None: nothing is shared)."""
         from ..encoder_choice import select_encoder
         from ..encoders.parts import candidate_view, view_classifier
         from ..fusion.linear import classifier_for, with_view_classifiers
@@ -114,7 +117,8 @@ class FeatureTable:
             base = classifier_for(classifier, col)
             selection = select_encoder(sub, cands, y[train], g_train, cv=cv,
                                        classifier=base, random_state=random_state,
-                                       column=col, rows=train)
+                                       column=col, rows=train,
+                                       experts_cache=experts_cache)
             chosen[col] = selection.chosen
             views[col], present[col], widths = candidate_view(parts, selection.chosen, train)
             own[col] = view_classifier(selection.chosen, widths, base)
@@ -178,6 +182,9 @@ class Fold:
     inner_cv: int
     random_state: Any
     table: FeatureTable
+    #: what the fits of this fold share (the encoder choice's experts, each strategy's
+    #: per-modality experts): hand it to each ``fit(..., experts_cache=)``
+    experts_cache: ExpertsCache
 
     @property
     def g_train(self) -> np.ndarray | None:
@@ -222,40 +229,40 @@ class CrossValidation:
         from ``done`` (a caller running the folds twice counts on across both runs)."""
         from joblib import Parallel, delayed, effective_n_jobs
 
-        from ..fusion.experts import shared_rows
-
         total = len(self.folds) if total is None else total
         if progress:
             progress(stage, done, total)
-        jobs = (delayed(_fold_job)(self, k, train, test, work)
-                for k, (train, test) in enumerate(self.folds))
         # folds run here share fits on the same rows of this one table (leave-one-group-
-        # out outer and inner folds train on the same groups twice; see shared_rows)
-        with shared_rows() if effective_n_jobs(n_jobs) == 1 else nullcontext():
-            for k, out in enumerate(Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
-                if progress:
-                    progress(stage, done + k + 1, total)
-                yield out
+        # out outer and inner folds train on the same groups twice; see ExpertsCache);
+        # on workers, each fold has its own cache
+        shared = ExpertsCache.sharing_rows() if effective_n_jobs(n_jobs) == 1 else None
+        jobs = (delayed(_fold_job)(self, k, train, test, work, shared)
+                for k, (train, test) in enumerate(self.folds))
+        for k, out in enumerate(Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+            if progress:
+                progress(stage, done + k + 1, total)
+            yield out
 
 
 def _fold_job(cv: CrossValidation, index: int, train: np.ndarray, test: np.ndarray,
-              work: Callable[[Fold], Any]) -> Any:
+              work: Callable[[Fold], Any], shared: ExpertsCache | None) -> Any:
     """One outer fold, start to finish: fold-fitted features, then the caller's work."""
     from threadpoolctl import threadpool_limits
 
-    from ..fusion.experts import shared_experts
-
     table = cv.table
-    # one memo for the fold: the strategies reuse the encoder selection's experts, and
-    # each other's; one BLAS thread: the models are small, and oversubscribed BLAS
-    # threads are several times slower than one
-    with threadpool_limits(limits=1, user_api="blas"), shared_experts():
+    # one cache for the fold: the strategies reuse the encoder selection's experts, and
+    # each other's
+    cache = ExpertsCache() if shared is None else shared.fold()
+    # one BLAS thread: the models are small, and oversubscribed BLAS threads are several
+    # times slower than one
+    with threadpool_limits(limits=1, user_api="blas"):
         chosen, classifier = None, cv.classifier
         if getattr(table, "candidates", None):
             # a column of separate experts ("a|b") has its own classifier in this fold
             views, present, chosen, classifier = table.choose(
-                train, cv.y, cv.groups, cv.inner_cv, cv.random_state, classifier)
+                train, cv.y, cv.groups, cv.inner_cv, cv.random_state, classifier,
+                experts_cache=cache)
         else:
             views, present = table.fold_views(train)
         return work(Fold(index, train, test, views, present, cv.y, cv.groups, classifier,
-                         chosen, cv.inner_cv, cv.random_state, table))
+                         chosen, cv.inner_cv, cv.random_state, table, cache))

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 from .._errors import InputError
 from ..encoders.base import ItemError
-from ..fusion.experts import shared_experts  # per-modality experts shared within a block
 from ..splits import seed_from
 from ..views import Present, Views
 from .crossval import DEFAULT_STRATEGIES, Config, fit_config, make_configs
@@ -176,32 +175,34 @@ class _Prior:
 
 def fit_configs(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
                 configs: Sequence[Config], classifier: Any, cv: int, random_state: Any,
-                notes: list[str] | None = None) -> dict[str, tuple[Any, float]]:
+                notes: list[str] | None = None, *, experts_cache: Any = None
+                ) -> dict[str, tuple[Any, float]]:
     """Fit every configuration on the ``train`` rows: name -> (fitted strategy, seconds).
 
-    As in :func:`mmfuse.evaluate.run_fold`, training rows that have none of a
-    configuration's modalities are left out of its fit.
+    As in :func:`mmfuse.evaluate.crossval.run_fold`, training rows that have none of a
+    configuration's modalities are left out of its fit, and the configurations share
+    their per-modality experts through one :class:`~mmfuse.fusion.experts.ExpertsCache`
+    (``experts_cache``, else a new one).
     """
     from ..fusion import create_fusion
+    from ..fusion.experts import ExpertsCache
 
+    cache = ExpertsCache() if experts_cache is None else experts_cache
     g_train = None if groups is None else np.asarray(groups)[train]
-    fitted: dict[str, tuple[Any, float]] = {}
-    with shared_experts():  # strategies on one fold share their per-modality experts
-        for c in configs:
-            fitted[c.name] = _fit_config(c, views, present, y, g_train, train, classifier, cv,
-                                         random_state, notes, create_fusion)
-    return fitted
+    return {c.name: _fit_config(c, views, present, y, g_train, train, classifier, cv,
+                                random_state, notes, create_fusion, cache) for c in configs}
 
 
 def _fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                 train: np.ndarray, classifier: Any, cv: int, random_state: Any,
-                notes: list[str] | None, create_fusion: Callable) -> tuple[Any, float]:
+                notes: list[str] | None, create_fusion: Callable,
+                experts_cache: Any = None) -> tuple[Any, float]:
     start = time.perf_counter()
     with warnings.catch_warnings():
         # reported once in the notes instead of once per fold and level
         warnings.filterwarnings("ignore", message="modalities missing for every training")
         strategy = fit_config(c, views, present, y, g_train, train, classifier, cv,
-                              random_state, create_fusion)
+                              random_state, create_fusion, experts_cache)
     if strategy is None:
         if notes is not None:
             notes.append(f"{c.name}: no training row has {list(c.modalities)} in a fold; "
@@ -327,7 +328,8 @@ def _complete_training(fold: Fold, configs: Sequence[Config], levels: list[float
     notes: list[str] = []
     views, present, test = fold.views, fold.present, fold.test
     fitted = fit_configs(views, present, fold.y, fold.groups, fold.train, configs,
-                         fold.classifier, fold.inner_cv, fold.random_state, notes)
+                         fold.classifier, fold.inner_cv, fold.random_state, notes,
+                         experts_cache=fold.experts_cache)
     chosen = {name: s.chosen_name_ for name, (s, _) in fitted.items()
               if hasattr(s, "chosen_name_")}
     base = _predict(fitted, configs, views, present, test)
@@ -354,7 +356,8 @@ def _missing_training(fold: Fold, configs: Sequence[Config], levels: list[float]
         v, p = _masked(fold.views, fold.present, target, fold.train, lv, draws[target])
         v, p = _masked(v, p, target, fold.test, lv, draws[target])
         fitted = fit_configs(v, p, fold.y, fold.groups, fold.train, configs, fold.classifier,
-                             fold.inner_cv, fold.random_state, notes)
+                             fold.inner_cv, fold.random_state, notes,
+                             experts_cache=fold.experts_cache)
         for name, (_, secs) in fitted.items():
             seconds[name] += secs
         acc[(target, lv)] = _accuracy(_predict(fitted, configs, v, p, fold.test), fold.y,

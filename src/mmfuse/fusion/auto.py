@@ -9,8 +9,9 @@ One inner cross-validation serves every candidate: the per-modality experts and 
 out-of-fold probabilities are computed once on those splits. Candidates that combine
 per-modality probabilities (late fusion, stacking, the weighted sum of class scores) are
 scored by cross-validating their meta level on those out-of-fold probabilities, and
-refit from the same memo, so ``auto`` costs about one inner CV of the per-modality experts
-plus one of the feature-level candidates (early fusion, the seed baseline).
+refit from the same :class:`~mmfuse.fusion.experts.ExpertsCache`, so ``auto`` costs about
+one inner CV of the per-modality experts plus one of the feature-level candidates (early
+fusion, the seed baseline).
 
 The choice follows the one-standard-error rule (:func:`choose`): a candidate that *learns*
 how to combine the modalities (learned weights, stacking, heads, an ensemble) is chosen only

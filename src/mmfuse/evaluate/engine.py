@@ -186,10 +186,6 @@ class Fold:
     #: per-modality experts): hand it to each ``fit(..., experts_cache=)``
     experts_cache: ExpertsCache
 
-    @property
-    def g_train(self) -> np.ndarray | None:
-        return None if self.groups is None else np.asarray(self.groups)[self.train]
-
 
 @dataclass
 class CrossValidation:

@@ -36,7 +36,7 @@ def run_one(name: str) -> dict:
     from mmfuse.datasets import dataset_info, load_dataset
     from mmfuse.evaluate import FeatureTable, make_splits
     from mmfuse.fusion import create_fusion
-    from mmfuse.fusion.experts import shared_experts
+    from mmfuse.fusion.experts import ExpertsCache
 
     warnings.filterwarnings("ignore")
     X, y, groups = load_dataset(name)
@@ -58,16 +58,17 @@ def run_one(name: str) -> dict:
             v_te = {m: views[m][test] for m in mods}
             p_te = {m: present[m][test] for m in mods}
             g_tr = None if groups is None else np.asarray(groups)[train]
-            with shared_experts():
-                auto = create_fusion("auto", ensemble=True, random_state=0)
-                auto.fit(v_tr, y[train], p_tr, g_tr)
-                outer, probas = {}, {}
-                for c in auto._all_candidates(mods):
-                    if c.name not in auto.inner_scores_:
-                        continue
-                    est = auto._fit_candidate(auto._build(c), c, v_tr, y[train], p_tr, g_tr)
-                    probas[c.name] = auto._proba(est, c, v_te, p_te)
-                    outer[c.name] = float(np.mean(probas[c.name].argmax(axis=1) == y[test]))
+            cache = ExpertsCache()  # auto and the candidates refit below share experts
+            auto = create_fusion("auto", ensemble=True, random_state=0)
+            auto.fit(v_tr, y[train], p_tr, g_tr, experts_cache=cache)
+            outer, probas = {}, {}
+            for c in auto._all_candidates(mods):
+                if c.name not in auto.inner_scores_:
+                    continue
+                est = auto._fit_candidate(auto._build(c), c, v_tr, y[train], p_tr, g_tr,
+                                          cache)
+                probas[c.name] = auto._proba(est, c, v_te, p_te)
+                outer[c.name] = float(np.mean(probas[c.name].argmax(axis=1) == y[test]))
                 # the greedy ensemble selected on all inner out-of-fold rows (what auto
                 # would use if chosen): the same weighted mean of its refit members
                 counts = getattr(auto, "ensemble_candidate_", {})

@@ -47,7 +47,8 @@ from _common import machine, write_section  # noqa: E402
 from bench_encoders_auto import _cv  # noqa: E402
 from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import load_dataset  # noqa: E402
-from mmfuse.evaluate import FeatureTable, make_configs, make_splits, run_fold  # noqa: E402
+from mmfuse.evaluate import FeatureTable, make_configs, make_splits  # noqa: E402
+from mmfuse.evaluate.crossval import run_fold  # noqa: E402
 
 RESULTS_JSON = HERE / "results" / "encoder_choice_rules.json"
 #: fused accuracy of each (outer fold, choice) already measured: an interrupted run resumes
@@ -86,7 +87,7 @@ def study(dataset: str) -> dict:
     from mmfuse.encoder_choice import SEPARATOR, score_candidates
     from mmfuse.encoders.candidates import encoder_cost
     from mmfuse.encoders.parts import candidate_features
-    from mmfuse.fusion.experts import ModalityExpert, shared_experts
+    from mmfuse.fusion.experts import ModalityExpert
     from mmfuse.splits import inner_splits
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
@@ -160,7 +161,7 @@ def study(dataset: str) -> dict:
                 for col, name in choice.items():
                     views[col], present[col] = candidate_features(
                         table.candidates[col][1], name, train)
-                with threadpool_limits(limits=1, user_api="blas"), shared_experts():
+                with threadpool_limits(limits=1, user_api="blas"):  # one ExpertsCache
                     res = run_fold(views, present, y_enc, groups, train, test, configs, None,
                                    5, 0)
                 fused_cache[key] = {name: float(np.mean(pred == y_enc[test]))

@@ -33,7 +33,7 @@ from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import load_dataset  # noqa: E402
 from mmfuse.encoder_choice import RACE_MARGIN, RACE_MIN_FOLDS, select_encoder  # noqa: E402
 from mmfuse.evaluate import FeatureTable, make_splits  # noqa: E402
-from mmfuse.fusion.experts import shared_experts  # noqa: E402
+from mmfuse.fusion.experts import ExpertsCache  # noqa: E402
 
 MARGINS = (0.02, 0.03, 0.05, 0.10)
 
@@ -49,11 +49,12 @@ def collect(dataset: str) -> list[dict]:
     for train, _ in splits:
         g = None if groups is None else np.asarray(groups)[train]
         fold = {}
-        with threadpool_limits(1, "blas"), shared_experts():
+        cache = ExpertsCache()
+        with threadpool_limits(1, "blas"):
             for col, (cands, parts) in table.candidates.items():
                 sub = {n: p.subset(train) for n, p in parts.items()}
                 s = select_encoder(sub, cands, y[train], g, cv=5, column=col,
-                                   race_margin=None)
+                                   race_margin=None, experts_cache=cache)
                 fold[col] = {"chosen": s.chosen, "names": list(cands.names),
                              "acc": s.fold_accuracy}
         out.append(fold)

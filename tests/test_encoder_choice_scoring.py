@@ -214,7 +214,7 @@ def test_encode_candidates_reports_each_bad_item_once(tmp_path):
 
 def test_fusion_reuses_the_selection_experts_in_a_shared_memo(monkeypatch):
     import mmfuse.fusion.experts as common
-    from mmfuse.fusion.experts import ModalityExpert, out_of_fold_probas, shared_experts
+    from mmfuse.fusion.experts import ExpertsCache, ModalityExpert, out_of_fold_probas
 
     y, g, views = _data(groups=True)
     parts = _parts(views)
@@ -225,12 +225,13 @@ def test_fusion_reuses_the_selection_experts_in_a_shared_memo(monkeypatch):
     real_fit = ModalityExpert.fit
     monkeypatch.setattr(common.ModalityExpert, "fit",
                         lambda self, *a, **k: calls.append(1) or real_fit(self, *a, **k))
-    with shared_experts():
-        sel = select_encoder(parts, Candidates(("noise", "good")), y, g, cv=4, random_state=0,
-                             column="image")
-        assert sel.chosen == "good" and len(calls) == 2 * 4  # each candidate, each fold
-        got = out_of_fold_probas({"image": view}, y, {"image": present}, g, None, 4, 0)
-        assert len(calls) == 2 * 4  # the fusion's experts came from the selection
+    cache = ExpertsCache()
+    sel = select_encoder(parts, Candidates(("noise", "good")), y, g, cv=4, random_state=0,
+                         column="image", experts_cache=cache)
+    assert sel.chosen == "good" and len(calls) == 2 * 4  # each candidate, each fold
+    got = out_of_fold_probas({"image": view}, y, {"image": present}, g, None, 4, 0,
+                             experts_cache=cache)
+    assert len(calls) == 2 * 4  # the fusion's experts came from the selection
     np.testing.assert_array_equal(got["image"], expected["image"])  # the very same numbers
 
 
@@ -261,20 +262,21 @@ def test_race_stops_scoring_clearly_beaten_candidates():
 
 def test_outer_folds_reuse_experts_fitted_on_the_same_rows(monkeypatch):
     # leave-one-group-out outer folds with leave-one-group-out inner folds: outer fold 0's
-    # inner fold "train on groups 2-5" is outer fold 1's too; inside shared_rows() it is
-    # fitted once, with the very same scores as without sharing
+    # inner fold "train on groups 2-5" is outer fold 1's too; with a cache sharing rows it
+    # is fitted once, with the very same scores as without sharing
     import mmfuse.fusion.experts as common
-    from mmfuse.fusion.experts import ModalityExpert, shared_rows
+    from mmfuse.fusion.experts import ExpertsCache, ModalityExpert
 
     y, _, views = _data()
     g = (np.arange(len(y)) // 4) % 6  # 6 groups, each holding every class
     parts = _parts({k: views[k] for k in ("noise", "good")})
     outer = [np.flatnonzero(g != k) for k in (0, 1)]
 
-    def select(train):
+    def select(train, cache=None):
         sub = {n: p.subset(train) for n, p in parts.items()}
         return select_encoder(sub, Candidates(("noise", "good")), y[train], g[train], cv=5,
-                              random_state=0, race_margin=None, rows=train)
+                              random_state=0, race_margin=None, rows=train,
+                              experts_cache=cache)
 
     calls = []
     real_fit = ModalityExpert.fit
@@ -283,20 +285,21 @@ def test_outer_folds_reuse_experts_fitted_on_the_same_rows(monkeypatch):
     alone = [select(train) for train in outer]
     assert len(calls) == 2 * 2 * 5  # outside the block: every fold of every outer fold
     calls.clear()
-    with shared_rows():
-        shared = [select(train) for train in outer]
-        assert len(calls) == 2 * 5 + 2 * 4  # one inner training set in common
-        calls.clear()
-        select(outer[0])  # the same outer fold again: nothing to fit
-        assert not calls
+    evaluation = ExpertsCache.sharing_rows()
+    shared = [select(train, evaluation.fold()) for train in outer]
+    assert len(calls) == 2 * 5 + 2 * 4  # one inner training set in common
+    calls.clear()
+    select(outer[0], evaluation.fold())  # the same outer fold again: nothing to fit
+    assert not calls
     for a, b in zip(alone, shared):
         assert a.chosen == b.chosen and a.fold_accuracy == b.fold_accuracy
         assert a.fold_log_loss == b.fold_log_loss
-    with shared_rows():  # without row ids nothing can be matched
-        sub = {n: p.subset(outer[0]) for n, p in parts.items()}
-        for _ in range(2):
-            select_encoder(sub, Candidates(("noise", "good")), y[outer[0]], g[outer[0]],
-                           cv=5, random_state=0, race_margin=None)
+    evaluation = ExpertsCache.sharing_rows()  # without row ids nothing can be matched
+    sub = {n: p.subset(outer[0]) for n, p in parts.items()}
+    for _ in range(2):
+        select_encoder(sub, Candidates(("noise", "good")), y[outer[0]], g[outer[0]],
+                       cv=5, random_state=0, race_margin=None,
+                       experts_cache=evaluation.fold())
     assert len(calls) == 2 * 2 * 5
 
 
@@ -356,7 +359,7 @@ def test_separate_experts_must_pay_like_a_concatenation(monkeypatch):
 
 def test_separate_experts_can_be_listed_and_hand_their_experts_to_the_fusion(monkeypatch):
     import mmfuse.fusion.experts as common
-    from mmfuse.fusion.experts import ModalityExpert, out_of_fold_probas, shared_experts
+    from mmfuse.fusion.experts import ExpertsCache, ModalityExpert, out_of_fold_probas
     from mmfuse.fusion.linear import ANY_VIEW
 
     cands = parse_candidates(["hog", "hog|color-hist"], "image")
@@ -372,12 +375,13 @@ def test_separate_experts_can_be_listed_and_hand_their_experts_to_the_fusion(mon
     real_fit = ModalityExpert.fit
     monkeypatch.setattr(common.ModalityExpert, "fit",
                         lambda self, *a, **k: calls.append(1) or real_fit(self, *a, **k))
-    with shared_experts():
-        sel = select_encoder(parts, Candidates(("a", "a|b")), y, cv=4, random_state=0,
-                             column="image")
-        assert sel.chosen == "a|b" and len(calls) == 2 * 4
-        got = out_of_fold_probas({"image": view}, y, {"image": present}, None, per_view, 4, 0)
-        assert len(calls) == 2 * 4  # the fusion's experts came from the selection
+    cache = ExpertsCache()
+    sel = select_encoder(parts, Candidates(("a", "a|b")), y, cv=4, random_state=0,
+                         column="image", experts_cache=cache)
+    assert sel.chosen == "a|b" and len(calls) == 2 * 4
+    got = out_of_fold_probas({"image": view}, y, {"image": present}, None, per_view, 4, 0,
+                             experts_cache=cache)
+    assert len(calls) == 2 * 4  # the fusion's experts came from the selection
     np.testing.assert_array_equal(got["image"], expected["image"])
 
 

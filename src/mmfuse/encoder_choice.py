@@ -82,7 +82,8 @@ from ._stats import one_se_rule
 from .encoders.candidates import Candidates, encoder_cost
 from .encoders.concat import SEPARATOR
 from .encoders.parts import (SPLIT, Part, candidate_view, encoder_parts, view_classifier)
-from .fusion.experts import ModalityExpert, recall_cross_fit, remember_cross_fit, reuse_fit
+from .fusion.experts import (ExpertsCache, ModalityExpert, recall_cross_fit,
+                             remember_cross_fit, reuse_fit)
 from .splits import inner_splits
 
 SCORINGS = ("log_loss", "accuracy")
@@ -191,8 +192,8 @@ def _fold_metrics(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndarray,
                      splits: Sequence[tuple[np.ndarray, np.ndarray]], classifier: Any = None,
                      random_state: Any = None, shared: tuple[str, Any, int] | None = None,
-                     race_margin: float | None = None, rows: np.ndarray | None = None
-                     ) -> tuple[dict, dict]:
+                     race_margin: float | None = None, rows: np.ndarray | None = None,
+                     experts_cache: ExpertsCache | None = None) -> tuple[dict, dict]:
     """Per-fold accuracy and log-loss of each candidate on ``splits`` (single-modality
     expert: the fusion strategies' scaler + classifier). Returns ``(accuracy, log_loss)``,
     each a dict of candidate -> list over the folds it was scored on.
@@ -207,15 +208,16 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
     ``inner_splits(y, groups, n_splits, random_state)``: the inner-fold experts and
     out-of-fold probabilities of a candidate whose features are fixed and that was scored
     on every fold are handed to :func:`mmfuse.fusion.experts.remember_cross_fit` under the
-    column's name, so that, inside :func:`~mmfuse.fusion.experts.shared_experts`, a fusion
+    column's name, so that, given the same ``experts_cache``, a fusion
     strategy fitted next on the chosen view reuses them instead of fitting the same
     experts again (they are the very experts :func:`~mmfuse.fusion.experts.out_of_fold_probas`
     would fit on those splits).
 
-    ``rows``: the ids of these rows in the table of a
-    :func:`~mmfuse.fusion.experts.shared_rows` block (an evaluation's outer training rows):
-    a candidate with fixed features reuses an expert fitted on the same rows by an earlier
-    call in the block (another outer fold) instead of fitting it again.
+    ``rows``: the ids of these rows in the table of an ``experts_cache`` that shares rows
+    (:meth:`~mmfuse.fusion.experts.ExpertsCache.sharing_rows`: an evaluation's outer
+    training rows): a candidate with fixed features reuses an expert fitted on the same
+    rows by an earlier call with that cache (another outer fold) instead of fitting it
+    again.
     """
     n_classes = int(y.max()) + 1
     acc: dict[str, list[float]] = {n: [] for n in names}
@@ -233,7 +235,8 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
         column, groups, n_splits = shared
         for n in views:
             found = recall_cross_fit(column, views[n][0], y, views[n][1], groups,
-                                     clfs[n], n_splits, random_state)
+                                     clfs[n], n_splits, random_state,
+                                     experts_cache=experts_cache)
             if found is not None:
                 remembered[n] = found
             else:
@@ -255,7 +258,8 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
                 if name in views and rows is not None:  # fixed features: one fit per rows
                     key = ("selection", None if shared is None else shared[0], name,
                            repr(clf), repr(random_state), n_classes)
-                    expert = reuse_fit(key, fit, np.sort(rows[train]), y[train])
+                    expert = reuse_fit(key, fit, np.sort(rows[train]), y[train],
+                                       experts_cache=experts_cache)
                 else:
                     expert = fit()
                 proba = expert.predict_proba(view[test], present[test])
@@ -277,7 +281,8 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
         for name in alive:
             if name in kept:
                 remember_cross_fit(column, views[name][0], y, views[name][1], groups,
-                                   clfs[name], n_splits, random_state, *kept[name])
+                                   clfs[name], n_splits, random_state, *kept[name],
+                                   experts_cache=experts_cache)
     return acc, loss
 
 
@@ -288,7 +293,8 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
                    max_accuracy_loss: float | None = MAX_ACCURACY_LOSS,
                    race_margin: float | None = RACE_MARGIN,
                    rows: np.ndarray | None = None,
-                   parsimony: bool | None = None) -> EncoderSelection:
+                   parsimony: bool | None = None,
+                   experts_cache: ExpertsCache | None = None) -> EncoderSelection:
     """Choose one column's encoder among ``candidates`` by inner CV (see the module doc).
 
     Parameters
@@ -309,9 +315,9 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         The per-modality classifier (None: LogisticRegression, as the fusion strategies).
     random_state : int or None
     column : str or None
-        The column's name: inside :func:`~mmfuse.fusion.experts.shared_experts`, the
-        fusion strategy fitted next on the chosen view then reuses the selection's
-        per-modality experts (see :func:`score_candidates`).
+        The column's name: given the same ``experts_cache``, the fusion strategy fitted
+        next on the chosen view then reuses the selection's per-modality experts (see
+        :func:`score_candidates`).
     race_margin : float or None, default=RACE_MARGIN
         Stop scoring a candidate whose mean inner accuracy, after at least
         :data:`RACE_MIN_FOLDS` folds, is more than this (plus ``max_accuracy_loss``) below
@@ -322,10 +328,11 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         ``a|b``) replaces the best one with fewer only when it beats it by more than one SE
         (:func:`parsimonious_choice`); False compares every candidate alike.
     rows : array of int or None
-        The ids of the given rows in a larger table, inside a
-        :func:`~mmfuse.fusion.experts.shared_rows` block: inner experts fitted on the same
-        rows by another call in the block (another outer fold of one evaluation) are
-        reused (see :func:`score_candidates`).
+        The ids of the given rows in a larger table, with an ``experts_cache`` that shares
+        rows: inner experts fitted on the same rows by another call with it (another
+        outer fold of one evaluation) are reused (see :func:`score_candidates`).
+    experts_cache : ExpertsCache or None
+        What the selection shares with the fits given the same cache (None: nothing).
 
     Returns
     -------
@@ -346,7 +353,7 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     if race_margin is not None and scoring == "accuracy" and max_accuracy_loss is not None:
         margin = float(race_margin) + float(max_accuracy_loss)
     acc, loss = score_candidates(parts, names, y, splits, classifier, random_state, shared,
-                                 race_margin=margin, rows=rows)
+                                 race_margin=margin, rows=rows, experts_cache=experts_cache)
     # candidates left behind by the race were not scored on every fold: not choosable
     dropped = {n: len(v) for n, v in acc.items() if len(v) < len(splits)}
     complete = [n for n in names if n not in dropped]
@@ -358,7 +365,8 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         pairs = [j.join(top) for j in joins if j.join(top) not in acc]
         if pairs:
             more_acc, more_loss = score_candidates(parts, pairs, y, splits, classifier,
-                                                   random_state, shared, rows=rows)
+                                                   random_state, shared, rows=rows,
+                                                   experts_cache=experts_cache)
             acc.update(more_acc)
             loss.update(more_loss)
     costs = {n: encoder_cost(n) for n in acc}
@@ -403,11 +411,13 @@ def _score_dict(acc: dict, loss: dict, scoring: str) -> dict[str, list[float]]:
     return {n: [-v for v in values] for n, values in loss.items()}
 
 
-def choose_encoders(model: Any, X: Any, y: Any, groups: Any) -> tuple[dict | None, dict]:
+def choose_encoders(model: Any, X: Any, y: Any, groups: Any,
+                    experts_cache: ExpertsCache | None = None) -> tuple[dict | None, dict]:
     """A :class:`~mmfuse.estimator.MultimodalClassifier`'s encoder spec with each candidate
     column's encoder chosen by inner CV on this training data (its settings: ``encoders``,
     ``cv``, ``classifier``, ``random_state``, ``on_error``, ``pooling``, ``scrub_pii``):
-    ``(specs, {column: selection as a dict})``; specs is None when ``encoders`` is None."""
+    ``(specs, {column: selection as a dict})``; specs is None when ``encoders`` is None.
+    ``experts_cache``: shared with the model's fusion fit (see :func:`select_encoder`)."""
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import column_or_1d
 
@@ -439,7 +449,8 @@ def choose_encoders(model: Any, X: Any, y: Any, groups: Any) -> tuple[dict | Non
                                      scrub_pii=bool(model.scrub_pii))
         selection = select_encoder(parts, spec, y_enc, groups, cv=model.cv,
                                    classifier=model.classifier,
-                                   random_state=model.random_state, column=col)
+                                   random_state=model.random_state, column=col,
+                                   experts_cache=experts_cache)
         chosen[col] = selection.to_dict()
         specs[col] = view_name(selection.chosen)  # "a|b": the view of "a+b"
     return specs, chosen

@@ -275,17 +275,16 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
         validate_params(self)
         from threadpoolctl import threadpool_limits
 
-        from .fusion.experts import shared_experts
+        from .fusion.experts import ExpertsCache
 
-        # the fusion strategy reuses the encoder selection's experts
         source_columns = dict(source_columns or {}) if isinstance(
             source_columns, (dict, type(None))) else source_columns
         if not isinstance(source_columns, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in source_columns.items()):
             raise InputError(f"source_columns must be a dict of column -> column name; got "
                              f"{source_columns!r}")
-        with threadpool_limits(limits=1, user_api="blas"), shared_experts():
-            self._fit(X, y, groups, progress)
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._fit(X, y, groups, progress, ExpertsCache())  # encoder choice + fusion share it
         self.source_columns_ = self._check_source_columns(source_columns)
         return self
 
@@ -296,11 +295,12 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
                              f"{unknown}; its columns are {sorted(self.encoders_)}")
         return {k: v for k, v in sorted(source_columns.items()) if k != v}
 
-    def _fit(self, X: Any, y: Any, groups: Any, progress: Any = None) -> "MultimodalClassifier":
+    def _fit(self, X: Any, y: Any, groups: Any, progress: Any = None,
+             experts_cache: Any = None) -> "MultimodalClassifier":
         from .encoder_choice import choose_encoders, with_split_experts
 
         # where ``encoders`` gives candidates, each column's encoder chosen by inner CV
-        specs, self.encoder_selection_ = choose_encoders(self, X, y, groups)
+        specs, self.encoder_selection_ = choose_encoders(self, X, y, groups, experts_cache)
         views, present = self._encode(X, fit=True, specs=specs, progress=progress)
         self.encoders_chosen_ = {c: "passthrough" if is_passthrough(e) else e.name
                                  for c, e in self.encoders_.items()}
@@ -330,10 +330,10 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             from .uncertainty.fit import for_model
 
             self.uncertainty_ = for_model(self, views, y, present, groups, X,
-                                          np.flatnonzero(any_present))
+                                          np.flatnonzero(any_present), experts_cache)
         if progress is not None:
             progress("fusion", 0, 1)
-        self.fusion_.fit(views, y, present, groups)
+        self.fusion_.fit(views, y, present, groups, experts_cache=experts_cache)
         if progress is not None:
             progress("fusion", 1, 1)
         if self.epsilon is not None:

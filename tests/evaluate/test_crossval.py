@@ -1,5 +1,3 @@
-import contextlib
-
 import numpy as np
 
 import pytest
@@ -131,7 +129,8 @@ def test_outer_folds_share_fits_on_the_same_inner_training_rows(monkeypatch):
         return result, calls
 
     shared, shared_calls = run()
-    monkeypatch.setattr(experts, "shared_rows", contextlib.nullcontext)
+    # folds that share no rows cache: each fold's cache starts empty
+    monkeypatch.setattr(experts.ExpertsCache, "sharing_rows", classmethod(lambda cls: cls()))
     alone, alone_calls = run()
     assert alone.cv["kind"] == "leave-one-group-out" and alone.cv["n_splits"] == 6
     for name in ("EarlyFusion", "SeedBaseline"):

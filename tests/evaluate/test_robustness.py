@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_views
+from conftest import make_views, number_frame
 from mmfuse import InputError
 from mmfuse.evaluate import FeatureTable, evaluate
 from mmfuse.evaluate.robustness import drop_fraction, evaluate_robustness
@@ -118,3 +118,24 @@ def test_bad_arguments(kwargs, match):
     views, y = make_views(n=60)
     with pytest.raises(InputError, match=match):
         evaluate_robustness(views, y, strategies=["late"], cv=3, **kwargs)
+
+
+def test_a_column_of_separate_experts_is_fitted_as_in_evaluate(monkeypatch):
+    # the engine hands robustness the fold's classifier: a column that chose separate
+    # experts ("a|b") gets its SplitExperts there too, so level 0 is evaluate's folds
+    from mmfuse.fusion.linear import SplitExperts
+
+    X, y = number_frame(n=120)
+    g = np.arange(120) // 8
+    fits = []
+    real_fit = SplitExperts.fit
+    monkeypatch.setattr(SplitExperts, "fit",
+                        lambda self, *a, **k: fits.append(self.widths) or real_fit(self, *a, **k))
+    spec = {"left": ["test-number|test-vocab"], "right": "test-number"}
+    kwargs = dict(encoders=spec, groups=g, cv=3, inner_cv=3, strategies=["late"],
+                  baseline=False, random_state=0)
+    rob = evaluate_robustness(X, y, missing_levels=[0.5], missing_modality="right", **kwargs)
+    assert fits and set(fits) == {(2, 2)}
+    ev = evaluate(X, y, **kwargs)
+    for row in ev.rows:
+        assert rob.row(row.name).fold_accuracy[0] == row.fold_accuracy

@@ -4,7 +4,7 @@ import numpy as np
 from sklearn.base import clone
 
 from mmfuse.fusion import create_fusion
-from mmfuse.fusion.experts import fit_experts, out_of_fold_probas, shared_experts
+from mmfuse.fusion.experts import ExpertsCache, fit_experts, out_of_fold_probas
 from mmfuse.fusion.linear import ANY_VIEW, SplitExperts
 
 from conftest import make_views
@@ -28,9 +28,9 @@ def test_each_view_expert_gets_its_own_classifier_and_memo_entry():
     assert not np.allclose(base["ab"], own["ab"])       # separate experts on "ab"
     alone = out_of_fold_probas({"ab": views["ab"]}, y, {"ab": present["ab"]}, g, split, 4, 0)
     np.testing.assert_array_equal(own["ab"], alone["ab"])
-    with shared_experts():  # the memo keeps the two classifiers apart, in either order
-        first = out_of_fold_probas(views, y, present, g, per_view, 4, 0)
-        second = out_of_fold_probas(views, y, present, g, None, 4, 0)
+    cache = ExpertsCache()  # the cache keeps the two classifiers apart, in either order
+    first = out_of_fold_probas(views, y, present, g, per_view, 4, 0, experts_cache=cache)
+    second = out_of_fold_probas(views, y, present, g, None, 4, 0, experts_cache=cache)
     np.testing.assert_array_equal(first["ab"], own["ab"])
     np.testing.assert_array_equal(second["ab"], base["ab"])
     experts = fit_experts(views, y, present, per_view, 0)
@@ -54,3 +54,31 @@ def test_strategies_take_a_per_view_classifier_dict():
         expert = fitted[name].experts_["ab"]
         assert all(isinstance(e.model_, SplitExperts)
                    for e in getattr(expert, "experts", [expert]))
+
+
+def test_two_strategies_given_one_cache_fit_the_experts_once(monkeypatch):
+    import mmfuse.fusion.experts as experts
+
+    views, y = make_views(n=240)
+    groups = np.arange(len(y)) // 10
+    fits = []
+    real = experts.ModalityExpert.fit
+    monkeypatch.setattr(experts.ModalityExpert, "fit",
+                        lambda self, *a, **k: fits.append(1) or real(self, *a, **k))
+
+    def fit_both(cache):
+        fits.clear()
+        out = [create_fusion(name, cv=4, random_state=0).fit(views, y, groups=groups,
+                                                            experts_cache=cache)
+               for name in ("late", "stacking")]
+        return out, len(fits)
+
+    alone, n_alone = fit_both(None)
+    cache = ExpertsCache()
+    shared, n_shared = fit_both(cache)
+    assert n_shared == 2 * 4  # one inner CV of each modality's expert, for both strategies
+    assert n_alone == 2 * n_shared * 2  # alone: each strategy fits them twice (oof, experts)
+    assert cache.memo and cache.rows is None
+    for a, b in zip(alone, shared):
+        np.testing.assert_array_equal(a.predict_proba(views), b.predict_proba(views))
+        assert "_experts_cache" not in vars(b)  # held for the fit only

@@ -3,8 +3,9 @@ fused strategy and the seed baseline side by side.
 
 Features from stateless encoders are extracted once (nothing is learned from data, so this
 cannot leak); stateful encoders (TF-IDF) and everything the strategies learn (scalers,
-weights, meta-models) are fit on each training fold only. Fold work is a pure function of
-(views, fold, configuration) so it can later be shipped to Dask workers.
+weights, meta-models) are fit on each training fold only. The folds are run by the
+cross-validation engine (:mod:`mmfuse.evaluate.engine`); a fold's work here
+(:func:`fold_work`) fits and scores every configuration.
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
-from .._params import check_on_error
 from .._errors import InputError
 from ..encoders.base import ItemError
-from ..encoders.featurizer import Encoded, Featurizer, as_columns, build_encoders, resolve_encoders
 from ..fusion.base import WeightsFallbackWarning
 from ..uncertainty.evaluation import summarize
 from ..views import Present, Views
-from .folds import make_splits, mean_ci95
+from .engine import CrossValidation, FeatureTable, Fold, checked_inputs, usable_rows
+from .folds import mean_ci95
 
 DEFAULT_STRATEGIES = ("early", "weighted", "late", "stacking")
 BASELINE = "seed-baseline"
@@ -178,156 +179,41 @@ def make_configs(modalities: Sequence[str], strategies: Sequence[str] = DEFAULT_
     return configs
 
 
-class FeatureTable:
-    """Per-column features for a whole table, computed once where that cannot leak.
-
-    Stateless encoders are embedded once (streamed, and cached on disk unless
-    ``cache=None``); stateful ones keep their prepared items and are fit per training fold
-    by :meth:`fold_views`.
-    """
-
-    def __init__(self, X: Any, encoders: Any, on_error: str = "raise",
-                 progress: Progress | None = None, cache: Any = True, pooling: str = "mean"):
-        check_on_error(on_error)
-        from ..encoders.candidates import Candidates
-        from ..encoders.featurizer import encode_candidates
-        from ..encoders.parts import needed_encoders
-
-        columns, self.n = as_columns(X)
-        specs = resolve_encoders(encoders, columns)
-        fixed = {c: s for c, s in specs.items() if not isinstance(s, Candidates)}
-        # a cell holding several files is pooled (mean or max, mmfuse.encoders.cells)
-        self.featurizer = Featurizer(build_encoders(fixed), pooling=pooling)
-        self.encoder_names: dict[str, str] = {c: e.name
-                                              for c, e in self.featurizer.encoders.items()}
-        if fixed:
-            self._encoded = self.featurizer.transform_deferred(columns, on_error=on_error,
-                                                               cache=cache, progress=progress)
-        else:
-            self._encoded = Encoded({}, {}, [], deferred={})
-        self.views: Views = dict(self._encoded.views)
-        self.present: Present = dict(self._encoded.present)
-        self.errors: list[ItemError] = list(self._encoded.errors)
-        #: column -> (Candidates, {encoder: Part}) for columns that choose their encoder
-        self.candidates: dict[str, tuple[Any, dict[str, Any]]] = {}
-        not_cached = 0
-        for col, spec in specs.items():
-            if not isinstance(spec, Candidates):
-                continue
-            counts: dict[str, Any] = {}
-            parts, errors = encode_candidates(needed_encoders(spec), columns, col,
-                                              on_error=on_error, cache=cache,
-                                              progress=progress, stats=counts,
-                                              pooling=pooling)
-            not_cached += counts.get("not_cached", 0)
-            self.candidates[col] = (spec, parts)
-            self.encoder_names[col] = "/".join(spec.names)
-            # placeholder until a fold chooses; a row has the column if any encoder has it
-            self.views[col] = np.full((self.n, 1), np.nan, np.float32)
-            self.present[col] = np.logical_or.reduce([p.present for p in parts.values()])
-            self.errors += errors
-        self.views = dict(sorted(self.views.items()))
-        self.errors.sort(key=lambda e: e.row)
-        #: stateful encoders (unfitted) and their prepared items, fit per fold
-        self.stateful: dict[str, tuple[Any, list[Any]]] = {
-            c: (self.featurizer.encoders[c], p) for c, p in self._encoded.deferred.items()}
-        #: features the on-disk cache failed to store (reported in the run's JSON)
-        self.not_cached = self._encoded.not_cached + not_cached
-
-    def fold_views(self, train: np.ndarray) -> tuple[Views, Present]:
-        """Views for every row, with stateful encoders fit on the ``train`` rows only."""
-        encoded = Encoded(self.views, self.present, deferred=self._encoded.deferred)
-        return self.featurizer.fit_fold(encoded, train), self.present
-
-    def choose(self, train: np.ndarray, y: np.ndarray, groups: Any, cv: int,
-               random_state: Any, classifier: Any = None
-               ) -> tuple[Views, Present, dict[str, str], Any]:
-        """:meth:`fold_views`, with each candidate column's encoder chosen by inner CV on
-        the ``train`` rows only (:func:`mmfuse.encoder_choice.select_encoder`):
-        ``(views, present, {column: chosen encoder}, classifier)``. ``classifier`` is the
-        one given, or where a column chose separate experts (``"a|b"``) a per-view dict
-        giving that column its :class:`~mmfuse.fusion.linear.SplitExperts`
-        (:func:`~mmfuse.fusion.linear.classifier_for`), for the fold's strategies."""
-        from ..encoder_choice import select_encoder
-        from ..encoders.parts import candidate_view, view_classifier
-        from ..fusion.linear import classifier_for, with_view_classifiers
-
-        views, present = self.fold_views(train)
-        views, present = dict(views), dict(present)
-        chosen: dict[str, str] = {}
-        own: dict[str, Any] = {}
-        g_train = None if groups is None else np.asarray(groups)[train]
-        for col, (cands, parts) in self.candidates.items():
-            sub = {name: part.subset(train) for name, part in parts.items()}
-            base = classifier_for(classifier, col)
-            selection = select_encoder(sub, cands, y[train], g_train, cv=cv,
-                                       classifier=base, random_state=random_state,
-                                       column=col, rows=train)
-            chosen[col] = selection.chosen
-            views[col], present[col], widths = candidate_view(parts, selection.chosen, train)
-            own[col] = view_classifier(selection.chosen, widths, base)
-        return views, present, chosen, with_view_classifiers(classifier, own)
-
-
 def run_fold(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
              test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
-             random_state: Any, table: Any = None) -> list[tuple[str, np.ndarray, float, Any, Any]]:
+             random_state: Any, table: Any = None, *, experts_cache: Any = None
+             ) -> list[tuple[str, np.ndarray, float, Any, Any]]:
     """Fit every configuration on ``train`` and predict ``test``: (name, labels, seconds,
-    modality weights, what ``auto`` chose or None)."""
+    modality weights, what ``auto`` chose or None). The configurations share one
+    :class:`~mmfuse.fusion.experts.ExpertsCache` (``experts_cache``, else a new one)."""
     from ..fusion import create_fusion
-    from ..fusion.experts import shared_experts
+    from ..fusion.experts import ExpertsCache
 
+    cache = ExpertsCache() if experts_cache is None else experts_cache
     g_train = None if groups is None else np.asarray(groups)[train]
-    out = []
-    with shared_experts():
-        for c in configs:
-            out.append(_fit_predict(c, views, present, y, g_train, train, test, classifier, cv,
-                                    random_state, create_fusion, table))
-    return out
+    return [_fit_predict(c, views, present, y, g_train, train, test, classifier, cv,
+                         random_state, create_fusion, table, cache) for c in configs]
 
 
-def fold_job(table: FeatureTable, y: np.ndarray, groups: Any, train: np.ndarray,
-             test: np.ndarray, configs: Sequence[Config], classifier: Any, cv: int,
-             random_state: Any) -> list[tuple[str, np.ndarray, float, Any, Any, np.ndarray]]:
-    """One outer fold, start to finish: fold-fitted features, then every configuration."""
-    from threadpoolctl import threadpool_limits
-
-    from ..fusion.experts import shared_experts
-
-    # one memo for the fold: the strategies reuse the encoder selection's experts
-    with threadpool_limits(limits=1, user_api="blas"), shared_experts():
-        chosen = None
-        if getattr(table, "candidates", None):
-            # a column of separate experts ("a|b") has its own classifier in this fold
-            views, present, chosen, classifier = table.choose(train, y, groups, cv,
-                                                              random_state, classifier)
-        else:
-            views, present = table.fold_views(train)
-        return [(*r, test, chosen) for r in run_fold(views, present, y, groups, train, test,
-                                                      configs, classifier, cv, random_state,
-                                                      table)]
-
-
-def _run_folds(table, y, groups, folds, configs, classifier, cv, random_state, n_jobs, progress):
-    from joblib import Parallel, delayed
-
-    total = len(folds)
-    if progress:
-        progress("cross-validation", 0, total)
-    jobs = (delayed(fold_job)(table, y, groups, train, test, configs, classifier, cv,
-                              random_state) for train, test in folds)
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-    for done, fold in enumerate(parallel(jobs), start=1):
-        if progress:
-            progress("cross-validation", done, total)
-        yield from fold
+def fold_work(fold: Fold, configs: Sequence[Config]
+              ) -> list[tuple[str, np.ndarray, float, Any, Any, np.ndarray, Any]]:
+    """The evaluation's work in one outer fold (for :meth:`CrossValidation.run`): every
+    configuration fitted and scored, each as :func:`run_fold`'s tuple plus the test rows
+    and the encoders the fold chose."""
+    return [(*r, fold.test, fold.chosen)
+            for r in run_fold(fold.views, fold.present, fold.y, fold.groups, fold.train,
+                              fold.test, configs, fold.classifier, fold.inner_cv,
+                              fold.random_state, fold.table,
+                              experts_cache=fold.experts_cache)]
 
 
 def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                train: np.ndarray, classifier: Any, cv: int, random_state: Any,
-               create_fusion: Callable | None = None) -> Any:
+               create_fusion: Callable | None = None, experts_cache: Any = None) -> Any:
     """Configuration ``c`` fitted on the ``train`` rows that carry at least one of its
-    modalities (None when no training row does). Shared by evaluation and robustness."""
+    modalities (None when no training row does), sharing ``experts_cache`` (an
+    :class:`~mmfuse.fusion.experts.ExpertsCache`, or None). Shared by evaluation and
+    robustness."""
     if create_fusion is None:
         from ..fusion import create_fusion
     params = {"classifier": classifier, "cv": cv, "random_state": random_state, **c.params}
@@ -342,61 +228,26 @@ def fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train
         warnings.simplefilter("ignore", WeightsFallbackWarning)
         strategy.fit({m: views[m][train][keep] for m in c.modalities}, y[train][keep],
                      {m: a[keep] for m, a in p.items()},
-                     None if g_train is None else g_train[keep])
+                     None if g_train is None else g_train[keep], experts_cache=experts_cache)
     return strategy
 
 
 def _fit_predict(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                  train: np.ndarray, test: np.ndarray, classifier: Any, cv: int,
-                 random_state: Any, create_fusion: Callable, table: Any = None
-                 ) -> tuple[str, np.ndarray, float, Any, Any]:
+                 random_state: Any, create_fusion: Callable, table: Any = None,
+                 experts_cache: Any = None) -> tuple[str, np.ndarray, float, Any, Any]:
     start = time.perf_counter()
     strategy = fit_config(c, views, present, y, g_train, train, classifier, cv, random_state,
-                          create_fusion)
+                          create_fusion, experts_cache)
     if strategy is None:
         raise InputError(f"{c.name}: no training row of a fold has any of {list(c.modalities)}")
     from ..uncertainty.evaluation import fold_scores
 
     pred, unc = fold_scores(strategy, c.uncertainty, views, present, y, g_train, train, test,
-                            cv, random_state, table)
+                            cv, random_state, table, experts_cache=experts_cache)
     return (c.name, pred, time.perf_counter() - start, strategy.modality_weights_,
             (getattr(strategy, "chosen_name_", None), getattr(strategy, "weights_fallback_", None),
              unc))
-
-
-def checked_inputs(X: Any, y: Any, features: FeatureTable | None, encoders: Any, groups: Any,
-                   on_error: str, progress: Progress | None
-                   ) -> tuple[FeatureTable, np.ndarray, Any, np.ndarray, np.ndarray]:
-    """Validate ``y`` and ``groups`` against the features (built from ``X`` unless given):
-    ``(table, y, groups, classes, encoded y)``."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise InputError(f"y must be 1-D; got shape {y.shape}")
-    table = features or FeatureTable(X, encoders, on_error, progress)
-    if len(y) != table.n:
-        raise InputError(f"X has {table.n} samples but y has {len(y)} labels")
-    if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != len(y):
-            raise InputError(f"groups has {len(groups)} entries; expected {len(y)}")
-    classes, y_enc = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise InputError(f"need at least 2 classes; y has only {classes.tolist()}")
-    return table, y, groups, classes, y_enc
-
-
-def usable_rows(table: FeatureTable, on_error: str) -> tuple[np.ndarray, list[ItemError]]:
-    """Rows with at least one modality, and the table's errors plus one per other row (or an
-    error with ``on_error="raise"``)."""
-    usable = np.any(np.stack(list(table.present.values())), axis=0)
-    errors = list(table.errors)
-    if not usable.all():
-        rows = np.flatnonzero(~usable).tolist()
-        if on_error == "raise":
-            raise InputError(f"row {rows[0]} has no modality at all ({len(rows)} such rows)")
-        errors += [ItemError(r, None, "", "no modality left: excluded from evaluation")
-                   for r in rows]
-    return usable, errors
 
 
 def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
@@ -438,8 +289,6 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     -------
     EvaluationResult
     """
-    from ..fusion.experts import shared_rows
-
     started = time.perf_counter()
     table, y, groups, classes, y_enc = checked_inputs(X, y, features, encoders, groups,
                                                       on_error, progress)
@@ -447,7 +296,8 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     usable, errors = usable_rows(table, on_error)
     configs = [replace(c, uncertainty=uncertainty) for c in make_configs(
         list(table.views), strategies, weights, singles, baseline, fusion_params)]
-    splits, cv_info = make_splits(y_enc, groups, cv, random_state)
+    cv_run = CrossValidation.split(table, y_enc, groups, cv, random_state, usable,
+                                   classifier=classifier, inner_cv=inner_cv)
     preds = {c.name: np.full(len(y), -1, dtype=int) for c in configs}
     fold_acc: dict[str, list[float]] = {c.name: [] for c in configs}
     fold_f1: dict[str, list[float]] = {c.name: [] for c in configs}
@@ -456,15 +306,10 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
     fallback: dict[str, list[str | None]] = {c.name: [] for c in configs}
     unc: dict[str, list[Any]] = {c.name: [] for c in configs}
     chosen: dict[str, list[str]] = {c.name: [] for c in configs}
-    folds = [(train[usable[train]], test[usable[test]]) for train, test in splits]
     chosen_encoders: list[dict[str, str]] = []
-    # one table, one label vector: outer folds in this process share the encoder
-    # selection's experts fitted on the same rows (leave-one-group-out outer and inner
-    # folds train on the same groups twice; see mmfuse.fusion.experts.shared_rows)
-    with shared_rows():
-        for name, pred, secs, w, (pick, fell_back, u), test, enc_pick in _run_folds(
-                table, y_enc, groups, folds, configs, classifier, inner_cv, random_state,
-                n_jobs, progress):
+    for fold in cv_run.run(partial(fold_work, configs=configs), n_jobs=n_jobs,
+                           progress=progress):
+        for name, pred, secs, w, (pick, fell_back, u), test, enc_pick in fold:
             if enc_pick is not None and name == configs[0].name:
                 chosen_encoders.append(enc_pick)
             if pick is not None:
@@ -493,6 +338,6 @@ def evaluate(X: Any, y: Any, *, encoders: Any = None, groups: Any = None,
                         acc, ci, float(np.mean(fold_f1[c.name])), round(seconds[c.name], 3),
                         fold_acc[c.name], mw, chosen[c.name], fold_f1[c.name], fw,
                         fallback[c.name], summarize(unc[c.name])))
-    return EvaluationResult(len(y), len(classes), classes.tolist(), cv_info, rows, preds, y_enc,
+    return EvaluationResult(len(y), len(classes), classes.tolist(), cv_run.cv_info, rows, preds, y_enc,
                             errors, feature_seconds, chosen_encoders, dict(table.encoder_names),
                             random_state, inner_cv, uncertainty=uncertainty)

@@ -18,20 +18,18 @@ import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
-
 from .._errors import InputError
 from ..encoders.base import ItemError
-from ..fusion.experts import shared_experts  # per-modality experts shared within a block
 from ..splits import seed_from
 from ..views import Present, Views
-from .crossval import (DEFAULT_STRATEGIES, Config, FeatureTable, checked_inputs, fit_config,
-                       make_configs, usable_rows)
-from .folds import make_splits, mean_ci95
+from .crossval import DEFAULT_STRATEGIES, Config, fit_config, make_configs
+from .engine import CrossValidation, FeatureTable, Fold, checked_inputs, usable_rows
+from .folds import mean_ci95
 
 DEFAULT_LEVELS = (0.0, 0.1, 0.3, 0.5)
 BEST = "best"
@@ -177,32 +175,34 @@ class _Prior:
 
 def fit_configs(views: Views, present: Present, y: np.ndarray, groups: Any, train: np.ndarray,
                 configs: Sequence[Config], classifier: Any, cv: int, random_state: Any,
-                notes: list[str] | None = None) -> dict[str, tuple[Any, float]]:
+                notes: list[str] | None = None, *, experts_cache: Any = None
+                ) -> dict[str, tuple[Any, float]]:
     """Fit every configuration on the ``train`` rows: name -> (fitted strategy, seconds).
 
-    As in :func:`mmfuse.evaluate.run_fold`, training rows that have none of a
-    configuration's modalities are left out of its fit.
+    As in :func:`mmfuse.evaluate.crossval.run_fold`, training rows that have none of a
+    configuration's modalities are left out of its fit, and the configurations share
+    their per-modality experts through one :class:`~mmfuse.fusion.experts.ExpertsCache`
+    (``experts_cache``, else a new one).
     """
     from ..fusion import create_fusion
+    from ..fusion.experts import ExpertsCache
 
+    cache = ExpertsCache() if experts_cache is None else experts_cache
     g_train = None if groups is None else np.asarray(groups)[train]
-    fitted: dict[str, tuple[Any, float]] = {}
-    with shared_experts():  # strategies on one fold share their per-modality experts
-        for c in configs:
-            fitted[c.name] = _fit_config(c, views, present, y, g_train, train, classifier, cv,
-                                         random_state, notes, create_fusion)
-    return fitted
+    return {c.name: _fit_config(c, views, present, y, g_train, train, classifier, cv,
+                                random_state, notes, create_fusion, cache) for c in configs}
 
 
 def _fit_config(c: Config, views: Views, present: Present, y: np.ndarray, g_train: Any,
                 train: np.ndarray, classifier: Any, cv: int, random_state: Any,
-                notes: list[str] | None, create_fusion: Callable) -> tuple[Any, float]:
+                notes: list[str] | None, create_fusion: Callable,
+                experts_cache: Any = None) -> tuple[Any, float]:
     start = time.perf_counter()
     with warnings.catch_warnings():
         # reported once in the notes instead of once per fold and level
         warnings.filterwarnings("ignore", message="modalities missing for every training")
         strategy = fit_config(c, views, present, y, g_train, train, classifier, cv,
-                              random_state, create_fusion)
+                              random_state, create_fusion, experts_cache)
     if strategy is None:
         if notes is not None:
             notes.append(f"{c.name}: no training row has {list(c.modalities)} in a fold; "
@@ -307,85 +307,108 @@ def evaluate_robustness(X: Any, y: Any, *, encoders: Any = None, groups: Any = N
 
     usable, errors = usable_rows(table, on_error)
     configs = make_configs(modalities, strategies, weights, singles, baseline, fusion_params)
-    splits, cv_info = make_splits(y_enc, groups, cv, random_state)
-    splits = [(tr[usable[tr]], te[usable[te]]) for tr, te in splits]
+    cv_run = CrossValidation.split(table, y_enc, groups, cv, random_state, usable,
+                                   classifier=classifier, inner_cv=inner_cv)
     draws = {m: _row_draws(len(y), m, random_state) for m in targets}
-    n_steps = len(splits) * (2 if train_missing else 1)
-    # one BLAS thread: the models are small and oversubscribed BLAS threads are far slower
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _run(table, y_enc, groups, splits, cv_info, configs, levels, targets,
-                    missing_modality, modalities, train_missing, draws, classifier, inner_cv,
-                    random_state, progress, n_steps, len(classes), errors)
+    return _run(cv_run, configs, levels, targets, missing_modality, modalities, train_missing,
+                draws, progress, len(classes), errors)
 
 
-def _fold_views(table: FeatureTable, train: np.ndarray, y_enc: np.ndarray, groups: Any,
-                inner_cv: int, random_state: Any, classifier: Any) -> tuple[Any, Any]:
-    """The fold's views; columns with candidate encoders choose on the training rows."""
-    if getattr(table, "candidates", None):
-        return table.choose(train, y_enc, groups, inner_cv, random_state, classifier)[:2]
-    return table.fold_views(train)
+#: what one fold gives back: seconds per configuration, what ``auto`` chose, the accuracy
+#: per (dropped modality, level) and configuration, and notes
+FoldScores = tuple[dict[str, float], dict[str, str], dict[tuple[str, float], dict[str, float]],
+                   list[str]]
 
 
-def _run(table: FeatureTable, y_enc: np.ndarray, groups: Any,
-         splits: list[tuple[np.ndarray, np.ndarray]], cv_info: dict[str, Any],
-         configs: list[Config], levels: list[float], targets: list[str],
-         missing_modality: str, modalities: list[str], train_missing: bool,
-         draws: dict[str, np.ndarray], classifier: Any, inner_cv: int, random_state: Any,
-         progress: Progress | None, n_steps: int, n_classes: int,
-         errors: list[ItemError]) -> RobustnessResult:
+def _complete_training(fold: Fold, configs: Sequence[Config], levels: list[float],
+                       targets: list[str], train_missing: bool,
+                       draws: dict[str, np.ndarray]) -> FoldScores:
+    """Pass 1 in one fold: fit on the complete training rows; score level 0 and (unless
+    ``train_missing``) every level, each target modality dropped from the test rows."""
+    notes: list[str] = []
+    views, present, test = fold.views, fold.present, fold.test
+    fitted = fit_configs(views, present, fold.y, fold.groups, fold.train, configs,
+                         fold.classifier, fold.inner_cv, fold.random_state, notes,
+                         experts_cache=fold.experts_cache)
+    chosen = {name: s.chosen_name_ for name, (s, _) in fitted.items()
+              if hasattr(s, "chosen_name_")}
+    base = _predict(fitted, configs, views, present, test)
+    acc = {}
+    for t in targets:
+        acc[(t, 0.0)] = _accuracy(base, fold.y, test)
+        if train_missing:
+            continue
+        for lv in levels[1:]:
+            v, p = _masked(views, present, t, test, lv, draws[t])
+            acc[(t, lv)] = _accuracy(_predict(fitted, configs, v, p, test), fold.y, test)
+    return {n: secs for n, (_, secs) in fitted.items()}, chosen, acc, notes
+
+
+def _missing_training(fold: Fold, configs: Sequence[Config], levels: list[float],
+                      target: str, draws: dict[str, np.ndarray]) -> FoldScores:
+    """Pass 2 in one fold (``train_missing``): every level above 0 refitted with the same
+    fraction of ``target`` dropped from the training and, separately, the test rows."""
+    notes: list[str] = []
+    seconds = {c.name: 0.0 for c in configs}
+    acc = {}
+    for lv in levels[1:]:
+        # the fraction is taken in the training and in the test rows separately
+        v, p = _masked(fold.views, fold.present, target, fold.train, lv, draws[target])
+        v, p = _masked(v, p, target, fold.test, lv, draws[target])
+        fitted = fit_configs(v, p, fold.y, fold.groups, fold.train, configs, fold.classifier,
+                             fold.inner_cv, fold.random_state, notes,
+                             experts_cache=fold.experts_cache)
+        for name, (_, secs) in fitted.items():
+            seconds[name] += secs
+        acc[(target, lv)] = _accuracy(_predict(fitted, configs, v, p, fold.test), fold.y,
+                                      fold.test)
+    return seconds, {}, acc, notes
+
+
+def _accuracy(preds: Mapping[str, np.ndarray], y: np.ndarray, test: np.ndarray
+              ) -> dict[str, float]:
+    return {name: float(np.mean(pred == y[test])) for name, pred in preds.items()}
+
+
+def _run(cv_run: CrossValidation, configs: list[Config], levels: list[float],
+         targets: list[str], missing_modality: str, modalities: list[str],
+         train_missing: bool, draws: dict[str, np.ndarray], progress: Progress | None,
+         n_classes: int, errors: list[ItemError]) -> RobustnessResult:
     """The folds of :func:`evaluate_robustness`, its arguments already checked."""
     notes: list[str] = []
     # scores[target][level][config] -> accuracy per fold
     scores = {t: {lv: {c.name: [] for c in configs} for lv in levels} for t in targets}
     seconds = {c.name: 0.0 for c in configs}
     chosen: dict[str, list[str]] = {c.name: [] for c in configs}
+    n_folds = len(cv_run.folds)
+    n_steps = n_folds * (2 if train_missing else 1)
 
-    def record(target: str, level: float, preds: Mapping[str, np.ndarray], test: np.ndarray):
-        for name, pred in preds.items():
-            scores[target][level][name].append(float(np.mean(pred == y_enc[test])))
+    def record(fold: FoldScores) -> None:
+        secs, picks, acc, fold_notes = fold
+        for name, s in secs.items():
+            seconds[name] += s
+        for name, pick in picks.items():
+            chosen[name].append(pick)
+        for (t, lv), by_name in acc.items():
+            for name, a in by_name.items():
+                scores[t][lv][name].append(a)
+        notes.extend(fold_notes)
 
     # pass 1: fit on complete training rows; level 0, and every level unless train_missing
-    for i, (train, test) in enumerate(splits):
-        if progress:
-            progress("robustness", i, n_steps)
-        views, present = _fold_views(table, train, y_enc, groups, inner_cv,
-                                         random_state, classifier)
-        fitted = fit_configs(views, present, y_enc, groups, train, configs, classifier,
-                             inner_cv, random_state, notes)
-        for name, (strategy, secs) in fitted.items():
-            seconds[name] += secs
-            if hasattr(strategy, "chosen_name_"):
-                chosen[name].append(strategy.chosen_name_)
-        base = _predict(fitted, configs, views, present, test)
-        for t in targets:
-            record(t, 0.0, base, test)
-            if train_missing:
-                continue
-            for lv in levels[1:]:
-                v, p = _masked(views, present, t, test, lv, draws[t])
-                record(t, lv, _predict(fitted, configs, v, p, test), test)
-
+    for fold in cv_run.run(partial(_complete_training, configs=configs, levels=levels,
+                                   targets=targets, train_missing=train_missing, draws=draws),
+                           progress=progress, stage="robustness", total=n_steps):
+        record(fold)
     target = targets[0]
     if missing_modality == BEST:
         target = max(modalities, key=lambda m: (np.mean(scores[m][0.0][m]), -modalities.index(m)))
     if train_missing:
         # pass 2: the same fraction missing in training too, refitted per level
-        for i, (train, test) in enumerate(splits):
-            if progress:
-                progress("robustness", len(splits) + i, n_steps)
-            views, present = _fold_views(table, train, y_enc, groups, inner_cv,
-                                         random_state, classifier)
-            for lv in levels[1:]:
-                # the fraction is taken in the training and in the test rows separately
-                v, p = _masked(views, present, target, train, lv, draws[target])
-                v, p = _masked(v, p, target, test, lv, draws[target])
-                fitted = fit_configs(v, p, y_enc, groups, train, configs, classifier, inner_cv,
-                                     random_state, notes)
-                for name, (_, secs) in fitted.items():
-                    seconds[name] += secs
-                record(target, lv, _predict(fitted, configs, v, p, test), test)
-    if progress:
-        progress("robustness", n_steps, n_steps)
+        for fold in cv_run.run(partial(_missing_training, configs=configs, levels=levels,
+                                       target=target, draws=draws),
+                               progress=progress, stage="robustness", done=n_folds,
+                               total=n_steps):
+            record(fold)
 
     rows = []
     for c in configs:
@@ -399,5 +422,6 @@ def _run(table: FeatureTable, y_enc: np.ndarray, groups: Any,
         rows.append(RobustnessRow(c.name, c.kind, list(c.modalities),
                                   None if c.kind == "single" else c.fusion, accs, cis, folds,
                                   round(seconds[c.name], 3), chosen[c.name]))
-    return RobustnessResult(target, levels, bool(train_missing), len(y_enc), n_classes, cv_info,
-                            rows, random_state, errors, sorted(set(notes)))
+    return RobustnessResult(target, levels, bool(train_missing), len(cv_run.y), n_classes,
+                            cv_run.cv_info, rows, cv_run.random_state, errors,
+                            sorted(set(notes)))

@@ -9,8 +9,9 @@ One inner cross-validation serves every candidate: the per-modality experts and 
 out-of-fold probabilities are computed once on those splits. Candidates that combine
 per-modality probabilities (late fusion, stacking, the weighted sum of class scores) are
 scored by cross-validating their meta level on those out-of-fold probabilities, and
-refit from the same memo, so ``auto`` costs about one inner CV of the per-modality experts
-plus one of the feature-level candidates (early fusion, the seed baseline).
+refit from the same :class:`~mmfuse.fusion.experts.ExpertsCache`, so ``auto`` costs about
+one inner CV of the per-modality experts plus one of the feature-level candidates (early
+fusion, the seed baseline).
 
 The choice follows the one-standard-error rule (:func:`choose`): a candidate that *learns*
 how to combine the modalities (learned weights, stacking, heads, an ensemble) is chosen only
@@ -53,7 +54,7 @@ from ..views import Present, Views
 from .base import FusionStrategy, WeightsFallbackWarning, create_fusion, register_fusion
 from .choice import SINGLE_PREFIX, choose, simple_labels, simple_order, tied_with
 from .ensemble import ENSEMBLE_PREFIX, PROBA_FLOOR, GreedyEnsembleMixin
-from .experts import out_of_fold_probas, reuse_fit, shared_experts
+from .experts import ExpertsCache, out_of_fold_probas, reuse_fit
 from .candidates import (CLASSICAL_CANDIDATES, HEAD_RACE_MIN_FOLDS,  # noqa: F401
                          NEURAL_CANDIDATES, RACED_HEADS, Candidate, RacedOut,
                          fused_candidates, head_race, is_raced)
@@ -207,14 +208,16 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
 
     @staticmethod
     def _fit_candidate(est: FusionStrategy, c: Candidate, views: Views, y: np.ndarray,
-                       present: Present, groups: Any) -> FusionStrategy:
+                       present: Present, groups: Any,
+                       experts_cache: ExpertsCache | None = None) -> FusionStrategy:
         v = {m: views[m] for m in c.modalities}
         p = {m: present[m] for m in c.modalities}
         keep = np.any(np.stack(list(p.values())), axis=0)
         if not keep.any():
             raise InputError(f"no training row has any of {list(c.modalities)}")
         est.fit({m: a[keep] for m, a in v.items()}, y[keep], {m: a[keep] for m, a in p.items()},
-                None if groups is None else np.asarray(groups)[keep])
+                None if groups is None else np.asarray(groups)[keep],
+                experts_cache=experts_cache)
         return est
 
     def _proba(self, est: FusionStrategy, c: Candidate, views: Views,
@@ -238,43 +241,46 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         self.inner_fold_log_loss_: dict[str, list[float]] = {}
         self.cost_seconds_: dict[str, float] = {}
         by_name = {c.name: c for c in candidates}
-        # one memo for the selection and the refit: the candidates' experts, out-of-fold
-        # probabilities and cross-fitted experts are computed once
-        with shared_experts():
-            if splits:
-                oof = self._score_candidates(candidates, splits, views, y, present, groups)
-                fold_scores = {n: np.asarray(self.inner_fold_scores_[n])
-                               for n in self.inner_scores_}
-                simple = set(simple_order(fold_scores))
-                best = choose(fold_scores)
-                counts = {best: 1}
-                if self.ensemble:
-                    t0 = time.perf_counter()
-                    counts = self._select_ensemble(oof, y, best, splits, simple)
-                    self.cost_seconds_["ensemble selection"] = time.perf_counter() - t0
-                if self.average_ties and counts == {best: 1} and best in simple:
-                    tied = tied_with(fold_scores, best, simple)
-                    if len(tied) > 1:
-                        counts = {n: 1 for n in tied}
-                        # (for information: scored on the folds that chose the tie)
-                        self._record(f"{AVERAGE_PREFIX}({'+'.join(tied)})",
-                                     np.mean([oof[n] for n in tied], axis=0), y, splits)
-            else:
-                # too little data for inner CV: early fusion with equal weights needs none
-                self.weights_fallback_ = fallback_reason(y, groups).replace(
-                    "equal weights", "early fusion with equal weights", 1)
-                early = Candidate("early[equal]", "early", tuple(sorted(views)),
-                                  {"weights": "equal"})
-                by_name[early.name] = early
-                counts = {early.name: 1}
-            total = sum(counts.values())
-            names = sorted(counts)
-            self.ensemble_weights_ = {n: counts[n] / total for n in names}
-            self.member_candidates_ = [by_name[n] for n in names]
-            t0 = time.perf_counter()
-            self.members_ = [self._fit_candidate(self._build(c), c, views, y, present, groups)
-                             for c in self.member_candidates_]
-            self.cost_seconds_["refit of the choice"] = time.perf_counter() - t0
+        # one cache for the selection and the refit: the candidates' experts, out-of-fold
+        # probabilities and cross-fitted experts are computed once (with the fits that
+        # share the caller's cache, when one was given)
+        if self._experts_cache is None:
+            self._experts_cache = ExpertsCache()
+        if splits:
+            oof = self._score_candidates(candidates, splits, views, y, present, groups)
+            fold_scores = {n: np.asarray(self.inner_fold_scores_[n])
+                           for n in self.inner_scores_}
+            simple = set(simple_order(fold_scores))
+            best = choose(fold_scores)
+            counts = {best: 1}
+            if self.ensemble:
+                t0 = time.perf_counter()
+                counts = self._select_ensemble(oof, y, best, splits, simple)
+                self.cost_seconds_["ensemble selection"] = time.perf_counter() - t0
+            if self.average_ties and counts == {best: 1} and best in simple:
+                tied = tied_with(fold_scores, best, simple)
+                if len(tied) > 1:
+                    counts = {n: 1 for n in tied}
+                    # (for information: scored on the folds that chose the tie)
+                    self._record(f"{AVERAGE_PREFIX}({'+'.join(tied)})",
+                                 np.mean([oof[n] for n in tied], axis=0), y, splits)
+        else:
+            # too little data for inner CV: early fusion with equal weights needs none
+            self.weights_fallback_ = fallback_reason(y, groups).replace(
+                "equal weights", "early fusion with equal weights", 1)
+            early = Candidate("early[equal]", "early", tuple(sorted(views)),
+                              {"weights": "equal"})
+            by_name[early.name] = early
+            counts = {early.name: 1}
+        total = sum(counts.values())
+        names = sorted(counts)
+        self.ensemble_weights_ = {n: counts[n] / total for n in names}
+        self.member_candidates_ = [by_name[n] for n in names]
+        t0 = time.perf_counter()
+        self.members_ = [self._fit_candidate(self._build(c), c, views, y, present, groups,
+                                            self._experts_cache)
+                         for c in self.member_candidates_]
+        self.cost_seconds_["refit of the choice"] = time.perf_counter() - t0
         heaviest = max(range(len(names)), key=lambda i: (counts[names[i]], -i))
         self.chosen_candidate_ = self.member_candidates_[heaviest]
         self.chosen_ = self.members_[heaviest]
@@ -301,7 +307,8 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                 warnings.filterwarnings("ignore", message="modalities missing for every")
                 try:
                     base_oof = out_of_fold_probas(views, y, present, groups, self.classifier,
-                                                  self.cv, self.random_state)
+                                                  self.cv, self.random_state,
+                                                  experts_cache=self._experts_cache)
                 except InputError:
                     base_oof = None
         self.cost_seconds_["per-modality experts (inner CV)"] = time.perf_counter() - t0
@@ -393,14 +400,15 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                     est.set_params(n_members=1)
 
                 def fit(est=est, v_tr=v_tr, p_tr=p_tr, g_tr=g_tr, y_tr=y[train]) -> Any:
-                    return self._fit_candidate(est, c, v_tr, y_tr, p_tr, g_tr)
+                    return self._fit_candidate(est, c, v_tr, y_tr, p_tr, g_tr,
+                                               self._experts_cache)
 
                 # inside an evaluation, another outer fold may hold these very training
                 # rows (leave-one-group-out outer and inner folds): the same fit, reused
                 est = reuse_fit(("auto-candidate", c.fusion, tuple(mods),
                                  repr(est.get_params(deep=False))), fit,
                                 y[train], g_tr, *(v_tr[m] for m in mods),
-                                *(p_tr[m] for m in mods))
+                                *(p_tr[m] for m in mods), experts_cache=self._experts_cache)
                 proba = self._proba(est, c, {m: views[m][test] for m in mods},
                                     {m: present[m][test] for m in mods})
             prior = np.bincount(y[train], minlength=k) / len(train)

@@ -181,8 +181,17 @@ class FusionStrategy(ClassifierMixin, BaseEstimator):
         "random_state": "no_validation",  # scikit-learn's check_random_state
     }
 
+    #: the :class:`~mmfuse.fusion.experts.ExpertsCache` given to the ``fit`` under way
+    #: (None: nothing is shared); ``_fit`` hands it to the per-modality experts
+    _experts_cache: Any = None
+
     def fit(self, views: Views, y: Any, present: Present | None = None,
-            groups: Any = None) -> "FusionStrategy":
+            groups: Any = None, *, experts_cache: Any = None) -> "FusionStrategy":
+        """Fit on ``views`` (modality -> (n, d)), labels ``y``, ``present`` (modality ->
+        bool per row; None: from NaN rows) and ``groups`` (inner folds grouped by them).
+        ``experts_cache``: an :class:`~mmfuse.fusion.experts.ExpertsCache` whose
+        per-modality experts and out-of-fold probabilities this fit shares with the other
+        fits given it (the same results; None: nothing shared)."""
         validate_params(self)
         # a training row with no modality at all carries nothing to learn from
         views, present = check_views(views, present, allow_all_missing_rows=False)
@@ -213,12 +222,15 @@ class FusionStrategy(ClassifierMixin, BaseEstimator):
         self.modalities_ = sorted(usable)
         present = {k: present[k] for k in usable}
         self.weights_fallback_ = None
+        self._experts_cache = experts_cache
         try:
             self._fit(usable, y_enc, present, groups)
         except TooFewForInnerFolds:
             if not self._fit_equal_weights(usable, y_enc, present, groups):
                 raise
             self.weights_fallback_ = fallback_reason(y_enc, groups)
+        finally:
+            del self._experts_cache  # held for this fit only: not kept, not saved
         if self.weights_fallback_:
             warnings.warn(f"{fusion_name(self)} fusion fell back to {self.weights_fallback_}",
                           WeightsFallbackWarning, stacklevel=2)

@@ -175,7 +175,8 @@ class EarlyFusion(FusionStrategy):
             weights = normalise_weights(spec)
         elif spec == "relative":
             oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
-                                     self.random_state)
+                                     self.random_state,
+                                     experts_cache=self._experts_cache)
             weights = relative_weights(oof, y)
         else:
             weights = self._search_weights(views, present, y, groups)

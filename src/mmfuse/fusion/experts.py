@@ -1,12 +1,11 @@
 """Per-modality experts: one scaler + classifier per modality, their out-of-fold
-probabilities and cross-fitted (inner-fold) experts, shared within :func:`shared_experts`."""
+probabilities and cross-fitted (inner-fold) experts, shared between fits through an
+:class:`ExpertsCache` passed explicitly (``fit(..., experts_cache=)``)."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,52 +15,59 @@ from .linear import aligned_proba, classifier_for, make_classifier
 from .scaling import ViewScaler
 from ..splits import TooFewForInnerFolds, inner_splits
 
-# Several strategies fitted on the same training fold need the same per-modality experts and
-# out-of-fold probabilities. Inside `shared_experts()` they are computed once; outside it
-# (the default) nothing is remembered, so no state leaks between fits.
-_MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mmfuse_memo", default=None)
+
+class ExpertsCache:
+    """Per-modality experts and out-of-fold probabilities shared by the fits it is handed to.
+
+    Several strategies fitted on the same training rows need the same per-modality experts
+    and out-of-fold probabilities: given one cache (``strategy.fit(...,
+    experts_cache=cache)``, and the same keyword on the functions of this module, the
+    encoder choice and the uncertainty fit), they are computed once, whichever asks
+    first. Keys are content digests of everything a fit depends on, so sharing is safe
+    across strategies, folds and levels; with no cache (the default) nothing is
+    remembered and no state passes between fits.
+
+    ``rows``: fits keyed by the ids of their training rows in one table (see
+    :func:`reuse_fit`), shared by every cache of one evaluation (:meth:`fold`). Within one
+    evaluation (one table of features, one label vector), two outer folds can train an
+    inner expert on the very same rows: with leave-one-group-out outer and inner folds,
+    outer fold k's inner fold "every group but k and g" is outer fold g's inner fold
+    "every group but g and k". The creator of ``rows`` guarantees that every fit keyed by
+    row ids sees the same features and labels for a given row id. None: nothing is kept
+    by rows.
+
+    Created per outer fold by the evaluation engine (:mod:`mmfuse.evaluate.engine`), for
+    one fit by :meth:`mmfuse.MultimodalClassifier.fit`, and by ``auto`` for its
+    candidates when it is given none.
+    """
+
+    def __init__(self, rows: dict | None = None):
+        self.memo: dict[tuple, Any] = {}
+        self.rows = rows
+
+    @classmethod
+    def sharing_rows(cls) -> "ExpertsCache":
+        """A cache whose :meth:`fold` caches share fits on the same rows of one table."""
+        return cls(rows={})
+
+    def fold(self) -> "ExpertsCache":
+        """A fresh cache for one outer fold, sharing this one's fits by rows."""
+        return ExpertsCache(self.rows)
+
+    def get(self, key: tuple, compute: Any) -> Any:
+        """``compute()``, or what it gave for ``key`` before in this cache."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
 
-@contextlib.contextmanager
-def shared_experts() -> Iterator[None]:
-    """Reuse per-modality experts and out-of-fold probabilities within this block (a block
-    inside another one shares the outer memo: keys are content digests, so that is safe)."""
-    outer = _MEMO.get()
-    token = _MEMO.set({} if outer is None else outer)
-    try:
-        yield
-    finally:
-        _MEMO.reset(token)
-
-
-# Within one evaluation (one table of features, one label vector), two outer folds can
-# train an inner expert on the very same rows: with leave-one-group-out outer and inner
-# folds, outer fold k's inner fold "every group but k and g" is outer fold g's inner fold
-# "every group but g and k". Inside `shared_rows()`, a fit keyed by the rows' ids in that
-# table (or by the training data itself) is kept and reused for the same rows (the same
-# fit, bit for bit: the rows, their features and labels are the same).
-_ROWS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mmfuse_rows",
-                                                                     default=None)
-
-
-@contextlib.contextmanager
-def shared_rows() -> Iterator[None]:
-    """Reuse fits on the same rows of one table within this block (see :func:`reuse_fit`).
-    The caller guarantees that every fit keyed by row ids inside the block sees the same
-    features and labels for a given row id (one evaluation of one table)."""
-    token = _ROWS.set({})
-    try:
-        yield
-    finally:
-        _ROWS.reset(token)
-
-
-def reuse_fit(key: tuple, fit: Any, *arrays: Any) -> Any:
-    """``fit()``, or inside :func:`shared_rows` what an earlier call with the same ``key``
-    and ``arrays`` returned. ``key`` and the content of ``arrays`` (training rows' ids, or
-    their data; digested only inside a block, where it costs a pass over them) must name
-    everything the fit depends on."""
-    memo = _ROWS.get()
+def reuse_fit(key: tuple, fit: Any, *arrays: Any,
+              experts_cache: ExpertsCache | None = None) -> Any:
+    """``fit()``, or, with a cache that shares rows (:meth:`ExpertsCache.sharing_rows`),
+    what an earlier call with the same ``key`` and ``arrays`` returned. ``key`` and the
+    content of ``arrays`` (training rows' ids, or their data; digested only when rows are
+    shared, where it costs a pass over them) must name everything the fit depends on."""
+    memo = None if experts_cache is None else experts_cache.rows
     if memo is None:
         return fit()
     full = key + (_digest(*arrays),)
@@ -87,13 +93,8 @@ def _digest(*arrays: Any) -> str:
     return h.hexdigest()
 
 
-def _memo(key: tuple, compute: Any) -> Any:
-    memo = _MEMO.get()
-    if memo is None:
-        return compute()
-    if key not in memo:
-        memo[key] = compute()
-    return memo[key]
+def _memo(key: tuple, compute: Any, experts_cache: ExpertsCache | None) -> Any:
+    return compute() if experts_cache is None else experts_cache.get(key, compute)
 
 
 class ModalityExpert:
@@ -182,24 +183,27 @@ def predict_cross_fitted(experts: Mapping[str, Any], views: Views, present: Pres
 
 
 def out_of_fold_probas(views: Views, y: np.ndarray, present: Present, groups: Any,
-                       classifier: Any, n_splits: int, random_state: Any) -> dict[str, np.ndarray]:
+                       classifier: Any, n_splits: int, random_state: Any, *,
+                       experts_cache: ExpertsCache | None = None) -> dict[str, np.ndarray]:
     """Out-of-fold probabilities of each modality's expert (NaN where the modality is missing).
 
     Inner splits are shared by all modalities and made like the outer ones (stratified,
-    grouped when groups are given). Within :func:`shared_experts` they are computed once
-    per training set, whichever strategy asks first.
+    grouped when groups are given). With an ``experts_cache`` they are computed once per
+    training set, whichever strategy given that cache asks first.
     """
     return {m: r[0] for m, r in _cross_fit(views, y, present, groups, classifier, n_splits,
-                                            random_state).items()}
+                                            random_state, experts_cache).items()}
 
 
 def cross_fitted_experts(views: Views, y: np.ndarray, present: Present, groups: Any,
-                         classifier: Any, n_splits: int, random_state: Any
+                         classifier: Any, n_splits: int, random_state: Any, *,
+                         experts_cache: ExpertsCache | None = None
                          ) -> dict[str, CrossFitExpert]:
-    """The experts behind :func:`out_of_fold_probas` (same splits, same memo), averaged."""
+    """The experts behind :func:`out_of_fold_probas` (same splits, same cache), averaged."""
     return {m: CrossFitExpert(r[1]) for m, r in _cross_fit(views, y, present, groups,
                                                            classifier, n_splits,
-                                                           random_state).items()}
+                                                           random_state,
+                                                           experts_cache).items()}
 
 
 def _cross_fit_key(modality: str, x: Any, present: np.ndarray, base: tuple) -> tuple:
@@ -211,7 +215,7 @@ def _cross_fit_base(y: np.ndarray, groups: Any, classifier: Any, n_splits: int,
     return (repr(classifier), n_splits, repr(random_state), _digest(y, groups))
 
 
-def _cross_fit(views, y, present, groups, classifier, n_splits, random_state):
+def _cross_fit(views, y, present, groups, classifier, n_splits, random_state, experts_cache):
     # each view's expert has its own classifier (a per-view dict: see classifier_for)
     n_classes = int(y.max()) + 1
     return {m: _memo(_cross_fit_key(m, x, present[m],
@@ -219,18 +223,20 @@ def _cross_fit(views, y, present, groups, classifier, n_splits, random_state):
                                                     n_splits, random_state)),
                      lambda m=m, x=x: _oof_one(x, y, present[m], groups,
                                                classifier_for(classifier, m), n_splits,
-                                               random_state, n_classes))
+                                               random_state, n_classes),
+                     experts_cache)
             for m, x in views.items()}
 
 
 def recall_cross_fit(modality: str, x: Any, y: np.ndarray, present: np.ndarray, groups: Any,
-                     classifier: Any, n_splits: int, random_state: Any
+                     classifier: Any, n_splits: int, random_state: Any, *,
+                     experts_cache: ExpertsCache | None = None
                      ) -> tuple[np.ndarray, list[ModalityExpert]] | None:
     """What :func:`out_of_fold_probas` and :func:`cross_fitted_experts` would reuse for
-    one modality inside :func:`shared_experts` (``(oof, experts)``), or None."""
-    memo = _MEMO.get()
-    if memo is None:
+    one modality from ``experts_cache`` (``(oof, experts)``), or None."""
+    if experts_cache is None:
         return None
+    memo = experts_cache.memo
     base = _cross_fit_base(y, groups, classifier_for(classifier, modality), n_splits,
                            random_state)
     return memo.get(_cross_fit_key(modality, x, present, base))
@@ -238,16 +244,17 @@ def recall_cross_fit(modality: str, x: Any, y: np.ndarray, present: np.ndarray, 
 
 def remember_cross_fit(modality: str, x: Any, y: np.ndarray, present: np.ndarray,
                        groups: Any, classifier: Any, n_splits: int, random_state: Any,
-                       oof: np.ndarray, experts: list[ModalityExpert]) -> None:
+                       oof: np.ndarray, experts: list[ModalityExpert], *,
+                       experts_cache: ExpertsCache | None = None) -> None:
     """Store one modality's out-of-fold probabilities and inner-fold experts, computed by
     the caller exactly as :func:`out_of_fold_probas` would (``ModalityExpert`` fitted on
     each of ``inner_splits(y, groups, n_splits, random_state)``), so that a strategy fitted
-    next on the same view, labels and groups inside :func:`shared_experts` reuses them
+    next on the same view, labels and groups with the same ``experts_cache`` reuses them
     (the encoder selection scores candidates fold by fold, then hands over the chosen
-    one's experts). Outside :func:`shared_experts` nothing is kept."""
-    memo = _MEMO.get()
-    if memo is None:
+    one's experts). Without a cache nothing is kept."""
+    if experts_cache is None:
         return
+    memo = experts_cache.memo
     base = _cross_fit_base(y, groups, classifier_for(classifier, modality), n_splits,
                            random_state)
     memo.setdefault(_cross_fit_key(modality, x, present, base), (oof, experts))
@@ -273,10 +280,13 @@ def _oof_one(x: Any, y: np.ndarray, present: np.ndarray, groups: Any, classifier
 
 
 def fit_experts(views: Views, y: np.ndarray, present: Present, classifier: Any,
-                random_state: Any) -> dict[str, ModalityExpert]:
+                random_state: Any, *, experts_cache: ExpertsCache | None = None
+                ) -> dict[str, ModalityExpert]:
+    """One expert per modality fitted on every row that has it (shared through
+    ``experts_cache``, as :func:`out_of_fold_probas`)."""
     n_classes = int(y.max()) + 1
     return {m: _memo(("expert", m, _digest(x, present[m]), repr(classifier_for(classifier, m)),
                       repr(random_state), _digest(y)),
                      lambda m=m, x=x: ModalityExpert(classifier_for(classifier, m), random_state)
-                     .fit(x, y, present[m], n_classes))
+                     .fit(x, y, present[m], n_classes), experts_cache)
             for m, x in views.items()}

@@ -87,16 +87,19 @@ class LateFusion(FusionStrategy):
         oof = None
         if spec in ("cv", "relative"):
             oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
-                                     self.random_state)
+                                     self.random_state,
+                                     experts_cache=self._experts_cache)
         self._fit_meta(oof if oof is not None else {m: None for m in views}, y, present, groups)
         if spec in ("cv", "relative"):
             # weights learned on out-of-fold probabilities: predict with the same inner-fold
             # experts, averaged, so the probabilities keep the calibration the weights (and
             # their scale, a temperature) were fitted to
             self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
-                                                 self.cv, self.random_state)
+                                                 self.cv, self.random_state,
+                                                 experts_cache=self._experts_cache)
         else:
-            self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
+            self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state,
+                                        experts_cache=self._experts_cache)
 
     def _fit_meta(self, oof: dict[str, Any], y: np.ndarray, present: Present,
                   groups: Any) -> None:

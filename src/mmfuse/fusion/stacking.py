@@ -124,10 +124,12 @@ class StackingFusion(FusionStrategy):
         k = len(self.classes_)
         self.prior_ = np.clip(np.bincount(y, minlength=k) / len(y), LOG_FLOOR, 1.0)
         oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
-                                 self.random_state)
+                                 self.random_state,
+                                 experts_cache=self._experts_cache)
         self._fit_meta(oof, y, present, groups)
         self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
-                                             self.cv, self.random_state)
+                                             self.cv, self.random_state,
+                                             experts_cache=self._experts_cache)
         fallback = getattr(self, "meta_fallback_", None) or ""
         if fallback.startswith(SINGLE_PREFIX):
             # Falling back to one modality alone means predicting with that modality's
@@ -137,7 +139,8 @@ class StackingFusion(FusionStrategy):
             # (each saw a fraction of the training groups: half of them with two).
             m = fallback.removeprefix(SINGLE_PREFIX)
             self.experts_[m] = fit_experts({m: views[m]}, y, {m: present[m]},
-                                           self.classifier, self.random_state)[m]
+                                           self.classifier, self.random_state,
+                                           experts_cache=self._experts_cache)[m]
 
     def _fit_equal_weights(self, views: Views, y: np.ndarray, present: Present,
                            groups: Any) -> bool:
@@ -149,7 +152,8 @@ class StackingFusion(FusionStrategy):
         self.meta_fallback_ = "equal"  # predicts with late fusion's equal weights
         self.meta_fold_scores_: dict[str, list[float]] = {}
         self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
-        self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state)
+        self.experts_ = fit_experts(views, y, present, self.classifier, self.random_state,
+                                    experts_cache=self._experts_cache)
         return True
 
     def _fit_meta(self, oof: dict[str, np.ndarray], y: np.ndarray, present: Present,

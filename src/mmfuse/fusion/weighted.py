@@ -229,10 +229,12 @@ class WeightedSumFusion(FusionStrategy):
         oof = None
         if self.projection == "class-scores":
             oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
-                                     self.random_state)
+                                     self.random_state,
+                                     experts_cache=self._experts_cache)
             self._fit_meta(oof, y, present, groups)
             self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
-                                                 self.cv, self.random_state)
+                                                 self.cv, self.random_state,
+                                                 experts_cache=self._experts_cache)
             return
         elif self.projection == "features":
             from sklearn.preprocessing import StandardScaler
@@ -262,7 +264,8 @@ class WeightedSumFusion(FusionStrategy):
         elif spec == "relative":
             if oof is None:
                 oof = out_of_fold_probas(views, y, present, groups, self.classifier, self.cv,
-                                         self.random_state)
+                                         self.random_state,
+                                         experts_cache=self._experts_cache)
             weights = relative_weights(oof, y)
         else:
             weights = self._search_weights(projected, present, y, groups)

@@ -45,11 +45,13 @@ class UncertaintySpec:
 
 def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present: Any,
                 y: np.ndarray, g_train: Any, train: np.ndarray, test: np.ndarray, cv: int,
-                random_state: Any, table: Any = None) -> tuple[np.ndarray, dict]:
+                random_state: Any, table: Any = None, *, experts_cache: Any = None
+                ) -> tuple[np.ndarray, dict]:
     """The fitted ``strategy``'s labels (0..K-1) for the ``test`` rows and the fold's
     uncertainty metrics; with a spec that fits, calibrators and thresholds are learned
     on the ``train`` rows (those with one of the strategy's modalities), the ``table``'s
-    stateful encoders refit on each inner training fold."""
+    stateful encoders refit on each inner training fold, the inner fits sharing the
+    fold's ``experts_cache`` (:class:`~mmfuse.fusion.experts.ExpertsCache`, or None)."""
     from sklearn.base import clone
 
     mods = list(strategy.modalities_) + list(strategy.dropped_modalities_)
@@ -88,7 +90,7 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
         y[rows], None if g_train is None else g_train[keep], calibration=spec.calibration,
         coverage=spec.coverage[0] if spec.coverage else None, score=spec.scores[0],
         mondrian=spec.mondrian, n_splits=cv, random_state=random_state, n_classes=n_classes,
-        refit=refit if stateful else None)
+        refit=refit if stateful else None, experts_cache=experts_cache)
     for score in spec.scores if spec.coverage else ():
         _add_sets(out, unc, oof, spec, score, raw, p_test, y[test], proba_of, test)
     final = unc.calibrate(raw, p_test)

@@ -56,7 +56,8 @@ def _patterns(present: Present, modalities: list[str]) -> list[tuple[str, ...]]:
 
 
 def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, groups: Any,
-                n_splits: int, random_state: Any, n_classes: int, refit: Any = None
+                n_splits: int, random_state: Any, n_classes: int, refit: Any = None, *,
+                experts_cache: Any = None
                 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Pattern -> (out-of-fold probabilities (n, n_classes), labels, inner fold of each
     row) of clones of the unfitted ``strategy`` on grouped inner folds; ``y`` holds labels
@@ -64,6 +65,8 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
     ``refit(train)``: the views of the stateful encoders (TF-IDF...) refit on the inner
     training rows ``train`` (positions in these rows), so that a held-out fold's words
     are unknown to the model as a new group's are (None: no stateful encoder).
+    ``experts_cache``: an :class:`~mmfuse.fusion.experts.ExpertsCache` the clones' fits
+    share (with the caller's other fits on the same rows; None: nothing shared).
     Raises :class:`InputError` when the rows cannot be split into inner folds."""
     from sklearn.base import clone
 
@@ -87,7 +90,8 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
             warnings.simplefilter("ignore", WeightsFallbackWarning)
             warnings.filterwarnings("ignore", message="modalities missing for every")
             fold.fit({m: views[m][keep] for m in mods}, y[keep],
-                     {m: present[m][keep] for m in mods}, None if g is None else g[keep])
+                     {m: present[m][keep] for m in mods}, None if g is None else g[keep],
+                     experts_cache=experts_cache)
         cols = np.asarray(fold.classes_, dtype=int)
         for p in patterns:
             rows = test[np.all(np.stack([present[m][test] for m in p]), axis=0)]
@@ -185,10 +189,12 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
                     groups: Any, *, calibration: str | None, coverage: float | None,
                     score: str = "aps", mondrian: bool = False, n_splits: int = 5,
                     random_state: Any = None, n_classes: int | None = None,
-                    refit: Any = None) -> tuple[Uncertainty | None, dict]:
+                    refit: Any = None, experts_cache: Any = None
+                    ) -> tuple[Uncertainty | None, dict]:
     """The :class:`Uncertainty` of the unfitted ``strategy`` on these training rows (None
     when neither ``calibration`` nor ``coverage`` is asked), and the out-of-fold
-    probabilities it was learned from (``refit``: see :func:`out_of_fold`)."""
+    probabilities it was learned from (``refit``, ``experts_cache``: see
+    :func:`out_of_fold`)."""
     if calibration is None and coverage is None:
         return None, {}
     if calibration is not None:
@@ -200,7 +206,7 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
         raise InputError(f"mondrian must be True or False; got {mondrian!r}")
     n_classes = int(np.max(y)) + 1 if n_classes is None else n_classes
     oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state, n_classes,
-                      refit)
+                      refit, experts_cache=experts_cache)
     calibrators, calibrated = calibrated_oof(oof, calibration)
     conformal = (None if coverage is None
                  else conformal_from_oof(oof, calibrated, coverage, score, mondrian))
@@ -208,7 +214,7 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
 
 
 def for_model(model: Any, views: Views, y: np.ndarray, present: Present, groups: Any,
-              X: Any, kept: np.ndarray) -> Any:
+              X: Any, kept: np.ndarray, experts_cache: Any = None) -> Any:
     """A :class:`~mmfuse.estimator.MultimodalClassifier`'s calibrators and conformal
     thresholds for its (unfitted) strategy ``model.fusion_``, learned on grouped inner
     folds of these training rows (``kept`` rows of ``X``), the stateful encoders refit on
@@ -224,4 +230,4 @@ def for_model(model: Any, views: Views, y: np.ndarray, present: Present, groups:
                            calibration=model.calibration, coverage=model.coverage,
                            score=model.conformal_score, mondrian=model.mondrian,
                            n_splits=model.cv, random_state=model.random_state,
-                           n_classes=len(classes))[0]
+                           n_classes=len(classes), experts_cache=experts_cache)[0]

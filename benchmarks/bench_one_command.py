@@ -71,12 +71,15 @@ def _t_interval(diff) -> dict:
                                                  float(diff.mean() + half)]}
 
 
-def _timed(X, y, groups, cv, encoders, strategies, fusion_params=None, singles=True):
-    start = time.perf_counter()
+def _timed(X, y, groups, cv, encoders, strategies, fusion_params=None, singles=True,
+           cpu: dict | None = None):
+    start, cpu_start = time.perf_counter(), time.process_time()
     table = FeatureTable(X, encoders, on_error="skip", cache=True)
     result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=strategies,
                       on_error="skip", baseline=False, singles=singles, n_jobs=1,
                       fusion_params=fusion_params)
+    if cpu is not None:  # this process's CPU time: less sensitive to other jobs' load
+        cpu["seconds"] = time.process_time() - cpu_start
     return result, time.perf_counter() - start
 
 
@@ -87,11 +90,13 @@ def _rows(result) -> list[dict]:
 
 
 def _one(X, y, groups, cv, fusion_params=None) -> dict:
-    result, secs = _timed(X, y, groups, cv, "auto", ["auto"], fusion_params)
+    cpu: dict = {}
+    result, secs = _timed(X, y, groups, cv, "auto", ["auto"], fusion_params, cpu=cpu)
     row = result.row("auto")
     return {"accuracy": row.accuracy, "fold_accuracy": row.fold_accuracy,
             "chosen_fusion": row.chosen, "chosen_encoders": result.chosen_encoders,
-            "seconds": secs, "singles": {r.name: r.accuracy for r in result.rows
+            "seconds": secs, "cpu_seconds": cpu["seconds"],
+            "singles": {r.name: r.accuracy for r in result.rows
                                          if r.kind == "single"},
             "code": code_version()}
 
@@ -117,10 +122,31 @@ def run_part(dataset: str, part: str, out: dict) -> None:
             out["no_parsimony"] = _one(X, y, groups, cv)
         finally:
             selection.PARSIMONY = True
+    elif part == "separate":
+        from mmfuse import encoder_choice as selection
+
+        before = selection.SEPARATE_EXPERTS
+        selection.SEPARATE_EXPERTS = not before
+        try:
+            out["separate"] = {**_one(X, y, groups, cv), "separate_experts": not before}
+        finally:
+            selection.SEPARATE_EXPERTS = before
     elif part == "baseline":
-        runs = [_timed(X, y, groups, cv, DEFAULT, [])[1] for _ in range(BASELINE_RUNS)]
+        runs, cpus = [], []
+        for _ in range(BASELINE_RUNS):
+            cpu: dict = {}
+            runs.append(_timed(X, y, groups, cv, DEFAULT, [], cpu=cpu)[1])
+            cpus.append(cpu["seconds"])
         out["baseline_seconds"] = float(np.median(runs))
         out["baseline_runs"] = runs
+        out["baseline_cpu_seconds"] = float(np.median(cpus))
+    elif part.startswith("stacking:"):
+        # stacking and the single modalities alone, on one combination (cheaper than the
+        # whole fixed part, whose other rows a change to stacking leaves as they were)
+        combo = COMBOS[int(part.split(":")[1])]
+        result, secs = _timed(X, y, groups, cv, combo, ["stacking"])
+        out.setdefault("stacking_rerun", {})[_label(combo)] = {
+            "rows": _rows(result), "seconds": secs, "code": code_version()}
     elif part.startswith("fixed:"):
         combo = COMBOS[int(part.split(":")[1])]
         result, secs = _timed(X, y, groups, cv, combo, FIXED_STRATEGIES)
@@ -132,7 +158,7 @@ def run_part(dataset: str, part: str, out: dict) -> None:
 
 def parts_of(with_ablations: bool) -> list[str]:
     parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
-    parts += ["no_heads"]
+    parts += ["no_heads", "separate"]
     return parts + (["no_parsimony"] if with_ablations else [])
 
 
@@ -151,6 +177,10 @@ def summary(r: dict) -> dict:
     for label, f in fixed.items():
         by = {row["name"]: row for row in f["rows"]}
         singles = [row for row in f["rows"] if row["kind"] == "single"]
+        rerun = r.get("stacking_rerun", {}).get(label)
+        if rerun is not None:  # stacking measured again, with its singles in the same run
+            by["stacking"] = next(row for row in rerun["rows"] if row["name"] == "stacking")
+            singles = [row for row in rerun["rows"] if row["kind"] == "single"]
         if "stacking" in by and singles:
             single = max(singles, key=lambda row: row["accuracy"])
             s["stacking"][label] = {"stacking": by["stacking"]["accuracy"],
@@ -167,12 +197,14 @@ def summary(r: dict) -> dict:
                                  if "late" in by else float("nan"),
                                  **_t_interval(np.subtract(by["gmu"]["fold_accuracy"],
                                                            ref["fold_accuracy"]))}
-    for variant in ("no_heads", "no_parsimony"):
+    for variant in ("no_heads", "no_parsimony", "separate"):
         if "one" in r and variant in r:
             s[variant] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
                                                  r[variant]["fold_accuracy"]))
     if "one" in r and "baseline_seconds" in r:
         s["time_ratio"] = r["one"]["seconds"] / r["baseline_seconds"]
+    if "cpu_seconds" in r.get("one", {}) and "baseline_cpu_seconds" in r:
+        s["cpu_ratio"] = r["one"]["cpu_seconds"] / r["baseline_cpu_seconds"]
     return s
 
 
@@ -215,6 +247,8 @@ def render(results: list[dict]) -> str:
             + " | "
             + (f"{s['time_ratio']:.1f}× ({r['one']['seconds']:.0f} s / "
                f"{r['baseline_seconds']:.1f} s)" if "time_ratio" in s else "")
+            + (f"; CPU {s['cpu_ratio']:.1f}× ({r['one']['cpu_seconds']:.0f} s / "
+               f"{r['baseline_cpu_seconds']:.1f} s)" if "cpu_ratio" in s else "")
             + f" | {'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} | "
             f"{'; '.join(f'{k} ×{v}' for k, v in fus.most_common())} |")
     lines += ["", "### Stacking against the best single modality of the same encoders", "",
@@ -244,6 +278,24 @@ def render(results: list[dict]) -> str:
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
                          f"{r['no_heads']['accuracy']:.3f} | {_ci(s['no_heads'])} | "
                          f"{r['one']['seconds'] / r['no_heads']['seconds']:.2f}× |")
+    separate = [r for r in results if "separate" in summary(r)]
+    if separate:
+        lines += ["", "### Several experts per modality in the encoder choice", "",
+                  "The one command against the same with `encoder_choice.SEPARATE_EXPERTS` "
+                  "switched (the best two encoders of a modality also scored as separate "
+                  "experts `a|b`, chosen between the two forms by the same rule).", "",
+                  "| dataset | one command | switched | SEPARATE_EXPERTS when switched | "
+                  "Δ one − switched [95% CI] | time switched / one | encoders chosen when "
+                  "switched |", "|---|---:|---:|---|---|---:|---|"]
+        for r in separate:
+            sep = r["separate"]
+            enc = Counter(", ".join(f"{c}={e}" for c, e in sorted(f.items()))
+                          for f in sep["chosen_encoders"])
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{sep['accuracy']:.3f} | {sep['separate_experts']} | "
+                         f"{_ci(summary(r)['separate'])} | "
+                         f"{sep['seconds'] / r['one']['seconds']:.2f}× | "
+                         f"{'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} |")
     ablated = [r for r in results if "no_parsimony" in summary(r)]
     if ablated:
         lines += ["", "### Parsimony in the encoder choice", "",
@@ -262,8 +314,10 @@ def render(results: list[dict]) -> str:
     if missing:
         lines += ["", "Not measured yet (the script resumes with them): "
                   + ", ".join(f"{d} {p}" for d, p in missing) + "."]
-    codes = sorted({r[p]["code"] for r in results for p in ("one", "no_heads", "no_parsimony")
-                    if p in r} | {f["code"] for r in results for f in r.get("fixed", {}).values()})
+    codes = sorted({r[p]["code"] for r in results
+                    for p in ("one", "no_heads", "no_parsimony", "separate") if p in r}
+                   | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
+                      for f in r.get(key, {}).values()})
     lines += ["", f"Code measured: {', '.join(codes)}; "
               f"{', '.join(r['dataset'] + ': ' + r['when'] for r in results)}."]
     return "\n".join(lines)
@@ -276,6 +330,8 @@ def _label(combo: dict) -> str:
 def measured(r: dict, part: str) -> bool:
     if part.startswith("fixed:"):
         return _label(COMBOS[int(part.split(":")[1])]) in r.get("fixed", {})
+    if part.startswith("stacking:"):
+        return _label(COMBOS[int(part.split(":")[1])]) in r.get("stacking_rerun", {})
     return {"baseline": "baseline_seconds", "warm": "warm_seconds"}.get(part, part) in r
 
 
@@ -284,7 +340,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parts", nargs="*", default=None,
                         help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
-                             "no_parsimony (default: every part not measured yet)")
+                             "separate no_parsimony stacking:0..3 (default: every part "
+                             "not measured yet)")
     parser.add_argument("--ablations", action="store_true",
                         help="also measure the one command without parsimony")
     args = parser.parse_args()

@@ -250,3 +250,17 @@ def test_stacking_falling_back_to_one_modality_predicts_with_that_modality_alone
     alone = fit_experts({"a": strong}, y, {"a": np.ones(300, bool)}, None, 0)["a"]
     np.testing.assert_allclose(f.predict_proba(views),
                                alone.predict_proba(strong, np.ones(300, bool)), rtol=1e-6)
+
+
+def test_stacking_falling_back_to_the_equal_mean_predicts_as_late_fusion_with_equal_weights():
+    """With no meta-model, stacking is the simple combination it fell back to: its experts
+    fitted on every training row, as late fusion's equal form fits them."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    centres = rng.normal(size=(2, 3, 5))
+    views = {m: (rng.normal(size=(300, 5)) + 0.8 * centres[i][y]).astype(np.float32)
+             for i, m in enumerate(("a", "b"))}
+    f = create_fusion("stacking", random_state=0).fit(views, y)
+    assert f.meta_fallback_ == "equal"
+    late = create_fusion("late", weights="equal", random_state=0).fit(views, y)
+    np.testing.assert_allclose(f.predict_proba(views), late.predict_proba(views), rtol=1e-6)

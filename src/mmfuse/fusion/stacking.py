@@ -71,7 +71,8 @@ class StackingFusion(FusionStrategy):
     ----------
     experts_, meta_ : per-modality experts (the inner-fold experts averaged, so the
         meta-model sees inputs calibrated like its out-of-fold training inputs; after a
-        fallback to one modality, that modality's expert is fitted on every training row)
+        fallback, the experts the simple combination uses are fitted on every training
+        row, as late fusion's equal form and a single modality fit them)
         and the meta-classifier
     meta_C_ : float or None, the penalty chosen for the default meta-model
     meta_fallback_ : str or None
@@ -128,16 +129,19 @@ class StackingFusion(FusionStrategy):
         self._fit_meta(oof, y, present, groups)
         self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
                                              self.cv, self.random_state)
-        fallback = getattr(self, "meta_fallback_", None) or ""
-        if fallback.startswith(SINGLE_PREFIX):
-            # Falling back to one modality alone means predicting with that modality's
-            # model: its expert fitted on every training row, as the single-modality row
-            # is. The inner-fold experts, averaged, exist to give a meta-model inputs like
-            # its out-of-fold training inputs; with no meta-model they only cost accuracy
-            # (each saw a fraction of the training groups: half of them with two).
-            m = fallback.removeprefix(SINGLE_PREFIX)
-            self.experts_[m] = fit_experts({m: views[m]}, y, {m: present[m]},
-                                           self.classifier, self.random_state)[m]
+        fallback = getattr(self, "meta_fallback_", None)
+        if fallback is not None:
+            # With no meta-model, stacking predicts as the simple combination it fell back
+            # to does on its own: late fusion with equal weights, or one modality's model,
+            # from experts fitted on every training row. The inner-fold experts, averaged,
+            # exist to give a meta-model inputs like its out-of-fold training inputs; with
+            # no meta-model they only cost accuracy (each saw a fraction of the training
+            # groups: half of them with two).
+            used = sorted(views) if fallback == "equal" else [
+                fallback.removeprefix(SINGLE_PREFIX)]
+            self.experts_.update(fit_experts({m: views[m] for m in used}, y,
+                                             {m: present[m] for m in used},
+                                             self.classifier, self.random_state))
 
     def _fit_equal_weights(self, views: Views, y: np.ndarray, present: Present,
                            groups: Any) -> bool:

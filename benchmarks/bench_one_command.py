@@ -360,6 +360,11 @@ def main() -> None:
             run_part(dataset, part, r)
             r["when"] = time.strftime("%Y-%m-%d")
             r["todo"] = [p for p in wanted if not measured(r, p)]
+            # this dataset's entry into what is on disk now: runs on other datasets may
+            # write the same file meanwhile
+            on_disk = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
+            results = [x for x in on_disk if x["dataset"] != dataset] + [r]
+            results.sort(key=lambda x: DATASETS.index(x["dataset"]))
             atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))  # resumable
             write_section("one_command", render(results))
 

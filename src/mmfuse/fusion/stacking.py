@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..views import Present, Views
 from .choice import SINGLE_PREFIX, one_se_choice
+from .._stats import one_se_rule
 from .experts import cross_fitted_experts, fit_experts, out_of_fold_probas, predict_cross_fitted
 from .imputer import BlockImputer
 from .linear import make_classifier
@@ -62,7 +63,11 @@ class StackingFusion(FusionStrategy):
         combination of the same out-of-fold probabilities — the equal-weight mean of
         log-probabilities (late fusion with equal weights) or one modality alone — by more
         than one standard error of the paired per-fold differences; otherwise stacking
-        predicts with that simple combination (``meta_fallback_`` names it). A meta-model
+        predicts with that simple combination (``meta_fallback_`` names it). Between the
+        simple ones, parsimony: the equal-weight mean replaces the best single modality
+        only when it beats it by more than one standard error (an extra modality must pay
+        for itself, as an extra encoder must in the encoder choice: on unseen groups a
+        modality can be much weaker than on the inner folds). A meta-model
         with K·M inputs per class fits the training groups' quirks, and on unseen groups it
         fell below the best single modality (see benchmarks/RESULTS.md); a learned
         combination must show it pays, as in ``auto``. Only for the default meta-model.
@@ -237,8 +242,15 @@ class StackingFusion(FusionStrategy):
                 float(np.mean(proba[test].argmax(axis=1) == y[test]))
                 for _, test in splits]
         # simple candidates in order of preference: the equal-weight mean first
-        pick = one_se_choice(self.meta_fold_scores_, set(self.meta_fold_scores_) - {"meta"})
-        return None if pick == "meta" else pick
+        scores = self.meta_fold_scores_
+        pick = one_se_choice(scores, set(scores) - {"meta"})
+        if pick != "equal":
+            return None if pick == "meta" else pick
+        # parsimony: the equal-weight mean uses every modality, so it replaces the best one
+        # alone only when it beats it by more than one standard error
+        singles = [n for n in scores if n.startswith(SINGLE_PREFIX)]
+        best = max(singles, key=lambda n: (float(np.mean(scores[n])), -singles.index(n)))
+        return one_se_rule(scores, [best, "equal"], best="equal", must_beat=True)
 
     def _simple_proba(self, name: str, probas: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities of a simple combination: the equal-weight mean of log-probabilities

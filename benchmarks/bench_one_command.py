@@ -13,13 +13,19 @@ default outer splits (stratified grouped 5-fold, or leave one theme out), in one
 * **fixed**: every combination of image hog / efficientnet-lite0 and text tfidf / minilm,
   with every single modality and the strategies early, late, seed-baseline, stacking and
   gmu; the best row is "the best fixed combination";
-* **baseline time**: the single-modality rows of the default encoders (hog, tfidf).
+* **baseline time**: the single-modality rows of the default encoders (hog, tfidf);
+* **separate**: the one command with ``encoder_choice.SEPARATE_EXPERTS`` switched (the best
+  two encoders of a modality also scored as separate experts ``a|b``);
+* **stacking:i**: stacking and the single modalities alone on combination i (measured again
+  after a change to stacking, without the whole fixed part).
 
 Reports, with paired 95% t-intervals over the outer folds: the one command − the best
 fixed combination (target ≥ −1 point); stacking − the best single modality of the same
 encoders (target ≥ −1 point), for every combination; gmu − the best of early/late/seed of
 the same encoders, with gmu's fit time over late's (the heads' gain and cost); the one
-command's time over the baseline's (target ≤ 30×). Features come from the warm cache.
+command's time over the baseline's (target ≤ 30×), in wall-clock time and in this
+process's CPU time (the machine is shared: the CPU ratio does not move with the other jobs'
+load). Features come from the warm cache.
 
 Writes ``benchmarks/results/one_command.md`` (+ ``.json``); resumable per dataset and
 part::
@@ -344,8 +350,13 @@ def main() -> None:
                              "not measured yet)")
     parser.add_argument("--ablations", action="store_true",
                         help="also measure the one command without parsimony")
+    parser.add_argument("--render", action="store_true",
+                        help="only write the RESULTS.md section from the results file")
     args = parser.parse_args()
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
+    if args.render:
+        write_section("one_command", render(results))
+        return
     for dataset in args.datasets:
         r = next((x for x in results if x["dataset"] == dataset), None)
         if r is None:

@@ -341,6 +341,44 @@ def measured(r: dict, part: str) -> bool:
     return {"baseline": "baseline_seconds", "warm": "warm_seconds"}.get(part, part) in r
 
 
+def _part_keys(part: str) -> tuple[str, str | None]:
+    """Where a part's result is kept in a dataset's entry: (key, sub-key or None)."""
+    for prefix, key in (("fixed:", "fixed"), ("stacking:", "stacking_rerun")):
+        if part.startswith(prefix):
+            return key, _label(COMBOS[int(part.split(":")[1])])
+    if part == "baseline":
+        return "baseline", None
+    return {"warm": "warm_seconds"}.get(part, part), None
+
+
+def merge(into: list[dict], new: list[dict], parts: list[str] | None = None) -> list[dict]:
+    """``into`` with the results of ``parts`` (every part measured, by default) taken from
+    ``new``, dataset by dataset: what two runs of this script measured (resumed, or run
+    side by side on different parts) in one results file."""
+    out = {x["dataset"]: dict(x) for x in into}
+    for r in new:
+        entry = out.setdefault(r["dataset"], {k: r[k] for k in ("dataset", "n", "when")
+                                              if k in r})
+        names = parts if parts is not None else [p for p in parts_of(True) + [
+            f"stacking:{i}" for i in range(len(COMBOS))] if measured(r, p)]
+        for part in names:
+            key, sub = _part_keys(part)
+            if key == "baseline":
+                for k in ("baseline_seconds", "baseline_runs", "baseline_cpu_seconds"):
+                    if k in r:
+                        entry[k] = r[k]
+                    else:
+                        entry.pop(k, None)
+            elif sub is not None and sub in r.get(key, {}):
+                entry[key] = {**entry.get(key, {}), sub: r[key][sub]}
+            elif sub is None and key in r:
+                entry[key] = r[key]
+        entry["when"] = max(entry.get("when", ""), r.get("when", ""))
+        wanted = parts_of(False)
+        entry["todo"] = [p for p in wanted if not measured(entry, p)]
+    return sorted(out.values(), key=lambda x: DATASETS.index(x["dataset"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
@@ -352,9 +390,20 @@ def main() -> None:
                         help="also measure the one command without parsimony")
     parser.add_argument("--render", action="store_true",
                         help="only write the RESULTS.md section from the results file")
+    parser.add_argument("--merge", nargs="*", default=None, metavar="FILE",
+                        help="merge the parts measured in these results files (another "
+                             "run's, in order; FILE@one,baseline: only those parts; only "
+                             "--datasets) into the results file, then write the section")
     args = parser.parse_args()
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
-    if args.render:
+    if args.merge is not None:
+        for spec in args.merge:  # FILE, or FILE@part,part (only those parts)
+            path, _, names = spec.partition("@")
+            other = [x for x in json.loads(Path(path).read_text())
+                     if x["dataset"] in args.datasets]
+            results = merge(results, other, names.split(",") if names else None)
+        atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))
+    if args.render or args.merge is not None:
         write_section("one_command", render(results))
         return
     for dataset in args.datasets:
@@ -371,11 +420,10 @@ def main() -> None:
             run_part(dataset, part, r)
             r["when"] = time.strftime("%Y-%m-%d")
             r["todo"] = [p for p in wanted if not measured(r, p)]
-            # this dataset's entry into what is on disk now: runs on other datasets may
-            # write the same file meanwhile
+            # this part into what is on disk now: other runs may write the same file
+            # meanwhile (other datasets, or other parts of this one)
             on_disk = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
-            results = [x for x in on_disk if x["dataset"] != dataset] + [r]
-            results.sort(key=lambda x: DATASETS.index(x["dataset"]))
+            results = merge(on_disk, [r], [part])
             atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))  # resumable
             write_section("one_command", render(results))
 

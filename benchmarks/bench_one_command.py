@@ -214,6 +214,16 @@ def summary(r: dict) -> dict:
     return s
 
 
+def _time_ratio(a: dict, b: dict) -> str:
+    """a's time over b's, where both ran on the same code (one run of the script, one
+    load of the shared machine); CPU time where both have it."""
+    if a.get("code") != b.get("code"):
+        return f"not comparable ({a.get('code')} / {b.get('code')})"
+    if "cpu_seconds" in a and "cpu_seconds" in b:
+        return f"{a['cpu_seconds'] / b['cpu_seconds']:.2f}× (CPU)"
+    return f"{a['seconds'] / b['seconds']:.2f}×"
+
+
 def _ci(d: dict) -> str:
     return f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
@@ -283,7 +293,7 @@ def render(results: list[dict]) -> str:
         if "no_heads" in s:
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
                          f"{r['no_heads']['accuracy']:.3f} | {_ci(s['no_heads'])} | "
-                         f"{r['one']['seconds'] / r['no_heads']['seconds']:.2f}× |")
+                         f"{_time_ratio(r['one'], r['no_heads'])} |")
     separate = [r for r in results if "separate" in summary(r)]
     if separate:
         lines += ["", "### Several experts per modality in the encoder choice", "",
@@ -300,7 +310,7 @@ def render(results: list[dict]) -> str:
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
                          f"{sep['accuracy']:.3f} | {sep['separate_experts']} | "
                          f"{_ci(summary(r)['separate'])} | "
-                         f"{sep['seconds'] / r['one']['seconds']:.2f}× | "
+                         f"{_time_ratio(sep, r['one'])} | "
                          f"{'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} |")
     ablated = [r for r in results if "no_parsimony" in summary(r)]
     if ablated:

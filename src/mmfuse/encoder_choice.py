@@ -103,8 +103,8 @@ RACE_MARGIN: float | None = 0.05
 #: An extra encoder must pay for itself (:func:`parsimonious_choice`)
 PARSIMONY = True
 #: ``"auto"`` also scores the best two as separate experts ``a|b`` (read at call time); off:
-#: no outer gain on icons-family, tuxpaint-grouped (-0.1 point) or icons-theme (equal), where
-#: it chose no ``a|b`` (benchmarks/RESULTS.md, issue 27), for up to 1.4x the CPU time
+#: no outer gain on icons-family (a|b chosen in 1 fold, same accuracy), tuxpaint-grouped
+#: (-0.1 point) or icons-theme (equal) (benchmarks/RESULTS.md, issue 27), for 1.1-1.4x CPU
 SEPARATE_EXPERTS = False
 RACE_MIN_FOLDS = 2
 

@@ -13,13 +13,19 @@ default outer splits (stratified grouped 5-fold, or leave one theme out), in one
 * **fixed**: every combination of image hog / efficientnet-lite0 and text tfidf / minilm,
   with every single modality and the strategies early, late, seed-baseline, stacking and
   gmu; the best row is "the best fixed combination";
-* **baseline time**: the single-modality rows of the default encoders (hog, tfidf).
+* **baseline time**: the single-modality rows of the default encoders (hog, tfidf);
+* **separate**: the one command with ``encoder_choice.SEPARATE_EXPERTS`` switched (the best
+  two encoders of a modality also scored as separate experts ``a|b``);
+* **stacking:i**: stacking and the single modalities alone on combination i (measured again
+  after a change to stacking, without the whole fixed part).
 
 Reports, with paired 95% t-intervals over the outer folds: the one command − the best
 fixed combination (target ≥ −1 point); stacking − the best single modality of the same
 encoders (target ≥ −1 point), for every combination; gmu − the best of early/late/seed of
 the same encoders, with gmu's fit time over late's (the heads' gain and cost); the one
-command's time over the baseline's (target ≤ 30×). Features come from the warm cache.
+command's time over the baseline's (target ≤ 30×), in wall-clock time and in this
+process's CPU time (the machine is shared: the CPU ratio does not move with the other jobs'
+load). Features come from the warm cache.
 
 Writes ``benchmarks/results/one_command.md`` (+ ``.json``); resumable per dataset and
 part::
@@ -71,12 +77,15 @@ def _t_interval(diff) -> dict:
                                                  float(diff.mean() + half)]}
 
 
-def _timed(X, y, groups, cv, encoders, strategies, fusion_params=None, singles=True):
-    start = time.perf_counter()
+def _timed(X, y, groups, cv, encoders, strategies, fusion_params=None, singles=True,
+           cpu: dict | None = None):
+    start, cpu_start = time.perf_counter(), time.process_time()
     table = FeatureTable(X, encoders, on_error="skip", cache=True)
     result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=strategies,
                       on_error="skip", baseline=False, singles=singles, n_jobs=1,
                       fusion_params=fusion_params)
+    if cpu is not None:  # this process's CPU time: less sensitive to other jobs' load
+        cpu["seconds"] = time.process_time() - cpu_start
     return result, time.perf_counter() - start
 
 
@@ -87,11 +96,13 @@ def _rows(result) -> list[dict]:
 
 
 def _one(X, y, groups, cv, fusion_params=None) -> dict:
-    result, secs = _timed(X, y, groups, cv, "auto", ["auto"], fusion_params)
+    cpu: dict = {}
+    result, secs = _timed(X, y, groups, cv, "auto", ["auto"], fusion_params, cpu=cpu)
     row = result.row("auto")
     return {"accuracy": row.accuracy, "fold_accuracy": row.fold_accuracy,
             "chosen_fusion": row.chosen, "chosen_encoders": result.chosen_encoders,
-            "seconds": secs, "singles": {r.name: r.accuracy for r in result.rows
+            "seconds": secs, "cpu_seconds": cpu["seconds"],
+            "singles": {r.name: r.accuracy for r in result.rows
                                          if r.kind == "single"},
             "code": code_version()}
 
@@ -117,10 +128,31 @@ def run_part(dataset: str, part: str, out: dict) -> None:
             out["no_parsimony"] = _one(X, y, groups, cv)
         finally:
             selection.PARSIMONY = True
+    elif part == "separate":
+        from mmfuse import encoder_choice as selection
+
+        before = selection.SEPARATE_EXPERTS
+        selection.SEPARATE_EXPERTS = not before
+        try:
+            out["separate"] = {**_one(X, y, groups, cv), "separate_experts": not before}
+        finally:
+            selection.SEPARATE_EXPERTS = before
     elif part == "baseline":
-        runs = [_timed(X, y, groups, cv, DEFAULT, [])[1] for _ in range(BASELINE_RUNS)]
+        runs, cpus = [], []
+        for _ in range(BASELINE_RUNS):
+            cpu: dict = {}
+            runs.append(_timed(X, y, groups, cv, DEFAULT, [], cpu=cpu)[1])
+            cpus.append(cpu["seconds"])
         out["baseline_seconds"] = float(np.median(runs))
         out["baseline_runs"] = runs
+        out["baseline_cpu_seconds"] = float(np.median(cpus))
+    elif part.startswith("stacking:"):
+        # stacking and the single modalities alone, on one combination (cheaper than the
+        # whole fixed part, whose other rows a change to stacking leaves as they were)
+        combo = COMBOS[int(part.split(":")[1])]
+        result, secs = _timed(X, y, groups, cv, combo, ["stacking"])
+        out.setdefault("stacking_rerun", {})[_label(combo)] = {
+            "rows": _rows(result), "seconds": secs, "code": code_version()}
     elif part.startswith("fixed:"):
         combo = COMBOS[int(part.split(":")[1])]
         result, secs = _timed(X, y, groups, cv, combo, FIXED_STRATEGIES)
@@ -132,7 +164,7 @@ def run_part(dataset: str, part: str, out: dict) -> None:
 
 def parts_of(with_ablations: bool) -> list[str]:
     parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
-    parts += ["no_heads"]
+    parts += ["no_heads", "separate"]
     return parts + (["no_parsimony"] if with_ablations else [])
 
 
@@ -151,6 +183,10 @@ def summary(r: dict) -> dict:
     for label, f in fixed.items():
         by = {row["name"]: row for row in f["rows"]}
         singles = [row for row in f["rows"] if row["kind"] == "single"]
+        rerun = r.get("stacking_rerun", {}).get(label)
+        if rerun is not None:  # stacking measured again, with its singles in the same run
+            by["stacking"] = next(row for row in rerun["rows"] if row["name"] == "stacking")
+            singles = [row for row in rerun["rows"] if row["kind"] == "single"]
         if "stacking" in by and singles:
             single = max(singles, key=lambda row: row["accuracy"])
             s["stacking"][label] = {"stacking": by["stacking"]["accuracy"],
@@ -167,13 +203,25 @@ def summary(r: dict) -> dict:
                                  if "late" in by else float("nan"),
                                  **_t_interval(np.subtract(by["gmu"]["fold_accuracy"],
                                                            ref["fold_accuracy"]))}
-    for variant in ("no_heads", "no_parsimony"):
+    for variant in ("no_heads", "no_parsimony", "separate"):
         if "one" in r and variant in r:
             s[variant] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
                                                  r[variant]["fold_accuracy"]))
     if "one" in r and "baseline_seconds" in r:
         s["time_ratio"] = r["one"]["seconds"] / r["baseline_seconds"]
+    if "cpu_seconds" in r.get("one", {}) and "baseline_cpu_seconds" in r:
+        s["cpu_ratio"] = r["one"]["cpu_seconds"] / r["baseline_cpu_seconds"]
     return s
+
+
+def _time_ratio(a: dict, b: dict) -> str:
+    """a's time over b's, where both ran on the same code (one run of the script, one
+    load of the shared machine); CPU time where both have it."""
+    if a.get("code") != b.get("code"):
+        return f"not comparable ({a.get('code')} / {b.get('code')})"
+    if "cpu_seconds" in a and "cpu_seconds" in b:
+        return f"{a['cpu_seconds'] / b['cpu_seconds']:.2f}× (CPU)"
+    return f"{a['seconds'] / b['seconds']:.2f}×"
 
 
 def _ci(d: dict) -> str:
@@ -215,6 +263,8 @@ def render(results: list[dict]) -> str:
             + " | "
             + (f"{s['time_ratio']:.1f}× ({r['one']['seconds']:.0f} s / "
                f"{r['baseline_seconds']:.1f} s)" if "time_ratio" in s else "")
+            + (f"; CPU {s['cpu_ratio']:.1f}× ({r['one']['cpu_seconds']:.0f} s / "
+               f"{r['baseline_cpu_seconds']:.1f} s)" if "cpu_ratio" in s else "")
             + f" | {'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} | "
             f"{'; '.join(f'{k} ×{v}' for k, v in fus.most_common())} |")
     lines += ["", "### Stacking against the best single modality of the same encoders", "",
@@ -243,7 +293,25 @@ def render(results: list[dict]) -> str:
         if "no_heads" in s:
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
                          f"{r['no_heads']['accuracy']:.3f} | {_ci(s['no_heads'])} | "
-                         f"{r['one']['seconds'] / r['no_heads']['seconds']:.2f}× |")
+                         f"{_time_ratio(r['one'], r['no_heads'])} |")
+    separate = [r for r in results if "separate" in summary(r)]
+    if separate:
+        lines += ["", "### Several experts per modality in the encoder choice", "",
+                  "The one command against the same with `encoder_choice.SEPARATE_EXPERTS` "
+                  "switched (the best two encoders of a modality also scored as separate "
+                  "experts `a|b`, chosen between the two forms by the same rule).", "",
+                  "| dataset | one command | switched | SEPARATE_EXPERTS when switched | "
+                  "Δ one − switched [95% CI] | time switched / one | encoders chosen when "
+                  "switched |", "|---|---:|---:|---|---|---:|---|"]
+        for r in separate:
+            sep = r["separate"]
+            enc = Counter(", ".join(f"{c}={e}" for c, e in sorted(f.items()))
+                          for f in sep["chosen_encoders"])
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{sep['accuracy']:.3f} | {sep['separate_experts']} | "
+                         f"{_ci(summary(r)['separate'])} | "
+                         f"{_time_ratio(sep, r['one'])} | "
+                         f"{'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} |")
     ablated = [r for r in results if "no_parsimony" in summary(r)]
     if ablated:
         lines += ["", "### Parsimony in the encoder choice", "",
@@ -262,8 +330,10 @@ def render(results: list[dict]) -> str:
     if missing:
         lines += ["", "Not measured yet (the script resumes with them): "
                   + ", ".join(f"{d} {p}" for d, p in missing) + "."]
-    codes = sorted({r[p]["code"] for r in results for p in ("one", "no_heads", "no_parsimony")
-                    if p in r} | {f["code"] for r in results for f in r.get("fixed", {}).values()})
+    codes = sorted({r[p]["code"] for r in results
+                    for p in ("one", "no_heads", "no_parsimony", "separate") if p in r}
+                   | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
+                      for f in r.get(key, {}).values()})
     lines += ["", f"Code measured: {', '.join(codes)}; "
               f"{', '.join(r['dataset'] + ': ' + r['when'] for r in results)}."]
     return "\n".join(lines)
@@ -276,7 +346,47 @@ def _label(combo: dict) -> str:
 def measured(r: dict, part: str) -> bool:
     if part.startswith("fixed:"):
         return _label(COMBOS[int(part.split(":")[1])]) in r.get("fixed", {})
+    if part.startswith("stacking:"):
+        return _label(COMBOS[int(part.split(":")[1])]) in r.get("stacking_rerun", {})
     return {"baseline": "baseline_seconds", "warm": "warm_seconds"}.get(part, part) in r
+
+
+def _part_keys(part: str) -> tuple[str, str | None]:
+    """Where a part's result is kept in a dataset's entry: (key, sub-key or None)."""
+    for prefix, key in (("fixed:", "fixed"), ("stacking:", "stacking_rerun")):
+        if part.startswith(prefix):
+            return key, _label(COMBOS[int(part.split(":")[1])])
+    if part == "baseline":
+        return "baseline", None
+    return {"warm": "warm_seconds"}.get(part, part), None
+
+
+def merge(into: list[dict], new: list[dict], parts: list[str] | None = None) -> list[dict]:
+    """``into`` with the results of ``parts`` (every part measured, by default) taken from
+    ``new``, dataset by dataset: what two runs of this script measured (resumed, or run
+    side by side on different parts) in one results file."""
+    out = {x["dataset"]: dict(x) for x in into}
+    for r in new:
+        entry = out.setdefault(r["dataset"], {k: r[k] for k in ("dataset", "n", "when")
+                                              if k in r})
+        names = parts if parts is not None else [p for p in parts_of(True) + [
+            f"stacking:{i}" for i in range(len(COMBOS))] if measured(r, p)]
+        for part in names:
+            key, sub = _part_keys(part)
+            if key == "baseline":
+                for k in ("baseline_seconds", "baseline_runs", "baseline_cpu_seconds"):
+                    if k in r:
+                        entry[k] = r[k]
+                    else:
+                        entry.pop(k, None)
+            elif sub is not None and sub in r.get(key, {}):
+                entry[key] = {**entry.get(key, {}), sub: r[key][sub]}
+            elif sub is None and key in r:
+                entry[key] = r[key]
+        entry["when"] = max(entry.get("when", ""), r.get("when", ""))
+        wanted = parts_of(False)
+        entry["todo"] = [p for p in wanted if not measured(entry, p)]
+    return sorted(out.values(), key=lambda x: DATASETS.index(x["dataset"]))
 
 
 def main() -> None:
@@ -284,11 +394,28 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parts", nargs="*", default=None,
                         help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
-                             "no_parsimony (default: every part not measured yet)")
+                             "separate no_parsimony stacking:0..3 (default: every part "
+                             "not measured yet)")
     parser.add_argument("--ablations", action="store_true",
                         help="also measure the one command without parsimony")
+    parser.add_argument("--render", action="store_true",
+                        help="only write the RESULTS.md section from the results file")
+    parser.add_argument("--merge", nargs="*", default=None, metavar="FILE",
+                        help="merge the parts measured in these results files (another "
+                             "run's, in order; FILE@one,baseline: only those parts; only "
+                             "--datasets) into the results file, then write the section")
     args = parser.parse_args()
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
+    if args.merge is not None:
+        for spec in args.merge:  # FILE, or FILE@part,part (only those parts)
+            path, _, names = spec.partition("@")
+            other = [x for x in json.loads(Path(path).read_text())
+                     if x["dataset"] in args.datasets]
+            results = merge(results, other, names.split(",") if names else None)
+        atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))
+    if args.render or args.merge is not None:
+        write_section("one_command", render(results))
+        return
     for dataset in args.datasets:
         r = next((x for x in results if x["dataset"] == dataset), None)
         if r is None:
@@ -303,6 +430,10 @@ def main() -> None:
             run_part(dataset, part, r)
             r["when"] = time.strftime("%Y-%m-%d")
             r["todo"] = [p for p in wanted if not measured(r, p)]
+            # this part into what is on disk now: other runs may write the same file
+            # meanwhile (other datasets, or other parts of this one)
+            on_disk = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
+            results = merge(on_disk, [r], [part])
             atomic_write_text(RESULTS_JSON, json.dumps(results, indent=1))  # resumable
             write_section("one_command", render(results))
 

@@ -116,7 +116,10 @@ SPLIT = "test-number|test-vocab"  # separate experts: the view of test-number+te
 def _split_experts(model):
     from mmfuse.fusion.linear import SplitExperts
 
-    return [e.model_ for e in model.fusion_.experts_["left"].experts
+    # cross-fitted experts (one per inner fold), or one expert fitted on every row (late
+    # fusion's equal form, stacking fallen back to a simple combination)
+    expert = model.fusion_.experts_["left"]
+    return [e.model_ for e in getattr(expert, "experts", [expert])
             if isinstance(e.model_, SplitExperts)]
 
 

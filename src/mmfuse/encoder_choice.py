@@ -104,7 +104,8 @@ RACE_MARGIN: float | None = 0.05
 #: An extra encoder must pay for itself (:func:`parsimonious_choice`)
 PARSIMONY = True
 #: ``"auto"`` also scores the best two as separate experts ``a|b`` (read at call time); off:
-#: no outer gain on icons-family, two more fits per inner fold (README)
+#: no outer gain on icons-family (a|b chosen in 1 fold, same accuracy), tuxpaint-grouped
+#: (-0.1 point) or icons-theme (equal) (benchmarks/RESULTS.md, issue 27), for 1.1-1.4x CPU
 SEPARATE_EXPERTS = False
 RACE_MIN_FOLDS = 2
 
@@ -193,7 +194,8 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
                      splits: Sequence[tuple[np.ndarray, np.ndarray]], classifier: Any = None,
                      random_state: Any = None, shared: tuple[str, Any, int] | None = None,
                      race_margin: float | None = None, rows: np.ndarray | None = None,
-                     experts_cache: ExpertsCache | None = None) -> tuple[dict, dict]:
+                     experts_cache: ExpertsCache | None = None,
+                     fitted: dict | None = None) -> tuple[dict, dict]:
     """Per-fold accuracy and log-loss of each candidate on ``splits`` (single-modality
     expert: the fusion strategies' scaler + classifier). Returns ``(accuracy, log_loss)``,
     each a dict of candidate -> list over the folds it was scored on.
@@ -218,6 +220,11 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
     training rows): a candidate with fixed features reuses an expert fitted on the same
     rows by an earlier call with that cache (another outer fold) instead of fitting it
     again.
+
+    ``fitted``: a dict shared by calls on the same ``splits`` (the singles, then the pairs),
+    holding each encoder that learns (TF-IDF) fitted once per inner fold: ``tfidf`` and
+    ``tfidf+minilm`` use the same fit (the same rows; fitting it again gives the same
+    features).
     """
     n_classes = int(y.max()) + 1
     acc: dict[str, list[float]] = {n: [] for n in names}
@@ -242,13 +249,24 @@ def score_candidates(parts: Mapping[str, Part], names: Sequence[str], y: np.ndar
             else:
                 kept[n] = (np.full((len(y), n_classes), np.nan), [])
     alive = list(names)
+    fitted = {} if fitted is None else fitted
+
+    def fold_view(name: str, j: int, train: np.ndarray) -> tuple:
+        # an encoder that learns: fit once per inner fold, whichever candidate asks first
+        own = {}
+        for p in encoder_parts(name):
+            if parts[p].encoder is not None and (p, j) not in fitted:
+                fitted[(p, j)] = Part(parts[p].present, view=parts[p].features(train))
+            own[p] = fitted.get((p, j), parts[p])
+        return candidate_view(own, name, None)
+
     for j, ((train, test), prior) in enumerate(zip(splits, priors)):
         for name in alive:
             if name in remembered:
                 proba = remembered[name][0][test]
             else:
                 view, present, widths = (views[name] if name in views
-                                         else candidate_view(parts, name, train))
+                                         else fold_view(name, j, train))
                 clf = clfs[name] if name in clfs else view_classifier(name, widths, classifier)
 
                 def fit(view=view, present=present, train=train, clf=clf) -> ModalityExpert:
@@ -352,8 +370,10 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     margin = None
     if race_margin is not None and scoring == "accuracy" and max_accuracy_loss is not None:
         margin = float(race_margin) + float(max_accuracy_loss)
+    fitted: dict = {}  # encoders that learn, fit once per inner fold
     acc, loss = score_candidates(parts, names, y, splits, classifier, random_state, shared,
-                                 race_margin=margin, rows=rows, experts_cache=experts_cache)
+                                 race_margin=margin, rows=rows, experts_cache=experts_cache,
+                                 fitted=fitted)
     # candidates left behind by the race were not scored on every fold: not choosable
     dropped = {n: len(v) for n, v in acc.items() if len(v) < len(splits)}
     complete = [n for n in names if n not in dropped]
@@ -366,7 +386,8 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
         if pairs:
             more_acc, more_loss = score_candidates(parts, pairs, y, splits, classifier,
                                                    random_state, shared, rows=rows,
-                                                   experts_cache=experts_cache)
+                                                   experts_cache=experts_cache,
+                                                   fitted=fitted)
             acc.update(more_acc)
             loss.update(more_loss)
     costs = {n: encoder_cost(n) for n in acc}

@@ -90,3 +90,19 @@ def test_classifier_for_reads_a_per_view_dict():
     assert with_view_classifiers(lr, {"text": lr}) is lr
     assert with_view_classifiers(None, {"image": split}) == {ANY_VIEW: None, "image": split}
     assert with_view_classifiers(per_view, {"text": split})["text"] is split
+
+
+def test_block_gram_splits_dense_columns_of_a_sparse_block_exactly():
+    from scipy import sparse
+
+    from mmfuse.fusion.linear import _block_gram
+
+    rng = np.random.default_rng(0)
+    tfidf = sparse.random(80, 300, density=0.02, random_state=0, format="csr")
+    emb = rng.normal(size=(80, 12))  # a dense embedding concatenated to TF-IDF
+    b = sparse.hstack([tfidf, sparse.csr_matrix(emb)]).tocsr()
+    full = (b @ b.T).toarray()
+    assert np.allclose(_block_gram(b), full, atol=1e-12)
+    assert np.allclose(_block_gram(tfidf), (tfidf @ tfidf.T).toarray(), atol=1e-12)
+    assert np.allclose(_block_gram(sparse.csr_matrix(emb)), emb @ emb.T, atol=1e-12)
+    assert np.allclose(_block_gram(emb), emb @ emb.T)

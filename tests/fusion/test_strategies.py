@@ -250,3 +250,41 @@ def test_stacking_falling_back_to_one_modality_predicts_with_that_modality_alone
     alone = fit_experts({"a": strong}, y, {"a": np.ones(300, bool)}, None, 0)["a"]
     np.testing.assert_allclose(f.predict_proba(views),
                                alone.predict_proba(strong, np.ones(300, bool)), rtol=1e-6)
+
+
+def test_stacking_falling_back_to_the_equal_mean_predicts_as_late_fusion_with_equal_weights():
+    """With no meta-model, stacking is the simple combination it fell back to: its experts
+    fitted on every training row, as late fusion's equal form fits them."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    centres = rng.normal(size=(2, 3, 5))
+    views = {m: (rng.normal(size=(300, 5)) + 0.8 * centres[i][y]).astype(np.float32)
+             for i, m in enumerate(("a", "b"))}
+    f = create_fusion("stacking", random_state=0).fit(views, y)
+    assert f.meta_fallback_ == "equal"
+    late = create_fusion("late", weights="equal", random_state=0).fit(views, y)
+    np.testing.assert_allclose(f.predict_proba(views), late.predict_proba(views), rtol=1e-6)
+
+
+@pytest.mark.parametrize("equal, expected", [([0.6, 0.5, 0.7], "single:a"),
+                                             ([0.8, 0.8, 0.9], "equal")])
+def test_stacking_falls_back_to_the_equal_mean_only_when_it_beats_the_best_single_by_one_se(
+        equal, expected):
+    """Parsimony between the simple combinations: the equal-weight mean (every modality)
+    replaces the best single modality only when it beats it by more than one SE."""
+    from mmfuse.fusion.stacking import StackingFusion
+
+    splits = [(None, np.arange(10 * j, 10 * j + 10)) for j in range(3)]
+    y = np.zeros(30, dtype=int)
+    wanted = {"equal": equal, "single:a": [0.5, 0.6, 0.6], "single:b": [0.3, 0.3, 0.3]}
+
+    def proba(name, probas):  # per-fold accuracies as wanted (class 0 is right)
+        out = np.tile([0.0, 1.0], (30, 1))
+        for j, acc in enumerate(wanted[name]):
+            out[10 * j: 10 * j + round(10 * acc)] = [1.0, 0.0]
+        return out
+
+    f = StackingFusion()
+    f.meta_fold_scores_ = {"meta": [0.4, 0.4, 0.4]}
+    f._simple_proba = proba
+    assert f._simple_fallback({"a": None, "b": None}, y, splits) == expected

@@ -100,6 +100,33 @@ def gram_applicable(model: Any, n_rows: int, width: int) -> bool:
             and not p["dual"] and p["solver"] in _GRAM_SOLVERS and not p["warm_start"])
 
 
+#: A column of a sparse block storing values in more than this share of the rows is
+#: multiplied densely in :func:`_block_gram` (see there).
+DENSE_COLUMN_SHARE = 0.1
+
+
+def _block_gram(b: Any) -> np.ndarray:
+    """``b @ b.T`` as a dense float64 array. A sparse block's columns that store values in
+    most rows (a dense embedding concatenated to TF-IDF: ``tfidf+minilm``) go through a
+    dense product: a sparse-sparse product costs about the sum of the squared column
+    counts, with a per-entry overhead, where BLAS does the same work an order of magnitude
+    faster (measured on icons-family's text view, 1,504 rows, 7,922 columns of which 471
+    dense: 2.6 s as one sparse product, 0.1 s split; the same matrix to 1e-10)."""
+    if not is_sparse(b):
+        return b @ b.T
+    b = b.tocsc()
+    counts = np.diff(b.indptr)
+    dense_cols = counts > DENSE_COLUMN_SHARE * b.shape[0]
+    gram = np.zeros((b.shape[0], b.shape[0]))
+    if dense_cols.any():
+        d = b[:, np.flatnonzero(dense_cols)].toarray()
+        gram += d @ d.T
+    if not dense_cols.all():
+        s = b[:, np.flatnonzero(~dense_cols)].tocsr()
+        gram += (s @ s.T).toarray()
+    return gram
+
+
 def fit_logistic_gram(model: Any, blocks: list, y: np.ndarray) -> Any:
     """Fit an L2 logistic regression on the column blocks of a wide design ``[B_1 ... B_k]``
     through an exact factor of its Gram matrix; ``model`` comes back with primal
@@ -121,9 +148,7 @@ def fit_logistic_gram(model: Any, blocks: list, y: np.ndarray) -> Any:
     blocks = [b.astype(np.float64) if is_sparse(b) else np.asarray(b, dtype=np.float64)
               for b in blocks]
     for b in blocks:
-        part = b @ b.T
-        part = part.toarray() if is_sparse(part) else part
-        part = np.asarray(part, dtype=np.float64)
+        part = _block_gram(b)
         gram = part if gram is None else gram + part
     vals, vecs = np.linalg.eigh(gram)
     keep = vals > max(float(vals.max()), 0.0) * 1e-10

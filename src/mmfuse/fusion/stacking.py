@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..views import Present, Views
 from .choice import SINGLE_PREFIX, one_se_choice
+from .._stats import one_se_rule
 from .experts import cross_fitted_experts, fit_experts, out_of_fold_probas, predict_cross_fitted
 from .imputer import BlockImputer
 from .linear import make_classifier
@@ -62,7 +63,11 @@ class StackingFusion(FusionStrategy):
         combination of the same out-of-fold probabilities — the equal-weight mean of
         log-probabilities (late fusion with equal weights) or one modality alone — by more
         than one standard error of the paired per-fold differences; otherwise stacking
-        predicts with that simple combination (``meta_fallback_`` names it). A meta-model
+        predicts with that simple combination (``meta_fallback_`` names it). Between the
+        simple ones, parsimony: the equal-weight mean replaces the best single modality
+        only when it beats it by more than one standard error (an extra modality must pay
+        for itself, as an extra encoder must in the encoder choice: on unseen groups a
+        modality can be much weaker than on the inner folds). A meta-model
         with K·M inputs per class fits the training groups' quirks, and on unseen groups it
         fell below the best single modality (see benchmarks/RESULTS.md); a learned
         combination must show it pays, as in ``auto``. Only for the default meta-model.
@@ -71,7 +76,8 @@ class StackingFusion(FusionStrategy):
     ----------
     experts_, meta_ : per-modality experts (the inner-fold experts averaged, so the
         meta-model sees inputs calibrated like its out-of-fold training inputs; after a
-        fallback to one modality, that modality's expert is fitted on every training row)
+        fallback, the experts the simple combination uses are fitted on every training
+        row, as late fusion's equal form and a single modality fit them)
         and the meta-classifier
     meta_C_ : float or None, the penalty chosen for the default meta-model
     meta_fallback_ : str or None
@@ -130,17 +136,20 @@ class StackingFusion(FusionStrategy):
         self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
                                              self.cv, self.random_state,
                                              experts_cache=self._experts_cache)
-        fallback = getattr(self, "meta_fallback_", None) or ""
-        if fallback.startswith(SINGLE_PREFIX):
-            # Falling back to one modality alone means predicting with that modality's
-            # model: its expert fitted on every training row, as the single-modality row
-            # is. The inner-fold experts, averaged, exist to give a meta-model inputs like
-            # its out-of-fold training inputs; with no meta-model they only cost accuracy
-            # (each saw a fraction of the training groups: half of them with two).
-            m = fallback.removeprefix(SINGLE_PREFIX)
-            self.experts_[m] = fit_experts({m: views[m]}, y, {m: present[m]},
-                                           self.classifier, self.random_state,
-                                           experts_cache=self._experts_cache)[m]
+        fallback = getattr(self, "meta_fallback_", None)
+        if fallback is not None:
+            # With no meta-model, stacking predicts as the simple combination it fell back
+            # to does on its own: late fusion with equal weights, or one modality's model,
+            # from experts fitted on every training row. The inner-fold experts, averaged,
+            # exist to give a meta-model inputs like its out-of-fold training inputs; with
+            # no meta-model they only cost accuracy (each saw a fraction of the training
+            # groups: half of them with two).
+            used = sorted(views) if fallback == "equal" else [
+                fallback.removeprefix(SINGLE_PREFIX)]
+            self.experts_.update(fit_experts({m: views[m] for m in used}, y,
+                                             {m: present[m] for m in used},
+                                             self.classifier, self.random_state,
+                                             experts_cache=self._experts_cache))
 
     def _fit_equal_weights(self, views: Views, y: np.ndarray, present: Present,
                            groups: Any) -> bool:
@@ -237,8 +246,15 @@ class StackingFusion(FusionStrategy):
                 float(np.mean(proba[test].argmax(axis=1) == y[test]))
                 for _, test in splits]
         # simple candidates in order of preference: the equal-weight mean first
-        pick = one_se_choice(self.meta_fold_scores_, set(self.meta_fold_scores_) - {"meta"})
-        return None if pick == "meta" else pick
+        scores = self.meta_fold_scores_
+        pick = one_se_choice(scores, set(scores) - {"meta"})
+        if pick != "equal":
+            return None if pick == "meta" else pick
+        # parsimony: the equal-weight mean uses every modality, so it replaces the best one
+        # alone only when it beats it by more than one standard error
+        singles = [n for n in scores if n.startswith(SINGLE_PREFIX)]
+        best = max(singles, key=lambda n: (float(np.mean(scores[n])), -singles.index(n)))
+        return one_se_rule(scores, [best, "equal"], best="equal", must_beat=True)
 
     def _simple_proba(self, name: str, probas: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities of a simple combination: the equal-weight mean of log-probabilities

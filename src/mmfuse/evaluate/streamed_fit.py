@@ -196,18 +196,23 @@ class StreamedFit:
         # weighted's sum rescales rows that miss a modality; the seed's does not
         return design(kind, blocks, weights, None if c.kind == "baseline" else present)
 
+    def _fold_blocks(self, shard: Any, folds: Sequence[int], test: bool = False) -> Any:
+        """Per fold of ``folds`` with rows in ``shard``: ``(fold, mask, blocks, present)``,
+        the mask of its training rows in the shard (``test``: of its test rows) and their
+        standardised blocks and presence (:meth:`_blocks`)."""
+        fold = self.fold_of_row[shard.rows]
+        for f in folds:
+            rows = fold == f if test else fold != f
+            if rows.any():
+                yield (f, rows, *self._blocks(shard, f, rows))
+
     def _passes(self, folds: Sequence[int], stage: int, progress: Progress | None) -> None:
         index = np.arange(len(self.classes))
         rng = np.random.default_rng(self.random_state if stage == 1 else [self.seed, stage])
         stream = self.stream
         for epoch in range(self.epochs):
             for done, shard in enumerate(stream.shards(rng.permutation(stream.n_shards))):
-                fold = self.fold_of_row[shard.rows]
-                for f in folds:
-                    train = fold != f
-                    if not train.any():
-                        continue
-                    blocks, present = self._blocks(shard, f, train)
+                for f, train, blocks, present in self._fold_blocks(shard, folds):
                     y = self.y[shard.rows[train]].astype(np.intp)
                     if stage == 1:
                         self._fit_outer(f, blocks, present, y, index)
@@ -301,12 +306,7 @@ class StreamedFit:
                                  np.lib.format.open_memmap(f"{tmp.name}/{f}-{m}.npy", "w+",
                                                            np.float32, shape))
             for done, shard in enumerate(self.stream.shards()):
-                fold = self.fold_of_row[shard.rows]
-                for f in folds:
-                    train = fold != f
-                    if not train.any():
-                        continue
-                    blocks, present = self._blocks(shard, f, train)
+                for f, train, blocks, present in self._fold_blocks(shard, folds):
                     rows = shard.rows[train]
                     held, y = self.inner[f][rows], self.y[rows]
                     for j in range(self.n_inner[f]):
@@ -378,12 +378,7 @@ class StreamedFit:
         folds), each row by the models of the fold that tests it."""
         preds = {c.name: np.full(len(self.y), -1, dtype=np.int32) for c in self.configs}
         for done, shard in enumerate(self.stream.shards()):
-            fold = self.fold_of_row[shard.rows]
-            for f in folds:
-                test = fold == f
-                if not test.any():
-                    continue
-                blocks, present = self._blocks(shard, f, test)
+            for f, test, blocks, present in self._fold_blocks(shard, folds, test=True):
                 for name, p in self.predict_proba(f, blocks, present).items():
                     preds[name][shard.rows[test]] = p.argmax(axis=1)
             if progress is not None:

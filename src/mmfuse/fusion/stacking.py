@@ -133,10 +133,12 @@ class StackingFusion(FusionStrategy):
                                  self.random_state,
                                  experts_cache=self._experts_cache)
         self._fit_meta(oof, y, present, groups)
-        self.experts_ = cross_fitted_experts(views, y, present, groups, self.classifier,
-                                             self.cv, self.random_state,
-                                             experts_cache=self._experts_cache)
         fallback = getattr(self, "meta_fallback_", None)
+        # the equal-weight fallback refits every modality's expert below: the inner-fold
+        # experts would all be replaced
+        self.experts_ = {} if fallback == "equal" else cross_fitted_experts(
+            views, y, present, groups, self.classifier, self.cv, self.random_state,
+            experts_cache=self._experts_cache)
         if fallback is not None:
             # With no meta-model, stacking predicts as the simple combination it fell back
             # to does on its own: late fusion with equal weights, or one modality's model,
@@ -144,7 +146,7 @@ class StackingFusion(FusionStrategy):
             # exist to give a meta-model inputs like its out-of-fold training inputs; with
             # no meta-model they only cost accuracy (each saw a fraction of the training
             # groups: half of them with two).
-            used = sorted(views) if fallback == "equal" else [
+            used = list(views) if fallback == "equal" else [
                 fallback.removeprefix(SINGLE_PREFIX)]
             self.experts_.update(fit_experts({m: views[m] for m in used}, y,
                                              {m: present[m] for m in used},

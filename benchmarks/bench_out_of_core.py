@@ -91,7 +91,7 @@ def make_store(rows: int, out: Path, seed: int = 0) -> dict:
     return {"rows": rows, "shards": header["n_shards"], "bytes": size, "seconds": seconds}
 
 
-def run_cli(store: Path, json_out: Path, out_of_core: bool, fusion: str,
+def run_cli(store: Path, json_out: Path, out_of_core: bool, fusion: str | None,
             reuse: bool = False) -> dict:
     """``mmfuse run --features STORE`` in a subprocess (folds in one process): wall
     seconds, the child's own peak RSS (``os.wait4``'s rusage) and its JSON record. With
@@ -101,7 +101,8 @@ def run_cli(store: Path, json_out: Path, out_of_core: bool, fusion: str,
         return json.loads(cache.read_text())
     cmd = [sys.executable, "-m", "mmfuse", "run", "--features", str(store), "--label", "label",
            "--group", "group", "--out-of-core" if out_of_core else "--in-memory",
-           "--fusion", fusion, "--jobs", "1", "--json-out", str(json_out), "-q"]
+           *(["--fusion", fusion] if fusion else []), "--jobs", "1", "--json-out",
+           str(json_out), "-q"]
     env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"), OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     started = time.perf_counter()
@@ -175,16 +176,21 @@ def paired(streamed: dict, memory: dict, pairs: dict) -> dict:
 
 
 def measure(work: Path, sizes: list[int], compare_rows: int, seed: int,
-            reuse_in_memory: bool = False) -> dict:
+            reuse_in_memory: bool = False, keep: dict | None = None) -> dict:
+    """The size runs (``mmfuse run --features STORE --out-of-core`` with the CLI's default
+    list of strategies) and the per-shard costs; ``keep``: an earlier report whose other
+    parts (the comparisons) stay as they are."""
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"machine": machine(), "when": stamp(), "code": code_version(), "runs": [],
-                    "stores": {}, "runs_code": {"code": code_version(), "when": stamp()}}
-    for n in sorted(set(sizes) | {compare_rows}):
+    report: dict = dict(keep or {})
+    report.update({"machine": machine(), "when": stamp(), "code": code_version(), "runs": [],
+                   "stores": {}, "runs_code": {"code": code_version(), "when": stamp(),
+                                               "fusion": "CLI default"}})
+    for n in sorted(set(sizes) | ({compare_rows} if compare_rows else set())):
         store = work / f"store-{n}"
         if not (store / "_mmfuse_features.json").is_file():
             report["stores"][str(n)] = make_store(n, store, seed)
     for n in sorted(sizes):
-        r = run_cli(work / f"store-{n}", work / f"run-{n}.json", True, "early,weighted,late")
+        r = run_cli(work / f"store-{n}", work / f"run-{n}.json", True, None)  # CLI default list
         report["runs"].append(dict(r, rows=n))
         RESULTS_JSON.parent.mkdir(exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(report, indent=2) + "\n")  # partial results survive
@@ -438,18 +444,24 @@ def render(r: dict) -> str:
     runs = r.get("runs", [])
     if runs:
         rc = r.get("runs_code") or {"code": r.get("code"), "when": r.get("when")}
+        if rc.get("fusion") == "CLI default":
+            what = ("`mmfuse run --features STORE --out-of-core` with the CLI's default list of "
+                    "strategies (every strategy that streams: early, weighted and late with "
+                    "weights learned on streamed inner folds, stacking, the seed baseline, "
+                    "and the single modalities)")
+        else:
+            what = ("rows `early,weighted,late` as the CLI streamed them then: learned weights "
+                    "fell back to equal ones and stacking did not stream")
         lines += ["## Size", "", f"Measured by `measure` with code {rc['code']} "
-                  f"({rc['when']}), rows `early,weighted,late` as the CLI streamed them then: "
-                  "learned weights fell back to equal ones and stacking did not stream. Not "
-                  "rerun since (the 1 M run took 42 minutes); the inner folds that learned "
-                  "weights and stacking now add are measured at 20,000 rows above.", "", "| rows | path | wall s | peak RSS MiB | early | late | "
-                  "weighted |", "|---|---|---|---|---|---|---|"]
+                  f"({rc['when']}), {what}.", "",
+                  "| rows | path | wall s | peak RSS MiB | early | late | weighted | stacking |",
+                  "|---|---|---|---|---|---|---|---|"]
         for run in runs:
             a = run["accuracy"]
+            cells = " | ".join(f"{a[k]:.3f}" if k in a else "-"
+                               for k in ("early", "late", "weighted", "stacking"))
             lines.append(f"| {run['rows']:,} | {run['path']} | {run['seconds']:.0f} | "
-                         f"{run['peak_rss_mib']:.0f} | {a.get('early', float('nan')):.3f} | "
-                         f"{a.get('late', float('nan')):.3f} | "
-                         f"{a.get('weighted', float('nan')):.3f} |")
+                         f"{run['peak_rss_mib']:.0f} | {cells} |")
         from mmfuse.evaluate.streamed import auto_batch, auto_epochs
 
         def passes(rows: int) -> int:  # what evaluate_store chose (5 folds: 4/5 train)
@@ -510,6 +522,10 @@ def main(argv: list[str] | None = None) -> None:
     cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--reuse-in-memory-json", action="store_true",
                     help="take the in-memory run from the last results JSON (same store)")
+    sz = sub.add_parser("size", help="rerun only the size runs, keeping the last comparisons")
+    sz.add_argument("--work", type=Path, required=True, help="folder for the stores")
+    sz.add_argument("--sizes", default="100000,1000000")
+    sz.add_argument("--seed", type=int, default=0)
     rd = sub.add_parser("render", help="rebuild the markdown from the JSON")
     del rd
     args = parser.parse_args(argv)
@@ -517,11 +533,16 @@ def main(argv: list[str] | None = None) -> None:
         report = measure(args.work, [int(v) for v in args.sizes.split(",")], args.compare_rows,
                          args.seed, args.reuse_in_memory)
         RESULTS_JSON.write_text(json.dumps(report, indent=2) + "\n")
+    if args.command == "size":
+        old = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
+        runs = measure(args.work, [int(v) for v in args.sizes.split(",")], 0, args.seed,
+                       keep=old)
+        RESULTS_JSON.write_text(json.dumps(runs, indent=2) + "\n")
     if args.command in ("measure", "compare"):
         report = compare(args.work, args.compare_rows, args.seed,
                          getattr(args, "reuse_in_memory_json", False))
         RESULTS_JSON.write_text(json.dumps(report, indent=2) + "\n")
-    if args.command in ("measure", "compare", "render"):
+    if args.command in ("measure", "compare", "size", "render"):
         text = render(json.loads(RESULTS_JSON.read_text()))
         write_section("out_of_core", text)
         return

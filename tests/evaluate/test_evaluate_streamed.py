@@ -195,3 +195,23 @@ def test_without_inner_folds_learned_weights_fall_back_to_equal(tmp_path):
         assert len(notes) == 2 and all(n.startswith("equal weights: too few") for n in notes)
         assert r.row(name).fold_weights == [{"a": 0.5, "b": 0.5}] * 2
     assert r.row("late").fold_accuracy == r.row("stacking").fold_accuracy
+
+
+@pytest.mark.parametrize("fallback", ["equal", "single:text"])
+def test_stacking_that_falls_back_predicts_from_experts_fitted_on_every_row(
+        small_store, monkeypatch, fallback):
+    """As in memory: stacking that falls back to the equal-weight mean predicts exactly as
+    late fusion with equal weights, and one that falls back to a modality as that
+    modality's own model (experts fitted on every training row, not the inner ones)."""
+    from mmfuse.fusion.stacking import StackingFusion
+
+    monkeypatch.setattr(StackingFusion, "_simple_fallback", lambda self, *a: fallback)
+    r = evaluate_store(small_store, "label", "group", strategies=["late[equal]", "stacking"],
+                       cv=3, epochs=1, random_state=0)
+    if fallback == "equal":
+        assert np.array_equal(r.predictions["stacking"], r.predictions["late[equal]"])
+        assert r.row("stacking").fold_accuracy == r.row("late[equal]").fold_accuracy
+    else:  # rows without text get the others' mean, as in memory
+        has = load(small_store).present["text"]
+        assert 0 < has.mean() < 1
+        assert np.array_equal(r.predictions["stacking"][has], r.predictions["text"][has])

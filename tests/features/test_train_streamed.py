@@ -62,3 +62,19 @@ def test_train_store_refusals(small_store):
         train_store(small_store, "y", fusion="late")
     model = train_store(small_store, "label", fusion="early", weights="cv", epochs=1)
     assert model.weights_fallback_.startswith("out-of-core: learned weights are not fitted")
+
+
+@pytest.mark.parametrize("fallback", ["equal", "single:image"])
+def test_stacking_that_falls_back_exports_the_experts_fitted_on_every_row(
+        small_store, store, monkeypatch, fallback):
+    from mmfuse.fusion.stacking import StackingFusion
+
+    monkeypatch.setattr(StackingFusion, "_simple_fallback", lambda self, *a: fallback)
+    fit, config = fit_store(small_store, "label", fusion="stacking", weights="cv",
+                            group="group", epochs=1)
+    model = export(fit, config)
+    views = store.views
+    present = {m: ~np.isnan(v).any(axis=1) for m, v in views.items()}
+    ours = model.predict_proba(views)
+    theirs = _streamed(fit, views, present)[config.name]
+    assert np.allclose(ours, theirs, atol=1e-5)

@@ -407,11 +407,15 @@ class StreamedFit:
                              for j in range(self.n_inner[f])]
                 meta = self.metas[f][c.name]
                 fallback = getattr(meta, "meta_fallback_", None) or ""
-                if fallback.startswith(SINGLE_PREFIX):
-                    # as in memory: that modality's expert fitted on every training row
-                    one = fallback.removeprefix(SINGLE_PREFIX)
+                if fallback:
+                    # as in memory: the simple combination stacking fell back to predicts
+                    # from experts fitted on every training row (the equal-weight mean:
+                    # every modality's; one modality: that one's)
+                    used = self.mods if fallback == "equal" else [
+                        fallback.removeprefix(SINGLE_PREFIX)]
                     mixed = {m: np.mean([p[m] for p in inner], axis=0) for m in self.mods}
-                    mixed[one] = np.where(present[one][:, None], probas[one], np.nan)
+                    for m in used:
+                        mixed[m] = np.where(present[m][:, None], probas[m], np.nan)
                     out[c.name] = meta.predict_meta(mixed, present)
                 else:
                     out[c.name] = np.mean([meta.predict_meta(p, present) for p in inner],

@@ -212,9 +212,10 @@ class _Numbers:
                 self._expert(fit.inner_models[0][j, f"single:{m}"], m)
                 for j in range(fit.n_inner[0])]) for m in mods}
             fallback = getattr(meta, "meta_fallback_", None) or ""
-            if fallback.startswith(SINGLE_PREFIX):  # as in memory: fitted on every row
-                one = fallback.removeprefix(SINGLE_PREFIX)
-                strategy.experts_[one] = outer[one]
+            if fallback:  # as in memory: the combination fallen back to, fitted on every row
+                used = mods if fallback == "equal" else [fallback.removeprefix(SINGLE_PREFIX)]
+                for m in used:
+                    strategy.experts_[m] = outer[m]
             return
         model = (fit.stage2[0].get(name) or fit.models[0][name]).to_logistic()
         strategy.model_ = model

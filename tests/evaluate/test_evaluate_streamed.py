@@ -215,3 +215,28 @@ def test_stacking_that_falls_back_predicts_from_experts_fitted_on_every_row(
         has = load(small_store).present["text"]
         assert 0 < has.mean() < 1
         assert np.array_equal(r.predictions["stacking"][has], r.predictions["text"][has])
+
+
+def test_inner_fold_models_are_standardised_by_their_own_training_rows(small_store,
+                                                                        monkeypatch):
+    """As in memory, an inner fold's experts see their inner training rows standardised by
+    those rows' own statistics (mean 0, deviation 1 over one pass), not by the outer
+    fold's."""
+    from mmfuse.fusion.streamed import StreamedSoftmax
+
+    seen: dict = {}
+    partial_fit = StreamedSoftmax.partial_fit
+
+    def spy(self, x, y, *args, **kw):
+        seen.setdefault(tuple(np.ravel(self.random_state)), []).append(np.array(x))
+        return partial_fit(self, x, y, *args, **kw)
+
+    monkeypatch.setattr(StreamedSoftmax, "partial_fit", spy)
+    evaluate_store(small_store, "label", "group", strategies=["late"], weights="cv", cv=3,
+                   epochs=1, random_state=0)
+    inner = [k for k in seen if len(k) == 4 and 100 <= k[2] < 200]
+    assert len(inner) == 3 * 3 * 2  # outer folds x inner folds x modalities
+    for key in inner:
+        x = np.concatenate(seen[key])
+        assert np.allclose(x.mean(axis=0), 0, atol=1e-4), key
+        assert np.allclose(x.std(axis=0), 1, atol=1e-3), key

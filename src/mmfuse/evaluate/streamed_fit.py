@@ -22,8 +22,10 @@ out-of-fold predictions:
   (:func:`~mmfuse.fusion.weighted.grid_choice`). Its model is then fitted with the chosen
   weights in a second series of passes.
 
-Every model of an inner fold is standardised with its outer fold's statistics (computed
-on the outer training rows only: no outer test row enters them).
+Every model of an inner fold is standardised by its inner training rows' statistics, as in
+memory (computed in the same pass as the outer folds': :func:`~mmfuse.features.stream.fold_scalers`);
+the rows are read standardised by their outer fold and moved to the inner fold's scale
+(:meth:`~mmfuse.features.stream.FoldScalers.to_inner`).
 """
 
 from __future__ import annotations
@@ -170,7 +172,9 @@ class StreamedFit:
             return None if progress is None else (lambda d, t: progress(stage, d, t))
 
         self.scalers = fold_scalers(self.stream, self.fold_of_row, self.n_folds,
-                                    tick("standardising"))
+                                    tick("standardising"),
+                                    inner={f: (self.inner[f], self.n_inner[f])
+                                           for f in folds if self.n_inner[f]})
         self._passes(folds, 1, progress)
         inner_folds = [f for f in folds if self.n_inner[f]]
         if inner_folds:
@@ -184,6 +188,11 @@ class StreamedFit:
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         blocks = {m: self.scalers.transform(m, f, shard.views[m][rows]) for m in self.mods}
         return blocks, {m: shard.present[m][rows] for m in self.mods}
+
+    def _to_inner(self, f: int, j: int, blocks: Mapping[str, np.ndarray],
+                  present: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rows standardised by outer fold ``f``, standardised by its inner fold ``j``."""
+        return {m: self.scalers.to_inner(m, f, j, b, present[m]) for m, b in blocks.items()}
 
     def _design(self, c: Any, blocks: Mapping[str, np.ndarray],
                 present: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -259,17 +268,17 @@ class StreamedFit:
             if not keep.any():
                 continue
             t = time.perf_counter()
+            sub_present = {m: p[keep] for m, p in present.items()}
+            sub = self._to_inner(f, j, {m: b[keep] for m, b in blocks.items()}, sub_present)
             for m in self.mods if self.oof_configs else ():
-                rows_m = keep & present[m]
-                if rows_m.any():
+                has = sub_present[m]
+                if has.any():
                     self.inner_models[f][j, f"single:{m}"].partial_fit(
-                        blocks[m][rows_m], y[rows_m], classes=index,
+                        sub[m][has], y[keep][has], classes=index,
                         n_train=self.inner_train[f][j])
             secs = time.perf_counter() - t
             for c in self.oof_configs:
                 self.seconds[c.name] += secs
-            sub = {m: b[keep] for m, b in blocks.items()}
-            sub_present = {m: p[keep] for m, p in present.items()}
             for c in self.grid_configs:
                 t = time.perf_counter()
                 for i, w in enumerate(self.grid[0]):
@@ -280,10 +289,12 @@ class StreamedFit:
 
     def _inner_probas(self, f: int, j: int, blocks: Mapping[str, np.ndarray],
                       present: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Inner fold ``j``'s expert probabilities (NaN where the modality is absent)."""
+        """Inner fold ``j``'s expert probabilities (NaN where the modality is absent) for
+        rows standardised by outer fold ``f``."""
         out = {}
         for m in self.mods:
-            p = self.inner_models[f][j, f"single:{m}"].predict_proba(blocks[m]).astype(float)
+            z = self.scalers.to_inner(m, f, j, blocks[m], present[m])
+            p = self.inner_models[f][j, f"single:{m}"].predict_proba(z).astype(float)
             p[~present[m]] = np.nan
             out[m] = p
         return out
@@ -318,6 +329,8 @@ class StreamedFit:
                         if self.oof_configs:
                             for m, p in self._inner_probas(f, j, sub, sub_present).items():
                                 oof[f][m][self.pos[f][rows[sel]]] = p
+                        if self.grid_configs:
+                            sub = self._to_inner(f, j, sub, sub_present)
                         for c in self.grid_configs:
                             for i, w in enumerate(self.grid[0]):
                                 x = self._design(c, sub, sub_present, dict(zip(self.mods, w)))

@@ -10,8 +10,8 @@ whatever the store's size; the out-of-core fitting (:mod:`mmfuse.fusion.streamed
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,54 +144,105 @@ class StoreStream:
 @dataclass
 class FoldScalers:
     """Per outer fold and modality, the mean and standard deviation of the fold's
-    training rows that have the modality (a zero deviation counts as 1)."""
+    training rows that have the modality (a zero deviation counts as 1); and per inner
+    fold ``(f, j)`` of an outer fold, those of its inner training rows (``inner_mean``,
+    ``inner_scale``: modality -> {(f, j): (d,) float32}), so that an inner fold's models
+    are standardised by their own training rows, as in memory."""
 
     mean: dict[str, np.ndarray]   # modality -> (n_folds, d) float32
     scale: dict[str, np.ndarray]  # modality -> (n_folds, d) float32
+    inner_mean: dict[str, dict[tuple[int, int], np.ndarray]] = field(default_factory=dict)
+    inner_scale: dict[str, dict[tuple[int, int], np.ndarray]] = field(default_factory=dict)
 
     def transform(self, modality: str, fold: int, x: np.ndarray) -> np.ndarray:
         """Standardised ``x`` (a new float32 array; absent rows, NaN, become 0: the mean)."""
         z = (x - self.mean[modality][fold]) / self.scale[modality][fold]
         return np.nan_to_num(z, copy=False, nan=0.0)
 
+    def to_inner(self, modality: str, fold: int, inner: int, z: np.ndarray,
+                 present: np.ndarray) -> np.ndarray:
+        """Rows ``z`` standardised by outer fold ``fold`` (:meth:`transform`), standardised
+        instead by its inner fold ``inner``'s training rows (a new array; rows without the
+        modality stay 0, the inner mean)."""
+        mu, sd = self.mean[modality][fold], self.scale[modality][fold]
+        mu_j = self.inner_mean[modality][fold, inner]
+        sd_j = self.inner_scale[modality][fold, inner]
+        out = z * (sd / sd_j) + (mu - mu_j) / sd_j
+        out[~np.asarray(present, bool)] = 0.0
+        return out
+
+    def inner_scaler(self, modality: str, fold: int, inner: int) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+        """``(mean, scale)`` of inner fold ``inner`` of outer fold ``fold``."""
+        return (self.inner_mean[modality][fold, inner],
+                self.inner_scale[modality][fold, inner])
+
+
+#: rows per float64 block when summing a shard (bounds the copies to a few MB)
+CHUNK_ROWS = 1024
+
+
+def _moments(s: np.ndarray, q: np.ndarray, n: float, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and deviation (float32; a zero deviation counts as 1) from sums ``s``, sums of
+    squares ``q`` and count ``n``; ``n <= 0``: mean 0, deviation 1."""
+    if n <= 0:
+        return np.zeros(d, np.float32), np.ones(d, np.float32)
+    mu = s / n
+    sd = np.sqrt(np.maximum(q / n - mu ** 2, 0.0))
+    return mu.astype(np.float32), np.where(sd > 1e-12, sd, 1.0).astype(np.float32)
+
 
 def fold_scalers(stream: StoreStream, fold_of_row: np.ndarray, n_folds: int,
-                 progress: Any = None) -> FoldScalers:
+                 progress: Any = None,
+                 inner: Mapping[int, tuple[np.ndarray, int]] | None = None) -> FoldScalers:
     """Standardisation statistics of every outer fold's training rows, in one pass.
 
     ``fold_of_row[i]`` is the outer fold in which row ``i`` is tested (-1: in none, so in
     every training set). Sums and sums of squares are kept per test fold (float64); a
     fold's training statistics are the totals less its own test rows, so the rows a fold
-    tests never enter its scaler.
+    tests never enter its scaler. ``inner``: outer fold ``f`` -> ``(inner_of_row,
+    n_inner)``, the inner fold that holds out each of ``f``'s training rows (-1 for the
+    others); the same pass then keeps the sums per inner fold, and inner fold ``(f, j)``'s
+    statistics are ``f``'s training statistics less the rows ``j`` holds out.
     """
-    sums = {m: np.zeros((n_folds + 1, d)) for m, d in stream.dims.items()}
-    squares = {m: np.zeros((n_folds + 1, d)) for m, d in stream.dims.items()}
-    counts = {m: np.zeros(n_folds + 1) for m in stream.dims}
+    inner = dict(inner or {})
+    keys = [(f, j) for f in sorted(inner) for j in range(inner[f][1])]
+    width = n_folds + 1 + len(keys)  # test folds (the last column: no test fold), inner
+    sums = {m: np.zeros((width, d)) for m, d in stream.dims.items()}
+    squares = {m: np.zeros((width, d)) for m, d in stream.dims.items()}
+    counts = {m: np.zeros(width) for m in stream.dims}
     for done, shard in enumerate(stream.shards()):
         fold = fold_of_row[shard.rows]
+        onehot = np.zeros((len(shard.rows), width))
+        onehot[np.arange(len(fold)), np.where(fold >= 0, fold, n_folds)] = 1.0
+        for c, (f, j) in enumerate(keys, start=n_folds + 1):
+            onehot[:, c] = inner[f][0][shard.rows] == j
         for m, x in shard.views.items():
-            for f in np.unique(fold):
-                keep = (fold == f) & shard.present[m]
-                if keep.any():
-                    block = x[keep].astype(np.float64)
-                    sums[m][f] += block.sum(axis=0)
-                    squares[m][f] += np.einsum("ij,ij->j", block, block)
-                    counts[m][f] += keep.sum()
+            has = np.asarray(shard.present[m], bool)
+            weight = onehot * has[:, None]
+            counts[m] += weight.sum(axis=0)
+            for lo in range(0, len(x), CHUNK_ROWS):  # float64 copies of a few MB at a time
+                x64 = np.where(has[lo:lo + CHUNK_ROWS, None], x[lo:lo + CHUNK_ROWS], 0.0)
+                w = weight[lo:lo + CHUNK_ROWS].T  # absent rows (NaN) count as 0 above
+                sums[m] += w @ x64
+                squares[m] += w @ np.square(x64, out=x64)
         if progress is not None:
             progress(done + 1, stream.n_shards)
     mean, scale = {}, {}
-    for m in stream.dims:
-        total_s, total_q, total_n = sums[m].sum(0), squares[m].sum(0), counts[m].sum()
-        mu = np.zeros((n_folds, stream.dims[m]), dtype=np.float32)
-        sd = np.ones((n_folds, stream.dims[m]), dtype=np.float32)
+    inner_mean: dict[str, dict] = {}
+    inner_scale: dict[str, dict] = {}
+    for m, d in stream.dims.items():
+        total_s = sums[m][:n_folds + 1].sum(0)
+        total_q = squares[m][:n_folds + 1].sum(0)
+        total_n = counts[m][:n_folds + 1].sum()
+        mean[m] = np.zeros((n_folds, d), dtype=np.float32)
+        scale[m] = np.ones((n_folds, d), dtype=np.float32)
         for f in range(n_folds):
-            n = total_n - counts[m][f]
-            if n <= 0:
-                continue
-            mf = (total_s - sums[m][f]) / n
-            var = np.maximum((total_q - squares[m][f]) / n - mf ** 2, 0.0)
-            sdf = np.sqrt(var)
-            mu[f] = mf
-            sd[f] = np.where(sdf > 1e-12, sdf, 1.0)
-        mean[m], scale[m] = mu, sd
-    return FoldScalers(mean, scale)
+            mean[m][f], scale[m][f] = _moments(total_s - sums[m][f], total_q - squares[m][f],
+                                               total_n - counts[m][f], d)
+        inner_mean[m], inner_scale[m] = {}, {}
+        for c, (f, j) in enumerate(keys, start=n_folds + 1):
+            inner_mean[m][f, j], inner_scale[m][f, j] = _moments(
+                total_s - sums[m][f] - sums[m][c], total_q - squares[m][f] - squares[m][c],
+                total_n - counts[m][f] - counts[m][c], d)
+    return FoldScalers(mean, scale, inner_mean, inner_scale)

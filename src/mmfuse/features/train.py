@@ -167,14 +167,16 @@ class _Numbers:
         self.fit, self.config, self.prior, self.random_state = fit, config, prior, random_state
         self.mods = fit.mods
 
-    def _view_scaler(self, m: str) -> Any:
+    def _view_scaler(self, m: str, inner: int | None = None) -> Any:
+        """Fold 0's scaler of view ``m`` (``inner``: that of its inner fold)."""
         from ..fusion.scaling import ViewScaler
 
-        s = ViewScaler()
-        s.sparse_ = False
-        s.mean_ = self.fit.scalers.mean[m][0].copy()
-        s.scale_ = self.fit.scalers.scale[m][0].copy()
-        return s
+        sc = ViewScaler()
+        sc.sparse_ = False
+        mean, scale = ((self.fit.scalers.mean[m][0], self.fit.scalers.scale[m][0])
+                       if inner is None else self.fit.scalers.inner_scaler(m, 0, inner))
+        sc.mean_, sc.scale_ = mean.copy(), scale.copy()
+        return sc
 
     def _standard_scaler(self, fitted: Any, m: str) -> Any:
         fitted.mean_ = self.fit.scalers.mean[m][0].astype(fitted.mean_.dtype)
@@ -183,12 +185,12 @@ class _Numbers:
         fitted.n_samples_seen_ = len(self.fit.y)
         return fitted
 
-    def _expert(self, softmax: Any, m: str) -> Any:
+    def _expert(self, softmax: Any, m: str, inner: int | None = None) -> Any:
         from ..fusion.experts import ModalityExpert
 
         e = ModalityExpert(None, self.random_state)
         e.n_classes_ = len(self.fit.classes)
-        e.scaler_ = self._view_scaler(m)
+        e.scaler_ = self._view_scaler(m, inner)
         e.prior_ = self.prior.copy()
         e.model_ = softmax.to_logistic()
         return e
@@ -209,7 +211,7 @@ class _Numbers:
                 if key.endswith("_") and key not in ("classes_", "modalities_"):
                     setattr(strategy, key, value)
             strategy.experts_ = {m: CrossFitExpert([
-                self._expert(fit.inner_models[0][j, f"single:{m}"], m)
+                self._expert(fit.inner_models[0][j, f"single:{m}"], m, j)
                 for j in range(fit.n_inner[0])]) for m in mods}
             fallback = getattr(meta, "meta_fallback_", None) or ""
             if fallback:  # as in memory: the combination fallen back to, fitted on every row

@@ -113,7 +113,8 @@ def run_cli(store: Path, json_out: Path, out_of_core: bool, fusion: str | None,
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
     record = json.loads(json_out.read_text())
-    out = {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+    out = {"code": code_version(), "when": stamp(),
+           "seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
            "path": record["path"], "n_samples": record["n_samples"],
            "accuracy": {r["name"]: r["accuracy"] for r in record["rows"]},
            "fold_accuracy": {r["name"]: r["fold_accuracy"] for r in record["rows"]}}
@@ -176,7 +177,8 @@ def paired(streamed: dict, memory: dict, pairs: dict) -> dict:
 
 
 def measure(work: Path, sizes: list[int], compare_rows: int, seed: int,
-            reuse_in_memory: bool = False, keep: dict | None = None) -> dict:
+            reuse_in_memory: bool = False, keep: dict | None = None,
+            reuse: bool = False) -> dict:
     """The size runs (``mmfuse run --features STORE --out-of-core`` with the CLI's default
     list of strategies) and the per-shard costs; ``keep``: an earlier report whose other
     parts (the comparisons) stay as they are."""
@@ -190,7 +192,8 @@ def measure(work: Path, sizes: list[int], compare_rows: int, seed: int,
         if not (store / "_mmfuse_features.json").is_file():
             report["stores"][str(n)] = make_store(n, store, seed)
     for n in sorted(sizes):
-        r = run_cli(work / f"store-{n}", work / f"run-{n}.json", True, None)  # CLI default list
+        r = run_cli(work / f"store-{n}", work / f"run-{n}.json", True, None,  # CLI default list
+                    reuse=reuse)
         report["runs"].append(dict(r, rows=n))
         RESULTS_JSON.parent.mkdir(exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(report, indent=2) + "\n")  # partial results survive
@@ -475,14 +478,14 @@ def render(r: dict) -> str:
                     "fell back to equal ones and stacking did not stream")
         lines += ["## Size", "", f"Measured by `measure` with code {rc['code']} "
                   f"({rc['when']}), {what}.", "",
-                  "| rows | path | wall s | peak RSS MiB | early | late | weighted | stacking |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| rows | path | wall s | peak RSS MiB | early | late | weighted | stacking "
+                  "| code |", "|---|---|---|---|---|---|---|---|---|"]
         for run in runs:
             a = run["accuracy"]
             cells = " | ".join(f"{a[k]:.3f}" if k in a else "-"
                                for k in ("early", "late", "weighted", "stacking"))
             lines.append(f"| {run['rows']:,} | {run['path']} | {run['seconds']:.0f} | "
-                         f"{run['peak_rss_mib']:.0f} | {cells} |")
+                         f"{run['peak_rss_mib']:.0f} | {cells} | {run.get('code', '')} |")
         from mmfuse.evaluate.streamed import auto_batch, auto_epochs
 
         def passes(rows: int) -> int:  # what evaluate_store chose (5 folds: 4/5 train)
@@ -568,6 +571,8 @@ def main(argv: list[str] | None = None) -> None:
     sz.add_argument("--work", type=Path, required=True, help="folder for the stores")
     sz.add_argument("--sizes", default="100000,1000000")
     sz.add_argument("--seed", type=int, default=0)
+    sz.add_argument("--reuse", action="store_true",
+                    help="take a size's run measured before (its record names its code)")
     rd = sub.add_parser("render", help="rebuild the markdown from the JSON")
     del rd
     args = parser.parse_args(argv)
@@ -578,7 +583,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "size":
         old = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
         runs = measure(args.work, [int(v) for v in args.sizes.split(",")], 0, args.seed,
-                       keep=old)
+                       keep=old, reuse=args.reuse)
         RESULTS_JSON.write_text(json.dumps(runs, indent=2) + "\n")
     if args.command in ("measure", "compare"):
         report = compare(args.work, args.compare_rows, args.seed,

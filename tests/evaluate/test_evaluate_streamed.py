@@ -151,6 +151,46 @@ def test_the_meta_level_sees_out_of_fold_probabilities(small_store, monkeypatch)
     assert "weighted" in fit.stage2[0] and "stacking" in fit.metas[0]
 
 
+
+def test_the_meta_level_learns_from_a_bounded_sample_of_out_of_fold_rows(small_store,
+                                                                         monkeypatch):
+    """Above META_MAX_ROWS training rows, the meta level and the learned weights see a
+    seeded uniform sample of that many rows, each with the out-of-fold probabilities it
+    has without the bound (so memory stays bounded whatever the store's size)."""
+    from mmfuse.evaluate import streamed_fit
+    from mmfuse.evaluate.streamed import _plan
+
+    seen: dict = {}
+    fit_meta = streamed_fit.StreamedFit._fit_meta
+
+    def spy(self, f, oof):
+        seen.setdefault(streamed_fit.META_MAX_ROWS, {})[f] = {
+            m: np.array(p) for m, p in oof.items()}
+        return fit_meta(self, f, oof)
+
+    monkeypatch.setattr(streamed_fit.StreamedFit, "_fit_meta", spy)
+    job = {"path": str(small_store), "label": "label", "group": "group", "cv": 3,
+           "random_state": 0, "modalities": None, "strategies": ["stacking", "late"],
+           "weights": "cv", "epochs": 1, "batch_size": None}
+    plan = _plan(job)
+    fits = {}
+    for bound in (10**6, 300):
+        monkeypatch.setattr(streamed_fit, "META_MAX_ROWS", bound)
+        fits[bound] = streamed_fit.StreamedFit(
+            plan["stream"], plan["classes"], plan["y"], plan["groups"], plan["fold_of_row"],
+            plan["n_folds"], plan["configs"], batch_size=plan["batch_size"], epochs=1,
+            learning_rate=0.002, random_state=0).fit([0])
+    train = np.flatnonzero(plan["fold_of_row"] != 0)
+    sample = fits[300].meta_rows[0]
+    assert len(train) > 700 and len(sample) == 300 and np.isin(sample, train).all()
+    assert len(np.unique(sample)) == 300
+    for m in ("image", "text"):
+        assert seen[300][0][m].shape == (300, 4)
+        np.testing.assert_allclose(seen[300][0][m],
+                                   seen[10**6][0][m][np.searchsorted(train, sample)])
+    assert "stacking" in fits[300].metas[0] and "late" in fits[300].metas[0]
+
+
 def test_out_of_fold_probabilities_on_disk_change_nothing(small_store, monkeypatch):
     from mmfuse.evaluate import streamed_fit
 

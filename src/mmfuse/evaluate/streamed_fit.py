@@ -11,7 +11,9 @@ out-of-fold predictions:
   experts are streamed in the same passes as the outer models; one more pass predicts
   every training row with the expert of the inner fold that held it out (the out-of-fold
   probabilities: rows x classes per modality, kept in memory, or in a temporary file above
-  :data:`OOF_MEMORY_BYTES`); the strategy's own meta level is fitted on them
+  :data:`OOF_MEMORY_BYTES`; on a fold with more than :data:`META_MAX_ROWS` training rows,
+  only for a seeded uniform sample of that many, the rows the meta level then learns
+  from); the strategy's own meta level is fitted on them
   (:meth:`~mmfuse.fusion.base.FusionStrategy.fit_meta`: late's weights, stacking's
   meta-model with its one-standard-error fallback) and predicts, as in memory, from the
   inner experts' probabilities, averaged over the inner folds;
@@ -44,6 +46,10 @@ from ..fusion.streamed import STREAMED, StreamedSoftmax, design, pool_late
 LEARNED = ("cv", "relative")
 #: out-of-fold probabilities taking more bytes than this are kept in a temporary file
 OOF_MEMORY_BYTES = 256 * 2**20
+#: the meta levels and learned weights are fitted on at most this many out-of-fold rows of
+#: a fold (a seeded uniform sample above it): they have a few numbers per modality and
+#: class, and their memory then stays bounded whatever the store's size
+META_MAX_ROWS = 100_000
 FALLBACK = "out-of-core: learned weights are not fitted when streaming; equal weights"
 
 Progress = Callable[[str, int, int], None]
@@ -111,6 +117,7 @@ class StreamedFit:
         self.models, self.inner_models, self.metas, self.stage2 = {}, {}, {}, {}
         self.weights, self.notes, self.inner, self.n_inner = {}, {}, {}, {}
         self.n_train, self.inner_train, self.grids, self.pos = {}, {}, {}, {}
+        self.meta_rows: dict[int, np.ndarray] = {}
         self.grid = weight_grid(len(self.mods))
         self.grid_configs = [c for c in self.learned if kind_of(c) == "sum"
                              and spec_of(c, self.mods) == "cv"]
@@ -149,8 +156,14 @@ class StreamedFit:
                 inner[train[test]] = j
             self.inner[f], self.n_inner[f] = inner, len(splits)
             self.inner_train[f] = [int(len(train) - len(te)) for _, te in splits]
-            pos = np.full(n, -1, dtype=np.int64)
-            pos[train] = np.arange(len(train))
+            meta_rows = train
+            if len(train) > META_MAX_ROWS:
+                pick = np.random.default_rng([self.seed, f]).choice(len(train), META_MAX_ROWS,
+                                                                    replace=False)
+                meta_rows = train[np.sort(pick)]
+            self.meta_rows[f] = meta_rows
+            pos = np.full(n, -1, dtype=np.int64)  # a row's place in the out-of-fold arrays
+            pos[meta_rows] = np.arange(len(meta_rows))
             self.pos[f] = pos
             for j in range(len(splits)):
                 if self.oof_configs:
@@ -304,7 +317,7 @@ class StreamedFit:
         (the out-of-fold probabilities, the grid models' inner accuracies); then the meta
         levels and learned weights, fold by fold."""
         k = len(self.classes)
-        size = sum(self.n_train[f] for f in folds) * k * len(self.mods) * 4
+        size = sum(len(self.meta_rows[f]) for f in folds) * k * len(self.mods) * 4
         tmp = tempfile.TemporaryDirectory(prefix="mmfuse-oof-") \
             if size > OOF_MEMORY_BYTES and self.oof_configs else None
         try:
@@ -312,7 +325,7 @@ class StreamedFit:
             for f in folds if self.oof_configs else ():
                 oof[f] = {}
                 for m in self.mods:
-                    shape = (self.n_train[f], k)
+                    shape = (len(self.meta_rows[f]), k)
                     oof[f][m] = (np.full(shape, np.nan, dtype=np.float32) if tmp is None else
                                  np.lib.format.open_memmap(f"{tmp.name}/{f}-{m}.npy", "w+",
                                                            np.float32, shape))
@@ -326,9 +339,13 @@ class StreamedFit:
                             continue
                         sub = {m: b[sel] for m, b in blocks.items()}
                         sub_present = {m: p[sel] for m, p in present.items()}
-                        if self.oof_configs:
-                            for m, p in self._inner_probas(f, j, sub, sub_present).items():
-                                oof[f][m][self.pos[f][rows[sel]]] = p
+                        at = self.pos[f][rows[sel]]
+                        if self.oof_configs and (at >= 0).any():
+                            kept = at >= 0  # rows of the meta level's sample
+                            for m, p in self._inner_probas(
+                                    f, j, {m: b[kept] for m, b in sub.items()},
+                                    {m: p[kept] for m, p in sub_present.items()}).items():
+                                oof[f][m][at[kept]] = p
                         if self.grid_configs:
                             sub = self._to_inner(f, j, sub, sub_present)
                         for c in self.grid_configs:
@@ -351,7 +368,7 @@ class StreamedFit:
         from ..fusion.weighted import grid_choice
         from ..fusion.weights import relative_weights
 
-        train = np.flatnonzero(self.fold_of_row != f)
+        train = self.meta_rows[f]
         y = self.y[train]
         groups = None if self.groups is None else self.groups[train]
         probas = ({m: np.asarray(p, dtype=np.float64) for m, p in oof.items()}

@@ -165,3 +165,69 @@ def test_evaluation_refits_the_stateful_encoders_in_each_inner_fold():
     assert sorted(VocabEncoder.fitted_on, reverse=True)[:2] == [75, 75]
     assert len(VocabEncoder.fitted_on) == 2 + 2 * 3
     assert all(n <= 52 for n in sorted(VocabEncoder.fitted_on)[:6])
+
+
+@pytest.mark.parametrize("fusion", ["late", "stacking"])
+def test_meta_strategies_calibrate_on_the_final_combination_of_the_inner_experts(fusion):
+    # the calibration rows are the final model's meta level (its weights, its meta-model)
+    # applied to the very out-of-fold probabilities of the inner-fold experts it is built
+    # on, not clones of the whole strategy refit on inner folds (nested twice)
+    from sklearn.base import clone
+
+    from mmfuse.fusion import create_fusion
+    from mmfuse.fusion.experts import ExpertsCache, out_of_fold_probas
+
+    views, y, groups = grouped(n=400)
+    present = {k: np.ones(len(y), bool) for k in views}
+    strategy, cache = create_fusion(fusion, random_state=0), ExpertsCache()
+    _, oof = fit_module.fit_uncertainty(strategy, views, present, y, groups,
+                                        calibration="temperature", coverage=0.9,
+                                        random_state=0, experts_cache=cache)
+    final = clone(strategy).fit(views, y, present, groups, experts_cache=cache)
+    experts = out_of_fold_probas(views, y, present, groups, None, 5, 0, experts_cache=cache)
+    np.testing.assert_allclose(oof["a+b"][0], final.predict_meta(experts, present))
+    alone = {"a": experts["a"], "b": np.full_like(experts["b"], np.nan)}
+    np.testing.assert_allclose(oof["a"][0], final.predict_meta(
+        alone, {"a": present["a"], "b": ~present["b"]}))
+    assert oof["a+b"][1].tolist() == y.tolist()
+
+
+def test_calibrating_late_fusion_fits_no_expert_beyond_the_model_s_own(monkeypatch):
+    from mmfuse.fusion import experts as experts_module
+
+    views, y, groups = grouped(n=400)
+    fits = []
+    original = experts_module.ModalityExpert.fit
+
+    def counted(self, *args, **kwargs):
+        fits.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(experts_module.ModalityExpert, "fit", counted)
+    MultimodalClassifier(fusion="late", random_state=0).fit(views, y, groups)
+    plain = len(fits)
+    fits.clear()
+    MultimodalClassifier(fusion="late", calibration="temperature", coverage=0.9,
+                         random_state=0).fit(views, y, groups)
+    assert len(fits) == plain  # the experts cache: the calibration reuses the model's
+
+
+def test_calibrate_on_refits_keeps_the_nested_clones_and_is_checked():
+    from mmfuse.fusion import create_fusion
+
+    views, y, groups = grouped(n=400)
+    present = {k: np.ones(len(y), bool) for k in views}
+    args = (views, present, y, groups)
+    _, experts = fit_module.fit_uncertainty(create_fusion("late", random_state=0), *args,
+                                            calibration="temperature", coverage=None,
+                                            random_state=0)
+    _, refits = fit_module.fit_uncertainty(create_fusion("late", random_state=0), *args,
+                                           calibration="temperature", coverage=None,
+                                           random_state=0, calibrate_on="refits")
+    assert not np.allclose(experts["a+b"][0], refits["a+b"][0])
+    with pytest.raises(InputError, match="calibrate_on must be one of"):
+        fit_module.fit_uncertainty(create_fusion("late"), *args, calibration="temperature",
+                                   coverage=None, calibrate_on="inner")
+    with pytest.raises(InputError, match="needs a strategy with a meta level"):
+        fit_module.fit_uncertainty(create_fusion("early"), *args, calibration="temperature",
+                                   coverage=None, calibrate_on="experts")

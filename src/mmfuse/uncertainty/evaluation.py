@@ -28,7 +28,9 @@ class UncertaintySpec:
     of ``scores``. ``mondrian``: one threshold per class. ``mask``: modality -> share of
     each test fold's rows that lose it (seeded), to measure the sets with it missing
     (reported as ``sets_masked``). ``worst_fold``: the sets also with the conservative
-    worst-inner-fold thresholds (reported as ``"<score>@<coverage> worst-fold"``)."""
+    worst-inner-fold thresholds (reported as ``"<score>@<coverage> worst-fold"``).
+    ``calibrate_on``: where the calibration rows come from (see
+    :data:`mmfuse.uncertainty.fit.CALIBRATE_ON`)."""
 
     calibration: str | None = None
     coverage: tuple = ()
@@ -37,6 +39,7 @@ class UncertaintySpec:
     mask: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
     worst_fold: bool = False
+    calibrate_on: str = "auto"
 
     @property
     def fits(self) -> bool:
@@ -90,7 +93,8 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
         y[rows], None if g_train is None else g_train[keep], calibration=spec.calibration,
         coverage=spec.coverage[0] if spec.coverage else None, score=spec.scores[0],
         mondrian=spec.mondrian, n_splits=cv, random_state=random_state, n_classes=n_classes,
-        refit=refit if stateful else None, experts_cache=experts_cache)
+        refit=refit if stateful else None, experts_cache=experts_cache,
+        calibrate_on=spec.calibrate_on)
     for score in spec.scores if spec.coverage else ():
         _add_sets(out, unc, oof, spec, score, raw, p_test, y[test], proba_of, test)
     final = unc.calibrate(raw, p_test)

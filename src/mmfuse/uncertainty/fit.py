@@ -17,6 +17,17 @@ are refit on each inner training fold, as they are for a new group. Cost: ``n_sp
 extra fits of the strategy (each on ``(n_splits - 1) / n_splits`` of the rows), as many
 refits of the stateful encoders, and ``2**M - 1`` predictions of each held-out fold for M
 modalities (M <= 4; beyond, the patterns seen in training).
+
+Strategies built on per-modality experts with a meta level (late fusion, stacking,
+weighted on class scores: ``has_meta_level()``) are calibrated on the experts instead
+(:func:`experts_out_of_fold`, ``calibrate_on="experts"``, the default for them): the final
+combination rule (the meta level the strategy learns on its inner-fold experts'
+out-of-fold probabilities) applied to those very out-of-fold probabilities. One level of
+nesting instead of two, so the calibration rows see the final model's combination (its
+weights, its meta-model, its fallback) rather than that of weaker nested clones; and,
+shared through the experts cache, they cost no extra expert fit (the stateful encoders'
+experts aside, refit per inner fold as above). Measured on the grouped bundled sets:
+benchmarks/RESULTS.md, "Calibration and conformal prediction sets".
 """
 
 from __future__ import annotations
@@ -35,6 +46,10 @@ from .conformal import ConformalSets, check_coverage, check_score, thresholds
 
 ALL = "*"  # the pooled calibrator: for a pattern never calibrated
 MIN_ROWS = 30  # a pattern with fewer out-of-fold rows uses the pooled calibrator
+#: where the calibration rows come from: "experts" (the final combination on the
+#: inner-fold experts' out-of-fold probabilities: strategies with a meta level),
+#: "refits" (clones of the whole strategy refit on inner folds: any strategy), or "auto"
+CALIBRATE_ON = ("auto", "experts", "refits")
 
 
 def row_patterns(present: Present, modalities: list[str]) -> np.ndarray:
@@ -75,8 +90,7 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
 
     splits = inner_splits(y, groups, n_splits, random_state)
     if not splits:
-        raise InputError("calibration and coverage need inner folds, but the training rows "
-                         "cannot be split (fewer than 2 groups, or a class with one row)")
+        raise _no_inner_folds()
     mods = sorted(views)
     patterns = _patterns(present, mods)
     out: dict[str, tuple[list, list, list]] = {"+".join(p): ([], [], []) for p in patterns}
@@ -108,6 +122,92 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
             out["+".join(p)][2].append(np.full(len(rows), k))
     return {p: tuple(np.concatenate(part) for part in parts) for p, parts in out.items()
             if parts[0]}
+
+
+def _no_inner_folds() -> InputError:
+    return InputError("calibration and coverage need inner folds, but the training rows "
+                      "cannot be split (fewer than 2 groups, or a class with one row)")
+
+
+def calibrates_on_experts(strategy: Any, calibrate_on: str = "auto") -> bool:
+    """Whether :func:`fit_uncertainty` calibrates ``strategy`` on its experts'
+    out-of-fold probabilities (:func:`experts_out_of_fold`) rather than on refits."""
+    if calibrate_on not in CALIBRATE_ON:
+        raise InputError(f"calibrate_on must be one of {list(CALIBRATE_ON)}; got "
+                         f"{calibrate_on!r}")
+    meta = bool(getattr(strategy, "has_meta_level", lambda: False)())
+    if calibrate_on == "experts" and not meta:
+        raise InputError(f"calibrate_on='experts' needs a strategy with a meta level over "
+                         f"per-modality experts; got {type(strategy).__name__}")
+    return meta and calibrate_on != "refits"
+
+
+def experts_out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray,
+                        groups: Any, n_classes: int, refit: Any = None, *,
+                        experts_cache: Any = None
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """As :func:`out_of_fold`, for a strategy with a meta level over per-modality experts:
+    its meta level, fitted as the final model fits it (on the experts' out-of-fold
+    probabilities of every training row, the strategy's own ``cv``, ``classifier`` and
+    ``random_state``), applied to those out-of-fold probabilities, per missingness
+    pattern (the other modalities masked). A row's probabilities come from experts that
+    never saw its group; the experts are the strategy's own (``experts_cache``: fitted
+    once for both). A stateful encoder's expert is refit on each inner training fold's
+    ``refit(train)`` views, so that a held-out fold's words are unknown to it."""
+    from sklearn.base import clone
+
+    from ..fusion.base import WeightsFallbackWarning
+    from ..fusion.experts import ModalityExpert, out_of_fold_probas
+    from ..fusion.linear import classifier_for
+    from ..splits import TooFewForInnerFolds, inner_splits
+    from ..views import check_views
+
+    params = strategy.get_params(deep=False)
+    classifier, cv, seed = params.get("classifier"), params.get("cv", 5), params.get(
+        "random_state")
+    mods = sorted(views)
+    views, present = check_views(views, present)  # as the strategy's fit sees them
+    usable = [m for m in mods if present[m].any()]
+    classes, y_loc = np.unique(y, return_inverse=True)
+    k = len(classes)
+    splits = inner_splits(y_loc, groups, cv, seed)
+    if not splits:
+        raise _no_inner_folds()
+    try:
+        own = out_of_fold_probas({m: views[m] for m in usable}, y_loc,
+                                 {m: present[m] for m in usable}, groups, classifier, cv,
+                                 seed, experts_cache=experts_cache)
+    except TooFewForInnerFolds:
+        raise _no_inner_folds() from None
+    probas = dict(own)
+    if refit is not None:
+        folds_views = [refit(train) for train, _ in splits]
+        for m in [m for m in usable if m in folds_views[0]]:
+            probas[m] = np.full_like(own[m], np.nan)
+            for (train, test), fold_views in zip(splits, folds_views):
+                x = fold_views[m]
+                expert = ModalityExpert(classifier_for(classifier, m), seed).fit(
+                    x[train], y_loc[train], present[m][train], k)
+                probas[m][test] = expert.predict_proba(x[test], present[m][test])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeightsFallbackWarning)
+        meta = clone(strategy).fit_meta(own, y_loc, {m: present[m] for m in usable}, groups,
+                                        n_classes=k)
+    fold_of = np.empty(len(y_loc), dtype=int)
+    for j, (_, test) in enumerate(splits):
+        fold_of[test] = j
+    out = {}
+    for p in _patterns(present, mods):
+        rows = np.flatnonzero(np.all(np.stack([present[m] for m in p]), axis=0))
+        if not len(rows) or not set(p) <= set(usable):
+            continue
+        nan = np.full((len(rows), k), np.nan)
+        pr = {m: present[m][rows] if m in p else np.zeros(len(rows), bool) for m in usable}
+        proba = np.zeros((len(rows), n_classes))
+        proba[:, classes] = meta.predict_meta(
+            {m: probas[m][rows] if m in p else nan for m in usable}, pr)
+        out["+".join(p)] = (proba, np.asarray(y)[rows], fold_of[rows])
+    return out
 
 
 def stateful_refit(encoders: dict, X: Any, kept: np.ndarray, on_error: str,
@@ -189,12 +289,14 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
                     groups: Any, *, calibration: str | None, coverage: float | None,
                     score: str = "aps", mondrian: bool = False, n_splits: int = 5,
                     random_state: Any = None, n_classes: int | None = None,
-                    refit: Any = None, experts_cache: Any = None
-                    ) -> tuple[Uncertainty | None, dict]:
+                    refit: Any = None, experts_cache: Any = None,
+                    calibrate_on: str = "auto") -> tuple[Uncertainty | None, dict]:
     """The :class:`Uncertainty` of the unfitted ``strategy`` on these training rows (None
     when neither ``calibration`` nor ``coverage`` is asked), and the out-of-fold
     probabilities it was learned from (``refit``, ``experts_cache``: see
-    :func:`out_of_fold`)."""
+    :func:`out_of_fold`). ``calibrate_on``: one of :data:`CALIBRATE_ON`; ``"auto"``:
+    the experts' out-of-fold probabilities (:func:`experts_out_of_fold`) for a strategy
+    with a meta level, else refits (:func:`out_of_fold`; ``n_splits`` inner folds)."""
     if calibration is None and coverage is None:
         return None, {}
     if calibration is not None:
@@ -205,8 +307,12 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
     if not isinstance(mondrian, (bool, np.bool_)):
         raise InputError(f"mondrian must be True or False; got {mondrian!r}")
     n_classes = int(np.max(y)) + 1 if n_classes is None else n_classes
-    oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state, n_classes,
-                      refit, experts_cache=experts_cache)
+    if calibrates_on_experts(strategy, calibrate_on):
+        oof = experts_out_of_fold(strategy, views, present, y, groups, n_classes, refit,
+                                  experts_cache=experts_cache)
+    else:
+        oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state,
+                          n_classes, refit, experts_cache=experts_cache)
     calibrators, calibrated = calibrated_oof(oof, calibration)
     conformal = (None if coverage is None
                  else conformal_from_oof(oof, calibrated, coverage, score, mondrian))

@@ -115,8 +115,9 @@ def _diagnosis(unc: Any, oof: dict, calibration: str, raw: np.ndarray, y_test: n
     the best temperature for the test rows themselves (fitted on their labels: a bound
     on what any temperature could reach, never used to predict); isotonic calibration
     fitted on the same out-of-fold rows (its test ECE and accuracy), and with temperature
-    the former log-loss temperature's."""
-    from .calibration import TemperatureScaling, fit_calibrator
+    the former log-loss temperature's; vector scaling (a scale and a bias per class) on
+    the same rows."""
+    from .calibration import TemperatureScaling, VectorScaling, fit_calibrator
     from .metrics import ece
 
     full = max(oof, key=lambda p: (p.count("+"), len(oof[p][1])))
@@ -132,6 +133,9 @@ def _diagnosis(unc: Any, oof: dict, calibration: str, raw: np.ndarray, y_test: n
     iso = fit_calibrator("isotonic", proba, y)  # the other calibrator, on the same rows
     out["test_ece_isotonic"] = ece(iso.transform(raw), y_test)
     out["test_accuracy_isotonic"] = float(np.mean(iso.transform(raw).argmax(1) == y_test))
+    vector = VectorScaling.fit(proba, y)  # per-class scale and bias, on the same rows
+    out["test_ece_vector"] = ece(vector.transform(raw), y_test)
+    out["test_accuracy_vector"] = float(np.mean(vector.transform(raw).argmax(1) == y_test))
     if calibration == "temperature":
         out["temperature"] = unc.calibrators.get(full, unc.calibrators["*"]).temperature
         nll = TemperatureScaling.fit(proba, y, objective="log_loss")  # the former objective

@@ -190,6 +190,9 @@ def test_meta_strategies_calibrate_on_the_final_combination_of_the_inner_experts
     np.testing.assert_allclose(oof["a"][0], final.predict_meta(
         alone, {"a": present["a"], "b": ~present["b"]}))
     assert oof["a+b"][1].tolist() == y.tolist()
+    fold = oof["a+b"][2]  # each row from the experts of the one inner fold holding its group
+    assert all(len(set(fold[groups == g])) == 1 for g in np.unique(groups))
+    assert len(set(fold)) == 5
 
 
 def test_calibrating_late_fusion_fits_no_expert_beyond_the_model_s_own(monkeypatch):

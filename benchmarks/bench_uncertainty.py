@@ -9,8 +9,8 @@ on grouped inner folds (:mod:`mmfuse.uncertainty`), and each modality masked at 
 in 50% of the rows. Also:
 
 * **calibration diagnosis** (from the main evaluation's folds): the inner out-of-fold
-  ECE before and after the temperature, the former log-loss temperature, isotonic on the
-  same rows, the best temperature for the test rows themselves (a bound), the ECE floor
+  ECE before and after the temperature, the former log-loss temperature, isotonic and
+  vector scaling on the same rows, the best temperature for the test rows themselves (a bound), the ECE floor
   of a perfectly calibrated model on the same rows, and the ECE pooled over the folds;
 * **worst-fold**: APS sets with the largest inner fold's threshold (conservative);
 * **split**: split-conformal instead of the library's cross-conformal: the fused model fit
@@ -329,8 +329,9 @@ def render(results: list[dict]) -> str:
               "| dataset | ECE raw | ECE temperature | ECE log-loss temperature | best "
               "temperature for the test rows | floor | pooled: raw → temperature | "
               "temperature (log-loss) | inner ECE raw → temperature | inner → test accuracy "
-              "| inner → test confidence | ECE isotonic | accuracy raw → isotonic |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| inner → test confidence | ECE isotonic | accuracy raw → isotonic "
+              "| ECE vector scaling | accuracy raw → vector scaling |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "main" not in r or FUSION not in r["main"]["rows"]:
             continue
@@ -345,7 +346,9 @@ def render(results: list[dict]) -> str:
             f"{d['inner_ece']:.3f} | {d['inner_accuracy']:.3f} → "
             f"{t['raw']['accuracy']['mean']:.3f} | {d['inner_confidence']:.3f} → "
             f"{d['test_confidence']:.3f} | {d['test_ece_isotonic']:.3f} | "
-            f"{t['raw']['accuracy']['mean']:.3f} → {d['test_accuracy_isotonic']:.3f} |")
+            f"{t['raw']['accuracy']['mean']:.3f} → {d['test_accuracy_isotonic']:.3f} | "
+            + (f"{d['test_ece_vector']:.3f} | {t['raw']['accuracy']['mean']:.3f} → "
+               f"{d['test_accuracy_vector']:.3f} |" if "test_ece_vector" in d else " | |"))
     lines += ["", "## Calibration rows: the final combination on the inner experts against "
               "refits of the whole fusion", "",
               f"The default fusion (`{FUSION}`), temperature and APS sets learned per outer "

@@ -261,7 +261,9 @@ def render(results: list[dict]) -> str:
         "(the classical ones: the machine is small). Outer splits: each dataset's default "
         "(grouped). In every outer training fold, temperature scaling and cross-conformal "
         "thresholds are learned on 5 grouped inner folds, per missingness pattern; the "
-        f"default fusion is `{FUSION}`. Values: mean over outer folds [95% t-interval].",
+        f"default fusion is `{FUSION}`, calibrated on its final combination applied to its "
+        "inner-fold experts' out-of-fold probabilities (a single modality: on its model "
+        "refit on the inner folds). Values: mean over outer folds [95% t-interval].",
         "",
         "## Coverage (APS) on unseen groups",
         "",
@@ -319,7 +321,8 @@ def render(results: list[dict]) -> str:
     lines += ["", "## Calibration of the default fusion: what limits the ECE", "",
               "Per outer fold (means over folds): the temperature is fitted on the inner "
               "out-of-fold probabilities by the Brier score (the library's objective); the "
-              "former log-loss objective, isotonic calibration on the same rows, and the best "
+              "former log-loss objective, isotonic calibration and vector scaling (a scale and "
+              "a bias per class) on the same rows, and the best "
               "temperature for the test rows themselves (fitted on their labels: a bound on "
               "what any temperature reaches, not a model) are shown beside it. *Floor*: the "
               "ECE a perfectly calibrated model shows on the same rows (finite sample). "

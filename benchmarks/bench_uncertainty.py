@@ -71,7 +71,7 @@ ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 FUSION = "late"
 COVERAGES = (0.9, 0.8)
 SCORES = ("aps", "raps", "lac")
-PARTS = ("main", "timing", "split", "refits")
+PARTS = ("main", "timing", "split", "refits", "bagged")
 REPEATS = 7
 
 
@@ -100,16 +100,22 @@ def run_main(X, y, groups, enc, cv, table) -> dict:
     return {"rows": _rows(result), "cv": result.cv, "seconds": time.perf_counter() - start}
 
 
-def run_refits(X, y, groups, enc, cv, table) -> dict:
+def run_refits(X, y, groups, enc, cv, table, calibrate_on: str = "refits") -> dict:
     """The default fusion calibrated on refits of the whole fusion on inner folds (before
     the fix), on the main part's outer folds."""
     spec = UncertaintySpec("temperature", COVERAGES, ("aps",), mask={m: 0.5 for m in enc},
-                           calibrate_on="refits")
+                           calibrate_on=calibrate_on)
     start = time.perf_counter()
     result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=[FUSION],
                       singles=False, baseline=False, on_error="skip", n_jobs=1,
                       uncertainty=spec)
     return {"rows": _rows(result), "cv": result.cv, "seconds": time.perf_counter() - start}
+
+
+def run_bagged(X, y, groups, enc, cv, table) -> dict:
+    """The default fusion's final combination on experts bagged as the final model's are
+    (``calibrate_on="bagged"``), on the main part's outer folds."""
+    return run_refits(X, y, groups, enc, cv, table, calibrate_on="bagged")
 
 
 def run_split(X, y, groups, enc, cv, table) -> dict:

@@ -48,8 +48,9 @@ ALL = "*"  # the pooled calibrator: for a pattern never calibrated
 MIN_ROWS = 30  # a pattern with fewer out-of-fold rows uses the pooled calibrator
 #: where the calibration rows come from: "experts" (the final combination on the
 #: inner-fold experts' out-of-fold probabilities: strategies with a meta level),
+#: "bagged" (the same final combination on experts bagged as the final model's are),
 #: "refits" (clones of the whole strategy refit on inner folds: any strategy), or "auto"
-CALIBRATE_ON = ("auto", "experts", "refits")
+CALIBRATE_ON = ("auto", "experts", "bagged", "refits")
 
 
 def row_patterns(present: Present, modalities: list[str]) -> np.ndarray:
@@ -136,15 +137,15 @@ def calibrates_on_experts(strategy: Any, calibrate_on: str = "auto") -> bool:
         raise InputError(f"calibrate_on must be one of {list(CALIBRATE_ON)}; got "
                          f"{calibrate_on!r}")
     meta = bool(getattr(strategy, "has_meta_level", lambda: False)())
-    if calibrate_on == "experts" and not meta:
-        raise InputError(f"calibrate_on='experts' needs a strategy with a meta level over "
+    if calibrate_on in ("experts", "bagged") and not meta:
+        raise InputError(f"calibrate_on={calibrate_on!r} needs a strategy with a meta level over "
                          f"per-modality experts; got {type(strategy).__name__}")
     return meta and calibrate_on != "refits"
 
 
 def experts_out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray,
                         groups: Any, n_classes: int, refit: Any = None, *,
-                        experts_cache: Any = None
+                        experts_cache: Any = None, bagged: bool = False
                         ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """As :func:`out_of_fold`, for a strategy with a meta level over per-modality experts:
     its meta level, fitted as the final model fits it (on the experts' out-of-fold
@@ -153,11 +154,18 @@ def experts_out_of_fold(strategy: Any, views: Views, present: Present, y: np.nda
     pattern (the other modalities masked). A row's probabilities come from experts that
     never saw its group; the experts are the strategy's own (``experts_cache``: fitted
     once for both). A stateful encoder's expert is refit on each inner training fold's
-    ``refit(train)`` views, so that a held-out fold's words are unknown to it."""
+    ``refit(train)`` views, so that a held-out fold's words are unknown to it.
+
+    ``bagged``: each held-out inner fold is predicted as the final model predicts a new
+    row, by the meta level averaged over experts cross-fitted on the inner training fold's
+    own inner folds (the final model averages its inner-fold experts' outputs, which makes
+    it less confident than any one of them), rather than by the one inner-fold expert
+    behind each out-of-fold probability (cost: the strategy's expert fits once per inner
+    fold)."""
     from sklearn.base import clone
 
     from ..fusion.base import WeightsFallbackWarning
-    from ..fusion.experts import ModalityExpert, out_of_fold_probas
+    from ..fusion.experts import ModalityExpert, out_of_fold_probas, predict_cross_fitted
     from ..fusion.linear import classifier_for
     from ..splits import TooFewForInnerFolds, inner_splits
     from ..views import check_views
@@ -196,18 +204,68 @@ def experts_out_of_fold(strategy: Any, views: Views, present: Present, y: np.nda
     fold_of = np.empty(len(y_loc), dtype=int)
     for j, (_, test) in enumerate(splits):
         fold_of[test] = j
+    bags = None
+    if bagged:  # each held-out fold predicted as the final model predicts: bagged experts
+        bags = [_fold_experts(views, present, y_loc, groups, usable, train, classifier, cv,
+                              seed, folds_views[j] if refit is not None else None,
+                              experts_cache)
+                for j, (train, _) in enumerate(splits)]
+
+    def combine(probas: dict, pr: dict) -> np.ndarray:
+        return meta.predict_meta({m: _pad(p, k) for m, p in probas.items()}, pr)
+
     out = {}
     for p in _patterns(present, mods):
         rows = np.flatnonzero(np.all(np.stack([present[m] for m in p]), axis=0))
         if not len(rows) or not set(p) <= set(usable):
             continue
-        nan = np.full((len(rows), k), np.nan)
         pr = {m: present[m][rows] if m in p else np.zeros(len(rows), bool) for m in usable}
         proba = np.zeros((len(rows), n_classes))
-        proba[:, classes] = meta.predict_meta(
-            {m: probas[m][rows] if m in p else nan for m in usable}, pr)
+        if bags is None:
+            nan = np.full((len(rows), k), np.nan)
+            proba[:, classes] = combine({m: probas[m][rows] if m in p else nan
+                                         for m in usable}, pr)
+        else:
+            for j in np.unique(fold_of[rows]):
+                at = fold_of[rows] == j
+                r = rows[at]
+                v = {m: (folds_views[j].get(m, views[m]) if refit is not None else views[m])[r]
+                     for m in usable}
+                v = {m: x if m in p else blank_rows(x, np.ones(len(r), bool))
+                     for m, x in v.items()}
+                proba[np.ix_(at, classes)] = predict_cross_fitted(
+                    bags[j], v, {m: q[at] for m, q in pr.items()}, combine)
         out["+".join(p)] = (proba, np.asarray(y)[rows], fold_of[rows])
     return out
+
+
+def _pad(proba: np.ndarray, k: int) -> np.ndarray:
+    """Expert probabilities with a column per class (an inner training fold may lack the
+    last classes: they get 0)."""
+    if proba.shape[1] >= k:
+        return proba
+    return np.hstack([proba, np.where(np.isnan(proba[:, :1]), np.nan,
+                                      np.zeros((len(proba), k - proba.shape[1])))])
+
+
+def _fold_experts(views: Views, present: Present, y: np.ndarray, groups: Any,
+                  usable: list, train: np.ndarray, classifier: Any, cv: int, seed: Any,
+                  fold_views: Any, experts_cache: Any) -> dict:
+    """The experts a strategy fitted on the ``train`` rows predicts with: cross-fitted on
+    their own inner folds (or, when those cannot be made, one per modality on every row,
+    as the strategy's equal-weight fallback)."""
+    from ..fusion.experts import cross_fitted_experts, fit_experts
+    from ..splits import TooFewForInnerFolds
+
+    v = {m: (fold_views.get(m, views[m]) if fold_views is not None else views[m])[train]
+         for m in usable}
+    pr = {m: present[m][train] for m in usable}
+    g = None if groups is None else np.asarray(groups)[train]
+    try:
+        return cross_fitted_experts(v, y[train], pr, g, classifier, cv, seed,
+                                    experts_cache=experts_cache)
+    except TooFewForInnerFolds:
+        return fit_experts(v, y[train], pr, classifier, seed, experts_cache=experts_cache)
 
 
 def stateful_refit(encoders: dict, X: Any, kept: np.ndarray, on_error: str,
@@ -309,7 +367,8 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
     n_classes = int(np.max(y)) + 1 if n_classes is None else n_classes
     if calibrates_on_experts(strategy, calibrate_on):
         oof = experts_out_of_fold(strategy, views, present, y, groups, n_classes, refit,
-                                  experts_cache=experts_cache)
+                                  experts_cache=experts_cache,
+                                  bagged=calibrate_on == "bagged")
     else:
         oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state,
                           n_classes, refit, experts_cache=experts_cache)

@@ -16,11 +16,12 @@ in 50% of the rows. Also:
 * **split**: split-conformal instead of the library's cross-conformal: the fused model fit
   on the first grouped inner fold's training rows only, thresholds on its held-out groups
   (temperature fitted there too), no refit: coverage and set size on the same outer folds;
-* **refits** (the calibration rows before issue 29's fix, for the comparison): the default
-  fusion alone, its calibrators and thresholds learned on clones of the whole fusion refit
-  on grouped inner folds (``calibrate_on="refits"``), against the default since the fix:
-  the fusion's final combination applied to its inner-fold experts' out-of-fold
-  probabilities (``calibrate_on="auto"``, the main part); the same outer folds;
+* **experts**, **bagged**, **refits**: where the calibration rows come from
+  (``calibrate_on``), the default fusion alone on the main part's outer folds: its final
+  combination on the inner-fold experts' out-of-fold probabilities; the same on experts
+  cross-fitted inside each inner training fold and averaged (as the final model averages
+  its experts); clones of the whole fusion refit on the inner folds (before issue 29's
+  fix). The main part uses the library's default (``auto``: ``AUTO_META`` for late);
 * **timing**: a ``MultimodalClassifier(fusion="late", calibration="temperature",
   coverage=0.9)`` fit on the first outer training fold (and the same without calibration
   and coverage: what the inner folds cost at fit); ``predict`` and ``predict_set`` on its
@@ -60,6 +61,7 @@ from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import dataset_info, load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate  # noqa: E402
 from mmfuse.uncertainty.evaluation import UncertaintySpec  # noqa: E402
+from mmfuse.uncertainty.fit import AUTO_META  # noqa: E402
 from mmfuse.uncertainty.metrics import ece_of_bins  # noqa: E402
 
 RESULTS_JSON = HERE / "results" / "uncertainty.json"
@@ -71,7 +73,8 @@ ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 FUSION = "late"
 COVERAGES = (0.9, 0.8)
 SCORES = ("aps", "raps", "lac")
-PARTS = ("main", "timing", "split", "refits", "bagged")
+PARTS = ("main", "timing", "split", "refits", "bagged", "experts")
+CALIBRATE_WAYS = ("experts", "bagged", "refits")  # calibrate_on, besides the default
 REPEATS = 7
 
 
@@ -116,6 +119,12 @@ def run_bagged(X, y, groups, enc, cv, table) -> dict:
     """The default fusion's final combination on experts bagged as the final model's are
     (``calibrate_on="bagged"``), on the main part's outer folds."""
     return run_refits(X, y, groups, enc, cv, table, calibrate_on="bagged")
+
+
+def run_experts(X, y, groups, enc, cv, table) -> dict:
+    """The default fusion's final combination on its inner-fold experts' out-of-fold
+    probabilities (``calibrate_on="experts"``), on the main part's outer folds."""
+    return run_refits(X, y, groups, enc, cv, table, calibrate_on="experts")
 
 
 def run_split(X, y, groups, enc, cv, table) -> dict:
@@ -358,25 +367,31 @@ def render(results: list[dict]) -> str:
             f"{t['raw']['accuracy']['mean']:.3f} → {d['test_accuracy_isotonic']:.3f} | "
             + (f"{d['test_ece_vector']:.3f} | {t['raw']['accuracy']['mean']:.3f} → "
                f"{d['test_accuracy_vector']:.3f} |" if "test_ece_vector" in d else " | |"))
-    lines += ["", "## Calibration rows: the final combination on the inner experts against "
-              "refits of the whole fusion", "",
+    lines += ["", "## Where the calibration rows come from", "",
               f"The default fusion (`{FUSION}`), temperature and APS sets learned per outer "
-              "training fold on (a) *experts* (the default since the fix): its final "
-              "combination (the weights learned on the inner-fold experts' out-of-fold "
-              "probabilities) applied to those out-of-fold probabilities; (b) *refits* (before): "
-              "clones of the whole fusion refit on 5 grouped inner folds (nested twice). Same "
-              "outer folds. *Difference*: refits − experts per outer fold, mean [95% "
-              "t-interval] (positive: experts better).", "",
+              "training fold on out-of-fold rows of 5 grouped inner folds, three ways "
+              "(`calibrate_on`): *experts*: its final combination (the weights learned on "
+              "the inner-fold experts' out-of-fold probabilities) applied to those "
+              "out-of-fold probabilities, one inner-fold expert per row; *bagged*: the same "
+              "final combination, each held-out inner fold predicted by experts "
+              "cross-fitted inside its inner training fold and averaged, as the final model "
+              "averages its experts; *refits* (before issue 29's fix): clones of the whole "
+              "fusion refit on the inner folds (nested twice). Same outer folds. The "
+              f"library's default (`auto`) for `{FUSION}`: *{AUTO_META}*.", "",
               "| dataset | calibrated on | ECE after temperature | coverage @0.9 | set size "
               "@0.9 | coverage @0.8 | set size @0.8 | coverage @0.9, 50% of the strongest "
               "modality missing |", "|---|---|---|---|---|---|---|---|"]
-    diffs = []
-    for r in results:
-        if "main" not in r or "refits" not in r or FUSION not in r["main"]["rows"]:
-            continue
+
+    def ways(r: dict) -> dict:
+        out = {AUTO_META: r["main"]} if "main" in r else {}
+        out.update({w: r[w] for w in CALIBRATE_WAYS if w in r and w != AUTO_META})
+        return {w: out[w]["rows"][FUSION]["uncertainty"] for w in CALIBRATE_WAYS
+                if w in out and FUSION in out[w]["rows"]}
+
+    compared = [(r, ways(r)) for r in results if "main" in r and len(ways(r)) > 1]
+    for r, by in compared:
         strongest = summary(r)["strongest"]
-        for label, part in (("experts", "main"), ("refits", "refits")):
-            u = r[part]["rows"][FUSION]["uncertainty"]
+        for label, u in by.items():
             masked = u.get("sets_masked", {}).get(f"aps@0.9 {strongest}-0.5")
             lines.append(
                 f"| {r['dataset']} | {label} | {_m(u['ece'])} | "
@@ -385,10 +400,7 @@ def render(results: list[dict]) -> str:
                 f"{_m(u['sets']['aps@0.8']['coverage'])} | "
                 f"{_m(u['sets']['aps@0.8']['set_size'])} | "
                 + (_m(masked["coverage"]) if masked else "") + " |")
-        e = r["main"]["rows"][FUSION]["uncertainty"]
-        b = r["refits"]["rows"][FUSION]["uncertainty"]
-        diffs.append((r["dataset"], e, b))
-    if not diffs:
+    if not compared:
         lines.append("| (not measured in this run) | | | | | | | |")
     else:
         from scipy import stats
@@ -396,21 +408,27 @@ def render(results: list[dict]) -> str:
         def gap(u: dict, target: float) -> list[float]:
             return [abs(c - target) for c in u["sets"][f"aps@{target:g}"]["coverage"]["folds"]]
 
-        lines += ["", "| dataset | ECE: refits − experts | distance of coverage @0.9 from "
-                  "0.9: refits − experts | set size @0.9: refits − experts |",
-                  "|---|---|---|---|"]
-        for name, e, b in diffs:
-            cells = []
-            for before, after in ((b["ece"]["folds"], e["ece"]["folds"]),
-                                  (gap(b, 0.9), gap(e, 0.9)),
-                                  (b["sets"]["aps@0.9"]["set_size"]["folds"],
-                                   e["sets"]["aps@0.9"]["set_size"]["folds"])):
-                d = np.subtract(before, after)  # paired by outer fold; not cut at 0
-                half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1)
-                             / np.sqrt(len(d)))
-                cells.append(f"{d.mean():+.3f} [{d.mean() - half:+.3f}, "
-                             f"{d.mean() + half:+.3f}]")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", f"Paired by outer fold: another way − *{AUTO_META}* (the default), mean "
+                  "[95% t-interval]; positive: the default is better (smaller).", "",
+                  "| dataset | other way | ECE | distance of coverage @0.9 from 0.9 "
+                  "| distance of coverage @0.8 from 0.8 | set size @0.9 |",
+                  "|---|---|---|---|---|---|"]
+        for r, by in compared:
+            e = by[AUTO_META]
+            for label, b in by.items():
+                if label == AUTO_META:
+                    continue
+                cells = []
+                for before, after in ((b["ece"]["folds"], e["ece"]["folds"]),
+                                      (gap(b, 0.9), gap(e, 0.9)), (gap(b, 0.8), gap(e, 0.8)),
+                                      (b["sets"]["aps@0.9"]["set_size"]["folds"],
+                                       e["sets"]["aps@0.9"]["set_size"]["folds"])):
+                    d = np.subtract(before, after)  # paired by outer fold; not cut at 0
+                    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1)
+                                 / np.sqrt(len(d)))
+                    cells.append(f"{d.mean():+.3f} [{d.mean() - half:+.3f}, "
+                                 f"{d.mean() + half:+.3f}]")
+                lines.append(f"| {r['dataset']} | {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Cross-conformal (the default) against split conformal", "",
               "Split: the fused model fit on one grouped inner fold's training rows, "
               "thresholds on its held-out groups, no refit. Means over the outer folds.", "",

@@ -51,6 +51,8 @@ MIN_ROWS = 30  # a pattern with fewer out-of-fold rows uses the pooled calibrato
 #: "bagged" (the same final combination on experts bagged as the final model's are),
 #: "refits" (clones of the whole strategy refit on inner folds: any strategy), or "auto"
 CALIBRATE_ON = ("auto", "experts", "bagged", "refits")
+#: what "auto" means for a strategy with a meta level (measured: benchmarks/RESULTS.md)
+AUTO_META = "experts"
 
 
 def row_patterns(present: Present, modalities: list[str]) -> np.ndarray:
@@ -130,17 +132,20 @@ def _no_inner_folds() -> InputError:
                       "cannot be split (fewer than 2 groups, or a class with one row)")
 
 
-def calibrates_on_experts(strategy: Any, calibrate_on: str = "auto") -> bool:
-    """Whether :func:`fit_uncertainty` calibrates ``strategy`` on its experts'
-    out-of-fold probabilities (:func:`experts_out_of_fold`) rather than on refits."""
+def resolve_calibrate_on(strategy: Any, calibrate_on: str = "auto") -> str:
+    """Where :func:`fit_uncertainty` takes ``strategy``'s calibration rows from: "experts",
+    "bagged" (:func:`experts_out_of_fold`) or "refits" (:func:`out_of_fold`); "auto":
+    :data:`AUTO_META` for a strategy with a meta level, else "refits"."""
     if calibrate_on not in CALIBRATE_ON:
         raise InputError(f"calibrate_on must be one of {list(CALIBRATE_ON)}; got "
                          f"{calibrate_on!r}")
     meta = bool(getattr(strategy, "has_meta_level", lambda: False)())
     if calibrate_on in ("experts", "bagged") and not meta:
-        raise InputError(f"calibrate_on={calibrate_on!r} needs a strategy with a meta level over "
-                         f"per-modality experts; got {type(strategy).__name__}")
-    return meta and calibrate_on != "refits"
+        raise InputError(f"calibrate_on={calibrate_on!r} needs a strategy with a meta level "
+                         f"over per-modality experts; got {type(strategy).__name__}")
+    if calibrate_on == "auto":
+        return AUTO_META if meta else "refits"
+    return calibrate_on
 
 
 def experts_out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray,
@@ -352,9 +357,8 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
     """The :class:`Uncertainty` of the unfitted ``strategy`` on these training rows (None
     when neither ``calibration`` nor ``coverage`` is asked), and the out-of-fold
     probabilities it was learned from (``refit``, ``experts_cache``: see
-    :func:`out_of_fold`). ``calibrate_on``: one of :data:`CALIBRATE_ON`; ``"auto"``:
-    the experts' out-of-fold probabilities (:func:`experts_out_of_fold`) for a strategy
-    with a meta level, else refits (:func:`out_of_fold`; ``n_splits`` inner folds)."""
+    :func:`out_of_fold`). ``calibrate_on``: one of :data:`CALIBRATE_ON` (see
+    :func:`resolve_calibrate_on`; refits use ``n_splits`` inner folds)."""
     if calibration is None and coverage is None:
         return None, {}
     if calibration is not None:
@@ -365,10 +369,10 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
     if not isinstance(mondrian, (bool, np.bool_)):
         raise InputError(f"mondrian must be True or False; got {mondrian!r}")
     n_classes = int(np.max(y)) + 1 if n_classes is None else n_classes
-    if calibrates_on_experts(strategy, calibrate_on):
+    on = resolve_calibrate_on(strategy, calibrate_on)
+    if on != "refits":
         oof = experts_out_of_fold(strategy, views, present, y, groups, n_classes, refit,
-                                  experts_cache=experts_cache,
-                                  bagged=calibrate_on == "bagged")
+                                  experts_cache=experts_cache, bagged=on == "bagged")
     else:
         oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state,
                           n_classes, refit, experts_cache=experts_cache)

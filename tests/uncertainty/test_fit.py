@@ -234,3 +234,31 @@ def test_calibrate_on_refits_keeps_the_nested_clones_and_is_checked():
     with pytest.raises(InputError, match="needs a strategy with a meta level"):
         fit_module.fit_uncertainty(create_fusion("early"), *args, calibration="temperature",
                                    coverage=None, calibrate_on="experts")
+
+
+def test_bagged_predicts_each_inner_fold_as_the_final_model_predicts_new_rows():
+    # calibrate_on="bagged": a held-out inner fold is scored by the final combination
+    # averaged over experts cross-fitted inside its inner training fold
+    from sklearn.base import clone
+
+    from mmfuse.fusion import create_fusion
+    from mmfuse.fusion.experts import cross_fitted_experts, predict_cross_fitted
+    from mmfuse.splits import inner_splits
+
+    views, y, groups = grouped(n=400)
+    present = {k: np.ones(len(y), bool) for k in views}
+    strategy = create_fusion("late", random_state=0)
+    _, oof = fit_module.fit_uncertainty(strategy, views, present, y, groups,
+                                        calibration="temperature", coverage=None,
+                                        random_state=0, calibrate_on="bagged")
+    final = clone(strategy).fit(views, y, present, groups)
+    train, test = inner_splits(y, groups, 5, 0)[0]
+    test = np.sort(test)
+    inner = cross_fitted_experts(rows(views, train), y[train], rows(present, train),
+                                 groups[train], None, 5, 0)
+    expected = predict_cross_fitted(inner, rows(views, test), rows(present, test),
+                                    final.predict_meta)
+    proba, labels, fold = oof["a+b"]
+    assert fold[test].tolist() == [0] * len(test) and (fold == 0).sum() == len(test)
+    np.testing.assert_allclose(proba[test], expected)
+    assert labels.tolist() == y.tolist()

@@ -39,15 +39,22 @@ def test_calibration_folds_are_grouped_and_a_group_never_calibrates_itself(monke
 
 @pytest.mark.parametrize("fusion", ["late", "stacking"])
 def test_sets_cover_unseen_groups(fusion):
-    views, y, groups = grouped()
-    train, test = groups < 60, groups >= 60
-    clf = MultimodalClassifier(fusion=fusion, calibration="temperature", coverage=0.9,
-                               random_state=0).fit(rows(views, train), y[train], groups[train])
-    sets = clf.predict_set(rows(views, test))
-    assert sets.shape == (test.sum(), 4) and sets.dtype == bool
-    out = set_metrics(sets, y[test])
-    assert 0.86 <= out["coverage"] <= 0.95
-    assert out["set_size"] < 2.5  # fused sets are informative (a single view needs 2+)
+    # coverage is a mean over draws of the groups: one draw of 20 test groups varies by
+    # a few points, so three seeded draws are averaged
+    coverage, size = [], []
+    for seed in (1, 2, 3):
+        views, y, groups = grouped(seed=seed)
+        train, test = groups < 60, groups >= 60
+        clf = MultimodalClassifier(fusion=fusion, calibration="temperature", coverage=0.9,
+                                   random_state=0).fit(rows(views, train), y[train],
+                                                       groups[train])
+        sets = clf.predict_set(rows(views, test))
+        assert sets.shape == (test.sum(), 4) and sets.dtype == bool
+        out = set_metrics(sets, y[test])
+        coverage.append(out["coverage"])
+        size.append(out["set_size"])
+    assert 0.87 <= np.mean(coverage) <= 0.94 and min(coverage) >= 0.83
+    assert np.mean(size) < 2.5  # fused sets are informative (a single view needs 2+)
 
 
 def test_temperature_keeps_the_labels_and_lowers_ece_of_an_overconfident_model():
@@ -182,7 +189,8 @@ def test_meta_strategies_calibrate_on_the_final_combination_of_the_inner_experts
     strategy, cache = create_fusion(fusion, random_state=0), ExpertsCache()
     _, oof = fit_module.fit_uncertainty(strategy, views, present, y, groups,
                                         calibration="temperature", coverage=0.9,
-                                        random_state=0, experts_cache=cache)
+                                        random_state=0, experts_cache=cache,
+                                        calibrate_on="experts")
     final = clone(strategy).fit(views, y, present, groups, experts_cache=cache)
     experts = out_of_fold_probas(views, y, present, groups, None, 5, 0, experts_cache=cache)
     np.testing.assert_allclose(oof["a+b"][0], final.predict_meta(experts, present))
@@ -195,10 +203,13 @@ def test_meta_strategies_calibrate_on_the_final_combination_of_the_inner_experts
     assert len(set(fold)) == 5
 
 
-def test_calibrating_late_fusion_fits_no_expert_beyond_the_model_s_own(monkeypatch):
+def test_calibrating_on_the_experts_fits_no_expert_beyond_the_model_s_own(monkeypatch):
+    from mmfuse.fusion import create_fusion
     from mmfuse.fusion import experts as experts_module
+    from mmfuse.fusion.experts import ExpertsCache
 
     views, y, groups = grouped(n=400)
+    present = {k: np.ones(len(y), bool) for k in views}
     fits = []
     original = experts_module.ModalityExpert.fit
 
@@ -207,12 +218,24 @@ def test_calibrating_late_fusion_fits_no_expert_beyond_the_model_s_own(monkeypat
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(experts_module.ModalityExpert, "fit", counted)
-    MultimodalClassifier(fusion="late", random_state=0).fit(views, y, groups)
+    create_fusion("late", random_state=0).fit(views, y, present, groups,
+                                              experts_cache=ExpertsCache())
     plain = len(fits)
     fits.clear()
-    MultimodalClassifier(fusion="late", calibration="temperature", coverage=0.9,
-                         random_state=0).fit(views, y, groups)
+    cache = ExpertsCache()
+    fit_module.fit_uncertainty(create_fusion("late", random_state=0), views, present, y,
+                               groups, calibration="temperature", coverage=0.9,
+                               random_state=0, experts_cache=cache, calibrate_on="experts")
+    create_fusion("late", random_state=0).fit(views, y, present, groups, experts_cache=cache)
     assert len(fits) == plain  # the experts cache: the calibration reuses the model's
+
+
+def test_auto_calibrates_meta_strategies_on_bagged_experts_and_others_on_refits():
+    from mmfuse.fusion import create_fusion
+
+    assert fit_module.resolve_calibrate_on(create_fusion("late")) == "bagged"
+    assert fit_module.resolve_calibrate_on(create_fusion("stacking")) == "bagged"
+    assert fit_module.resolve_calibrate_on(create_fusion("early")) == "refits"
 
 
 def test_calibrate_on_refits_keeps_the_nested_clones_and_is_checked():
@@ -223,7 +246,7 @@ def test_calibrate_on_refits_keeps_the_nested_clones_and_is_checked():
     args = (views, present, y, groups)
     _, experts = fit_module.fit_uncertainty(create_fusion("late", random_state=0), *args,
                                             calibration="temperature", coverage=None,
-                                            random_state=0)
+                                            random_state=0, calibrate_on="experts")
     _, refits = fit_module.fit_uncertainty(create_fusion("late", random_state=0), *args,
                                            calibration="temperature", coverage=None,
                                            random_state=0, calibrate_on="refits")

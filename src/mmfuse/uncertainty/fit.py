@@ -20,14 +20,19 @@ modalities (M <= 4; beyond, the patterns seen in training).
 
 Strategies built on per-modality experts with a meta level (late fusion, stacking,
 weighted on class scores: ``has_meta_level()``) are calibrated on the experts instead
-(:func:`experts_out_of_fold`, ``calibrate_on="experts"``, the default for them): the final
-combination rule (the meta level the strategy learns on its inner-fold experts'
-out-of-fold probabilities) applied to those very out-of-fold probabilities. One level of
-nesting instead of two, so the calibration rows see the final model's combination (its
-weights, its meta-model, its fallback) rather than that of weaker nested clones; and,
-shared through the experts cache, they cost no extra expert fit (the stateful encoders'
-experts aside, refit per inner fold as above). Measured on the grouped bundled sets:
-benchmarks/RESULTS.md, "Calibration and conformal prediction sets".
+(:func:`experts_out_of_fold`): the final combination rule (the meta level the strategy
+learns on its inner-fold experts' out-of-fold probabilities, fitted once as the final
+model fits it) scores each held-out inner fold. One level of nesting instead of two, so
+the calibration rows see the final model's combination (its weights, its meta-model, its
+fallback) rather than that of weaker nested clones. By default (``calibrate_on="auto"`` ->
+``"bagged"``) a held-out inner fold is scored as the final model scores a new row: the
+combination averaged over experts cross-fitted inside the inner training fold (the final
+model averages its inner-fold experts' outputs, which makes it less confident than one of
+them: scored by one expert per row, ``"experts"``, the sets over-covered where the experts
+are strong). Measured on the grouped bundled sets (benchmarks/RESULTS.md, "Calibration
+and conformal prediction sets", "Where the calibration rows come from"). Shared through
+the experts cache, ``"experts"`` costs no extra expert fit and ``"bagged"`` the
+strategy's expert fits once per inner fold.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ MIN_ROWS = 30  # a pattern with fewer out-of-fold rows uses the pooled calibrato
 #: "refits" (clones of the whole strategy refit on inner folds: any strategy), or "auto"
 CALIBRATE_ON = ("auto", "experts", "bagged", "refits")
 #: what "auto" means for a strategy with a meta level (measured: benchmarks/RESULTS.md)
-AUTO_META = "experts"
+AUTO_META = "bagged"
 
 
 def row_patterns(present: Present, modalities: list[str]) -> np.ndarray:

@@ -9,17 +9,25 @@ on grouped inner folds (:mod:`mmfuse.uncertainty`), and each modality masked at 
 in 50% of the rows. Also:
 
 * **calibration diagnosis** (from the main evaluation's folds): the inner out-of-fold
-  ECE before and after the temperature, the former log-loss temperature, isotonic on the
-  same rows, the best temperature for the test rows themselves (a bound), the ECE floor
+  ECE before and after the temperature, the former log-loss temperature, isotonic and
+  vector scaling on the same rows, the best temperature for the test rows themselves (a bound), the ECE floor
   of a perfectly calibrated model on the same rows, and the ECE pooled over the folds;
 * **worst-fold**: APS sets with the largest inner fold's threshold (conservative);
 * **split**: split-conformal instead of the library's cross-conformal: the fused model fit
   on the first grouped inner fold's training rows only, thresholds on its held-out groups
   (temperature fitted there too), no refit: coverage and set size on the same outer folds;
+* **experts**, **bagged**, **refits**: where the calibration rows come from
+  (``calibrate_on``), the default fusion alone on the main part's outer folds: its final
+  combination on the inner-fold experts' out-of-fold probabilities; the same on experts
+  cross-fitted inside each inner training fold and averaged (as the final model averages
+  its experts); clones of the whole fusion refit on the inner folds (before issue 29's
+  fix). The main part uses the library's default (``auto``: ``AUTO_META`` for late);
 * **timing**: a ``MultimodalClassifier(fusion="late", calibration="temperature",
   coverage=0.9)`` fit on the first outer training fold (and the same without calibration
   and coverage: what the inner folds cost at fit); ``predict`` and ``predict_set`` on its
-  test rows from raw inputs, alternated, 7 times each: the ratio of the medians; then
+  test rows from raw inputs, alternated, 15 times each: the ratio of the medians (wall
+  clock and this process's CPU time: the machine is shared, the CPU ratio is the one to
+  read); then
   the medians of its steps (features, calibrated probabilities, sets).
 
 Writes ``benchmarks/results/uncertainty.md`` (+ ``.json``) and rebuilds RESULTS.md;
@@ -55,6 +63,7 @@ from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import dataset_info, load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate  # noqa: E402
 from mmfuse.uncertainty.evaluation import UncertaintySpec  # noqa: E402
+from mmfuse.uncertainty.fit import AUTO_META  # noqa: E402
 from mmfuse.uncertainty.metrics import ece_of_bins  # noqa: E402
 
 RESULTS_JSON = HERE / "results" / "uncertainty.json"
@@ -66,8 +75,9 @@ ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 FUSION = "late"
 COVERAGES = (0.9, 0.8)
 SCORES = ("aps", "raps", "lac")
-PARTS = ("main", "timing", "split")
-REPEATS = 7
+PARTS = ("main", "timing", "split", "refits", "bagged", "experts")
+CALIBRATE_WAYS = ("experts", "bagged", "refits")  # calibrate_on, besides the default
+REPEATS = 15
 
 
 def _inputs(dataset: str):
@@ -93,6 +103,30 @@ def run_main(X, y, groups, enc, cv, table) -> dict:
     result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=[FUSION],
                       baseline=False, on_error="skip", n_jobs=1, uncertainty=spec)
     return {"rows": _rows(result), "cv": result.cv, "seconds": time.perf_counter() - start}
+
+
+def run_refits(X, y, groups, enc, cv, table, calibrate_on: str = "refits") -> dict:
+    """The default fusion calibrated on refits of the whole fusion on inner folds (before
+    the fix), on the main part's outer folds."""
+    spec = UncertaintySpec("temperature", COVERAGES, ("aps",), mask={m: 0.5 for m in enc},
+                           calibrate_on=calibrate_on)
+    start = time.perf_counter()
+    result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=[FUSION],
+                      singles=False, baseline=False, on_error="skip", n_jobs=1,
+                      uncertainty=spec)
+    return {"rows": _rows(result), "cv": result.cv, "seconds": time.perf_counter() - start}
+
+
+def run_bagged(X, y, groups, enc, cv, table) -> dict:
+    """The default fusion's final combination on experts bagged as the final model's are
+    (``calibrate_on="bagged"``), on the main part's outer folds."""
+    return run_refits(X, y, groups, enc, cv, table, calibrate_on="bagged")
+
+
+def run_experts(X, y, groups, enc, cv, table) -> dict:
+    """The default fusion's final combination on its inner-fold experts' out-of-fold
+    probabilities (``calibrate_on="experts"``), on the main part's outer folds."""
+    return run_refits(X, y, groups, enc, cv, table, calibrate_on="experts")
 
 
 def run_split(X, y, groups, enc, cv, table) -> dict:
@@ -152,14 +186,16 @@ def run_timing(X, y, groups, enc, cv, table) -> dict:
         model.fit(X.iloc[train], y[train], groups[train])
         fit_seconds[name] = time.perf_counter() - start
     Xt = X.iloc[test]
-    pred, sets = [], []
+    pred, sets, pred_cpu, sets_cpu = [], [], [], []
     for _ in range(REPEATS):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         model.predict(Xt)
         pred.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        pred_cpu.append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
         model.predict_set(Xt)
         sets.append(time.perf_counter() - start)
+        sets_cpu.append(time.process_time() - cpu)
     # where predict_set's time goes: the features, the (calibrated) probabilities, the sets
     from mmfuse.encoders.featurizer import as_columns
 
@@ -176,7 +212,10 @@ def run_timing(X, y, groups, enc, cv, table) -> dict:
         model.predict_set_views(views, present, proba)
         steps["sets"].append(time.perf_counter() - start)
     return {"rows": len(test), "predict": pred, "predict_set": sets,
-            "ratio": float(np.median(sets) / np.median(pred)), "fit_seconds": fit_seconds,
+            "ratio": float(np.median(sets) / np.median(pred)),
+            "predict_cpu": pred_cpu, "predict_set_cpu": sets_cpu,
+            "ratio_cpu": float(np.median(sets_cpu) / np.median(pred_cpu)),
+            "fit_seconds": fit_seconds,
             "steps": {k: float(np.median(v)) for k, v in steps.items()}}
 
 
@@ -244,7 +283,9 @@ def render(results: list[dict]) -> str:
         "(the classical ones: the machine is small). Outer splits: each dataset's default "
         "(grouped). In every outer training fold, temperature scaling and cross-conformal "
         "thresholds are learned on 5 grouped inner folds, per missingness pattern; the "
-        f"default fusion is `{FUSION}`. Values: mean over outer folds [95% t-interval].",
+        f"default fusion is `{FUSION}`, calibrated on its final combination applied to its "
+        "inner-fold experts' out-of-fold probabilities (a single modality: on its model "
+        "refit on the inner folds). Values: mean over outer folds [95% t-interval].",
         "",
         "## Coverage (APS) on unseen groups",
         "",
@@ -302,7 +343,8 @@ def render(results: list[dict]) -> str:
     lines += ["", "## Calibration of the default fusion: what limits the ECE", "",
               "Per outer fold (means over folds): the temperature is fitted on the inner "
               "out-of-fold probabilities by the Brier score (the library's objective); the "
-              "former log-loss objective, isotonic calibration on the same rows, and the best "
+              "former log-loss objective, isotonic calibration and vector scaling (a scale and "
+              "a bias per class) on the same rows, and the best "
               "temperature for the test rows themselves (fitted on their labels: a bound on "
               "what any temperature reaches, not a model) are shown beside it. *Floor*: the "
               "ECE a perfectly calibrated model shows on the same rows (finite sample). "
@@ -312,8 +354,9 @@ def render(results: list[dict]) -> str:
               "| dataset | ECE raw | ECE temperature | ECE log-loss temperature | best "
               "temperature for the test rows | floor | pooled: raw → temperature | "
               "temperature (log-loss) | inner ECE raw → temperature | inner → test accuracy "
-              "| inner → test confidence | ECE isotonic | accuracy raw → isotonic |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| inner → test confidence | ECE isotonic | accuracy raw → isotonic "
+              "| ECE vector scaling | accuracy raw → vector scaling |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "main" not in r or FUSION not in r["main"]["rows"]:
             continue
@@ -328,7 +371,71 @@ def render(results: list[dict]) -> str:
             f"{d['inner_ece']:.3f} | {d['inner_accuracy']:.3f} → "
             f"{t['raw']['accuracy']['mean']:.3f} | {d['inner_confidence']:.3f} → "
             f"{d['test_confidence']:.3f} | {d['test_ece_isotonic']:.3f} | "
-            f"{t['raw']['accuracy']['mean']:.3f} → {d['test_accuracy_isotonic']:.3f} |")
+            f"{t['raw']['accuracy']['mean']:.3f} → {d['test_accuracy_isotonic']:.3f} | "
+            + (f"{d['test_ece_vector']:.3f} | {t['raw']['accuracy']['mean']:.3f} → "
+               f"{d['test_accuracy_vector']:.3f} |" if "test_ece_vector" in d else " | |"))
+    lines += ["", "## Where the calibration rows come from", "",
+              f"The default fusion (`{FUSION}`), temperature and APS sets learned per outer "
+              "training fold on out-of-fold rows of 5 grouped inner folds, three ways "
+              "(`calibrate_on`): *experts*: its final combination (the weights learned on "
+              "the inner-fold experts' out-of-fold probabilities) applied to those "
+              "out-of-fold probabilities, one inner-fold expert per row; *bagged*: the same "
+              "final combination, each held-out inner fold predicted by experts "
+              "cross-fitted inside its inner training fold and averaged, as the final model "
+              "averages its experts; *refits* (before issue 29's fix): clones of the whole "
+              "fusion refit on the inner folds (nested twice). Same outer folds. The "
+              f"library's default (`auto`) for `{FUSION}`: *{AUTO_META}*.", "",
+              "| dataset | calibrated on | ECE after temperature | coverage @0.9 | set size "
+              "@0.9 | coverage @0.8 | set size @0.8 | coverage @0.9, 50% of the strongest "
+              "modality missing |", "|---|---|---|---|---|---|---|---|"]
+
+    def ways(r: dict) -> dict:
+        out = {AUTO_META: r["main"]} if "main" in r else {}
+        out.update({w: r[w] for w in CALIBRATE_WAYS if w in r and w != AUTO_META})
+        return {w: out[w]["rows"][FUSION]["uncertainty"] for w in CALIBRATE_WAYS
+                if w in out and FUSION in out[w]["rows"]}
+
+    compared = [(r, ways(r)) for r in results if "main" in r and len(ways(r)) > 1]
+    for r, by in compared:
+        strongest = summary(r)["strongest"]
+        for label, u in by.items():
+            masked = u.get("sets_masked", {}).get(f"aps@0.9 {strongest}-0.5")
+            lines.append(
+                f"| {r['dataset']} | {label} | {_m(u['ece'])} | "
+                f"{_m(u['sets']['aps@0.9']['coverage'])} | "
+                f"{_m(u['sets']['aps@0.9']['set_size'])} | "
+                f"{_m(u['sets']['aps@0.8']['coverage'])} | "
+                f"{_m(u['sets']['aps@0.8']['set_size'])} | "
+                + (_m(masked["coverage"]) if masked else "") + " |")
+    if not compared:
+        lines.append("| (not measured in this run) | | | | | | | |")
+    else:
+        from scipy import stats
+
+        def gap(u: dict, target: float) -> list[float]:
+            return [abs(c - target) for c in u["sets"][f"aps@{target:g}"]["coverage"]["folds"]]
+
+        lines += ["", f"Paired by outer fold: another way − *{AUTO_META}* (the default), mean "
+                  "[95% t-interval]; positive: the default is better (smaller).", "",
+                  "| dataset | other way | ECE | distance of coverage @0.9 from 0.9 "
+                  "| distance of coverage @0.8 from 0.8 | set size @0.9 |",
+                  "|---|---|---|---|---|---|"]
+        for r, by in compared:
+            e = by[AUTO_META]
+            for label, b in by.items():
+                if label == AUTO_META:
+                    continue
+                cells = []
+                for before, after in ((b["ece"]["folds"], e["ece"]["folds"]),
+                                      (gap(b, 0.9), gap(e, 0.9)), (gap(b, 0.8), gap(e, 0.8)),
+                                      (b["sets"]["aps@0.9"]["set_size"]["folds"],
+                                       e["sets"]["aps@0.9"]["set_size"]["folds"])):
+                    d = np.subtract(before, after)  # paired by outer fold; not cut at 0
+                    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1)
+                                 / np.sqrt(len(d)))
+                    cells.append(f"{d.mean():+.3f} [{d.mean() - half:+.3f}, "
+                                 f"{d.mean() + half:+.3f}]")
+                lines.append(f"| {r['dataset']} | {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Cross-conformal (the default) against split conformal", "",
               "Split: the fused model fit on one grouped inner fold's training rows, "
               "thresholds on its held-out groups, no refit. Means over the outer folds.", "",
@@ -348,17 +455,21 @@ def render(results: list[dict]) -> str:
                     f"{np.mean([f['set_size'] for f in sp]):.2f} |")
     lines += ["", "## predict_set against predict", "",
               f"From raw inputs (features included), {REPEATS} alternating calls each, "
-              "medians; target: ≤ 1.10×.", "",
-              "| dataset | test rows | predict (s) | predict_set (s) | ratio | of which: "
+              "medians; target: ≤ 1.10×. *CPU ratio*: of this process's CPU time (the "
+              "machine is shared with other jobs: the wall-clock ratio of calls this short "
+              "moves with their load).", "",
+              "| dataset | test rows | predict (s) | predict_set (s) | ratio | CPU ratio "
+              "| of which: "
               "features (s) | probabilities (s) | sets (s) | fit plain (s) "
               "| fit with calibration + coverage (s) | fit ratio |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if "timing" in r:
             t, f = r["timing"], r["timing"]["fit_seconds"]
             lines.append(f"| {r['dataset']} | {t['rows']} | {np.median(t['predict']):.3f} | "
                          f"{np.median(t['predict_set']):.3f} | {t['ratio']:.2f}× | "
-                         f"{t['steps']['features']:.3f} | {t['steps']['proba']:.3f} | "
+                         + (f"{t['ratio_cpu']:.2f}× | " if "ratio_cpu" in t else "| ")
+                         + f"{t['steps']['features']:.3f} | {t['steps']['proba']:.3f} | "
                          f"{t['steps']['sets']:.4f} | "
                          f"{f['plain']:.1f} | {f['calibrated']:.1f} | "
                          f"{f['calibrated'] / f['plain']:.1f}× |")

@@ -58,3 +58,16 @@ def test_temperature_is_not_driven_by_rows_whose_label_got_no_probability():
     assert brier_t.temperature < 1.5 < nll_t.temperature
     assert ece(brier_t.transform(proba), y) < 0.5 * ece(nll_t.transform(proba), y)
     assert ece(brier_t.transform(proba), y) < ece(proba, y)
+
+
+def test_vector_scaling_fixes_a_per_class_bias_temperature_cannot():
+    from mmfuse.uncertainty.calibration import VectorScaling
+
+    proba, y = overconfident(temperature=1.0)
+    shifted = proba * np.array([4.0, 1.0, 1.0, 1.0])  # class 0 over-predicted
+    shifted /= shifted.sum(1, keepdims=True)
+    vector = VectorScaling.fit(shifted, y)
+    temperature = fit_calibrator("temperature", shifted, y)
+    assert vector.bias[0] < min(vector.bias[1:])  # the shift learned back
+    assert ece(vector.transform(shifted), y) < ece(temperature.transform(shifted), y)
+    assert np.allclose(vector.transform(shifted).sum(1), 1.0)

@@ -97,6 +97,47 @@ class IsotonicCalibration:
         return out / out.sum(axis=1, keepdims=True)
 
 
+@dataclass
+class VectorScaling:
+    """``softmax(scale * log p + bias)``, one scale and one bias per class (Guo et al.'s
+    vector scaling), chosen by the Brier score with a small penalty towards no change
+    (scale 1, bias 0). Not offered as ``calibration=`` (measured against temperature in
+    the evaluation's calibration diagnosis: benchmarks/RESULTS.md); may change labels."""
+
+    scale: list
+    bias: list
+
+    @classmethod
+    def fit(cls, proba: np.ndarray, y: np.ndarray, penalty: float = 1e-3
+            ) -> "VectorScaling":
+        from scipy.optimize import minimize
+
+        logp = _log(proba)
+        k = logp.shape[1]
+        onehot = np.zeros_like(logp)
+        onehot[np.arange(len(y)), y] = 1.0
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            a, b = theta[:k], theta[k:]
+            p = _softmax(logp * a + b)
+            r = p - onehot
+            value = float(np.mean(np.sum(r ** 2, axis=1)))
+            # d Brier / d z (softmax Jacobian), then the chain rule to a and b
+            g = 2.0 * p * (r - np.sum(r * p, axis=1, keepdims=True)) / len(y)
+            grad = np.concatenate([np.sum(g * logp, axis=0), np.sum(g, axis=0)])
+            value += penalty * float(np.sum((a - 1.0) ** 2) + np.sum(b ** 2))
+            grad += 2.0 * penalty * np.concatenate([a - 1.0, b])
+            return value, grad
+
+        start = np.concatenate([np.ones(k), np.zeros(k)])
+        best = minimize(loss, start, jac=True, method="L-BFGS-B",
+                        bounds=[(0.01, 20.0)] * k + [(None, None)] * k)
+        return cls(best.x[:k].tolist(), best.x[k:].tolist())
+
+    def transform(self, proba: np.ndarray) -> np.ndarray:
+        return _softmax(_log(proba) * np.asarray(self.scale) + np.asarray(self.bias))
+
+
 def fit_calibrator(method: str, proba: np.ndarray, y: np.ndarray) -> "Calibrator":
     """A calibrator ``method`` fitted on out-of-fold probabilities and their labels 0..K-1."""
     if method == "temperature":

@@ -28,7 +28,9 @@ class UncertaintySpec:
     of ``scores``. ``mondrian``: one threshold per class. ``mask``: modality -> share of
     each test fold's rows that lose it (seeded), to measure the sets with it missing
     (reported as ``sets_masked``). ``worst_fold``: the sets also with the conservative
-    worst-inner-fold thresholds (reported as ``"<score>@<coverage> worst-fold"``)."""
+    worst-inner-fold thresholds (reported as ``"<score>@<coverage> worst-fold"``).
+    ``calibrate_on``: where the calibration rows come from (see
+    :data:`mmfuse.uncertainty.fit.CALIBRATE_ON`)."""
 
     calibration: str | None = None
     coverage: tuple = ()
@@ -37,6 +39,7 @@ class UncertaintySpec:
     mask: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
     worst_fold: bool = False
+    calibrate_on: str = "auto"
 
     @property
     def fits(self) -> bool:
@@ -90,7 +93,8 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
         y[rows], None if g_train is None else g_train[keep], calibration=spec.calibration,
         coverage=spec.coverage[0] if spec.coverage else None, score=spec.scores[0],
         mondrian=spec.mondrian, n_splits=cv, random_state=random_state, n_classes=n_classes,
-        refit=refit if stateful else None, experts_cache=experts_cache)
+        refit=refit if stateful else None, experts_cache=experts_cache,
+        calibrate_on=spec.calibrate_on)
     for score in spec.scores if spec.coverage else ():
         _add_sets(out, unc, oof, spec, score, raw, p_test, y[test], proba_of, test)
     final = unc.calibrate(raw, p_test)
@@ -111,8 +115,9 @@ def _diagnosis(unc: Any, oof: dict, calibration: str, raw: np.ndarray, y_test: n
     the best temperature for the test rows themselves (fitted on their labels: a bound
     on what any temperature could reach, never used to predict); isotonic calibration
     fitted on the same out-of-fold rows (its test ECE and accuracy), and with temperature
-    the former log-loss temperature's."""
-    from .calibration import TemperatureScaling, fit_calibrator
+    the former log-loss temperature's; vector scaling (a scale and a bias per class) on
+    the same rows."""
+    from .calibration import TemperatureScaling, VectorScaling, fit_calibrator
     from .metrics import ece
 
     full = max(oof, key=lambda p: (p.count("+"), len(oof[p][1])))
@@ -128,6 +133,9 @@ def _diagnosis(unc: Any, oof: dict, calibration: str, raw: np.ndarray, y_test: n
     iso = fit_calibrator("isotonic", proba, y)  # the other calibrator, on the same rows
     out["test_ece_isotonic"] = ece(iso.transform(raw), y_test)
     out["test_accuracy_isotonic"] = float(np.mean(iso.transform(raw).argmax(1) == y_test))
+    vector = VectorScaling.fit(proba, y)  # per-class scale and bias, on the same rows
+    out["test_ece_vector"] = ece(vector.transform(raw), y_test)
+    out["test_accuracy_vector"] = float(np.mean(vector.transform(raw).argmax(1) == y_test))
     if calibration == "temperature":
         out["temperature"] = unc.calibrators.get(full, unc.calibrators["*"]).temperature
         nll = TemperatureScaling.fit(proba, y, objective="log_loss")  # the former objective

@@ -17,6 +17,22 @@ are refit on each inner training fold, as they are for a new group. Cost: ``n_sp
 extra fits of the strategy (each on ``(n_splits - 1) / n_splits`` of the rows), as many
 refits of the stateful encoders, and ``2**M - 1`` predictions of each held-out fold for M
 modalities (M <= 4; beyond, the patterns seen in training).
+
+Strategies built on per-modality experts with a meta level (late fusion, stacking,
+weighted on class scores: ``has_meta_level()``) are calibrated on the experts instead
+(:func:`experts_out_of_fold`): the final combination rule (the meta level the strategy
+learns on its inner-fold experts' out-of-fold probabilities, fitted once as the final
+model fits it) scores each held-out inner fold. One level of nesting instead of two, so
+the calibration rows see the final model's combination (its weights, its meta-model, its
+fallback) rather than that of weaker nested clones. By default (``calibrate_on="auto"`` ->
+``"bagged"``) a held-out inner fold is scored as the final model scores a new row: the
+combination averaged over experts cross-fitted inside the inner training fold (the final
+model averages its inner-fold experts' outputs, which makes it less confident than one of
+them: scored by one expert per row, ``"experts"``, the sets over-covered where the experts
+are strong). Measured on the grouped bundled sets (benchmarks/RESULTS.md, "Calibration
+and conformal prediction sets", "Where the calibration rows come from"). Shared through
+the experts cache, ``"experts"`` costs no extra expert fit and ``"bagged"`` the
+strategy's expert fits once per inner fold.
 """
 
 from __future__ import annotations
@@ -35,6 +51,13 @@ from .conformal import ConformalSets, check_coverage, check_score, thresholds
 
 ALL = "*"  # the pooled calibrator: for a pattern never calibrated
 MIN_ROWS = 30  # a pattern with fewer out-of-fold rows uses the pooled calibrator
+#: where the calibration rows come from: "experts" (the final combination on the
+#: inner-fold experts' out-of-fold probabilities: strategies with a meta level),
+#: "bagged" (the same final combination on experts bagged as the final model's are),
+#: "refits" (clones of the whole strategy refit on inner folds: any strategy), or "auto"
+CALIBRATE_ON = ("auto", "experts", "bagged", "refits")
+#: what "auto" means for a strategy with a meta level (measured: benchmarks/RESULTS.md)
+AUTO_META = "bagged"
 
 
 def row_patterns(present: Present, modalities: list[str]) -> np.ndarray:
@@ -75,8 +98,7 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
 
     splits = inner_splits(y, groups, n_splits, random_state)
     if not splits:
-        raise InputError("calibration and coverage need inner folds, but the training rows "
-                         "cannot be split (fewer than 2 groups, or a class with one row)")
+        raise _no_inner_folds()
     mods = sorted(views)
     patterns = _patterns(present, mods)
     out: dict[str, tuple[list, list, list]] = {"+".join(p): ([], [], []) for p in patterns}
@@ -108,6 +130,152 @@ def out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray, gr
             out["+".join(p)][2].append(np.full(len(rows), k))
     return {p: tuple(np.concatenate(part) for part in parts) for p, parts in out.items()
             if parts[0]}
+
+
+def _no_inner_folds() -> InputError:
+    return InputError("calibration and coverage need inner folds, but the training rows "
+                      "cannot be split (fewer than 2 groups, or a class with one row)")
+
+
+def resolve_calibrate_on(strategy: Any, calibrate_on: str = "auto") -> str:
+    """Where :func:`fit_uncertainty` takes ``strategy``'s calibration rows from: "experts",
+    "bagged" (:func:`experts_out_of_fold`) or "refits" (:func:`out_of_fold`); "auto":
+    :data:`AUTO_META` for a strategy with a meta level, else "refits"."""
+    if calibrate_on not in CALIBRATE_ON:
+        raise InputError(f"calibrate_on must be one of {list(CALIBRATE_ON)}; got "
+                         f"{calibrate_on!r}")
+    meta = bool(getattr(strategy, "has_meta_level", lambda: False)())
+    if calibrate_on in ("experts", "bagged") and not meta:
+        raise InputError(f"calibrate_on={calibrate_on!r} needs a strategy with a meta level "
+                         f"over per-modality experts; got {type(strategy).__name__}")
+    if calibrate_on == "auto":
+        return AUTO_META if meta else "refits"
+    return calibrate_on
+
+
+def experts_out_of_fold(strategy: Any, views: Views, present: Present, y: np.ndarray,
+                        groups: Any, n_classes: int, refit: Any = None, *,
+                        experts_cache: Any = None, bagged: bool = False
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """As :func:`out_of_fold`, for a strategy with a meta level over per-modality experts:
+    its meta level, fitted as the final model fits it (on the experts' out-of-fold
+    probabilities of every training row, the strategy's own ``cv``, ``classifier`` and
+    ``random_state``), applied to those out-of-fold probabilities, per missingness
+    pattern (the other modalities masked). A row's probabilities come from experts that
+    never saw its group; the experts are the strategy's own (``experts_cache``: fitted
+    once for both). A stateful encoder's expert is refit on each inner training fold's
+    ``refit(train)`` views, so that a held-out fold's words are unknown to it.
+
+    ``bagged``: each held-out inner fold is predicted as the final model predicts a new
+    row, by the meta level averaged over experts cross-fitted on the inner training fold's
+    own inner folds (the final model averages its inner-fold experts' outputs, which makes
+    it less confident than any one of them), rather than by the one inner-fold expert
+    behind each out-of-fold probability (cost: the strategy's expert fits once per inner
+    fold)."""
+    from sklearn.base import clone
+
+    from ..fusion.base import WeightsFallbackWarning
+    from ..fusion.experts import ModalityExpert, out_of_fold_probas, predict_cross_fitted
+    from ..fusion.linear import classifier_for
+    from ..splits import TooFewForInnerFolds, inner_splits
+    from ..views import check_views
+
+    params = strategy.get_params(deep=False)
+    classifier, cv, seed = params.get("classifier"), params.get("cv", 5), params.get(
+        "random_state")
+    mods = sorted(views)
+    views, present = check_views(views, present)  # as the strategy's fit sees them
+    usable = [m for m in mods if present[m].any()]
+    classes, y_loc = np.unique(y, return_inverse=True)
+    k = len(classes)
+    splits = inner_splits(y_loc, groups, cv, seed)
+    if not splits:
+        raise _no_inner_folds()
+    try:
+        own = out_of_fold_probas({m: views[m] for m in usable}, y_loc,
+                                 {m: present[m] for m in usable}, groups, classifier, cv,
+                                 seed, experts_cache=experts_cache)
+    except TooFewForInnerFolds:
+        raise _no_inner_folds() from None
+    probas = dict(own)
+    if refit is not None:
+        folds_views = [refit(train) for train, _ in splits]
+        for m in [m for m in usable if m in folds_views[0]]:
+            probas[m] = np.full_like(own[m], np.nan)
+            for (train, test), fold_views in zip(splits, folds_views):
+                x = fold_views[m]
+                expert = ModalityExpert(classifier_for(classifier, m), seed).fit(
+                    x[train], y_loc[train], present[m][train], k)
+                probas[m][test] = expert.predict_proba(x[test], present[m][test])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeightsFallbackWarning)
+        meta = clone(strategy).fit_meta(own, y_loc, {m: present[m] for m in usable}, groups,
+                                        n_classes=k)
+    fold_of = np.empty(len(y_loc), dtype=int)
+    for j, (_, test) in enumerate(splits):
+        fold_of[test] = j
+    bags = None
+    if bagged:  # each held-out fold predicted as the final model predicts: bagged experts
+        bags = [_fold_experts(views, present, y_loc, groups, usable, train, classifier, cv,
+                              seed, folds_views[j] if refit is not None else None,
+                              experts_cache)
+                for j, (train, _) in enumerate(splits)]
+
+    def combine(probas: dict, pr: dict) -> np.ndarray:
+        return meta.predict_meta({m: _pad(p, k) for m, p in probas.items()}, pr)
+
+    out = {}
+    for p in _patterns(present, mods):
+        rows = np.flatnonzero(np.all(np.stack([present[m] for m in p]), axis=0))
+        if not len(rows) or not set(p) <= set(usable):
+            continue
+        pr = {m: present[m][rows] if m in p else np.zeros(len(rows), bool) for m in usable}
+        proba = np.zeros((len(rows), n_classes))
+        if bags is None:
+            nan = np.full((len(rows), k), np.nan)
+            proba[:, classes] = combine({m: probas[m][rows] if m in p else nan
+                                         for m in usable}, pr)
+        else:
+            for j in np.unique(fold_of[rows]):
+                at = fold_of[rows] == j
+                r = rows[at]
+                v = {m: (folds_views[j].get(m, views[m]) if refit is not None else views[m])[r]
+                     for m in usable}
+                v = {m: x if m in p else blank_rows(x, np.ones(len(r), bool))
+                     for m, x in v.items()}
+                proba[np.ix_(at, classes)] = predict_cross_fitted(
+                    bags[j], v, {m: q[at] for m, q in pr.items()}, combine)
+        out["+".join(p)] = (proba, np.asarray(y)[rows], fold_of[rows])
+    return out
+
+
+def _pad(proba: np.ndarray, k: int) -> np.ndarray:
+    """Expert probabilities with a column per class (an inner training fold may lack the
+    last classes: they get 0)."""
+    if proba.shape[1] >= k:
+        return proba
+    return np.hstack([proba, np.where(np.isnan(proba[:, :1]), np.nan,
+                                      np.zeros((len(proba), k - proba.shape[1])))])
+
+
+def _fold_experts(views: Views, present: Present, y: np.ndarray, groups: Any,
+                  usable: list, train: np.ndarray, classifier: Any, cv: int, seed: Any,
+                  fold_views: Any, experts_cache: Any) -> dict:
+    """The experts a strategy fitted on the ``train`` rows predicts with: cross-fitted on
+    their own inner folds (or, when those cannot be made, one per modality on every row,
+    as the strategy's equal-weight fallback)."""
+    from ..fusion.experts import cross_fitted_experts, fit_experts
+    from ..splits import TooFewForInnerFolds
+
+    v = {m: (fold_views.get(m, views[m]) if fold_views is not None else views[m])[train]
+         for m in usable}
+    pr = {m: present[m][train] for m in usable}
+    g = None if groups is None else np.asarray(groups)[train]
+    try:
+        return cross_fitted_experts(v, y[train], pr, g, classifier, cv, seed,
+                                    experts_cache=experts_cache)
+    except TooFewForInnerFolds:
+        return fit_experts(v, y[train], pr, classifier, seed, experts_cache=experts_cache)
 
 
 def stateful_refit(encoders: dict, X: Any, kept: np.ndarray, on_error: str,
@@ -189,12 +357,13 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
                     groups: Any, *, calibration: str | None, coverage: float | None,
                     score: str = "aps", mondrian: bool = False, n_splits: int = 5,
                     random_state: Any = None, n_classes: int | None = None,
-                    refit: Any = None, experts_cache: Any = None
-                    ) -> tuple[Uncertainty | None, dict]:
+                    refit: Any = None, experts_cache: Any = None,
+                    calibrate_on: str = "auto") -> tuple[Uncertainty | None, dict]:
     """The :class:`Uncertainty` of the unfitted ``strategy`` on these training rows (None
     when neither ``calibration`` nor ``coverage`` is asked), and the out-of-fold
     probabilities it was learned from (``refit``, ``experts_cache``: see
-    :func:`out_of_fold`)."""
+    :func:`out_of_fold`). ``calibrate_on``: one of :data:`CALIBRATE_ON` (see
+    :func:`resolve_calibrate_on`; refits use ``n_splits`` inner folds)."""
     if calibration is None and coverage is None:
         return None, {}
     if calibration is not None:
@@ -205,8 +374,13 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
     if not isinstance(mondrian, (bool, np.bool_)):
         raise InputError(f"mondrian must be True or False; got {mondrian!r}")
     n_classes = int(np.max(y)) + 1 if n_classes is None else n_classes
-    oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state, n_classes,
-                      refit, experts_cache=experts_cache)
+    on = resolve_calibrate_on(strategy, calibrate_on)
+    if on != "refits":
+        oof = experts_out_of_fold(strategy, views, present, y, groups, n_classes, refit,
+                                  experts_cache=experts_cache, bagged=on == "bagged")
+    else:
+        oof = out_of_fold(strategy, views, present, y, groups, n_splits, random_state,
+                          n_classes, refit, experts_cache=experts_cache)
     calibrators, calibrated = calibrated_oof(oof, calibration)
     conformal = (None if coverage is None
                  else conformal_from_oof(oof, calibrated, coverage, score, mondrian))

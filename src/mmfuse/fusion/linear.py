@@ -127,22 +127,60 @@ def _block_gram(b: Any) -> np.ndarray:
     return gram
 
 
+#: The Gram matrix is factored by Cholesky when its reciprocal condition number (LAPACK's
+#: estimate, 1-norm) is above this; otherwise by its eigendecomposition, without the
+#: directions whose eigenvalue is below this share of the largest.
+GRAM_RCOND = 1e-10
+
+
+def gram_factor(gram: np.ndarray) -> tuple[np.ndarray, Any]:
+    """A factor F of the symmetric positive semi-definite ``gram`` (F F^T = gram) and the
+    map ``β -> β F^{-1}`` (its pseudo-inverse where directions are dropped), which takes
+    coefficients fitted on F back to the rows' space (see :func:`fit_logistic_gram`).
+
+    Cholesky (F = L, lower triangular) where ``gram`` is well conditioned: about a tenth
+    of the eigendecomposition's work (n^3/3 flops against several n^3; measured on
+    1,250 x 1,250: 0.03 s against 0.37 s, one thread). A singular or ill-conditioned
+    ``gram`` (duplicate rows, fewer columns than rows) falls back to the eigendecomposition
+    F = V Λ^{1/2}, dropping the directions with an eigenvalue below :data:`GRAM_RCOND` of
+    the largest. Either F is the design rotated onto the span of its rows, so both fit the
+    same model."""
+    from scipy.linalg import LinAlgError, cholesky, lapack, solve_triangular
+
+    try:
+        lower = cholesky(gram, lower=True, check_finite=False)
+        rcond, info = lapack.dpocon(lower, float(np.abs(gram).sum(axis=0).max()),
+                                    uplo="L")
+        if info == 0 and rcond > GRAM_RCOND:
+            return lower, lambda coef: solve_triangular(
+                lower, np.asarray(coef).T, lower=True, trans="T", check_finite=False).T
+    except LinAlgError:
+        pass
+    vals, vecs = np.linalg.eigh(gram)
+    keep = vals > max(float(vals.max()), 0.0) * GRAM_RCOND
+    vals, vecs = vals[keep], vecs[:, keep]
+    root = np.sqrt(vals)
+    return vecs * root, lambda coef: (np.asarray(coef) / root) @ vecs.T
+
+
 def fit_logistic_gram(model: Any, blocks: list, y: np.ndarray) -> Any:
     """Fit an L2 logistic regression on the column blocks of a wide design ``[B_1 ... B_k]``
     through an exact factor of its Gram matrix; ``model`` comes back with primal
     coefficients, as if fitted on the design itself.
 
-    The penalised loss depends on the design D (n x d) only through D D^T: with
-    D D^T = V Λ V^T, the n-column G = V Λ^{1/2} has the same inner products, a model with
-    coefficients β on G predicts as one with W = β Λ^{-1/2} V^T D on D, and
-    ||W|| = ||β||, so the minimiser on G maps to the minimiser on D (the intercept is not
-    penalised by these solvers). G is D rotated onto the span of its rows, so L-BFGS
-    started at zero follows nearly the same path (its stopping test looks at the largest
-    gradient component, which a rotation changes: predictions agree to the solver's
-    tolerance, tested), each step costing n·n·K rather than nnz(D)·K. Directions with an
-    eigenvalue below 1e-10 of the largest are dropped (they carry no signal at that
-    precision). Dense blocks go through BLAS, sparse ones (TF-IDF) through sparse products,
-    and the concatenation of the blocks is never built.
+    The penalised loss depends on the design D (n x d) only through D D^T: any n-column F
+    with F F^T = D D^T (:func:`gram_factor`: Cholesky, or V Λ^{1/2} from the
+    eigendecomposition) has the same inner products, a model with coefficients β on F
+    predicts as one with W = β F^{-1} D on D, and ||W|| = ||β||, so the minimiser on F
+    maps to the minimiser on D (the intercept is not penalised by these solvers). F is D
+    rotated onto the span of its rows, so L-BFGS started at zero follows nearly the same
+    path (its stopping test looks at the largest gradient component, which a rotation
+    changes: predictions agree to the solver's tolerance, tested), each step costing
+    n·n·K rather than nnz(D)·K. Between two factors the paths are rotations of each other,
+    and they stopped at the same iteration on every Gram fit of the one command measured
+    (the Cholesky factor's fit equals the eigen factor's to 1e-8, tested). Dense blocks go
+    through BLAS, sparse ones (TF-IDF) through sparse products, and the concatenation of
+    the blocks is never built.
     """
     gram = None
     blocks = [b.astype(np.float64) if is_sparse(b) else np.asarray(b, dtype=np.float64)
@@ -150,17 +188,13 @@ def fit_logistic_gram(model: Any, blocks: list, y: np.ndarray) -> Any:
     for b in blocks:
         part = _block_gram(b)
         gram = part if gram is None else gram + part
-    vals, vecs = np.linalg.eigh(gram)
-    keep = vals > max(float(vals.max()), 0.0) * 1e-10
-    vals, vecs = vals[keep], vecs[:, keep]
-    root = np.sqrt(vals)
-    factor = vecs * root
+    factor, back_of = gram_factor(gram)
     inner = clone(model)
     if inner.get_params()["solver"] not in ("lbfgs", "newton-cg", "newton-cholesky"):
         inner.set_params(solver="lbfgs")
     inner.fit(factor, y)
-    # W = β Λ^{-1/2} V^T D, block by block
-    back = (inner.coef_ / root) @ vecs.T  # (K', n)
+    # W = β F^{-1} D, block by block
+    back = back_of(inner.coef_)  # (K', n)
     coef = []
     for b in blocks:
         part = (b.T @ back.T).T if is_sparse(b) else back @ b

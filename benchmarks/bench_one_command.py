@@ -13,6 +13,10 @@ default outer splits (stratified grouped 5-fold, or leave one theme out), in one
 * **single encoders**: the same with the encoder choice limited to single encoders (no
   concatenation ``a+b`` of the best two; ``no_pairs``): what the concatenations the choice
   makes (under its parsimony rule) gain on the outer folds (``--ablations`` only);
+* **eigen factor**: the one command with the Gram-factor fits of wide designs
+  (``mmfuse.fusion.linear.gram_factor``) factored by the eigendecomposition, as before
+  issue 27's pivoted Cholesky (``eigen_factor``): the speed-up and its effect on
+  accuracy, in one run (``--ablations`` only);
 * **fixed**: every combination of image hog / efficientnet-lite0 and text tfidf / minilm,
   with every single modality and the strategies early, late, seed-baseline, stacking and
   gmu; the best row is "the best fixed combination";
@@ -110,6 +114,18 @@ def _one(X, y, groups, cv, fusion_params=None) -> dict:
             "code": code_version()}
 
 
+def _eigen_factor(gram):
+    """The Gram fit's factor before issue 27's pivoted Cholesky: V Λ^{1/2}, directions
+    with an eigenvalue below GRAM_RCOND of the largest dropped."""
+    from mmfuse.fusion.linear import GRAM_RCOND
+
+    vals, vecs = np.linalg.eigh(gram)
+    keep = vals > max(float(vals.max()), 0.0) * GRAM_RCOND
+    vals, vecs = vals[keep], vecs[:, keep]
+    root = np.sqrt(vals)
+    return vecs * root, lambda coef: (np.asarray(coef) / root) @ vecs.T
+
+
 def run_part(dataset: str, part: str, out: dict) -> None:
     X, y, groups = load_dataset(dataset)
     cv = dataset_info(dataset)["cv"]
@@ -147,6 +163,15 @@ def run_part(dataset: str, part: str, out: dict) -> None:
             out["no_pairs"] = _one(X, y, groups, cv)
         finally:
             selection.select_encoder = select
+    elif part == "eigen_factor":
+        from mmfuse.fusion import linear
+
+        cholesky = linear.gram_factor
+        linear.gram_factor = _eigen_factor  # read at call time by fit_logistic_gram
+        try:
+            out["eigen_factor"] = _one(X, y, groups, cv)
+        finally:
+            linear.gram_factor = cholesky
     elif part == "separate":
         from mmfuse import encoder_choice as selection
 
@@ -184,7 +209,7 @@ def run_part(dataset: str, part: str, out: dict) -> None:
 def parts_of(with_ablations: bool) -> list[str]:
     parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
     parts += ["no_heads", "separate"]
-    return parts + (["no_parsimony", "no_pairs"] if with_ablations else [])
+    return parts + (["no_parsimony", "no_pairs", "eigen_factor"] if with_ablations else [])
 
 
 def summary(r: dict) -> dict:
@@ -222,7 +247,7 @@ def summary(r: dict) -> dict:
                                  if "late" in by else float("nan"),
                                  **_t_interval(np.subtract(by["gmu"]["fold_accuracy"],
                                                            ref["fold_accuracy"]))}
-    for variant in ("no_heads", "no_parsimony", "separate", "no_pairs"):
+    for variant in ("no_heads", "no_parsimony", "separate", "no_pairs", "eigen_factor"):
         if "one" in r and variant in r:
             s[variant] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
                                                  r[variant]["fold_accuracy"]))
@@ -345,6 +370,22 @@ def render(results: list[dict]) -> str:
                          f"{r['no_parsimony']['accuracy']:.3f} | "
                          f"{_ci(summary(r)['no_parsimony'])} | "
                          f"{'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} |")
+    factored = [r for r in results if "eigen_factor" in summary(r)]
+    if factored:
+        lines += ["", "### The Gram factor of wide fits", "",
+                  "The one command against the same with the Gram-factor fits of wide designs "
+                  "(early fusion, the seed baseline) factored by the eigendecomposition, as "
+                  "before the pivoted Cholesky (`mmfuse.fusion.linear.gram_factor`), in the "
+                  "same run.", "",
+                  "| dataset | one command | eigen factor | Δ one − eigen [95% CI] | same fusion "
+                  "and encoders chosen | time one / eigen |", "|---|---:|---:|---|---|---:|"]
+        for r in factored:
+            other = r["eigen_factor"]
+            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
+                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{other['accuracy']:.3f} | {_ci(summary(r)['eigen_factor'])} | "
+                         f"{'yes' if same else 'no'} | {_time_ratio(r['one'], other)} |")
     paired = [r for r in results if "no_pairs" in summary(r)]
     if paired:
         lines += ["", "### Concatenations in the encoder choice", "",
@@ -371,8 +412,8 @@ def render(results: list[dict]) -> str:
         lines += ["", "Not measured yet (the script resumes with them): "
                   + ", ".join(f"{d} {p}" for d, p in missing) + "."]
     codes = sorted({r[p]["code"] for r in results
-                    for p in ("one", "no_heads", "no_parsimony", "separate", "no_pairs")
-                    if p in r}
+                    for p in ("one", "no_heads", "no_parsimony", "separate", "no_pairs",
+                              "eigen_factor") if p in r}
                    | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
                       for f in r.get(key, {}).values()})
     lines += ["", f"Code measured: {', '.join(codes)}; "
@@ -435,11 +476,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parts", nargs="*", default=None,
                         help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
-                             "separate no_pairs no_parsimony stacking:0..3 (default: every "
+                             "separate no_pairs eigen_factor no_parsimony stacking:0..3 (default: "
+                             "every "
                              "part not measured yet)")
     parser.add_argument("--ablations", action="store_true",
-                        help="also measure the one command without parsimony, and with "
-                             "single encoders only")
+                        help="also measure the one command without parsimony, with "
+                             "single encoders only, and with the eigen Gram factor")
     parser.add_argument("--render", action="store_true",
                         help="only write the RESULTS.md section from the results file")
     parser.add_argument("--merge", nargs="*", default=None, metavar="FILE",

@@ -10,6 +10,13 @@ default outer splits (stratified grouped 5-fold, or leave one theme out), in one
   the one command, in accuracy and in time;
 * **without parsimony**: the same with the encoder choice of main before issue 27 (the best
   inner mean, a concatenation chosen on any edge; ``--ablations`` only);
+* **single encoders**: the same with the encoder choice limited to single encoders (no
+  concatenation ``a+b`` of the best two; ``no_pairs``): what the concatenations the choice
+  makes (under its parsimony rule) gain on the outer folds (``--ablations`` only);
+* **eigen factor**: the one command with the Gram-factor fits of wide designs
+  (``mmfuse.fusion.linear.gram_factor``) factored by the eigendecomposition, as before
+  issue 27's pivoted Cholesky (``eigen_factor``): the speed-up and its effect on
+  accuracy, in one run (``--ablations`` only);
 * **fixed**: every combination of image hog / efficientnet-lite0 and text tfidf / minilm,
   with every single modality and the strategies early, late, seed-baseline, stacking and
   gmu; the best row is "the best fixed combination";
@@ -107,6 +114,18 @@ def _one(X, y, groups, cv, fusion_params=None) -> dict:
             "code": code_version()}
 
 
+def _eigen_factor(gram):
+    """The Gram fit's factor before issue 27's pivoted Cholesky: V Λ^{1/2}, directions
+    with an eigenvalue below GRAM_RCOND of the largest dropped."""
+    from mmfuse.fusion.linear import GRAM_RCOND
+
+    vals, vecs = np.linalg.eigh(gram)
+    keep = vals > max(float(vals.max()), 0.0) * GRAM_RCOND
+    vals, vecs = vals[keep], vecs[:, keep]
+    root = np.sqrt(vals)
+    return vecs * root, lambda coef: (np.asarray(coef) / root) @ vecs.T
+
+
 def run_part(dataset: str, part: str, out: dict) -> None:
     X, y, groups = load_dataset(dataset)
     cv = dataset_info(dataset)["cv"]
@@ -128,6 +147,31 @@ def run_part(dataset: str, part: str, out: dict) -> None:
             out["no_parsimony"] = _one(X, y, groups, cv)
         finally:
             selection.PARSIMONY = True
+    elif part == "no_pairs":
+        import dataclasses
+
+        from mmfuse import encoder_choice as selection
+
+        select = selection.select_encoder
+
+        def singles_only(parts, candidates, *args, **kwargs):
+            return select(parts, dataclasses.replace(candidates, pair=False), *args,
+                          **kwargs)
+
+        selection.select_encoder = singles_only  # read at call time by the evaluation
+        try:
+            out["no_pairs"] = _one(X, y, groups, cv)
+        finally:
+            selection.select_encoder = select
+    elif part == "eigen_factor":
+        from mmfuse.fusion import linear
+
+        cholesky = linear.gram_factor
+        linear.gram_factor = _eigen_factor  # read at call time by fit_logistic_gram
+        try:
+            out["eigen_factor"] = _one(X, y, groups, cv)
+        finally:
+            linear.gram_factor = cholesky
     elif part == "separate":
         from mmfuse import encoder_choice as selection
 
@@ -165,7 +209,7 @@ def run_part(dataset: str, part: str, out: dict) -> None:
 def parts_of(with_ablations: bool) -> list[str]:
     parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
     parts += ["no_heads", "separate"]
-    return parts + (["no_parsimony"] if with_ablations else [])
+    return parts + (["no_parsimony", "no_pairs", "eigen_factor"] if with_ablations else [])
 
 
 def summary(r: dict) -> dict:
@@ -203,7 +247,7 @@ def summary(r: dict) -> dict:
                                  if "late" in by else float("nan"),
                                  **_t_interval(np.subtract(by["gmu"]["fold_accuracy"],
                                                            ref["fold_accuracy"]))}
-    for variant in ("no_heads", "no_parsimony", "separate"):
+    for variant in ("no_heads", "no_parsimony", "separate", "no_pairs", "eigen_factor"):
         if "one" in r and variant in r:
             s[variant] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
                                                  r[variant]["fold_accuracy"]))
@@ -326,12 +370,50 @@ def render(results: list[dict]) -> str:
                          f"{r['no_parsimony']['accuracy']:.3f} | "
                          f"{_ci(summary(r)['no_parsimony'])} | "
                          f"{'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} |")
+    factored = [r for r in results if "eigen_factor" in summary(r)]
+    if factored:
+        lines += ["", "### The Gram factor of wide fits", "",
+                  "The one command against the same with the Gram-factor fits of wide designs "
+                  "(early fusion, the seed baseline) factored by the eigendecomposition, as "
+                  "before the pivoted Cholesky (`mmfuse.fusion.linear.gram_factor`), in the "
+                  "same run.", "",
+                  "| dataset | one command | eigen factor | Δ one − eigen [95% CI] | same fusion "
+                  "and encoders chosen | time one / eigen |", "|---|---:|---:|---|---|---:|"]
+        for r in factored:
+            other = r["eigen_factor"]
+            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
+                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{other['accuracy']:.3f} | {_ci(summary(r)['eigen_factor'])} | "
+                         f"{'yes' if same else 'no'} | {_time_ratio(r['one'], other)} |")
+    paired = [r for r in results if "no_pairs" in summary(r)]
+    if paired:
+        lines += ["", "### Concatenations in the encoder choice", "",
+                  "How often the one command's encoder choice takes a concatenation `a+b` "
+                  "of a modality's best two encoders (under its parsimony rule: it must beat "
+                  "the best single encoder by more than one SE of the paired inner-fold "
+                  "differences, on at least 3 inner folds), and the one command against the "
+                  "same with single encoders only.", "",
+                  "| dataset | concatenations chosen (column-folds) | one command | single "
+                  "encoders only | Δ one − singles [95% CI] | time one / singles | encoders "
+                  "chosen with singles only |", "|---|---|---:|---:|---|---:|---|"]
+        for r in paired:
+            chosen = [e for f in r["one"]["chosen_encoders"] for e in f.values()]
+            joined = sum("+" in e or "|" in e for e in chosen)
+            enc = Counter(", ".join(f"{c}={e}" for c, e in sorted(f.items()))
+                          for f in r["no_pairs"]["chosen_encoders"])
+            lines.append(f"| {r['dataset']} | {joined} of {len(chosen)} | "
+                         f"{r['one']['accuracy']:.3f} | {r['no_pairs']['accuracy']:.3f} | "
+                         f"{_ci(summary(r)['no_pairs'])} | "
+                         f"{_time_ratio(r['one'], r['no_pairs'])} | "
+                         f"{'; '.join(f'{k} ×{v}' for k, v in enc.most_common())} |")
     missing = [(r["dataset"], p) for r in results for p in r.get("todo", [])]
     if missing:
         lines += ["", "Not measured yet (the script resumes with them): "
                   + ", ".join(f"{d} {p}" for d, p in missing) + "."]
     codes = sorted({r[p]["code"] for r in results
-                    for p in ("one", "no_heads", "no_parsimony", "separate") if p in r}
+                    for p in ("one", "no_heads", "no_parsimony", "separate", "no_pairs",
+                              "eigen_factor") if p in r}
                    | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
                       for f in r.get(key, {}).values()})
     lines += ["", f"Code measured: {', '.join(codes)}; "
@@ -394,10 +476,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parts", nargs="*", default=None,
                         help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
-                             "separate no_parsimony stacking:0..3 (default: every part "
-                             "not measured yet)")
+                             "separate no_pairs eigen_factor no_parsimony stacking:0..3 (default: "
+                             "every "
+                             "part not measured yet)")
     parser.add_argument("--ablations", action="store_true",
-                        help="also measure the one command without parsimony")
+                        help="also measure the one command without parsimony, with "
+                             "single encoders only, and with the eigen Gram factor")
     parser.add_argument("--render", action="store_true",
                         help="only write the RESULTS.md section from the results file")
     parser.add_argument("--merge", nargs="*", default=None, metavar="FILE",

@@ -117,6 +117,26 @@ def test_pair_candidate_is_scored_and_can_win(monkeypatch):
     assert set(sel.fold_scores) == {"a", "b"}
 
 
+def test_no_pair_is_scored_where_parsimony_could_not_admit_it():
+    # two inner folds (leave one group out over three groups): no gain is established on
+    # fewer than MIN_FOLDS folds, so the pair is not fitted; without parsimony it is
+    rng = np.random.default_rng(1)
+    n = 240
+    y = np.arange(n) % 4
+    g = np.arange(n) % 3
+    a = rng.normal(size=(n, 4)).astype(np.float32)
+    b = rng.normal(size=(n, 4)).astype(np.float32)
+    a[:, 0] += 3.0 * (y % 2)
+    b[:, 0] += 3.0 * (y // 2)
+    parts = _parts({"a": a, "b": b})
+    sel = select_encoder(parts, Candidates(("a", "b"), pair=True), y, g, cv=2, random_state=0)
+    assert len(next(iter(sel.fold_scores.values()))) == 2
+    assert set(sel.fold_scores) == {"a", "b"} and sel.chosen in {"a", "b"}
+    off = select_encoder(parts, Candidates(("a", "b"), pair=True), y, g, cv=2,
+                         random_state=0, parsimony=False)
+    assert "a+b" in off.fold_scores
+
+
 def test_an_extra_encoder_must_beat_the_best_single_by_one_standard_error():
     costs = {"a": 1.0, "b": 2.0, "a+b": 3.0}
     # the pair's edge over "a" is within one SE of the paired differences: "a" stays

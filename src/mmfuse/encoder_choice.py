@@ -18,7 +18,8 @@ encoder a choice learned from the training data, like the fusion strategy:
    (write ``"tfidf+minilm"`` to include a concatenation). Parsimony: a concatenation
    replaces the best single encoder only when it beats it by more than one standard error
    of the paired per-fold differences (:func:`parsimonious_choice`): an extra encoder must
-   pay for itself.
+   pay for itself. With fewer inner folds than :data:`mmfuse._stats.MIN_FOLDS` (leave one
+   group out over three groups) no gain can be established, so the pair is not scored.
    The two are also scored as **separate experts** ``a|b`` (:data:`SEPARATE_EXPERTS`; a
    list may name ``"tfidf|minilm"``): the view ``a+b``, one classifier per part, the
    softmax of their mean log-probabilities (:class:`~mmfuse.fusion.linear.SplitExperts`).
@@ -78,7 +79,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError
-from ._stats import one_se_rule
+from ._stats import MIN_FOLDS, one_se_rule
 from .encoders.candidates import Candidates, encoder_cost
 from .encoders.concat import SEPARATOR
 from .encoders.parts import (SPLIT, Part, candidate_view, encoder_parts, view_classifier)
@@ -344,7 +345,9 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     parsimony : bool or None, default=None
         None means :data:`PARSIMONY` (True): a candidate with more encoders (``a+b``,
         ``a|b``) replaces the best one with fewer only when it beats it by more than one SE
-        (:func:`parsimonious_choice`); False compares every candidate alike.
+        (:func:`parsimonious_choice`), which takes at least :data:`mmfuse._stats.MIN_FOLDS`
+        inner folds: with fewer, the pair of ``"auto"`` is not scored. False compares every
+        candidate alike.
     rows : array of int or None
         The ids of the given rows in a larger table, with an ``experts_cache`` that shares
         rows: inner experts fitted on the same rows by another call with it (another
@@ -377,7 +380,11 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     # candidates left behind by the race were not scored on every fold: not choosable
     dropped = {n: len(v) for n, v in acc.items() if len(v) < len(splits)}
     complete = [n for n in names if n not in dropped]
-    if candidates.pair and len(complete) >= 2:
+    if parsimony is None:
+        parsimony = PARSIMONY
+    # under parsimony a pair needs MIN_FOLDS inner folds to establish its gain: with fewer
+    # it cannot be chosen, so it is not scored (icons-theme: 29% of the one command's CPU)
+    if candidates.pair and len(complete) >= 2 and (not parsimony or len(splits) >= MIN_FOLDS):
         score = _score_dict(acc, loss, scoring)
         top = sorted(sorted(complete, key=lambda n: -float(np.mean(score[n])))[:2],
                      key=lambda n: (encoder_cost(n), n))
@@ -393,8 +400,6 @@ def select_encoder(parts: Mapping[str, Part], candidates: Candidates, y: Any,
     costs = {n: encoder_cost(n) for n in acc}
     score = _score_dict(acc, loss, scoring)
     choosable = {n: v for n, v in score.items() if n not in dropped}
-    if parsimony is None:
-        parsimony = PARSIMONY
     pick = (parsimonious_choice(choosable, costs, acc, max_accuracy_loss) if parsimony
             else one_se_cheapest(choosable, costs, acc, max_accuracy_loss))
     return EncoderSelection(pick, scoring, score, acc, loss, costs, dropped)

@@ -92,7 +92,8 @@ def test_the_gram_factor_fit_predicts_as_the_direct_fit(n_classes):
 def test_gram_factor_only_where_it_is_exact_and_worth_it():
     assert gram_applicable(LogisticRegression(), 10, 20)
     assert not gram_applicable(LogisticRegression(), 10, 19)  # not twice as wide as tall
-    # many rows: the n x n eigendecomposition outweighs the passes it saves
+    # many rows: the n x n factorisation outweighs the passes it saves (measured with the
+    # eigendecomposition; see GRAM_ROWS)
     assert not gram_applicable(LogisticRegression(), 1375, 3140)
     assert gram_applicable(LogisticRegression(), 1375, 20_000)
     assert gram_applicable(LogisticRegression(), 690, 2_400)

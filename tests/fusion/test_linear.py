@@ -106,3 +106,66 @@ def test_block_gram_splits_dense_columns_of_a_sparse_block_exactly():
     assert np.allclose(_block_gram(tfidf), (tfidf @ tfidf.T).toarray(), atol=1e-12)
     assert np.allclose(_block_gram(sparse.csr_matrix(emb)), emb @ emb.T, atol=1e-12)
     assert np.allclose(_block_gram(emb), emb @ emb.T)
+
+
+def _eigen_factor(gram):
+    """The Gram fit's factor before Cholesky: V Λ^{1/2}, directions below 1e-10 dropped."""
+    vals, vecs = np.linalg.eigh(gram)
+    keep = vals > vals.max() * 1e-10
+    root = np.sqrt(vals[keep])
+    return vecs[:, keep] * root, lambda coef: (np.asarray(coef) / root) @ vecs[:, keep].T
+
+
+def test_gram_factor_is_a_pivoted_cholesky_factor():
+    from mmfuse.fusion.linear import gram_factor
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(40, 120))
+    gram = d @ d.T
+    factor, back = gram_factor(gram)
+    # a triangle in some row order (Cholesky with pivoting), not the dense V Λ^{1/2}
+    assert np.count_nonzero(factor) == 40 * 41 // 2
+    np.testing.assert_allclose(factor @ factor.T, gram, rtol=1e-10, atol=1e-9)
+    beta = rng.normal(size=(3, 40))
+    np.testing.assert_allclose(back(beta) @ factor, beta, atol=1e-9)  # back(β) F = β
+
+
+def test_gram_factor_drops_the_null_directions_of_a_singular_gram():
+    from mmfuse.fusion.linear import gram_factor
+
+    rng = np.random.default_rng(1)
+    d = rng.normal(size=(30, 100))
+    d[1] = d[0]  # a duplicate row: the Gram matrix is singular
+    d -= d.mean(axis=0)  # centred columns (the seed's sum): the constant direction is null
+    gram = d @ d.T
+    factor, back = gram_factor(gram)
+    assert factor.shape == (30, 28)  # both null directions dropped
+    np.testing.assert_allclose(factor @ factor.T, gram, rtol=1e-9, atol=1e-8)
+    beta = rng.normal(size=(2, 28))
+    np.testing.assert_allclose(back(beta) @ factor, beta, atol=1e-9)
+
+
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_cholesky_gram_fit_is_the_eigen_factor_fit(monkeypatch, n_classes, centred):
+    # both factors give the same model: solved tightly, the same coefficients and
+    # probabilities to numerical precision (at the default tolerance they can stop a few
+    # iterations apart)
+    from mmfuse.fusion import linear
+
+    rng = np.random.default_rng(2)
+    n = 90
+    y = np.arange(n) % n_classes
+    dense_block = (rng.normal(size=(n, 160)) + 0.3 * y[:, None]).astype(np.float32)
+    text = sparse.random(n, 500, density=0.03, random_state=2, format="csr")
+    text = (text + sparse.csr_matrix((np.ones(n), (np.arange(n), y)), shape=(n, 500)))
+    blocks = [dense_block, text.tocsr().astype(np.float32)]
+    if centred:  # a singular Gram matrix, as the seed baseline's standardised sum gives
+        blocks = [b - b.mean(axis=0) for b in (dense_block, text.toarray())]
+    design = sparse.hstack([sparse.csr_matrix(b) for b in blocks], format="csr")
+    new = linear.fit_logistic_gram(LogisticRegression(max_iter=5000, tol=1e-10), blocks, y)
+    monkeypatch.setattr(linear, "gram_factor", _eigen_factor)
+    old = linear.fit_logistic_gram(LogisticRegression(max_iter=5000, tol=1e-10), blocks, y)
+    np.testing.assert_allclose(new.predict_proba(design), old.predict_proba(design),
+                               atol=1e-7)
+    np.testing.assert_allclose(new.coef_, old.coef_, atol=1e-5)

@@ -84,3 +84,28 @@ def test_train_with_coverage_then_predict_sets(tmp_path):
     assert "prediction sets need a model trained with a coverage" in " ".join(
         result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_too_few_groups_for_the_coverage_is_one_plain_warning_line(tmp_path):
+    from conftest import number_frame
+
+    df, y = number_frame(n=200)
+    df["label"], df["g"] = y, [f"g{i % 5}" for i in range(len(y))]  # 5 groups (0.9 needs 9)
+    df.to_csv(tmp_path / "m.csv", index=False)
+    source = ["--manifest", str(tmp_path / "m.csv"), "--text", "left", "--label", "label",
+              "--group", "g", "--encoders", "text=test-number", "--coverage", "0.9"]
+    result = runner.invoke(app, ["train", *source, "--out", str(tmp_path / "m.mmfuse"),
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "warning: conformal sets calibrated on 5 groups" in " ".join(result.output.split())
+    assert "FewCalibrationGroupsWarning" not in result.output
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["run", *source, "--cv", "5", "--json-out", str(out),
+                                 "--quiet", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "conformal sets calibrated on 4 groups" in text  # 4 of 5 in each outer fold
+    assert "FewCalibrationGroupsWarning" not in result.output
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, schema())
+    assert doc["rows"][0]["uncertainty"]["calibration_groups"]["folds"] == [4] * 5

@@ -33,6 +33,18 @@ are strong). Measured on the grouped bundled sets (benchmarks/RESULTS.md, "Calib
 and conformal prediction sets", "Where the calibration rows come from"). Shared through
 the experts cache, ``"experts"`` costs no extra expert fit and ``"bagged"`` the
 strategy's expert fits once per inner fold.
+
+``auto`` is calibrated as the strategy it chose (:func:`calibration_target`): its choice,
+made on the training rows only, is calibrated as that strategy fitted alone would be (on
+its bagged experts when it has a meta level), rather than on nested refits of the whole
+selection (``calibrate_on="refits"``: each inner fold redoes the selection, which may
+choose otherwise). The choice saw the training rows' inner-fold scores, so the calibration
+rows are not blind to it: a selection among a handful of candidates, measured in
+benchmarks/RESULTS.md (bench_uncertainty, part "auto").
+
+With groups, the calibration rows come from the training rows' groups; when they are
+fewer than the coverage needs to hold on a new group (:func:`groups_needed`: 9 at 0.9),
+:class:`FewCalibrationGroupsWarning` says so.
 """
 
 from __future__ import annotations

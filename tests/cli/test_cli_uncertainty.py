@@ -34,7 +34,7 @@ def test_run_reports_calibration_and_set_scores(tmp_path, monkeypatch):
                                  "--calibration", "temperature", "--coverage", "0.9",
                                  "--json-out", str(out), "--quiet", "--jobs", "1"])
     assert result.exit_code == 0, result.output
-    for header in ("log-loss", "Brier", "ECE", "coverage 0.9", "set size", "singletons",
+    for header in ("log-loss", "Brier", "ECE", "ECE debiased", "coverage 0.9", "set size", "singletons",
                    "temperature calibration"):
         assert header in result.output
     doc = json.loads(out.read_text())
@@ -45,6 +45,7 @@ def test_run_reports_calibration_and_set_scores(tmp_path, monkeypatch):
         sets = row["uncertainty"]["sets"]["aps@0.9"]
         assert len(sets["coverage"]["folds"]) == 3
         assert 0.0 <= sets["singletons"]["mean"] <= 1.0
+        assert row["uncertainty"]["ece_debiased"]["mean"] <= row["uncertainty"]["ece"]["mean"]
 
 
 def test_bad_coverage_is_a_usage_error(tmp_path):

@@ -109,4 +109,5 @@ def test_too_few_groups_for_the_coverage_is_one_plain_warning_line(tmp_path):
     assert "FewCalibrationGroupsWarning" not in result.output
     doc = json.loads(out.read_text())
     jsonschema.validate(doc, schema())
-    assert doc["rows"][0]["uncertainty"]["calibration_groups"]["folds"] == [4] * 5
+    groups = doc["rows"][0]["uncertainty"]["calibration_groups"]
+    assert groups["folds"] == [4] * 5 and groups["ci95"] == [4, 4]  # a count: not cut at 1

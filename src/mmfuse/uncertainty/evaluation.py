@@ -194,7 +194,7 @@ def _patterns(unc: Any, present: Any) -> np.ndarray:
 
 
 UNBOUNDED = ("log_loss", "brier", "set_size", "temperature", "best_temperature",
-             "log_loss_temperature")  # not shares: their interval is not cut at 1
+             "log_loss_temperature", "calibration_groups")  # not shares: not cut at 1
 
 
 def summarize(folds: list[dict]) -> dict | None:

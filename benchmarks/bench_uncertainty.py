@@ -66,7 +66,7 @@ from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import dataset_info, load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate  # noqa: E402
 from mmfuse.uncertainty.evaluation import UncertaintySpec  # noqa: E402
-from mmfuse.uncertainty.fit import AUTO_META  # noqa: E402
+from mmfuse.uncertainty.fit import AUTO_META, groups_needed  # noqa: E402
 from mmfuse.uncertainty.metrics import ece_of_bins  # noqa: E402
 
 RESULTS_JSON = HERE / "results" / "uncertainty.json"
@@ -345,8 +345,9 @@ def render(results: list[dict]) -> str:
               "(≥ 10% smaller) | ECE before → after temperature (≤ 0.05) | debiased ECE "
               "after temperature (beside: the target is on the ECE) | accuracy change "
               "(≤ 0.5 pt) | ECE pooled over the folds | coverage, 50% of the strongest "
-              "modality missing (≥ 0.87) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "modality missing (≥ 0.87) | calibration groups, fewest of the outer folds "
+              "(0.9 needs 9, 0.8 needs 4: warned below) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "main" not in r:
             continue
@@ -370,7 +371,7 @@ def render(results: list[dict]) -> str:
             + " | "
             + (f"{_m(s['masked']['coverage'])} ({s['strongest']}) "
                + ("yes" if s["masked"]["coverage"]["mean"] >= 0.87 else "**no**")
-               if s.get("masked") else "") + " |")
+               if s.get("masked") else "") + " | " + _groups(r) + " |")
     lines += ["", "## Calibration of the default fusion: what limits the ECE", "",
               "Per outer fold (means over folds): the temperature is fitted on the inner "
               "out-of-fold probabilities by the Brier score (the library's objective); the "
@@ -513,6 +514,17 @@ def render(results: list[dict]) -> str:
                     if p in r})
     lines += ["", "Runs: " + "; ".join(whens) + "."]
     return "\n".join(lines)
+
+
+def _groups(r: dict) -> str:
+    """The fewest groups any row's calibration rows came from in an outer fold."""
+    counts = [min(v["uncertainty"]["calibration_groups"]["folds"])
+              for v in r["main"]["rows"].values()
+              if "calibration_groups" in (v["uncertainty"] or {})]
+    if not counts:
+        return ""
+    n = int(min(counts))
+    return f"{n}" + (" **too few for 0.9**" if n < groups_needed(0.9) else "")
 
 
 def _paired(before: list, after: list) -> str:

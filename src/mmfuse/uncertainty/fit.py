@@ -448,10 +448,10 @@ def few_groups_note(n_groups: int, coverage: float | None) -> str | None:
     ``n_groups`` groups at ``coverage`` (None: they are enough, or no coverage)."""
     if coverage is None or n_groups >= groups_needed(coverage):
         return None
-    return (f"conformal sets calibrated on {n_groups:g} groups: coverage {coverage:g} holds "
-            f"on a new group only with at least {groups_needed(coverage)} groups to "
-            f"calibrate on; expect lower coverage on unseen groups (add groups, or lower "
-            f"the coverage)")
+    return (f"conformal sets calibrated on {n_groups:g} groups: too few to certify coverage "
+            f"{coverage:g} on a new group (that needs at least {groups_needed(coverage)}); "
+            f"on groups unlike these, coverage may fall short (add groups, or lower the "
+            f"coverage)")
 
 
 def for_model(model: Any, views: Views, y: np.ndarray, present: Present, groups: Any,

@@ -22,6 +22,9 @@ in 50% of the rows. Also:
   cross-fitted inside each inner training fold and averaged (as the final model averages
   its experts); clones of the whole fusion refit on the inner folds (before issue 29's
   fix). The main part uses the library's default (``auto``: ``AUTO_META`` for late);
+* **auto**: ``fusion="auto"`` (classical candidates) calibrated as the strategy it chose
+  (the default) and on nested refits of the whole selection (before), paired by outer
+  fold, with each evaluation's CPU time;
 * **timing**: a ``MultimodalClassifier(fusion="late", calibration="temperature",
   coverage=0.9)`` fit on the first outer training fold (and the same without calibration
   and coverage: what the inner folds cost at fit); ``predict`` and ``predict_set`` on its
@@ -63,7 +66,7 @@ from mmfuse._io import atomic_write_text  # noqa: E402
 from mmfuse.data.datasets import dataset_info, load_dataset  # noqa: E402
 from mmfuse.evaluate import FeatureTable, evaluate  # noqa: E402
 from mmfuse.uncertainty.evaluation import UncertaintySpec  # noqa: E402
-from mmfuse.uncertainty.fit import AUTO_META  # noqa: E402
+from mmfuse.uncertainty.fit import AUTO_META, groups_needed  # noqa: E402
 from mmfuse.uncertainty.metrics import ece_of_bins  # noqa: E402
 
 RESULTS_JSON = HERE / "results" / "uncertainty.json"
@@ -75,7 +78,7 @@ ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
 FUSION = "late"
 COVERAGES = (0.9, 0.8)
 SCORES = ("aps", "raps", "lac")
-PARTS = ("main", "timing", "split", "refits", "bagged", "experts")
+PARTS = ("main", "timing", "split", "refits", "bagged", "experts", "auto")
 CALIBRATE_WAYS = ("experts", "bagged", "refits")  # calibrate_on, besides the default
 REPEATS = 15
 
@@ -127,6 +130,30 @@ def run_experts(X, y, groups, enc, cv, table) -> dict:
     """The default fusion's final combination on its inner-fold experts' out-of-fold
     probabilities (``calibrate_on="experts"``), on the main part's outer folds."""
     return run_refits(X, y, groups, enc, cv, table, calibrate_on="experts")
+
+
+AUTO_PARAMS = {"neural": False}  # fusion="auto" without the raced heads (torch: too slow here)
+AUTO_WAYS = ("auto", "refits")  # calibrate_on: its choice (the default), nested selections
+
+
+def run_auto(X, y, groups, enc, cv, table) -> dict:
+    """``fusion="auto"`` (classical candidates) with temperature and APS sets, calibrated
+    as the strategy it chose (``calibrate_on="auto"``, the default) and on refits of the
+    whole selection in each inner fold (``"refits"``, before), on the main part's outer
+    folds; each evaluation's CPU time (fits and calibration; the new way first, so any
+    warm-up favours the old one)."""
+    out = {}
+    for way in AUTO_WAYS:
+        spec = UncertaintySpec("temperature", COVERAGES, ("aps",),
+                               mask={m: 0.5 for m in enc}, calibrate_on=way)
+        start, cpu = time.perf_counter(), time.process_time()
+        result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=["auto"],
+                          singles=False, baseline=False, on_error="skip", n_jobs=1,
+                          uncertainty=spec, fusion_params={"auto": AUTO_PARAMS})
+        out[way] = {"rows": _rows(result), "seconds": time.perf_counter() - start,
+                    "cpu_seconds": time.process_time() - cpu,
+                    "chosen": result.row("auto").chosen}
+    return out
 
 
 def run_split(X, y, groups, enc, cv, table) -> dict:
@@ -266,7 +293,8 @@ def summary(r: dict) -> dict:
         s["size"] = {"fused": f["sets"]["aps@0.9"]["set_size"]["mean"], "best_single": best,
                      "single": sizes[best]}
         s["size"]["reduction"] = 1 - s["size"]["fused"] / s["size"]["single"]
-        s["ece"] = {"before": f["raw"]["ece"]["mean"], "after": f["ece"]["mean"]}
+        s["ece"] = {"before": f["raw"]["ece"]["mean"], "after": f["ece"]["mean"],
+                    "debiased": f.get("ece_debiased", {}).get("mean")}
         s["accuracy_change"] = fused["accuracy"] - f["raw"]["accuracy"]["mean"]
         s["pooled_ece"] = ece_of_bins(f["reliability"])
         s["masked"] = f.get("sets_masked", {}).get(f"aps@0.9 {strongest}-0.5")
@@ -314,10 +342,12 @@ def render(results: list[dict]) -> str:
                 f"{_m(sets['aps@0.9 worst-fold']['set_size'])} |")
     lines += ["", "## Targets", "",
               "| dataset | coverage in range @0.9 | @0.8 | fused set size vs smallest single "
-              "(≥ 10% smaller) | ECE before → after temperature (≤ 0.05) | accuracy change "
+              "(≥ 10% smaller) | ECE before → after temperature (≤ 0.05) | debiased ECE "
+              "after temperature (beside: the target is on the ECE) | accuracy change "
               "(≤ 0.5 pt) | ECE pooled over the folds | coverage, 50% of the strongest "
-              "modality missing (≥ 0.87) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "modality missing (≥ 0.87) | calibration groups, fewest of the outer folds "
+              "(0.9 needs 9, 0.8 needs 4: warned below) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "main" not in r:
             continue
@@ -333,13 +363,15 @@ def render(results: list[dict]) -> str:
             + (f"{ece['before']:.3f} → {ece['after']:.3f} "
                + ("yes" if ece["after"] <= 0.05 else "**no**") if ece else "")
             + " | "
+            + (f"{ece['debiased']:.3f}" if ece and ece["debiased"] is not None else "")
+            + " | "
             + (f"{100 * s['accuracy_change']:+.2f} pt" if "accuracy_change" in s else "")
             + " | "
             + (f"{s['pooled_ece']:.3f}" if "pooled_ece" in s else "")
             + " | "
             + (f"{_m(s['masked']['coverage'])} ({s['strongest']}) "
                + ("yes" if s["masked"]["coverage"]["mean"] >= 0.87 else "**no**")
-               if s.get("masked") else "") + " |")
+               if s.get("masked") else "") + " | " + _groups(r) + " |")
     lines += ["", "## Calibration of the default fusion: what limits the ECE", "",
               "Per outer fold (means over folds): the temperature is fitted on the inner "
               "out-of-fold probabilities by the Brier score (the library's objective); the "
@@ -347,16 +379,18 @@ def render(results: list[dict]) -> str:
               "a bias per class) on the same rows, and the best "
               "temperature for the test rows themselves (fitted on their labels: a bound on "
               "what any temperature reaches, not a model) are shown beside it. *Floor*: the "
-              "ECE a perfectly calibrated model shows on the same rows (finite sample). "
+              "ECE a perfectly calibrated model shows on the same rows (finite sample); "
+              "*debiased*: the ECE less its estimated finite-sample bias (Kumar, Liang & Ma "
+              "2019), beside it. "
               "*Pooled*: the ECE of all outer test rows together (the folds' reliability bins "
               "summed). *Inner*: the out-of-fold rows the temperature is fitted on (all "
               "modalities present).", "",
               "| dataset | ECE raw | ECE temperature | ECE log-loss temperature | best "
-              "temperature for the test rows | floor | pooled: raw → temperature | "
+              "temperature for the test rows | floor | debiased | pooled: raw → temperature | "
               "temperature (log-loss) | inner ECE raw → temperature | inner → test accuracy "
               "| inner → test confidence | ECE isotonic | accuracy raw → isotonic "
               "| ECE vector scaling | accuracy raw → vector scaling |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "main" not in r or FUSION not in r["main"]["rows"]:
             continue
@@ -365,7 +399,9 @@ def render(results: list[dict]) -> str:
         lines.append(
             f"| {r['dataset']} | {_m(t['raw']['ece'])} | {_m(t['ece'])} | "
             f"{d['test_ece_log_loss_temperature']:.3f} | {d['test_ece_best_temperature']:.3f} "
-            f"| {t['ece_floor']['mean']:.3f} | {ece_of_bins(t['reliability_raw']):.3f} → "
+            f"| {t['ece_floor']['mean']:.3f} | "
+            + (f"{t['ece_debiased']['mean']:.3f}" if "ece_debiased" in t else "")
+            + f" | {ece_of_bins(t['reliability_raw']):.3f} → "
             f"{ece_of_bins(t['reliability']):.3f} | {d['temperature']:.2f} "
             f"({d['log_loss_temperature']:.2f}) | {d['inner_ece_raw']:.3f} → "
             f"{d['inner_ece']:.3f} | {d['inner_accuracy']:.3f} → "
@@ -436,6 +472,7 @@ def render(results: list[dict]) -> str:
                     cells.append(f"{d.mean():+.3f} [{d.mean() - half:+.3f}, "
                                  f"{d.mean() + half:+.3f}]")
                 lines.append(f"| {r['dataset']} | {label} | " + " | ".join(cells) + " |")
+    lines += _render_auto(results)
     lines += ["", "## Cross-conformal (the default) against split conformal", "",
               "Split: the fused model fit on one grouped inner fold's training rows, "
               "thresholds on its held-out groups, no refit. Means over the outer folds.", "",
@@ -477,6 +514,80 @@ def render(results: list[dict]) -> str:
                     if p in r})
     lines += ["", "Runs: " + "; ".join(whens) + "."]
     return "\n".join(lines)
+
+
+def _groups(r: dict) -> str:
+    """The fewest groups any row's calibration rows came from in an outer fold."""
+    counts = [min(v["uncertainty"]["calibration_groups"]["folds"])
+              for v in r["main"]["rows"].values()
+              if "calibration_groups" in (v["uncertainty"] or {})]
+    if not counts:
+        return ""
+    n = int(min(counts))
+    return f"{n}" + (" **too few for 0.9**" if n < groups_needed(0.9) else "")
+
+
+def _paired(before: list, after: list) -> str:
+    """Mean [95% t-interval] of the per-outer-fold differences ``before - after``."""
+    from scipy import stats
+
+    d = np.subtract(before, after)
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+
+
+def _render_auto(results: list[dict]) -> list[str]:
+    lines = ["", "## fusion=auto: calibrated as the strategy it chose", "",
+             "`fusion=\"auto\"` (classical candidates: "
+             f"`{AUTO_PARAMS}`), temperature and APS sets learned per outer training fold "
+             "two ways (`calibrate_on`): *auto* (the default): the strategy auto chose on the "
+             "training rows, calibrated as it would be fitted alone (its bagged experts "
+             "where it has a meta level, else its refits); *refits* (before): clones of the "
+             "whole auto refit on 5 grouped inner folds, each redoing the selection. Same "
+             "outer folds. *CPU*: the evaluation's process CPU time (the fits of auto "
+             "included), the new way measured first.", "",
+             "| dataset | calibrated on | chosen (per outer fold) | accuracy | ECE | "
+             "debiased ECE | coverage @0.9 | set size @0.9 | coverage @0.8 | set size @0.8 "
+             "| coverage @0.9, 50% of the strongest missing | CPU (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    done = [r for r in results if "auto" in r and "main" in r]
+    if not done:
+        return lines + ["| (not measured in this run) | | | | | | | | | | | |"]
+    for r in done:
+        strongest = summary(r)["strongest"]
+        for way in AUTO_WAYS:
+            a = r["auto"][way]
+            u = a["rows"]["auto"]["uncertainty"]
+            masked = u.get("sets_masked", {}).get(f"aps@0.9 {strongest}-0.5")
+            lines.append(
+                f"| {r['dataset']} | {way} | {', '.join(sorted(set(a['chosen'])))} | "
+                f"{a['rows']['auto']['accuracy']:.3f} | {_m(u['ece'])} | "
+                + (_m(u["ece_debiased"]) if "ece_debiased" in u else "") + " | "
+                f"{_m(u['sets']['aps@0.9']['coverage'])} | "
+                f"{_m(u['sets']['aps@0.9']['set_size'])} | "
+                f"{_m(u['sets']['aps@0.8']['coverage'])} | "
+                f"{_m(u['sets']['aps@0.8']['set_size'])} | "
+                + (_m(masked["coverage"]) if masked else "") + f" | {a['cpu_seconds']:.0f} |")
+    lines += ["", "Paired by outer fold: *refits* − *auto*, mean [95% t-interval]; positive: "
+              "the default (*auto*) is better (smaller). CPU ratio: *refits* / *auto*.", "",
+              "| dataset | ECE | distance of coverage @0.9 from 0.9 | distance of coverage "
+              "@0.8 from 0.8 | set size @0.9 | CPU ratio (wall ratio) |",
+              "|---|---|---|---|---|---|"]
+    for r in done:
+        old, new = (r["auto"][w]["rows"]["auto"]["uncertainty"] for w in ("refits", "auto"))
+
+        def gap(u: dict, target: float) -> list[float]:
+            return [abs(c - target) for c in u["sets"][f"aps@{target:g}"]["coverage"]["folds"]]
+
+        cells = [_paired(old["ece"]["folds"], new["ece"]["folds"]),
+                 _paired(gap(old, 0.9), gap(new, 0.9)), _paired(gap(old, 0.8), gap(new, 0.8)),
+                 _paired(old["sets"]["aps@0.9"]["set_size"]["folds"],
+                         new["sets"]["aps@0.9"]["set_size"]["folds"])]
+        ra, rr = r["auto"]["auto"], r["auto"]["refits"]
+        lines.append(f"| {r['dataset']} | " + " | ".join(cells)
+                     + f" | {rr['cpu_seconds'] / ra['cpu_seconds']:.1f}× "
+                     f"({rr['seconds'] / ra['seconds']:.1f}×) |")
+    return lines
 
 
 def main() -> None:

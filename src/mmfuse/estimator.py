@@ -101,7 +101,7 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
     calibration : {"temperature", "isotonic"} or None, default=None
         Calibrate the fused probabilities on out-of-fold probabilities of grouped inner
         folds (``cv``; a group never calibrates itself), per missingness pattern
-        (:mod:`mmfuse.uncertainty.fit`). Temperature keeps the labels. Costs ``cv`` fits.
+        (:mod:`mmfuse.uncertainty.fit`, which gives the cost). Temperature keeps the labels.
     coverage : float or None, default=None
         :meth:`predict_set` gives conformal sets that hold the true label with this
         probability (e.g. 0.9), learned on the same out-of-fold probabilities (CV+).
@@ -325,17 +325,16 @@ class MultimodalClassifier(ClassifierMixin, BaseEstimator):
             y = y[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
         self.fusion_ = with_split_experts(self, self._make_fusion())
-        self.uncertainty_ = None  # calibrators and conformal thresholds (mmfuse.uncertainty)
-        if self.calibration is not None or self.coverage is not None:
-            from .uncertainty.fit import for_model
+        from .uncertainty.fit import for_model  # calibration, coverage: checked before the fit
 
-            self.uncertainty_ = for_model(self, views, y, present, groups, X,
-                                          np.flatnonzero(any_present), experts_cache)
+        calibrate = for_model(self, views, y, present, groups, X, np.flatnonzero(any_present),
+                              experts_cache)
         if progress is not None:
             progress("fusion", 0, 1)
         self.fusion_.fit(views, y, present, groups, experts_cache=experts_cache)
         if progress is not None:
             progress("fusion", 1, 1)
+        self.uncertainty_ = calibrate()  # after the fit: auto calibrates the strategy it chose
         if self.epsilon is not None:
             self.epsilon_spent_ = float(self.fusion_.epsilon_spent_)
             self.delta_spent_ = float(self.fusion_.delta_spent_)

@@ -34,7 +34,7 @@ def test_run_reports_calibration_and_set_scores(tmp_path, monkeypatch):
                                  "--calibration", "temperature", "--coverage", "0.9",
                                  "--json-out", str(out), "--quiet", "--jobs", "1"])
     assert result.exit_code == 0, result.output
-    for header in ("log-loss", "Brier", "ECE", "coverage 0.9", "set size", "singletons",
+    for header in ("log-loss", "Brier", "ECE", "ECE debiased", "coverage 0.9", "set size", "singletons",
                    "temperature calibration"):
         assert header in result.output
     doc = json.loads(out.read_text())
@@ -45,6 +45,7 @@ def test_run_reports_calibration_and_set_scores(tmp_path, monkeypatch):
         sets = row["uncertainty"]["sets"]["aps@0.9"]
         assert len(sets["coverage"]["folds"]) == 3
         assert 0.0 <= sets["singletons"]["mean"] <= 1.0
+        assert row["uncertainty"]["ece_debiased"]["mean"] <= row["uncertainty"]["ece"]["mean"]
 
 
 def test_bad_coverage_is_a_usage_error(tmp_path):
@@ -84,3 +85,29 @@ def test_train_with_coverage_then_predict_sets(tmp_path):
     assert "prediction sets need a model trained with a coverage" in " ".join(
         result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_too_few_groups_for_the_coverage_is_one_plain_warning_line(tmp_path):
+    from conftest import number_frame
+
+    df, y = number_frame(n=200)
+    df["label"], df["g"] = y, [f"g{i % 5}" for i in range(len(y))]  # 5 groups (0.9 needs 9)
+    df.to_csv(tmp_path / "m.csv", index=False)
+    source = ["--manifest", str(tmp_path / "m.csv"), "--text", "left", "--label", "label",
+              "--group", "g", "--encoders", "text=test-number", "--coverage", "0.9"]
+    result = runner.invoke(app, ["train", *source, "--out", str(tmp_path / "m.mmfuse"),
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "warning: conformal sets calibrated on 5 groups" in " ".join(result.output.split())
+    assert "FewCalibrationGroupsWarning" not in result.output
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["run", *source, "--cv", "5", "--json-out", str(out),
+                                 "--quiet", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "conformal sets calibrated on 4 groups" in text  # 4 of 5 in each outer fold
+    assert "FewCalibrationGroupsWarning" not in result.output
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, schema())
+    groups = doc["rows"][0]["uncertainty"]["calibration_groups"]
+    assert groups["folds"] == [4] * 5 and groups["ci95"] == [4, 4]  # a count: not cut at 1

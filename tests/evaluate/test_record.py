@@ -52,8 +52,9 @@ def test_uncertainty_scores_and_sets_validate_and_hold_per_fold_values():
     for row in doc["rows"]:
         unc = row["uncertainty"]
         masked = {"sets_masked"} if "a" in row["modalities"] else set()
-        assert set(unc) == {"log_loss", "brier", "ece", "ece_floor", "raw", "sets",
-                            "reliability", "reliability_raw", "diagnosis"} | masked
+        assert set(unc) == {"log_loss", "brier", "ece", "ece_floor", "ece_debiased", "raw",
+                            "sets", "reliability", "reliability_raw", "diagnosis",
+                            "calibration_groups"} | masked
         assert set(unc["sets"]) == {"aps@0.9", "aps@0.8", "lac@0.9", "lac@0.8"}
         cover = unc["sets"]["aps@0.9"]["coverage"]
         assert len(cover["folds"]) == 3 and cover["mean"] == pytest.approx(
@@ -74,7 +75,7 @@ def test_every_row_reports_log_loss_brier_and_ece_without_calibration():
     assert "uncertainty" not in doc
     for row in doc["rows"]:
         assert set(row["uncertainty"]) == {"log_loss", "brier", "ece", "ece_floor",
-                                           "reliability"}
+                                           "ece_debiased", "reliability"}
         assert sum(row["uncertainty"]["reliability"]["count"]) == 150
         assert row["uncertainty"]["log_loss"]["ci95"][1] >= row["uncertainty"]["log_loss"][
             "mean"]

@@ -153,6 +153,7 @@ def test_report_shows_reliability_and_coverage_against_set_size(tmp_path):
     page = write_report(result, tmp_path / "r.html", title="sets").read_text()
     assert len(embedded_pngs(page)) == 5
     assert "temperature-calibrated" in page and "<th>coverage aps@0.9</th>" in page
+    assert "<th>ECE</th><th>ECE debiased</th>" in page
     assert 'alt="Reliability diagram"' in page and 'alt="Coverage against set size"' in page
 
 

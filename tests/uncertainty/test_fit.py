@@ -285,3 +285,50 @@ def test_bagged_predicts_each_inner_fold_as_the_final_model_predicts_new_rows():
     assert fold[test].tolist() == [0] * len(test) and (fold == 0).sum() == len(test)
     np.testing.assert_allclose(proba[test], expected)
     assert labels.tolist() == y.tolist()
+
+
+def test_auto_calibrates_the_strategy_it_chose_without_redoing_the_selection(monkeypatch):
+    from mmfuse.fusion.auto import AutoFusion
+
+    calls = []
+    real = AutoFusion._fit
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AutoFusion, "_fit", counting)
+    views, y, groups = grouped(n=400)
+    clf = MultimodalClassifier(fusion="auto", fusion_params={"neural": False},
+                               calibration="temperature", coverage=0.9,
+                               random_state=0).fit(views, y, groups)
+    assert len(calls) == 1  # before: once more per inner fold (nested selections)
+    chosen, mods = clf.fusion_.calibrated_as()
+    assert clf.uncertainty_.modalities == sorted(mods)
+    present = {m: np.ones(len(y), bool) for m in mods}
+    alone, _ = fit_module.fit_uncertainty(chosen, {m: views[m] for m in mods}, present, y,
+                                          groups, calibration="temperature", coverage=0.9,
+                                          n_splits=5, random_state=0, n_classes=4)
+    assert clf.uncertainty_.calibrators[ALL].temperature == pytest.approx(
+        alone.calibrators[ALL].temperature)
+    pattern = "+".join(sorted(mods))
+    assert np.allclose(clf.uncertainty_.conformal.thresholds[pattern],
+                       alone.conformal.thresholds[pattern])
+    # calibrate_on="refits" keeps the whole selection, redone in each inner fold
+    target, *_ = fit_module.calibration_target(clf.fusion_, views, present, "refits")
+    assert isinstance(target, AutoFusion)
+
+
+def test_too_few_groups_to_certify_the_coverage_warn_and_are_recorded():
+    views, y, _ = grouped(n=400)
+    groups = np.arange(len(y)) % 5  # 5 groups: enough for 0.8 (4), not for 0.9 (9)
+    assert fit_module.groups_needed(0.9) == 9 and fit_module.groups_needed(0.8) == 4
+    with pytest.warns(fit_module.FewCalibrationGroupsWarning, match="5 groups.*at least 9"):
+        clf = MultimodalClassifier(fusion="late", coverage=0.9, random_state=0).fit(
+            views, y, groups)
+    assert clf.uncertainty_.calibration_groups == 5
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fit_module.FewCalibrationGroupsWarning)
+        MultimodalClassifier(fusion="late", coverage=0.8, random_state=0).fit(views, y, groups)

@@ -207,7 +207,8 @@ def _uncertainty_columns(result: Any) -> list[tuple[str, Any]]:
 
     if not any(getattr(r, "uncertainty", None) for r in result.rows):
         return []
-    cols = [("log-loss", cell("log_loss")), ("Brier", cell("brier")), ("ECE", cell("ece"))]
+    cols = [("log-loss", cell("log_loss")), ("Brier", cell("brier")), ("ECE", cell("ece")),
+            ("ECE debiased", cell("ece_debiased"))]  # beside the ECE: its floor removed in part
     spec = getattr(result, "uncertainty", None)
     for target in getattr(spec, "coverage", ()):
         key = f"{spec.scores[0]}@{target:g}"

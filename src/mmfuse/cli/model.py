@@ -101,14 +101,21 @@ def train(
         renamed = {m: c for m, c in (("image", image), ("text", text), ("audio", audio))
                    if c and manifest is not None and m in X.columns}
         from ..fusion.base import WeightsFallbackWarning
+        from ..uncertainty.fit import FewCalibrationGroupsWarning, few_groups_note
 
         with _Progress(quiet) as bar, warnings.catch_warnings():
-            # said once below, in words (weights_fallback_), not as a Python warning line
+            # said once below, in words (weights_fallback_...), not as Python warning lines
             warnings.simplefilter("ignore", WeightsFallbackWarning)
+            warnings.simplefilter("ignore", FewCalibrationGroupsWarning)
             model.fit(X, y, groups=groups, source_columns=renamed, progress=bar)
         if model.weights_fallback_:
             err_console.print(f"[yellow]warning:[/yellow] learned weights fell back: "
                               f"{escape(model.weights_fallback_)}", highlight=False)
+        unc = model.uncertainty_
+        note = unc and unc.calibration_groups and few_groups_note(unc.calibration_groups,
+                                                                  coverage)
+        if note:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
         if features:
             from ..features import attach_encoders
 

@@ -130,10 +130,15 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
                         json_out, report, quiet, title, jobs=-1, missing=None,
                         missing_modality="best", train_missing=False,
                         fusion_params=None, pooling="mean", uncertainty=None) -> Any:
+    import warnings
+
     from ..evaluate import FeatureTable, evaluate
+    from ..uncertainty.fit import FewCalibrationGroupsWarning, few_groups_note
 
     robustness = None
-    with _Progress(quiet) as bar:
+    with _Progress(quiet) as bar, warnings.catch_warnings():
+        # said once per row below, in words, not as Python warning lines per fold
+        warnings.simplefilter("ignore", FewCalibrationGroupsWarning)
         table = FeatureTable(X, encoder_spec, on_error, bar, pooling=pooling)
         result = evaluate(X, y, features=table, groups=groups, strategies=strategies,
                           weights=weights, cv=cv_spec, random_state=seed, on_error=on_error,
@@ -153,6 +158,12 @@ def _evaluate_and_print(X, y, groups, encoder_spec, strategies, weights, cv_spec
                           f"to {escape(next(f for f in r.weights_fallback if f))} in "
                           f"{sum(map(bool, r.weights_fallback))} of {len(r.weights_fallback)} "
                           "folds", highlight=False)
+    for r in result.rows:
+        counts = ((r.uncertainty or {}).get("calibration_groups") or {}).get("folds", [])
+        note = counts and few_groups_note(min(counts), (uncertainty.coverage or (None,))[0])
+        if note:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(r.name)}: {escape(note)} "
+                              f"(fewest of the outer folds)", highlight=False)
     _print_chosen_encoders(result.chosen_encoders)
     if robustness is not None:
         print_robustness(robustness)

@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from .._errors import InputError, MissingDependencyError
 from .._params import Boolean, Interval
@@ -419,6 +420,18 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                 race(j, out)
         return out
 
+
+    def calibrated_as(self) -> tuple[FusionStrategy, list[str]] | None:
+        """The chosen candidate, unfitted (as the refit builds it), and its modalities:
+        calibration and coverage learn from its out-of-fold probabilities on the training
+        rows (its bagged experts where it has a meta level), as they would for that
+        strategy fitted alone, rather than from nested refits of the whole selection.
+        None for an ensemble or an average of candidates (calibrated as a whole)."""
+        check_is_fitted(self, "members_")
+        if len(self.members_) != 1:
+            return None
+        c = self.chosen_candidate_
+        return self._build(c), list(c.modalities)
 
     def _modality_weights(self, modalities: list[str]) -> dict[str, float] | None:
         """Each member's modality weights (uniform over its modalities when it has none),

@@ -295,6 +295,14 @@ class FusionStrategy(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classes_")
         return self._predict_meta(probas, present)
 
+    def calibrated_as(self) -> "tuple[FusionStrategy, list[str]] | None":
+        """For a fitted strategy that predicts with a strategy it chose (``auto``): that
+        strategy, unfitted, and the modalities it reads, so that calibrators and conformal
+        thresholds learn from out-of-fold probabilities of what predicts
+        (:func:`mmfuse.uncertainty.fit.calibration_target`). None (the default): this
+        strategy is calibrated as it is."""
+        return None
+
     def _fit_meta(self, probas: dict[str, np.ndarray], y: np.ndarray, present: Present,
                   groups: Any) -> None:
         raise NotImplementedError

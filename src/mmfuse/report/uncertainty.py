@@ -99,13 +99,15 @@ def uncertainty_section(result: Any, best: str, img: Any, escape: Any) -> list[s
         return ("<td></td>" if not d else f'<td class="num">{d["mean"]:.3f} '
                 f'({d["ci95"][0]:.3f}&ndash;{d["ci95"][1]:.3f})</td>')
 
-    head = "<tr><th>configuration</th><th>log-loss</th><th>Brier</th><th>ECE</th>" + "".join(
+    head = ("<tr><th>configuration</th><th>log-loss</th><th>Brier</th><th>ECE</th>"
+            "<th>ECE debiased</th>") + "".join(
         f"<th>coverage {escape(k)}</th><th>set size</th><th>singletons</th>" for k in keys)
     body = ""
     for r in rows:
         u = r.uncertainty
         body += (f"<tr><td>{escape(r.name)}</td>{cell(u.get('log_loss'))}"
-                 f"{cell(u.get('brier'))}{cell(u.get('ece'))}" + "".join(
+                 f"{cell(u.get('brier'))}{cell(u.get('ece'))}{cell(u.get('ece_debiased'))}"
+                 + "".join(
                      cell(u.get("sets", {}).get(k, {}).get(m)) for k in keys
                      for m in ("coverage", "set_size", "singletons")) + "</tr>")
     out.append(f"<table>{head}</tr>{body}</table>")

@@ -5,7 +5,7 @@ inner folds by :mod:`~mmfuse.uncertainty.fit`), and their metrics
 
 from .calibration import CALIBRATIONS, IsotonicCalibration, TemperatureScaling
 from .conformal import SCORES, ConformalSets
-from .fit import Uncertainty, fit_uncertainty
+from .fit import FewCalibrationGroupsWarning, Uncertainty, fit_uncertainty
 
-__all__ = ["CALIBRATIONS", "SCORES", "ConformalSets", "IsotonicCalibration",
-           "TemperatureScaling", "Uncertainty", "fit_uncertainty"]
+__all__ = ["CALIBRATIONS", "SCORES", "ConformalSets", "FewCalibrationGroupsWarning",
+           "IsotonicCalibration", "TemperatureScaling", "Uncertainty", "fit_uncertainty"]

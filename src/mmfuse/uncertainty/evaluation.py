@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..views import blank_rows
-from .fit import fit_uncertainty
+from .fit import calibration_target, fit_uncertainty
 from .metrics import probability_metrics, reliability, set_metrics
 
 
@@ -55,8 +55,6 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
     on the ``train`` rows (those with one of the strategy's modalities), the ``table``'s
     stateful encoders refit on each inner training fold, the inner fits sharing the
     fold's ``experts_cache`` (:class:`~mmfuse.fusion.experts.ExpertsCache`, or None)."""
-    from sklearn.base import clone
-
     mods = list(strategy.modalities_) + list(strategy.dropped_modalities_)
     n_classes = int(np.max(y)) + 1
     cols = np.asarray(strategy.classes_, dtype=int)
@@ -88,15 +86,20 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
         fold = table.fold_views(rows[inner])[0]
         return {m: fold[m][rows] for m in stateful}
 
+    target, v_rows, p_rows = calibration_target(
+        strategy, {m: views[m][rows] for m in mods}, {m: present[m][rows] for m in mods},
+        spec.calibrate_on)
     unc, oof = fit_uncertainty(
-        clone(strategy), {m: views[m][rows] for m in mods}, {m: present[m][rows] for m in mods},
-        y[rows], None if g_train is None else g_train[keep], calibration=spec.calibration,
+        target, v_rows, p_rows, y[rows], None if g_train is None else g_train[keep],
+        calibration=spec.calibration,
         coverage=spec.coverage[0] if spec.coverage else None, score=spec.scores[0],
         mondrian=spec.mondrian, n_splits=cv, random_state=random_state, n_classes=n_classes,
         refit=refit if stateful else None, experts_cache=experts_cache,
         calibrate_on=spec.calibrate_on)
     for score in spec.scores if spec.coverage else ():
         _add_sets(out, unc, oof, spec, score, raw, p_test, y[test], proba_of, test)
+    if unc.calibration_groups is not None:  # too few to certify the coverage: warned
+        out["calibration_groups"] = unc.calibration_groups
     final = unc.calibrate(raw, p_test)
     out.update(probability_metrics(final, y[test]))
     out["reliability"] = _bins(final, y[test])
@@ -191,7 +194,7 @@ def _patterns(unc: Any, present: Any) -> np.ndarray:
 
 
 UNBOUNDED = ("log_loss", "brier", "set_size", "temperature", "best_temperature",
-             "log_loss_temperature")  # not shares: their interval is not cut at 1
+             "log_loss_temperature", "calibration_groups")  # not shares: not cut at 1
 
 
 def summarize(folds: list[dict]) -> dict | None:

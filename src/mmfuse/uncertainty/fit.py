@@ -33,6 +33,18 @@ are strong). Measured on the grouped bundled sets (benchmarks/RESULTS.md, "Calib
 and conformal prediction sets", "Where the calibration rows come from"). Shared through
 the experts cache, ``"experts"`` costs no extra expert fit and ``"bagged"`` the
 strategy's expert fits once per inner fold.
+
+``auto`` is calibrated as the strategy it chose (:func:`calibration_target`): its choice,
+made on the training rows only, is calibrated as that strategy fitted alone would be (on
+its bagged experts when it has a meta level), rather than on nested refits of the whole
+selection (``calibrate_on="refits"``: each inner fold redoes the selection, which may
+choose otherwise). The choice saw the training rows' inner-fold scores, so the calibration
+rows are not blind to it: a selection among a handful of candidates, measured in
+benchmarks/RESULTS.md (bench_uncertainty, part "auto").
+
+With groups, the calibration rows come from the training rows' groups; when they are
+fewer than the coverage needs to hold on a new group (:func:`groups_needed`: 9 at 0.9),
+:class:`FewCalibrationGroupsWarning` says so.
 """
 
 from __future__ import annotations
@@ -58,6 +70,34 @@ MIN_ROWS = 30  # a pattern with fewer out-of-fold rows uses the pooled calibrato
 CALIBRATE_ON = ("auto", "experts", "bagged", "refits")
 #: what "auto" means for a strategy with a meta level (measured: benchmarks/RESULTS.md)
 AUTO_META = "bagged"
+
+
+class FewCalibrationGroupsWarning(UserWarning):
+    """The calibration rows come from fewer groups than the target coverage needs to hold
+    on a new group (see :func:`groups_needed`)."""
+
+
+def groups_needed(coverage: float) -> int:
+    """The fewest exchangeable groups whose conformal quantile is finite at ``coverage``
+    (``ceil((n + 1) * coverage) <= n``): 9 at 0.9, 4 at 0.8. With fewer held-out groups
+    the threshold rests on the rows of too few groups to speak for a new one."""
+    return int(np.ceil(coverage / (1.0 - coverage) - 1e-9))
+
+
+def calibration_target(fitted: Any, views: Views, present: Present,
+                       calibrate_on: str = "auto") -> tuple[Any, Views, Present]:
+    """What :func:`fit_uncertainty` calibrates for the ``fitted`` strategy: the unfitted
+    strategy it predicts with (``auto``: its choice, made on these training rows only,
+    see :meth:`~mmfuse.fusion.base.FusionStrategy.calibrated_as`), and the views and
+    presence it reads; otherwise, and with ``calibrate_on="refits"``, a clone of the
+    strategy itself (for ``auto``: its whole selection redone in each inner fold)."""
+    from sklearn.base import clone
+
+    chosen = None if calibrate_on == "refits" else fitted.calibrated_as()
+    if chosen is None:
+        return clone(fitted), views, present
+    strategy, mods = chosen
+    return strategy, {m: views[m] for m in mods}, {m: present[m] for m in mods}
 
 
 def row_patterns(present: Present, modalities: list[str]) -> np.ndarray:
@@ -306,6 +346,8 @@ class Uncertainty:
     calibration: Any = None
     calibrators: Any = None  # dict pattern -> Calibrator, or None
     conformal: Any = None  # ConformalSets, or None
+    #: the groups the calibration rows come from (None: no groups given)
+    calibration_groups: Any = None
 
     def calibrate(self, proba: np.ndarray, present: Present) -> np.ndarray:
         if not self.calibrators:
@@ -384,24 +426,59 @@ def fit_uncertainty(strategy: Any, views: Views, present: Present, y: np.ndarray
     calibrators, calibrated = calibrated_oof(oof, calibration)
     conformal = (None if coverage is None
                  else conformal_from_oof(oof, calibrated, coverage, score, mondrian))
-    return Uncertainty(sorted(views), calibration, calibrators, conformal), oof
+    n_groups = _calibration_groups(present, groups, coverage)
+    return Uncertainty(sorted(views), calibration, calibrators, conformal, n_groups), oof
+
+
+def _calibration_groups(present: Present, groups: Any, coverage: float | None) -> Any:
+    """How many groups the calibration rows (every row with a modality: each is held out
+    once) come from; warns when a coverage is asked and they are too few to certify it."""
+    if groups is None:
+        return None
+    rows = np.any(np.stack([np.asarray(p, bool) for p in present.values()]), axis=0)
+    n = int(len(np.unique(np.asarray(groups)[rows])))
+    note = few_groups_note(n, coverage)
+    if note:
+        warnings.warn(note, FewCalibrationGroupsWarning, stacklevel=3)
+    return n
+
+
+def few_groups_note(n_groups: int, coverage: float | None) -> str | None:
+    """What :class:`FewCalibrationGroupsWarning` says for calibration rows from
+    ``n_groups`` groups at ``coverage`` (None: they are enough, or no coverage)."""
+    if coverage is None or n_groups >= groups_needed(coverage):
+        return None
+    return (f"conformal sets calibrated on {n_groups:g} groups: too few to certify coverage "
+            f"{coverage:g} on a new group (that needs at least {groups_needed(coverage)}); "
+            f"on groups unlike these, coverage may fall short (add groups, or lower the "
+            f"coverage)")
 
 
 def for_model(model: Any, views: Views, y: np.ndarray, present: Present, groups: Any,
               X: Any, kept: np.ndarray, experts_cache: Any = None) -> Any:
-    """A :class:`~mmfuse.estimator.MultimodalClassifier`'s calibrators and conformal
-    thresholds for its (unfitted) strategy ``model.fusion_``, learned on grouped inner
-    folds of these training rows (``kept`` rows of ``X``), the stateful encoders refit on
-    each inner training fold; its settings: ``calibration``, ``coverage``,
-    ``conformal_score``, ``mondrian``, ``cv``, ``random_state``, ``on_error``, ``pooling``.
-    Called only with ``calibration`` or ``coverage`` set."""
+    """For a :class:`~mmfuse.estimator.MultimodalClassifier` about to fit its strategy
+    ``model.fusion_`` on these training rows (``kept`` rows of ``X``): its settings checked
+    now, and a function to call once ``model.fusion_`` is fitted, which returns the
+    calibrators and conformal thresholds of what it predicts with (as
+    :func:`calibration_target` says; None without ``calibration`` and ``coverage``),
+    learned on grouped inner folds of the training rows, the stateful encoders refit on
+    each inner training fold. Its settings: ``calibration``, ``coverage``,
+    ``conformal_score``, ``mondrian``, ``cv``, ``random_state``, ``on_error``, ``pooling``,
+    ``epsilon`` (calibration and coverage are refused under a privacy budget)."""
+    if model.calibration is None and model.coverage is None:
+        return lambda: None
     if model.epsilon is not None:
         raise InputError("epsilon: calibration and coverage learn from the data outside "
                          "the privacy budget; fit without them")
-    classes, y_enc = np.unique(y, return_inverse=True)
-    refit = stateful_refit(model.encoders_, X, kept, model.on_error, model.pooling)
-    return fit_uncertainty(model.fusion_, views, present, y_enc, groups, refit=refit,
-                           calibration=model.calibration, coverage=model.coverage,
-                           score=model.conformal_score, mondrian=model.mondrian,
-                           n_splits=model.cv, random_state=model.random_state,
-                           n_classes=len(classes), experts_cache=experts_cache)[0]
+
+    def calibrate() -> Uncertainty:
+        classes, y_enc = np.unique(y, return_inverse=True)
+        refit = stateful_refit(model.encoders_, X, kept, model.on_error, model.pooling)
+        strategy, v, p = calibration_target(model.fusion_, views, present)
+        return fit_uncertainty(strategy, v, p, y_enc, groups, refit=refit,
+                               calibration=model.calibration, coverage=model.coverage,
+                               score=model.conformal_score, mondrian=model.mondrian,
+                               n_splits=model.cv, random_state=model.random_state,
+                               n_classes=len(classes), experts_cache=experts_cache)[0]
+
+    return calibrate

@@ -420,7 +420,6 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                 race(j, out)
         return out
 
-
     def calibrated_as(self) -> tuple[FusionStrategy, list[str]] | None:
         """The chosen candidate, unfitted (as the refit builds it), and its modalities:
         calibration and coverage learn from its out-of-fold probabilities on the training

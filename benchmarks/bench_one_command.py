@@ -49,6 +49,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -142,11 +143,8 @@ def run_part(dataset: str, part: str, out: dict) -> None:
     elif part == "no_parsimony":
         from mmfuse import encoder_choice as selection
 
-        selection.PARSIMONY = False
-        try:
+        with mock.patch.object(selection, "PARSIMONY", False):
             out["no_parsimony"] = _one(X, y, groups, cv)
-        finally:
-            selection.PARSIMONY = True
     elif part == "no_pairs":
         import dataclasses
 
@@ -158,29 +156,21 @@ def run_part(dataset: str, part: str, out: dict) -> None:
             return select(parts, dataclasses.replace(candidates, pair=False), *args,
                           **kwargs)
 
-        selection.select_encoder = singles_only  # read at call time by the evaluation
-        try:
+        # read at call time by the evaluation
+        with mock.patch.object(selection, "select_encoder", singles_only):
             out["no_pairs"] = _one(X, y, groups, cv)
-        finally:
-            selection.select_encoder = select
     elif part == "eigen_factor":
         from mmfuse.fusion import linear
 
-        cholesky = linear.gram_factor
-        linear.gram_factor = _eigen_factor  # read at call time by fit_logistic_gram
-        try:
+        # read at call time by fit_logistic_gram
+        with mock.patch.object(linear, "gram_factor", _eigen_factor):
             out["eigen_factor"] = _one(X, y, groups, cv)
-        finally:
-            linear.gram_factor = cholesky
     elif part == "separate":
         from mmfuse import encoder_choice as selection
 
-        before = selection.SEPARATE_EXPERTS
-        selection.SEPARATE_EXPERTS = not before
-        try:
-            out["separate"] = {**_one(X, y, groups, cv), "separate_experts": not before}
-        finally:
-            selection.SEPARATE_EXPERTS = before
+        switched = not selection.SEPARATE_EXPERTS
+        with mock.patch.object(selection, "SEPARATE_EXPERTS", switched):
+            out["separate"] = {**_one(X, y, groups, cv), "separate_experts": switched}
     elif part == "baseline":
         runs, cpus = [], []
         for _ in range(BASELINE_RUNS):

@@ -554,27 +554,26 @@ def render(r: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    mk = sub.add_parser("make-store", help="write a synthetic feature store")
+    store = argparse.ArgumentParser(add_help=False)  # what every sub-command but render takes
+    store.add_argument("--seed", type=int, default=0)
+    work = argparse.ArgumentParser(add_help=False, parents=[store])
+    work.add_argument("--work", type=Path, required=True, help="folder for the stores")
+    mk = sub.add_parser("make-store", help="write a synthetic feature store", parents=[store])
     mk.add_argument("--rows", type=int, required=True)
     mk.add_argument("--out", type=Path, required=True)
-    mk.add_argument("--seed", type=int, default=0)
-    ms = sub.add_parser("measure", help="time and compare the streamed path")
-    ms.add_argument("--work", type=Path, required=True, help="folder for the stores")
+    ms = sub.add_parser("measure", help="time and compare the streamed path", parents=[work])
     ms.add_argument("--sizes", default="100000,1000000")
     ms.add_argument("--compare-rows", type=int, default=20000)
-    ms.add_argument("--seed", type=int, default=0)
     ms.add_argument("--reuse-in-memory", action="store_true",
                     help="take the in-memory comparison measured by an earlier run")
-    cp = sub.add_parser("compare", help="rerun the 20k comparisons (a), (b), (c) only")
-    cp.add_argument("--work", type=Path, required=True, help="folder for the store")
+    cp = sub.add_parser("compare", help="rerun the 20k comparisons (a), (b), (c) only",
+                        parents=[work])
     cp.add_argument("--compare-rows", type=int, default=20000)
-    cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--reuse-in-memory-json", action="store_true",
                     help="take the in-memory run from the last results JSON (same store)")
-    sz = sub.add_parser("size", help="rerun only the size runs, keeping the last comparisons")
-    sz.add_argument("--work", type=Path, required=True, help="folder for the stores")
+    sz = sub.add_parser("size", help="rerun only the size runs, keeping the last comparisons",
+                        parents=[work])
     sz.add_argument("--sizes", default="100000,1000000")
-    sz.add_argument("--seed", type=int, default=0)
     sz.add_argument("--reuse", action="store_true",
                     help="take a size's run measured before (its record names its code)")
     rd = sub.add_parser("render", help="rebuild the markdown from the JSON")

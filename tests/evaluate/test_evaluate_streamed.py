@@ -104,29 +104,49 @@ def test_early_fusion_keeps_equal_weights_and_says_so(small_store):
                                                    "fitted when streaming; equal weights"] * 3
 
 
-def test_the_meta_level_sees_out_of_fold_probabilities(small_store, monkeypatch):
-    """What stacking's meta level is fitted on is, row by row, the prediction of the inner
-    expert that did not train on the row; weighted's grid scores each training row once."""
+def _meta_inputs(monkeypatch) -> list:
+    """Records every ``(fold, out-of-fold probabilities)`` a streamed meta level is fitted on."""
     from mmfuse.evaluate import streamed_fit
-    from mmfuse.evaluate.streamed import _plan
-    from mmfuse.fusion.weighted import grid_choice
 
-    seen = {}
+    calls = []
     fit_meta = streamed_fit.StreamedFit._fit_meta
 
     def spy(self, f, oof):
-        seen[f] = {m: np.array(p) for m, p in oof.items()}
+        calls.append((f, {m: np.array(p) for m, p in oof.items()}))
         return fit_meta(self, f, oof)
 
     monkeypatch.setattr(streamed_fit.StreamedFit, "_fit_meta", spy)
-    job = {"path": str(small_store), "label": "label", "group": "group", "cv": 3,
-           "random_state": 0, "modalities": None, "strategies": ["stacking", "weighted"],
-           "weights": "cv", "epochs": 2, "batch_size": None}
-    plan = _plan(job)
-    fit = streamed_fit.StreamedFit(plan["stream"], plan["classes"], plan["y"], plan["groups"],
-                                   plan["fold_of_row"], plan["n_folds"], plan["configs"],
-                                   batch_size=plan["batch_size"], epochs=2,
-                                   learning_rate=0.002, random_state=0).fit([0, 1])
+    return calls
+
+
+def _plan_and_fit(store, strategies, epochs):
+    """The plan ``evaluate_store`` makes (3 grouped folds, cv weights), and a function that
+    fits some of its folds."""
+    from mmfuse.evaluate.streamed import _plan
+    from mmfuse.evaluate.streamed_fit import StreamedFit
+
+    plan = _plan({"path": str(store), "label": "label", "group": "group", "cv": 3,
+                  "random_state": 0, "modalities": None, "strategies": strategies,
+                  "weights": "cv", "epochs": epochs, "batch_size": None})
+
+    def fit(folds):
+        return StreamedFit(plan["stream"], plan["classes"], plan["y"], plan["groups"],
+                           plan["fold_of_row"], plan["n_folds"], plan["configs"],
+                           batch_size=plan["batch_size"], epochs=epochs,
+                           learning_rate=0.002, random_state=0).fit(folds)
+
+    return plan, fit
+
+
+def test_the_meta_level_sees_out_of_fold_probabilities(small_store, monkeypatch):
+    """What stacking's meta level is fitted on is, row by row, the prediction of the inner
+    expert that did not train on the row; weighted's grid scores each training row once."""
+    from mmfuse.fusion.weighted import grid_choice
+
+    calls = _meta_inputs(monkeypatch)
+    plan, fit_folds = _plan_and_fit(small_store, ["stacking", "weighted"], epochs=2)
+    fit = fit_folds([0, 1])
+    seen = dict(calls)
     assert sorted(seen) == [0, 1] and fit.n_inner[0] == 3
     train = np.flatnonzero(plan["fold_of_row"] != 0)
     shard = plan["stream"].shard(1)
@@ -158,28 +178,14 @@ def test_the_meta_level_learns_from_a_bounded_sample_of_out_of_fold_rows(small_s
     seeded uniform sample of that many rows, each with the out-of-fold probabilities it
     has without the bound (so memory stays bounded whatever the store's size)."""
     from mmfuse.evaluate import streamed_fit
-    from mmfuse.evaluate.streamed import _plan
 
-    seen: dict = {}
-    fit_meta = streamed_fit.StreamedFit._fit_meta
-
-    def spy(self, f, oof):
-        seen.setdefault(streamed_fit.META_MAX_ROWS, {})[f] = {
-            m: np.array(p) for m, p in oof.items()}
-        return fit_meta(self, f, oof)
-
-    monkeypatch.setattr(streamed_fit.StreamedFit, "_fit_meta", spy)
-    job = {"path": str(small_store), "label": "label", "group": "group", "cv": 3,
-           "random_state": 0, "modalities": None, "strategies": ["stacking", "late"],
-           "weights": "cv", "epochs": 1, "batch_size": None}
-    plan = _plan(job)
-    fits = {}
+    calls = _meta_inputs(monkeypatch)
+    plan, fit_folds = _plan_and_fit(small_store, ["stacking", "late"], epochs=1)
+    fits, seen = {}, {}
     for bound in (10**6, 300):
         monkeypatch.setattr(streamed_fit, "META_MAX_ROWS", bound)
-        fits[bound] = streamed_fit.StreamedFit(
-            plan["stream"], plan["classes"], plan["y"], plan["groups"], plan["fold_of_row"],
-            plan["n_folds"], plan["configs"], batch_size=plan["batch_size"], epochs=1,
-            learning_rate=0.002, random_state=0).fit([0])
+        fits[bound] = fit_folds([0])
+        seen[bound] = dict(calls[-1:])
     train = np.flatnonzero(plan["fold_of_row"] != 0)
     sample = fits[300].meta_rows[0]
     assert len(train) > 700 and len(sample) == 300 and np.isin(sample, train).all()

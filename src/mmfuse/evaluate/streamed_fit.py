@@ -419,7 +419,7 @@ class StreamedFit:
                       present: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Fold ``f``'s probabilities (or pooled log-scores) per configuration for
         standardised ``blocks``."""
-        from ..fusion.choice import SINGLE_PREFIX
+        from ..fusion.stacking import fallback_modalities
 
         out: dict[str, np.ndarray] = {}
         models = self.models[f]
@@ -432,20 +432,17 @@ class StreamedFit:
             if kind == "single":
                 out[c.name] = probas[c.modalities[0]]
             elif c.name in self.metas[f]:
-                if inner is None:
+                meta = self.metas[f][c.name]
+                # as in memory: the simple combination stacking fell back to predicts from
+                # experts fitted on every training row (fallback_modalities), the meta
+                # level from the inner folds' experts, averaged over them
+                full = fallback_modalities(getattr(meta, "meta_fallback_", None), self.mods)
+                if inner is None and len(full) < len(self.mods):
                     inner = [self._inner_probas(f, j, blocks, present)
                              for j in range(self.n_inner[f])]
-                meta = self.metas[f][c.name]
-                fallback = getattr(meta, "meta_fallback_", None) or ""
-                if fallback:
-                    # as in memory: the simple combination stacking fell back to predicts
-                    # from experts fitted on every training row (the equal-weight mean:
-                    # every modality's; one modality: that one's)
-                    used = self.mods if fallback == "equal" else [
-                        fallback.removeprefix(SINGLE_PREFIX)]
-                    mixed = {m: np.mean([p[m] for p in inner], axis=0) for m in self.mods}
-                    for m in used:
-                        mixed[m] = np.where(present[m][:, None], probas[m], np.nan)
+                if full:
+                    mixed = {m: np.where(present[m][:, None], probas[m], np.nan) if m in full
+                             else np.mean([p[m] for p in inner], axis=0) for m in self.mods}
                     out[c.name] = meta.predict_meta(mixed, present)
                 else:
                     out[c.name] = np.mean([meta.predict_meta(p, present) for p in inner],

@@ -165,8 +165,7 @@ class FoldScalers:
         instead by its inner fold ``inner``'s training rows (a new array; rows without the
         modality stay 0, the inner mean)."""
         mu, sd = self.mean[modality][fold], self.scale[modality][fold]
-        mu_j = self.inner_mean[modality][fold, inner]
-        sd_j = self.inner_scale[modality][fold, inner]
+        mu_j, sd_j = self.inner_scaler(modality, fold, inner)
         out = z * (sd / sd_j) + (mu - mu_j) / sd_j
         out[~np.asarray(present, bool)] = 0.0
         return out

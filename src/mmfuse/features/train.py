@@ -204,20 +204,17 @@ class _Numbers:
             if meta is None:  # fixed weights, or too few rows for inner folds
                 self._without_meta(strategy, kind, outer, fit.weights[0].get(name, equal))
                 return
-            from ..fusion.choice import SINGLE_PREFIX
             from ..fusion.experts import CrossFitExpert
+            from ..fusion.stacking import fallback_modalities
 
             for key, value in vars(meta).items():
                 if key.endswith("_") and key not in ("classes_", "modalities_"):
                     setattr(strategy, key, value)
-            strategy.experts_ = {m: CrossFitExpert([
+            # as in memory: the combination stacking fell back to, fitted on every row
+            full = fallback_modalities(getattr(meta, "meta_fallback_", None), mods)
+            strategy.experts_ = {m: outer[m] if m in full else CrossFitExpert([
                 self._expert(fit.inner_models[0][j, f"single:{m}"], m, j)
                 for j in range(fit.n_inner[0])]) for m in mods}
-            fallback = getattr(meta, "meta_fallback_", None) or ""
-            if fallback:  # as in memory: the combination fallen back to, fitted on every row
-                used = mods if fallback == "equal" else [fallback.removeprefix(SINGLE_PREFIX)]
-                for m in used:
-                    strategy.experts_[m] = outer[m]
             return
         model = (fit.stage2[0].get(name) or fit.models[0][name]).to_logistic()
         strategy.model_ = model

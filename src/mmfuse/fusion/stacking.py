@@ -30,6 +30,15 @@ def _meta_model(C: float) -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=C))
 
 
+def fallback_modalities(fallback: str | None, modalities: Any) -> list[str]:
+    """The modalities whose experts, fitted on every training row, a stacking fallen back
+    to ``fallback`` (``meta_fallback_``) predicts with: every one for the equal-weight mean,
+    that one for a single modality, none without a fallback."""
+    if not fallback:
+        return []
+    return list(modalities) if fallback == "equal" else [fallback.removeprefix(SINGLE_PREFIX)]
+
+
 @register_fusion("stacking", description="meta-classifier on out-of-fold per-modality probabilities",
                  evaluation_weights=None, meta_level=True, cost="medium")
 class StackingFusion(FusionStrategy):
@@ -146,8 +155,7 @@ class StackingFusion(FusionStrategy):
             # exist to give a meta-model inputs like its out-of-fold training inputs; with
             # no meta-model they only cost accuracy (each saw a fraction of the training
             # groups: half of them with two).
-            used = list(views) if fallback == "equal" else [
-                fallback.removeprefix(SINGLE_PREFIX)]
+            used = fallback_modalities(fallback, views)
             self.experts_.update(fit_experts({m: views[m] for m in used}, y,
                                              {m: present[m] for m in used},
                                              self.classifier, self.random_state,
@@ -192,8 +200,7 @@ class StackingFusion(FusionStrategy):
         if coef is not None and hasattr(self.meta_, "steps"):
             coef = coef / self.meta_[0].scale_  # back to the unscaled meta-features
         if self.meta_fallback_ is not None:
-            used = sorted(oof) if self.meta_fallback_ == "equal" else [
-                self.meta_fallback_.removeprefix(SINGLE_PREFIX)]
+            used = fallback_modalities(self.meta_fallback_, oof)
             self.modality_weights_ = normalise_weights({m: float(m in used) for m in oof})
         elif coef is not None:
             # A modality's weight is how much its block moves the meta-model's scores

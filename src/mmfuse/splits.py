@@ -82,17 +82,25 @@ def inner_splits(y: np.ndarray, groups: Any, n_splits: int, random_state: Any,
     """
     rows = np.arange(len(y)) if rows is None else rows
     ys = y[rows]
-    if groups is not None:
-        gs = np.asarray(groups)[rows]
-        if min(n_splits, len(np.unique(gs))) < 2:
-            return []
-        return grouped_splits(ys, gs, n_splits, random_state)[0]
-    counts = np.bincount(ys)
-    k = min(n_splits, int(counts[counts > 0].min()))
+    gs = None if groups is None else np.asarray(groups)[rows]
+    k = inner_fold_count(ys, gs, n_splits)
     if k < 2:
         return []
+    if gs is not None:
+        return grouped_splits(ys, gs, n_splits, random_state)[0]
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed_from(random_state))
     return list(cv.split(np.zeros(len(ys)), ys))
+
+
+def inner_fold_count(y: np.ndarray, groups: Any, n_splits: int) -> int:
+    """At most how many inner folds :func:`inner_splits` makes of these rows (fewer than 2:
+    none), known without drawing the splits (nothing random is consumed): with groups,
+    ``min(n_splits, number of groups)``; without, ``min(n_splits, rows of the smallest
+    class)``. ``y``: integer labels 0..k-1 or any labels."""
+    if groups is not None:
+        return min(int(n_splits), len(np.unique(np.asarray(groups))))
+    _, counts = np.unique(np.asarray(y), return_counts=True)
+    return min(int(n_splits), int(counts.min())) if len(counts) else 0
 
 
 def seed_from(random_state: Any) -> int | None:

@@ -131,6 +131,19 @@ def test_too_few_rows_for_inner_folds_is_a_clear_error():
         MultimodalClassifier(fusion="early", coverage=0.9).fit(views, y, np.zeros(40))
 
 
+def test_too_few_groups_for_inner_folds_is_refused_before_the_fusion_is_fitted(monkeypatch):
+    from mmfuse.fusion.early import EarlyFusion
+
+    def fit(*args, **kwargs):
+        raise AssertionError("the fusion was fitted before the calibration settings failed")
+
+    monkeypatch.setattr(EarlyFusion, "fit", fit)
+    views, y = make_views(n=200)
+    with pytest.raises(InputError, match="calibration and coverage need inner folds"):
+        MultimodalClassifier(fusion="early", calibration="temperature").fit(
+            views, y, np.zeros(200))
+
+
 def test_out_of_fold_uses_every_training_row_once_per_pattern():
     views, y, groups = grouped(n=400)
     from mmfuse.fusion import create_fusion

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from ..splits import inner_fold_count
 from ..views import Present, Views, blank_rows
 from .calibration import Calibrator, fit_calibrator
 from .conformal import ConformalSets, check_coverage, check_score, thresholds
@@ -470,6 +471,8 @@ def for_model(model: Any, views: Views, y: np.ndarray, present: Present, groups:
     if model.epsilon is not None:
         raise InputError("epsilon: calibration and coverage learn from the data outside "
                          "the privacy budget; fit without them")
+    if inner_fold_count(y, groups, model.cv) < 2:
+        raise _no_inner_folds()  # now, not after the fusion's fit
 
     def calibrate() -> Uncertainty:
         classes, y_enc = np.unique(y, return_inverse=True)

@@ -189,6 +189,23 @@ def test_ensemble_member_that_sees_nothing_of_a_row_gets_no_say(monkeypatch):
     assert np.allclose(proba.sum(axis=1), 1.0)
 
 
+def test_a_fixed_choice_fits_and_averages_its_members_without_a_selection(monkeypatch):
+    views, y, forced = _forced_ensemble(monkeypatch, {"late[cv]": 3, "single:b": 1})
+    fixed = create_fusion("auto", candidates=["late"], choice={"late[cv]": 3, "single:b": 1},
+                          random_state=0, **CLASSICAL_ONLY).fit(views, y)
+    assert fixed.inner_scores_ == {}  # nothing scored, nothing selected
+    assert fixed.chosen_name_ == forced.chosen_name_ == "ensemble(late[cv]+single:b)"
+    assert fixed.ensemble_weights_ == forced.ensemble_weights_
+    np.testing.assert_allclose(fixed.predict_proba(views), forced.predict_proba(views))
+
+
+@pytest.mark.parametrize("choice", [{"stacking": 1}, {"late[cv]": 0}, {}])
+def test_a_fixed_choice_names_known_candidates_with_positive_weights(choice):
+    views, y = make_views(n=100)
+    with pytest.raises(InputError, match="choice: positive weights of candidates among"):
+        create_fusion("auto", candidates=["late"], choice=choice, **CLASSICAL_ONLY).fit(views, y)
+
+
 @pytest.mark.parametrize("params, match", [
     ({"ensemble": "yes"}, "ensemble must be True or False"),
     ({"ensemble_size": 0}, "ensemble_size must be an integer >= 1"),

@@ -332,6 +332,37 @@ def test_auto_calibrates_the_strategy_it_chose_without_redoing_the_selection(mon
     assert isinstance(target, AutoFusion)
 
 
+def test_an_ensemble_is_calibrated_as_its_members_refit_without_redoing_the_selection(
+        monkeypatch):
+    from mmfuse.fusion.auto import AutoFusion
+
+    monkeypatch.setattr(AutoFusion, "_select_ensemble",
+                        lambda self, oof, y, best, *rest: {"late[cv]": 3, "single:b": 1})
+    selections = []
+    real = AutoFusion._score_candidates
+
+    def counting(self, *args, **kwargs):
+        selections.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AutoFusion, "_score_candidates", counting)
+    views, y, groups = grouped(n=400)
+    clf = MultimodalClassifier(fusion="auto", fusion_params={
+        "neural": False, "candidates": ["late"], "ensemble": True},
+        calibration="temperature", coverage=0.9, random_state=0).fit(views, y, groups)
+    assert clf.fusion_.chosen_name_ == "ensemble(late[cv]+single:b)"
+    assert len(selections) == 1  # before: once more per inner fold (nested selections)
+    target, mods = clf.fusion_.calibrated_as()
+    assert isinstance(target, AutoFusion) and mods == ["a", "b"]
+    assert target.get_params()["choice"] == {"late[cv]": 0.75, "single:b": 0.25}
+    present = {m: np.ones(len(y), bool) for m in mods}
+    alone, _ = fit_module.fit_uncertainty(target, views, present, y, groups,
+                                          calibration="temperature", coverage=0.9,
+                                          n_splits=5, random_state=0, n_classes=4)
+    assert clf.uncertainty_.calibrators[ALL].temperature == pytest.approx(
+        alone.calibrators[ALL].temperature)
+
+
 def test_too_few_groups_to_certify_the_coverage_warn_and_are_recorded():
     views, y, _ = grouped(n=400)
     groups = np.arange(len(y)) % 5  # 5 groups: enough for 0.8 (4), not for 0.9 (9)

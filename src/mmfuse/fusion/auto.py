@@ -123,6 +123,11 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         result is named ``"average(a+b)"``. Off by default: measured on tuxpaint and
         tuxpaint-grouped (benchmarks/bench_auto_selection.py), the average lost to the
         single pick (0.779 vs 0.794 and 0.355 vs 0.360 on the outer folds).
+    choice : dict of candidate name -> weight, or None, default=None
+        A fixed choice: no selection; the named candidates (e.g. a fitted auto's
+        ``ensemble_weights_``) are fitted and their probabilities averaged with these
+        weights. What :meth:`calibrated_as` gives for an ensemble or an average, so that
+        calibration refits what predicts rather than redoing the selection.
     random_state : int or None, default=None
 
     Attributes
@@ -160,6 +165,7 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         "ensemble": [Boolean()],
         "average_ties": [Boolean()],
         "ensemble_size": [Interval(1, None, integer=True)],
+        "choice": [None, dict],
     }
 
     def __init__(self, classifier: Any = None, weights: Any = "cv", cv: int = 5,
@@ -167,7 +173,7 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
                  neural: Any = RACED_HEADS[0],
                  candidate_params: Mapping[str, Mapping[str, Any]] | None = None,
                  ensemble: bool = False, ensemble_size: int = 20, average_ties: bool = False,
-                 random_state: Any = None):
+                 choice: Mapping[str, float] | None = None, random_state: Any = None):
         self.classifier = classifier
         self.weights = weights
         self.cv = cv
@@ -178,6 +184,7 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         self.ensemble = ensemble
         self.ensemble_size = ensemble_size
         self.average_ties = average_ties
+        self.choice = choice
         self.random_state = random_state
 
     # -- candidates -----------------------------------------------------------------------
@@ -247,7 +254,9 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         # share the caller's cache, when one was given)
         if self._experts_cache is None:
             self._experts_cache = ExpertsCache()
-        if splits:
+        if self.choice is not None:
+            counts = self._fixed_choice(by_name)
+        elif splits:
             oof = self._score_candidates(candidates, splits, views, y, present, groups)
             fold_scores = {n: np.asarray(self.inner_fold_scores_[n])
                            for n in self.inner_scores_}
@@ -291,6 +300,13 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         self.chosen_name_ = (names[0] if len(names) == 1 else f"{prefix}({'+'.join(names)})")
         self.modality_weights_ = self._modality_weights(sorted(views))
         self.selection_seconds_ = time.perf_counter() - started
+
+    def _fixed_choice(self, by_name: dict[str, Candidate]) -> dict[str, float]:
+        unknown = sorted(set(self.choice) - set(by_name))
+        if unknown or not self.choice or min(self.choice.values()) <= 0:
+            raise InputError(f"choice: positive weights of candidates among {sorted(by_name)}; "
+                             f"got {dict(self.choice)}")
+        return {n: float(w) for n, w in self.choice.items()}
 
     def _inner_cv(self) -> int:
         return self.cv if self.candidate_cv is None else self.candidate_cv
@@ -425,10 +441,13 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         calibration and coverage learn from its out-of-fold probabilities on the training
         rows (its bagged experts where it has a meta level), as they would for that
         strategy fitted alone, rather than from nested refits of the whole selection.
-        None for an ensemble or an average of candidates (calibrated as a whole)."""
+        For an ensemble or an average of candidates: this auto with its ``choice`` fixed
+        (its members refit on inner folds and averaged with their weights, unselected)."""
+        from sklearn.base import clone
+
         check_is_fitted(self, "members_")
-        if len(self.members_) != 1:
-            return None
+        if len(self.members_) != 1:  # the members refit with their weights, unselected
+            return clone(self).set_params(choice=dict(self.ensemble_weights_)), self.modalities_
         c = self.chosen_candidate_
         return self._build(c), list(c.modalities)
 

@@ -36,9 +36,10 @@ strategy's expert fits once per inner fold.
 
 ``auto`` is calibrated as the strategy it chose (:func:`calibration_target`): its choice,
 made on the training rows only, is calibrated as that strategy fitted alone would be (on
-its bagged experts when it has a meta level), rather than on nested refits of the whole
-selection (``calibrate_on="refits"``: each inner fold redoes the selection, which may
-choose otherwise). The choice saw the training rows' inner-fold scores, so the calibration
+its bagged experts when it has a meta level; an ensemble or an average of candidates: its
+members refit on the inner folds and averaged with their weights), rather than on nested
+refits of the whole selection (``calibrate_on="refits"``: each inner fold redoes the
+selection, which may choose otherwise). The choice saw the training rows' inner-fold scores, so the calibration
 rows are not blind to it: a selection among a handful of candidates, measured in
 benchmarks/RESULTS.md (bench_uncertainty, part "auto").
 

@@ -405,6 +405,8 @@ def render(results: list[dict], pretrained: list[dict] = ()) -> str:
             f"| {r['dataset']} | {config} | {cov[0]} | {cov[1]} | "
             + (f"{size['fused']:.2f} vs {size['single']:.2f} ({size['best_single']}): "
                f"{size['reduction']:+.0%} " + ("yes" if size["reduction"] >= 0.10 else "**no**")
+               + (" (fused below 1 label a set: part of the cut is empty sets)"
+                  if size["fused"] < 1 else "")
                if size else "")
             + " | "
             + (f"{ece['before']:.3f} → {ece['after']:.3f} "
@@ -457,6 +459,7 @@ def render(results: list[dict], pretrained: list[dict] = ()) -> str:
             f"{t['raw']['accuracy']['mean']:.3f} → {d['test_accuracy_isotonic']:.3f} | "
             + (f"{d['test_ece_vector']:.3f} | {t['raw']['accuracy']['mean']:.3f} → "
                f"{d['test_accuracy_vector']:.3f} |" if "test_ece_vector" in d else " | |"))
+    lines += _render_top_label(both)
     lines += ["", "## Where the calibration rows come from", "",
               f"The default fusion (`{FUSION}`), temperature and APS sets learned per outer "
               "training fold on out-of-fold rows of 5 grouped inner folds, three ways "
@@ -581,6 +584,46 @@ def _paired(before: list, after: list) -> str:
     d = np.subtract(before, after)
     half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
     return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+
+
+TOP_LABEL = ("binning", "isotonic")
+
+
+def _render_top_label(both: list) -> list[str]:
+    """Top-label calibration (a diagnosis, not a library option) beside temperature."""
+    lines = ["", "## Top-label calibration against temperature", "",
+             "Per outer fold, on the same inner out-of-fold rows as the temperature: only "
+             "the predicted label's confidence recalibrated, per predicted class (Gupta & "
+             "Ramdas, *Top-label calibration*, ICLR 2022; `mmfuse.uncertainty.toplabel`): "
+             "uniform-mass histogram binning (bins of ≥ 50 rows) or an isotonic map; a class "
+             "predicted on fewer than 50 rows shares one map fitted on all rows. The label "
+             "is kept, so the accuracy change is 0 by construction (temperature: the same). "
+             "ECE of the recalibrated top-label confidence, mean over outer folds; paired: "
+             "temperature − top-label per outer fold, mean [95% t-interval] (positive: "
+             "top-label is better).", "",
+             "| dataset | encoders | ECE raw | ECE temperature | ECE top-label binning "
+             "| ECE top-label isotonic | floor | paired: temperature − binning "
+             "| paired: temperature − isotonic | accuracy change |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    done = False
+    for config, r in both:
+        if "main" not in r or FUSION not in r["main"]["rows"]:
+            continue
+        t = r["main"]["rows"][FUSION]["uncertainty"]
+        diag = t["diagnosis"]
+        if f"test_ece_top_label_{TOP_LABEL[0]}" not in diag:
+            continue
+        done = True
+        top = [diag[f"test_ece_top_label_{n}"] for n in TOP_LABEL]
+        lines.append(
+            f"| {r['dataset']} | {config} | {t['raw']['ece']['mean']:.3f} | "
+            f"{t['ece']['mean']:.3f} | {top[0]['mean']:.3f} | {top[1]['mean']:.3f} | "
+            f"{t['ece_floor']['mean']:.3f} | "
+            + " | ".join(_paired(t["ece"]["folds"], x["folds"]) for x in top)
+            + " | 0 (label kept) |")
+    if not done:
+        lines.append("| (not measured in this run) | | | | | | | | | |")
+    return lines
 
 
 def _render_auto(results: list[dict]) -> list[str]:

@@ -421,6 +421,7 @@ def render(results: list[dict], pretrained: list[dict] = ()) -> str:
             + (f"{_m(s['masked']['coverage'])} ({s['strongest']}) "
                + ("yes" if s["masked"]["coverage"]["mean"] >= 0.87 else "**no**")
                if s.get("masked") else "") + " | " + _groups(r) + " |")
+    lines += _target_summary(both)
     lines += ["", "## Calibration of the default fusion: what limits the ECE", "",
               "Per outer fold (means over folds): the temperature is fitted on the inner "
               "out-of-fold probabilities by the Brier score (the library's objective); the "
@@ -584,6 +585,40 @@ def _paired(before: list, after: list) -> str:
     d = np.subtract(before, after)
     half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
     return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+
+
+def _target_summary(both: list) -> list[str]:
+    """Per encoder configuration, each target in one line: met where, missed where."""
+    lines = [""]
+    for config in dict.fromkeys(c for c, _ in both):
+        runs = [r for c, r in both if c == config and "main" in r]
+        out, small, ece, acc, masked = [], [], [], [], []
+        for r in runs:
+            s = summary(r)
+            for key, cov in s["coverage"].items():
+                low, high = cov["range"]
+                out += [f"{r['dataset']} {name} {key.split('@')[1]}: {c:.3f}"
+                        for name, c in cov["values"].items() if not low <= c <= high]
+            if s.get("size"):
+                small.append((r["dataset"], s["size"]["reduction"], s["size"]["fused"] < 1))
+                ece.append((r["dataset"], s["ece"]["after"]))
+                acc.append(abs(s["accuracy_change"]) <= 0.005)
+            if s.get("masked"):
+                masked.append((r["dataset"], s["masked"]["coverage"]["mean"]))
+        met = [f"{d} ({x:+.0%}" + (", below 1 label a set" if e else "") + ")"
+               for d, x, e in small if x >= 0.10]
+        lines.append(
+            f"*{config}* ({len(runs)} datasets): coverage in range on every row at both "
+            "coverages: " + (f"**no**, {len(out)} misses ({'; '.join(out)})" if out else "yes")
+            + f". Fused set ≥ 10% below the smallest single's on {len(met)} of {len(small)} "
+            + f"(target ≥ 3: {'met' if len(met) >= 3 else '**missed**'}): "
+            + (", ".join(met) or "none") + ". ECE ≤ 0.05 after temperature on "
+            + f"{sum(e <= 0.05 for _, e in ece)} of {len(ece)} ("
+            + ", ".join(d for d, e in ece if e <= 0.05) + "). Accuracy change ≤ 0.5 pt on "
+            + f"{sum(acc)} of {len(acc)}. Coverage ≥ 0.87 with 50% of the strongest modality "
+            + f"missing on {sum(c >= 0.87 for _, c in masked)} of {len(masked)}.")
+        lines.append("")
+    return lines
 
 
 TOP_LABEL = ("binning", "isotonic")

@@ -336,7 +336,8 @@ def ece_verdict(r: dict) -> str:
         return f"unreachable at this test-fold size (floor {floor:.3f})"
     if best > 0.05:
         return f"no temperature reaches it (best {best:.3f})"
-    return "met" if t["ece"]["mean"] <= 0.05 else "**missed**"
+    return ("met" if t["ece"]["mean"] <= 0.05 else "**missed**") + (
+        f" (best temperature for the test rows {best:.3f}, floor {floor:.3f})")
 
 
 def render(results: list[dict], pretrained: list[dict] = ()) -> str:
@@ -348,7 +349,7 @@ def render(results: list[dict], pretrained: list[dict] = ()) -> str:
         "so times are ratios within one run). Two encoder configurations: *classical* "
         f"({_encoders('classical')}; every part below) and *pretrained* "
         f"({_encoders('pretrained')}: what `--encoders auto` mostly picks, the audio one "
-        "runs on the CPU; the coverage, targets and calibration tables only); tabular: the "
+        "runs on the CPU; the coverage, targets, calibration and top-label tables only); tabular: the "
         "dataset's table columns (`TabularEncoder`) in both. Outer splits: each dataset's default "
         "(grouped). In every outer training fold, temperature scaling and cross-conformal "
         "thresholds are learned on 5 grouped inner folds, per missingness pattern; the "

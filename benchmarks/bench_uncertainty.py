@@ -33,6 +33,10 @@ in 50% of the rows. Also:
   read); then
   the medians of its steps (features, calibrated probabilities, sets).
 
+The same main part (coverage, set size, ECE and its diagnosis, missing modalities) with the
+pretrained encoders ``--encoders auto`` mostly picks (image efficientnet-lite0, text minilm,
+audio speech-embedding): ``--encoders pretrained`` (kept as ``<dataset>@pretrained``).
+
 Writes ``benchmarks/results/uncertainty.md`` (+ ``.json``) and rebuilds RESULTS.md;
 resumable per dataset and part::
 
@@ -74,7 +78,13 @@ RESULTS_JSON = HERE / "results" / "uncertainty.json"
 # stratified-group); fsdd has one modality (no fusion row)
 DATASETS = ("tuxpaint-grouped", "icons-family", "icons-theme", "sign-av", "av-digits",
             "tuxpaint-tabular", "fsdd")
-ENCODERS = {"image": "hog", "text": "tfidf", "audio": "mfcc"}
+#: encoder configurations: the classical ones (every part) and the pretrained ones a user of
+#: ``--encoders auto`` mostly gets (the main part only); tabular: the table columns in both
+CONFIGS = {"classical": {"image": "hog", "text": "tfidf", "audio": "mfcc"},
+           "pretrained": {"image": "efficientnet-lite0", "text": "minilm",
+                          "audio": "speech-embedding"}}
+ENCODERS = CONFIGS["classical"]
+CONFIG_PARTS = {"classical": None, "pretrained": ("main",)}  # None: every part
 FUSION = "late"
 COVERAGES = (0.9, 0.8)
 SCORES = ("aps", "raps", "lac")
@@ -83,12 +93,19 @@ CALIBRATE_WAYS = ("experts", "bagged", "refits")  # calibrate_on, besides the de
 REPEATS = 15
 
 
-def _inputs(dataset: str):
+def result_key(dataset: str, config: str = "classical") -> str:
+    """Where a dataset's results under an encoder configuration are kept in the JSON (the
+    classical ones under the dataset's name, as before)."""
+    return dataset if config == "classical" else f"{dataset}@{config}"
+
+
+def _inputs(dataset: str, config: str = "classical"):
     from mmfuse.encoders.tabular import TabularEncoder
 
     X, y, groups = load_dataset(dataset)
     info = dataset_info(dataset)
-    enc = {m: ENCODERS[m] for m in info["modalities"] if m in ENCODERS}
+    encoders = CONFIGS[config]
+    enc = {m: encoders[m] for m in info["modalities"] if m in encoders}
     if "tabular" in info["modalities"]:  # its table columns, by kind (as `mmfuse run`)
         enc["tabular"] = TabularEncoder(**info["tabular"])
     return X, y, groups, enc, info["cv"]
@@ -246,12 +263,15 @@ def run_timing(X, y, groups, enc, cv, table) -> dict:
             "steps": {k: float(np.median(v)) for k, v in steps.items()}}
 
 
-def run_dataset(dataset: str, parts, saved: dict, path: Path = RESULTS_JSON) -> dict:
-    out = saved.get(dataset, {"dataset": dataset})
-    todo = [p for p in parts if p not in out]
+def run_dataset(dataset: str, parts, saved: dict, path: Path = RESULTS_JSON,
+                config: str = "classical") -> dict:
+    key = result_key(dataset, config)
+    out = saved.get(key, {"dataset": dataset, "config": config})
+    allowed = CONFIG_PARTS[config]
+    todo = [p for p in parts if p not in out and (allowed is None or p in allowed)]
     if not todo:
         return out
-    X, y, groups, enc, cv = _inputs(dataset)
+    X, y, groups, enc, cv = _inputs(dataset, config)
     y = np.asarray(y)
     groups = np.asarray(groups)
     print(f"{dataset}: {len(y)} rows, cv {cv}, encoders {enc}", flush=True)
@@ -263,7 +283,7 @@ def run_dataset(dataset: str, parts, saved: dict, path: Path = RESULTS_JSON) -> 
         out[part] = globals()[f"run_{part}"](X, y, groups, enc, cv, table)
         out[part]["when"], out[part]["code"] = stamp(), code_version()
         print(f"  {part}: {time.perf_counter() - start:.0f} s", flush=True)
-        saved[dataset] = out
+        saved[key] = out
         atomic_write_text(path, json.dumps(saved, indent=1))
     return out
 
@@ -301,14 +321,36 @@ def summary(r: dict) -> dict:
     return s
 
 
-def render(results: list[dict]) -> str:
+def _encoders(config: str) -> str:
+    return ", ".join(f"{m} {e}" for m, e in CONFIGS[config].items())
+
+
+def ece_verdict(r: dict) -> str:
+    """Whether the default fusion's ECE target (≤ 0.05 after temperature) can be met on these
+    test folds: not when a perfectly calibrated model's ECE (the floor) exceeds it, not by
+    any temperature when the best temperature for the test rows themselves exceeds it."""
+    t = r["main"]["rows"][FUSION]["uncertainty"]
+    floor = t["ece_floor"]["mean"]
+    best = t["diagnosis"]["test_ece_best_temperature"]["mean"]
+    if floor > 0.05:
+        return f"unreachable at this test-fold size (floor {floor:.3f})"
+    if best > 0.05:
+        return f"no temperature reaches it (best {best:.3f})"
+    return ("met" if t["ece"]["mean"] <= 0.05 else "**missed**") + (
+        f" (best temperature for the test rows {best:.3f}, floor {floor:.3f})")
+
+
+def render(results: list[dict], pretrained: list[dict] = ()) -> str:
+    both = [("classical", r) for r in results] + [("pretrained", r) for r in pretrained]
     lines = [
         "# Calibration and conformal prediction sets (issue 29)",
         "",
         f"Measured by `benchmarks/bench_uncertainty.py` ({machine()}; shared with other jobs, "
-        "so times are ratios within one run). Encoders: image hog, text tfidf, audio mfcc, "
-        "tabular: the dataset's table columns (`TabularEncoder`) "
-        "(the classical ones: the machine is small). Outer splits: each dataset's default "
+        "so times are ratios within one run). Two encoder configurations: *classical* "
+        f"({_encoders('classical')}; every part below) and *pretrained* "
+        f"({_encoders('pretrained')}: what `--encoders auto` mostly picks, the audio one "
+        "runs on the CPU; the coverage, targets, calibration and top-label tables only); tabular: the "
+        "dataset's table columns (`TabularEncoder`) in both. Outer splits: each dataset's default "
         "(grouped). In every outer training fold, temperature scaling and cross-conformal "
         "thresholds are learned on 5 grouped inner folds, per missingness pattern; the "
         f"default fusion is `{FUSION}`, calibrated on its final combination applied to its "
@@ -322,18 +364,19 @@ def render(results: list[dict]) -> str:
         "of the inner folds' own APS thresholds instead of the pooled one (not the "
         "default).",
         "",
-        "| dataset | row | coverage @0.9 | set size @0.9 | singletons @0.9 | coverage @0.8 "
-        "| set size @0.8 | RAPS coverage @0.9 | RAPS set size @0.9 | LAC coverage @0.9 "
-        "| LAC set size @0.9 | worst-fold coverage @0.9 | worst-fold set size @0.9 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | encoders | row | coverage @0.9 | set size @0.9 | singletons @0.9 "
+        "| coverage @0.8 | set size @0.8 | RAPS coverage @0.9 | RAPS set size @0.9 "
+        "| LAC coverage @0.9 | LAC set size @0.9 | worst-fold coverage @0.9 "
+        "| worst-fold set size @0.9 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for config, r in both:
         if "main" not in r:
             continue
         for name, row in r["main"]["rows"].items():
             sets = row["uncertainty"]["sets"]
             lines.append(
-                f"| {r['dataset']} | {name} | {_m(sets['aps@0.9']['coverage'])} | "
+                f"| {r['dataset']} | {config} | {name} | {_m(sets['aps@0.9']['coverage'])} | "
                 f"{_m(sets['aps@0.9']['set_size'])} | {_m(sets['aps@0.9']['singletons'])} | "
                 f"{_m(sets['aps@0.8']['coverage'])} | {_m(sets['aps@0.8']['set_size'])} | "
                 f"{_m(sets['raps@0.9']['coverage'])} | {_m(sets['raps@0.9']['set_size'])} | "
@@ -341,37 +384,45 @@ def render(results: list[dict]) -> str:
                 f"{_m(sets['aps@0.9 worst-fold']['coverage'])} | "
                 f"{_m(sets['aps@0.9 worst-fold']['set_size'])} |")
     lines += ["", "## Targets", "",
-              "| dataset | coverage in range @0.9 | @0.8 | fused set size vs smallest single "
+              "Both encoder configurations. *ECE verdict*: *unreachable at this test-fold "
+              "size* where a perfectly calibrated model's ECE on the same test folds (the "
+              "floor, finite sample) exceeds 0.05; *no temperature reaches it* where the best "
+              "temperature fitted on the test rows themselves stays above 0.05; else met or "
+              "missed.", "",
+              "| dataset | encoders | coverage in range @0.9 | @0.8 | fused set size vs smallest single "
               "(≥ 10% smaller) | ECE before → after temperature (≤ 0.05) | debiased ECE "
-              "after temperature (beside: the target is on the ECE) | accuracy change "
-              "(≤ 0.5 pt) | ECE pooled over the folds | coverage, 50% of the strongest "
+              "after temperature (beside: the target is on the ECE) | ECE verdict "
+              "| ECE pooled over the folds | accuracy change (≤ 0.5 pt) | coverage, 50% of the strongest "
               "modality missing (≥ 0.87) | calibration groups, fewest of the outer folds "
               "(0.9 needs 9, 0.8 needs 4: warned below) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for config, r in both:
         if "main" not in r:
             continue
         s = summary(r)
         cov = [("yes" if s["coverage"][f"aps@{t:g}"]["ok"] else "**no**") for t in COVERAGES]
         size, ece = s.get("size"), s.get("ece")
         lines.append(
-            f"| {r['dataset']} | {cov[0]} | {cov[1]} | "
+            f"| {r['dataset']} | {config} | {cov[0]} | {cov[1]} | "
             + (f"{size['fused']:.2f} vs {size['single']:.2f} ({size['best_single']}): "
                f"{size['reduction']:+.0%} " + ("yes" if size["reduction"] >= 0.10 else "**no**")
+               + (" (fused below 1 label a set: part of the cut is empty sets)"
+                  if size["fused"] < 1 else "")
                if size else "")
             + " | "
             + (f"{ece['before']:.3f} → {ece['after']:.3f} "
                + ("yes" if ece["after"] <= 0.05 else "**no**") if ece else "")
             + " | "
             + (f"{ece['debiased']:.3f}" if ece and ece["debiased"] is not None else "")
+            + " | " + (ece_verdict(r) if ece else "") + " | "
+            + (f"{s['pooled_ece']:.3f}" if "pooled_ece" in s else "")
             + " | "
             + (f"{100 * s['accuracy_change']:+.2f} pt" if "accuracy_change" in s else "")
-            + " | "
-            + (f"{s['pooled_ece']:.3f}" if "pooled_ece" in s else "")
             + " | "
             + (f"{_m(s['masked']['coverage'])} ({s['strongest']}) "
                + ("yes" if s["masked"]["coverage"]["mean"] >= 0.87 else "**no**")
                if s.get("masked") else "") + " | " + _groups(r) + " |")
+    lines += _target_summary(both)
     lines += ["", "## Calibration of the default fusion: what limits the ECE", "",
               "Per outer fold (means over folds): the temperature is fitted on the inner "
               "out-of-fold probabilities by the Brier score (the library's objective); the "
@@ -385,19 +436,19 @@ def render(results: list[dict]) -> str:
               "*Pooled*: the ECE of all outer test rows together (the folds' reliability bins "
               "summed). *Inner*: the out-of-fold rows the temperature is fitted on (all "
               "modalities present).", "",
-              "| dataset | ECE raw | ECE temperature | ECE log-loss temperature | best "
+              "| dataset | encoders | ECE raw | ECE temperature | ECE log-loss temperature | best "
               "temperature for the test rows | floor | debiased | pooled: raw → temperature | "
               "temperature (log-loss) | inner ECE raw → temperature | inner → test accuracy "
               "| inner → test confidence | ECE isotonic | accuracy raw → isotonic "
               "| ECE vector scaling | accuracy raw → vector scaling |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for config, r in both:
         if "main" not in r or FUSION not in r["main"]["rows"]:
             continue
         t = r["main"]["rows"][FUSION]["uncertainty"]
         d = {k: v["mean"] for k, v in t["diagnosis"].items()}
         lines.append(
-            f"| {r['dataset']} | {_m(t['raw']['ece'])} | {_m(t['ece'])} | "
+            f"| {r['dataset']} | {config} | {_m(t['raw']['ece'])} | {_m(t['ece'])} | "
             f"{d['test_ece_log_loss_temperature']:.3f} | {d['test_ece_best_temperature']:.3f} "
             f"| {t['ece_floor']['mean']:.3f} | "
             + (f"{t['ece_debiased']['mean']:.3f}" if "ece_debiased" in t else "")
@@ -410,6 +461,7 @@ def render(results: list[dict]) -> str:
             f"{t['raw']['accuracy']['mean']:.3f} → {d['test_accuracy_isotonic']:.3f} | "
             + (f"{d['test_ece_vector']:.3f} | {t['raw']['accuracy']['mean']:.3f} → "
                f"{d['test_accuracy_vector']:.3f} |" if "test_ece_vector" in d else " | |"))
+    lines += _render_top_label(both)
     lines += ["", "## Where the calibration rows come from", "",
               f"The default fusion (`{FUSION}`), temperature and APS sets learned per outer "
               "training fold on out-of-fold rows of 5 grouped inner folds, three ways "
@@ -510,7 +562,7 @@ def render(results: list[dict]) -> str:
                          f"{t['steps']['sets']:.4f} | "
                          f"{f['plain']:.1f} | {f['calibrated']:.1f} | "
                          f"{f['calibrated'] / f['plain']:.1f}× |")
-    whens = sorted({f"{r[p]['when']} on {r[p]['code']}" for r in results for p in PARTS
+    whens = sorted({f"{r[p]['when']} on {r[p]['code']}" for _, r in both for p in PARTS
                     if p in r})
     lines += ["", "Runs: " + "; ".join(whens) + "."]
     return "\n".join(lines)
@@ -534,6 +586,80 @@ def _paired(before: list, after: list) -> str:
     d = np.subtract(before, after)
     half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
     return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+
+
+def _target_summary(both: list) -> list[str]:
+    """Per encoder configuration, each target in one line: met where, missed where."""
+    lines = [""]
+    for config in dict.fromkeys(c for c, _ in both):
+        runs = [r for c, r in both if c == config and "main" in r]
+        out, small, ece, acc, masked = [], [], [], [], []
+        for r in runs:
+            s = summary(r)
+            for key, cov in s["coverage"].items():
+                low, high = cov["range"]
+                out += [f"{r['dataset']} {name} {key.split('@')[1]}: {c:.3f}"
+                        for name, c in cov["values"].items() if not low <= c <= high]
+            if s.get("size"):
+                small.append((r["dataset"], s["size"]["reduction"], s["size"]["fused"] < 1))
+                ece.append((r["dataset"], s["ece"]["after"]))
+                acc.append(abs(s["accuracy_change"]) <= 0.005)
+            if s.get("masked"):
+                masked.append((r["dataset"], s["masked"]["coverage"]["mean"]))
+        met = [f"{d} ({x:+.0%}" + (", below 1 label a set" if e else "") + ")"
+               for d, x, e in small if x >= 0.10]
+        lines.append(
+            f"*{config}* ({len(runs)} datasets): coverage in range on every row at both "
+            "coverages: " + (f"**no**, {len(out)} misses ({'; '.join(out)})" if out else "yes")
+            + f". Fused set ≥ 10% below the smallest single's on {len(met)} of {len(small)} "
+            + f"(target ≥ 3: {'met' if len(met) >= 3 else '**missed**'}): "
+            + (", ".join(met) or "none") + ". ECE ≤ 0.05 after temperature on "
+            + f"{sum(e <= 0.05 for _, e in ece)} of {len(ece)} ("
+            + ", ".join(d for d, e in ece if e <= 0.05) + "). Accuracy change ≤ 0.5 pt on "
+            + f"{sum(acc)} of {len(acc)}. Coverage ≥ 0.87 with 50% of the strongest modality "
+            + f"missing on {sum(c >= 0.87 for _, c in masked)} of {len(masked)}.")
+        lines.append("")
+    return lines
+
+
+TOP_LABEL = ("binning", "isotonic")
+
+
+def _render_top_label(both: list) -> list[str]:
+    """Top-label calibration (a diagnosis, not a library option) beside temperature."""
+    lines = ["", "## Top-label calibration against temperature", "",
+             "Per outer fold, on the same inner out-of-fold rows as the temperature: only "
+             "the predicted label's confidence recalibrated, per predicted class (Gupta & "
+             "Ramdas, *Top-label calibration*, ICLR 2022; `mmfuse.uncertainty.toplabel`): "
+             "uniform-mass histogram binning (bins of ≥ 50 rows) or an isotonic map; a class "
+             "predicted on fewer than 50 rows shares one map fitted on all rows. The label "
+             "is kept, so the accuracy change is 0 by construction (temperature: the same). "
+             "ECE of the recalibrated top-label confidence, mean over outer folds; paired: "
+             "temperature − top-label per outer fold, mean [95% t-interval] (positive: "
+             "top-label is better).", "",
+             "| dataset | encoders | ECE raw | ECE temperature | ECE top-label binning "
+             "| ECE top-label isotonic | floor | paired: temperature − binning "
+             "| paired: temperature − isotonic | accuracy change |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    done = False
+    for config, r in both:
+        if "main" not in r or FUSION not in r["main"]["rows"]:
+            continue
+        t = r["main"]["rows"][FUSION]["uncertainty"]
+        diag = t["diagnosis"]
+        if f"test_ece_top_label_{TOP_LABEL[0]}" not in diag:
+            continue
+        done = True
+        top = [diag[f"test_ece_top_label_{n}"] for n in TOP_LABEL]
+        lines.append(
+            f"| {r['dataset']} | {config} | {t['raw']['ece']['mean']:.3f} | "
+            f"{t['ece']['mean']:.3f} | {top[0]['mean']:.3f} | {top[1]['mean']:.3f} | "
+            f"{t['ece_floor']['mean']:.3f} | "
+            + " | ".join(_paired(t["ece"]["folds"], x["folds"]) for x in top)
+            + " | 0 (label kept) |")
+    if not done:
+        lines.append("| (not measured in this run) | | | | | | | | | |")
+    return lines
 
 
 def _render_auto(results: list[dict]) -> list[str]:
@@ -601,18 +727,22 @@ def main() -> None:
     parser.add_argument("--merge", default="",
                         help="comma-separated JSON files of parallel runs to merge into "
                              "uncertainty.json (no measuring)")
+    parser.add_argument("--encoders", choices=tuple(CONFIGS), default="classical",
+                        help="encoder configuration to measure (pretrained: the main part only)")
     args = parser.parse_args()
     saved = {} if args.fresh or not args.json.exists() else json.loads(args.json.read_text())
     for part in filter(None, args.merge.split(",")):
         saved.update(json.loads(Path(part).read_text()))
     datasets = [] if args.merge else args.datasets.split(",")
     for dataset in datasets:
-        run_dataset(dataset, args.parts.split(","), saved, args.json)
+        run_dataset(dataset, args.parts.split(","), saved, args.json, args.encoders)
     if args.merge:
         atomic_write_text(args.json, json.dumps(saved, indent=1))
     if args.json == RESULTS_JSON:
         results = [saved[d] for d in DATASETS if d in saved]
-        write_section("uncertainty", render(results))
+        pretrained = [saved[k] for k in (result_key(d, "pretrained") for d in DATASETS)
+                      if k in saved]
+        write_section("uncertainty", render(results, pretrained))
     if args.json == RESULTS_JSON:
         print((HERE / "results" / "uncertainty.md").read_text())
 

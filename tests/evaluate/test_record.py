@@ -56,6 +56,9 @@ def test_uncertainty_scores_and_sets_validate_and_hold_per_fold_values():
                             "sets", "reliability", "reliability_raw", "diagnosis",
                             "calibration_groups"} | masked
         assert set(unc["sets"]) == {"aps@0.9", "aps@0.8", "lac@0.9", "lac@0.8"}
+        for name in ("binning", "isotonic"):  # top-label calibration, in the diagnosis
+            top = unc["diagnosis"][f"test_ece_top_label_{name}"]
+            assert len(top["folds"]) == 3 and 0 <= top["mean"] <= 1
         cover = unc["sets"]["aps@0.9"]["coverage"]
         assert len(cover["folds"]) == 3 and cover["mean"] == pytest.approx(
             np.mean(cover["folds"]))

@@ -118,10 +118,12 @@ def _diagnosis(unc: Any, oof: dict, calibration: str, raw: np.ndarray, y_test: n
     the best temperature for the test rows themselves (fitted on their labels: a bound
     on what any temperature could reach, never used to predict); isotonic calibration
     fitted on the same out-of-fold rows (its test ECE and accuracy), and with temperature
-    the former log-loss temperature's; vector scaling (a scale and a bias per class) on
-    the same rows."""
+    the former log-loss temperature's; vector scaling (a scale and a bias per class) and
+    top-label calibration (:mod:`mmfuse.uncertainty.toplabel`: histogram binning and
+    isotonic, per predicted class; the label kept) on the same rows."""
     from .calibration import TemperatureScaling, VectorScaling, fit_calibrator
-    from .metrics import ece
+    from .metrics import ece, ece_of_confidence
+    from .toplabel import TopLabelBinning, TopLabelIsotonic
 
     full = max(oof, key=lambda p: (p.count("+"), len(oof[p][1])))
     proba, y = oof[full][:2]
@@ -139,6 +141,10 @@ def _diagnosis(unc: Any, oof: dict, calibration: str, raw: np.ndarray, y_test: n
     vector = VectorScaling.fit(proba, y)  # per-class scale and bias, on the same rows
     out["test_ece_vector"] = ece(vector.transform(raw), y_test)
     out["test_accuracy_vector"] = float(np.mean(vector.transform(raw).argmax(1) == y_test))
+    right = raw.argmax(1) == y_test  # top-label maps keep the label: accuracy unchanged
+    for name, top in (("binning", TopLabelBinning), ("isotonic", TopLabelIsotonic)):
+        out[f"test_ece_top_label_{name}"] = ece_of_confidence(
+            top.fit(proba, y).confidence(raw), right)
     if calibration == "temperature":
         out["temperature"] = unc.calibrators.get(full, unc.calibrators["*"]).temperature
         nll = TemperatureScaling.fit(proba, y, objective="log_loss")  # the former objective

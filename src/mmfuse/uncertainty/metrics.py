@@ -83,6 +83,18 @@ def ece(proba: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> float:
     return float(np.sum(count[used] * gap) / max(count.sum(), 1.0))
 
 
+def ece_of_confidence(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS
+                      ) -> float:
+    """The ECE of top-label confidences and whether each row's top label is right (the
+    same bins as :func:`ece`): the ECE of a top-label calibrator's confidences."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    gap = np.bincount(which, correct - conf, minlength=n_bins)
+    return float(np.abs(gap).sum() / max(len(conf), 1))
+
+
 def ece_floor(proba: np.ndarray, n_bins: int = N_BINS, draws: int = 200,
               seed: int = 0) -> float:
     """The expected ECE of a perfectly calibrated model with these top-label confidences:

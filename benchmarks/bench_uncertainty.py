@@ -84,13 +84,15 @@ CONFIGS = {"classical": {"image": "hog", "text": "tfidf", "audio": "mfcc"},
            "pretrained": {"image": "efficientnet-lite0", "text": "minilm",
                           "audio": "speech-embedding"}}
 ENCODERS = CONFIGS["classical"]
-CONFIG_PARTS = {"classical": None, "pretrained": ("main", "seeds")}  # None: every part
+CONFIG_PARTS = {"classical": None, "pretrained": ("main", "seeds", "calibration_cv")}  # None: every part
 #: outer-split seeds of the seeds part, beside the main part's 0
 SEEDS = (1, 2, 3)
+#: the calibration_cv part: calibration rows from this many grouped inner folds
+CALIBRATION_CV = 10
 FUSION = "late"
 COVERAGES = (0.9, 0.8)
 SCORES = ("aps", "raps", "lac")
-PARTS = ("main", "seeds", "timing", "split", "refits", "bagged", "experts", "auto")
+PARTS = ("main", "seeds", "calibration_cv", "timing", "split", "refits", "bagged", "experts", "auto")
 CALIBRATE_WAYS = ("experts", "bagged", "refits")  # calibrate_on, besides the default
 REPEATS = 15
 
@@ -144,6 +146,28 @@ def run_seeds(X, y, groups, enc, cv, table) -> dict:
                           baseline=False, on_error="skip", n_jobs=1, uncertainty=spec,
                           random_state=seed)
         out["seeds"][str(seed)] = {"rows": _rows(result), "cv": result.cv}
+    return out
+
+
+def run_calibration_cv(X, y, groups, enc, cv, table) -> dict:
+    """The seeds part's evaluations (seed 0 and :data:`SEEDS`) with the calibration rows
+    from :data:`CALIBRATION_CV` grouped inner folds instead of 5 (the models' own inner
+    folds unchanged): the calibration models train on 90% of the training rows instead of
+    80%, closer to the final model. Skipped where the outer folds leave one group out."""
+    from mmfuse.evaluate.folds import make_splits
+
+    kind = make_splits(np.unique(y, return_inverse=True)[1], groups, cv, 0)[1]["kind"]
+    if kind != "stratified-group":
+        return {"skipped": "the outer folds leave one group out"}
+    out: dict = {"seeds": {}}
+    for seed in (0, *SEEDS):
+        spec = UncertaintySpec("temperature", COVERAGES, ("aps",), cv=CALIBRATION_CV)
+        start, cpu = time.perf_counter(), time.process_time()
+        result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=[FUSION],
+                          baseline=False, on_error="skip", n_jobs=1, uncertainty=spec,
+                          random_state=seed)
+        out["seeds"][str(seed)] = {"rows": _rows(result), "cv": result.cv,
+                                   "cpu_seconds": time.process_time() - cpu}
     return out
 
 

@@ -30,7 +30,8 @@ class UncertaintySpec:
     (reported as ``sets_masked``). ``worst_fold``: the sets also with the conservative
     worst-inner-fold thresholds (reported as ``"<score>@<coverage> worst-fold"``).
     ``calibrate_on``: where the calibration rows come from (see
-    :data:`mmfuse.uncertainty.fit.CALIBRATE_ON`)."""
+    :data:`mmfuse.uncertainty.fit.CALIBRATE_ON`). ``cv``: how many grouped inner folds
+    the calibration rows come from (None: the evaluation's ``inner_cv``)."""
 
     calibration: str | None = None
     coverage: tuple = ()
@@ -40,6 +41,7 @@ class UncertaintySpec:
     seed: int = 0
     worst_fold: bool = False
     calibrate_on: str = "auto"
+    cv: int | None = None
 
     @property
     def fits(self) -> bool:
@@ -93,7 +95,8 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
         target, v_rows, p_rows, y[rows], None if g_train is None else g_train[keep],
         calibration=spec.calibration,
         coverage=spec.coverage[0] if spec.coverage else None, score=spec.scores[0],
-        mondrian=spec.mondrian, n_splits=cv, random_state=random_state, n_classes=n_classes,
+        mondrian=spec.mondrian, n_splits=spec.cv or cv, random_state=random_state,
+        n_classes=n_classes,
         refit=refit if stateful else None, experts_cache=experts_cache,
         calibrate_on=spec.calibrate_on)
     for score in spec.scores if spec.coverage else ():

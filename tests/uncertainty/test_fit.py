@@ -37,6 +37,23 @@ def test_calibration_folds_are_grouped_and_a_group_never_calibrates_itself(monke
             assert not set(g[train]) & set(g[test])
 
 
+def test_refits_calibrate_on_ten_inner_folds_or_the_models_cv_when_larger(monkeypatch):
+    real, seen = fit_module.out_of_fold, []
+
+    def spy(strategy, views, present, y, groups, n_splits, *args, **kwargs):
+        oof = real(strategy, views, present, y, groups, n_splits, *args, **kwargs)
+        seen.append((n_splits, len(set(oof["a+b"][2]))))  # (asked, inner folds made)
+        return oof
+
+    monkeypatch.setattr(fit_module, "out_of_fold", spy)
+    views, y, groups = grouped(n=400)  # 20 groups
+    assert fit_module.REFIT_FOLDS == 10
+    for cv, folds in ((5, 10), (12, 12)):
+        MultimodalClassifier(fusion="early", calibration="temperature", cv=cv,
+                             random_state=0).fit(views, y, groups)
+        assert seen.pop() == (folds, folds)
+
+
 @pytest.mark.parametrize("fusion", ["late", "stacking"])
 def test_sets_cover_unseen_groups(fusion):
     # coverage is a mean over draws of the groups: one draw of 20 test groups varies by
@@ -358,7 +375,7 @@ def test_an_ensemble_is_calibrated_as_its_members_refit_without_redoing_the_sele
     present = {m: np.ones(len(y), bool) for m in mods}
     alone, _ = fit_module.fit_uncertainty(target, views, present, y, groups,
                                           calibration="temperature", coverage=0.9,
-                                          n_splits=5, random_state=0, n_classes=4)
+                                          random_state=0, n_classes=4)
     assert clf.uncertainty_.calibrators[ALL].temperature == pytest.approx(
         alone.calibrators[ALL].temperature)
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..views import blank_rows
-from .fit import calibration_target, fit_uncertainty
+from .fit import REFIT_FOLDS, calibration_target, fit_uncertainty
 from .metrics import probability_metrics, reliability, set_metrics
 
 
@@ -31,7 +31,8 @@ class UncertaintySpec:
     worst-inner-fold thresholds (reported as ``"<score>@<coverage> worst-fold"``).
     ``calibrate_on``: where the calibration rows come from (see
     :data:`mmfuse.uncertainty.fit.CALIBRATE_ON`). ``cv``: how many grouped inner folds
-    the calibration rows come from (None: the evaluation's ``inner_cv``)."""
+    the refits' calibration rows come from (None: as a fitted model's, the evaluation's
+    ``inner_cv`` or :data:`~mmfuse.uncertainty.fit.REFIT_FOLDS` when larger)."""
 
     calibration: str | None = None
     coverage: tuple = ()
@@ -95,7 +96,8 @@ def fold_scores(strategy: Any, spec: UncertaintySpec | None, views: Any, present
         target, v_rows, p_rows, y[rows], None if g_train is None else g_train[keep],
         calibration=spec.calibration,
         coverage=spec.coverage[0] if spec.coverage else None, score=spec.scores[0],
-        mondrian=spec.mondrian, n_splits=spec.cv or cv, random_state=random_state,
+        mondrian=spec.mondrian, n_splits=spec.cv or max(cv, REFIT_FOLDS),
+        random_state=random_state,
         n_classes=n_classes,
         refit=refit if stateful else None, experts_cache=experts_cache,
         calibrate_on=spec.calibrate_on)

@@ -17,6 +17,12 @@ default outer splits (stratified grouped 5-fold, or leave one theme out), in one
   (``mmfuse.fusion.linear.gram_factor``) factored by the eigendecomposition, as before
   issue 27's pivoted Cholesky (``eigen_factor``): the speed-up and its effect on
   accuracy, in one run (``--ablations`` only);
+* **seed twice**: the one command with the seed baseline's views made dense twice per fit
+  (for its scaler, then for its sum), as before issue 27's speed-up of it: the same
+  choices and accuracies (its arithmetic is the same), and the CPU time it saves, in one
+  run (``seed_twice``; ``--ablations`` only);
+* **where**: the one command's CPU time by stage (the encoder choice per column, ``auto``'s
+  per-modality experts and candidates; ``where``; ``--ablations`` only);
 * **fixed**: every combination of image hog / efficientnet-lite0 and text tfidf / minilm,
   with every single modality and the strategies early, late, seed-baseline, stacking and
   gmu; the best row is "the best fixed combination";
@@ -115,6 +121,61 @@ def _one(X, y, groups, cv, fusion_params=None) -> dict:
             "code": code_version()}
 
 
+def _where(X, y, groups, cv) -> dict:
+    """The one command's CPU time by stage (this process's CPU, summed over the outer
+    folds): the encoder choice per column (its single candidates, its pairs, and of both
+    the TF-IDF fits per inner fold), ``auto``'s shared per-modality experts and each of
+    its candidates' inner CV; the rest (``auto``'s refit of its choice, the evaluation's
+    single-modality rows, the feature table) is the total less these."""
+    from mmfuse import encoder_choice as selection
+    from mmfuse.encoders import parts as encoder_parts
+    from mmfuse.fusion import auto as auto_module
+
+    stages: Counter = Counter()
+
+    def timed(name_of, fn):
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stages[name_of(*args, **kwargs)] += time.process_time() - start
+        return wrapper
+
+    def choice_stage(parts, names, y, splits, classifier=None, random_state=None,
+                     shared=None, **kwargs):
+        pairs = any("+" in n or "|" in n for n in names)
+        column = shared[0] if shared is not None else "?"
+        return f"encoder choice: {column} {'pairs' if pairs else 'single encoders'}"
+
+    patches = [
+        mock.patch.object(selection, "score_candidates",
+                          timed(choice_stage, selection.score_candidates)),
+        mock.patch.object(encoder_parts, "fit_on_rows",
+                          timed(lambda *a, **k: "of which TF-IDF fits (encoder choice and "
+                                                "outer folds)", encoder_parts.fit_on_rows)),
+        mock.patch.object(auto_module, "out_of_fold_probas",
+                          timed(lambda *a, **k: "auto: per-modality experts (inner CV)",
+                                auto_module.out_of_fold_probas)),
+        mock.patch.object(auto_module.AutoFusion, "_candidate_oof",
+                          timed(lambda self, c, *a, **k: f"auto: {c.name} (inner CV)",
+                                auto_module.AutoFusion._candidate_oof)),
+    ]
+    for patch in patches:
+        patch.start()
+    try:
+        one = _one(X, y, groups, cv)
+    finally:
+        for patch in reversed(patches):
+            patch.stop()
+    known = sum(v for k, v in stages.items() if not k.startswith("of which"))
+    return {"cpu_seconds": one["cpu_seconds"], "accuracy": one["accuracy"],
+            "stages": {**dict(stages.most_common()),
+                       "rest (auto's refit, the single-modality rows, the table)":
+                       one["cpu_seconds"] - known},
+            "code": one["code"]}
+
+
 def _eigen_factor(gram):
     """The Gram fit's factor before issue 27's pivoted Cholesky: V Λ^{1/2}, directions
     with an eigenvalue below GRAM_RCOND of the largest dropped."""
@@ -125,6 +186,41 @@ def _eigen_factor(gram):
     vals, vecs = vals[keep], vecs[:, keep]
     root = np.sqrt(vals)
     return vecs * root, lambda coef: (np.asarray(coef) / root) @ vecs.T
+
+
+def _seed_twice():
+    """The seed baseline's fit and sum before issue 27's speed-up: each view made dense
+    for its scaler, then again for the sum, with a zero array and a row copy per view."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from mmfuse.fusion.linear import fit_logistic_gram, gram_applicable
+    from mmfuse.views import dense
+
+    def _sum(self, views, present):
+        views = {m: dense(v) for m, v in views.items()}
+        width = max(v.shape[1] for v in views.values())
+        dtype = np.result_type(*(v.dtype for v in views.values()), np.float32)
+        total = np.zeros((next(iter(views.values())).shape[0], width), dtype=dtype)
+        for m in sorted(views):
+            z = np.zeros_like(views[m])
+            if present[m].any():
+                z[present[m]] = self.scalers_[m].transform(views[m][present[m]])
+            total[:, : z.shape[1]] += z / len(views)
+        return total
+
+    def _fit(self, views, y, present, groups):
+        self.scalers_ = {m: StandardScaler().fit(dense(views[m][np.flatnonzero(present[m])]))
+                         for m in sorted(views)}
+        self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
+        f = self._sum(views, present)
+        self.model_ = LogisticRegression(max_iter=1000)
+        if gram_applicable(self.model_, f.shape[0], f.shape[1]):
+            fit_logistic_gram(self.model_, [f], y)
+        else:
+            self.model_.fit(f, y)
+
+    return _fit, _sum
 
 
 def run_part(dataset: str, part: str, out: dict) -> None:
@@ -138,6 +234,8 @@ def run_part(dataset: str, part: str, out: dict) -> None:
         out["warm_seconds"] = time.perf_counter() - start
     elif part == "one":
         out["one"] = _one(X, y, groups, cv)
+    elif part == "where":
+        out["where"] = _where(X, y, groups, cv)
     elif part == "no_heads":
         out["no_heads"] = _one(X, y, groups, cv, {"auto": {"neural": False}})
     elif part == "no_parsimony":
@@ -165,6 +263,13 @@ def run_part(dataset: str, part: str, out: dict) -> None:
         # read at call time by fit_logistic_gram
         with mock.patch.object(linear, "gram_factor", _eigen_factor):
             out["eigen_factor"] = _one(X, y, groups, cv)
+    elif part == "seed_twice":
+        from mmfuse.fusion.baseline import SeedBaseline
+
+        fit, add = _seed_twice()
+        with mock.patch.object(SeedBaseline, "_fit", fit), \
+                mock.patch.object(SeedBaseline, "_sum", add):
+            out["seed_twice"] = _one(X, y, groups, cv)
     elif part == "separate":
         from mmfuse import encoder_choice as selection
 
@@ -199,7 +304,8 @@ def run_part(dataset: str, part: str, out: dict) -> None:
 def parts_of(with_ablations: bool) -> list[str]:
     parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
     parts += ["no_heads", "separate"]
-    return parts + (["no_parsimony", "no_pairs", "eigen_factor"] if with_ablations else [])
+    return parts + (["no_parsimony", "no_pairs", "eigen_factor", "seed_twice", "where"]
+                    if with_ablations else [])
 
 
 def summary(r: dict) -> dict:
@@ -237,7 +343,8 @@ def summary(r: dict) -> dict:
                                  if "late" in by else float("nan"),
                                  **_t_interval(np.subtract(by["gmu"]["fold_accuracy"],
                                                            ref["fold_accuracy"]))}
-    for variant in ("no_heads", "no_parsimony", "separate", "no_pairs", "eigen_factor"):
+    for variant in ("no_heads", "no_parsimony", "separate", "no_pairs", "eigen_factor",
+                    "seed_twice"):
         if "one" in r and variant in r:
             s[variant] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
                                                  r[variant]["fold_accuracy"]))
@@ -376,6 +483,41 @@ def render(results: list[dict]) -> str:
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
                          f"{other['accuracy']:.3f} | {_ci(summary(r)['eigen_factor'])} | "
                          f"{'yes' if same else 'no'} | {_time_ratio(r['one'], other)} |")
+    twice = [r for r in results if "seed_twice" in summary(r)]
+    if twice:
+        lines += ["", "### The seed baseline's dense views", "",
+                  "The one command against the same with the seed baseline as before its "
+                  "speed-up (each view made dense twice per fit, a zero array and a row copy "
+                  "per view; `seed_twice`), in the same run: the same arithmetic, so the same "
+                  "choices and accuracies, and less CPU.", "",
+                  "| dataset | one command | seed twice | Δ one − twice [95% CI] | same fusion "
+                  "and encoders chosen | same per-fold accuracies | time one / twice |",
+                  "|---|---:|---:|---|---|---|---:|"]
+        for r in twice:
+            other = r["seed_twice"]
+            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
+                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
+            folds = other["fold_accuracy"] == r["one"]["fold_accuracy"]
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{other['accuracy']:.3f} | {_ci(summary(r)['seed_twice'])} | "
+                         f"{'yes' if same else 'no'} | {'yes' if folds else 'no'} | "
+                         f"{_time_ratio(r['one'], other)} |")
+    located = [r for r in results if "where" in r]
+    if located:
+        lines += ["", "### Where the one command's CPU goes", "",
+                  "This process's CPU time by stage, summed over the outer folds (`where`: "
+                  "the stages timed by wrapping them with `unittest.mock.patch.object`; "
+                  "\"of which\" is part of the rows above it). Share: of the one command's "
+                  "CPU in that run.", "",
+                  "| dataset | stage | CPU s | share |", "|---|---|---:|---:|"]
+        for r in located:
+            total = r["where"]["cpu_seconds"]
+            for stage, secs in r["where"]["stages"].items():
+                if secs >= 0.005 * total:
+                    lines.append(f"| {r['dataset']} | {stage} | {secs:.1f} | "
+                                 f"{secs / total:.0%} |")
+            lines.append(f"| {r['dataset']} | **total** ({r['where']['code']}) | "
+                         f"{total:.1f} | 100% |")
     paired = [r for r in results if "no_pairs" in summary(r)]
     if paired:
         lines += ["", "### Concatenations in the encoder choice", "",
@@ -403,7 +545,7 @@ def render(results: list[dict]) -> str:
                   + ", ".join(f"{d} {p}" for d, p in missing) + "."]
     codes = sorted({r[p]["code"] for r in results
                     for p in ("one", "no_heads", "no_parsimony", "separate", "no_pairs",
-                              "eigen_factor") if p in r}
+                              "eigen_factor", "seed_twice", "where") if p in r}
                    | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
                       for f in r.get(key, {}).values()})
     lines += ["", f"Code measured: {', '.join(codes)}; "
@@ -466,7 +608,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parts", nargs="*", default=None,
                         help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
-                             "separate no_pairs eigen_factor no_parsimony stacking:0..3 (default: "
+                             "separate no_pairs eigen_factor seed_twice where no_parsimony "
+                             "stacking:0..3 (default: "
                              "every "
                              "part not measured yet)")
     parser.add_argument("--ablations", action="store_true",

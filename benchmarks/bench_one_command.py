@@ -223,6 +223,58 @@ def _seed_twice():
     return _fit, _sum
 
 
+SEED_REPEATS = 3
+
+
+def _seed_fits(X, y, groups, cv, chosen: dict | None) -> dict:
+    """The seed baseline fitted as before its speed-up (:func:`_seed_twice`) and as now,
+    alternately, on each inner fold of the first outer training fold (the inner CV of
+    ``auto``: the views the one command chose there, TF-IDF fit on the outer training rows),
+    each :data:`SEED_REPEATS` times: this process's CPU per fit (median of the repeats, summed
+    over the folds) and whether the two fits are equal to the bit."""
+    from threadpoolctl import threadpool_limits
+
+    from mmfuse.encoders.parts import candidate_view
+    from mmfuse.evaluate.folds import make_splits
+    from mmfuse.fusion.baseline import SeedBaseline
+    from mmfuse.splits import inner_splits
+
+    table = FeatureTable(X, "auto", on_error="skip", cache=True)
+    codes = np.unique(y, return_inverse=True)[1]
+    groups = np.asarray(groups)
+    train = make_splits(codes, groups, cv, 0)[0][0][0]
+    chosen = chosen or {c: spec.names[0] for c, (spec, _) in table.candidates.items()}
+    views, present = {}, {}
+    for column, (_, parts) in table.candidates.items():
+        views[column], present[column], _ = candidate_view(parts, chosen[column], train)
+    fit, add = _seed_twice()
+
+    class Twice(SeedBaseline):
+        _fit, _sum = fit, add
+
+    cpu = {"twice": 0.0, "once": 0.0}
+    equal = True
+    for inner_train, _ in inner_splits(codes[train], groups[train], 5, 0):
+        rows = train[inner_train]
+        v = {m: views[m][rows] for m in views}
+        p = {m: present[m][rows] for m in views}
+        times: dict = {"twice": [], "once": []}
+        models = {}
+        with threadpool_limits(limits=1, user_api="blas"):
+            for _ in range(SEED_REPEATS):
+                for label, cls in (("twice", Twice), ("once", SeedBaseline)):
+                    start = time.process_time()
+                    models[label] = cls().fit(v, codes[rows], p)
+                    times[label].append(time.process_time() - start)
+        for label in cpu:
+            cpu[label] += float(np.median(times[label]))
+        a, b = models["twice"].model_, models["once"].model_
+        equal &= bool(np.array_equal(a.coef_, b.coef_)
+                      and np.array_equal(a.intercept_, b.intercept_))
+    return {"cpu_twice": cpu["twice"], "cpu_once": cpu["once"], "equal": equal,
+            "encoders": chosen, "repeats": SEED_REPEATS, "code": code_version()}
+
+
 def run_part(dataset: str, part: str, out: dict) -> None:
     X, y, groups = load_dataset(dataset)
     cv = dataset_info(dataset)["cv"]
@@ -270,6 +322,9 @@ def run_part(dataset: str, part: str, out: dict) -> None:
         with mock.patch.object(SeedBaseline, "_fit", fit), \
                 mock.patch.object(SeedBaseline, "_sum", add):
             out["seed_twice"] = _one(X, y, groups, cv)
+    elif part == "seed_fits":
+        out["seed_fits"] = _seed_fits(X, y, groups, cv,
+                                      (out.get("one") or {}).get("chosen_encoders", [None])[0])
     elif part == "separate":
         from mmfuse import encoder_choice as selection
 
@@ -304,7 +359,8 @@ def run_part(dataset: str, part: str, out: dict) -> None:
 def parts_of(with_ablations: bool) -> list[str]:
     parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
     parts += ["no_heads", "separate"]
-    return parts + (["no_parsimony", "no_pairs", "eigen_factor", "seed_twice", "where"]
+    return parts + (["no_parsimony", "no_pairs", "eigen_factor", "seed_twice", "seed_fits",
+                     "where"]
                     if with_ablations else [])
 
 
@@ -502,6 +558,22 @@ def render(results: list[dict]) -> str:
                          f"{other['accuracy']:.3f} | {_ci(summary(r)['seed_twice'])} | "
                          f"{'yes' if same else 'no'} | {'yes' if folds else 'no'} | "
                          f"{_time_ratio(r['one'], other)} |")
+    fitted = [r for r in results if "seed_fits" in r]
+    if fitted:
+        lines += ["", "The seed baseline's fits alone (`seed_fits`): on each inner fold of the "
+                  "first outer training fold, with the encoders the one command chose there, "
+                  "fitted as before and as now alternately (CPU per fit: the median of "
+                  f"{SEED_REPEATS} repeats, summed over the inner folds): a paired measure "
+                  "of the change, which the whole command's run-to-run spread on this shared "
+                  "machine hides.", "",
+                  "| dataset | encoders | CPU before | CPU now | now / before | same model to "
+                  "the bit |", "|---|---|---:|---:|---:|---|"]
+        for r in fitted:
+            f = r["seed_fits"]
+            enc = ", ".join(f"{c}={e}" for c, e in sorted(f["encoders"].items()))
+            lines.append(f"| {r['dataset']} | {enc} | {f['cpu_twice']:.2f} s | "
+                         f"{f['cpu_once']:.2f} s | {f['cpu_once'] / f['cpu_twice']:.2f}× | "
+                         f"{'yes' if f['equal'] else '**no**'} |")
     located = [r for r in results if "where" in r]
     if located:
         lines += ["", "### Where the one command's CPU goes", "",
@@ -545,7 +617,8 @@ def render(results: list[dict]) -> str:
                   + ", ".join(f"{d} {p}" for d, p in missing) + "."]
     codes = sorted({r[p]["code"] for r in results
                     for p in ("one", "no_heads", "no_parsimony", "separate", "no_pairs",
-                              "eigen_factor", "seed_twice", "where") if p in r}
+                              "eigen_factor", "seed_twice", "seed_fits", "where")
+                    if p in r}
                    | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
                       for f in r.get(key, {}).values()})
     lines += ["", f"Code measured: {', '.join(codes)}; "
@@ -608,7 +681,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parts", nargs="*", default=None,
                         help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
-                             "separate no_pairs eigen_factor seed_twice where no_parsimony "
+                             "separate no_pairs eigen_factor seed_twice seed_fits where "
+                             "no_parsimony "
                              "stacking:0..3 (default: "
                              "every "
                              "part not measured yet)")

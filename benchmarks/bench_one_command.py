@@ -118,7 +118,7 @@ def _one(X, y, groups, cv, fusion_params=None) -> dict:
             "seconds": secs, "cpu_seconds": cpu["seconds"],
             "singles": {r.name: r.accuracy for r in result.rows
                                          if r.kind == "single"},
-            "code": code_version()}
+            "code": code_version(), "machine": machine()}
 
 
 def _where(X, y, groups, cv) -> dict:
@@ -340,6 +340,7 @@ def run_part(dataset: str, part: str, out: dict) -> None:
         out["baseline_seconds"] = float(np.median(runs))
         out["baseline_runs"] = runs
         out["baseline_cpu_seconds"] = float(np.median(cpus))
+        out["baseline_machine"] = machine()
     elif part.startswith("stacking:"):
         # stacking and the single modalities alone, on one combination (cheaper than the
         # whole fixed part, whose other rows a change to stacking leaves as they were)
@@ -621,6 +622,14 @@ def render(results: list[dict]) -> str:
                     if p in r}
                    | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
                       for f in r.get(key, {}).values()})
+    machines = sorted({r[p]["machine"] for r in results for p in ("one", "seed_twice")
+                       if "machine" in r.get(p, {})}
+                      | {r["baseline_machine"] for r in results if "baseline_machine" in r})
+    if machines:
+        lines += ["", "The one command's time ratio, its baseline and the paired parts of "
+                  "this code were measured on " + "; ".join(machines) + " (parts without a "
+                  "machine recorded ran earlier, on other hardware: their times are not "
+                  "comparable with these)."]
     lines += ["", f"Code measured: {', '.join(codes)}; "
               f"{', '.join(r['dataset'] + ': ' + r['when'] for r in results)}."]
     return "\n".join(lines)
@@ -661,7 +670,8 @@ def merge(into: list[dict], new: list[dict], parts: list[str] | None = None) -> 
         for part in names:
             key, sub = _part_keys(part)
             if key == "baseline":
-                for k in ("baseline_seconds", "baseline_runs", "baseline_cpu_seconds"):
+                for k in ("baseline_seconds", "baseline_runs", "baseline_cpu_seconds",
+                          "baseline_machine"):
                     if k in r:
                         entry[k] = r[k]
                     else:

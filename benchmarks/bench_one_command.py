@@ -546,7 +546,8 @@ def render(results: list[dict]) -> str:
                   "The one command against the same with the seed baseline as before its "
                   "speed-up (each view made dense twice per fit, a zero array and a row copy "
                   "per view; `seed_twice`), in the same run: the same arithmetic, so the same "
-                  "choices and accuracies, and less CPU.", "",
+                  "choices and accuracies. The time ratio of two whole runs is mostly this "
+                  "shared machine's run-to-run spread (the paired measure is below).", "",
                   "| dataset | one command | seed twice | Δ one − twice [95% CI] | same fusion "
                   "and encoders chosen | same per-fold accuracies | time one / twice |",
                   "|---|---:|---:|---|---|---|---:|"]
@@ -626,10 +627,10 @@ def render(results: list[dict]) -> str:
                        if "machine" in r.get(p, {})}
                       | {r["baseline_machine"] for r in results if "baseline_machine" in r})
     if machines:
-        lines += ["", "The one command's time ratio, its baseline and the paired parts of "
-                  "this code were measured on " + "; ".join(machines) + " (parts without a "
-                  "machine recorded ran earlier, on other hardware: their times are not "
-                  "comparable with these)."]
+        lines += ["", "The one command and its baseline (the time ratio) were last measured "
+                  "on " + "; ".join(machines) + ". Parts measured in earlier sessions may have "
+                  "run on other hardware (this shared workspace's machine changes between "
+                  "sessions): compare times only within one machine."]
     lines += ["", f"Code measured: {', '.join(codes)}; "
               f"{', '.join(r['dataset'] + ': ' + r['when'] for r in results)}."]
     return "\n".join(lines)

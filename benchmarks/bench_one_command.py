@@ -322,6 +322,12 @@ def run_part(dataset: str, part: str, out: dict) -> None:
         with mock.patch.object(SeedBaseline, "_fit", fit), \
                 mock.patch.object(SeedBaseline, "_sum", add):
             out["seed_twice"] = _one(X, y, groups, cv)
+    elif part == "early_own":
+        from mmfuse.fusion.early import EarlyFusion
+
+        # early fusion of one view fitting its own model, as before it shared the expert's
+        with mock.patch.object(EarlyFusion, "_is_the_expert", lambda *args: False):
+            out["early_own"] = _one(X, y, groups, cv)
     elif part == "seed_fits":
         out["seed_fits"] = _seed_fits(X, y, groups, cv,
                                       (out.get("one") or {}).get("chosen_encoders", [None])[0])
@@ -361,7 +367,7 @@ def parts_of(with_ablations: bool) -> list[str]:
     parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
     parts += ["no_heads", "separate"]
     return parts + (["no_parsimony", "no_pairs", "eigen_factor", "seed_twice", "seed_fits",
-                     "where"]
+                     "early_own", "where"]
                     if with_ablations else [])
 
 
@@ -401,7 +407,7 @@ def summary(r: dict) -> dict:
                                  **_t_interval(np.subtract(by["gmu"]["fold_accuracy"],
                                                            ref["fold_accuracy"]))}
     for variant in ("no_heads", "no_parsimony", "separate", "no_pairs", "eigen_factor",
-                    "seed_twice"):
+                    "seed_twice", "early_own"):
         if "one" in r and variant in r:
             s[variant] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
                                                  r[variant]["fold_accuracy"]))
@@ -560,6 +566,25 @@ def render(results: list[dict]) -> str:
                          f"{other['accuracy']:.3f} | {_ci(summary(r)['seed_twice'])} | "
                          f"{'yes' if same else 'no'} | {'yes' if folds else 'no'} | "
                          f"{_time_ratio(r['one'], other)} |")
+    own = [r for r in results if "early_own" in summary(r)]
+    if own:
+        lines += ["", "### Early fusion of one view shares its expert", "",
+                  "The one command against the same with early fusion of one view (the "
+                  "evaluation's single-modality rows) fitting its own model instead of sharing "
+                  "the per-modality expert a late fusion refit on the same rows (`early_own`), "
+                  "in the same run: the same model, so the same choices and accuracies; it "
+                  "saves a fit only in folds whose choice refits that expert (late fusion, a "
+                  "single modality).", "",
+                  "| dataset | one command | early own fit | same fusion and encoders chosen | "
+                  "same per-fold accuracies | time one / own |", "|---|---:|---:|---|---|---:|"]
+        for r in own:
+            other = r["early_own"]
+            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
+                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
+            folds = other["fold_accuracy"] == r["one"]["fold_accuracy"]
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{other['accuracy']:.3f} | {'yes' if same else 'no'} | "
+                         f"{'yes' if folds else 'no'} | {_time_ratio(r['one'], other)} |")
     fitted = [r for r in results if "seed_fits" in r]
     if fitted:
         lines += ["", "The seed baseline's fits alone (`seed_fits`): on each inner fold of the "
@@ -619,7 +644,8 @@ def render(results: list[dict]) -> str:
                   + ", ".join(f"{d} {p}" for d, p in missing) + "."]
     codes = sorted({r[p]["code"] for r in results
                     for p in ("one", "no_heads", "no_parsimony", "separate", "no_pairs",
-                              "eigen_factor", "seed_twice", "seed_fits", "where")
+                              "eigen_factor", "seed_twice", "seed_fits", "early_own",
+                              "where")
                     if p in r}
                    | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
                       for f in r.get(key, {}).values()})
@@ -692,7 +718,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parts", nargs="*", default=None,
                         help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
-                             "separate no_pairs eigen_factor seed_twice seed_fits where "
+                             "separate no_pairs eigen_factor seed_twice seed_fits early_own where "
                              "no_parsimony "
                              "stacking:0..3 (default: "
                              "every "

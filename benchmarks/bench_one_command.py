@@ -17,6 +17,12 @@ default outer splits (stratified grouped 5-fold, or leave one theme out), in one
   (``mmfuse.fusion.linear.gram_factor``) factored by the eigendecomposition, as before
   issue 27's pivoted Cholesky (``eigen_factor``): the speed-up and its effect on
   accuracy, in one run (``--ablations`` only);
+* **seed twice**: the one command with the seed baseline's views made dense twice per fit
+  (for its scaler, then for its sum), as before issue 27's speed-up of it: the same
+  choices and accuracies (its arithmetic is the same), and the CPU time it saves, in one
+  run (``seed_twice``; ``--ablations`` only);
+* **where**: the one command's CPU time by stage (the encoder choice per column, ``auto``'s
+  per-modality experts and candidates; ``where``; ``--ablations`` only);
 * **fixed**: every combination of image hog / efficientnet-lite0 and text tfidf / minilm,
   with every single modality and the strategies early, late, seed-baseline, stacking and
   gmu; the best row is "the best fixed combination";
@@ -112,7 +118,62 @@ def _one(X, y, groups, cv, fusion_params=None) -> dict:
             "seconds": secs, "cpu_seconds": cpu["seconds"],
             "singles": {r.name: r.accuracy for r in result.rows
                                          if r.kind == "single"},
-            "code": code_version()}
+            "code": code_version(), "machine": machine()}
+
+
+def _where(X, y, groups, cv) -> dict:
+    """The one command's CPU time by stage (this process's CPU, summed over the outer
+    folds): the encoder choice per column (its single candidates, its pairs, and of both
+    the TF-IDF fits per inner fold), ``auto``'s shared per-modality experts and each of
+    its candidates' inner CV; the rest (``auto``'s refit of its choice, the evaluation's
+    single-modality rows, the feature table) is the total less these."""
+    from mmfuse import encoder_choice as selection
+    from mmfuse.encoders import parts as encoder_parts
+    from mmfuse.fusion import auto as auto_module
+
+    stages: Counter = Counter()
+
+    def timed(name_of, fn):
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stages[name_of(*args, **kwargs)] += time.process_time() - start
+        return wrapper
+
+    def choice_stage(parts, names, y, splits, classifier=None, random_state=None,
+                     shared=None, **kwargs):
+        pairs = any("+" in n or "|" in n for n in names)
+        column = shared[0] if shared is not None else "?"
+        return f"encoder choice: {column} {'pairs' if pairs else 'single encoders'}"
+
+    patches = [
+        mock.patch.object(selection, "score_candidates",
+                          timed(choice_stage, selection.score_candidates)),
+        mock.patch.object(encoder_parts, "fit_on_rows",
+                          timed(lambda *a, **k: "of which TF-IDF fits (encoder choice and "
+                                                "outer folds)", encoder_parts.fit_on_rows)),
+        mock.patch.object(auto_module, "out_of_fold_probas",
+                          timed(lambda *a, **k: "auto: per-modality experts (inner CV)",
+                                auto_module.out_of_fold_probas)),
+        mock.patch.object(auto_module.AutoFusion, "_candidate_oof",
+                          timed(lambda self, c, *a, **k: f"auto: {c.name} (inner CV)",
+                                auto_module.AutoFusion._candidate_oof)),
+    ]
+    for patch in patches:
+        patch.start()
+    try:
+        one = _one(X, y, groups, cv)
+    finally:
+        for patch in reversed(patches):
+            patch.stop()
+    known = sum(v for k, v in stages.items() if not k.startswith("of which"))
+    return {"cpu_seconds": one["cpu_seconds"], "accuracy": one["accuracy"],
+            "stages": {**dict(stages.most_common()),
+                       "rest (auto's refit, the single-modality rows, the table)":
+                       one["cpu_seconds"] - known},
+            "code": one["code"]}
 
 
 def _eigen_factor(gram):
@@ -127,6 +188,93 @@ def _eigen_factor(gram):
     return vecs * root, lambda coef: (np.asarray(coef) / root) @ vecs.T
 
 
+def _seed_twice():
+    """The seed baseline's fit and sum before issue 27's speed-up: each view made dense
+    for its scaler, then again for the sum, with a zero array and a row copy per view."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from mmfuse.fusion.linear import fit_logistic_gram, gram_applicable
+    from mmfuse.views import dense
+
+    def _sum(self, views, present):
+        views = {m: dense(v) for m, v in views.items()}
+        width = max(v.shape[1] for v in views.values())
+        dtype = np.result_type(*(v.dtype for v in views.values()), np.float32)
+        total = np.zeros((next(iter(views.values())).shape[0], width), dtype=dtype)
+        for m in sorted(views):
+            z = np.zeros_like(views[m])
+            if present[m].any():
+                z[present[m]] = self.scalers_[m].transform(views[m][present[m]])
+            total[:, : z.shape[1]] += z / len(views)
+        return total
+
+    def _fit(self, views, y, present, groups):
+        self.scalers_ = {m: StandardScaler().fit(dense(views[m][np.flatnonzero(present[m])]))
+                         for m in sorted(views)}
+        self.modality_weights_ = {m: 1.0 / len(views) for m in sorted(views)}
+        f = self._sum(views, present)
+        self.model_ = LogisticRegression(max_iter=1000)
+        if gram_applicable(self.model_, f.shape[0], f.shape[1]):
+            fit_logistic_gram(self.model_, [f], y)
+        else:
+            self.model_.fit(f, y)
+
+    return _fit, _sum
+
+
+SEED_REPEATS = 3
+
+
+def _seed_fits(X, y, groups, cv, chosen: dict | None) -> dict:
+    """The seed baseline fitted as before its speed-up (:func:`_seed_twice`) and as now,
+    alternately, on each inner fold of the first outer training fold (the inner CV of
+    ``auto``: the views the one command chose there, TF-IDF fit on the outer training rows),
+    each :data:`SEED_REPEATS` times: this process's CPU per fit (median of the repeats, summed
+    over the folds) and whether the two fits are equal to the bit."""
+    from threadpoolctl import threadpool_limits
+
+    from mmfuse.encoders.parts import candidate_view
+    from mmfuse.evaluate.folds import make_splits
+    from mmfuse.fusion.baseline import SeedBaseline
+    from mmfuse.splits import inner_splits
+
+    table = FeatureTable(X, "auto", on_error="skip", cache=True)
+    codes = np.unique(y, return_inverse=True)[1]
+    groups = np.asarray(groups)
+    train = make_splits(codes, groups, cv, 0)[0][0][0]
+    chosen = chosen or {c: spec.names[0] for c, (spec, _) in table.candidates.items()}
+    views, present = {}, {}
+    for column, (_, parts) in table.candidates.items():
+        views[column], present[column], _ = candidate_view(parts, chosen[column], train)
+    fit, add = _seed_twice()
+
+    class Twice(SeedBaseline):
+        _fit, _sum = fit, add
+
+    cpu = {"twice": 0.0, "once": 0.0}
+    equal = True
+    for inner_train, _ in inner_splits(codes[train], groups[train], 5, 0):
+        rows = train[inner_train]
+        v = {m: views[m][rows] for m in views}
+        p = {m: present[m][rows] for m in views}
+        times: dict = {"twice": [], "once": []}
+        models = {}
+        with threadpool_limits(limits=1, user_api="blas"):
+            for _ in range(SEED_REPEATS):
+                for label, cls in (("twice", Twice), ("once", SeedBaseline)):
+                    start = time.process_time()
+                    models[label] = cls().fit(v, codes[rows], p)
+                    times[label].append(time.process_time() - start)
+        for label in cpu:
+            cpu[label] += float(np.median(times[label]))
+        a, b = models["twice"].model_, models["once"].model_
+        equal &= bool(np.array_equal(a.coef_, b.coef_)
+                      and np.array_equal(a.intercept_, b.intercept_))
+    return {"cpu_twice": cpu["twice"], "cpu_once": cpu["once"], "equal": equal,
+            "encoders": chosen, "repeats": SEED_REPEATS, "code": code_version()}
+
+
 def run_part(dataset: str, part: str, out: dict) -> None:
     X, y, groups = load_dataset(dataset)
     cv = dataset_info(dataset)["cv"]
@@ -138,6 +286,8 @@ def run_part(dataset: str, part: str, out: dict) -> None:
         out["warm_seconds"] = time.perf_counter() - start
     elif part == "one":
         out["one"] = _one(X, y, groups, cv)
+    elif part == "where":
+        out["where"] = _where(X, y, groups, cv)
     elif part == "no_heads":
         out["no_heads"] = _one(X, y, groups, cv, {"auto": {"neural": False}})
     elif part == "no_parsimony":
@@ -165,6 +315,22 @@ def run_part(dataset: str, part: str, out: dict) -> None:
         # read at call time by fit_logistic_gram
         with mock.patch.object(linear, "gram_factor", _eigen_factor):
             out["eigen_factor"] = _one(X, y, groups, cv)
+    elif part == "seed_twice":
+        from mmfuse.fusion.baseline import SeedBaseline
+
+        fit, add = _seed_twice()
+        with mock.patch.object(SeedBaseline, "_fit", fit), \
+                mock.patch.object(SeedBaseline, "_sum", add):
+            out["seed_twice"] = _one(X, y, groups, cv)
+    elif part == "early_own":
+        from mmfuse.fusion.early import EarlyFusion
+
+        # early fusion of one view fitting its own model, as before it shared the expert's
+        with mock.patch.object(EarlyFusion, "_is_the_expert", lambda *args: False):
+            out["early_own"] = _one(X, y, groups, cv)
+    elif part == "seed_fits":
+        out["seed_fits"] = _seed_fits(X, y, groups, cv,
+                                      (out.get("one") or {}).get("chosen_encoders", [None])[0])
     elif part == "separate":
         from mmfuse import encoder_choice as selection
 
@@ -180,6 +346,7 @@ def run_part(dataset: str, part: str, out: dict) -> None:
         out["baseline_seconds"] = float(np.median(runs))
         out["baseline_runs"] = runs
         out["baseline_cpu_seconds"] = float(np.median(cpus))
+        out["baseline_machine"] = machine()
     elif part.startswith("stacking:"):
         # stacking and the single modalities alone, on one combination (cheaper than the
         # whole fixed part, whose other rows a change to stacking leaves as they were)
@@ -199,7 +366,9 @@ def run_part(dataset: str, part: str, out: dict) -> None:
 def parts_of(with_ablations: bool) -> list[str]:
     parts = ["warm", "one", "baseline"] + [f"fixed:{i}" for i in range(len(COMBOS))]
     parts += ["no_heads", "separate"]
-    return parts + (["no_parsimony", "no_pairs", "eigen_factor"] if with_ablations else [])
+    return parts + (["no_parsimony", "no_pairs", "eigen_factor", "seed_twice", "seed_fits",
+                     "early_own", "where"]
+                    if with_ablations else [])
 
 
 def summary(r: dict) -> dict:
@@ -237,7 +406,8 @@ def summary(r: dict) -> dict:
                                  if "late" in by else float("nan"),
                                  **_t_interval(np.subtract(by["gmu"]["fold_accuracy"],
                                                            ref["fold_accuracy"]))}
-    for variant in ("no_heads", "no_parsimony", "separate", "no_pairs", "eigen_factor"):
+    for variant in ("no_heads", "no_parsimony", "separate", "no_pairs", "eigen_factor",
+                    "seed_twice", "early_own"):
         if "one" in r and variant in r:
             s[variant] = _t_interval(np.subtract(r["one"]["fold_accuracy"],
                                                  r[variant]["fold_accuracy"]))
@@ -376,6 +546,77 @@ def render(results: list[dict]) -> str:
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
                          f"{other['accuracy']:.3f} | {_ci(summary(r)['eigen_factor'])} | "
                          f"{'yes' if same else 'no'} | {_time_ratio(r['one'], other)} |")
+    twice = [r for r in results if "seed_twice" in summary(r)]
+    if twice:
+        lines += ["", "### The seed baseline's dense views", "",
+                  "The one command against the same with the seed baseline as before its "
+                  "speed-up (each view made dense twice per fit, a zero array and a row copy "
+                  "per view; `seed_twice`), in the same run: the same arithmetic, so the same "
+                  "choices and accuracies. The time ratio of two whole runs is mostly this "
+                  "shared machine's run-to-run spread (the paired measure is below).", "",
+                  "| dataset | one command | seed twice | Δ one − twice [95% CI] | same fusion "
+                  "and encoders chosen | same per-fold accuracies | time one / twice |",
+                  "|---|---:|---:|---|---|---|---:|"]
+        for r in twice:
+            other = r["seed_twice"]
+            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
+                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
+            folds = other["fold_accuracy"] == r["one"]["fold_accuracy"]
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{other['accuracy']:.3f} | {_ci(summary(r)['seed_twice'])} | "
+                         f"{'yes' if same else 'no'} | {'yes' if folds else 'no'} | "
+                         f"{_time_ratio(r['one'], other)} |")
+    own = [r for r in results if "early_own" in summary(r)]
+    if own:
+        lines += ["", "### Early fusion of one view shares its expert", "",
+                  "The one command against the same with early fusion of one view (the "
+                  "evaluation's single-modality rows) fitting its own model instead of sharing "
+                  "the per-modality expert a late fusion refit on the same rows (`early_own`), "
+                  "in the same run: the same model, so the same choices and accuracies; it "
+                  "saves a fit only in folds whose choice refits that expert (late fusion, a "
+                  "single modality).", "",
+                  "| dataset | one command | early own fit | same fusion and encoders chosen | "
+                  "same per-fold accuracies | time one / own |", "|---|---:|---:|---|---|---:|"]
+        for r in own:
+            other = r["early_own"]
+            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
+                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
+            folds = other["fold_accuracy"] == r["one"]["fold_accuracy"]
+            lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
+                         f"{other['accuracy']:.3f} | {'yes' if same else 'no'} | "
+                         f"{'yes' if folds else 'no'} | {_time_ratio(r['one'], other)} |")
+    fitted = [r for r in results if "seed_fits" in r]
+    if fitted:
+        lines += ["", "The seed baseline's fits alone (`seed_fits`): on each inner fold of the "
+                  "first outer training fold, with the encoders the one command chose there, "
+                  "fitted as before and as now alternately (CPU per fit: the median of "
+                  f"{SEED_REPEATS} repeats, summed over the inner folds): a paired measure "
+                  "of the change, which the whole command's run-to-run spread on this shared "
+                  "machine hides.", "",
+                  "| dataset | encoders | CPU before | CPU now | now / before | same model to "
+                  "the bit |", "|---|---|---:|---:|---:|---|"]
+        for r in fitted:
+            f = r["seed_fits"]
+            enc = ", ".join(f"{c}={e}" for c, e in sorted(f["encoders"].items()))
+            lines.append(f"| {r['dataset']} | {enc} | {f['cpu_twice']:.2f} s | "
+                         f"{f['cpu_once']:.2f} s | {f['cpu_once'] / f['cpu_twice']:.2f}× | "
+                         f"{'yes' if f['equal'] else '**no**'} |")
+    located = [r for r in results if "where" in r]
+    if located:
+        lines += ["", "### Where the one command's CPU goes", "",
+                  "This process's CPU time by stage, summed over the outer folds (`where`: "
+                  "the stages timed by wrapping them with `unittest.mock.patch.object`; "
+                  "\"of which\" is part of the rows above it). Share: of the one command's "
+                  "CPU in that run.", "",
+                  "| dataset | stage | CPU s | share |", "|---|---|---:|---:|"]
+        for r in located:
+            total = r["where"]["cpu_seconds"]
+            for stage, secs in r["where"]["stages"].items():
+                if secs >= 0.005 * total:
+                    lines.append(f"| {r['dataset']} | {stage} | {secs:.1f} | "
+                                 f"{secs / total:.0%} |")
+            lines.append(f"| {r['dataset']} | **total** ({r['where']['code']}) | "
+                         f"{total:.1f} | 100% |")
     paired = [r for r in results if "no_pairs" in summary(r)]
     if paired:
         lines += ["", "### Concatenations in the encoder choice", "",
@@ -403,9 +644,19 @@ def render(results: list[dict]) -> str:
                   + ", ".join(f"{d} {p}" for d, p in missing) + "."]
     codes = sorted({r[p]["code"] for r in results
                     for p in ("one", "no_heads", "no_parsimony", "separate", "no_pairs",
-                              "eigen_factor") if p in r}
+                              "eigen_factor", "seed_twice", "seed_fits", "early_own",
+                              "where")
+                    if p in r}
                    | {f["code"] for r in results for key in ("fixed", "stacking_rerun")
                       for f in r.get(key, {}).values()})
+    machines = sorted({r[p]["machine"] for r in results for p in ("one", "seed_twice")
+                       if "machine" in r.get(p, {})}
+                      | {r["baseline_machine"] for r in results if "baseline_machine" in r})
+    if machines:
+        lines += ["", "The one command and its baseline (the time ratio) were last measured "
+                  "on " + "; ".join(machines) + ". Parts measured in earlier sessions may have "
+                  "run on other hardware (this shared workspace's machine changes between "
+                  "sessions): compare times only within one machine."]
     lines += ["", f"Code measured: {', '.join(codes)}; "
               f"{', '.join(r['dataset'] + ': ' + r['when'] for r in results)}."]
     return "\n".join(lines)
@@ -446,7 +697,8 @@ def merge(into: list[dict], new: list[dict], parts: list[str] | None = None) -> 
         for part in names:
             key, sub = _part_keys(part)
             if key == "baseline":
-                for k in ("baseline_seconds", "baseline_runs", "baseline_cpu_seconds"):
+                for k in ("baseline_seconds", "baseline_runs", "baseline_cpu_seconds",
+                          "baseline_machine"):
                     if k in r:
                         entry[k] = r[k]
                     else:
@@ -466,7 +718,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parts", nargs="*", default=None,
                         help="parts to (re)measure: warm one baseline fixed:0..3 no_heads "
-                             "separate no_pairs eigen_factor no_parsimony stacking:0..3 (default: "
+                             "separate no_pairs eigen_factor seed_twice seed_fits early_own where "
+                             "no_parsimony "
+                             "stacking:0..3 (default: "
                              "every "
                              "part not measured yet)")
     parser.add_argument("--ablations", action="store_true",

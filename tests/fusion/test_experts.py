@@ -82,3 +82,37 @@ def test_two_strategies_given_one_cache_fit_the_experts_once(monkeypatch):
     for a, b in zip(alone, shared):
         np.testing.assert_array_equal(a.predict_proba(views), b.predict_proba(views))
         assert "_experts_cache" not in vars(b)  # held for the fit only
+
+
+def test_early_fusion_of_one_whole_view_is_its_expert_and_shares_its_fit(monkeypatch):
+    """The evaluation's single-modality row (early fusion on one view) and a late fusion
+    refit on the same rows fit one expert between them, to the bit the model each fitted
+    alone (dense and sparse views)."""
+    import mmfuse.fusion.early as early
+    from scipy import sparse
+
+    views, y = make_views(n=240)
+    views["t"] = sparse.random(240, 30, density=0.2, random_state=0, format="csr",
+                               dtype=np.float32)
+    from sklearn.linear_model import LogisticRegression
+
+    fits = []
+    real = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit",
+                        lambda self, *a, **k: fits.append(1) or real(self, *a, **k))
+    for m in ("a", "t"):
+        one = {m: views[m]}
+        cache = ExpertsCache()
+        create_fusion("late", weights="equal").fit(views, y, experts_cache=cache)
+        fits.clear()
+        shared = create_fusion("early").fit(one, y, experts_cache=cache)
+        assert fits == []  # no classifier fitted: the late fusion's expert of m
+        with monkeypatch.context() as patched:  # the fit as it was: its own design
+            patched.setattr(early.EarlyFusion, "_is_the_expert", lambda *a: False)
+            own = create_fusion("early").fit(one, y)
+        assert np.array_equal(shared.model_.coef_, own.model_.coef_)
+        assert np.array_equal(shared.model_.intercept_, own.model_.intercept_)
+        assert np.array_equal(shared.predict_proba(one), own.predict_proba(one))
+    # not the expert: a missing row (zeros and no rows dropped), or two views
+    present = {"a": np.arange(240) % 9 > 0}
+    assert not early.EarlyFusion()._is_the_expert({"a": views["a"]}, present, "equal")

@@ -8,9 +8,9 @@ import numpy as np
 
 from .._errors import InputError
 from ..views import Present, Views, is_sparse
-from .experts import out_of_fold_probas
+from .experts import fit_experts, out_of_fold_probas
 from .imputer import BlockImputer
-from .linear import fit_logistic_gram, gram_applicable, make_classifier
+from .linear import classifier_for, fit_logistic_gram, gram_applicable, make_classifier
 from .scaling import ViewScaler, leading_variance
 from ..splits import fallback_reason, inner_splits
 from .weights import check_weight_spec, normalise_weights, relative_weights, simplex_grid
@@ -181,6 +181,15 @@ class EarlyFusion(FusionStrategy):
         else:
             weights = self._search_weights(views, present, y, groups)
         self.modality_weights_ = weights
+        if self._is_the_expert(views, present, spec):
+            # one view, every row present, nothing scaled or weighted: the design and the
+            # model are the view's per-modality expert's (same scaler, same classifier on
+            # the same rows), so fits given the same ExpertsCache share it (the
+            # evaluation's single-modality row and a late fusion's refit on those rows)
+            [(m, expert)] = fit_experts(views, y, present, self.classifier, self.random_state,
+                                        experts_cache=self._experts_cache).items()
+            self.scalers_, self.model_ = {m: expert.scaler_}, expert.model_
+            return
         blocks = self._blocks(views, present, weights)
         self.model_ = make_classifier(self.classifier, self.random_state)
         if len(blocks) > 1 and gram_applicable(self.model_, len(y),
@@ -197,6 +206,16 @@ class EarlyFusion(FusionStrategy):
             design = _hstack(blocks)
             self.model_ = make_classifier(self.classifier, self.random_state, design)
             self.model_.fit(design, y)
+
+    def _is_the_expert(self, views: Views, present: Present, spec: Any) -> bool:
+        """Whether this fit is exactly its one view's per-modality expert
+        (:class:`~mmfuse.fusion.experts.ModalityExpert`): one view, every training row
+        present (no missing-row zeros, no presence flags), equal weights, a block factor of
+        1 (``block_scaling`` False or "variance"), and the same classifier as the expert's."""
+        [m] = views if len(views) == 1 else [None]
+        return (m is not None and bool(np.all(present[m])) and spec == "equal"
+                and self._scaling() in (None, "variance") and self.block_factors_[m] == 1.0
+                and classifier_for(self.classifier, m) is classifier_for(self.classifier, None))
 
     def _search_weights(self, views, present, y, groups) -> dict[str, float]:
         mods = sorted(views)

@@ -698,7 +698,9 @@ def _render_calibration_cv(both: list) -> list[str]:
              "grouped inner folds instead of 5 (the fusion's own inner folds unchanged): "
              "the models the calibration rows come from train on 90% of the outer training "
              "rows instead of 80%, closer to the final model, which trains on all of them. "
-             "Mean of the per-seed means (seed values in brackets).", "",
+             f"`{FUSION}` is calibrated on its bagged experts, cross-fitted on its own 5 "
+             "inner folds, which this setting does not change: its two columns are the same "
+             "runs' values. Mean of the per-seed means (seed values in brackets).", "",
              "| dataset | encoders | row | coverage @0.9, 5 folds | "
              f"{CALIBRATION_CV} folds | coverage @0.8, 5 folds | {CALIBRATION_CV} folds | "
              f"set size @0.9, 5 folds | {CALIBRATION_CV} folds |",
@@ -863,13 +865,15 @@ def main() -> None:
     parser.add_argument("--merge", default="",
                         help="comma-separated JSON files of parallel runs to merge into "
                              "uncertainty.json (no measuring)")
+    parser.add_argument("--render", action="store_true",
+                        help="only rebuild the section from the saved results (no measuring)")
     parser.add_argument("--encoders", choices=tuple(CONFIGS), default="classical",
                         help="encoder configuration to measure (pretrained: the main part only)")
     args = parser.parse_args()
     saved = {} if args.fresh or not args.json.exists() else json.loads(args.json.read_text())
     for part in filter(None, args.merge.split(",")):
         saved.update(json.loads(Path(part).read_text()))
-    datasets = [] if args.merge else args.datasets.split(",")
+    datasets = [] if args.merge or args.render else args.datasets.split(",")
     for dataset in datasets:
         run_dataset(dataset, args.parts.split(","), saved, args.json, args.encoders)
     if args.merge:

@@ -181,10 +181,11 @@ def test_inner_folds_refit_the_stateful_encoders_on_their_training_rows():
     VocabEncoder.fitted_on.clear()
     MultimodalClassifier(encoders={"left": "test-vocab", "right": "test-number"},
                          fusion="late", cv=3, coverage=0.9, random_state=0).fit(df, y, groups)
-    # once on every training row, then once per inner fold on its training rows only
+    # once on every training row, then once per held-out inner fold (10, REFIT_FOLDS,
+    # above the model's cv of 3) on its training rows only
     assert VocabEncoder.fitted_on[0] == 150
-    assert len(VocabEncoder.fitted_on) == 4 and all(90 <= n < 150
-                                                   for n in VocabEncoder.fitted_on[1:])
+    assert len(VocabEncoder.fitted_on) == 1 + fit_module.REFIT_FOLDS
+    assert all(n == 135 for n in VocabEncoder.fitted_on[1:])
 
 
 def test_evaluation_refits_the_stateful_encoders_in_each_inner_fold():
@@ -198,10 +199,11 @@ def test_evaluation_refits_the_stateful_encoders_in_each_inner_fold():
     evaluate(df, y, encoders={"left": "test-vocab", "right": "test-number"}, cv=2,
              inner_cv=3, strategies=["late"], singles=False, baseline=False, n_jobs=1,
              uncertainty=UncertaintySpec("temperature"))
-    # per outer fold: once on its 75 training rows, then on each inner fold's ~50
+    # per outer fold: once on its 75 training rows, then on each of its 10 held-out inner
+    # folds' training rows (REFIT_FOLDS, above the evaluation's inner_cv of 3), ~67 each
     assert sorted(VocabEncoder.fitted_on, reverse=True)[:2] == [75, 75]
-    assert len(VocabEncoder.fitted_on) == 2 + 2 * 3
-    assert all(n <= 52 for n in sorted(VocabEncoder.fitted_on)[:6])
+    assert len(VocabEncoder.fitted_on) == 2 + 2 * fit_module.REFIT_FOLDS
+    assert all(n <= 68 for n in sorted(VocabEncoder.fitted_on)[:20])
 
 
 @pytest.mark.parametrize("fusion", ["late", "stacking"])
@@ -305,13 +307,16 @@ def test_bagged_predicts_each_inner_fold_as_the_final_model_predicts_new_rows():
                                         calibration="temperature", coverage=None,
                                         random_state=0, calibrate_on="bagged")
     final = clone(strategy).fit(views, y, present, groups)
-    train, test = inner_splits(y, groups, 5, 0)[0]
+    # held out: 10 inner folds (REFIT_FOLDS), each predicted by experts cross-fitted on
+    # the strategy's own 5 folds of the other 90%, nearer the final model's experts
+    train, test = inner_splits(y, groups, fit_module.REFIT_FOLDS, 0)[0]
     test = np.sort(test)
     inner = cross_fitted_experts(rows(views, train), y[train], rows(present, train),
                                  groups[train], None, 5, 0)
     expected = predict_cross_fitted(inner, rows(views, test), rows(present, test),
                                     final.predict_meta)
     proba, labels, fold = oof["a+b"]
+    assert len(np.unique(fold)) == fit_module.REFIT_FOLDS == 10
     assert fold[test].tolist() == [0] * len(test) and (fold == 0).sum() == len(test)
     np.testing.assert_allclose(proba[test], expected)
     assert labels.tolist() == y.tolist()
@@ -338,7 +343,7 @@ def test_auto_calibrates_the_strategy_it_chose_without_redoing_the_selection(mon
     present = {m: np.ones(len(y), bool) for m in mods}
     alone, _ = fit_module.fit_uncertainty(chosen, {m: views[m] for m in mods}, present, y,
                                           groups, calibration="temperature", coverage=0.9,
-                                          n_splits=5, random_state=0, n_classes=4)
+                                          random_state=0, n_classes=4)
     assert clf.uncertainty_.calibrators[ALL].temperature == pytest.approx(
         alone.calibrators[ALL].temperature)
     pattern = "+".join(sorted(mods))

@@ -698,9 +698,10 @@ def _render_calibration_cv(both: list) -> list[str]:
              "grouped inner folds instead of 5 (the fusion's own inner folds unchanged): "
              "the models the calibration rows come from train on 90% of the outer training "
              "rows instead of 80%, closer to the final model, which trains on all of them. "
-             f"`{FUSION}` is calibrated on its bagged experts, cross-fitted on its own 5 "
-             "inner folds, which this setting does not change: its two columns are the same "
-             "runs' values. Mean of the per-seed means (seed values in brackets).", "",
+             f"`{FUSION}` (calibrated on bagged experts) holds out the same 10 folds, each "
+             "scored by experts cross-fitted on the strategy's own 5 folds of the other 90% "
+             "(72% of the rows against the final model's 80%; with 5 held-out folds, 64%). "
+             "Mean of the per-seed means (seed values in brackets).", "",
              "| dataset | encoders | row | coverage @0.9, 5 folds | "
              f"{CALIBRATION_CV} folds | coverage @0.8, 5 folds | {CALIBRATION_CV} folds | "
              f"set size @0.9, 5 folds | {CALIBRATION_CV} folds |",

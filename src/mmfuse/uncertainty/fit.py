@@ -40,9 +40,9 @@ made on the training rows only, is calibrated as that strategy fitted alone woul
 its bagged experts when it has a meta level; an ensemble or an average of candidates: its
 members refit on the inner folds and averaged with their weights), rather than on nested
 refits of the whole selection (``calibrate_on="refits"``: each inner fold redoes the
-selection, which may choose otherwise). The choice saw the training rows' inner-fold scores, so the calibration
-rows are not blind to it: a selection among a handful of candidates, measured in
-benchmarks/RESULTS.md (bench_uncertainty, part "auto").
+selection, which may choose otherwise). The choice saw the training rows' inner-fold
+scores, so the calibration rows are not blind to it: a selection among a handful of
+candidates, measured in benchmarks/RESULTS.md (bench_uncertainty, part "auto").
 
 With groups, the calibration rows come from the training rows' groups; when they are
 fewer than the coverage needs to hold on a new group (:func:`groups_needed`: 9 at 0.9),

@@ -226,6 +226,17 @@ def _seed_twice():
 SEED_REPEATS = 3
 
 
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _same_choices(one: dict, other: dict) -> str:
+    """Whether a same-run ablation chose the one command's fusion and encoders in every
+    fold: "yes" or "no"."""
+    return _yes(other["chosen_fusion"] == one["chosen_fusion"]
+                and other["chosen_encoders"] == one["chosen_encoders"])
+
+
 def _seed_fits(X, y, groups, cv, chosen: dict | None) -> dict:
     """The seed baseline fitted as before its speed-up (:func:`_seed_twice`) and as now,
     alternately, on each inner fold of the first outer training fold (the inner CV of
@@ -541,11 +552,10 @@ def render(results: list[dict]) -> str:
                   "and encoders chosen | time one / eigen |", "|---|---:|---:|---|---|---:|"]
         for r in factored:
             other = r["eigen_factor"]
-            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
-                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
+            same = _same_choices(r["one"], other)
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
                          f"{other['accuracy']:.3f} | {_ci(summary(r)['eigen_factor'])} | "
-                         f"{'yes' if same else 'no'} | {_time_ratio(r['one'], other)} |")
+                         f"{same} | {_time_ratio(r['one'], other)} |")
     twice = [r for r in results if "seed_twice" in summary(r)]
     if twice:
         lines += ["", "### The seed baseline's dense views", "",
@@ -559,12 +569,11 @@ def render(results: list[dict]) -> str:
                   "|---|---:|---:|---|---|---|---:|"]
         for r in twice:
             other = r["seed_twice"]
-            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
-                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
-            folds = other["fold_accuracy"] == r["one"]["fold_accuracy"]
+            same = _same_choices(r["one"], other)
+            folds = _yes(other["fold_accuracy"] == r["one"]["fold_accuracy"])
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
                          f"{other['accuracy']:.3f} | {_ci(summary(r)['seed_twice'])} | "
-                         f"{'yes' if same else 'no'} | {'yes' if folds else 'no'} | "
+                         f"{same} | {folds} | "
                          f"{_time_ratio(r['one'], other)} |")
     own = [r for r in results if "early_own" in summary(r)]
     if own:
@@ -579,12 +588,11 @@ def render(results: list[dict]) -> str:
                   "same per-fold accuracies | time one / own |", "|---|---:|---:|---|---|---:|"]
         for r in own:
             other = r["early_own"]
-            same = (other["chosen_fusion"] == r["one"]["chosen_fusion"]
-                    and other["chosen_encoders"] == r["one"]["chosen_encoders"])
-            folds = other["fold_accuracy"] == r["one"]["fold_accuracy"]
+            same = _same_choices(r["one"], other)
+            folds = _yes(other["fold_accuracy"] == r["one"]["fold_accuracy"])
             lines.append(f"| {r['dataset']} | {r['one']['accuracy']:.3f} | "
-                         f"{other['accuracy']:.3f} | {'yes' if same else 'no'} | "
-                         f"{'yes' if folds else 'no'} | {_time_ratio(r['one'], other)} |")
+                         f"{other['accuracy']:.3f} | {same} | "
+                         f"{folds} | {_time_ratio(r['one'], other)} |")
     fitted = [r for r in results if "seed_fits" in r]
     if fitted:
         lines += ["", "The seed baseline's fits alone (`seed_fits`): on each inner fold of the "

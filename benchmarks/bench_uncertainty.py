@@ -120,6 +120,15 @@ def _rows(result) -> dict:
             for r in result.rows}
 
 
+def _set_rows(rows: dict) -> dict:
+    """Of :func:`_rows`, only the sets' coverage, size and singletons (what the draws'
+    tables read): the draws of the seeds and calibration_cv parts kept small."""
+    keep = ("coverage", "set_size", "singletons")
+    return {name: {"kind": row["kind"], "accuracy": row["accuracy"], "uncertainty": {"sets": {
+        key: {k: v for k, v in sets.items() if k in keep}
+        for key, sets in row["uncertainty"]["sets"].items()}}} for name, row in rows.items()}
+
+
 def run_main(X, y, groups, enc, cv, table) -> dict:
     spec = UncertaintySpec("temperature", COVERAGES, SCORES, mask={m: 0.5 for m in enc},
                            worst_fold=True)
@@ -145,7 +154,7 @@ def run_seeds(X, y, groups, enc, cv, table) -> dict:
         result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=[FUSION],
                           baseline=False, on_error="skip", n_jobs=1, uncertainty=spec,
                           random_state=seed)
-        out["seeds"][str(seed)] = {"rows": _rows(result), "cv": result.cv}
+        out["seeds"][str(seed)] = {"rows": _set_rows(_rows(result)), "cv": result.cv}
     return out
 
 
@@ -166,7 +175,7 @@ def run_calibration_cv(X, y, groups, enc, cv, table) -> dict:
         result = evaluate(X, y, groups=groups, cv=cv, features=table, strategies=[FUSION],
                           baseline=False, on_error="skip", n_jobs=1, uncertainty=spec,
                           random_state=seed)
-        out["seeds"][str(seed)] = {"rows": _rows(result), "cv": result.cv,
+        out["seeds"][str(seed)] = {"rows": _set_rows(_rows(result)), "cv": result.cv,
                                    "cpu_seconds": time.process_time() - cpu}
     return out
 
@@ -309,6 +318,13 @@ def run_timing(X, y, groups, enc, cv, table) -> dict:
             "steps": {k: float(np.median(v)) for k, v in steps.items()}}
 
 
+def _dump(saved: dict) -> str:
+    """The results as JSON, compact (the per-fold arrays made the indented file pass 2 MB),
+    one result (dataset and configuration) a line, so that a rerun's diff names it."""
+    return "{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
+                               for k, v in saved.items()) + "\n}\n"
+
+
 def run_dataset(dataset: str, parts, saved: dict, path: Path = RESULTS_JSON,
                 config: str = "classical") -> dict:
     key = result_key(dataset, config)
@@ -330,7 +346,7 @@ def run_dataset(dataset: str, parts, saved: dict, path: Path = RESULTS_JSON,
         out[part]["when"], out[part]["code"] = stamp(), code_version()
         print(f"  {part}: {time.perf_counter() - start:.0f} s", flush=True)
         saved[key] = out
-        atomic_write_text(path, json.dumps(saved, indent=1))
+        atomic_write_text(path, _dump(saved))
     return out
 
 
@@ -878,7 +894,7 @@ def main() -> None:
     for dataset in datasets:
         run_dataset(dataset, args.parts.split(","), saved, args.json, args.encoders)
     if args.merge:
-        atomic_write_text(args.json, json.dumps(saved, indent=1))
+        atomic_write_text(args.json, _dump(saved))
     if args.json == RESULTS_JSON:
         results = [saved[d] for d in DATASETS if d in saved]
         pretrained = [saved[k] for k in (result_key(d, "pretrained") for d in DATASETS)

@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
 from .._errors import InputError, MissingDependencyError
@@ -443,8 +444,6 @@ class AutoFusion(GreedyEnsembleMixin, FusionStrategy):
         strategy fitted alone, rather than from nested refits of the whole selection.
         For an ensemble or an average of candidates: this auto with its ``choice`` fixed
         (its members refit on inner folds and averaged with their weights, unselected)."""
-        from sklearn.base import clone
-
         check_is_fitted(self, "members_")
         if len(self.members_) != 1:  # the members refit with their weights, unselected
             return clone(self).set_params(choice=dict(self.ensemble_weights_)), self.modalities_

@@ -16,6 +16,7 @@ Measured against temperature scaling in the calibration diagnosis of an evaluati
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,17 @@ def _classes(pred: np.ndarray, min_bin: int) -> list[int]:
 
 def _rows(pred: np.ndarray, key: int) -> np.ndarray:
     return np.ones(len(pred), dtype=bool) if key == POOLED else pred == key
+
+
+def _fit_maps(proba: np.ndarray, y: np.ndarray, min_bin: int, fit_one: Any) -> dict:
+    """Per key (:func:`_classes`): ``fit_one(confidences, whether right)`` on its rows."""
+    conf, pred = _top(proba)
+    correct = (pred == np.asarray(y)).astype(float)
+    maps = {}
+    for key in _classes(pred, min_bin):
+        rows = _rows(pred, key)
+        maps[key] = fit_one(conf[rows], correct[rows])
+    return maps
 
 
 class _PerClass:
@@ -67,20 +79,16 @@ class TopLabelBinning(_PerClass):
     @classmethod
     def fit(cls, proba: np.ndarray, y: np.ndarray, min_bin: int = MIN_BIN
             ) -> "TopLabelBinning":
-        conf, pred = _top(proba)
-        correct = (pred == np.asarray(y)).astype(float)
-        maps = {}
-        for key in _classes(pred, min_bin):
-            rows = _rows(pred, key)
-            c, ok = conf[rows], correct[rows]
+        def binning(c: np.ndarray, ok: np.ndarray) -> tuple[list, list]:
             n_bins = max(1, len(c) // min_bin)
             edges = np.unique(np.quantile(c, np.linspace(0.0, 1.0, n_bins + 1)[1:-1]))
             which = np.searchsorted(edges, c, side="right")
             counts = np.bincount(which, minlength=len(edges) + 1)
             sums = np.bincount(which, ok, minlength=len(edges) + 1)
             values = np.where(counts > 0, sums / np.maximum(counts, 1), ok.mean())
-            maps[key] = (edges.tolist(), values.tolist())
-        return cls(maps)
+            return edges.tolist(), values.tolist()
+
+        return cls(_fit_maps(proba, y, min_bin, binning))
 
     def _apply(self, conf: np.ndarray, key: int) -> np.ndarray:
         edges, values = self.maps[key]
@@ -99,15 +107,11 @@ class TopLabelIsotonic(_PerClass):
             ) -> "TopLabelIsotonic":
         from sklearn.isotonic import IsotonicRegression
 
-        conf, pred = _top(proba)
-        correct = (pred == np.asarray(y)).astype(float)
-        maps = {}
-        for key in _classes(pred, min_bin):
-            rows = _rows(pred, key)
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            iso.fit(conf[rows], correct[rows])
-            maps[key] = (iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist())
-        return cls(maps)
+        def isotonic(c: np.ndarray, ok: np.ndarray) -> tuple[list, list]:
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(c, ok)
+            return iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()
+
+        return cls(_fit_maps(proba, y, min_bin, isotonic))
 
     def _apply(self, conf: np.ndarray, key: int) -> np.ndarray:
         x, y = self.maps[key]
